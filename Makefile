@@ -1,0 +1,28 @@
+# Every target installs what it needs into .venv first, so a fresh clone works.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench bench-accuracy clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,report,bench]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/streamrun job jobs/sample.toml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
+bench-accuracy: $(STAMP)
+	$(PY) bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) results.jsonl results.summary.json report.html
