@@ -1,0 +1,215 @@
+"""One streamed request over a shared aiohttp session.
+
+Sends the body, feeds raw chunks to the SSE decoder, stamps arrival times
+with `time.perf_counter()` the moment `readany()` returns (before decoding or
+JSON parsing), and raises typed errors.  Knows nothing of files or the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Mapping
+
+import aiohttp
+import orjson
+
+from .config import Timeouts
+from .errors import ConnectError, HTTPStatusError, IncompleteStream, RequestError, RequestTimeout, StreamErrorEvent
+from .metrics import Timing
+from .protocol import StreamState, error_body_message, handle_data
+from .sse import SSEDecoder
+
+_DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """Join an OpenAI-style base URL (usually ending in /v1) and an API path."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        return base + path.removeprefix("/v1")
+    return base + path
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    from datetime import datetime, timezone
+
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+@dataclass(slots=True)
+class Attempt:
+    state: StreamState
+    timing: Timing
+    headers: Mapping[str, str]
+
+
+class _Deadline:
+    """One asyncio timeout rescheduled per stage, cheaper than a new one per read."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeouts: Timeouts) -> None:
+        self.loop = loop
+        self.timeouts = timeouts
+        start = loop.time()
+        self.total_at = start + timeouts.total if timeouts.total else None
+        self.stage = "first_byte"
+
+    def at(self, seconds: float | None) -> float | None:
+        candidates = [x for x in (self.loop.time() + seconds if seconds else None, self.total_at) if x]
+        return min(candidates) if candidates else None
+
+    def describe(self) -> str:
+        t = self.timeouts
+        if self.total_at is not None and self.loop.time() >= self.total_at - 1e-3:
+            return f"total timeout of {t.total}s exceeded"
+        if self.stage == "first_byte":
+            return f"no response within {(t.connect or 0) + (t.first_byte or 0):g}s (connect + first byte)"
+        return f"stream idle for more than {t.idle}s"
+
+
+async def stream_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeouts: Timeouts,
+    timing: Timing,
+) -> Attempt:
+    """Run one attempt; return when the stream finished, raise RequestError otherwise."""
+    loop = asyncio.get_running_loop()
+    now = time.perf_counter
+    state = StreamState()
+    deadline = _Deadline(loop, timeouts)
+    first = (timeouts.connect or 0) + (timeouts.first_byte or 0) if (timeouts.connect or timeouts.first_byte) else None
+    try:
+        async with asyncio.timeout(deadline.at(first)) as cm:
+            timing.mark_sent(now())
+            async with session.post(url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raw = await resp.content.read(65536)
+                    raise HTTPStatusError(resp.status, f"HTTP {resp.status}: {error_body_message(raw)}",
+                                          retry_after=parse_retry_after(resp.headers))
+                if resp.content_type == "application/json":
+                    # A server that ignored "stream": true answered in one piece.
+                    raw = await resp.read()
+                    _apply_whole_response(state, timing, raw, now())
+                    return Attempt(state, timing, resp.headers)
+                deadline.stage = "stream"
+                await _read_stream(resp.content, state, timing, cm, deadline, now)
+                return Attempt(state, timing, resp.headers)
+    except RequestError as exc:
+        exc.partial = state
+        raise
+    except TimeoutError as exc:
+        if state.finished and timing.end is not None:
+            return Attempt(state, timing, {})  # only the drain after [DONE] timed out
+        err = RequestTimeout(deadline.describe())
+        err.partial = state
+        raise err from exc
+    except aiohttp.ClientConnectorError as exc:
+        err = ConnectError(f"cannot connect: {exc}")
+        err.partial = state
+        raise err from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+            ConnectionError) as exc:
+        if state.finished:
+            timing.end = timing.end or now()
+            return Attempt(state, timing, {})
+        cls = IncompleteStream if timing.first_event is not None else ConnectError
+        err = cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": "))
+        err.partial = state
+        raise err from exc
+    except aiohttp.ClientError as exc:
+        err = ConnectError(f"{type(exc).__name__}: {exc}")
+        err.partial = state
+        raise err from exc
+
+
+async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
+                       cm: asyncio.Timeout, deadline: _Deadline, now) -> None:
+    decoder = SSEDecoder()
+    idle = deadline.timeouts.idle
+    arrived = now()
+    while True:
+        chunk = await content.readany()
+        arrived = now()
+        if not chunk:
+            break
+        cm.reschedule(deadline.at(idle))
+        for event in decoder.feed(chunk):
+            _apply_event(state, timing, event.event, event.data, arrived)
+            if state.done:
+                timing.end = arrived
+                await _drain(content, cm, deadline)
+                return
+    for event in decoder.close():
+        _apply_event(state, timing, event.event, event.data, arrived)
+    timing.end = arrived
+    if not state.finished:
+        raise IncompleteStream(
+            f"stream ended after {state.events} events without finish_reason or [DONE]")
+
+
+def _apply_event(state: StreamState, timing: Timing, event: str, data: str, arrived: float) -> None:
+    if event == "error":
+        raise StreamErrorEvent(error_body_message(data.encode()) or "error event")
+    timing.on_event(arrived, handle_data(state, data))
+
+
+async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _Deadline) -> None:
+    """Read to the end of the body so aiohttp can put the connection back in the pool."""
+    cm.reschedule(deadline.at(_DRAIN_AFTER_DONE_S))
+    try:
+        while await content.readany():
+            pass
+    except (aiohttp.ClientError, ConnectionError):
+        pass
+
+
+def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float) -> None:
+    try:
+        obj = orjson.loads(raw)
+        choice = (obj.get("choices") or [{}])[0]
+    except (orjson.JSONDecodeError, AttributeError, IndexError) as exc:
+        raise IncompleteStream(f"unreadable JSON response: {raw[:200]!r}") from exc
+    message = choice.get("message") or {}
+    text = message.get("content") if message else choice.get("text")
+    state.events = 1
+    state.model = obj.get("model")
+    state.response_id = obj.get("id")
+    state.usage = obj.get("usage")
+    state.finish_reason = choice.get("finish_reason") or "stop"
+    state.done = True
+    if text:
+        state.text_parts.append(text)
+        state.text_events = 1
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        state.reasoning_parts.append(reasoning)
+    timing.on_event(arrived, bool(text))
+    timing.end = arrived

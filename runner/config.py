@@ -1,0 +1,158 @@
+"""The run's configuration: one frozen dataclass, built by the CLI or a job file.
+
+It holds the *name* of the environment variable with the key, never the key,
+so the whole config can be written into the summary as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Each stage of a request has its own limit; None disables one.
+
+    connect: TCP/TLS connect.  first_byte: from sending until the first body
+    bytes (prefill of a long prompt lives here).  idle: the longest gap
+    between two chunks once streaming.  total: the whole attempt.
+    """
+
+    connect: float | None = 10.0
+    first_byte: float | None = 300.0
+    idle: float | None = 120.0
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+
+
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """`always` (every batch), `interval` (at most every N seconds, the default), or `never`."""
+
+    mode: str = "interval"
+    interval_s: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "FsyncPolicy":
+        text = text.strip().lower()
+        if text in ("always", "never"):
+            return cls(text)
+        if text == "interval":
+            return cls()
+        try:
+            return cls("interval", float(text.removesuffix("s")))
+        except ValueError:
+            raise ValueError(f"fsync must be always, never, interval or a number of seconds, not {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One load shape: a concurrency cap and optionally an arrival rate (req/s; inf = all at once)."""
+
+    index: int
+    concurrency: int
+    rate: float | None = None
+    label: str | None = None  # set only in sweeps; then records carry it
+
+    def to_record(self) -> dict | None:
+        if self.label is None:
+            return None
+        rate = None if self.rate is None or math.isinf(self.rate) else self.rate
+        return {"index": self.index, "label": self.label, "concurrency": self.concurrency, "rate": rate}
+
+
+def make_stages(concurrencies: list[int], rates: list[float | None]) -> tuple[Stage, ...]:
+    """A sweep over one list; the other must then be a single value."""
+    if len(concurrencies) > 1 and len(rates) > 1:
+        raise ValueError("sweep either --concurrency or --rate, not both")
+    if len(concurrencies) == 1 and len(rates) == 1:
+        return (Stage(0, concurrencies[0], rates[0]),)
+    stages = []
+    if len(rates) > 1:
+        for i, r in enumerate(rates):
+            stages.append(Stage(i, concurrencies[0], r, f"rate={_fmt(r)}"))
+    else:
+        for i, c in enumerate(concurrencies):
+            stages.append(Stage(i, c, rates[0], f"c={c}"))
+    return tuple(stages)
+
+
+def _fmt(rate: float | None) -> str:
+    if rate is None or math.isinf(rate):
+        return "inf"
+    return f"{rate:g}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    inputs: tuple[str, ...]
+    output: str
+    base_urls: tuple[str, ...] = (DEFAULT_BASE_URL,)
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    params: dict = field(default_factory=dict)
+    include_usage: bool = True
+    stages: tuple[Stage, ...] = (Stage(0, 16),)
+    burstiness: float = 1.0
+    num_prompts: int | None = None
+    duration_s: float | None = None
+    warmup: int = 0
+    seed: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    resume: bool = False
+    overwrite: bool = False
+    retry_failed: bool = False
+    fsync: FsyncPolicy = FsyncPolicy()
+    drain_timeout_s: float = 30.0
+    output_format: str = "streamrun"  # or "openai-batch"
+    shard: str | None = None  # "I/N", resolved by the CLI
+    rpm: int | None = None
+    tpm: int | None = None
+    adaptive: bool = True
+    price_input: float | None = None  # USD per million tokens
+    price_output: float | None = None
+    summary_path: str | None = None
+    slos: dict = field(default_factory=dict)
+    max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
+    job: str | None = None
+
+    @property
+    def max_concurrency(self) -> int:
+        return max(s.concurrency for s in self.stages)
+
+    def public(self) -> dict:
+        """The config for the summary file; it holds no secret by construction."""
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        return d
+
+
+def render_paths(cfg: RunConfig) -> RunConfig:
+    """Fill `{date}` (UTC, YYYY-MM-DD), `{job}` and `{shard}` ("3of8", or "all") in output paths."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    shard = cfg.shard.replace("/", "of") if cfg.shard else "all"
+    values = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "job": cfg.job or "run", "shard": shard}
+
+    def fill(path: str | None) -> str | None:
+        if path is None or "{" not in path:
+            return path
+        try:
+            return path.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
+
+    return dataclasses.replace(cfg, output=fill(cfg.output), summary_path=fill(cfg.summary_path))

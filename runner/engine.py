@@ -1,0 +1,317 @@
+"""The loop: pull inputs, shape the load, run requests, hand records to the writer.
+
+A fixed pool of worker tasks (one per concurrency slot) pulls from a small
+bounded queue, so memory is flat however long the input is: never one task
+per line.  With a rate, a producer releases items at Poisson (or gamma)
+arrival times computed on an absolute schedule (open loop: slow responses do
+not slow arrivals; the lag shows up as `queue_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import aiohttp
+
+from .client import Attempt, endpoint_url, stream_once
+from .config import RunConfig, Stage
+from .endpoints import EndpointPool
+from .errors import HTTPStatusError, RequestError, redact
+from .inputs import InputItem, aiter_items
+from .metrics import Timing, metrics_dict
+from .protocol import build_body
+from .retry import retrying
+
+_STOP = object()
+
+
+@dataclass
+class EngineHooks:
+    """Optional collaborators; each is None when the run does not use it."""
+
+    quota: Any = None  # runner.quota.QuotaLimiter
+    adaptive: Any = None  # runner.quota.AdaptiveConcurrency
+    estimate_tokens: Callable[[dict], int] | None = None  # request body -> tokens for TPM
+    count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
+    on_record: Callable[[dict], None] | None = None  # stats, progress
+    on_start: Callable[[], None] | None = None
+    on_finish: Callable[[], None] | None = None
+
+
+@dataclass
+class LagMonitor:
+    """How late the event loop wakes up: a saturated client inflates every latency."""
+
+    interval: float = 0.05
+    samples: int = 0
+    total: float = 0.0
+    max: float = 0.0
+    over_10ms: int = 0
+
+    async def run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            lag = time.perf_counter() - t - self.interval
+            self.samples += 1
+            self.total += lag
+            self.max = max(self.max, lag)
+            self.over_10ms += lag > 0.010
+
+    def summary(self) -> dict:
+        mean = self.total / self.samples if self.samples else 0.0
+        share = self.over_10ms / self.samples if self.samples else 0.0
+        return {"mean_s": mean, "max_s": self.max, "share_over_10ms": share}
+
+
+@dataclass
+class EngineResult:
+    interrupted: bool = False
+    sent: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    lag: dict = field(default_factory=dict)
+    endpoints: list = field(default_factory=list)
+
+
+def arrival_gaps(rate: float | None, burstiness: float, rng: random.Random) -> Iterator[float]:
+    """Gaps between arrivals: exponential (Poisson process) or gamma with shape=burstiness.
+
+    Same convention as vLLM's benchmark_serving: mean gap 1/rate whatever the
+    burstiness; burstiness < 1 is burstier, > 1 more regular.
+    """
+    if rate is None or math.isinf(rate) or rate <= 0:
+        while True:
+            yield 0.0
+    theta = 1.0 / (rate * burstiness)
+    while True:
+        yield rng.gammavariate(burstiness, theta)
+
+
+class Engine:
+    def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer, hooks: EngineHooks,
+                 secrets: tuple[str, ...] = (), connector_limit: int | None = None) -> None:
+        self.cfg = cfg
+        self.headers = headers
+        self.writer = writer
+        self.hooks = hooks
+        self.secrets = secrets
+        self.pool = EndpointPool(list(cfg.base_urls))
+        self.connector_limit = connector_limit or cfg.max_concurrency
+        self.stopping = asyncio.Event()
+        self.in_flight = 0
+        self.result = EngineResult()
+        self._rng = random.Random(cfg.seed)
+
+    def stop(self) -> None:
+        """First signal: stop reading, let in-flight requests drain."""
+        self.stopping.set()
+
+    async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
+                  warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
+        connector = aiohttp.TCPConnector(limit=self.connector_limit, limit_per_host=0,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
+        lag = LagMonitor()
+        lag_task = asyncio.create_task(lag.run())
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                             headers=self.headers, auto_decompress=True,
+                                             trust_env=True) as session:
+                self.session = session
+                first = self.cfg.stages[0]
+                if warmup_items is not None and self.cfg.warmup:
+                    await self._run_stage(first, warmup_items, warmup=True)
+                for stage in self.cfg.stages:
+                    if self.stopping.is_set():
+                        break
+                    await self._run_stage(stage, stage_items(stage), warmup=False)
+        finally:
+            lag_task.cancel()
+            self.result.lag = lag.summary()
+            self.result.endpoints = self.pool.stats()
+        self.result.interrupted = self.stopping.is_set()
+        return self.result
+
+    async def _run_stage(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
+        workers = [asyncio.create_task(self._worker(queue, stage, warmup)) for _ in range(stage.concurrency)]
+        producer = asyncio.create_task(self._produce(queue, items, stage, warmup))
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        everything = asyncio.gather(producer, *workers)
+        try:
+            await asyncio.wait([everything, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if everything.done():
+                everything.result()  # re-raise a crash
+                return
+            producer.cancel()
+            _, pending = await asyncio.wait(workers, timeout=self.cfg.drain_timeout_s)
+            self.result.cancelled += sum(1 for w in pending if getattr(w, "busy", False))
+            for w in pending:
+                w.cancel()
+            await asyncio.gather(*workers, producer, return_exceptions=True)
+        finally:
+            stop_wait.cancel()
+            if not everything.done():
+                everything.cancel()
+                await asyncio.gather(everything, return_exceptions=True)
+
+    async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool) -> None:
+        cfg = self.cfg
+        gaps = arrival_gaps(None if warmup else stage.rate, cfg.burstiness, self._rng)
+        start = time.perf_counter()
+        due = start
+        sent = 0
+        limit = cfg.warmup if warmup else cfg.num_prompts
+        async for item in aiter_items(items):
+            if self.stopping.is_set():
+                break
+            if item.error is not None:  # invalid lines are answered at once, no request
+                self._emit(self._invalid_record(item, stage))
+                continue
+            if limit is not None and sent >= limit:
+                break
+            if not warmup and cfg.duration_s is not None and time.perf_counter() - start >= cfg.duration_s:
+                break
+            due += next(gaps)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent += 1
+            await queue.put((item, due if stage.rate else None))
+        for _ in range(stage.concurrency):
+            await queue.put(_STOP)
+
+    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool) -> None:
+        task = asyncio.current_task()
+        while True:
+            entry = await queue.get()
+            if entry is _STOP or self.stopping.is_set():
+                return
+            item, due = entry
+            task.busy = True  # type: ignore[attr-defined]
+            self.in_flight += 1
+            try:
+                record = await self._process(item, due, stage, warmup)
+            finally:
+                self.in_flight -= 1
+                task.busy = False  # type: ignore[attr-defined]
+            self._emit(record)
+
+    def _emit(self, record: dict) -> None:
+        self.writer.put(record)
+        if self.hooks.on_record is not None:
+            self.hooks.on_record(record)
+
+    async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> dict:
+        cfg = self.cfg
+        hooks = self.hooks
+        body = build_body(item.body or {}, defaults=cfg.params, model=cfg.model, include_usage=cfg.include_usage)
+        estimate = hooks.estimate_tokens(item.body or {}) if hooks.estimate_tokens and hooks.quota else 0
+        attempts = 0
+        attempt: Attempt | None = None
+        error: RequestError | None = None
+        timing: Timing | None = None
+        endpoint = None
+        self.result.sent += 1
+        try:
+            async for retry_round in retrying(cfg.retry):
+                with retry_round:
+                    attempts += 1
+                    if hooks.quota is not None:
+                        await hooks.quota.acquire(estimate)
+                    slot = hooks.adaptive.slot() if hooks.adaptive is not None else _nullslot
+                    async with slot:
+                        endpoint = self.pool.acquire()
+                        timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
+                        failed = True
+                        try:
+                            attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
+                                                        body, {}, cfg.timeouts, timing)
+                            failed = False
+                        except RequestError as exc:
+                            failed = exc.retryable
+                            self._on_throttle(exc)
+                            raise
+                        finally:
+                            self.pool.release(endpoint, failed)
+                    if hooks.adaptive is not None:
+                        hooks.adaptive.on_success()
+                    if hooks.quota is not None:
+                        hooks.quota.observe_headers(attempt.headers)
+        except RequestError as exc:
+            error = exc
+        finally:
+            if hooks.quota is not None and estimate:
+                usage = (attempt.state.usage if attempt else None) or {}
+                actual = usage.get("total_tokens")
+                if actual is not None:
+                    hooks.quota.settle(estimate, int(actual))
+        state = attempt.state if attempt is not None else (error.partial if error is not None else None)
+        return self._record(item, stage, warmup, state, timing if attempt else (timing if error else None),
+                            attempts, error, endpoint.url if endpoint else None)
+
+    def _on_throttle(self, exc: RequestError) -> None:
+        if isinstance(exc, HTTPStatusError) and exc.status_code in (429, 503):
+            if self.hooks.adaptive is not None:
+                self.hooks.adaptive.on_throttle(exc.retry_after)
+
+    def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
+                attempts: int, error: RequestError | None, endpoint: str | None) -> dict:
+        usage = state.usage if state is not None else None
+        text = state.text if state is not None else ""
+        tokens, source = None, None
+        if usage and usage.get("completion_tokens") is not None:
+            tokens, source = usage["completion_tokens"], "usage"
+        elif state is not None and state.text_events:
+            counted = self.hooks.count_tokens(text) if self.hooks.count_tokens else None
+            if counted is not None and counted[1] == "tokenizer":
+                tokens, source = counted
+            else:
+                tokens, source = state.text_events, "events"
+        requested_model = (item.body or {}).get("model") or self.cfg.params.get("model") or self.cfg.model
+        return {
+            "custom_id": ("warmup:" + item.custom_id) if warmup else item.custom_id,
+            "status": "ok" if error is None else "error",
+            "text": text,
+            "reasoning": state.reasoning if state is not None else None,
+            "finish_reason": state.finish_reason if state is not None else None,
+            "model": (state.model if state is not None and state.model else requested_model),
+            "usage": usage,
+            "metrics": metrics_dict(timing, tokens, source),
+            "attempts": attempts,
+            "error": None if error is None else {
+                "type": error.type, "status_code": error.status_code,
+                "message": redact(error.message, self.secrets)},
+            "source": {"file": item.file, "line": item.line},
+            "endpoint": endpoint,
+            "stage": stage.to_record(),
+            "warmup": warmup,
+            "request_path": item.path,
+        }
+
+    def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
+        return {
+            "custom_id": item.custom_id, "status": "error", "text": "", "reasoning": None,
+            "finish_reason": None, "model": None, "usage": None,
+            "metrics": metrics_dict(None, None, None), "attempts": 0,
+            "error": {"type": "invalid_input", "status_code": None, "message": f"{item.place}: {item.error}"},
+            "source": {"file": item.file, "line": item.line}, "endpoint": None,
+            "stage": stage.to_record(), "warmup": False, "request_path": None,
+        }
+
+
+class _NullSlot:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc) -> None:
+        return None
+
+
+_nullslot = _NullSlot()

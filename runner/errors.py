@@ -1,0 +1,82 @@
+"""Typed failures of one request attempt.
+
+The retry policy decides on `retryable`/`retry_after`; the record writer turns
+any of them into `{"type", "status_code", "message"}`.  Messages pass through
+`redact()` at the edge, so a key that a server echoes back never reaches a
+file or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RequestError(Exception):
+    """Base of every per-request failure; `type` is the record's `error.type`."""
+
+    type = "request_error"
+    retryable = False
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 retry_after: float | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+        if retryable is not None:
+            self.retryable = retryable
+        self.partial: Any = None  # the attempt's StreamState, so partial text is kept
+
+    def to_record(self) -> dict:
+        return {"type": self.type, "status_code": self.status_code, "message": self.message}
+
+
+class HTTPStatusError(RequestError):
+    """A non-200 answer. 408, 409, 429 and 5xx are worth another try; other 4xx are not."""
+
+    type = "http_error"
+
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, status_code=status_code, retry_after=retry_after,
+                         retryable=status_code in (408, 409, 429) or status_code >= 500)
+
+
+class ConnectError(RequestError):
+    type = "connect_error"
+    retryable = True
+
+
+class RequestTimeout(RequestError):
+    type = "timeout"
+    retryable = True
+
+
+class IncompleteStream(RequestError):
+    """The body ended (or the connection dropped) before any finish_reason."""
+
+    type = "incomplete_stream"
+    retryable = True
+
+
+class StreamErrorEvent(RequestError):
+    """An `{"error": ...}` object arrived inside the stream.
+
+    Retried: gateways send these for transient upstream failures
+    (overloaded, internal error) after the 200 status line is already out.
+    """
+
+    type = "stream_error"
+    retryable = True
+
+
+class ExceedsTPM(RequestError):
+    """One request needs more tokens than the whole per-minute budget."""
+
+    type = "exceeds_tpm"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

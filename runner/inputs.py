@@ -1,0 +1,170 @@
+"""Stream JSONL prompt files lazily, validate each line, give it an id and a source.
+
+Never reads a file whole: lines are parsed one at a time, and the async side
+pulls small batches through a worker thread so a slow stdin or disk never
+blocks the event loop (and so never shows up as latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import os
+import sys
+from array import array
+from dataclasses import dataclass
+from itertools import islice
+from typing import AsyncIterator, BinaryIO, Iterable, Iterator
+
+import orjson
+
+from .protocol import InvalidRequestLine, parse_line
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+class InputError(Exception):
+    """A problem with the inputs as a whole (missing file, duplicate ids): fatal before sending."""
+
+
+@dataclass(slots=True)
+class InputItem:
+    custom_id: str
+    file: str
+    line: int
+    path: str | None = None  # API path; None for an invalid line
+    body: dict | None = None
+    error: str | None = None  # why the line is invalid
+    raw: bytes = b""
+
+    @property
+    def place(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def expand_inputs(patterns: Iterable[str]) -> list[str]:
+    """Globs to files, in a stable order; a pattern that matches nothing is an error."""
+    paths: list[str] = []
+    for pattern in patterns:
+        if pattern == STDIN:
+            paths.append(STDIN)
+            continue
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if not os.path.isdir(m)]
+        if not matches or not all(os.path.exists(m) for m in matches):
+            raise InputError(f"{pattern}: no such input file")
+        paths.extend(matches)
+    if paths.count(STDIN) > 1:
+        raise InputError("'-' (stdin) can be given only once")
+    return paths
+
+
+def default_id(file: str, line: int) -> str:
+    name = STDIN_NAME if file == STDIN else os.path.basename(file)
+    return f"{name}:{line}"
+
+
+def _open(path: str) -> BinaryIO:
+    return sys.stdin.buffer if path == STDIN else open(path, "rb")
+
+
+def _raw_lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
+    for path in paths:
+        f = _open(path)
+        try:
+            for number, raw in enumerate(f, 1):
+                raw = raw.strip()
+                if raw:  # blank lines are not inputs
+                    yield path, number, raw
+        finally:
+            if path != STDIN:
+                f.close()
+
+
+def parse_item(path: str, number: int, raw: bytes) -> InputItem:
+    shown = STDIN_NAME if path == STDIN else path
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return InputItem(default_id(path, number), shown, number, error=f"not valid JSON ({exc})", raw=raw)
+    try:
+        custom_id, api_path, body = parse_line(obj, file=shown, line=number)
+    except InvalidRequestLine as exc:
+        cid = obj.get("custom_id") if isinstance(obj, dict) else None
+        cid = cid if isinstance(cid, str) and cid else default_id(path, number)
+        return InputItem(cid, shown, number, error=str(exc), raw=raw)
+    return InputItem(custom_id or default_id(path, number), shown, number, api_path, body, raw=raw)
+
+
+def iter_items(paths: list[str]) -> Iterator[InputItem]:
+    for path, number, raw in _raw_lines(paths):
+        yield parse_item(path, number, raw)
+
+
+def iter_input_ids(paths: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
+    """(custom_id, file, line, raw line) for every input line; used by merge and shards."""
+    for item in iter_items(paths):
+        yield item.custom_id, item.file, item.line, item.raw
+
+
+async def aiter_items(items: Iterator[InputItem], batch: int = 256) -> AsyncIterator[InputItem]:
+    """Pull items from a blocking iterator in small batches on a worker thread."""
+    while True:
+        chunk = await asyncio.to_thread(lambda: list(islice(items, batch)))
+        if not chunk:
+            return
+        for item in chunk:
+            yield item
+
+
+def id_hash(custom_id: str) -> int:
+    """A stable 64-bit fingerprint: sets of millions of ids then cost 8 bytes each."""
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class ScanResult:
+    lines: int
+    duplicates: list[tuple[str, str, str]]  # (custom_id, first place, second place)
+
+
+def scan_inputs(paths: list[str], key=lambda item: item.custom_id) -> ScanResult:
+    """Count the lines and find duplicate ids before anything is sent.
+
+    Memory: one 64-bit hash per line in an array, sorted; only when two hashes
+    collide is a second pass made to name both places exactly.
+    """
+    hashes = array("Q")
+    for item in iter_items(paths):
+        hashes.append(id_hash(key(item)))
+    count = len(hashes)
+    hashes = array("Q", sorted(hashes))
+    suspects = {hashes[i] for i in range(1, count) if hashes[i] == hashes[i - 1]}
+    del hashes
+    duplicates: list[tuple[str, str, str]] = []
+    if suspects:
+        first: dict[str, str] = {}
+        for item in iter_items(paths):
+            k = key(item)
+            if id_hash(k) in suspects:
+                if k in first:
+                    duplicates.append((k, first[k], item.place))
+                else:
+                    first[k] = item.place
+    return ScanResult(count, duplicates)
+
+
+class SeenIds:
+    """Duplicate detection for stdin, which cannot be scanned ahead."""
+
+    def __init__(self) -> None:
+        self._first: dict[int, str] = {}
+
+    def check(self, custom_id: str, place: str) -> str | None:
+        h = id_hash(custom_id)
+        earlier = self._first.get(h)
+        if earlier is None:
+            self._first[h] = place
+        return earlier

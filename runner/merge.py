@@ -1,0 +1,400 @@
+"""Combine the result files of sharded (or retried) runs into one.
+
+``streamrun merge OUTPUTS... -o all.jsonl [--inputs IN ...] [--missing PATH]``
+
+Records are keyed like resume keys them (``runner.outputs.resume_key``): by
+``custom_id``, and in sweeps by stage label and ``custom_id``, since a sweep
+sends every id once per stage. Per key:
+
+- one record: kept;
+- ``ok`` and ``error`` records: the ``ok`` one is kept, whatever the order
+  (a shard that was retried after failures); the error is "replaced";
+- several ``error`` records: the first is kept, the rest are "replaced";
+- two ``ok`` records: a real duplicate (two shards ran the same input, e.g.
+  different shard counts). Both places are reported, the first is kept and
+  the merge exits 1.
+
+Warm-up records (``"warmup": true``) are copied as they are and take no part
+in the checks: they answer no input and are excluded from statistics anyway.
+
+Torn or garbled lines (a worker killed mid-write) are warned about with
+file:line and skipped. Kept lines are copied byte for byte, so nothing about
+a record changes by merging it.
+
+Memory stays flat in the size of the records: the files are streamed twice
+(pass 1 picks the line to keep for each key, pass 2 copies those lines) and
+the only thing held is one dict ``key -> packed int`` (file index, line
+number, ok flag, matched-by-input flag): about 130 MB per million records.
+
+With ``--inputs``, every input id must have exactly one kept record (per
+stage, in a sweep): missing ids and extra ids (records for no input) are
+reported and make the merge exit 1; ``--missing PATH`` receives the input
+lines that have no record, ready for ``streamrun run PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import click
+import orjson
+
+from runner.outputs import resume_key
+
+EXAMPLES = 5  # ids quoted in the missing / extra report lines
+WARN_LIMIT = 20  # per kind of warning; the rest are only counted
+
+# Packed place of a kept record: line << 2 | matched << 1 | ok, plus the
+# file index from bit 42 up (2**40 lines per file is plenty).
+_OK = 1
+_MATCHED = 2
+_FILE_SHIFT = 42
+
+
+def _pack(file_index: int, line_no: int, ok: bool) -> int:
+    return (file_index << _FILE_SHIFT) | (line_no << 2) | (_OK if ok else 0)
+
+
+def _file_of(packed: int) -> int:
+    return packed >> _FILE_SHIFT
+
+
+def _line_of(packed: int) -> int:
+    return (packed >> 2) & ((1 << (_FILE_SHIFT - 2)) - 1)
+
+
+def _show(key: str) -> str:
+    """A key for humans: ``id``, or ``id (stage c=4)`` in sweeps."""
+    label, sep, custom_id = key.partition("\x00")
+    return f"{custom_id} (stage {label})" if sep else key
+
+
+@dataclass
+class MergeReport:
+    """What a merge found; ``ok`` is False when the merge should exit 1."""
+
+    records: int = 0  # well-formed records read (warm-ups excluded)
+    written: int = 0  # lines in the merged file (one per key, plus warm-ups)
+    warmup: int = 0  # warm-up records, copied through
+    replaced: int = 0  # error records dropped for another record of the key
+    duplicates: int = 0  # extra ``ok`` records for a key that already had one
+    bad_lines: int = 0  # torn / garbled lines skipped
+    checked_inputs: bool = False
+    missing: int = 0  # input ids (x stages) without a record
+    extra: int = 0  # kept records whose id is in no input
+    duplicate_inputs: int = 0  # input ids seen more than once (warned only)
+    duplicate_places: list[tuple[str, str, str]] = field(default_factory=list)
+    missing_ids: list[str] = field(default_factory=list)  # the first few
+    extra_ids: list[str] = field(default_factory=list)  # the first few
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.missing or self.extra)
+
+    def summary(self) -> str:
+        """The one-line summary printed last on stderr."""
+        missing = str(self.missing) if self.checked_inputs else "n/a"
+        extra = str(self.extra) if self.checked_inputs else "n/a"
+        return (
+            f"merge: records={self.records} duplicates={self.duplicates} "
+            f"missing={missing} extra={extra} written={self.written} "
+            f"(replaced errors={self.replaced}, warm-ups={self.warmup}, "
+            f"bad lines={self.bad_lines})"
+        )
+
+
+@dataclass(frozen=True)
+class _Line:
+    key: str
+    ok: bool
+    warmup: bool
+    label: str | None
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line) for the non-blank lines of ``path``."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if raw.strip():
+                yield line_no, raw
+
+
+def _parse(raw: bytes) -> _Line:
+    """What merging needs of one result line; ValueError saying what is wrong."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON (torn line?): {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise ValueError("no custom_id string")
+    status = obj.get("status")
+    if status not in ("ok", "error"):
+        raise ValueError(f"not a result record (status={status!r})")
+    stage = obj.get("stage")
+    label = stage.get("label") if isinstance(stage, dict) else None
+    return _Line(resume_key(obj), status == "ok", bool(obj.get("warmup")), label)
+
+
+def _with_newline(raw: bytes) -> bytes:
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+class _Warner:
+    """Print the first WARN_LIMIT warnings of each kind, then only count."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self.warn = warn
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, kind: str, message: str) -> None:
+        n = self.counts[kind] = self.counts.get(kind, 0) + 1
+        if n <= WARN_LIMIT:
+            self.warn(message)
+        elif n == WARN_LIMIT + 1:
+            self.warn(f"merge: further {kind} warnings not shown")
+
+
+def _choose(
+    outputs: Sequence[str], report: MergeReport, warn: _Warner
+) -> tuple[dict[str, int], set[str | None]]:
+    """Pass 1: the packed place of the record to keep for each key; stage labels."""
+    kept: dict[str, int] = {}
+    labels: set[str | None] = set()
+    for file_index, path in enumerate(outputs):
+        for line_no, raw in _lines(path):
+            try:
+                line = _parse(raw)
+            except ValueError as e:
+                report.bad_lines += 1
+                warn("bad line", f"merge: {path}:{line_no}: skipped, {e}")
+                continue
+            if line.warmup:
+                report.warmup += 1
+                continue
+            report.records += 1
+            labels.add(line.label)
+            here = _pack(file_index, line_no, line.ok)
+            before = kept.get(line.key)
+            if before is None:
+                kept[line.key] = here
+            elif line.ok and before & _OK:
+                report.duplicates += 1
+                first = f"{outputs[_file_of(before)]}:{_line_of(before)}"
+                second = f"{path}:{line_no}"
+                if len(report.duplicate_places) < WARN_LIMIT:
+                    report.duplicate_places.append((_show(line.key), first, second))
+                warn(
+                    "duplicate",
+                    f"merge: duplicate ok records for {_show(line.key)}: "
+                    f"{first} (kept) and {second}",
+                )
+            else:
+                report.replaced += 1
+                if line.ok:  # an ok record beats the error kept so far
+                    kept[line.key] = here
+    return kept, labels
+
+
+def _copy_kept(outputs: Sequence[str], kept: dict[str, int], out: BinaryIO) -> int:
+    """Pass 2: copy the chosen line of each key and every warm-up, in file order."""
+    written = 0
+    for file_index, path in enumerate(outputs):
+        for line_no, raw in _lines(path):
+            try:
+                line = _parse(raw)
+            except ValueError:
+                continue  # warned in pass 1
+            packed = kept.get(line.key)
+            if line.warmup or (
+                packed is not None
+                and _file_of(packed) == file_index
+                and _line_of(packed) == line_no
+            ):
+                out.write(_with_newline(raw))
+                written += 1
+    return written
+
+
+def _missing_line(raw: bytes, custom_id: str) -> bytes:
+    """The input line to re-run, with its id made explicit if it had none.
+
+    A line without its own ``custom_id`` gets the id ``<file>:<line>``; in a
+    missing-file it would sit at another file and line and get another id on
+    re-run, so the re-run's record would never match the original input.
+    Writing the id into the line keeps it; lines that carry their own id are
+    copied verbatim.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _with_newline(raw)
+    if isinstance(obj, dict):
+        own = obj.get("custom_id")
+        if not (isinstance(own, str) and own):
+            rest = {k: v for k, v in obj.items() if k != "custom_id"}
+            return orjson.dumps({"custom_id": custom_id, **rest}) + b"\n"
+    return _with_newline(raw)
+
+
+def _check_inputs(
+    inputs: Sequence[str],
+    kept: dict[str, int],
+    labels: set[str | None],
+    missing_out: BinaryIO | None,
+    report: MergeReport,
+    warn: _Warner,
+) -> None:
+    """Pass 3: match input ids (x stage labels) against kept records.
+
+    An input line missing in any stage is written once to ``missing_out``.
+    """
+    from runner.inputs import iter_input_ids  # owned by the input module
+
+    report.checked_inputs = True
+    stages = sorted(labels, key=lambda s: (s is not None, s or "")) or [None]
+    for custom_id, path, line_no, raw in iter_input_ids(list(inputs)):
+        absent = 0
+        for label in stages:
+            key = resume_key(label, custom_id)
+            packed = kept.get(key)
+            if packed is None:
+                absent += 1
+                if len(report.missing_ids) < EXAMPLES:
+                    report.missing_ids.append(_show(key))
+            elif packed & _MATCHED:
+                report.duplicate_inputs += 1
+                warn("duplicate input",
+                     f"merge: {path}:{line_no}: input id {_show(key)} seen before")
+            else:
+                kept[key] = packed | _MATCHED
+        report.missing += absent
+        if absent and missing_out is not None:
+            missing_out.write(_missing_line(raw, custom_id))
+    for key, packed in kept.items():
+        if not packed & _MATCHED:
+            report.extra += 1
+            if len(report.extra_ids) < EXAMPLES:
+                report.extra_ids.append(_show(key))
+
+
+def usage_problem(
+    outputs: Sequence[str],
+    out_path: str,
+    inputs: Sequence[str] | None,
+    missing_path: str | None,
+) -> str | None:
+    """Why these arguments cannot work (exit 2), or None.
+
+    Checked before reading anything: writing over a file that is being read
+    would destroy it.
+    """
+    if not outputs:
+        return "no result files to merge"
+    if missing_path is not None and not inputs:
+        return "--missing needs --inputs (the lines to write come from them)"
+    if missing_path is not None and os.path.abspath(missing_path) == os.path.abspath(out_path):
+        return "--missing and -o name the same file"
+    sources = [*outputs, *(inputs or [])]
+    for target in (out_path, missing_path):
+        if target is None or not os.path.exists(target):
+            continue
+        for source in sources:
+            if os.path.exists(source) and os.path.samefile(target, source):
+                return f"{target} would overwrite a file being read ({source})"
+    return None
+
+
+def merge(
+    outputs: Sequence[str],
+    out_path: str,
+    inputs: Sequence[str] | None = None,
+    missing_path: str | None = None,
+    warn: Callable[[str], None] = _stderr,
+) -> MergeReport:
+    """Merge ``outputs`` into ``out_path``; see the module docstring.
+
+    The merged file is written to ``out_path + ".tmp"`` and renamed at the
+    end, so a killed merge never leaves a complete-looking partial file.
+    Warnings go to ``warn`` (stderr by default); the caller prints the
+    summary. Raises ValueError for the cases of :func:`usage_problem`.
+    """
+    problem = usage_problem(outputs, out_path, inputs, missing_path)
+    if problem:
+        raise ValueError(problem)
+    report = MergeReport()
+    warner = _Warner(warn)
+    kept, labels = _choose(outputs, report, warner)
+
+    tmp_path = out_path + ".tmp"
+    try:
+        with open(tmp_path, "wb") as out:
+            report.written = _copy_kept(outputs, kept, out)
+        os.replace(tmp_path, out_path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+
+    if inputs:
+        if missing_path is not None:
+            with open(missing_path, "wb") as missing_out:
+                _check_inputs(inputs, kept, labels, missing_out, report, warner)
+        else:
+            _check_inputs(inputs, kept, labels, None, report, warner)
+        if report.missing:
+            warn(
+                f"merge: {report.missing} input ids have no record, first: "
+                + ", ".join(report.missing_ids)
+                + (f" (lines written to {missing_path})" if missing_path else "")
+            )
+        if report.extra:
+            warn(
+                f"merge: {report.extra} records match no input id, first: "
+                + ", ".join(report.extra_ids)
+            )
+    return report
+
+
+@click.command("merge")
+@click.argument(
+    "outputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+    help="Merged results file (one record per custom_id, per stage in sweeps).",
+)
+@click.option(
+    "--inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    help="An input JSONL file the outputs came from; repeat for several files. "
+    "Every input id must then have exactly one record.",
+)
+@click.option(
+    "--missing", "missing_path", type=click.Path(dir_okay=False),
+    help="Write the input lines that have no record here (needs --inputs).",
+)
+def merge_command(
+    outputs: tuple[str, ...],
+    out_path: str,
+    inputs: tuple[str, ...],
+    missing_path: str | None,
+) -> None:
+    """Combine shard result files into one, checking ids against the inputs.
+
+    Exit status: 0 clean; 1 duplicate, missing or extra ids; 2 usage error.
+    """
+    problem = usage_problem(outputs, out_path, inputs, missing_path)
+    if problem:
+        raise click.UsageError(problem)
+    report = merge(outputs, out_path, inputs or None, missing_path)
+    click.echo(report.summary(), err=True)
+    if not report.ok:
+        click.get_current_context().exit(1)

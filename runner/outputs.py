@@ -1,0 +1,230 @@
+"""The results file: one writer, whole lines, flush/fsync policy, resume and lock.
+
+Crash model: each batch of records is handed to the kernel with one
+`os.write` of whole lines on an O_APPEND descriptor, so `kill -9` can only
+lose records still in memory (requests in flight, in effect); a torn last
+line (disk full, power loss without fsync) is cut away by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import time
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import orjson
+
+from .config import FsyncPolicy
+from .inputs import id_hash
+
+
+class OutputLocked(Exception):
+    """Another run holds the lock of this output."""
+
+
+class OutputExists(Exception):
+    """The output exists and neither --resume nor --overwrite was given."""
+
+
+def lock_output(path: str) -> int:
+    """Take an exclusive flock on PATH.lock; the kernel drops it if we die, so it never goes stale."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputLocked(f"{path} is being written by another streamrun run (lock {path}.lock is held)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def repair_torn_tail(path: str) -> int:
+    """Cut a last line that has no newline or is not valid JSON; return the bytes cut."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        start = max(0, size - (1 << 16))
+        while True:
+            f.seek(start)
+            tail = f.read(size - start)
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)
+            if cut >= 0 or start == 0:
+                break
+            start = max(0, start - (1 << 20))
+        line_start = start + cut + 1 if cut >= 0 else 0
+        last = tail[line_start - start:]
+        if last.endswith(b"\n"):
+            try:
+                orjson.loads(last)
+                return 0
+            except orjson.JSONDecodeError:
+                pass
+        f.truncate(line_start)
+        return size - line_start
+
+
+def iter_records(path: str, on_bad: Callable[[int, str], None] | None = None) -> Iterator[dict]:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if on_bad:
+                    on_bad(number, str(exc))
+
+
+class DoneIds:
+    """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
+
+    def __init__(self, hashes: array) -> None:
+        self._h = array("Q", sorted(hashes))
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def __contains__(self, key: str) -> bool:
+        h = id_hash(key)
+        i = bisect_left(self._h, h)
+        return i < len(self._h) and self._h[i] == h
+
+
+def resume_key(record_or_stage, custom_id: str | None = None) -> str:
+    """Sweeps send the same ids once per stage, so the stage label is part of the key."""
+    if isinstance(record_or_stage, dict):
+        stage = record_or_stage.get("stage")
+        label = stage.get("label") if isinstance(stage, dict) else None
+        custom_id = record_or_stage.get("custom_id")
+    else:
+        label = record_or_stage
+    return f"{label}\x00{custom_id}" if label else str(custom_id)
+
+
+def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -> DoneIds:
+    """Read the ids already done; with retry_failed, first drop the error records.
+
+    Dropping them (copy, fsync, atomic rename) keeps one record per id once
+    the retried requests append their new outcome.
+    """
+    cut = repair_torn_tail(path)
+    if cut:
+        warn(f"{path}: cut a torn last line ({cut} bytes) left by an interrupted run")
+    bad = lambda n, msg: warn(f"{path}:{n}: unreadable record skipped ({msg})")
+    if retry_failed:
+        tmp = path + ".resume.tmp"
+        dropped = 0
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            for raw in src:
+                try:
+                    if orjson.loads(raw).get("status") != "ok":
+                        dropped += 1
+                        continue
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue
+                dst.write(raw)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+        if dropped:
+            warn(f"{path}: {dropped} failed records removed, to be retried")
+    hashes = array("Q")
+    for record in iter_records(path, bad):
+        if isinstance(record, dict) and record.get("custom_id") is not None:
+            if record.get("warmup"):
+                continue
+            hashes.append(id_hash(resume_key(record)))
+    return DoneIds(hashes)
+
+
+def open_output(path: str, *, resume: bool, overwrite: bool) -> int:
+    if os.path.exists(path) and os.path.getsize(path) > 0 and not (resume or overwrite):
+        raise OutputExists(f"{path} already exists: pass --resume to continue it or --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    if overwrite and not resume:
+        flags |= os.O_TRUNC
+    return os.open(path, flags, 0o644)
+
+
+class ResultWriter:
+    """The only writer of the results file.
+
+    Workers call `put()` (no await, no syscall); the writer task wakes once
+    per loop turn, writes everything queued with one `os.write`, and fsyncs
+    by policy on a thread, so a slow disk never stalls the streams.
+    """
+
+    def __init__(self, fd: int, fsync: FsyncPolicy = FsyncPolicy(),
+                 encode: Callable[[dict], dict] | None = None) -> None:
+        self.fd = fd
+        self.fsync = fsync
+        self.encode = encode
+        self.written = 0
+        self._buf: list[bytes] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._last_sync = time.monotonic()
+        self._dirty = False
+
+    def put(self, record: dict) -> None:
+        if self.encode is not None:
+            record = self.encode(record)
+        self._buf.append(orjson.dumps(record) + b"\n")
+        self._wake.set()
+
+    def _write_buffered(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        count = len(self._buf)
+        self._buf = []
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.written += count
+        self._dirty = True
+
+    async def run(self) -> None:
+        while not self._closed:
+            if self._dirty and self.fsync.mode == "interval":
+                try:  # sync a quiet file too, not only when the next record comes
+                    await asyncio.wait_for(self._wake.wait(), self.fsync.interval_s)
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            self._write_buffered()
+            await self._maybe_sync()
+
+    async def _maybe_sync(self, force: bool = False) -> None:
+        if not self._dirty or self.fsync.mode == "never":
+            return
+        due = self.fsync.mode == "always" or time.monotonic() - self._last_sync >= self.fsync.interval_s
+        if due or force:
+            self._dirty = False
+            self._last_sync = time.monotonic()
+            await asyncio.to_thread(os.fsync, self.fd)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._write_buffered()
+        await self._maybe_sync(force=True)
+
+    def flush_now(self) -> None:
+        """Synchronous last-resort flush (second signal): whatever is queued is written."""
+        self._write_buffered()

@@ -1,0 +1,183 @@
+"""The OpenAI wire protocol: request lines to HTTP bodies, SSE events to text.
+
+Knows JSON and the OpenAI chat/completions shapes; knows nothing of sockets,
+files or timing (the client stamps times, this module only says which events
+carried text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import StreamErrorEvent
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+ENDPOINT_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+
+
+class InvalidRequestLine(ValueError):
+    """A line that cannot become a request; the message is shown with file:line."""
+
+
+def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict]:
+    """Return (custom_id or None, endpoint path, body) for one decoded input line.
+
+    Accepts chat shorthand (`messages`), completion shorthand (`prompt`) and the
+    OpenAI Batch API form (`method`/`url`/`body`), so Batch API files run as is.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidRequestLine(f"expected a JSON object, got {type(obj).__name__}")
+    custom_id = obj.get("custom_id")
+    if custom_id is not None and not isinstance(custom_id, str):
+        raise InvalidRequestLine("custom_id must be a string")
+    if custom_id == "":
+        custom_id = None
+    if "body" in obj:
+        body = obj["body"]
+        if not isinstance(body, dict):
+            raise InvalidRequestLine("'body' must be a JSON object")
+        method = obj.get("method", "POST")
+        if str(method).upper() != "POST":
+            raise InvalidRequestLine(f"method {method!r} is not supported (POST only)")
+        url = obj.get("url") or (COMPLETIONS_PATH if "prompt" in body else CHAT_PATH)
+        path = _normalise_path(url)
+        body = dict(body)
+    else:
+        body = {k: v for k, v in obj.items() if k != "custom_id"}
+        path = CHAT_PATH if "messages" in body else COMPLETIONS_PATH
+    if path == CHAT_PATH:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequestLine("'messages' must be a non-empty list")
+    elif "prompt" not in body:
+        raise InvalidRequestLine("no 'messages', 'prompt' or 'body' field")
+    return custom_id, path, body
+
+
+def _normalise_path(url: str) -> str:
+    for path in ENDPOINT_PATHS:
+        if url.rstrip("/").endswith(path.removeprefix("/v1")):
+            return path
+    raise InvalidRequestLine(f"url {url!r} is not /v1/chat/completions or /v1/completions")
+
+
+def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool) -> bytes:
+    """Merge CLI defaults under the line's own params and force streaming."""
+    merged = {**defaults, **body}
+    if "model" not in merged and model:
+        merged["model"] = model
+    merged["stream"] = True
+    if include_usage:
+        options = dict(merged.get("stream_options") or {})
+        options.setdefault("include_usage", True)
+        merged["stream_options"] = options
+    else:
+        merged.pop("stream_options", None)
+    return orjson.dumps(merged)
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What the events of one attempt added up to."""
+
+    text_parts: list[str] = field(default_factory=list)
+    reasoning_parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict | None = None
+    model: str | None = None
+    response_id: str | None = None
+    done: bool = False  # saw `data: [DONE]`
+    events: int = 0
+    text_events: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self.reasoning_parts) if self.reasoning_parts else None
+
+    @property
+    def finished(self) -> bool:
+        return self.done or self.finish_reason is not None
+
+
+def handle_data(state: StreamState, data: str) -> bool:
+    """Apply one event's data; return True when it carried generated text.
+
+    Raises StreamErrorEvent on an `{"error": ...}` object.  Only choice 0 is
+    assembled (n > 1 is rare in batch work; its other choices are ignored).
+    """
+    state.events += 1
+    if data == "[DONE]":
+        state.done = True
+        return False
+    if not data:
+        return False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StreamErrorEvent(f"malformed event data: {data[:200]!r}") from exc
+    if not isinstance(chunk, dict):
+        return False
+    error = chunk.get("error")
+    if error:
+        raise StreamErrorEvent(_error_message(error))
+    if state.model is None:
+        state.model = chunk.get("model")
+        state.response_id = chunk.get("id")
+    usage = chunk.get("usage")
+    if usage:
+        state.usage = usage
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    choice = choices[0]
+    if choice.get("index", 0) != 0:
+        return False
+    carried = False
+    delta = choice.get("delta")
+    if delta is not None:
+        content = delta.get("content")
+        if content:
+            state.text_parts.append(content)
+            carried = True
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
+            state.reasoning_parts.append(reasoning)
+            carried = True
+    else:
+        text = choice.get("text")
+        if text:
+            state.text_parts.append(text)
+            carried = True
+    finish = choice.get("finish_reason")
+    if finish:
+        state.finish_reason = finish
+    if carried:
+        state.text_events += 1
+    return carried
+
+
+def _error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        parts = [str(error.get(k)) for k in ("type", "code") if error.get(k)]
+        message = str(error.get("message") or "")
+        return f"{': '.join(parts)}: {message}" if parts else message
+    return str(error)
+
+
+def error_body_message(raw: bytes, limit: int = 500) -> str:
+    """A readable message from a non-200 body (OpenAI `{"error": {...}}` or anything else)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:limit].decode("utf-8", "replace").strip()
+    if isinstance(obj, dict) and "error" in obj:
+        return _error_message(obj["error"])[:limit]
+    return raw[:limit].decode("utf-8", "replace").strip()

@@ -1,0 +1,447 @@
+"""Client-side rate limiting: RPM/TPM quotas and adaptive concurrency.
+
+Two independent mechanisms, both with an injectable clock (``now``) and
+``sleep`` so tests run on fake time:
+
+``QuotaLimiter``
+    Paces request *starts* to a hosted API's per-minute quotas (requests
+    and tokens) with two token buckets, and tightens itself from the
+    server's ``x-ratelimit-*`` headers so we slow down before a 429.
+
+``AdaptiveConcurrency``
+    Bounds how many requests are in flight, like a semaphore whose size
+    follows AIMD: +1 per round trip of successes, halved on a throttle
+    (429/503), never above ``-c``.  It is ON by default because without
+    throttles it *is* a FIFO semaphore of size ``-c`` (the limit starts at
+    the maximum and can only go down after a throttle), so it costs
+    nothing when nothing goes wrong; ``--no-adaptive`` (``adaptive=False``)
+    freezes the limit for benchmarks that want an exact closed loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+#: Float slack when comparing bucket levels, so a refill that lands at
+#: 0.9999999 instead of 1.0 does not cost another sleep round.
+_EPS = 1e-9
+
+#: How long a "remaining: 0" hint blocks when the server sent no reset time.
+DEFAULT_HINT_RESET_S = 1.0
+
+
+class ExceedsTPM(Exception):
+    """A single request needs more tokens than the whole per-minute quota.
+
+    Waiting would never help, so ``acquire`` raises instead of hanging; the
+    engine records it as an error with ``type: "exceeds_tpm"``."""
+
+    def __init__(self, tokens: int, tpm: int) -> None:
+        super().__init__(f"request needs ~{tokens} tokens but the TPM limit is {tpm}")
+        self.tokens = tokens
+        self.tpm = tpm
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_reset_duration(s: str) -> float:
+    """Seconds in an ``x-ratelimit-reset-*`` value.
+
+    OpenAI sends Go-style durations ("1s", "6m0s", "20ms", "1m30.5s",
+    "2h0m0s"); some compatible servers send a bare number of seconds
+    ("0.5").  Raises ValueError for anything else."""
+    text = s.strip()
+    if not text:
+        raise ValueError("empty duration")
+    try:
+        seconds = float(text)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text):
+            raise ValueError(f"not a duration: {s!r}") from None
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"not a duration: {s!r}")
+    return seconds
+
+
+@dataclass
+class _Bucket:
+    """A token bucket refilled continuously at ``rate`` per second up to
+    ``capacity``.  ``level`` may go negative after ``settle`` charges more
+    than was estimated; that debt is paid back by waiting."""
+
+    capacity: float
+    rate: float
+    level: float
+    stamp: float
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        deficit = amount - self.level
+        return deficit / self.rate if deficit > _EPS else 0.0
+
+
+@dataclass
+class _Hint:
+    """The server's word for a dimension we have no configured limit for:
+    ``remaining`` left until ``until`` (our clock), when it resets."""
+
+    remaining: float
+    until: float
+
+
+class QuotaLimiter:
+    """Paces requests to ``rpm`` requests and ``tpm`` tokens per minute.
+
+    Each limit is a token bucket of capacity = the per-minute limit,
+    refilled continuously at limit/60 per second.  A fresh bucket starts
+    only ``initial_fill`` full (default 10%, i.e. 6 seconds' worth, and at
+    least one request): providers enforce per-minute quotas on finer
+    windows (OpenAI documents e.g. 60 RPM being applied as 1 per second),
+    so firing a whole minute's quota at t=0 would trip the server's
+    limiter.  After an idle period the bucket does refill to capacity;
+    under sustained load it runs at the steady rate.
+
+    Token counts are estimates (prompt estimate + requested max output,
+    which is what OpenAI charges on admission); ``settle`` corrects the
+    bucket once the real usage is known.
+
+    A limit left as None is not enforced locally; that dimension then
+    follows the server's ``x-ratelimit-remaining-*`` hints only (see
+    ``observe_headers``).  With neither limits nor hints ``acquire`` is a
+    no-op.
+    """
+
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        *,
+        now: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        initial_fill: float = 0.1,
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0.0 <= initial_fill <= 1.0:
+            raise ValueError("initial_fill must be within [0, 1]")
+        self.rpm = rpm
+        self.tpm = tpm
+        self._now = now
+        self._sleep = sleep
+        t = now()
+        self._requests = (
+            _Bucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t) if rpm else None
+        )
+        self._tokens = _Bucket(tpm, tpm / 60.0, tpm * initial_fill, t) if tpm else None
+        self._request_hint: _Hint | None = None
+        self._token_hint: _Hint | None = None
+        self._lock = asyncio.Lock()  # FIFO: one waiter computes/sleeps at a time
+        #: Summary counters: acquires that had to wait, and total seconds waited.
+        self.waits = 0
+        self.wait_s = 0.0
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until one request of ``tokens`` tokens fits both quotas, then
+        take it.  FIFO: callers are served in arrival order, so a large
+        request is not starved by a stream of small ones (it holds the line
+        while its bucket refills).  Cancelling a waiter takes nothing.
+
+        Raises ExceedsTPM at once when ``tokens`` alone exceeds ``tpm``."""
+        if tokens < 0:
+            raise ValueError("tokens must be >= 0")
+        if self.tpm is not None and tokens > self.tpm:
+            raise ExceedsTPM(tokens, self.tpm)
+        if (
+            self._requests is None
+            and self._tokens is None
+            and self._request_hint is None
+            and self._token_hint is None
+        ):
+            return
+        async with self._lock:
+            start = None
+            while True:
+                now = self._now()
+                wait = self._wait_time(tokens, now)
+                if wait <= 0.0:
+                    self._take(tokens)
+                    if start is not None:
+                        self.waits += 1
+                        self.wait_s += now - start
+                    return
+                if start is None:
+                    start = now
+                # Re-check after sleeping: headers may have lowered a level
+                # meanwhile, or an earlier settle() may have refunded tokens.
+                await self._sleep(wait)
+
+    def _wait_time(self, tokens: int, now: float) -> float:
+        """Seconds until ``tokens`` (and one request) fit; 0 when they do now."""
+        wait = 0.0
+        if self._requests is not None:
+            self._requests.refill(now)
+            wait = self._requests.wait_for(1)
+        elif self._request_hint is not None:
+            wait = self._hint_wait("_request_hint", 1, now)
+        if self._tokens is not None:
+            self._tokens.refill(now)
+            wait = max(wait, self._tokens.wait_for(tokens))
+        elif self._token_hint is not None:
+            wait = max(wait, self._hint_wait("_token_hint", tokens, now))
+        return wait
+
+    def _hint_wait(self, attr: str, amount: float, now: float) -> float:
+        hint: _Hint = getattr(self, attr)
+        if now >= hint.until:
+            setattr(self, attr, None)  # reset time passed: assume a full quota again
+            return 0.0
+        return hint.until - now if amount > hint.remaining + _EPS else 0.0
+
+    def _take(self, tokens: int) -> None:
+        if self._requests is not None:
+            self._requests.level -= 1
+        elif self._request_hint is not None:
+            self._request_hint.remaining -= 1
+        if self._tokens is not None:
+            self._tokens.level -= tokens
+        elif self._token_hint is not None:
+            self._token_hint.remaining -= tokens
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Correct the token bucket once a response's usage is known: refund
+        ``estimated - actual`` when we over-charged (usual: the estimate
+        includes max output), charge the difference when we under-charged
+        (the level may go negative; later requests wait the debt off)."""
+        if self._tokens is not None:
+            self._tokens.refill(self._now())
+            self._tokens.level = min(self._tokens.capacity, self._tokens.level + (estimated - actual))
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Tighten our state from OpenAI-style rate-limit headers.
+
+        ``x-ratelimit-remaining-{requests,tokens}`` below our bucket level
+        lowers the level to match: the server knows about traffic we do not
+        (other clients on the same key, a mis-set limit).  We never *raise*
+        a level from headers; a header describes the server's state when it
+        answered, before requests we have sent since, so trusting a higher
+        number would overshoot.
+
+        For a dimension with no configured limit, the header becomes a hint:
+        once fewer than a request's worth remain, acquires wait until
+        ``x-ratelimit-reset-*`` (when the server's quota is full again;
+        ``DEFAULT_HINT_RESET_S`` when missing).  Unparseable values are
+        ignored."""
+        if not headers:
+            return
+        lowered = {k.lower(): v for k, v in headers.items()}
+        now = self._now()
+        for dim, bucket, hint_attr in (
+            ("requests", self._requests, "_request_hint"),
+            ("tokens", self._tokens, "_token_hint"),
+        ):
+            raw = lowered.get(f"x-ratelimit-remaining-{dim}")
+            if raw is None:
+                continue
+            try:
+                remaining = float(raw)
+            except ValueError:
+                continue
+            if remaining != remaining or remaining < 0:  # NaN / negative
+                continue
+            if bucket is not None:
+                bucket.refill(now)
+                if remaining < bucket.level:
+                    bucket.level = remaining
+                continue
+            reset = DEFAULT_HINT_RESET_S
+            raw_reset = lowered.get(f"x-ratelimit-reset-{dim}")
+            if raw_reset is not None:
+                try:
+                    reset = parse_reset_duration(raw_reset)
+                except ValueError:
+                    pass
+            setattr(self, hint_attr, _Hint(remaining, now + reset))
+
+    @property
+    def request_level(self) -> float | None:
+        """Requests available now in the RPM bucket (None without ``rpm``)."""
+        if self._requests is None:
+            return None
+        self._requests.refill(self._now())
+        return self._requests.level
+
+    @property
+    def token_level(self) -> float | None:
+        """Tokens available now in the TPM bucket (None without ``tpm``)."""
+        if self._tokens is None:
+            return None
+        self._tokens.refill(self._now())
+        return self._tokens.level
+
+
+class AdaptiveConcurrency:
+    """AIMD concurrency limit, used in place of ``asyncio.Semaphore(-c)``.
+
+    * Starts at ``max_concurrency`` and never exceeds it, so with no
+      throttles it behaves exactly like a FIFO semaphore of that size.
+    * ``on_success()``: additive increase of 1/limit, i.e. about +1 per
+      round trip's worth of successes, capped at the maximum.
+    * ``on_throttle(retry_after, sent_at)``: multiplicative decrease (x0.5,
+      floored at ``min_concurrency``) at most once per window: a throttle
+      from a request sent before the last decrease says nothing about the
+      new limit and is ignored.  Without ``sent_at`` the window is
+      ``max(1 s, retry_after)`` after the last decrease.  A ``retry_after``
+      also pauses *all* new acquires until ``now + retry_after`` (capped at
+      ``max_pause``) so the whole run backs off together instead of each
+      task discovering the 429 on its own.
+    * Requests already in flight when the limit drops are not interrupted;
+      new slots are granted only while ``in_flight < limit``.
+
+    ``adaptive=False`` (``--no-adaptive``) keeps the limit fixed and ignores
+    pauses (a fixed closed loop), while still counting throttles.
+
+    Hot path (no waiters, no pause): ``acquire`` is a couple of comparisons
+    and one clock read; ``on_success`` is one float update.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        min_concurrency: int = 1,
+        *,
+        now: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        adaptive: bool = True,
+        max_pause: float = 60.0,
+    ) -> None:
+        if min_concurrency < 1 or max_concurrency < min_concurrency:
+            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
+        self.max_concurrency = max_concurrency
+        self.min_concurrency = min_concurrency
+        self.adaptive = adaptive
+        self.max_pause = max_pause
+        self._now = now
+        self._sleep = sleep
+        self._limit = float(max_concurrency)
+        self.in_flight = 0
+        #: Monotonic time before which no new slot is granted.
+        self.paused_until = float("-inf")
+        self._last_decrease = float("-inf")
+        self._decrease_window_until = float("-inf")
+        self._waiters: deque[asyncio.Event] = deque()
+        #: Summary counters.
+        self.throttles = 0
+        self.decreases = 0
+        self.min_limit_seen = max_concurrency
+
+    @property
+    def limit(self) -> int:
+        """Current effective concurrency (the float AIMD state, floored)."""
+        return int(self._limit)
+
+    def _paused(self) -> bool:
+        return self.paused_until > self._now()
+
+    async def acquire(self) -> None:
+        """Wait for a slot (FIFO), honouring the global pause."""
+        if not self._waiters and self.in_flight < int(self._limit) and not self._paused():
+            self.in_flight += 1
+            return
+        event = asyncio.Event()
+        self._waiters.append(event)
+        try:
+            while True:
+                if self._waiters[0] is event:
+                    pause = self.paused_until - self._now()
+                    if pause > 0:
+                        # Only the head sleeps; the rest queue behind it.
+                        await self._sleep(pause)
+                        continue
+                    if self.in_flight < int(self._limit):
+                        self.in_flight += 1
+                        return
+                event.clear()
+                await event.wait()
+        finally:
+            was_head = self._waiters[0] is event
+            self._waiters.remove(event)
+            if was_head:
+                self._wake_head()  # it may be grantable too, or we left the line
+
+    def release(self) -> None:
+        """Give a slot back (call exactly once per successful acquire)."""
+        if self.in_flight <= 0:
+            raise RuntimeError("release() without acquire()")
+        self.in_flight -= 1
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0].set()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """``async with limiter.slot(): ...`` acquires and always releases."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def on_success(self) -> None:
+        """Additive increase: +1/limit, capped at ``max_concurrency``."""
+        if self.adaptive and self._limit < self.max_concurrency:
+            before = int(self._limit)
+            self._limit = min(float(self.max_concurrency), self._limit + 1.0 / self._limit)
+            if int(self._limit) > before:
+                self._wake_head()
+
+    def on_throttle(self, retry_after: float | None = None, sent_at: float | None = None) -> bool:
+        """Record a throttle (429, or 503 with back-off).  ``sent_at`` is the
+        clock value (same ``now``) when the throttled request was sent.
+        Returns True when the limit was decreased."""
+        self.throttles += 1
+        if not self.adaptive:
+            return False
+        now = self._now()
+        if retry_after is not None and retry_after > 0:
+            self.paused_until = max(self.paused_until, now + min(retry_after, self.max_pause))
+        if sent_at is not None:
+            if sent_at < self._last_decrease:
+                return False
+        elif now < self._decrease_window_until:
+            return False
+        self._limit = max(float(self.min_concurrency), self._limit * 0.5)
+        self._last_decrease = now
+        self._decrease_window_until = now + max(1.0, retry_after or 0.0)
+        self.decreases += 1
+        self.min_limit_seen = min(self.min_limit_seen, int(self._limit))
+        return True

@@ -1,0 +1,42 @@
+"""Which failures are retried and how long to wait, expressed with tenacity.
+
+Retry-After from the server wins (capped, so a hostile value cannot park a
+worker for an hour); otherwise exponential backoff with full jitter, so a
+burst of failures does not come back as a synchronized burst of retries.
+"""
+
+from __future__ import annotations
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base, wait_random_exponential
+
+from .config import RetryPolicy
+from .errors import RequestError
+
+
+class wait_retry_after_or_backoff(wait_base):
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.policy.retry_after_max)
+        return self.backoff(retry_state)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RequestError) and exc.retryable
+
+
+def retrying(policy: RetryPolicy, before_sleep=None) -> AsyncRetrying:
+    """A fresh tenacity loop for one request; the last error is re-raised as is."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max(1, policy.max_attempts)),
+        wait=wait_retry_after_or_backoff(policy),
+        retry=retry_if_exception(is_retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )

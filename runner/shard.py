@@ -1,0 +1,181 @@
+"""Split one input set across N independent workers by ``custom_id``.
+
+Every worker reads *all* inputs and keeps the lines whose id hashes to its
+shard. No coordination is needed, and because the shard depends only on the
+id and the shard count, a worker that is restarted, or inputs that gain new
+lines, never move an existing id to another shard: a re-run of shard 3 finds
+its old results and resumes.
+
+The index and count come from ``--shard I/N`` or, inside a batch scheduler,
+from the environment (see :func:`shard_from_env`). The CLI gives ``--shard``
+precedence over the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Kubernetes Indexed Job: the control plane sets the index only.
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+# Kubernetes does not export .spec.completions to the pod, so the manifest
+# must pass the count itself.
+K8S_COUNT = "STREAMRUN_SHARD_COUNT"
+SLURM_ID = "SLURM_ARRAY_TASK_ID"
+SLURM_COUNT = "SLURM_ARRAY_TASK_COUNT"
+SLURM_MIN = "SLURM_ARRAY_TASK_MIN"
+SLURM_STEP = "SLURM_ARRAY_TASK_STEP"
+
+
+def shard_of(custom_id: str, count: int) -> int:
+    """The shard (0..count-1) that owns ``custom_id``.
+
+    Uses the first 8 bytes of BLAKE2b over the UTF-8 id, big-endian, modulo
+    ``count``. Never ``hash()``: that is salted per process, so two workers
+    would disagree about who owns what. Changing this function moves ids
+    between shards and breaks resuming old sharded runs; the tests pin a few
+    values so that it cannot change by accident.
+    """
+    if count < 1:
+        raise ValueError(f"shard count must be >= 1, got {count}")
+    digest = hashlib.blake2b(custom_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (0-based) of ``count``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"shard count must be >= 1, got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise ValueError(
+                f"shard index must be in 0..{self.count - 1} (0-based), got {self.index}"
+            )
+
+    def owns(self, custom_id: str) -> bool:
+        """True when this shard must run the input with ``custom_id``."""
+        return shard_of(custom_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse ``"I/N"`` (0-based index I of N shards), e.g. ``"2/8"``."""
+    index_s, sep, count_s = text.strip().partition("/")
+    if not sep:
+        raise ValueError(f"shard must look like I/N (e.g. 2/8), got {text!r}")
+    try:
+        index, count = int(index_s), int(count_s)
+    except ValueError:
+        raise ValueError(
+            f"shard must be two integers I/N (e.g. 2/8), got {text!r}"
+        ) from None
+    if count < 1:
+        raise ValueError(f"shard count N must be >= 1, got {text!r}")
+    if not 0 <= index < count:
+        raise ValueError(
+            f"shard index I is 0-based and must be in 0..{count - 1}, got {text!r}"
+        )
+    return Shard(index, count)
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int | None:
+    """The integer value of ``name``, None when unset or empty."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _from_kubernetes(environ: Mapping[str, str], index: int) -> Shard:
+    count = _env_int(environ, K8S_COUNT)
+    if count is None:
+        raise ValueError(
+            f"{K8S_INDEX} is set (Kubernetes Indexed Job) but {K8S_COUNT} is not: "
+            f"Kubernetes does not tell the pod the completion count, so set "
+            f"{K8S_COUNT} in the pod template's env to the same value as "
+            f".spec.completions (or pass --shard I/N)"
+        )
+    return _checked(index, count, f"{K8S_INDEX}={index}, {K8S_COUNT}={count}")
+
+
+def _from_slurm(environ: Mapping[str, str], task_id: int) -> Shard:
+    count = _env_int(environ, SLURM_COUNT)
+    if count is None:
+        raise ValueError(
+            f"{SLURM_ID} is set (Slurm job array) but {SLURM_COUNT} is not: "
+            f"export {SLURM_COUNT} (the number of tasks in the array) "
+            f"or pass --shard I/N"
+        )
+    low = _env_int(environ, SLURM_MIN) or 0
+    step = _env_int(environ, SLURM_STEP) or 1
+    where = f"{SLURM_ID}={task_id}, {SLURM_MIN}={low}, {SLURM_COUNT}={count}"
+    offset = task_id - low
+    if step < 1 or offset % step:
+        raise ValueError(
+            f"{SLURM_ID}={task_id} is not on the array's step "
+            f"({SLURM_MIN}={low}, {SLURM_STEP}={step})"
+        )
+    return _checked(offset // step, count, where)
+
+
+def _checked(index: int, count: int, where: str) -> Shard:
+    """Build the shard, explaining the scheduler setting that went wrong."""
+    if count < 1:
+        raise ValueError(f"shard count must be >= 1 ({where})")
+    if not 0 <= index < count:
+        raise ValueError(
+            f"shard index {index} is outside 0..{count - 1} ({where}); "
+            f"task indexes must form one range like --array=0-{count - 1} "
+            f"(or a-b:step) so that each maps to exactly one shard"
+        )
+    return Shard(index, count)
+
+
+def shard_from_env(environ: Mapping[str, str]) -> Shard | None:
+    """The shard a batch scheduler assigned to this process, or None.
+
+    - Kubernetes Indexed Job: index from ``JOB_COMPLETION_INDEX`` (set by the
+      control plane), count from ``STREAMRUN_SHARD_COUNT``, which the Job
+      manifest must set itself to the value of ``.spec.completions``::
+
+          spec:
+            completions: 8
+            completionMode: Indexed
+            template:
+              spec:
+                containers:
+                - env:
+                  - {name: STREAMRUN_SHARD_COUNT, value: "8"}
+
+    - Slurm job array: ``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``;
+      arrays need not start at 0 (``--array=1-8``): the index is the task id
+      minus ``SLURM_ARRAY_TASK_MIN`` (divided by ``SLURM_ARRAY_TASK_STEP`` for
+      stepped ranges such as ``--array=0-14:2``).
+
+    A missing count raises ValueError naming the variable to set, and so
+    does an index outside 0..count-1: guessing would silently skip or repeat
+    inputs. Both schedulers present at once is ambiguous and also raises.
+    """
+    k8s_index = _env_int(environ, K8S_INDEX)
+    slurm_id = _env_int(environ, SLURM_ID)
+    if k8s_index is not None and slurm_id is not None:
+        raise ValueError(
+            f"both {K8S_INDEX} and {SLURM_ID} are set; "
+            f"pass --shard I/N to say which shard this is"
+        )
+    if k8s_index is not None:
+        return _from_kubernetes(environ, k8s_index)
+    if slurm_id is not None:
+        return _from_slurm(environ, slurm_id)
+    return None

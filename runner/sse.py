@@ -1,0 +1,131 @@
+"""Incremental Server-Sent Events decoder (WHATWG HTML, "event stream interpretation").
+
+Fed raw bytes exactly as the network delivers them, it yields whole events.
+It knows nothing of HTTP, JSON or OpenAI, so it can be tested byte by byte.
+
+Why bytes and not text: the only line terminators are CR and LF, which never
+occur inside a multi-byte UTF-8 sequence, so splitting the byte stream at them
+is safe and each complete line decodes on its own.  A chunk boundary inside a
+character therefore needs no incremental decoder: the partial line simply
+waits in the buffer.  Why our own splitter: aiohttp's line reader caps lines at
+64 KiB, and real streams (long contexts, logprobs) exceed that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Event", "SSEDecoder"]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Turns a byte stream into `Event`s; call `feed()` per chunk, `close()` at EOF."""
+
+    __slots__ = ("_parts", "_pending_cr", "_started", "_data", "_event", "_last_id", "_retry")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []  # the unterminated tail of the stream
+        self._pending_cr = False  # last chunk ended in CR: a leading LF next is its pair
+        self._started = False  # the BOM may only appear at the very start
+        self._data: list[str] = []
+        self._event = ""
+        self._last_id = ""  # persists across events, per the spec
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if not chunk:
+            return []
+        if self._pending_cr:
+            self._pending_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+        if not self._started:
+            if self._parts:
+                chunk = self._parts.pop() + chunk
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._parts.append(chunk)  # could still become a BOM
+                return []
+            self._started = True
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._parts.append(chunk)
+            return []
+        if self._parts:
+            self._parts.append(chunk)
+            chunk = b"".join(self._parts)
+            self._parts = []
+        lines = chunk.splitlines(keepends=True)  # bytes.splitlines: only CR, LF, CRLF
+        tail = lines[-1]
+        if tail[-1:] not in (b"\n", b"\r"):
+            self._parts.append(tail)
+            lines.pop()
+        elif tail[-1:] == b"\r":
+            self._pending_cr = True
+        events: list[Event] = []
+        for raw in lines:
+            event = self._line(raw.rstrip(b"\r\n"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def close(self) -> list[Event]:
+        """End of stream.
+
+        The spec drops an event whose closing blank line never came.  We are
+        lenient where the last line itself was complete (some gateways end the
+        body right after the final `data:` line) but still drop an unterminated
+        partial line, which is what a cut connection leaves behind.
+        """
+        self._parts = []
+        if not self._data:
+            return []
+        event = self._line(b"")
+        return [event] if event is not None else []
+
+    def _line(self, line: bytes) -> Event | None:
+        if not line:
+            return self._dispatch()
+        if line[:1] == b":":
+            return None  # comment / keep-alive
+        field, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif field == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif field == b"id":
+            if b"\0" not in value:
+                self._last_id = value.decode("utf-8", "replace")
+        elif field == b"retry":
+            if value.isdigit():
+                self._retry = int(value)
+        # any other field is ignored, per the spec
+        return None
+
+    def _dispatch(self) -> Event | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = Event(
+            event=self._event or "message",
+            data="\n".join(self._data),
+            id=self._last_id,
+            retry=self._retry,
+        )
+        self._data = []
+        self._event = ""
+        return event

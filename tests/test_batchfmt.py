@@ -1,0 +1,281 @@
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from runner.batchfmt import convert_command, from_batch_output, to_batch_output
+
+
+def _metrics(**over):
+    m = {
+        "ttft_s": 0.051, "ttfb_s": 0.05, "e2e_s": 0.4, "tpot_s": 0.0055,
+        "itl_s": [0.005, 0.006], "queue_s": 0.0001, "output_tokens": 64,
+        "output_tokens_source": "usage",
+        "started_at": "2026-11-25T14:50:01.123456+00:00",
+    }
+    m.update(over)
+    return m
+
+
+def _record(**over):
+    r = {
+        "custom_id": "req-1",
+        "status": "ok",
+        "text": "Hello there",
+        "reasoning": None,
+        "finish_reason": "stop",
+        "model": "mock-model",
+        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+        "metrics": _metrics(),
+        "attempts": 1,
+        "error": None,
+        "source": {"file": "in.jsonl", "line": 3},
+        "endpoint": "http://127.0.0.1:8000/v1",
+        "stage": None,
+        "warmup": False,
+        "request_path": "/v1/chat/completions",
+    }
+    r.update(over)
+    return r
+
+
+def _error_record(error, text="", metrics=None, **over):
+    empty = dict.fromkeys(_metrics())
+    empty["itl_s"] = []
+    return _record(
+        status="error", text=text, finish_reason=None, usage=None,
+        error=error, metrics=metrics or empty, attempts=3, **over,
+    )
+
+
+def test_chat_record_to_batch():
+    rec = _record(reasoning="thinking...")
+    line = to_batch_output(rec, "/v1/chat/completions")
+    assert line["custom_id"] == "req-1"
+    assert line["id"].startswith("batch_req_") and len(line["id"]) == 10 + 32
+    assert line["error"] is None
+    resp = line["response"]
+    assert resp["status_code"] == 200 and resp["request_id"]
+    body = resp["body"]
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "mock-model"
+    assert body["usage"] == rec["usage"]
+    assert body["created"] == 1795618201  # started_at as unix seconds
+    assert body["choices"] == [{
+        "index": 0,
+        "message": {"role": "assistant", "content": "Hello there",
+                    "reasoning_content": "thinking..."},
+        "finish_reason": "stop",
+    }]
+
+
+def test_ids_are_stable_and_distinct_per_custom_id():
+    a1 = to_batch_output(_record(custom_id="a"))
+    a2 = to_batch_output(_record(custom_id="a", text="other"))
+    b = to_batch_output(_record(custom_id="b"))
+    assert a1["id"] == a2["id"] != b["id"]
+    assert a1["response"]["request_id"] == a2["response"]["request_id"]
+
+
+def test_no_reasoning_key_when_absent():
+    msg = to_batch_output(_record())["response"]["body"]["choices"][0]["message"]
+    assert "reasoning_content" not in msg
+
+
+def test_side_field_carries_what_batch_has_no_place_for():
+    rec = _record(stage={"index": 0, "label": "c=4", "concurrency": 4, "rate": None},
+                  warmup=True, attempts=2)
+    side = to_batch_output(rec)["streamrun"]
+    assert side == {
+        "metrics": rec["metrics"], "attempts": 2, "endpoint": rec["endpoint"],
+        "source": rec["source"], "stage": rec["stage"], "warmup": True,
+        "request_path": "/v1/chat/completions",
+    }
+
+
+def test_ids_differ_per_stage_of_a_sweep():
+    def stage(label):
+        return {"index": 0, "label": label, "concurrency": 1, "rate": None}
+    a = to_batch_output(_record(stage=stage("c=1")))
+    b = to_batch_output(_record(stage=stage("c=8")))
+    assert a["custom_id"] == b["custom_id"] and a["id"] != b["id"]
+
+
+def _without_path(**over):
+    rec = _record(**over)
+    del rec["request_path"]
+    return rec
+
+
+def test_completion_record_by_url_argument():
+    line = to_batch_output(_without_path(), "/v1/completions")
+    body = line["response"]["body"]
+    assert body["object"] == "text_completion"
+    assert body["id"].startswith("cmpl-")
+    assert body["choices"] == [{"index": 0, "text": "Hello there", "finish_reason": "stop"}]
+
+
+def test_record_request_path_wins_over_argument():
+    rec = _record(request_path="/v1/completions")
+    line = to_batch_output(rec, "/v1/chat/completions")
+    assert line["response"]["body"]["object"] == "text_completion"
+    assert from_batch_output(line) == rec
+
+
+def test_request_url_alias():
+    rec = _without_path(request_url="/v1/completions")
+    line = to_batch_output(rec)
+    assert line["response"]["body"]["object"] == "text_completion"
+    assert from_batch_output(line) == rec
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_ok_round_trip(path):
+    rec = _record(reasoning="hmm", request_path=path)
+    back = from_batch_output(to_batch_output(rec))
+    assert back == rec
+    assert list(back) == list(rec)  # same key order as FORMATS.md
+
+
+@pytest.mark.parametrize("url", ["/v1/chat/completions", "/v1/completions"])
+def test_record_without_path_gains_the_one_its_body_implies(url):
+    back = from_batch_output(to_batch_output(_without_path(), url))
+    assert back.pop("request_path") == url
+    assert back == _without_path()
+
+
+def test_http_500_is_a_response_with_that_status():
+    err = {"type": "http_error", "status_code": 500, "message": "boom"}
+    rec = _error_record(err)
+    line = to_batch_output(rec)
+    assert line["error"] is None
+    assert line["response"]["status_code"] == 500
+    assert line["response"]["body"] == {"error": {
+        "message": "boom", "type": "server_error", "param": None, "code": None}}
+    assert from_batch_output(line) == rec
+
+
+def test_http_400_round_trip():
+    err = {"type": "http_error", "status_code": 400, "message": "bad max_tokens"}
+    rec = _error_record(err)
+    line = to_batch_output(rec)
+    assert line["response"]["status_code"] == 400
+    assert line["response"]["body"]["error"]["type"] == "invalid_request_error"
+    assert from_batch_output(line) == rec
+
+
+def test_connect_error_is_a_batch_error():
+    err = {"type": "connect_error", "status_code": None, "message": "refused"}
+    rec = _error_record(err)
+    line = to_batch_output(rec)
+    assert line["response"] is None
+    assert line["error"] == {"code": "connect_error", "message": "refused"}
+    assert from_batch_output(line) == rec
+
+
+def test_broken_stream_keeps_partial_text_and_metrics():
+    err = {"type": "incomplete_stream", "status_code": None, "message": "cut"}
+    rec = _error_record(err, text="partial ans", metrics=_metrics(output_tokens=3),
+                        model="mock-model")
+    line = to_batch_output(rec)
+    assert line["response"] is None and line["error"]["code"] == "incomplete_stream"
+    assert line["streamrun"]["text"] == "partial ans"
+    assert from_batch_output(line) == rec
+
+
+def test_real_batch_line_without_side_field():
+    line = {
+        "id": "batch_req_x", "custom_id": "request-1", "error": None,
+        "response": {"status_code": 200, "request_id": "af0b", "body": {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o-mini", "choices": [{
+                "index": 0, "finish_reason": "stop", "logprobs": None,
+                "message": {"role": "assistant", "content": "4.", "refusal": None}}],
+            "usage": {"prompt_tokens": 24, "completion_tokens": 8, "total_tokens": 32}}},
+    }
+    rec = from_batch_output(line)
+    assert rec["custom_id"] == "request-1" and rec["status"] == "ok"
+    assert rec["text"] == "4." and rec["model"] == "gpt-4o-mini"
+    assert rec["usage"]["completion_tokens"] == 8
+    assert rec["metrics"]["ttft_s"] is None and rec["metrics"]["itl_s"] == []
+    assert rec["attempts"] == 1 and rec["warmup"] is False
+    assert rec["request_path"] == "/v1/chat/completions"
+
+
+def test_real_batch_errors_without_side_field():
+    http = from_batch_output({"id": "b", "custom_id": "r", "error": None, "response": {
+        "status_code": 429, "request_id": "x",
+        "body": {"error": {"message": "slow down", "type": "rate_limit"}}}})
+    assert http["status"] == "error"
+    assert http["error"] == {"type": "http_error", "status_code": 429, "message": "slow down"}
+    expired = from_batch_output({"id": "b", "custom_id": "r", "response": None,
+                                 "error": {"code": "batch_expired", "message": "late"}})
+    assert expired["error"] == {"type": "batch_expired", "status_code": None,
+                                "message": "late"}
+    assert expired["request_path"] is None and expired["text"] == ""
+
+
+def test_from_batch_output_rejects_garbage():
+    with pytest.raises(ValueError):
+        from_batch_output({"custom_id": "x", "response": None, "error": None})
+    with pytest.raises(ValueError):
+        from_batch_output({"response": None, "error": {"code": "x"}})
+
+
+def _write_jsonl(path, objs, extra=b""):
+    path.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in objs) + extra)
+
+
+def test_convert_command_round_trip(tmp_path):
+    records = [
+        _record(custom_id=f"r{i}") for i in range(3)
+    ] + [_error_record({"type": "timeout", "status_code": None, "message": "t"},
+                       custom_id="r9")]
+    ours = tmp_path / "results.jsonl"
+    _write_jsonl(ours, records)
+    batch, back = tmp_path / "batch.jsonl", tmp_path / "back.jsonl"
+    runner = CliRunner()
+    r1 = runner.invoke(convert_command, [str(ours), "-o", str(batch), "--to", "openai-batch"])
+    assert r1.exit_code == 0, r1.output
+    lines = [orjson.loads(x) for x in batch.read_bytes().splitlines()]
+    assert [x["custom_id"] for x in lines] == ["r0", "r1", "r2", "r9"]
+    assert all("response" in x for x in lines)
+    r2 = runner.invoke(convert_command, [str(batch), "-o", str(back), "--to", "streamrun"])
+    assert r2.exit_code == 0, r2.output
+    assert [orjson.loads(x) for x in back.read_bytes().splitlines()] == records
+
+
+def test_convert_command_bad_lines_are_skipped_and_named(tmp_path):
+    src = tmp_path / "mixed.jsonl"
+    batch_line = to_batch_output(_record(custom_id="b1"))
+    _write_jsonl(src, [_record(custom_id="a1")], extra=(
+        b'{"custom_id": "torn", "sta\n'
+        + orjson.dumps(batch_line) + b"\n"
+        + b'[1, 2]\n'
+        + b'{"hello": "world"}\n'
+    ))
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(convert_command, [str(src), "-o", str(out), "--to", "streamrun"])
+    assert result.exit_code == 1
+    for line_no in (2, 4, 5):
+        assert f"mixed.jsonl:{line_no}:" in result.output
+    assert "mixed.jsonl:1:" not in result.output and "mixed.jsonl:3:" not in result.output
+    got = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert [g["custom_id"] for g in got] == ["a1", "b1"]  # auto-detected per line
+    assert got[0] == _record(custom_id="a1")  # already streamrun: copied
+
+
+def test_convert_command_completions_url(tmp_path):
+    src, out = tmp_path / "r.jsonl", tmp_path / "b.jsonl"
+    _write_jsonl(src, [_without_path()])
+    result = CliRunner().invoke(convert_command, [
+        str(src), "-o", str(out), "--to", "openai-batch", "--url", "/v1/completions"])
+    assert result.exit_code == 0
+    assert orjson.loads(out.read_bytes())["response"]["body"]["object"] == "text_completion"
+
+
+def test_convert_command_refuses_to_overwrite_its_input(tmp_path):
+    src = tmp_path / "r.jsonl"
+    _write_jsonl(src, [_record()])
+    result = CliRunner().invoke(convert_command, [str(src), "-o", str(src), "--to", "openai-batch"])
+    assert result.exit_code == 2
+    assert orjson.loads(src.read_bytes()) == _record()
