@@ -292,7 +292,7 @@ class Engine:
             "endpoint": endpoint,
             "stage": stage.to_record(),
             "warmup": warmup,
-            "request_path": item.path,
+            "request_url": item.path,
         }
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
@@ -302,7 +302,7 @@ class Engine:
             "metrics": metrics_dict(None, None, None), "attempts": 0,
             "error": {"type": "invalid_input", "status_code": None, "message": f"{item.place}: {item.error}"},
             "source": {"file": item.file, "line": item.line}, "endpoint": None,
-            "stage": stage.to_record(), "warmup": False, "request_path": None,
+            "stage": stage.to_record(), "warmup": False, "request_url": None,
         }
 
 

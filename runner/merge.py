@@ -14,6 +14,10 @@ sends every id once per stage. Per key:
   different shard counts). Both places are reported, the first is kept and
   the merge exits 1.
 
+Both output formats merge: our records and OpenAI Batch lines (written with
+``--output-format openai-batch``; ok = a 2xx response, stage and warm-up
+read from the ``streamrun`` side field).
+
 Warm-up records (``"warmup": true``) are copied as they are and take no part
 in the checks: they answer no input and are excluded from statistics anyway.
 
@@ -42,6 +46,7 @@ from typing import BinaryIO
 import click
 import orjson
 
+from runner.batchfmt import SIDE
 from runner.outputs import resume_key
 
 EXAMPLES = 5  # ids quoted in the missing / extra report lines
@@ -137,12 +142,19 @@ def _parse(raw: bytes) -> _Line:
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise ValueError("no custom_id string")
-    status = obj.get("status")
-    if status not in ("ok", "error"):
-        raise ValueError(f"not a result record (status={status!r})")
-    stage = obj.get("stage")
+    if "response" in obj and "status" not in obj:  # --output-format openai-batch
+        response = obj["response"]
+        code = response.get("status_code") if isinstance(response, dict) else None
+        ok = isinstance(code, int) and 200 <= code < 300
+        fields = obj.get(SIDE) if isinstance(obj.get(SIDE), dict) else {}
+    else:
+        status = obj.get("status")
+        if status not in ("ok", "error"):
+            raise ValueError(f"not a result record (status={status!r})")
+        ok, fields = status == "ok", obj
+    stage = fields.get("stage")
     label = stage.get("label") if isinstance(stage, dict) else None
-    return _Line(resume_key(obj), status == "ok", bool(obj.get("warmup")), label)
+    return _Line(resume_key(label, custom_id), ok, bool(fields.get("warmup")), label)
 
 
 def _with_newline(raw: bytes) -> bytes:

@@ -272,11 +272,14 @@ def format_time(ts: float | None) -> str | None:
 
 def _num(value: Any) -> float | None:
     """A finite number from a record field, else None (records are data
-    from disk: a string or a NaN must not poison a sum)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    from disk: a string or a NaN must not poison a sum). Called ~10 times a
+    record, hence the exact-type fast paths."""
+    t = type(value)
+    if t is float:
+        return value if value - value == 0.0 else None  # inf - inf and nan are nan
+    if t is int:
+        return float(value)
+    return None
 
 
 def _gaps(raw: Any) -> array:
@@ -392,6 +395,7 @@ class StatsAccumulator:
         # The same objects in row order, for the per-record hot path.
         self._col_list = list(self._cols.values())
         self._running_list = [self._running[name] for name in REQUEST_METRICS]
+        self._running_started: set[str] = set()
 
     # ---- feeding
 
@@ -447,29 +451,47 @@ class StatsAccumulator:
 
     def _add_metrics(self, metrics: dict[str, Any]) -> None:
         gaps = _gaps(metrics.get("itl_s"))
-        row = [_num(metrics.get(name)) for name in REQUEST_METRICS]
-        row.append(max(gaps) if gaps else None)
-        for running, value in zip(self._running_list, row):
-            if value is not None:
-                running.add(value)
-        values = [_NAN if v is None else v for v in row]
-        n_append, replace = self._rows.offer(1)
+        row = [_NAN if v is None else v for v in map(_num, map(metrics.get, REQUEST_METRICS))]
+        row.append(max(gaps) if gaps else _NAN)
+        rows = self._rows
+        if rows.seen >= rows.capacity:  # this row is not stored for sure
+            self._start_running("rows")
+            for running, v in zip(self._running_list, row):
+                if v == v:
+                    running.add(v)
+        n_append, replace = rows.offer(1)
         if n_append:
-            for col, v in zip(self._col_list, values):
+            for col, v in zip(self._col_list, row):
                 col.append(v)
         elif replace:
             slot = replace[0][1]
-            for col, v in zip(self._col_list, values):
+            for col, v in zip(self._col_list, row):
                 col[slot] = v
         if gaps:
-            self._running["itl_s"].add_many(gaps)
-            n_append, replace = self._itl_res.offer(len(gaps))
+            res = self._itl_res
+            if res.seen + len(gaps) > res.capacity:
+                self._start_running("itl")
+                self._running["itl_s"].add_many(gaps)
+            n_append, replace = res.offer(len(gaps))
             if n_append:
                 self._itl.extend(gaps[:n_append])
             itl = self._itl
             for i, slot in replace:
                 itl[slot] = gaps[i]
             self._itl_sorted = False
+
+    def _start_running(self, which: str) -> None:
+        """Exact count/sum/min/max are only needed once values get sampled
+        out; until then the stored values are all of them. So start the
+        running totals from the store at the moment sampling begins."""
+        if which in self._running_started:
+            return
+        self._running_started.add(which)
+        if which == "itl":
+            self._running["itl_s"].add_many(self._itl)
+            return
+        for name, running in zip(REQUEST_METRICS, self._running_list):
+            running.add_many(array("d", (v for v in self._cols[name] if v == v)))
 
     # ---- reading
 

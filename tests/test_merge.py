@@ -254,3 +254,20 @@ def test_warmup_records_pass_through_unchecked(tmp_path):
     assert out.read_bytes() == warm + rec("a") + warm + rec("b")
     assert "records=2 duplicates=0 missing=0 extra=0 written=4" in result.output
     assert "warm-ups=2" in result.output
+
+
+def test_openai_batch_outputs_merge_too(tmp_path):
+    from runner.batchfmt import to_batch_output
+
+    def batch(cid, status="ok", text="t"):
+        record = orjson.loads(rec(cid, status, text))
+        return orjson.dumps(to_batch_output(record)) + b"\n"
+
+    s0 = write(tmp_path / "s0.jsonl", batch("a"), batch("b", "error"))
+    s1 = write(tmp_path / "s1.jsonl", batch("b", text="retried"), batch("a", text="dup"))
+    out = tmp_path / "all.jsonl"
+    result = run([s0, s1, "-o", out])
+    assert result.exit_code == 1
+    assert f"duplicate ok records for a: {s0}:1 (kept) and {s1}:2" in result.output
+    assert out.read_bytes() == batch("a") + batch("b", text="retried")
+    assert "bad lines=0" in result.output

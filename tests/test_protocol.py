@@ -1,0 +1,73 @@
+"""Request lines to bodies, and stream chunks to text/finish/usage/errors."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from runner.errors import StreamErrorEvent
+from runner.protocol import CHAT_PATH, COMPLETIONS_PATH, InvalidRequestLine, StreamState, build_body, handle_data, parse_line
+
+
+def test_three_line_forms():
+    assert parse_line({"messages": [{"role": "user", "content": "hi"}]}, file="f", line=1)[:2] == (None, CHAT_PATH)
+    assert parse_line({"custom_id": "a", "prompt": "x"}, file="f", line=1)[:2] == ("a", COMPLETIONS_PATH)
+    cid, path, body = parse_line({"custom_id": "b", "method": "POST", "url": "/v1/completions",
+                                  "body": {"prompt": "p", "max_tokens": 3}}, file="f", line=1)
+    assert (cid, path, body) == ("b", COMPLETIONS_PATH, {"prompt": "p", "max_tokens": 3})
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([1, 2], "JSON object"),
+    ({"foo": 1}, "no 'messages'"),
+    ({"messages": []}, "non-empty list"),
+    ({"custom_id": 5, "prompt": "x"}, "custom_id"),
+    ({"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {"messages": [{}]}}, "POST"),
+    ({"custom_id": "x", "url": "/v1/embeddings", "body": {"input": "x"}}, "/v1/embeddings"),
+    ({"custom_id": "x", "body": "nope"}, "'body'"),
+])
+def test_invalid_lines(obj, message):
+    with pytest.raises(InvalidRequestLine, match=message):
+        parse_line(obj, file="f", line=1)
+
+
+def test_build_body_precedence_and_streaming():
+    body = orjson.loads(build_body({"messages": [], "temperature": 0.1}, defaults={"temperature": 1, "max_tokens": 9},
+                                   model="m", include_usage=True))
+    assert body["temperature"] == 0.1 and body["max_tokens"] == 9 and body["model"] == "m"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    body = orjson.loads(build_body({"model": "own", "stream": False, "stream_options": {"include_usage": True}},
+                                   defaults={}, model="m", include_usage=False))
+    assert body["model"] == "own" and body["stream"] is True and "stream_options" not in body
+
+
+def chunk(**choice) -> str:
+    return orjson.dumps({"id": "c1", "model": "m", "choices": [{"index": 0, **choice}]}).decode()
+
+
+def test_chunks_assemble_text_reasoning_usage():
+    s = StreamState()
+    assert handle_data(s, chunk(delta={"role": "assistant", "content": ""})) is False  # role-only
+    assert handle_data(s, chunk(delta={"reasoning_content": "think"})) is True
+    assert handle_data(s, chunk(delta={"reasoning": " more"})) is True
+    assert handle_data(s, chunk(delta={"content": "Hi"})) is True
+    assert handle_data(s, chunk(delta={}, finish_reason="stop")) is False
+    assert handle_data(s, orjson.dumps({"choices": [], "usage": {"completion_tokens": 3}}).decode()) is False
+    assert handle_data(s, "[DONE]") is False
+    assert (s.text, s.reasoning, s.finish_reason, s.usage, s.model, s.done) == (
+        "Hi", "think more", "stop", {"completion_tokens": 3}, "m", True)
+    assert s.text_events == 3
+
+
+def test_other_choice_indexes_and_empty_data_are_ignored():
+    s = StreamState()
+    assert handle_data(s, orjson.dumps({"choices": [{"index": 1, "delta": {"content": "no"}}]}).decode()) is False
+    assert handle_data(s, "") is False
+    assert s.text == ""
+
+
+def test_error_object_and_malformed_data_raise():
+    with pytest.raises(StreamErrorEvent, match="server_error"):
+        handle_data(StreamState(), '{"error": {"message": "boom", "type": "server_error"}}')
+    with pytest.raises(StreamErrorEvent, match="malformed"):
+        handle_data(StreamState(), '{"choices": [')

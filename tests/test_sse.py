@@ -1,0 +1,160 @@
+"""The SSE decoder against WHATWG rules and real captured streams, split at every byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.errors import StreamErrorEvent
+from runner.protocol import StreamState, handle_data
+from runner.sse import Event, SSEDecoder
+
+CAPTURES = Path(__file__).parent / "data" / "sse"
+CHINESE = "你好！我是一个流式输出的示例。"
+
+# file -> (text, finish_reason, usage, error substring or None)
+EXPECTED = {
+    "chat_basic.sse": (CHINESE, "stop", {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}, None),
+    "chat_crlf.sse": (CHINESE, "stop", {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}, None),
+    "chat_cr_only.sse": (CHINESE, "stop", {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}, None),
+    "chat_no_done.sse": (CHINESE, "stop", None, None),
+    "chat_fields_comments.sse": ("Hello world", "stop", None, None),
+    "chat_error_midstream.sse": ("Partial", None, None, "server_error"),
+    "completions_basic.sse": ("Once upon a time", "length", None, None),
+}
+
+
+def decode(chunks) -> list[Event]:
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.close())
+    return events
+
+
+def interpret(events: list[Event]):
+    """What the runner makes of the events: (state, error message, index of the first text event)."""
+    state = StreamState()
+    first_text = None
+    for i, event in enumerate(events):
+        try:
+            if handle_data(state, event.data) and first_text is None:
+                first_text = i
+        except StreamErrorEvent as exc:
+            return state, str(exc), first_text
+        if state.done:
+            break
+    return state, None, first_text
+
+
+def splits(data: bytes):
+    yield [data]
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+    yield [data[i:i + 1] for i in range(len(data))]
+
+
+def test_all_shared_captures_are_covered():
+    assert sorted(p.name for p in CAPTURES.glob("*.sse")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_capture_decodes_identically_at_every_split(name):
+    data = (CAPTURES / name).read_bytes()
+    reference = decode([data])
+    assert reference, "no events decoded"
+    for chunks in splits(data):
+        assert decode(chunks) == reference, f"split {[len(c) for c in chunks][:3]} differs"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_capture_outcome(name):
+    text, finish, usage, error = EXPECTED[name]
+    state, err, first_text = interpret(decode([(CAPTURES / name).read_bytes()]))
+    assert state.text == text
+    assert state.finish_reason == finish
+    assert state.usage == usage
+    if error:
+        assert err is not None and error in err
+        assert not state.finished
+    else:
+        assert err is None and state.finished
+    # TTFT is at the first event with text, not the role-only first chunk
+    if name.startswith("chat_"):
+        assert first_text == 1 or (name == "chat_fields_comments.sse" and first_text == 1)
+
+
+def test_fields_comments_capture_events():
+    events = decode([(CAPTURES / "chat_fields_comments.sse").read_bytes()])
+    assert [e.id for e in events] == ["1", "2", "3", "3", "3"]  # id persists until changed
+    assert all(e.retry == 3000 for e in events)
+    assert events[0].event == "message"
+    assert '"choices": [{"index": 0, "delta": {"content": " world"}' in events[2].data
+    assert "\n" in events[2].data  # two data lines joined with LF
+
+
+def test_line_endings_mixed_and_split_crlf():
+    raw = b"data: a\r\n\r\ndata: b\r\rdata: c\n\ndata: d\r\n\n"
+    expected = ["a", "b", "c", "d"]
+    for chunks in splits(raw):
+        assert [e.data for e in decode(chunks)] == expected
+
+
+def test_cr_then_lf_in_next_chunk_is_one_line_end():
+    d = SSEDecoder()
+    assert d.feed(b"data: x\r") == []
+    assert d.feed(b"\n") == []  # the LF pairs with the CR: no blank line yet
+    assert [e.data for e in d.feed(b"\r\n")] == ["x"]
+
+
+def test_multibyte_utf8_split_inside_character():
+    raw = "data: 你好🙂\n\n".encode()
+    for chunks in splits(raw):
+        assert [e.data for e in decode(chunks)] == ["你好🙂"]
+
+
+def test_field_parsing_rules():
+    raw = (b": comment\n"
+           b"data\n"              # field with no colon: empty value
+           b"data:  two spaces\n"  # only one space is stripped
+           b"event: custom\n"
+           b"unknown: ignored\n"
+           b"retry: 12x\n"         # not all digits: ignored
+           b"id: 7\n\n")
+    (event,) = decode([raw])
+    assert event.data == "\n two spaces"
+    assert event.event == "custom"
+    assert event.id == "7"
+    assert event.retry is None
+
+
+def test_empty_data_buffer_dispatches_nothing_and_resets_event_type():
+    events = decode([b"event: foo\n\ndata: x\n\n"])
+    assert [(e.event, e.data) for e in events] == [("message", "x")]
+
+
+def test_id_with_null_is_ignored_and_bom_is_stripped():
+    events = decode([b"\xef\xbb\xbfid: a\0b\ndata: x\n\n"])
+    assert events == [Event("message", "x", "", None)]
+    # a BOM split across chunks
+    assert decode([b"\xef", b"\xbb", b"\xbfdata: y\n\n"]) == [Event("message", "y", "", None)]
+
+
+def test_huge_line_beyond_64k():
+    payload = "x" * 300_000
+    raw = f"data: {payload}\n\n".encode()
+    chunks = [raw[i:i + 8192] for i in range(0, len(raw), 8192)]
+    assert [len(e.data) for e in decode(chunks)] == [300_000]
+
+
+def test_eof_without_blank_line_dispatches_complete_last_line_only():
+    assert [e.data for e in decode([b"data: a\n\ndata: b\n"])] == ["a", "b"]
+    assert [e.data for e in decode([b"data: a\n\ndata: trunc"])] == ["a"]  # a cut partial line is dropped
+
+
+def test_several_events_in_one_read_and_event_split_across_reads():
+    d = SSEDecoder()
+    assert [e.data for e in d.feed(b"data: 1\n\ndata: 2\n\ndata: 3")] == ["1", "2"]
+    assert [e.data for e in d.feed(b"\n\n")] == ["3"]
