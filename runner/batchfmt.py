@@ -34,7 +34,7 @@ import orjson
 
 from runner.outputs import resume_key
 
-SIDE = "streamrun"  # the side field Batch API readers ignore
+from .outputs import SIDE  # the side field Batch API readers ignore
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
 SIDE_KEYS = ("metrics", "attempts", "endpoint", "source", "stage", "warmup")

@@ -113,7 +113,7 @@ async def stream_once(
                 if resp.status != 200:
                     raw = await resp.content.read(65536)
                     raise HTTPStatusError(resp.status, f"HTTP {resp.status}: {error_body_message(raw)}",
-                                          retry_after=parse_retry_after(resp.headers))
+                                          retry_after=parse_retry_after(resp.headers), headers=resp.headers)
                 if resp.content_type == "application/json":
                     # A server that ignored "stream": true answered in one piece.
                     raw = await resp.read()

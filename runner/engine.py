@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import aiohttp
+import orjson
 
 from .client import Attempt, endpoint_url, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool
-from .errors import HTTPStatusError, RequestError, redact
+from .errors import ExceedsTPM, HTTPStatusError, RequestError, redact
 from .inputs import InputItem, aiter_items
 from .metrics import Timing, metrics_dict
 from .protocol import build_body
@@ -211,8 +212,9 @@ class Engine:
     async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> dict:
         cfg = self.cfg
         hooks = self.hooks
-        body = build_body(item.body or {}, defaults=cfg.params, model=cfg.model, include_usage=cfg.include_usage)
-        estimate = hooks.estimate_tokens(item.body or {}) if hooks.estimate_tokens and hooks.quota else 0
+        request = build_body(item.body or {}, defaults=cfg.params, model=cfg.model, include_usage=cfg.include_usage)
+        body = orjson.dumps(request)
+        estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
         attempt: Attempt | None = None
         error: RequestError | None = None
@@ -223,43 +225,56 @@ class Engine:
             async for retry_round in retrying(cfg.retry):
                 with retry_round:
                     attempts += 1
-                    if hooks.quota is not None:
-                        await hooks.quota.acquire(estimate)
-                    slot = hooks.adaptive.slot() if hooks.adaptive is not None else _nullslot
-                    async with slot:
-                        endpoint = self.pool.acquire()
-                        timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
-                        failed = True
-                        try:
-                            attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
-                                                        body, {}, cfg.timeouts, timing)
-                            failed = False
-                        except RequestError as exc:
-                            failed = exc.retryable
-                            self._on_throttle(exc)
-                            raise
-                        finally:
-                            self.pool.release(endpoint, failed)
-                    if hooks.adaptive is not None:
-                        hooks.adaptive.on_success()
-                    if hooks.quota is not None:
-                        hooks.quota.observe_headers(attempt.headers)
+                    timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
+                    attempt, endpoint = await self._attempt(item, body, timing, estimate)
         except RequestError as exc:
             error = exc
+        state = attempt.state if attempt is not None else (error.partial if error is not None else None)
+        return self._record(item, stage, warmup, state, timing, attempts, error,
+                            endpoint.url if endpoint else None)
+
+    async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
+        """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
+        hooks = self.hooks
+        if hooks.quota is not None:
+            from .quota import ExceedsTPM as QuotaExceedsTPM
+
+            try:
+                await hooks.quota.acquire(estimate)
+            except QuotaExceedsTPM as exc:
+                raise ExceedsTPM(str(exc)) from None
+        attempt = None
+        try:
+            async with (hooks.adaptive.slot() if hooks.adaptive is not None else _nullslot):
+                endpoint = self.pool.acquire()
+                failed = True
+                try:
+                    attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
+                                                body, {}, self.cfg.timeouts, timing)
+                    failed = False
+                except RequestError as exc:
+                    failed = exc.retryable
+                    self._learn_from_failure(exc, timing)
+                    raise
+                finally:
+                    self.pool.release(endpoint, failed)
+            if hooks.adaptive is not None:
+                hooks.adaptive.on_success()
+            if hooks.quota is not None:
+                hooks.quota.observe_headers(attempt.headers)
+            return attempt, endpoint
         finally:
             if hooks.quota is not None and estimate:
-                usage = (attempt.state.usage if attempt else None) or {}
-                actual = usage.get("total_tokens")
-                if actual is not None:
-                    hooks.quota.settle(estimate, int(actual))
-        state = attempt.state if attempt is not None else (error.partial if error is not None else None)
-        return self._record(item, stage, warmup, state, timing if attempt else (timing if error else None),
-                            attempts, error, endpoint.url if endpoint else None)
+                usage = (attempt.state.usage if attempt is not None else None) or {}
+                hooks.quota.settle(estimate, int(usage.get("total_tokens") or (estimate if attempt else 0)))
 
-    def _on_throttle(self, exc: RequestError) -> None:
-        if isinstance(exc, HTTPStatusError) and exc.status_code in (429, 503):
-            if self.hooks.adaptive is not None:
-                self.hooks.adaptive.on_throttle(exc.retry_after)
+    def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
+        if not isinstance(exc, HTTPStatusError):
+            return
+        if self.hooks.quota is not None:
+            self.hooks.quota.observe_headers(exc.headers)
+        if exc.status_code in (429, 503) and self.hooks.adaptive is not None:
+            self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 
     def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
                 attempts: int, error: RequestError | None, endpoint: str | None) -> dict:

@@ -36,9 +36,11 @@ class HTTPStatusError(RequestError):
 
     type = "http_error"
 
-    def __init__(self, status_code: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None,
+                 headers: Any = None) -> None:
         super().__init__(message, status_code=status_code, retry_after=retry_after,
                          retryable=status_code in (408, 409, 429) or status_code >= 500)
+        self.headers = headers or {}  # rate-limit hints ride on 429s too
 
 
 class ConnectError(RequestError):

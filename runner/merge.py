@@ -46,8 +46,7 @@ from typing import BinaryIO
 import click
 import orjson
 
-from runner.batchfmt import SIDE
-from runner.outputs import resume_key
+from runner.outputs import classify_line as _parse, resume_key
 
 EXAMPLES = 5  # ids quoted in the missing / extra report lines
 WARN_LIMIT = 20  # per kind of warning; the rest are only counted
@@ -111,14 +110,6 @@ class MergeReport:
         )
 
 
-@dataclass(frozen=True)
-class _Line:
-    key: str
-    ok: bool
-    warmup: bool
-    label: str | None
-
-
 def _stderr(message: str) -> None:
     click.echo(message, err=True)
 
@@ -129,32 +120,6 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
         for line_no, raw in enumerate(f, 1):
             if raw.strip():
                 yield line_no, raw
-
-
-def _parse(raw: bytes) -> _Line:
-    """What merging needs of one result line; ValueError saying what is wrong."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON (torn line?): {e}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    custom_id = obj.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        raise ValueError("no custom_id string")
-    if "response" in obj and "status" not in obj:  # --output-format openai-batch
-        response = obj["response"]
-        code = response.get("status_code") if isinstance(response, dict) else None
-        ok = isinstance(code, int) and 200 <= code < 300
-        fields = obj.get(SIDE) if isinstance(obj.get(SIDE), dict) else {}
-    else:
-        status = obj.get("status")
-        if status not in ("ok", "error"):
-            raise ValueError(f"not a result record (status={status!r})")
-        ok, fields = status == "ok", obj
-    stage = fields.get("stage")
-    label = stage.get("label") if isinstance(stage, dict) else None
-    return _Line(resume_key(label, custom_id), ok, bool(fields.get("warmup")), label)
 
 
 def _with_newline(raw: bytes) -> bytes:

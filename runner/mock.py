@@ -62,6 +62,7 @@ a test depends on those.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import math
 import multiprocessing
@@ -221,43 +222,62 @@ _ESC_FIRST: tuple[bytes, ...] = tuple(orjson.dumps(t.lstrip(" "))[1:-1] for t in
 _TEXT_FIRST: tuple[str, ...] = tuple(t.lstrip(" ") for t in _TOKENS)
 
 
-def _walk(seed: int, n: int) -> Iterator[int]:
-    """Indices of the ``n`` tokens for a prompt seed (deterministic)."""
-    idx = seed % _NT
-    step = 1 + (seed >> 8) % (_NT - 1)
-    for _ in range(n):
-        yield idx
-        idx += step
-        if idx >= _NT:
-            idx -= _NT
+def _token_index(seed: int, i: int) -> int:
+    """Vocabulary index of token ``i`` of the reply to a prompt with this
+    seed: a walk with a prompt-dependent start and stride (deterministic)."""
+    return (seed + i * (1 + (seed >> 8) % (_NT - 1))) % _NT
 
 
 def _text(seed: int, n: int) -> str:
-    parts = [_TEXT_FIRST[i] if j == 0 else _TOKENS[i] for j, i in enumerate(_walk(seed, n))]
-    return "".join(parts)
+    """The whole reply text (non-streaming responses)."""
+    if n == 0:
+        return ""
+    return _TEXT_FIRST[_token_index(seed, 0)] + "".join(_TOKENS[_token_index(seed, i)] for i in range(1, n))
 
 
-def _event_texts(seed: int, n_tokens: int, per_event: int) -> Iterator[bytes]:
-    """JSON-escaped text of each content event (``per_event`` tokens each)."""
-    walk = _walk(seed, n_tokens)
-    first = True
-    if per_event == 1:
-        for i in walk:
-            if first:
-                first = False
-                yield _ESC_FIRST[i]
-            else:
-                yield _ESC[i]
-        return
-    batch: list[bytes] = []
-    for i in walk:
-        batch.append(_ESC_FIRST[i] if first else _ESC[i])
-        first = False
-        if len(batch) == per_event:
-            yield b"".join(batch)
-            batch.clear()
-    if batch:
-        yield b"".join(batch)
+def _content_events(pre: bytes, post: bytes, seed: int, k: int, n_tokens: int, a: int, b: int) -> list[bytes]:
+    """Content events ``a`` to ``b`` (exclusive), ``k`` tokens each, as
+    complete SSE frames: ``pre + escaped text + post``."""
+    start = seed % _NT
+    stride = 1 + (seed >> 8) % (_NT - 1)
+    esc = _ESC
+    if k == 1:  # the hot path: one table lookup and two concatenations each
+        events = [pre + esc[(start + j * stride) % _NT] + post for j in range(max(a, 1), b)]
+        if a == 0 and b > 0:
+            events.insert(0, pre + _ESC_FIRST[start] + post)
+        return events
+    events = []
+    for j in range(a, b):
+        first, last = j * k, min(n_tokens, (j + 1) * k)
+        parts = [esc[(start + i * stride) % _NT] for i in range(first, last)]
+        if first == 0 and parts:
+            parts[0] = _ESC_FIRST[start]
+        events.append(pre + b"".join(parts) + post)
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class _Schedule:
+    """When each content event is due, in seconds after the request arrived:
+    ``ttft + j * step`` or, for a script entry, its cumulative offsets."""
+
+    n: int
+    ttft: float = 0.0
+    step: float = 0.0
+    offsets: tuple[float, ...] | None = None
+
+    def offset(self, j: int) -> float:
+        return self.offsets[j] if self.offsets is not None else self.ttft + j * self.step
+
+    def due(self, elapsed: float, j: int) -> int:
+        """How many events (at least ``j``) are due ``elapsed`` s after arrival."""
+        if self.offsets is not None:
+            return bisect.bisect_right(self.offsets, elapsed, j, self.n)
+        if elapsed < self.ttft:
+            return j
+        if self.step == 0.0:
+            return self.n
+        return max(j, min(self.n, int((elapsed - self.ttft) / self.step) + 1))
 
 
 def prompt_tokens_estimate(body: dict[str, Any]) -> int:
@@ -454,10 +474,14 @@ class MockState:
     tpm: _Bucket | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     model_json: bytes = b""
+    script_offsets: tuple[tuple[float, ...], ...] = ()
     ids: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self.model_json = orjson.dumps(self.config.model)
+        self.script_offsets = tuple(
+            tuple(itertools.accumulate(e.gaps, initial=e.ttft)) for e in self.config.script
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -681,7 +705,7 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
     if denied is not None:
         return denied
     config = state.config
-    script_entry: ScriptEntry | None = None
+    script_index: int | None = None
     try:
         req = _parse(await request.read(), chat)
         mock = req.body.get("mock") or {}
@@ -693,7 +717,7 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
                 state.script_arrivals += 1
             elif not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(config.script):
                 raise _BadRequest(f"mock.script must be an index in [0, {len(config.script)})")
-            script_entry = config.script[index]
+            script_index = index
         elif "script" in mock:
             raise _BadRequest("mock.script given but the server has no --script")
     except _BadRequest as exc:
@@ -718,21 +742,28 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         if fault in _STATUS_FAULTS:
             return _fault_response(state, fault, retry_after)
 
-    # Schedule: content event j at offsets[j] seconds after t0.
     k = config.tokens_per_chunk
-    if script_entry is not None:
-        offsets = list(itertools.accumulate(script_entry.gaps, initial=script_entry.ttft))
+    if script_index is not None:
+        offsets = state.script_offsets[script_index]
+        schedule = _Schedule(len(offsets), offsets=offsets)
         n_tokens = len(offsets) * k
         finish_reason = "stop"
     else:
-        step = k * config.token_interval
-        offsets = [config.ttft + j * step for j in range(-(-n_tokens // k))]
+        schedule = _Schedule(-(-n_tokens // k), config.ttft, k * config.token_interval)
         finish_reason = "stop" if req.max_tokens is None else "length"
 
     rid = state.next_id()
     if req.stream:
-        return await _stream(request, state, req, chat, rid, t0, offsets, n_tokens, finish_reason, fault, headers)
-    return await _respond_json(request, state, req, chat, rid, t0, offsets, n_tokens, finish_reason, fault, headers)
+        return await _stream(request, state, req, chat, rid, t0, schedule, n_tokens, finish_reason, fault, headers)
+    return await _respond_json(request, state, req, chat, rid, t0, schedule, n_tokens, finish_reason, fault, headers)
+
+
+class _SSEResponse(web.StreamResponse):
+    """A StreamResponse whose headers go out with the first body write
+    instead of in a send of their own (one syscall less per stream; a
+    private aiohttp switch, harmless where it does not exist)."""
+
+    _send_headers_immediately = False
 
 
 async def _stream(
@@ -742,7 +773,7 @@ async def _stream(
     chat: bool,
     rid: str,
     t0: float,
-    offsets: list[float],
+    schedule: _Schedule,
     n_tokens: int,
     finish_reason: str,
     fault: str,
@@ -750,22 +781,24 @@ async def _stream(
 ) -> web.StreamResponse:
     stats = state.stats
     headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": rid})
-    resp = web.StreamResponse(status=200, headers=headers)
+    # A stall may write nothing (completions have no role chunk): send its
+    # headers at once so the client sees a response that then goes silent.
+    resp = (web.StreamResponse if fault == "stall" else _SSEResponse)(status=200, headers=headers)
     await resp.prepare(request)
     stats.count_status(200)
     stats.streams_started += 1
     stats.active_streams += 1
     if stats.active_streams > stats.max_active_streams:
         stats.max_active_streams = stats.active_streams
-    prefix = "chatcmpl-" if chat else "cmpl-"
-    frames = _frames(chat, prefix + rid, int(time.time()), state.model_json, req.include_usage)
+    frames = _frames(chat, ("chatcmpl-" if chat else "cmpl-") + rid, int(time.time()), state.model_json, req.include_usage)
     k = state.config.tokens_per_chunk
-    loop = asyncio.get_running_loop()
-    pending: list[bytes] = [frames.role] if frames.role is not None else []
-    n_events = len(offsets)
+    n_events = schedule.n
     if fault in ("drop", "error_event"):
         n_events = min(n_events, max(1, min(_FEW_EVENTS, n_events // 2)))
-    sent_tokens = 0
+        schedule = _Schedule(n_events, schedule.ttft, schedule.step, schedule.offsets)
+    loop = asyncio.get_running_loop()
+    pending: list[bytes] = [frames.role] if frames.role is not None else []
+    pre, post, seed = frames.content_pre, frames.content_post, req.seed
     try:
         if fault == "stall":
             await resp.write(b"".join(pending))
@@ -773,19 +806,23 @@ async def _stream(
             _cut(request, resp)
             stats.streams_dropped += 1
             return resp
-        pre, post = frames.content_pre, frames.content_post
-        texts = _event_texts(req.seed, n_tokens, k)
-        for j in range(n_events):
-            target = t0 + offsets[j]
-            if target > loop.time():
-                # Flush what is due before waiting, so each gap is real.
+        j = 0
+        while j < n_events:
+            due = schedule.due(loop.time() - t0, j)
+            if due == j:
+                # Nothing due yet: flush what is, then sleep until event j
+                # (an absolute target, so oversleeping never accumulates).
                 if pending:
                     await resp.write(b"".join(pending))
                     pending.clear()
-                await asyncio.sleep(target - loop.time())
-            pending.append(pre + next(texts) + post)
-            sent_tokens += k
-        sent_tokens = min(sent_tokens, n_tokens)
+                delay = t0 + schedule.offset(j) - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                due = max(j + 1, schedule.due(loop.time() - t0, j))
+            # Every event already due goes out in the same write.
+            pending += _content_events(pre, post, seed, k, n_tokens, j, due)
+            j = due
+        sent_tokens = min(n_events * k, n_tokens)
         stats.tokens_sent += sent_tokens
         if fault == "drop":
             if pending:
@@ -838,7 +875,7 @@ async def _respond_json(
     chat: bool,
     rid: str,
     t0: float,
-    offsets: list[float],
+    schedule: _Schedule,
     n_tokens: int,
     finish_reason: str,
     fault: str,
@@ -848,7 +885,7 @@ async def _respond_json(
     loop = asyncio.get_running_loop()
     if fault == "stall":
         await asyncio.sleep(_STALL_S)
-    end = t0 + (offsets[-1] if offsets else state.config.ttft)
+    end = t0 + schedule.offset(max(0, schedule.n - 1))
     if end > loop.time():
         await asyncio.sleep(end - loop.time())
     if fault == "drop":

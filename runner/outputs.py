@@ -14,6 +14,7 @@ import os
 import time
 from array import array
 from bisect import bisect_left
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -73,18 +74,6 @@ def repair_torn_tail(path: str) -> int:
         return size - line_start
 
 
-def iter_records(path: str, on_bad: Callable[[int, str], None] | None = None) -> Iterator[dict]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if on_bad:
-                    on_bad(number, str(exc))
-
-
 class DoneIds:
     """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
 
@@ -111,39 +100,80 @@ def resume_key(record_or_stage, custom_id: str | None = None) -> str:
     return f"{label}\x00{custom_id}" if label else str(custom_id)
 
 
+SIDE = "streamrun"  # the side field of --output-format openai-batch lines that holds our own fields
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLine:
+    key: str  # resume_key: the stage label and custom_id
+    ok: bool
+    warmup: bool
+    label: str | None
+
+
+def classify_line(raw: bytes) -> ResultLine:
+    """What resume and merge need of one result line, in either output format; ValueError says what is wrong."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON (torn line?): {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise ValueError("no custom_id string")
+    if "response" in obj and "status" not in obj:  # --output-format openai-batch
+        response = obj["response"]
+        code = response.get("status_code") if isinstance(response, dict) else None
+        ok = isinstance(code, int) and 200 <= code < 300
+        fields = obj.get(SIDE) if isinstance(obj.get(SIDE), dict) else {}
+    else:
+        status = obj.get("status")
+        if status not in ("ok", "error"):
+            raise ValueError(f"not a result record (status={status!r})")
+        ok, fields = status == "ok", obj
+    stage = fields.get("stage")
+    label = stage.get("label") if isinstance(stage, dict) else None
+    return ResultLine(resume_key(label, custom_id), ok, bool(fields.get("warmup")), label)
+
+
+
 def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -> DoneIds:
     """Read the ids already done; with retry_failed, first drop the error records.
 
     Dropping them (copy, fsync, atomic rename) keeps one record per id once
-    the retried requests append their new outcome.
+    the retried requests append their new outcome.  Both output formats
+    are understood (`classify_line`).
     """
     cut = repair_torn_tail(path)
     if cut:
         warn(f"{path}: cut a torn last line ({cut} bytes) left by an interrupted run")
-    bad = lambda n, msg: warn(f"{path}:{n}: unreadable record skipped ({msg})")
-    if retry_failed:
-        tmp = path + ".resume.tmp"
-        dropped = 0
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            for raw in src:
-                try:
-                    if orjson.loads(raw).get("status") != "ok":
-                        dropped += 1
-                        continue
-                except (orjson.JSONDecodeError, AttributeError):
+    hashes = array("Q")
+    dropped = 0
+    tmp = path + ".resume.tmp"
+    with open(path, "rb") as src, (open(tmp, "wb") if retry_failed else nullcontext()) as dst:
+        for number, raw in enumerate(src, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = classify_line(raw)
+            except ValueError as exc:
+                warn(f"{path}:{number}: unreadable record skipped ({exc})")
+                continue
+            if retry_failed:
+                if not line.ok:
+                    dropped += 1
                     continue
                 dst.write(raw)
+            if not line.warmup:
+                hashes.append(id_hash(line.key))
+        if retry_failed:
             dst.flush()
             os.fsync(dst.fileno())
+    if retry_failed:
         os.replace(tmp, path)
         if dropped:
             warn(f"{path}: {dropped} failed records removed, to be retried")
-    hashes = array("Q")
-    for record in iter_records(path, bad):
-        if isinstance(record, dict) and record.get("custom_id") is not None:
-            if record.get("warmup"):
-                continue
-            hashes.append(id_hash(resume_key(record)))
     return DoneIds(hashes)
 
 

@@ -65,7 +65,7 @@ def _normalise_path(url: str) -> str:
     raise InvalidRequestLine(f"url {url!r} is not /v1/chat/completions or /v1/completions")
 
 
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool) -> bytes:
+def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool) -> dict:
     """Merge CLI defaults under the line's own params and force streaming."""
     merged = {**defaults, **body}
     if "model" not in merged and model:
@@ -77,7 +77,7 @@ def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: 
         merged["stream_options"] = options
     else:
         merged.pop("stream_options", None)
-    return orjson.dumps(merged)
+    return merged
 
 
 @dataclass(slots=True)

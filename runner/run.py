@@ -125,7 +125,7 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
     if cfg.output_format == "openai-batch":
         from .batchfmt import to_batch_output
 
-        encode = lambda rec: to_batch_output(rec, rec.get("request_url") or "")
+        encode = to_batch_output
     writer = ResultWriter(fd, cfg.fsync, encode=encode)
     seen_stdin = SeenIds() if STDIN in paths else None
 
@@ -193,7 +193,13 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
         "config": cfg.public(),
     }
     if hooks.adaptive is not None:
-        doc["adaptive_concurrency"] = hooks.adaptive.stats() if hasattr(hooks.adaptive, "stats") else None
+        a = hooks.adaptive
+        doc["adaptive_concurrency"] = {"final_limit": a.limit, "max": cfg.max_concurrency,
+                                       "min_seen": a.min_limit_seen, "throttles": a.throttles,
+                                       "decreases": a.decreases}
+    if hooks.quota is not None:
+        doc["quota"] = {"rpm": cfg.rpm, "tpm": cfg.tpm, "waits": hooks.quota.waits,
+                        "wait_s": hooks.quota.wait_s}
     _cost(cfg, summary, doc)
     path = summary_path_for(cfg)
     tmp = path + ".tmp"
@@ -205,12 +211,35 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
 
 
 def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
-    """Wire RPM/TPM limits and adaptive concurrency (see runner/quota.py)."""
-    return None
+    """Wire RPM/TPM limits, adaptive concurrency and token counting (runner/quota.py, runner/tokens.py)."""
+    from .tokens import count_text_tokens, estimate_prompt_tokens, requested_output_tokens
+
+    hooks.count_tokens = lambda text: count_text_tokens(text, cfg.model)
+    if cfg.rpm or cfg.tpm:
+        from .quota import QuotaLimiter
+
+        hooks.quota = QuotaLimiter(cfg.rpm, cfg.tpm, now=time.perf_counter)
+        hooks.estimate_tokens = lambda body: (estimate_prompt_tokens(body, body.get("model"))
+                                              + requested_output_tokens(body, DEFAULT_OUTPUT_ESTIMATE))
+    if cfg.adaptive:
+        from .quota import AdaptiveConcurrency
+
+        hooks.adaptive = AdaptiveConcurrency(cfg.max_concurrency, now=time.perf_counter)
+
+
+DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
 
 
 def _cost(cfg: RunConfig, summary: dict, doc: dict) -> None:
-    return None
+    """Token totals are in the summary already; add the price when one was given."""
+    if cfg.price_input is None and cfg.price_output is None:
+        return
+    from .tokens import Pricing, cost
+
+    tokens = summary.get("tokens") or {}
+    pricing = Pricing(cfg.price_input or 0.0, cfg.price_output or 0.0)
+    doc["cost_usd"] = cost(tokens.get("prompt", 0), tokens.get("completion", 0), pricing)
+    doc["pricing"] = {"input_per_m": pricing.input_per_m, "output_per_m": pricing.output_per_m}
 
 
 def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: list[int]) -> int:
@@ -282,8 +311,15 @@ def _print_summary(summary: dict, doc: dict, result, path: str) -> None:
     lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
                  f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
                  f"over {summary.get('duration_s') or 0:.2f}s")
-    if "cost_usd" in doc:
-        lines.append(f"  cost ${doc['cost_usd']:.4f}")
+    tokens = summary.get("tokens") or {}
+    if tokens.get("total"):
+        lines.append(f"  tokens: {tokens.get('prompt', 0)} prompt, {tokens.get('completion', 0)} completion"
+                     f" ({tokens.get('reasoning', 0)} reasoning)"
+                     + (f", cost ${doc['cost_usd']:.4f}" if "cost_usd" in doc else ""))
+    adaptive = doc.get("adaptive_concurrency")
+    if adaptive and adaptive["throttles"]:
+        lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
+                     f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
     lag = result.lag or {}
     if lag.get("share_over_10ms", 0) > 0.05:
         lines.append(f"  warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "

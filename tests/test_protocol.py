@@ -32,11 +32,11 @@ def test_invalid_lines(obj, message):
 
 
 def test_build_body_precedence_and_streaming():
-    body = orjson.loads(build_body({"messages": [], "temperature": 0.1}, defaults={"temperature": 1, "max_tokens": 9},
+    body = (build_body({"messages": [], "temperature": 0.1}, defaults={"temperature": 1, "max_tokens": 9},
                                    model="m", include_usage=True))
     assert body["temperature"] == 0.1 and body["max_tokens"] == 9 and body["model"] == "m"
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-    body = orjson.loads(build_body({"model": "own", "stream": False, "stream_options": {"include_usage": True}},
+    body = (build_body({"model": "own", "stream": False, "stream_options": {"include_usage": True}},
                                    defaults={}, model="m", include_usage=False))
     assert body["model"] == "own" and body["stream"] is True and "stream_options" not in body
 
