@@ -34,6 +34,7 @@ class OutputExists(Exception):
 
 def lock_output(path: str) -> int:
     """Take an exclusive flock on PATH.lock; the kernel drops it if we die, so it never goes stale."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,8 +181,6 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
 def open_output(path: str, *, resume: bool, overwrite: bool) -> int:
     if os.path.exists(path) and os.path.getsize(path) > 0 and not (resume or overwrite):
         raise OutputExists(f"{path} already exists: pass --resume to continue it or --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     if overwrite and not resume:
         flags |= os.O_TRUNC

@@ -56,6 +56,9 @@ def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> 
     except OutputLocked as exc:
         log.error("%s", exc)
         return EXIT_LOCKED
+    except OSError as exc:  # unreadable input, unwritable output directory, ...
+        log.error("%s", exc)
+        return EXIT_USAGE
 
 
 def _loop_factory():
