@@ -179,7 +179,8 @@ class Engine:
                 break
             if not warmup and cfg.duration_s is not None and time.perf_counter() - start >= cfg.duration_s:
                 break
-            due += next(gaps)
+            if sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
+                due += next(gaps)
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

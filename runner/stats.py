@@ -25,7 +25,7 @@ import math
 import random
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -635,10 +635,20 @@ def stage_key(stage: Any) -> Any:
 
 
 def accumulate_by_stage(
-    records: Iterable[dict[str, Any]], *, max_exact: int = DEFAULT_MAX_EXACT, seed: int = 0
+    records: Iterable[dict[str, Any]],
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+    seed: int = 0,
+    observe: Callable[[dict[str, Any], int], None] | None = None,
 ) -> list[StatsAccumulator]:
-    """One accumulator per stage, in the order stages are first seen."""
+    """One accumulator per stage, in the order stages are first seen.
+
+    ``observe(record, stage_position)`` sees every record on the way through,
+    so a caller can collect more (the report's ITL timeline) in the same
+    single pass over a file that may not fit in memory.
+    """
     stages: dict[Any, StatsAccumulator] = {}
+    positions: dict[Any, int] = {}
     for record in records:
         raw = record.get("stage")
         key = stage_key(raw)
@@ -646,7 +656,10 @@ def accumulate_by_stage(
         if acc is None:
             info = dict(raw) if isinstance(raw, dict) else None
             acc = stages[key] = StatsAccumulator(stage=info, max_exact=max_exact, seed=seed)
+            positions[key] = len(positions)
         acc.add(record)
+        if observe is not None:
+            observe(record, positions[key])
     return list(stages.values())
 
 

@@ -1,0 +1,351 @@
+"""How accurately does streamrun measure TTFT and ITL?  (``make bench-accuracy``)
+
+The mock server is run in script mode: every request gets its own, seeded,
+known timing (first content event ``ttft`` seconds after the request
+arrived, then one event after each of ``gaps``, on an absolute schedule).
+streamrun then measures the same requests, and this script joins its
+records to the script by ``custom_id`` and reports the per-request errors:
+
+    TTFT error = measured ttft_s - scripted ttft
+    ITL error  = measured itl_s[k] - scripted gaps[k]
+
+at 1 stream (sequential requests), 100 and 1000 concurrent streams.
+
+The invariant that must hold exactly: a client can never see bytes before
+they were sent, so the time from "request sent" to event k is at least the
+scripted offset of event k (``ttft + sum(itl[:k]) >= ttft* + sum(gaps[:k])``).
+A single ITL gap can come out *shorter* than scripted (the event before it
+arrived late, the one after it on time), so per-gap "measured < scripted"
+is counted separately and is not an error.
+
+The mock runs in its own process(es) (``streamrun mock --workers W``) so
+that server and client never share an event loop; on a small machine they
+still share CPU cores, which is part of what the error contains.
+
+Usage: python bench/accuracy.py [--seed S] [--workers W] [--levels 1,100,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STREAMRUN = [sys.executable, "-m", "runner.cli"]
+
+TTFT_RANGE_S = (0.050, 0.500)
+GAPS_RANGE = (16, 32)
+GAP_RANGE_S = (0.005, 0.050)
+SEQUENTIAL_REQUESTS = 20  # for the 1-stream level
+RUN_TIMEOUT_S = 120
+
+
+# --------------------------------------------------------------------------
+# Script and inputs
+
+
+def make_script(rng: random.Random, n: int) -> list[dict]:
+    """n seeded timing entries: TTFT uniform in 50-500 ms, 16-32 gaps of 5-50 ms."""
+    script = []
+    for _ in range(n):
+        ttft = round(rng.uniform(*TTFT_RANGE_S), 6)
+        gaps = [round(rng.uniform(*GAP_RANGE_S), 6) for _ in range(rng.randint(*GAPS_RANGE))]
+        script.append({"ttft": ttft, "gaps": gaps})
+    return script
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row))
+            f.write("\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def input_rows(n: int) -> list[dict]:
+    """One chat line per request, each pointing at its own script entry."""
+    return [
+        {"custom_id": f"r{i}", "messages": [{"role": "user", "content": f"accuracy probe {i}"}],
+         "mock": {"script": i}}
+        for i in range(n)
+    ]
+
+
+# --------------------------------------------------------------------------
+# The mock in its own process
+
+
+class MockProcess:
+    """``streamrun mock --port 0 --script FILE --workers W`` in a subprocess."""
+
+    def __init__(self, script_path: Path, workers: int) -> None:
+        self.proc = subprocess.Popen(
+            [*STREAMRUN, "mock", "--port", "0", "--script", str(script_path), "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )
+        self.stderr: list[str] = []
+        self.url = self._wait_for_url()
+        # Keep draining stderr so a chatty server never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_for_url(self) -> str:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.stderr.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                return match.group(1)
+        self.close()
+        raise RuntimeError("mock server did not start:\n" + "".join(self.stderr))
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> MockProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------
+# Statistics
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    requests: int
+    ok: int
+    ttft_err_ms: list[float]
+    itl_err_ms: list[float]
+    ttft_below: int  # measured TTFT < scripted: must be 0
+    cumulative_below: int  # send -> event k < scripted offset of event k: must be 0
+    cumulative_events: int
+    itl_below: int  # single gaps shorter than scripted (allowed, see module doc)
+    shape_mismatch: int  # records whose number of ITL gaps differs from the script
+    lag: dict
+    wall_s: float
+
+
+# Float slack for "measured < scripted": the mock's and client's clocks are
+# both CLOCK_MONOTONIC, so anything beyond rounding would be a real violation.
+EPS_S = 1e-6
+
+
+def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict, wall_s: float) -> LevelResult:
+    by_id = {r["custom_id"]: r for r in records if not r.get("warmup")}
+    ttft_err, itl_err = [], []
+    ttft_below = cumulative_below = cumulative_events = itl_below = shape_mismatch = ok = 0
+    for i, entry in enumerate(script):
+        rec = by_id.get(f"r{i}")
+        if rec is None or rec.get("status") != "ok":
+            continue
+        m = rec["metrics"]
+        if m.get("ttft_s") is None:
+            continue
+        ok += 1
+        ttft, itl = m["ttft_s"], m["itl_s"] or []
+        ttft_err.append((ttft - entry["ttft"]) * 1000.0)
+        ttft_below += ttft < entry["ttft"] - EPS_S
+        gaps = entry["gaps"]
+        if len(itl) != len(gaps):
+            shape_mismatch += 1
+        measured_t, scripted_t = ttft, entry["ttft"]
+        for got, want in zip(itl, gaps):
+            itl_err.append((got - want) * 1000.0)
+            itl_below += got < want
+            measured_t += got
+            scripted_t += want
+            cumulative_events += 1
+            cumulative_below += measured_t < scripted_t - EPS_S
+    return LevelResult(
+        concurrency=concurrency, requests=len(script), ok=ok,
+        ttft_err_ms=sorted(ttft_err), itl_err_ms=sorted(itl_err),
+        ttft_below=ttft_below, cumulative_below=cumulative_below, cumulative_events=cumulative_events,
+        itl_below=itl_below, shape_mismatch=shape_mismatch, lag=lag, wall_s=wall_s,
+    )
+
+
+# --------------------------------------------------------------------------
+# One level
+
+
+def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int, workers: int) -> LevelResult:
+    tag = f"c{concurrency}"
+    script = make_script(rng, requests)
+    script_path = workdir / f"{tag}.script.jsonl"
+    inputs_path = workdir / f"{tag}.inputs.jsonl"
+    out_path = workdir / f"{tag}.out.jsonl"
+    summary_path = workdir / f"{tag}.out.summary.json"
+    write_jsonl(script_path, script)
+    write_jsonl(inputs_path, input_rows(requests))
+    with MockProcess(script_path, workers) as mock:
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [*STREAMRUN, "run", str(inputs_path), "-o", str(out_path), "--base-url", mock.url,
+             "-c", str(concurrency), "--no-progress", "--summary", str(summary_path), "--max-attempts", "1"],
+            capture_output=True, text=True, cwd=REPO, timeout=RUN_TIMEOUT_S,
+        )
+        wall_s = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.stderr.write(f"[{tag}] streamrun exited {proc.returncode}\n{proc.stderr[-4000:]}\n")
+    records = read_jsonl(out_path) if out_path.exists() else []
+    lag = {}
+    if summary_path.exists():
+        lag = json.loads(summary_path.read_text(encoding="utf-8")).get("event_loop_lag") or {}
+    return analyse(records, script, concurrency, lag, wall_s)
+
+
+# --------------------------------------------------------------------------
+# Output
+
+
+def _ms(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
+
+
+def _share(n: int, d: int) -> str:
+    return "n/a" if not d else (f"{n / d:.1%}" if n else "0")
+
+
+def rows_for(results: list[LevelResult]) -> tuple[list[str], list[list[str]]]:
+    header = ["concurrency", "requests", "ok",
+              "TTFT err p50", "p99", "max",
+              "ITL err p50", "p99",
+              "measured < scripted", "single gaps < scripted",
+              "loop lag mean / max", "wall"]
+    rows = []
+    for r in results:
+        t, g = r.ttft_err_ms, r.itl_err_ms
+        below = r.ttft_below + r.cumulative_below
+        checks = r.ok + r.cumulative_events
+        lag = (f"{r.lag.get('mean_s', math.nan) * 1000:.1f} / {r.lag.get('max_s', math.nan) * 1000:.1f} ms"
+               if r.lag else "n/a")
+        rows.append([
+            str(r.concurrency), str(r.requests), str(r.ok),
+            _ms(quantile(t, 0.5)), _ms(quantile(t, 0.99)), _ms(t[-1] if t else math.nan),
+            _ms(quantile(g, 0.5)), _ms(quantile(g, 0.99)),
+            f"{below} ({_share(below, checks)})" if checks else "n/a",
+            _share(r.itl_below, len(g)),
+            lag, f"{r.wall_s:.1f} s",
+        ])
+    return header, rows
+
+
+FOOTER = """\
+Errors are measured - scripted, in ms (TTFT per request, ITL per gap).
+"measured < scripted" counts TTFTs and cumulative send->event-k times below the
+scripted ones: a timestamp can never precede the bytes, so it must be 0.  A single
+ITL gap can be shorter than scripted when the event before it arrived late
+("single gaps < scripted"); that is expected, not an error.
+What the error contains: the loopback network stack, the mock's scheduling (its
+asyncio sleeps overshoot; events are written on an absolute schedule), connection
+setup (TTFT starts before connect, and connections are new on a cold pool), and
+the client's own overhead (event-loop wakeups, parsing).  Server and client are
+separate processes but share this machine's {cores} CPU core(s): at 1000 streams
+they compete, so that row shows contention of both sides, not the client alone.
+A pure client error would need the server on a separate machine.
+Event-loop lag is the client's, from OUT.summary.json (event_loop_lag)."""
+
+
+def print_table(results: list[LevelResult], total_s: float, seed: int, workers: int) -> None:
+    header, rows = rows_for(results)
+    title = (f"streamrun measurement accuracy (seed {seed}, mock --workers {workers}, "
+             f"TTFT {TTFT_RANGE_S[0] * 1000:.0f}-{TTFT_RANGE_S[1] * 1000:.0f} ms, "
+             f"{GAPS_RANGE[0]}-{GAPS_RANGE[1]} gaps of {GAP_RANGE_S[0] * 1000:.0f}-{GAP_RANGE_S[1] * 1000:.0f} ms)")
+    footer = FOOTER.format(cores=os.cpu_count() or "?") + f"\nTotal runtime {total_s:.1f} s."
+    mismatched = sum(r.shape_mismatch for r in results)
+    failed = sum(r.requests - r.ok for r in results)
+    if mismatched or failed:
+        footer += (f"\nWARNING: {failed} request(s) failed or had no TTFT, {mismatched} record(s) had a "
+                   "different number of ITL gaps than scripted.")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text fallback
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        print(title)
+        print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+        for row in rows:
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        print(footer)
+        return
+    table = Table(title=title, caption=footer, caption_justify="left")
+    for h in header:
+        table.add_column(h, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(140, Console().width)).print(table)
+
+
+# --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--workers", type=int, default=2, help="mock server processes (SO_REUSEPORT)")
+    ap.add_argument("--levels", default="1,100,1000", help="concurrency levels, comma-separated")
+    ap.add_argument("--sequential-requests", type=int, default=SEQUENTIAL_REQUESTS,
+                    help="requests for the 1-stream level (others send one per stream)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the script, input and result files in DIR")
+    args = ap.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+
+    rng = random.Random(args.seed)
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="streamrun-accuracy-") as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for c in levels:
+            n = args.sequential_requests if c == 1 else c
+            print(f"running {n} request(s) at concurrency {c} ...", file=sys.stderr, flush=True)
+            results.append(run_level(workdir, rng, c, n, args.workers))
+    print_table(results, time.perf_counter() - started, args.seed, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
