@@ -100,8 +100,7 @@ def test_pool_prefers_fewest_in_flight_and_backs_off():
         pool.release(a, failed=True)
     assert a.down_until == 10.0
     assert all(pool.acquire() is b for _ in range(5))
-    clock[0] = 11.0
-    b.in_flight = 0
+    clock[0] = 11.0  # back after its back-off, and now the least busy
     assert pool.acquire() is a
     pool.release(a, failed=False)
     assert a.streak == 0
