@@ -31,6 +31,7 @@ LAZY_COMMANDS = {
     "report": ("runner.report:report_command", "Summarise results: percentiles, goodput, JSON, HTML."),
     "convert": ("runner.batchfmt:convert_command", "Convert results to/from the OpenAI Batch API output format."),
     "merge": ("runner.merge:merge_command", "Merge shard outputs; check every input has one record."),
+    "estimate": ("runner.estimate:estimate_command", "Count prompts, tokens and cost without sending anything."),
 }
 
 
