@@ -158,6 +158,7 @@ class LevelResult:
     requests: int
     ok: int
     ttft_err_ms: list[float]
+    ttfb_ms: list[float]  # send -> role chunk, which the mock sends at once: the bare round trip
     itl_err_ms: list[float]
     ttft_below: int  # measured TTFT < scripted: must be 0
     cumulative_below: int  # send -> event k < scripted offset of event k: must be 0
@@ -175,7 +176,7 @@ EPS_S = 1e-6
 
 def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict, wall_s: float) -> LevelResult:
     by_id = {r["custom_id"]: r for r in records if not r.get("warmup")}
-    ttft_err, itl_err = [], []
+    ttft_err, itl_err, ttfb = [], [], []
     ttft_below = cumulative_below = cumulative_events = itl_below = shape_mismatch = ok = 0
     for i, entry in enumerate(script):
         rec = by_id.get(f"r{i}")
@@ -187,6 +188,8 @@ def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict
         ok += 1
         ttft, itl = m["ttft_s"], m["itl_s"] or []
         ttft_err.append((ttft - entry["ttft"]) * 1000.0)
+        if m.get("ttfb_s") is not None:
+            ttfb.append(m["ttfb_s"] * 1000.0)
         ttft_below += ttft < entry["ttft"] - EPS_S
         gaps = entry["gaps"]
         if len(itl) != len(gaps):
@@ -201,7 +204,7 @@ def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict
             cumulative_below += measured_t < scripted_t - EPS_S
     return LevelResult(
         concurrency=concurrency, requests=len(script), ok=ok,
-        ttft_err_ms=sorted(ttft_err), itl_err_ms=sorted(itl_err),
+        ttft_err_ms=sorted(ttft_err), ttfb_ms=sorted(ttfb), itl_err_ms=sorted(itl_err),
         ttft_below=ttft_below, cumulative_below=cumulative_below, cumulative_events=cumulative_events,
         itl_below=itl_below, shape_mismatch=shape_mismatch, lag=lag, wall_s=wall_s,
     )
@@ -250,43 +253,45 @@ def _share(n: int, d: int) -> str:
 
 
 def rows_for(results: list[LevelResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["concurrency", "requests", "ok",
-              "TTFT err p50", "p99", "max",
-              "ITL err p50", "p99",
-              "measured < scripted", "single gaps < scripted",
-              "loop lag mean / max", "wall"]
+    header = ["streams", "requests", "ok",
+              "TTFT err\np50", "\np99", "\nmax",
+              "ITL err\np50", "\np99",
+              "measured <\nscripted", "single gaps\n< scripted",
+              "TTFB\np50", "loop lag\nmean/max", "wall\ns"]
     rows = []
     for r in results:
         t, g = r.ttft_err_ms, r.itl_err_ms
         below = r.ttft_below + r.cumulative_below
         checks = r.ok + r.cumulative_events
-        lag = (f"{r.lag.get('mean_s', math.nan) * 1000:.1f} / {r.lag.get('max_s', math.nan) * 1000:.1f} ms"
+        lag = (f"{r.lag.get('mean_s', math.nan) * 1000:.1f}/{r.lag.get('max_s', math.nan) * 1000:.1f}"
                if r.lag else "n/a")
         rows.append([
             str(r.concurrency), str(r.requests), str(r.ok),
             _ms(quantile(t, 0.5)), _ms(quantile(t, 0.99)), _ms(t[-1] if t else math.nan),
             _ms(quantile(g, 0.5)), _ms(quantile(g, 0.99)),
-            f"{below} ({_share(below, checks)})" if checks else "n/a",
+            f"{below} of {checks}" if checks else "n/a",
             _share(r.itl_below, len(g)),
-            lag, f"{r.wall_s:.1f} s",
+            _ms(quantile(r.ttfb_ms, 0.5)), lag, f"{r.wall_s:.1f}",
         ])
     return header, rows
 
 
 FOOTER = """\
-Errors are measured - scripted, in ms (TTFT per request, ITL per gap).
-"measured < scripted" counts TTFTs and cumulative send->event-k times below the
-scripted ones: a timestamp can never precede the bytes, so it must be 0.  A single
-ITL gap can be shorter than scripted when the event before it arrived late
-("single gaps < scripted"); that is expected, not an error.
-What the error contains: the loopback network stack, the mock's scheduling (its
-asyncio sleeps overshoot; events are written on an absolute schedule), connection
-setup (TTFT starts before connect, and connections are new on a cold pool), and
-the client's own overhead (event-loop wakeups, parsing).  Server and client are
-separate processes but share this machine's {cores} CPU core(s): at 1000 streams
-they compete, so that row shows contention of both sides, not the client alone.
-A pure client error would need the server on a separate machine.
-Event-loop lag is the client's, from OUT.summary.json (event_loop_lag)."""
+All times in ms.  Errors are measured - scripted (TTFT per request, ITL per gap).
+"measured < scripted" counts TTFTs and cumulative send->event-k times (ttft + sum of
+the first k ITLs) below the scripted ones, out of all checked: a timestamp can never
+precede the bytes, so it must be 0.  A single ITL gap can come out shorter than
+scripted when the event before it arrived late ("single gaps < scripted"): expected.
+What the error contains: the loopback network stack, the mock's scheduling (asyncio
+sleeps overshoot; events go out on an absolute schedule, so overshoot never adds
+up), connection setup (TTFT starts before connecting; the pool is cold), and the
+client's own overhead (event-loop wakeups, parsing, the other streams).  TTFB is the
+time to the role chunk, which the mock sends at once: the bare round trip.  At 100
+and 1000 streams it dominates the TTFT error: N connections are opened at once.
+Server and client are separate processes but share this machine's {cores} CPU
+core(s): at 1000 streams they compete, so that row shows contention of both sides,
+not the client alone (see the client's loop lag, from OUT.summary.json
+event_loop_lag).  A pure client error would need the server on a separate machine."""
 
 
 def print_table(results: list[LevelResult], total_s: float, seed: int, workers: int) -> None:
@@ -297,6 +302,10 @@ def print_table(results: list[LevelResult], total_s: float, seed: int, workers: 
     footer = FOOTER.format(cores=os.cpu_count() or "?") + f"\nTotal runtime {total_s:.1f} s."
     mismatched = sum(r.shape_mismatch for r in results)
     failed = sum(r.requests - r.ok for r in results)
+    violations = sum(r.ttft_below + r.cumulative_below for r in results)
+    if violations:
+        footer += (f"\nWARNING: {violations} measured time(s) came out below the scripted ones: "
+                   "a clock or stamping bug (see bench/accuracy.py's module doc).")
     if mismatched or failed:
         footer += (f"\nWARNING: {failed} request(s) failed or had no TTFT, {mismatched} record(s) had a "
                    "different number of ITL gaps than scripted.")
@@ -304,19 +313,21 @@ def print_table(results: list[LevelResult], total_s: float, seed: int, workers: 
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # plain text fallback
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        flat = [h.replace("\n", " ").strip() for h in header]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(flat)]
         print(title)
-        print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+        print("  ".join(h.rjust(w) for h, w in zip(flat, widths)))
         for row in rows:
             print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
         print(footer)
         return
     table = Table(title=title, caption=footer, caption_justify="left")
     for h in header:
-        table.add_column(h, justify="right")
+        table.add_column(h, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    Console(width=max(140, Console().width)).print(table)
+    # At least wide enough for the whole table (piped output defaults to 80 columns).
+    Console(width=max(Console().width, 150)).print(table)
 
 
 # --------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class LagMonitor:
     def summary(self) -> dict:
         mean = self.total / self.samples if self.samples else 0.0
         share = self.over_10ms / self.samples if self.samples else 0.0
-        return {"mean_s": mean, "max_s": self.max, "share_over_10ms": share}
+        return {"samples": self.samples, "mean_s": mean, "max_s": self.max, "share_over_10ms": share}
 
 
 @dataclass

@@ -133,6 +133,7 @@ class MockConfig:
     script: tuple[ScriptEntry, ...] = ()
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    quota_fill: float = 1.0  # how full the quota buckets start (0..1); below 1, a burst at start trips them
     model: str = "mock-model"
     api_key: str | None = None
 
@@ -154,6 +155,8 @@ class MockConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0.0 <= self.quota_fill <= 1.0:
+            raise ValueError("quota_fill must be in [0, 1]")
         if not isinstance(self.script, tuple):
             object.__setattr__(self, "script", tuple(self.script))
 
@@ -492,8 +495,8 @@ class MockState:
         self.script_arrivals = 0
         now = self.clock()
         c = self.config
-        self.rpm = _Bucket(c.rpm_limit, c.rpm_limit, now) if c.rpm_limit else None
-        self.tpm = _Bucket(c.tpm_limit, c.tpm_limit, now) if c.tpm_limit else None
+        self.rpm = _Bucket(c.rpm_limit, c.rpm_limit * c.quota_fill, now) if c.rpm_limit else None
+        self.tpm = _Bucket(c.tpm_limit, c.tpm_limit * c.quota_fill, now) if c.tpm_limit else None
 
     def next_id(self) -> str:
         return f"{os.getpid():x}{next(self.ids):010x}"
@@ -1103,6 +1106,8 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 @click.option("--script", "script_path", default=None, type=click.Path(exists=True, dir_okay=False), help="JSONL of {ttft, gaps} timings.")
 @click.option("--rpm-limit", default=None, type=int, help="Requests per minute before 429.")
 @click.option("--tpm-limit", default=None, type=int, help="Tokens per minute before 429.")
+@click.option("--quota-fill", default=1.0, show_default=True, type=float,
+              help="How full the RPM/TPM buckets start (0..1).")
 @click.option("--model", default="mock-model", show_default=True)
 @click.option("--api-key-env", default=None, metavar="NAME", help="Require 'Bearer $NAME' on /v1 requests.")
 @click.option("--workers", default=1, show_default=True, type=int, help="Processes sharing the port (SO_REUSEPORT).")
@@ -1121,6 +1126,7 @@ def mock_command(
     script_path: str | None,
     rpm_limit: int | None,
     tpm_limit: int | None,
+    quota_fill: float,
     model: str,
     api_key_env: str | None,
     workers: int,
@@ -1146,6 +1152,7 @@ def mock_command(
             script=script,
             rpm_limit=rpm_limit,
             tpm_limit=tpm_limit,
+            quota_fill=quota_fill,
             model=model,
             api_key=api_key,
         )

@@ -333,7 +333,10 @@ def write_json(report: Report, path: str | Path) -> None:
 # --------------------------------------------------------------------------
 # HTML
 
-_HIST_BINS = 50
+_SLO_COLOR = "#c92a2a"
+_P50_COLOR = "#3867d6"
+_P99_COLOR = "#e8590c"
+_TPUT_COLOR = "#2b8a3e"
 _CDF_QS = [i / 2 for i in range(201)]  # 0, 0.5, ..., 100 %
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
@@ -362,6 +365,7 @@ class _Dist:
     label: str
     color: str
     centers: list[float]
+    edges: list[float]
     share: list[float]  # % of the stage's requests in each bin
     counts: list[int]
     cdf_x: list[float]
@@ -386,15 +390,21 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
     hi = max(percentile(v, 99.5) or 0.0 for v in present)
     if hi_max <= hi * 1.25:
         hi = hi_max
-    use_log = lo > 0 and hi / lo > 10
+    use_log = lo > 0 and hi / lo > 4
     if hi <= lo:
         hi = lo * 1.01 + 1e-9
+    # Rice's rule on the median stage size: smooth for 500 requests, fine
+    # grained (up to 60 bins) for big runs.
+    # More for sweeps, whose stages each occupy part of the shared axis.
+    sizes = sorted(len(v) for v in present)
+    rice = 2 * sizes[len(sizes) // 2] ** (1 / 3)
+    bins = max(12, min(60, int(rice * (1 + 0.5 * min(len(present) - 1, 2)))))
     if use_log:
         llo, lhi = math.log10(lo), math.log10(hi)
-        edges = [10 ** (llo + (lhi - llo) * i / _HIST_BINS) for i in range(_HIST_BINS + 1)]
+        edges = [10 ** (llo + (lhi - llo) * i / bins) for i in range(bins + 1)]
         centers = [math.sqrt(a * b) for a, b in zip(edges, edges[1:])]
     else:
-        edges = [lo + (hi - lo) * i / _HIST_BINS for i in range(_HIST_BINS + 1)]
+        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
         centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
     edges[0], edges[-1] = lo, hi
     out = []
@@ -410,6 +420,7 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
                 label=stage_label(summary, i),
                 color=colors[i],
                 centers=_round(c * 1000 for c in centers),
+                edges=_round((e * 1000 for e in edges), 6),
                 share=_round(100 * c / n for c in counts),
                 counts=counts,
                 cdf_x=_round(x * 1000 for x in cdf_x),
@@ -425,9 +436,9 @@ def _layout(fig: Any, height: int) -> None:
     fig.update_layout(
         template="plotly_white",
         height=height,
-        margin={"l": 60, "r": 24, "t": 48, "b": 48},
+        margin={"l": 64, "r": 24, "t": 76, "b": 52},
         font={"family": "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13, "color": "#1f2933"},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "xanchor": "right", "x": 1},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.1, "xanchor": "left", "x": 0},
         hoverlabel={"font_size": 12},
         paper_bgcolor="rgba(0,0,0,0)",
     )
@@ -435,14 +446,19 @@ def _layout(fig: Any, height: int) -> None:
     fig.update_yaxes(gridcolor="#edf0f4", zerolinecolor="#d5dae1", linecolor="#c3cad3", showline=True)
 
 
-def _slo_vline(fig: Any, slo_ms: float | None, cols: Iterable[int]) -> None:
+def _slo_vline(fig: Any, slo_ms: float | None, cols: Iterable[int], log_x: bool) -> None:
+    """A dashed red line at the SLO on each distribution panel. The label is
+    placed by hand: annotations on a log axis take log10 coordinates, which
+    ``add_vline``'s own label does not do."""
     if slo_ms is None:
         return
     for col in cols:
-        fig.add_vline(
-            x=slo_ms, line_dash="dash", line_color="#c92a2a", line_width=1.5, row=1, col=col,
-            annotation_text=f"SLO {slo_ms:g} ms", annotation_position="top right",
-            annotation_font={"color": "#c92a2a", "size": 11},
+        fig.add_vline(x=slo_ms, line_dash="dash", line_color=_SLO_COLOR, line_width=1.5, row=1, col=col)
+        suffix = "" if col == 1 else str(col)
+        fig.add_annotation(
+            x=math.log10(slo_ms) if log_x else slo_ms, y=1, xref=f"x{suffix}", yref=f"y{suffix} domain",
+            text=f"SLO {slo_ms:g} ms", showarrow=False, xanchor="left", yanchor="top", xshift=4,
+            font={"color": _SLO_COLOR, "size": 11},
         )
 
 
@@ -470,8 +486,13 @@ def _distribution_figure(report: Report, metric: str, name: str, colors: list[st
             )
         else:
             fig.add_trace(
+                # offset/width in data units: each bar spans its bin exactly,
+                # on a log axis too
                 go.Bar(x=d.centers, y=d.share, customdata=d.counts, name=d.label, legendgroup=d.label,
-                       marker={"color": d.color, "line": {"width": 0}}, opacity=0.85, hovertemplate=hover),
+                       offset=[a - c for a, c in zip(d.edges, d.centers)],
+                       width=[b - a for a, b in zip(d.edges, d.edges[1:])],
+                       marker={"color": d.color, "line": {"width": 1, "color": "#ffffff"}}, opacity=0.9,
+                       hovertemplate=hover),
                 row=1, col=1,
             )
         fig.add_trace(
@@ -482,14 +503,15 @@ def _distribution_figure(report: Report, metric: str, name: str, colors: list[st
         )
     _layout(fig, 380)
     fig.update_layout(bargap=0.04, showlegend=many)
-    xtype = "log" if use_log else "linear"
-    fig.update_xaxes(title_text=f"{name} (ms)", type=xtype)
+    fig.update_xaxes(title_text=f"{name} (ms)")
+    if use_log:
+        _log_axis(fig, "x", min(d.cdf_x[0] for d in dists), max(d.cdf_x[-1] for d in dists))
     fig.update_yaxes(title_text="% of requests", row=1, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="percentile", row=1, col=2, range=[0, 100.5], ticksuffix="%")
     for q in (50, 99):
         fig.add_hline(y=q, line_dash="dot", line_color="#adb5bd", line_width=1, row=1, col=2)
     slo = report.slos.get(slo_key) if slo_key else None
-    _slo_vline(fig, slo * 1000 if slo else None, (1, 2))
+    _slo_vline(fig, slo * 1000 if slo else None, (1, 2), use_log)
     return fig
 
 
@@ -536,37 +558,62 @@ def _itl_figure(report: Report, colors: list[str]) -> Any:
                        marker={"color": colors[st], "size": 4, "opacity": 0.35, "line": {"width": 0}},
                        hovertemplate="t=%{x:.2f} s: %{y:.3g} ms<extra>" + labels[st] + "</extra>")
         )
-    # Rolling median over ~120 time bins (of at least 3 gaps), drawn on top.
+    # Rolling median and p90 over time bins of ~150 gaps (at most 100 bins),
+    # on top. Not p99: from a sample of a bin it would be mostly noise.
     points = sorted(zip(tl.times, tl.gaps))
-    bins = 120
+    bins = max(1, min(100, len(points) // 150))
     first_t = points[0][0]
     span = (points[-1][0] - first_t) or 1.0
     mx: list[float] = []
-    my: list[float] = []
+    p50s: list[float] = []
+    p90s: list[float] = []
     for b, group in itertools.groupby(points, key=lambda p: min(bins - 1, int((p[0] - first_t) / span * bins))):
         chunk = sorted(g for _, g in group)
-        if len(chunk) >= 3:
+        if len(chunk) >= 10:
             mx.append(first_t - t0 + (b + 0.5) * span / bins)
-            my.append((percentile(chunk, 50) or 0.0) * 1000)
-    fig.add_trace(
-        go.Scatter(x=_round(mx, 5), y=_round(my, 4), mode="lines", name="rolling median",
-                   line={"color": "#111827", "width": 2}, hovertemplate="t=%{x:.1f} s: median %{y:.3g} ms<extra></extra>")
-    )
-    _layout(fig, 420)
+            p50s.append((percentile(chunk, 50) or 0.0) * 1000)
+            p90s.append((percentile(chunk, 90) or 0.0) * 1000)
+    for name, ys, dash in (("rolling median", p50s, "solid"), ("rolling p90", p90s, "dot")):
+        fig.add_trace(
+            go.Scatter(x=_round(mx, 5), y=_round(ys, 4), mode="lines", name=name,
+                       line={"color": "#111827", "width": 2, "dash": dash, "shape": "spline", "smoothing": 0.6},
+                       hovertemplate="t=%{x:.1f} s: " + name[8:] + " %{y:.3g} ms<extra></extra>")
+        )
+    _layout(fig, 440)
     gaps_sorted = sorted(tl.gaps)
-    p1 = percentile(gaps_sorted, 1) or 0.0
-    p99 = percentile(gaps_sorted, 99) or 0.0
-    log_y = p1 > 0 and p99 / p1 > 20
-    fig.update_xaxes(title_text="time since run start (s)")
-    fig.update_yaxes(title_text="gap between chunks (ms)", type="log" if log_y else "linear")
-    fig.update_layout(showlegend=True)
+    p50 = percentile(gaps_sorted, 50) or 0.0
+    # A log axis when stalls reach far above the typical gap: on a linear
+    # one the bulk of the gaps would be a flat line at the bottom.
+    log_y = p50 > 0 and gaps_sorted[-1] / p50 > 8
+    fig.update_xaxes(title_text="time since run start (s)", zeroline=False)
+    fig.update_yaxes(title_text="gap between chunks (ms)")
+    if log_y:
+        _log_axis(fig, "y", gaps_sorted[0] * 1000, gaps_sorted[-1] * 1000)
+    fig.update_layout(showlegend=True, legend_itemsizing="constant")
     if not many:
         fig.data[0].showlegend = False
     slo = report.slos.get("itl")
     if slo:
-        fig.add_hline(y=slo * 1000, line_dash="dash", line_color="#c92a2a", line_width=1.5,
-                      annotation_text=f"SLO max gap {slo * 1000:g} ms", annotation_font={"color": "#c92a2a", "size": 11})
+        _slo_hline(fig, slo * 1000, log_y=log_y, text=f"SLO: max gap {slo * 1000:g} ms")
     return fig
+
+
+def _log_axis(fig: Any, which: str, lo: float, hi: float, **selector: Any) -> None:
+    """Log scale with ticks at 1-2-5 steps, labelled plainly ("20", "500",
+    "2k"): plotly's own log ticks label every digit and crowd the axis."""
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):  # finer when the range is narrow
+        ticks = []
+        decade = 10 ** math.floor(math.log10(max(lo, 1e-9)))
+        while decade <= hi * 10:
+            ticks += [m * decade for m in mantissas if lo / 1.2 <= m * decade <= hi * 1.2]
+            decade *= 10
+        if len(ticks) >= 4:
+            break
+    ticks = [float(f"{v:.6g}") for v in ticks]
+    text = [f"{v / 1000:g}k" if v >= 1000 else f"{v:g}" for v in ticks]
+    update = fig.update_xaxes if which == "x" else fig.update_yaxes
+    update(type="log", tickvals=ticks, ticktext=text, **selector)
 
 
 def _sweep_axis(summaries: list[dict[str, Any]]) -> tuple[str, list[Any], bool]:
@@ -579,62 +626,77 @@ def _sweep_axis(summaries: list[dict[str, Any]]) -> tuple[str, list[Any], bool]:
     return "stage", [stage_label(s, i) for i, s in enumerate(summaries)], False
 
 
+def _slo_hline(fig: Any, slo_ms: float, *, log_y: bool = False, row: int | None = None, col: int | None = None,
+               text: str | None = None) -> None:
+    """A dashed red line at an SLO, labelled at its right end (by hand, so
+    the label also lands right on a log axis)."""
+    fig.add_hline(y=slo_ms, line_dash="dash", line_color=_SLO_COLOR, line_width=1.5, row=row, col=col)
+    axis = 1 if row is None else (row - 1) * 3 + col  # sweep grid is 2x3; single plots use axis 1
+    suffix = "" if axis == 1 else str(axis)
+    fig.add_annotation(
+        x=0, y=math.log10(slo_ms) if log_y else slo_ms, xref=f"x{suffix} domain", yref=f"y{suffix}",
+        text=text or f"SLO {slo_ms:g} ms", showarrow=False, xanchor="left", yanchor="bottom", xshift=4,
+        font={"color": _SLO_COLOR, "size": 11},
+    )
+
+
 def _sweep_figure(report: Report) -> Any:
-    """p50/p99 latency and throughput against the swept load."""
+    """p50/p99 latencies and throughput against the swept load, one panel
+    each, SLOs as dashed lines."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
     summaries = report.summaries
     title, xs, numeric = _sweep_axis(summaries)
     fig = make_subplots(
-        rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.09,
-        subplot_titles=("TTFT (ms)", "TPOT (ms)", "E2E latency (ms)", "Throughput"),
-        specs=[[{}, {}], [{}, {"secondary_y": True}]],
+        rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.08,
+        subplot_titles=("TTFT (ms)", "TPOT (ms)", "E2E latency (ms)", "ITL, gap between chunks (ms)",
+                        "Output throughput (tok/s)", "Request throughput (req/s)"),
     )
-    panels = (("ttft_s", "ttft", 1, 1), ("tpot_s", "tpot", 1, 2), ("e2e_s", "e2e", 2, 1))
+    panels = (("ttft_s", "ttft", 1, 1), ("tpot_s", "tpot", 1, 2), ("e2e_s", "e2e", 1, 3), ("itl_s", None, 2, 1))
     for metric, slo_key, row, col in panels:
-        for stat, color, dash in (("p50", "#3867d6", "solid"), ("p99", "#e8590c", "dot")):
+        for stat, color, dash in (("p50", _P50_COLOR, "solid"), ("p99", _P99_COLOR, "dot")):
             ys = [s["metrics"][metric][stat] for s in summaries]
             fig.add_trace(
-                go.Scatter(x=xs, y=[None if y is None else round(y * 1000, 4) for y in ys], name=stat,
+                go.Scatter(x=xs, y=_round_opt(None if y is None else y * 1000 for y in ys), name=stat,
                            legendgroup=stat, showlegend=(row, col) == (1, 1), mode="lines+markers",
                            line={"color": color, "width": 2.5, "dash": dash}, marker={"size": 7},
                            hovertemplate=f"{title} %{{x}}: {stat} %{{y:.4g}} ms<extra></extra>"),
                 row=row, col=col,
             )
-        slo = report.slos.get(slo_key)
+        slo = report.slos.get(slo_key) if slo_key else None
         if slo:
-            fig.add_hline(y=slo * 1000, line_dash="dash", line_color="#c92a2a", line_width=1.5, row=row, col=col,
-                          annotation_text=f"SLO {slo * 1000:g} ms", annotation_font={"color": "#c92a2a", "size": 11})
-    tok = [s["output_token_throughput"] for s in summaries]
+            _slo_hline(fig, slo * 1000, row=row, col=col)
+    line = {"width": 2.5}
     fig.add_trace(
-        go.Scatter(x=xs, y=_round_opt(tok), name="output tok/s", mode="lines+markers",
-                   line={"color": "#2b8a3e", "width": 2.5}, marker={"size": 7},
+        go.Scatter(x=xs, y=_round_opt(s["output_token_throughput"] for s in summaries), name="output tok/s",
+                   showlegend=False, mode="lines+markers", line={**line, "color": _TPUT_COLOR}, marker={"size": 7},
                    hovertemplate=f"{title} %{{x}}: %{{y:.4g}} output tok/s<extra></extra>"),
-        row=2, col=2, secondary_y=False,
+        row=2, col=2,
     )
     fig.add_trace(
-        go.Scatter(x=xs, y=_round_opt([s["request_throughput"] for s in summaries]), name="req/s",
-                   mode="lines+markers", line={"color": "#7048e8", "width": 2, "dash": "dash"}, marker={"size": 6},
+        go.Scatter(x=xs, y=_round_opt(s["request_throughput"] for s in summaries), name="completed req/s",
+                   mode="lines+markers", line={**line, "color": _TPUT_COLOR}, marker={"size": 7},
                    hovertemplate=f"{title} %{{x}}: %{{y:.4g}} req/s<extra></extra>"),
-        row=2, col=2, secondary_y=True,
+        row=2, col=3,
     )
     if report.slos:
         fig.add_trace(
-            go.Scatter(x=xs, y=_round_opt([s["goodput"] for s in summaries]), name="goodput req/s",
-                       mode="lines+markers", line={"color": "#c92a2a", "width": 2, "dash": "dot"}, marker={"size": 6},
+            go.Scatter(x=xs, y=_round_opt(s["goodput"] for s in summaries), name="goodput req/s (met every SLO)",
+                       mode="lines+markers", line={**line, "color": _SLO_COLOR, "dash": "dash"}, marker={"size": 7},
                        hovertemplate=f"{title} %{{x}}: goodput %{{y:.4g}} req/s<extra></extra>"),
-            row=2, col=2, secondary_y=True,
+            row=2, col=3,
         )
-    _layout(fig, 720)
+    _layout(fig, 700)
     fig.update_xaxes(title_text=title, type="linear" if numeric else "category")
+    if numeric:
+        fig.update_xaxes(tickvals=xs)
     fig.update_yaxes(rangemode="tozero")
-    fig.update_yaxes(title_text="tok/s", row=2, col=2, secondary_y=False)
-    fig.update_yaxes(title_text="req/s", row=2, col=2, secondary_y=True, showgrid=False)
     return fig
 
 
 def _round_opt(values: Iterable[float | None]) -> list[float | None]:
+    """Like :func:`_round`, keeping None (a stage with no data) as a gap."""
     return [None if v is None else float(f"{v:.5g}") for v in values]
 
 
@@ -650,12 +712,13 @@ header.hero .wrap { padding-top:28px; padding-bottom:88px; }
 h1 { font-size:26px; font-weight:650; margin:6px 0 6px; }
 .meta { opacity:.85; font-size:13px; }
 .meta span + span::before { content:"·"; margin:0 8px; opacity:.6; }
-.tiles { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:14px; margin-bottom:20px; }
+.tiles { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:14px; margin-bottom:20px; }
 .tile { background:var(--card); border-radius:12px; padding:14px 16px; box-shadow:0 1px 2px rgba(16,24,40,.06),0 4px 12px rgba(16,24,40,.06); }
 .tile .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.06em; }
 .tile .v { font-size:24px; font-weight:650; margin-top:2px; font-variant-numeric:tabular-nums; }
 .tile .s { color:var(--muted); font-size:12px; }
-.tile .v.bad { color:var(--bad); }
+.tile .s .bad { color:var(--bad); font-weight:600; }
+.tile .v .sep { color:#9aa5b1; margin:0 6px; font-weight:400; }
 .card { background:var(--card); border-radius:12px; padding:18px 20px 10px; margin-bottom:20px;
   box-shadow:0 1px 2px rgba(16,24,40,.06),0 4px 12px rgba(16,24,40,.06); }
 .card h2 { font-size:17px; margin:0 0 2px; font-weight:650; }
@@ -738,39 +801,46 @@ def _summary_table_html(report: Report) -> str:
 
 
 def _tiles_html(report: Report) -> str:
+    """The few numbers a reader looks for first, as big tiles."""
     sums = report.summaries
     ok = sum(s["counts"]["ok"] for s in sums)
     err = sum(s["counts"]["error"] for s in sums)
     total = ok + err
-    tiles = [("requests", f"{ok:,}", f"ok of {total:,}" + (f" · {err:,} failed" if err else ""), False)]
-    if err:
-        tiles.append(("errors", f"{100 * err / total:.1f}%", ", ".join(f"{k} {v}" for k, v in _error_totals(sums).items()), True))
+    failed = f"<span class='bad'>{err:,} failed ({100 * err / total:.1f}%)</span>" if err else "none failed"
+    tiles = [("requests ok", f"{ok:,}", f"of {total:,} · {failed}")]
     if len(sums) == 1:
         s = sums[0]
         m = s["metrics"]
         tiles += [
-            ("request throughput", _fmt_rate(s["request_throughput"]), "req/s", False),
-            ("output throughput", _fmt_rate(s["output_token_throughput"]), "tok/s", False),
-            ("TTFT p50 · p99", f"{_fmt_ms_html(m['ttft_s']['p50'])} · {_fmt_ms_html(m['ttft_s']['p99'])}", "ms", False),
-            ("TPOT p50 · p99", f"{_fmt_ms_html(m['tpot_s']['p50'])} · {_fmt_ms_html(m['tpot_s']['p99'])}", "ms", False),
+            ("request throughput", _fmt_rate(s["request_throughput"]), "req/s"),
+            ("output throughput", _fmt_rate(s["output_token_throughput"]), "tok/s"),
+            ("TTFT", _pair(m["ttft_s"]), "ms, p50 · p99"),
+            ("TPOT", _pair(m["tpot_s"]), "ms, p50 · p99"),
         ]
         if report.slos:
-            share = f"{100 * s['good_requests'] / s['counts']['ok']:.1f}% of ok requests" if s["counts"]["ok"] else ""
-            tiles.append(("goodput", _fmt_rate(s["goodput"]), f"req/s · {share}", False))
+            share = f" · {100 * s['good_requests'] / s['counts']['ok']:.1f}% of ok met all SLOs" if s["counts"]["ok"] else ""
+            tiles.append(("goodput", _fmt_rate(s["goodput"]), f"req/s{share}"))
     else:
-        best = max(sums, key=lambda s: s["output_token_throughput"] or 0)
-        tiles += [
-            ("stages", str(len(sums)), _sweep_axis(sums)[0] + " sweep", False),
-            ("peak output throughput", _fmt_rate(best["output_token_throughput"]), f"tok/s at {_esc(stage_label(best, sums.index(best)))}", False),
-            ("peak request throughput", _fmt_rate(max((s["request_throughput"] or 0) for s in sums)), "req/s", False),
-        ]
+        def at(key: str) -> tuple[str, str]:
+            best = max(sums, key=lambda s: s[key] or 0)
+            return _fmt_rate(best[key]), _esc(stage_label(best, sums.index(best)))
+
+        tput, where = at("output_token_throughput")
+        tiles += [("stages", str(len(sums)), _esc(_sweep_axis(sums)[0]) + " sweep"),
+                  ("peak output throughput", tput, f"tok/s at {where}")]
+        rate, where = at("request_throughput")
+        tiles.append(("peak request throughput", rate, f"req/s at {where}"))
         if report.slos:
-            gbest = max(sums, key=lambda s: s["goodput"] or 0)
-            tiles.append(("peak goodput", _fmt_rate(gbest["goodput"]), f"req/s at {_esc(stage_label(gbest, sums.index(gbest)))}", False))
+            good, where = at("goodput")
+            tiles.append(("peak goodput", good, f"req/s at {where}"))
     return "<div class='tiles'>" + "".join(
-        f"<div class='tile'><div class='k'>{_esc(k)}</div><div class='v{' bad' if bad else ''}'>{v}</div><div class='s'>{s}</div></div>"
-        for k, v, s, bad in tiles
+        f"<div class='tile'><div class='k'>{_esc(k)}</div><div class='v'>{v}</div><div class='s'>{sub}</div></div>"
+        for k, v, sub in tiles
     ) + "</div>"
+
+
+def _pair(d: dict[str, Any]) -> str:
+    return f"{_fmt_ms_html(d['p50'])}<span class='sep'>·</span>{_fmt_ms_html(d['p99'])}"
 
 
 def _error_totals(summaries: list[dict[str, Any]]) -> dict[str, int]:
@@ -781,24 +851,37 @@ def _error_totals(summaries: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def _stage_facts(s: dict[str, Any]) -> str:
+    c = s["counts"]
+    tok = s["metrics"]["output_tokens"]
+    return (f"duration {_duration(s['duration_s'])} · {c['ok']:,} ok · {c['error']:,} errors · {c['retried']:,} retried · "
+            f"{c['warmup']:,} warm-up excluded · total {_fmt_rate(s['total_token_throughput'])} tok/s · "
+            f"output tokens per request: mean {_fmt_tokens(tok['mean'])}, p50 {_fmt_tokens(tok['p50'])}, "
+            f"p99 {_fmt_tokens(tok['p99'])}"
+            + (" · <b>percentiles from a uniform sample</b>" if s["sampled"] else ""))
+
+
+def _fmt_tokens(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
 def _details_html(report: Report) -> str:
-    """Full statistics per stage, folded away on sweeps."""
+    """One stage: a line of facts. A sweep: full statistics per stage,
+    folded away under the comparison table."""
+    if len(report.summaries) == 1:
+        return f"<p class='note'>{_stage_facts(report.summaries[0])}</p>"
     parts = []
+    head = "".join(f"<th>{c}</th>" for c in ("metric (ms)", *STAT_COLUMNS, "count"))
     for i, s in enumerate(report.summaries):
-        head = "".join(f"<th>{c}</th>" for c in ("metric (ms)", *STAT_COLUMNS, "count"))
         rows = []
         for key, short, _ in LATENCIES:
             d = s["metrics"][key]
-            rows.append(f"<tr><td class='name'>{short}</td>" + "".join(f"<td>{_fmt_ms_html(d[c])}</td>" for c in STAT_COLUMNS) + f"<td>{d['count']:,}</td></tr>")
-        tok = s["metrics"]["output_tokens"]
-        rows.append("<tr><td class='name'>output tokens</td>" + "".join(
-            f"<td>{'–' if tok[c] is None else f'{tok[c]:,.1f}'}</td>" for c in STAT_COLUMNS) + f"<td>{tok['count']:,}</td></tr>")
-        c = s["counts"]
-        facts = (f"duration {_duration(s['duration_s'])} · {c['ok']:,} ok · {c['error']:,} errors · {c['retried']:,} retried · "
-                 f"{c['warmup']:,} warm-up excluded · total {_fmt_rate(s['total_token_throughput'])} tok/s"
-                 + (" · <b>percentiles from a sample</b>" if s["sampled"] else ""))
-        parts.append(f"<details><summary>{_esc(stage_label(s, i))}</summary><p class='note'>{facts}</p>"
-                     f"<div class='scroll'><table class='stats'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></details>")
+            rows.append(f"<tr><td class='name'>{short}</td>"
+                        + "".join(f"<td>{_fmt_ms_html(d[c])}</td>" for c in STAT_COLUMNS)
+                        + f"<td>{d['count']:,}</td></tr>")
+        parts.append(f"<details><summary>{_esc(stage_label(s, i))}: all statistics</summary>"
+                     f"<p class='note'>{_stage_facts(s)}</p><div class='scroll'><table class='stats'>"
+                     f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></details>")
     return "".join(parts)
 
 
@@ -809,32 +892,32 @@ def write_html(report: Report, path: str | Path) -> int:
 
     sums = report.summaries
     colors = _stage_colors(len(sums))
-    figures: list[tuple[str, str, Any]] = []
+    figures: list[tuple[str, str, str, Any]] = []
     if len(sums) > 1:
-        figures.append(("Load sweep", "p50 and p99 latency and throughput per stage. Dashed red lines: SLOs.",
+        figures.append(("sweep", "Load sweep", "p50 and p99 latency and throughput per stage. Dashed red lines: SLOs.",
                         _sweep_figure(report)))
     figures += [
-        ("Time to first token", "Request sent to the first event carrying generated text.",
+        ("ttft", "Time to first token", "Request sent to the first event carrying generated text.",
          _distribution_figure(report, "ttft_s", "TTFT", colors, "ttft")),
-        ("End-to-end latency", "Request sent to the end of the stream.",
+        ("e2e", "End-to-end latency", "Request sent to the end of the stream.",
          _distribution_figure(report, "e2e_s", "E2E", colors, "e2e")),
-        ("Time per output token", "(E2E − TTFT) / (output tokens − 1): AIPerf's and guidellm's “ITL”.",
+        ("tpot", "Time per output token", "(E2E − TTFT) / (output tokens − 1): AIPerf's and guidellm's “ITL”.",
          _distribution_figure(report, "tpot_s", "TPOT", colors, "tpot")),
-        ("Inter-chunk gaps over time",
+        ("itl", "Inter-chunk gaps over time",
          "Every gap between text-carrying chunks (vLLM's ITL), against time since the run started"
          + (f"; a uniform sample of {len(report.timeline.times):,} of {report.timeline.total:,} gaps"
-            if report.timeline.sampled else "") + ". Black: rolling median.",
+            if report.timeline.sampled else "") + ". Black: rolling median and p90.",
          _itl_figure(report, colors)),
     ]
     chart_html = []
     first = True
-    for title, explain, fig in figures:
+    for anchor, title, explain, fig in figures:
         if fig is None:
             continue
         div = pio.to_html(fig, full_html=False, include_plotlyjs=first, config=_PLOTLY_CONFIG,
                           default_width="100%", default_height=f"{fig.layout.height}px")
         first = False
-        chart_html.append(f"<section class='card'><h2>{_esc(title)}</h2><p class='explain'>{_esc(explain)}</p>{div}</section>")
+        chart_html.append(f"<section class='card' id='{anchor}'><h2>{_esc(title)}</h2><p class='explain'>{_esc(explain)}</p>{div}</section>")
 
     models = sorted({m for s in sums for m in s["models"]})
     endpoints = sorted({e for s in sums for e in s["endpoints"]})
@@ -867,7 +950,7 @@ def write_html(report: Report, path: str | Path) -> int:
 </div></header>
 <main class="wrap">
 {_tiles_html(report)}
-<section class="card"><h2>Summary</h2>
+<section class="card" id="summary"><h2>Summary</h2>
 <p class="explain">Successful, non-warm-up requests. TTFT: first text; TPOT: per output token after the first; ITL: gaps between chunks, pooled over all requests; E2E: whole request.</p>
 <div class="chips">{chips}</div>
 {_summary_table_html(report)}

@@ -324,7 +324,7 @@ def _print_summary(summary: dict, doc: dict, result, path: str) -> None:
         lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
                      f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
     lag = result.lag or {}
-    if lag.get("share_over_10ms", 0) > 0.05:
+    if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
         lines.append(f"  warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
                      f"(max {lag['max_s'] * 1000:.0f} ms): latencies include client overhead; lower -c")
     lines.append(f"  results: {doc['output']}  summary: {path}")

@@ -1,0 +1,314 @@
+"""Percentile math and the run summary (runner/stats.py)."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from array import array
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from runner.stats import (
+    Reservoir,
+    SortedRuns,
+    StatsAccumulator,
+    describe,
+    percentile,
+    summarize_by_stage,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def rec(
+    *,
+    ttft: float | None = 0.1,
+    e2e: float | None = 1.0,
+    tpot: float | None = 0.01,
+    itl: list[float] | None = None,
+    out: int | None = 10,
+    at: float = 0.0,
+    status: str = "ok",
+    error: str | None = None,
+    attempts: int = 1,
+    warmup: bool = False,
+    stage: dict[str, Any] | None = None,
+    usage: Any = "default",
+) -> dict[str, Any]:
+    """A result record as docs/FORMATS.md describes, started ``at`` seconds after T0."""
+    return {
+        "custom_id": "x",
+        "status": status,
+        "usage": {"prompt_tokens": 5, "completion_tokens": out, "total_tokens": 5 + (out or 0)}
+        if usage == "default" else usage,
+        "metrics": {
+            "ttft_s": ttft,
+            "ttfb_s": None if ttft is None else ttft - 0.01,
+            "e2e_s": e2e,
+            "tpot_s": tpot,
+            "itl_s": itl if itl is not None else [],
+            "queue_s": 0.001,
+            "output_tokens": out,
+            "started_at": (T0 + timedelta(seconds=at)).isoformat(),
+        },
+        "attempts": attempts,
+        "error": {"type": error, "message": "m"} if error else None,
+        "stage": stage,
+        "warmup": warmup,
+        "model": "m",
+        "endpoint": "http://e/v1",
+    }
+
+
+# ---------------------------------------------------------------- percentile
+
+
+def test_percentile_hand_computed() -> None:
+    v = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(v, 50) == 2.5
+    assert percentile(v, 90) == pytest.approx(3.7)
+    assert percentile(v, 99) == pytest.approx(3.97)
+    assert percentile(v, 0) == 1.0
+    assert percentile(v, 100) == 4.0
+
+
+def test_percentile_single_and_empty() -> None:
+    assert percentile([7.5], 0) == 7.5
+    assert percentile([7.5], 99) == 7.5
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_percentile_matches_numpy_bit_for_bit() -> None:
+    # Expected values computed with numpy 2.4: np.percentile(values, q).
+    values = sorted([0.051, 0.0502, 0.3, 0.12, 0.0999, 0.07, 1.5, 0.066, 0.081, 0.2])
+    expected = {0: 0.0502, 10: 0.05092, 33: 0.06988000000000001, 50: 0.09045, 90: 0.41999999999999954,
+                95: 0.9599999999999987, 99: 1.3920000000000001, 99.9: 1.4892000000000016, 100: 1.5}
+    for q, want in expected.items():
+        assert percentile(values, q) == want, q
+    assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 3.9699999999999998
+
+
+def test_describe() -> None:
+    d = describe([4.0, None, 1.0, 3.0, float("nan"), 2.0])
+    assert d["count"] == 4
+    assert d["mean"] == 2.5
+    assert (d["p50"], d["min"], d["max"]) == (2.5, 1.0, 4.0)
+    assert d["p90"] == pytest.approx(3.7)
+    assert d["p99"] == pytest.approx(3.97)
+    assert d["p95"] == pytest.approx(3.85)
+    empty = describe([])
+    assert empty == {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None,
+                     "min": None, "max": None}
+
+
+def test_sorted_runs_reads_like_a_sorted_list() -> None:
+    """Percentiles are read off chunk-sorted runs by bisection (no big
+    sorted list): it must agree with sorted() at every rank."""
+    rng = random.Random(3)
+    for _ in range(30):
+        n = rng.randint(1, 700)
+        values = [rng.choice([rng.random(), -rng.random(), rng.expovariate(2) * 100, 0.0, 1.0]) for _ in range(n)]
+        runs = SortedRuns.sort_in_place(array("d", values), run=rng.randint(5, 97))
+        want = sorted(values)
+        for k in {0, n - 1, *(rng.randrange(n) for _ in range(15))}:
+            assert runs[k] == want[k]
+        assert list(runs) == want
+        assert runs.rank(want[n // 2]) == sum(1 for v in values if v <= want[n // 2])
+        for q in (50, 90, 99):
+            assert percentile(runs, q) == percentile(want, q)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_throughput_over_a_hand_made_span() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(at=0.0, e2e=1.0, out=10))
+    acc.add(rec(at=2.0, e2e=1.0, out=20))
+    acc.add(rec(at=4.0, e2e=6.0, out=30))  # ends at 10 s: the span is 0..10
+    acc.add(rec(at=5.0, e2e=0.5, status="error", error="timeout", out=None, ttft=None, tpot=None, usage={}))
+    s = acc.summary()
+    assert s["duration_s"] == pytest.approx(10.0)
+    assert s["request_throughput"] == pytest.approx(0.3)  # 3 ok / 10 s
+    assert s["output_token_throughput"] == pytest.approx(6.0)  # 60 / 10
+    assert s["total_token_throughput"] == pytest.approx(7.5)  # (15 prompt + 60 completion) / 10
+    assert s["tokens"] == {"prompt": 15, "completion": 60, "reasoning": 0, "total": 75, "output": 60}
+    assert s["started_at"] == "2026-01-01T00:00:00+00:00"
+    assert s["ended_at"] == "2026-01-01T00:00:10+00:00"
+    assert s["goodput"] is None and s["good_requests"] is None  # no SLOs given
+
+
+def test_goodput_with_slos_by_hand() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(at=0, ttft=0.2, tpot=0.02, e2e=1.0, itl=[0.02, 0.03]))  # meets all
+    acc.add(rec(at=1, ttft=0.6, tpot=0.02, e2e=1.0, itl=[0.02]))  # ttft too slow
+    acc.add(rec(at=2, ttft=0.5, tpot=0.05, e2e=2.0, itl=[0.05]))  # exactly on both limits: meets (<=)
+    acc.add(rec(at=3, ttft=0.1, tpot=0.06, e2e=1.0, itl=[0.01]))  # tpot too slow
+    acc.add(rec(at=4, ttft=0.1, tpot=None, e2e=0.2, out=1))  # one token: no TPOT, passes (vLLM counts 0)
+    acc.add(rec(at=5, ttft=0.1, tpot=0.01, e2e=5.0, itl=[0.01, 0.4]))  # ends at 10 s; one gap of 400 ms
+    s = acc.summary({"ttft": 0.5, "tpot": 0.05})
+    assert s["duration_s"] == pytest.approx(10.0)
+    assert s["good_requests"] == 4
+    assert s["goodput"] == pytest.approx(0.4)
+    assert s["slos"] == {"ttft": 0.5, "tpot": 0.05}
+    # itl is the max gap of a request: the 400 ms gap fails the 6th request
+    assert acc.summary({"ttft": 0.5, "tpot": 0.05, "itl": 0.1})["good_requests"] == 3
+    assert acc.summary({"e2e": 1.0})["good_requests"] == 4
+    with pytest.raises(ValueError):
+        acc.summary({"latency": 1.0})
+    with pytest.raises(ValueError):
+        acc.summary({"ttft": -1})
+
+
+def test_itl_pools_every_gap_of_ok_requests() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(itl=[0.01, 0.02, 0.03]))
+    acc.add(rec(itl=[0.04]))
+    acc.add(rec(itl=[9.0], status="error", error="stream_error"))  # errors never count
+    d = acc.summary()["metrics"]["itl_s"]
+    assert d["count"] == 4
+    assert d["p50"] == pytest.approx(0.025)
+    assert d["max"] == 0.04
+    assert d["sampled"] is False
+
+
+def test_warmup_records_are_counted_but_excluded() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(ttft=0.1, at=10))
+    acc.add(rec(ttft=0.3, at=11))
+    acc.add(rec(ttft=50.0, at=0, e2e=100.0, warmup=True, error="timeout", status="error"))
+    s = acc.summary()
+    assert s["counts"]["warmup"] == 1
+    assert s["counts"]["total"] == 2
+    assert s["counts"]["error"] == 0
+    assert s["metrics"]["ttft_s"]["max"] == 0.3
+    assert s["duration_s"] == pytest.approx(2.0)  # 10 s .. 11 s + 1 s: the warm-up's span is ignored
+
+
+def test_error_types_and_retries_are_counted() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(attempts=2))
+    for etype in ("timeout", "http_error", "timeout", None):
+        acc.add(rec(status="error", error=etype, ttft=None, tpot=None, attempts=3 if etype == "http_error" else 1))
+    s = acc.summary()
+    c = s["counts"]
+    assert (c["total"], c["ok"], c["error"], c["retried"]) == (5, 1, 4, 2)
+    assert c["errors_by_type"] == {"timeout": 2, "http_error": 1, "unknown": 1}
+    assert list(c["errors_by_type"]) == ["timeout", "http_error", "unknown"]  # most frequent first
+    assert s["metrics"]["ttft_s"]["count"] == 1
+
+
+def test_reasoning_tokens_and_missing_usage() -> None:
+    acc = StatsAccumulator()
+    acc.add(rec(usage={"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10,
+                       "completion_tokens_details": {"reasoning_tokens": 4}}, out=7))
+    acc.add(rec(usage=None, out=5))  # no usage sent: output_tokens still count
+    t = acc.summary()["tokens"]
+    assert t == {"prompt": 3, "completion": 7, "reasoning": 4, "total": 10, "output": 12}
+
+
+def test_no_start_times_means_no_rates() -> None:
+    acc = StatsAccumulator()
+    r = rec()
+    del r["metrics"]["started_at"]
+    acc.add(r)
+    s = acc.summary({"ttft": 1.0})
+    assert s["duration_s"] is None
+    assert s["request_throughput"] is None and s["goodput"] is None
+    assert s["good_requests"] == 1
+
+
+def test_empty_accumulator_summarises() -> None:
+    s = StatsAccumulator().summary()
+    assert s["counts"]["total"] == 0
+    assert s["metrics"]["ttft_s"]["p99"] is None
+    assert s["sampled"] is False
+
+
+# ---------------------------------------------------------------- bounded memory
+
+
+def test_reservoir_kicks_in_past_max_exact() -> None:
+    acc = StatsAccumulator(max_exact=50, seed=1)
+    for i in range(2000):
+        acc.add(rec(ttft=i / 1000, at=i, itl=[i / 1000, i / 1000 + 0.0005]))
+    s = acc.summary({"ttft": 1.0})
+    ttft, itl = s["metrics"]["ttft_s"], s["metrics"]["itl_s"]
+    assert s["sampled"] is True and ttft["sampled"] is True and itl["sampled"] is True
+    assert len(acc.sorted_values("ttft_s")) == 50
+    assert len(acc.sorted_values("itl_s")) == 50
+    # count, mean, min and max stay exact; percentiles are estimates
+    assert ttft["count"] == 2000 and itl["count"] == 4000
+    assert ttft["mean"] == pytest.approx(0.9995)
+    assert (ttft["min"], ttft["max"]) == (0.0, 1.999)
+    assert ttft["p50"] == pytest.approx(1.0, abs=0.35)
+    assert itl["p50"] == pytest.approx(1.0, abs=0.35)
+    # goodput from the sample, scaled to every ok request (1001 really meet ttft <= 1.0)
+    assert s["good_requests"] == pytest.approx(1001, abs=300)
+    # seeded: the same input gives the same numbers
+    again = StatsAccumulator(max_exact=50, seed=1)
+    for i in range(2000):
+        again.add(rec(ttft=i / 1000, at=i, itl=[i / 1000, i / 1000 + 0.0005]))
+    assert again.summary({"ttft": 1.0}) == s
+
+
+def test_memory_stays_flat_once_sampling() -> None:
+    acc = StatsAccumulator(max_exact=500, seed=0)
+    r = rec(itl=[0.01] * 20)
+    for _ in range(1500):
+        acc.add(r)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(5000):
+            acc.add(r)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 32 * 1024  # 5000 more records, 100k more gaps: nothing kept
+    assert acc.summary()["metrics"]["itl_s"]["count"] == 6500 * 20
+
+
+def test_reservoir_is_uniform_and_accepts_batches() -> None:
+    res = Reservoir(200, seed=5)
+    kept: list[int] = []
+    item = 0
+    rng = random.Random(0)
+    while item < 20000:
+        m = rng.randint(1, 40)
+        n_append, replacements = res.offer(m)
+        kept.extend(range(item, item + n_append))
+        for i, slot in replacements:
+            assert 0 <= i < m and 0 <= slot < 200
+            kept[slot] = item + i
+        item += m
+    assert len(kept) == 200 and res.sampled and res.seen == item
+    mean = sum(kept) / len(kept)
+    assert mean == pytest.approx(item / 2, rel=0.15)
+    assert sum(1 for k in kept if k < item / 2) == pytest.approx(100, abs=30)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def test_stage_grouping_keeps_first_seen_order() -> None:
+    def st(i: int) -> dict[str, Any]:
+        return {"index": i, "label": f"c={2 ** i}", "concurrency": 2 ** i, "rate": None}
+
+    records = [rec(stage=st(2), ttft=0.4), rec(stage=st(0), ttft=0.1), rec(stage=st(2), ttft=0.6),
+               rec(stage=None, ttft=0.9), rec(stage=st(1), ttft=0.2), rec(stage=st(0), ttft=0.3)]
+    out = summarize_by_stage(iter(records), {"ttft": 0.35})
+    assert [s["stage"] and s["stage"]["index"] for s in out] == [2, 0, None, 1]
+    assert out[0]["stage"] == st(2)
+    assert [s["counts"]["ok"] for s in out] == [2, 2, 1, 1]
+    assert out[0]["metrics"]["ttft_s"]["mean"] == pytest.approx(0.5)
+    assert [s["good_requests"] for s in out] == [0, 2, 0, 1]
+
+
+def test_stages_without_index_group_by_label() -> None:
+    out = summarize_by_stage([rec(stage={"label": "a"}), rec(stage={"label": "b"}), rec(stage={"label": "a"})])
+    assert [(s["stage"]["label"], s["counts"]["ok"]) for s in out] == [("a", 2), ("b", 1)]
