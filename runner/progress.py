@@ -35,7 +35,7 @@ class LiveCounters:
 
 class ProgressDisplay:
     def __init__(self, counters: LiveCounters, total: int | None, in_flight: Callable[[], int],
-                 concurrency: Callable[[], str]) -> None:
+                 concurrency: Callable[[], str], console=None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -43,9 +43,9 @@ class ProgressDisplay:
         self.in_flight = in_flight
         self.concurrency = concurrency
         self.progress = Progress(
-            TextColumn("[bold]streamrun"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("[bold]streamrun"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True), transient=True, refresh_per_second=4,
+            console=console or Console(stderr=True), transient=True, refresh_per_second=4,
         )
         self.task = self.progress.add_task("run", total=total, info="")
 
@@ -61,8 +61,8 @@ class ProgressDisplay:
         elapsed = max(1e-9, time.monotonic() - c.started)
         p50 = c.ttft_p50()
         ttft = f"{p50 * 1000:.0f} ms" if p50 is not None else "-"
-        info = (f"in flight {self.in_flight()} (c={self.concurrency()})  {c.done / elapsed:.1f} req/s  "
-                f"TTFT p50 {ttft}  errors {c.errors}")
+        info = (f"in flight {self.in_flight()}/{self.concurrency()}  {c.done / elapsed:.1f} req/s  "
+                f"TTFT p50 {ttft}  err {c.errors}")
         self.progress.update(self.task, completed=c.done, info=info)
 
     def __enter__(self) -> "ProgressDisplay":

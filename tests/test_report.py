@@ -1,0 +1,198 @@
+"""`streamrun report`: tables, JSON, HTML (runner/report.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from runner.report import FOOTNOTE, SCHEMA, InputFile, load_records, report_command
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+C1 = {"index": 0, "label": "c=1", "concurrency": 1, "rate": None}
+C2 = {"index": 1, "label": "c=2", "concurrency": 2, "rate": None}
+
+
+def record(stage: dict[str, Any], at: float, ttft: float, e2e: float, out: int, *, ok: bool = True) -> dict[str, Any]:
+    tpot = (e2e - ttft) / (out - 1) if out > 1 else None
+    gaps = [round(tpot, 6)] * (out - 1) if tpot else []
+    return {
+        "custom_id": f"p.jsonl:{at}",
+        "status": "ok" if ok else "error",
+        "text": "hi",
+        "model": "mock-model",
+        "usage": {"prompt_tokens": 10, "completion_tokens": out, "total_tokens": 10 + out} if ok else None,
+        "metrics": {
+            "ttft_s": ttft if ok else None,
+            "ttfb_s": ttft - 0.005 if ok else None,
+            "e2e_s": e2e,
+            "tpot_s": tpot if ok else None,
+            "itl_s": gaps if ok else [],
+            "queue_s": 0.001,
+            "output_tokens": out if ok else 0,
+            "output_tokens_source": "usage",
+            "started_at": (T0 + timedelta(seconds=at)).isoformat(),
+        },
+        "attempts": 1,
+        "error": None if ok else {"type": "http_error", "status_code": 500, "message": "boom"},
+        "endpoint": "http://127.0.0.1:8000/v1",
+        "stage": stage,
+        "warmup": False,
+    }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Two stages. c=1: TTFT 100 and 300 ms over 0..2 s. c=2: TTFT 400 and
+    600 ms and one error, over 10..12 s. A garbled line 3 in between."""
+    lines = [
+        orjson.dumps(record(C1, 0.0, 0.1, 0.5, 41)),
+        orjson.dumps(record(C1, 1.0, 0.3, 1.0, 71)),
+        b'{"custom_id": "torn", "sta',
+        orjson.dumps(record(C2, 10.0, 0.4, 2.0, 81)),
+        orjson.dumps(record(C2, 10.0, 0.6, 1.6, 51)),
+        orjson.dumps(record(C2, 11.0, 0.0, 1.0, 1, ok=False)),
+    ]
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(report_command, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_table_shows_the_numbers(results: Path) -> None:
+    r = invoke(results)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    # c=1 TTFT: mean 200, p50 200, p90 280, p95 290, p99 298, min 100, max 300 (ms)
+    assert re.search(r"c=1\s.*200\.00\s.*200\.00\s.*280\.00\s.*290\.00\s.*298\.00\s.*100\.00\s.*300\.00", out)
+    # c=2 TTFT: 400 and 600 -> p50 500, p90 580
+    assert re.search(r"c=2\s.*500\.00\s.*500\.00\s.*580\.00", out)
+    # throughput row: c=1 two ok over 2 s -> 1.00 req/s, (40+70) tokens over... output 112 / 2 s
+    assert re.search(r"c=1\s.*\b2\s.*\b0\s.*2\.00\s.*1\.00\s.*56\.00", out)
+    assert re.search(r"c=2\s.*\b2\s.*\b1\s.*2\.00\s.*1\.00\s.*66\.00", out)
+    for title in ("TTFT (ms)", "TPOT (ms)", "ITL (ms)", "E2E (ms)"):
+        assert title in out
+    assert "errors: http_error 1" in out
+    assert FOOTNOTE in out
+    assert "goodput" not in out  # no SLOs given
+
+
+def test_garbled_line_is_warned_and_skipped(results: Path) -> None:
+    r = invoke(results)
+    assert f"{results}:3" in r.stderr
+    assert r.stderr.count("warning") == 1
+    inputs: list[InputFile] = []
+    warnings: list[str] = []
+    records = list(load_records([results], inputs=inputs, warn=warnings.append))
+    assert len(records) == 5
+    assert inputs[0].as_dict() == {"path": str(results), "records": 5, "skipped_lines": 1}
+    assert len(warnings) == 1 and ":3:" in warnings[0]
+
+
+def test_json_to_stdout_follows_the_schema(results: Path) -> None:
+    r = invoke(results, "--slo", "ttft=0.35", "--slo", "tpot=50ms", "--json")
+    assert r.exit_code == 0, r.output
+    doc = orjson.loads(r.stdout)  # only JSON on stdout: no table mixed in
+    assert list(doc) == ["schema", "generated_at", "inputs", "slos", "stages"]
+    assert doc["schema"] == SCHEMA == "streamrun.report/1"
+    assert datetime.fromisoformat(doc["generated_at"]).tzinfo is not None
+    assert doc["inputs"] == [{"path": str(results), "records": 5, "skipped_lines": 1}]
+    assert doc["slos"] == {"ttft": 0.35, "tpot": 0.05}
+    s1, s2 = doc["stages"]
+    assert s1["stage"] == C1 and s2["stage"] == C2
+    for key in ("counts", "started_at", "ended_at", "duration_s", "tokens", "request_throughput",
+                "output_token_throughput", "total_token_throughput", "slos", "good_requests", "goodput",
+                "models", "endpoints", "sampled", "metrics"):
+        assert key in s1, key
+    assert set(s1["metrics"]) == {"ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "output_tokens"}
+    assert set(s1["metrics"]["ttft_s"]) == {"count", "mean", "p50", "p90", "p95", "p99", "min", "max", "sampled"}
+    assert s1["counts"] == {"total": 2, "ok": 2, "error": 0, "errors_by_type": {}, "retried": 0, "warmup": 0}
+    assert s2["counts"]["errors_by_type"] == {"http_error": 1}
+    assert s1["duration_s"] == pytest.approx(2.0)
+    assert s1["request_throughput"] == pytest.approx(1.0)
+    assert s1["output_token_throughput"] == pytest.approx(56.0)
+    assert s1["total_token_throughput"] == pytest.approx((20 + 112) / 2)
+    assert s1["metrics"]["ttft_s"]["p90"] == pytest.approx(0.28)
+    assert s1["metrics"]["itl_s"]["count"] == 40 + 70
+    # goodput: c=1 both meet ttft<=0.35 and tpot<=0.05 -> 2 / 2 s; c=2 none meets ttft
+    assert (s1["good_requests"], s1["goodput"]) == (2, pytest.approx(1.0))
+    assert (s2["good_requests"], s2["goodput"]) == (0, 0.0)
+    assert s1["models"] == ["mock-model"]
+
+
+def test_json_to_a_file_and_goodput_in_table(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    r = invoke(results, "--slo", "ttft=0.35", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "goodput req/s" in r.stdout and "1.00 (2/2)" in r.stdout
+    assert "ttft<=350ms" in r.stdout
+    assert orjson.loads(out.read_bytes())["stages"][0]["good_requests"] == 2
+
+
+def test_bad_options_are_refused(results: Path, tmp_path: Path) -> None:
+    assert invoke(results, "--slo", "latency=1").exit_code == 2
+    assert invoke(results, "--slo", "ttft=fast").exit_code == 2
+    assert invoke(results, "--slo", "ttft=-1").exit_code == 2
+    # --json takes an optional value: never let it swallow (and overwrite) a results file
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(results.read_bytes())
+    r = invoke("--json", results, other)
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output
+    assert results.read_bytes() == other.read_bytes()
+
+
+def test_no_records_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"garbage\n")
+    r = invoke(empty)
+    assert r.exit_code == 1
+    assert "no result records" in r.output
+
+
+def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    r = invoke(results, "--slo", "ttft=0.5", "--html", out)
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in tmp_path.iterdir()} == {"results.jsonl", "report.html"}  # one file, no assets
+    html = out.read_text()
+    assert html.lstrip().startswith("<!doctype html>") and "<html" in html
+    # plotly.js inlined once, nothing fetched from the network
+    assert html.count("plotly.js v") >= 1 and len(html) > 1_000_000
+    assert not re.search(r"<script[^>]+src=", html)
+    assert not re.search(r"<link[^>]+href=", html)
+    # one chart div per figure: sweep, TTFT, E2E, TPOT, ITL over time
+    assert len(re.findall(r'<div id="[^"]+" class="plotly-graph-div"', html)) == 5
+    for section in ("Load sweep", "Time to first token", "End-to-end latency", "Time per output token",
+                    "Inter-chunk gaps over time"):
+        assert section in html
+    assert "SLO ttft ≤ 500 ms" in html
+    assert "1 unreadable line skipped" in html
+    assert "c=1" in html and "c=2" in html
+
+
+def test_html_single_stage_has_no_sweep_chart(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(record(None, i, 0.1 + i / 100, 1.0, 20)) for i in range(30)))  # type: ignore[arg-type]
+    out = tmp_path / "one.html"
+    assert invoke(path, "--html", out).exit_code == 0
+    html = out.read_text()
+    assert len(re.findall(r'class="plotly-graph-div"', html)) == 4
+    assert "Load sweep" not in html
+
+
+def test_importing_report_stays_light() -> None:
+    """The CLI imports runner.report for every command: rich and plotly load
+    only when a report is drawn, so `streamrun --help` stays fast."""
+    code = "import sys, runner.report; print(sorted(m for m in ('rich', 'plotly') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
