@@ -123,31 +123,28 @@ async def stream_once(
                 await _read_stream(resp.content, state, timing, cm, deadline, now)
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
-        exc.partial = state
-        raise
+        raise _keep_partial(exc, state)
     except TimeoutError as exc:
         if state.finished and timing.end is not None:
             return Attempt(state, timing, {})  # only the drain after [DONE] timed out
-        err = RequestTimeout(deadline.describe())
-        err.partial = state
-        raise err from exc
+        raise _keep_partial(RequestTimeout(deadline.describe()), state) from exc
     except aiohttp.ClientConnectorError as exc:
-        err = ConnectError(f"cannot connect: {exc}")
-        err.partial = state
-        raise err from exc
+        raise _keep_partial(ConnectError(f"cannot connect: {exc}"), state) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
             ConnectionError) as exc:
         if state.finished:
             timing.end = timing.end or now()
             return Attempt(state, timing, {})
         cls = IncompleteStream if timing.first_event is not None else ConnectError
-        err = cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": "))
-        err.partial = state
-        raise err from exc
+        raise _keep_partial(cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")), state) from exc
     except aiohttp.ClientError as exc:
-        err = ConnectError(f"{type(exc).__name__}: {exc}")
-        err.partial = state
-        raise err from exc
+        raise _keep_partial(ConnectError(f"{type(exc).__name__}: {exc}"), state) from exc
+
+
+def _keep_partial(err: RequestError, state: StreamState) -> RequestError:
+    """The record of a failed request keeps the text streamed before the failure."""
+    err.partial = state
+    return err
 
 
 async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,

@@ -83,6 +83,9 @@ import click
 import orjson
 from aiohttp import web
 
+from .quota import TokenBucket
+from .tokens import content_text
+
 __all__ = [
     "MockConfig",
     "ScriptEntry",
@@ -305,7 +308,7 @@ def prompt_tokens_estimate(body: dict[str, Any]) -> int:
             for key in ("role", "name"):
                 if isinstance(m.get(key), str):
                     total += est(m[key]) + (1 if key == "name" else 0)
-            total += sum(est(p) for p in _content_pieces(m.get("content")))
+            total += sum(est(p) for p in content_text(m.get("content")))
         return total
     prompt = body.get("prompt")
     if isinstance(prompt, str):
@@ -317,25 +320,12 @@ def prompt_tokens_estimate(body: dict[str, Any]) -> int:
     return 0
 
 
-def _content_pieces(content: Any) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    pieces: list[str] = []
-    if isinstance(content, list):
-        for part in content:
-            if isinstance(part, str):
-                pieces.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                pieces.append(part["text"])
-    return pieces
-
-
 def _prompt_text(body: dict[str, Any]) -> str:
     """All prompt text, used only to seed the reply text."""
     messages = body.get("messages")
     if isinstance(messages, list):
         return "\x00".join(
-            p for m in messages if isinstance(m, dict) for p in _content_pieces(m.get("content"))
+            p for m in messages if isinstance(m, dict) for p in content_text(m.get("content"))
         )
     prompt = body.get("prompt")
     if isinstance(prompt, list):
@@ -438,31 +428,6 @@ class MockStats:
 
 
 @dataclass
-class _Bucket:
-    """Token bucket: up to ``capacity``, refilled at capacity/60 per second."""
-
-    capacity: float
-    level: float
-    stamp: float
-
-    @property
-    def rate(self) -> float:
-        return self.capacity / 60.0
-
-    def refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def wait_for(self, amount: float) -> float:
-        deficit = amount - self.level
-        return deficit / self.rate if deficit > 1e-9 else 0.0
-
-    def reset_in(self) -> float:
-        return max(0.0, (self.capacity - self.level) / self.rate)
-
-
-@dataclass
 class MockState:
     """Everything mutable about one app.  ``clock`` feeds the quota buckets
     only; tests may replace it with a fake to make quotas time-independent."""
@@ -473,8 +438,8 @@ class MockState:
     key_counts: dict[str, int] = field(default_factory=dict)
     script_arrivals: int = 0
     clock: Callable[[], float] = time.monotonic
-    rpm: _Bucket | None = None
-    tpm: _Bucket | None = None
+    rpm: TokenBucket | None = None
+    tpm: TokenBucket | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     model_json: bytes = b""
     script_offsets: tuple[tuple[float, ...], ...] = ()
@@ -495,8 +460,8 @@ class MockState:
         self.script_arrivals = 0
         now = self.clock()
         c = self.config
-        self.rpm = _Bucket(c.rpm_limit, c.rpm_limit * c.quota_fill, now) if c.rpm_limit else None
-        self.tpm = _Bucket(c.tpm_limit, c.tpm_limit * c.quota_fill, now) if c.tpm_limit else None
+        self.rpm = TokenBucket(c.rpm_limit, c.rpm_limit / 60.0, c.rpm_limit * c.quota_fill, now) if c.rpm_limit else None
+        self.tpm = TokenBucket(c.tpm_limit, c.tpm_limit / 60.0, c.tpm_limit * c.quota_fill, now) if c.tpm_limit else None
 
     def next_id(self) -> str:
         return f"{os.getpid():x}{next(self.ids):010x}"

@@ -81,10 +81,11 @@ def parse_reset_duration(s: str) -> float:
 
 
 @dataclass
-class _Bucket:
+class TokenBucket:
     """A token bucket refilled continuously at ``rate`` per second up to
     ``capacity``.  ``level`` may go negative after ``settle`` charges more
-    than was estimated; that debt is paid back by waiting."""
+    than was estimated; that debt is paid back by waiting.  The mock server
+    uses the same bucket for its own quotas."""
 
     capacity: float
     rate: float
@@ -99,6 +100,10 @@ class _Bucket:
     def wait_for(self, amount: float) -> float:
         deficit = amount - self.level
         return deficit / self.rate if deficit > _EPS else 0.0
+
+    def reset_in(self) -> float:
+        """Seconds until the bucket is full again (OpenAI's x-ratelimit-reset-*)."""
+        return max(0.0, (self.capacity - self.level) / self.rate)
 
 
 @dataclass
@@ -152,9 +157,9 @@ class QuotaLimiter:
         self._sleep = sleep
         t = now()
         self._requests = (
-            _Bucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t) if rpm else None
+            TokenBucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t) if rpm else None
         )
-        self._tokens = _Bucket(tpm, tpm / 60.0, tpm * initial_fill, t) if tpm else None
+        self._tokens = TokenBucket(tpm, tpm / 60.0, tpm * initial_fill, t) if tpm else None
         self._request_hint: _Hint | None = None
         self._token_hint: _Hint | None = None
         self._lock = asyncio.Lock()  # FIFO: one waiter computes/sleeps at a time

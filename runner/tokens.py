@@ -140,7 +140,7 @@ def count_text_tokens(text: str, model: str | None = None) -> tuple[int, str]:
     return estimate_text_tokens(text), SOURCE_ESTIMATE
 
 
-def _content_text(content: Any) -> list[str]:
+def content_text(content: Any) -> list[str]:
     """Text pieces of a chat ``content``: a string, or a list of parts of
     which only ``{"type": "text", "text": ...}`` are counted (images and
     audio are priced by the server in ways a client cannot reproduce)."""
@@ -166,7 +166,7 @@ def _message_tokens(message: Mapping[str, Any], model: str | None) -> int:
     role = message.get("role")
     if isinstance(role, str):
         pieces.append(role)
-    pieces.extend(_content_text(message.get("content")))
+    pieces.extend(content_text(message.get("content")))
     name = message.get("name")
     if isinstance(name, str):
         pieces.append(name)
