@@ -654,8 +654,7 @@ def _admit(state: MockState, cost: int) -> tuple[float, str | None, dict[str, st
 
 
 async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = time.perf_counter()  # not loop.time(): uvloop's clock ticks in whole milliseconds
     state = request.app[STATE_KEY]
     state.stats.requests += 1
     task = asyncio.current_task()
@@ -764,7 +763,6 @@ async def _stream(
     if fault in ("drop", "error_event"):
         n_events = min(n_events, max(1, min(_FEW_EVENTS, n_events // 2)))
         schedule = _Schedule(n_events, schedule.ttft, schedule.step, schedule.offsets)
-    loop = asyncio.get_running_loop()
     pending: list[bytes] = [frames.role] if frames.role is not None else []
     pre, post, seed = frames.content_pre, frames.content_post, req.seed
     try:
@@ -776,17 +774,18 @@ async def _stream(
             return resp
         j = 0
         while j < n_events:
-            due = schedule.due(loop.time() - t0, j)
+            due = schedule.due(time.perf_counter() - t0, j)
             if due == j:
                 # Nothing due yet: flush what is, then sleep until event j
                 # (an absolute target, so oversleeping never accumulates).
                 if pending:
                     await resp.write(b"".join(pending))
                     pending.clear()
-                delay = t0 + schedule.offset(j) - loop.time()
-                if delay > 0:
+                # Loop: a timer may fire up to a clock tick early (uvloop rounds to 1 ms),
+                # and an event must never leave before its scripted time.
+                while (delay := t0 + schedule.offset(j) - time.perf_counter()) > 0:
                     await asyncio.sleep(delay)
-                due = max(j + 1, schedule.due(loop.time() - t0, j))
+                due = max(j + 1, schedule.due(time.perf_counter() - t0, j))
             # Every event already due goes out in the same write.
             pending += _content_events(pre, post, seed, k, n_tokens, j, due)
             j = due
@@ -850,12 +849,11 @@ async def _respond_json(
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """A non-streaming reply, sent when the last token would have been."""
-    loop = asyncio.get_running_loop()
     if fault == "stall":
         await asyncio.sleep(_STALL_S)
     end = t0 + schedule.offset(max(0, schedule.n - 1))
-    if end > loop.time():
-        await asyncio.sleep(end - loop.time())
+    while (delay := end - time.perf_counter()) > 0:
+        await asyncio.sleep(delay)
     if fault == "drop":
         state.stats.streams_dropped += 1
         resp = web.Response()

@@ -16,7 +16,7 @@ from array import array
 from bisect import bisect_left
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import orjson
 

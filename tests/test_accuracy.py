@@ -16,15 +16,13 @@ makes the measurements later, and that is not what this test checks.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 
-# Float rounding only: the mock's loop.time() and the client's perf_counter()
-# are both CLOCK_MONOTONIC.  Under uvloop (the "speed" extra) the mock's clock
-# and timers have 1 ms resolution, so its events may leave up to ~2 ms early.
-SLACK_S = 0.002 if importlib.util.find_spec("uvloop") else 1e-6
+# Float rounding only: the mock schedules on perf_counter() and never sends an
+# event before its time (it re-sleeps when a timer fires early, as uvloop's may).
+SLACK_S = 1e-6
 
 
 def make_script(n: int, seed: int = 7) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 from runner.config import Stage, make_stages
 from runner.engine import arrival_gaps
 from runner.synth import write_synthetic
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.conftest import streamrun, write_jsonl
 from tests.test_engine import chat, run_rows
 
 
