@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from runner.stats import (
     StatsAccumulator,
     accumulate_by_stage,
     format_time,
+    gap_array,
     parse_time,
     percentile,
     validate_slos,
@@ -74,6 +76,10 @@ def _warn_stderr(message: str) -> None:
     click.echo(message, err=True)
 
 
+#: Warnings about unreadable lines per file, before they are only counted.
+MAX_LINE_WARNINGS = 20
+
+
 def load_records(
     paths: Iterable[str | Path],
     *,
@@ -84,8 +90,9 @@ def load_records(
 
     A line that is not a JSON object (a torn last line after a crash, a
     garbled write) is skipped with a one-line warning naming ``file:line``:
-    the rest of a long run is still worth a report. Pass ``inputs`` to get
-    per-file counts appended to it.
+    the rest of a long run is still worth a report. After
+    ``MAX_LINE_WARNINGS`` in a file (the wrong file given?) the rest are only
+    counted. Pass ``inputs`` to get per-file counts appended to it.
     """
     for path in paths:
         info = InputFile(str(path))
@@ -106,7 +113,10 @@ def load_records(
                         continue
                     reason = f"a JSON {type(record).__name__}, not an object"
                 info.skipped_lines += 1
-                warn(f"warning: {path}:{lineno}: skipped unreadable result line: {reason}")
+                if info.skipped_lines <= MAX_LINE_WARNINGS:
+                    warn(f"warning: {path}:{lineno}: skipped unreadable result line: {reason}")
+        if info.skipped_lines > MAX_LINE_WARNINGS:
+            warn(f"warning: {path}: {info.skipped_lines} unreadable lines skipped in all")
 
 
 class Timeline:
@@ -115,8 +125,6 @@ class Timeline:
     At most ``capacity`` points, however long the run."""
 
     def __init__(self, capacity: int = TIMELINE_POINTS, seed: int = 0) -> None:
-        from array import array
-
         self._res = Reservoir(capacity, seed + 7)
         self.times = array("d")  # POSIX seconds
         self.gaps = array("d")  # seconds
@@ -126,16 +134,15 @@ class Timeline:
         if record.get("warmup") or record.get("status") != "ok":
             return
         metrics = record.get("metrics") or {}
-        gaps = metrics.get("itl_s")
+        gaps = gap_array(metrics.get("itl_s"))
         start = parse_time(metrics.get("started_at"))
         ttft = metrics.get("ttft_s")
-        if not gaps or not isinstance(gaps, list) or start is None or not isinstance(ttft, (int, float)):
-            return
-        try:
-            ends = list(itertools.accumulate(gaps, initial=start + ttft))
-        except TypeError:  # a non-number among the gaps: not worth plotting
+        if not gaps or start is None or not isinstance(ttft, (int, float)):
             return
         n_append, replace = self._res.offer(len(gaps))
+        if not (n_append or replace):  # the common case once sampling: skip the sums
+            return
+        ends = list(itertools.accumulate(gaps, initial=start + ttft))
         for i in range(n_append):
             self.times.append(ends[i + 1])
             self.gaps.append(gaps[i])
@@ -234,6 +241,7 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
     stage), then latencies in ms: a row per metric for a single stage, or a
     table per metric with a row per stage for a sweep."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -248,7 +256,7 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
     for i, s in enumerate(summaries):
         c = s["counts"]
         row = [
-            stage_label(s, i),
+            escape(stage_label(s, i)),
             str(c["ok"]),
             str(c["error"]),
             str(c["retried"]),
@@ -285,7 +293,7 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
                 continue
             table = latency_table(f"{short} (ms): {long}", "stage")
             for i, s in enumerate(summaries):
-                table.add_row(stage_label(s, i), *cells(s["metrics"][key]))
+                table.add_row(escape(stage_label(s, i)), *cells(s["metrics"][key]))
             console.print(table)
 
     for i, s in enumerate(summaries):
@@ -300,7 +308,7 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
             notes.append("percentiles from a uniform sample (run larger than max_exact)")
         if notes:
             prefix = f"{stage_label(s, i)}: " if len(summaries) > 1 else ""
-            console.print(f"{prefix}{'; '.join(notes)}", highlight=False)
+            console.print(escape(f"{prefix}{'; '.join(notes)}"), highlight=False)
     if slos:
         console.print(f"goodput SLOs: {_slo_text(slos)} (itl = max gap of a request)", highlight=False)
     console.print(FOOTNOTE, style="dim", highlight=False)
@@ -377,8 +385,8 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
     """Exact histograms (counts read off the sorted values by bisection) and
     exact CDF points, so what is drawn is bounded however big the run.
 
-    Shares a bin grid across stages; log-spaced when values span more than
-    a decade (latency tails do). The axis stops at the largest p99.5 so one
+    Shares a bin grid across stages; log-spaced when the largest value is
+    over 4x the smallest (latency tails are long). The axis stops at the largest p99.5 so one
     straggler does not squash the chart; what lies beyond is counted.
     """
     sorted_sets = [acc.sorted_values(metric) for acc in report.stages]
@@ -394,8 +402,8 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
     if hi <= lo:
         hi = lo * 1.01 + 1e-9
     # Rice's rule on the median stage size: smooth for 500 requests, fine
-    # grained (up to 60 bins) for big runs.
-    # More for sweeps, whose stages each occupy part of the shared axis.
+    # grained (up to 60 bins) for big runs; more for sweeps, whose stages
+    # each occupy a part of the shared axis.
     sizes = sorted(len(v) for v in present)
     rice = 2 * sizes[len(sizes) // 2] ** (1 / 3)
     bins = max(12, min(60, int(rice * (1 + 0.5 * min(len(present) - 1, 2)))))
@@ -428,7 +436,6 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
                 beyond=n - below[-1],
             )
         )
-        del values
     return out, use_log, hi * 1000
 
 
@@ -442,7 +449,7 @@ def _layout(fig: Any, height: int) -> None:
         hoverlabel={"font_size": 12},
         paper_bgcolor="rgba(0,0,0,0)",
     )
-    fig.update_xaxes(gridcolor="#edf0f4", zerolinecolor="#d5dae1", linecolor="#c3cad3", showline=True)
+    fig.update_xaxes(gridcolor="#edf0f4", zeroline=False, linecolor="#c3cad3", showline=True)
     fig.update_yaxes(gridcolor="#edf0f4", zerolinecolor="#d5dae1", linecolor="#c3cad3", showline=True)
 
 
@@ -476,7 +483,7 @@ def _distribution_figure(report: Report, metric: str, name: str, colors: list[st
     fig = make_subplots(rows=1, cols=2, subplot_titles=(left, "Cumulative"), horizontal_spacing=0.09)
     many = len(dists) > 1
     for d in dists:
-        hover = "%{x:.4g} ms: %{y:.3g}% (%{customdata} requests)<extra>" + d.label + "</extra>"
+        hover = "%{x:.4g} ms: %{y:.3g}% (%{customdata} requests)<extra>%{fullData.name}</extra>"
         if many:
             fig.add_trace(
                 go.Scatter(x=d.centers, y=d.share, customdata=d.counts, name=d.label, legendgroup=d.label,
@@ -498,7 +505,7 @@ def _distribution_figure(report: Report, metric: str, name: str, colors: list[st
         fig.add_trace(
             go.Scatter(x=d.cdf_x, y=d.cdf_y, name=d.label, legendgroup=d.label, showlegend=False, mode="lines",
                        line={"color": d.color, "width": 2.5},
-                       hovertemplate="p%{y:g}: %{x:.4g} ms<extra>" + d.label + "</extra>"),
+                       hovertemplate="p%{y:g}: %{x:.4g} ms<extra>%{fullData.name}</extra>"),
             row=1, col=2,
         )
     _layout(fig, 380)
@@ -556,7 +563,7 @@ def _itl_figure(report: Report, colors: list[str]) -> Any:
         fig.add_trace(
             go.Scatter(x=_round(xs, 5), y=_round(ys, 4), mode="markers", name=labels[st],
                        marker={"color": colors[st], "size": 4, "opacity": 0.35, "line": {"width": 0}},
-                       hovertemplate="t=%{x:.2f} s: %{y:.3g} ms<extra>" + labels[st] + "</extra>")
+                       hovertemplate="t=%{x:.2f} s: %{y:.3g} ms<extra>%{fullData.name}</extra>")
         )
     # Rolling median and p90 over time bins of ~150 gaps (at most 100 bins),
     # on top. Not p99: from a sample of a bin it would be mostly noise.
@@ -688,9 +695,12 @@ def _sweep_figure(report: Report) -> Any:
             row=2, col=3,
         )
     _layout(fig, 700)
-    fig.update_xaxes(title_text=title, type="linear" if numeric else "category")
+    # Loads usually double from stage to stage (1, 2, 4, ... 64): a log axis
+    # spaces them evenly instead of crowding the low ones into a corner.
+    spread = numeric and min(xs) > 0 and max(xs) / min(xs) >= 8
+    fig.update_xaxes(title_text=title, type=("log" if spread else "linear") if numeric else "category")
     if numeric:
-        fig.update_xaxes(tickvals=xs)
+        fig.update_xaxes(tickvals=xs, ticktext=[f"{x:g}" for x in xs])
     fig.update_yaxes(rangemode="tozero")
     return fig
 

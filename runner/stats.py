@@ -282,7 +282,7 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def _gaps(raw: Any) -> array:
+def gap_array(raw: Any) -> array:
     """A request's ITL gaps as ``array('d')``: converted in C when they are
     all numbers (the common case), filtered one by one otherwise."""
     if not isinstance(raw, list) or not raw:
@@ -450,7 +450,7 @@ class StatsAccumulator:
             self.reasoning_tokens += int(_num(details.get("reasoning_tokens")) or 0)
 
     def _add_metrics(self, metrics: dict[str, Any]) -> None:
-        gaps = _gaps(metrics.get("itl_s"))
+        gaps = gap_array(metrics.get("itl_s"))
         row = [_NAN if v is None else v for v in map(_num, map(metrics.get, REQUEST_METRICS))]
         row.append(max(gaps) if gaps else _NAN)
         rows = self._rows

@@ -196,3 +196,16 @@ def test_importing_report_stays_light() -> None:
     code = "import sys, runner.report; print(sorted(m for m in ('rich', 'plotly') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_labels_are_shown_literally(tmp_path: Path) -> None:
+    """Stage labels are data: neither rich markup nor HTML."""
+    path = tmp_path / "odd.jsonl"
+    stages = [{"index": 0, "label": "[red]a[/red]"}, {"index": 1, "label": "<b>b</b>"}]
+    path.write_bytes(b"\n".join(orjson.dumps(record(st, i, 0.1, 1.0, 5)) for i, st in enumerate(stages)))
+    html_path = tmp_path / "odd.html"
+    r = invoke(path, "--html", html_path)
+    assert r.exit_code == 0, r.output
+    assert "[red]a[/red]" in r.stdout and "<b>b</b>" in r.stdout
+    html = html_path.read_text()
+    assert "&lt;b&gt;b&lt;/b&gt;" in html and "<b>b</b>" not in html
