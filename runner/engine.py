@@ -22,7 +22,7 @@ import orjson
 from .client import Attempt, endpoint_url, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool
-from .errors import ExceedsTPM, HTTPStatusError, RequestError, redact
+from .errors import ExceedsTPM, HTTPStatusError, InvalidInput, RequestError, redact
 from .inputs import InputItem, aiter_items
 from .metrics import Timing, metrics_dict
 from .protocol import build_body
@@ -106,6 +106,7 @@ class Engine:
         self.connector_limit = connector_limit or cfg.max_concurrency
         self.stopping = asyncio.Event()
         self.in_flight = 0
+        self._busy: set[asyncio.Task] = set()  # workers with a request in flight
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
 
@@ -152,7 +153,7 @@ class Engine:
                 return
             producer.cancel()
             _, pending = await asyncio.wait(workers, timeout=self.cfg.drain_timeout_s)
-            self.result.cancelled += sum(1 for w in pending if getattr(w, "busy", False))
+            self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
                 w.cancel()
             await asyncio.gather(*workers, producer, return_exceptions=True)
@@ -196,13 +197,13 @@ class Engine:
             if entry is _STOP or self.stopping.is_set():
                 return
             item, due = entry
-            task.busy = True  # type: ignore[attr-defined]
+            self._busy.add(task)
             self.in_flight += 1
             try:
                 record = await self._process(item, due, stage, warmup)
             finally:
                 self.in_flight -= 1
-                task.busy = False  # type: ignore[attr-defined]
+                self._busy.discard(task)
             self._emit(record)
 
     def _emit(self, record: dict) -> None:
@@ -312,14 +313,7 @@ class Engine:
         }
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
-        return {
-            "custom_id": item.custom_id, "status": "error", "text": "", "reasoning": None,
-            "finish_reason": None, "model": None, "usage": None,
-            "metrics": metrics_dict(None, None, None), "attempts": 0,
-            "error": {"type": "invalid_input", "status_code": None, "message": f"{item.place}: {item.error}"},
-            "source": {"file": item.file, "line": item.line}, "endpoint": None,
-            "stage": stage.to_record(), "warmup": False, "request_url": None,
-        }
+        return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"), None)
 
 
 class _NullSlot:

@@ -71,6 +71,12 @@ class StreamErrorEvent(RequestError):
     retryable = True
 
 
+class InvalidInput(RequestError):
+    """A line that could not become a request; it is answered without sending anything."""
+
+    type = "invalid_input"
+
+
 class ExceedsTPM(RequestError):
     """One request needs more tokens than the whole per-minute budget."""
 

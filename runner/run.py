@@ -210,7 +210,18 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
         f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     os.replace(tmp, path)
     _print_summary(summary, doc, result, path)
+    if len(cfg.stages) > 1 and cfg.output_format == "streamrun":
+        _print_stage_table(cfg)
     return code
+
+
+def _print_stage_table(cfg: RunConfig) -> None:
+    """A sweep's one-line summary mixes its stages; the per-stage table is what a reader wants."""
+    from rich.console import Console
+
+    from .report import build_report, render_table
+
+    render_table(build_report([cfg.output], cfg.slos or None).summaries, Console(stderr=True))
 
 
 def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
