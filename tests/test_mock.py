@@ -46,16 +46,14 @@ def parse_sse(raw: bytes) -> list[object]:
     return events
 
 
-def content_of(chunks: list[object], chat: bool = True) -> list[str]:
-    key = "content" if chat else "text"
+def content_of(chunks: list[object]) -> list[str]:
+    """The non-empty delta.content pieces of chat chunks, in order."""
     out = []
     for c in chunks:
         if isinstance(c, dict) and c.get("choices"):
-            choice = c["choices"][0]
-            piece = choice["delta"].get("content") if chat else choice["text"]
-            if piece and choice["finish_reason"] is None:
+            piece = c["choices"][0]["delta"].get("content")
+            if piece:
                 out.append(piece)
-    assert key
     return out
 
 
