@@ -15,7 +15,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 from itertools import islice
-from typing import AsyncIterator, BinaryIO, Iterable, Iterator
+from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
@@ -126,19 +126,22 @@ def id_hash(custom_id: str) -> int:
 
 @dataclass
 class ScanResult:
-    lines: int
+    lines: int  # input lines this run will answer (those of its shard, when sharded)
     duplicates: list[tuple[str, str, str]]  # (custom_id, first place, second place)
 
 
-def scan_inputs(paths: list[str], key=lambda item: item.custom_id) -> ScanResult:
+def scan_inputs(paths: list[str], key=lambda item: item.custom_id,
+                owns: Callable[[str], bool] | None = None) -> ScanResult:
     """Count the lines and find duplicate ids before anything is sent.
 
     Memory: one 64-bit hash per line in an array, sorted; only when two hashes
     collide is a second pass made to name both places exactly.
     """
     hashes = array("Q")
+    owned = 0
     for item in iter_items(paths):
         hashes.append(id_hash(key(item)))
+        owned += owns is None or owns(item.custom_id)
     count = len(hashes)
     hashes = array("Q", sorted(hashes))
     suspects = {hashes[i] for i in range(1, count) if hashes[i] == hashes[i - 1]}
@@ -153,7 +156,7 @@ def scan_inputs(paths: list[str], key=lambda item: item.custom_id) -> ScanResult
                     duplicates.append((k, first[k], item.place))
                 else:
                     first[k] = item.place
-    return ScanResult(count, duplicates)
+    return ScanResult(owned, duplicates)
 
 
 class SeenIds:

@@ -83,7 +83,7 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
             cfg.resume and os.path.exists(cfg.output)) else None
         total = None
         if STDIN not in paths:
-            scan = scan_inputs(paths)
+            scan = scan_inputs(paths, owns=owns)
             if scan.duplicates:
                 shown = "; ".join(f"{cid!r} at {a} and {b}" for cid, a, b in scan.duplicates[:5])
                 more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
