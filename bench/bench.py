@@ -151,21 +151,32 @@ class Result:
     ok: int = 0
     errors: int = 0
     events: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # process start to exit
+    active_s: float = 0.0  # first request sent to last response read, as the client measured it
     cpu_s: float = 0.0
     peak_rss_mib: float = 0.0
     ttfts: list[float] = field(default_factory=list)
-    server_cpu_avg: float = 0.0  # share of the server's cores, over the run
-    server_cpu_peak: float = 0.0  # highest 0.5 s sample
+    server_cpu_s: float = 0.0  # the mock's CPU seconds during this client's run
+    server_cpus: int = 1  # CPUs the mock may use
+    server_cpu_peak: float = 0.0  # highest 0.5 s sample, as a share of server_cpus
     failure: str = ""
 
     @property
+    def span_s(self) -> float:
+        return self.active_s or self.wall_s
+
+    @property
     def req_s(self) -> float:
-        return self.ok / self.wall_s if self.wall_s else 0.0
+        return self.ok / self.span_s if self.span_s else 0.0
 
     @property
     def events_s(self) -> float:
-        return self.events / self.wall_s if self.wall_s else 0.0
+        return self.events / self.span_s if self.span_s else 0.0
+
+    @property
+    def server_cpu_avg(self) -> float:
+        """The mock's busy share of its CPUs while this client streamed."""
+        return self.server_cpu_s / self.span_s / self.server_cpus if self.span_s else 0.0
 
     @property
     def cpu_per_1k_events(self) -> float | None:
@@ -250,7 +261,8 @@ def run_client(name: str, cmd: list[str], env: dict, mock: Mock, cpus: set[int] 
     n_server_cpus = len(mock.cpus) if mock.cpus else os.cpu_count() or 1
     res.cpu_s = rusage.ru_utime + rusage.ru_stime
     res.peak_rss_mib = hwm[0] or rusage.ru_maxrss / 1024
-    res.server_cpu_avg = server_cpu / res.wall_s / n_server_cpus
+    res.server_cpu_s = server_cpu
+    res.server_cpus = n_server_cpus
     res.server_cpu_peak = max(samples, default=0.0) / n_server_cpus
     return proc.returncode
 
@@ -310,12 +322,18 @@ def bench_one(client: str, concurrency: int, prompts: Path, n_requests: int, eve
                     res.errors += 1
         res.errors += max(0, n_requests - res.ok - res.errors)  # records never written
         res.events = res.ok * events_per_request
+        try:  # first request sent -> last response ended, from the records' own stamps
+            summary = json.loads(results.with_name(results.stem + ".summary.json").read_text())
+            res.active_s = float(summary["summary"]["duration_s"] or 0.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     else:
         if code != 0:
             res.failure = f"exit {code}: " + stderr.read_text(errors="replace")[-500:]
             return res
         data = json.loads(stdout.read_text())
         res.ok, res.errors, res.events, res.ttfts = data["ok"], data["errors"], data["events"], data["ttft_s"]
+        res.active_s = data["run_s"]
     return res
 
 
@@ -394,7 +412,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--concurrency", default="100,1000",
                     help="concurrent streams, a comma list (default: 100,1000)")
     ap.add_argument("--requests", type=int, default=None,
-                    help="requests per client run (default: max(6000, 6 x concurrency))")
+                    help="requests per client run (default: max(10000, 10 x concurrency))")
     ap.add_argument("--output-tokens", type=int, default=64, help="content events per response (default 64)")
     ap.add_argument("--input-tokens", type=int, default=32, help="prompt words per request (default 32)")
     ap.add_argument("--clients", default=",".join(CLIENTS), help="comma list of ceiling,streamrun,naive")
@@ -407,7 +425,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--client-timeout", type=float, default=300.0, help="kill a client run after this many seconds")
     ap.add_argument("--no-startup", action="store_true", help="skip the `streamrun --help` timing")
     ap.add_argument("--memory", nargs="?", type=int, const=1_000_000, default=None, metavar="LINES",
-                    help="also run bench/memory.py (default 1,000,000 lines; several minutes)")
+                    help="also run bench/memory.py (default 1,000,000 lines: about 16 min on 2 cores)")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (prompts, results, logs)")
     args = ap.parse_args(argv)
@@ -464,7 +482,7 @@ def main(argv=None) -> int:
         mock = Mock(args.server_workers, args.output_tokens, args.ttft, args.tokens_per_s, server_cpus, lifetime)
         print(f"bench: mock server {mock.url} ({mock.workers} worker process(es)); {cpu_line}", file=sys.stderr)
         for c in runnable:
-            n = args.requests or max(6000, 6 * c)
+            n = args.requests or max(10000, 10 * c)
             prompts = tmp / f"prompts-{n}.jsonl"
             if not prompts.exists():
                 with open(prompts, "wb") as f:
@@ -487,10 +505,12 @@ def main(argv=None) -> int:
                  f"{args.output_tokens + 4} SSE events per request; {args.server_workers} worker processes.")
     notes.append(f"{cpu_line}.")
     notes.append("The machine's cores are shared by client and server: 'server CPU' is the mock's busy share of "
-                 "its own CPU(s) during that client's run (avg / highest 0.5 s sample); well under 100 % means the "
+                 "its own CPU(s) while that client streamed (average over the streaming span / highest 0.5 s sample); well under 100 % means the "
                  "server had headroom and the client was the bottleneck.")
-    notes.append("Rates are over each client process's wall time (start to exit, imports and input reading "
-                 "included); CPU = user+sys of the client process (all threads); peak RSS = VmHWM.")
+    notes.append("req/s and events/s: over the streaming span each client measured (first request sent -> last "
+                 "response read; streamrun: its summary's duration_s); 'wall s' is the whole process (imports, "
+                 "reading inputs, writing the summary). CPU = user+sys of the whole client process (all threads, "
+                 "imports included); peak RSS = its VmHWM. events/s for streamrun = ok records x events per response.")
     notes.append("streamrun TTFT comes from its results file (request sent -> first content event); ceiling and "
                  "naive time the first chunk/line carrying a content delta.")
     if not args.no_startup:
@@ -503,11 +523,15 @@ def main(argv=None) -> int:
         subprocess.run(mem_cmd, check=False)
         if (tmp / "memory.json").exists():
             mem = json.loads((tmp / "memory.json").read_text())
+            rss = mem["rss_mib"]
+            notes.append(f"memory: {mem['written']:,}/{mem['lines']:,} records in {mem['duration_s']:.0f} s, RSS MiB at "
+                         f"10/50/100 % of records " + " / ".join(fmt(rss[k], ".0f") for k in ("10%", "50%", "100%"))
+                         + f", peak {mem['peak_rss_mib']:.0f} MiB (bench/memory.py, -c {mem['concurrency']}).")
     notes.append(f"bench wall time: {time.perf_counter() - started:.0f} s.")
     print_table(results, notes)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "results": [{**{k: v for k, v in r.__dict__.items() if k != "ttfts"},
+            "results": [{**{k: v for k, v in r.__dict__.items() if k != "ttfts"}, "server_cpu_avg": r.server_cpu_avg,
                          "req_s": r.req_s, "events_s": r.events_s, "cpu_per_1k_events": r.cpu_per_1k_events,
                          "ttft_p50_s": percentile(r.ttfts, 50), "ttft_p99_s": percentile(r.ttfts, 99)}
                         for r in results],

@@ -130,6 +130,7 @@ def run(args) -> dict:
         return samples[-1] if samples else None
 
     first = next((s for s in samples if s[2] > 0), None)
+    top = max(samples, key=lambda s: s[1], default=None)
     report = {
         "lines": args.lines, "written": written, "exit_code": code, "duration_s": duration,
         "records_per_s": written / duration if duration else None,
@@ -137,7 +138,8 @@ def run(args) -> dict:
         "rss_mib": {f"{int(f * 100)}%": (at(f)[1] if at(f) else None) for f in (0.10, 0.50, 1.0)},
         "peak_rss_mib": max(hwm, max((s[1] for s in samples), default=0.0)),
         "input_gen_s": gen_s, "concurrency": args.concurrency, "cpus": cpu_line,
-        "samples": len(samples), "stderr_tail": stderr_tail,
+        "peak_sample": {"t_s": top[0], "rss_mib": top[1], "records": top[2]} if top else None,
+        "samples": [[round(t, 2), round(m, 1), n] for t, m, n in samples], "stderr_tail": stderr_tail,
     }
     return report
 
@@ -166,6 +168,10 @@ def main(argv=None) -> int:
           + " / ".join("-" if rss[k] is None else f"{rss[k]:.0f}" for k in ("10%", "50%", "100%"))
           + f"; peak {r['peak_rss_mib']:.0f} MiB"
           + ("" if growth is None else f"; growth 10 %->100 %: {growth:+.0f} MiB"))
+    top = r["peak_sample"]
+    if top:
+        print(f"memory: highest RSS sample {top['rss_mib']:.0f} MiB at {top['t_s']:.1f}s, "
+              f"{top['records']:,} records written ({100 * top['records'] / r['lines']:.0f} %)")
     print(f"memory: {r['cpus']}")
     if r["exit_code"] != 0:
         print("memory: streamrun's stderr ends with:\n" + r["stderr_tail"], file=sys.stderr)

@@ -152,6 +152,7 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
     decoder = SSEDecoder()
     idle = deadline.timeouts.idle
     arrived = now()
+    on_event = timing.on_event
     while True:
         chunk = await content.readany()
         arrived = now()
@@ -159,23 +160,26 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
             break
         cm.reschedule(deadline.at(idle))
         for event in decoder.feed(chunk):
-            _apply_event(state, timing, event.event, event.data, arrived)
+            if event.event != "message":
+                _check_event_type(event.event, event.data)
+            on_event(arrived, handle_data(state, event.data))
             if state.done:
                 timing.end = arrived
                 await _drain(content, cm, deadline)
                 return
     for event in decoder.close():
-        _apply_event(state, timing, event.event, event.data, arrived)
+        _check_event_type(event.event, event.data)
+        on_event(arrived, handle_data(state, event.data))
     timing.end = arrived
     if not state.finished:
         raise IncompleteStream(
             f"stream ended after {state.events} events without finish_reason or [DONE]")
 
 
-def _apply_event(state: StreamState, timing: Timing, event: str, data: str, arrived: float) -> None:
+def _check_event_type(event: str, data: str) -> None:
+    """`event: error` carries an error whatever its data looks like."""
     if event == "error":
         raise StreamErrorEvent(error_body_message(data.encode()) or "error event")
-    timing.on_event(arrived, handle_data(state, data))
 
 
 async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _Deadline) -> None:

@@ -112,6 +112,7 @@ def handle_data(state: StreamState, data: str) -> bool:
 
     Raises StreamErrorEvent on an `{"error": ...}` object.  Only choice 0 is
     assembled (n > 1 is rare in batch work; its other choices are ignored).
+    Called once per event: kept lean on purpose.
     """
     state.events += 1
     if data == "[DONE]":
@@ -120,25 +121,25 @@ def handle_data(state: StreamState, data: str) -> bool:
     if not data:
         return False
     try:
-        chunk = orjson.loads(data)
+        chunk = _loads(data)
     except orjson.JSONDecodeError as exc:
         raise StreamErrorEvent(f"malformed event data: {data[:200]!r}") from exc
-    if not isinstance(chunk, dict):
+    if type(chunk) is not dict:
         return False
-    error = chunk.get("error")
-    if error:
-        raise StreamErrorEvent(_error_message(error))
+    get = chunk.get
+    if get("error"):
+        raise StreamErrorEvent(_error_message(chunk["error"]))
     if state.model is None:
-        state.model = chunk.get("model")
-        state.response_id = chunk.get("id")
-    usage = chunk.get("usage")
+        state.model = get("model")
+        state.response_id = get("id")
+    usage = get("usage")
     if usage:
         state.usage = usage
-    choices = chunk.get("choices")
+    choices = get("choices")
     if not choices:
         return False
     choice = choices[0]
-    if choice.get("index", 0) != 0:
+    if choice.get("index", 0):
         return False
     carried = False
     delta = choice.get("delta")
@@ -147,10 +148,11 @@ def handle_data(state: StreamState, data: str) -> bool:
         if content:
             state.text_parts.append(content)
             carried = True
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if reasoning and isinstance(reasoning, str):
-            state.reasoning_parts.append(reasoning)
-            carried = True
+        if len(delta) > 1 or not content:  # a content-only delta (the usual) has nothing else
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and type(reasoning) is str:
+                state.reasoning_parts.append(reasoning)
+                carried = True
     else:
         text = choice.get("text")
         if text:
@@ -162,6 +164,9 @@ def handle_data(state: StreamState, data: str) -> bool:
     if carried:
         state.text_events += 1
     return carried
+
+
+_loads = orjson.loads
 
 
 def _error_message(error: Any) -> str:
