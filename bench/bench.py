@@ -507,6 +507,10 @@ def main(argv=None) -> int:
     notes.append("The machine's cores are shared by client and server: 'server CPU' is the mock's busy share of "
                  "its own CPU(s) while that client streamed (average over the streaming span / highest 0.5 s sample); well under 100 % means the "
                  "server had headroom and the client was the bottleneck.")
+    for r in results:
+        if not r.failure and r.server_cpu_avg > 0.8:
+            notes.append(f"warning: the mock averaged {100 * r.server_cpu_avg:.0f} % of its CPU during {r.client} at "
+                         f"c={r.concurrency:,}: that row may be server-bound (a ceiling row is then a lower bound).")
     notes.append("req/s and events/s: over the streaming span each client measured (first request sent -> last "
                  "response read; streamrun: its summary's duration_s); 'wall s' is the whole process (imports, "
                  "reading inputs, writing the summary). CPU = user+sys of the whole client process (all threads, "

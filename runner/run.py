@@ -33,6 +33,12 @@ EXIT_LOCKED = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
+# The end-of-run summary keeps at most this many values per metric (exact up to
+# it, a uniform sample beyond), so a run of millions of prompts stays flat in
+# memory; `streamrun report` recomputes exact figures from the results file.
+SUMMARY_MAX_EXACT = 200_000
+
+
 class UsageError(Exception):
     """A configuration problem found before anything is sent (exit 2)."""
 
@@ -122,7 +128,7 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    stats = StatsAccumulator()
+    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
     counters = LiveCounters()
     encode = None
     if cfg.output_format == "openai-batch":
