@@ -96,9 +96,9 @@ async def stream_once(
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
-    headers: Mapping[str, str],
     timeouts: Timeouts,
     timing: Timing,
+    proxy: str | None = None,
 ) -> Attempt:
     """Run one attempt; return when the stream finished, raise RequestError otherwise."""
     loop = asyncio.get_running_loop()
@@ -109,7 +109,7 @@ async def stream_once(
     try:
         async with asyncio.timeout(deadline.at(first)) as cm:
             timing.mark_sent(now())
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(url, data=body, proxy=proxy) as resp:
                 if resp.status != 200:
                     raw = await resp.content.read(65536)
                     raise HTTPStatusError(resp.status, f"HTTP {resp.status}: {error_body_message(raw)}",

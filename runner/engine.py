@@ -26,7 +26,7 @@ from .errors import ExceedsTPM, HTTPStatusError, InvalidInput, RequestError, red
 from .inputs import InputItem, aiter_items
 from .metrics import Timing, metrics_dict
 from .protocol import build_body
-from .retry import retrying
+from .retry import call_with_retries
 
 _STOP = object()
 
@@ -80,6 +80,17 @@ class EngineResult:
     endpoints: list = field(default_factory=list)
 
 
+def env_proxy(url: str) -> str | None:
+    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return str(get_env_proxy_for_url(URL(url))[0])
+    except LookupError:
+        return None
+
+
 def arrival_gaps(rate: float | None, burstiness: float, rng: random.Random) -> Iterator[float]:
     """Gaps between arrivals: exponential (Poisson process) or gamma with shape=burstiness.
 
@@ -119,12 +130,14 @@ class Engine:
         connector = aiohttp.TCPConnector(limit=self.connector_limit, limit_per_host=0,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
+        # Proxies from the environment are resolved once here, not per request
+        # as trust_env=True would (two thread hops per request).
+        self._proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
         lag = LagMonitor()
         lag_task = asyncio.create_task(lag.run())
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             headers=self.headers, auto_decompress=True,
-                                             trust_env=True) as session:
+                                             headers=self.headers, auto_decompress=True) as session:
                 self.session = session
                 first = self.cfg.stages[0]
                 if warmup_items is not None and self.cfg.warmup:
@@ -221,19 +234,21 @@ class Engine:
         attempt: Attempt | None = None
         error: RequestError | None = None
         timing: Timing | None = None
-        endpoint = None
         self.result.sent += 1
+
+        async def one_attempt():
+            nonlocal attempts, timing
+            attempts += 1
+            timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
+            return await self._attempt(item, body, timing, estimate)
+
         try:
-            async for retry_round in retrying(cfg.retry):
-                with retry_round:
-                    attempts += 1
-                    timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
-                    attempt, endpoint = await self._attempt(item, body, timing, estimate)
+            attempt = await call_with_retries(cfg.retry, one_attempt)
         except RequestError as exc:
             error = exc
         state = attempt.state if attempt is not None else (error.partial if error is not None else None)
         return self._record(item, stage, warmup, state, timing, attempts, error,
-                            endpoint.url if endpoint else None)
+                            timing.endpoint if timing else None)
 
     async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
         """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
@@ -249,10 +264,11 @@ class Engine:
         try:
             async with (hooks.adaptive.slot() if hooks.adaptive is not None else _nullslot):
                 endpoint = self.pool.acquire()
+                timing.endpoint = endpoint.url
                 failed = True
                 try:
                     attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
-                                                body, {}, self.cfg.timeouts, timing)
+                                                body, self.cfg.timeouts, timing, self._proxies[endpoint.url])
                     failed = False
                 except RequestError as exc:
                     failed = exc.retryable
@@ -264,7 +280,7 @@ class Engine:
                 hooks.adaptive.on_success()
             if hooks.quota is not None:
                 hooks.quota.observe_headers(attempt.headers)
-            return attempt, endpoint
+            return attempt
         finally:
             if hooks.quota is not None and estimate:
                 usage = (attempt.state.usage if attempt is not None else None) or {}

@@ -24,6 +24,7 @@ class Timing:
     last_text: float | None = None
     end: float | None = None
     itl: list[float] = field(default_factory=list)
+    endpoint: str | None = None  # the base URL this attempt went to
 
     def mark_sent(self, now: float) -> None:
         self.sent = now

@@ -7,11 +7,15 @@ burst of failures does not come back as a synchronized burst of retries.
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable, TypeVar
+
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
 from .config import RetryPolicy
 from .errors import RequestError
+
+T = TypeVar("T")
 
 
 class wait_retry_after_or_backoff(wait_base):
@@ -40,3 +44,26 @@ def retrying(policy: RetryPolicy, before_sleep=None) -> AsyncRetrying:
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def call_with_retries(policy: RetryPolicy, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` until it succeeds, fails for good, or the attempts run out.
+
+    The first try runs bare and tenacity takes over only after a retryable
+    failure: the retry loop costs about as much CPU as a short stream, and
+    most requests never need it.  The first failure is replayed into
+    tenacity as its attempt 1, so waits and attempt counts are unchanged.
+    """
+    try:
+        return await attempt()
+    except RequestError as exc:
+        if not exc.retryable or policy.max_attempts <= 1:
+            raise
+        replay = [exc]
+
+    async def again() -> T:
+        if replay:
+            raise replay.pop()
+        return await attempt()
+
+    return await retrying(policy)(again)

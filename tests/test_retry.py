@@ -61,3 +61,42 @@ def test_endpoint_url_joins_base_with_or_without_v1():
     assert endpoint_url("http://h:1/v1/", "/v1/completions") == "http://h:1/v1/completions"
     assert endpoint_url("http://h:1", "/v1/completions") == "http://h:1/v1/completions"
     assert endpoint_url("https://gw/openai/v1", "/v1/completions") == "https://gw/openai/v1/completions"
+
+
+def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
+    from runner.engine import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None
+
+
+async def test_first_failure_is_replayed_into_tenacity():
+    from runner.retry import call_with_retries
+
+    calls = []
+
+    async def attempt():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectError("down")
+        return "ok"
+
+    assert await call_with_retries(RetryPolicy(max_attempts=3, backoff_initial=0.001), attempt) == "ok"
+    assert len(calls) == 3
+    calls.clear()
+    import pytest
+
+    with pytest.raises(ConnectError):
+        await call_with_retries(RetryPolicy(max_attempts=2, backoff_initial=0.001), attempt)
+    assert len(calls) == 2  # max_attempts counts the bare first try
+    with pytest.raises(HTTPStatusError):
+        async def bad():
+            calls.append(1)
+            raise HTTPStatusError(400, "no")
+        calls.clear()
+        await call_with_retries(RetryPolicy(max_attempts=5), bad)
+    assert len(calls) == 1
