@@ -425,7 +425,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--client-timeout", type=float, default=300.0, help="kill a client run after this many seconds")
     ap.add_argument("--no-startup", action="store_true", help="skip the `streamrun --help` timing")
     ap.add_argument("--memory", nargs="?", type=int, const=1_000_000, default=None, metavar="LINES",
-                    help="also run bench/memory.py (default 1,000,000 lines: about 16 min on 2 cores)")
+                    help="also run bench/memory.py (default 1,000,000 lines: about 8 min on 2 cores)")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (prompts, results, logs)")
     args = ap.parse_args(argv)
