@@ -80,8 +80,11 @@ class _Deadline:
         self.stage = "first_byte"
 
     def at(self, seconds: float | None) -> float | None:
-        candidates = [x for x in (self.loop.time() + seconds if seconds else None, self.total_at) if x]
-        return min(candidates) if candidates else None
+        """The loop time `seconds` from now, but never past the total deadline (None: no limit)."""
+        when = self.loop.time() + seconds if seconds else None
+        if self.total_at is None:
+            return when
+        return self.total_at if when is None else min(when, self.total_at)
 
     def describe(self) -> str:
         t = self.timeouts

@@ -124,6 +124,30 @@ def id_hash(custom_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "little")
 
 
+class HashSorter:
+    """Collects 64-bit hashes and sorts them without a list of a million Python ints.
+
+    Sorting an array via `sorted()` materialises every value as an int object
+    (~70 MB per million); bucketing by the top byte keeps that to 1/256 at a
+    time, so the peak stays near the 8 bytes per hash the array itself costs.
+    """
+
+    def __init__(self) -> None:
+        self._buckets = [array("Q") for _ in range(256)]
+        self.count = 0
+
+    def add(self, h: int) -> None:
+        self._buckets[h >> 56].append(h)
+        self.count += 1
+
+    def sorted(self) -> array:
+        out = array("Q")
+        for bucket in self._buckets:
+            out.extend(sorted(bucket))
+        self._buckets = []
+        return out
+
+
 @dataclass
 class ScanResult:
     lines: int  # input lines this run will answer (those of its shard, when sharded)
@@ -137,13 +161,13 @@ def scan_inputs(paths: list[str], key=lambda item: item.custom_id,
     Memory: one 64-bit hash per line in an array, sorted; only when two hashes
     collide is a second pass made to name both places exactly.
     """
-    hashes = array("Q")
+    sorter = HashSorter()
     owned = 0
     for item in iter_items(paths):
-        hashes.append(id_hash(key(item)))
+        sorter.add(id_hash(key(item)))
         owned += owns is None or owns(item.custom_id)
-    count = len(hashes)
-    hashes = array("Q", sorted(hashes))
+    count = sorter.count
+    hashes = sorter.sorted()
     suspects = {hashes[i] for i in range(1, count) if hashes[i] == hashes[i - 1]}
     del hashes
     duplicates: list[tuple[str, str, str]] = []

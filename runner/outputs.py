@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import os
 import time
-from array import array
 from bisect import bisect_left
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Callable
 import orjson
 
 from .config import FsyncPolicy
-from .inputs import id_hash
+from .inputs import HashSorter, id_hash
 
 
 class OutputLocked(Exception):
@@ -78,8 +77,8 @@ def repair_torn_tail(path: str) -> int:
 class DoneIds:
     """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
 
-    def __init__(self, hashes: array) -> None:
-        self._h = array("Q", sorted(hashes))
+    def __init__(self, hashes: HashSorter) -> None:
+        self._h = hashes.sorted()
 
     def __len__(self) -> int:
         return len(self._h)
@@ -149,7 +148,7 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
     cut = repair_torn_tail(path)
     if cut:
         warn(f"{path}: cut a torn last line ({cut} bytes) left by an interrupted run")
-    hashes = array("Q")
+    hashes = HashSorter()
     dropped = 0
     tmp = path + ".resume.tmp"
     with open(path, "rb") as src, (open(tmp, "wb") if retry_failed else nullcontext()) as dst:
@@ -167,7 +166,7 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
                     continue
                 dst.write(raw)
             if not line.warmup:
-                hashes.append(id_hash(line.key))
+                hashes.add(id_hash(line.key))
         if retry_failed:
             dst.flush()
             os.fsync(dst.fileno())

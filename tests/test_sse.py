@@ -158,3 +158,9 @@ def test_several_events_in_one_read_and_event_split_across_reads():
     d = SSEDecoder()
     assert [e.data for e in d.feed(b"data: 1\n\ndata: 2\n\ndata: 3")] == ["1", "2"]
     assert [e.data for e in d.feed(b"\n\n")] == ["3"]
+
+
+def test_events_made_by_the_fast_path_are_real_events():
+    (event,) = decode([b"event: x\nid: 3\nretry: 5\ndata: y\n\n"])
+    assert isinstance(event, Event) and event == Event("x", "y", "3", 5)
+    assert (event.event, event.data, event.id, event.retry) == ("x", "y", "3", 5)

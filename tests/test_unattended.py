@@ -243,3 +243,22 @@ def test_shipped_job_files_validate():
     for path in Path(__file__).parent.parent.joinpath("jobs").glob("*.toml"):
         cfg, _ = load_job(str(path))
         assert cfg.inputs and cfg.output
+
+
+def test_hash_sorter_and_done_ids_agree_with_a_plain_sort():
+    import random
+
+    from runner.inputs import HashSorter, id_hash
+    from runner.outputs import DoneIds
+
+    rng = random.Random(5)
+    values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1]
+    sorter = HashSorter()
+    for v in values:
+        sorter.add(v)
+    assert list(sorter.sorted()) == sorted(values)
+    ids = HashSorter()
+    for i in range(100):
+        ids.add(id_hash(f"id-{i}"))
+    done = DoneIds(ids)
+    assert len(done) == 100 and "id-7" in done and "id-100" not in done
