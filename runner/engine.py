@@ -247,8 +247,7 @@ class Engine:
         except RequestError as exc:
             error = exc
         state = attempt.state if attempt is not None else (error.partial if error is not None else None)
-        return self._record(item, stage, warmup, state, timing, attempts, error,
-                            timing.endpoint if timing else None)
+        return self._record(item, stage, warmup, state, timing, attempts, error)
 
     async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
         """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
@@ -295,7 +294,7 @@ class Engine:
             self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 
     def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
-                attempts: int, error: RequestError | None, endpoint: str | None) -> dict:
+                attempts: int, error: RequestError | None) -> dict:
         usage = state.usage if state is not None else None
         text = state.text if state is not None else ""
         tokens, source = None, None
@@ -322,14 +321,14 @@ class Engine:
                 "type": error.type, "status_code": error.status_code,
                 "message": redact(error.message, self.secrets)},
             "source": {"file": item.file, "line": item.line},
-            "endpoint": endpoint,
+            "endpoint": timing.endpoint if timing is not None else None,
             "stage": stage.to_record(),
             "warmup": warmup,
             "request_url": item.path,
         }
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
-        return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"), None)
+        return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"))
 
 
 class _NullSlot:
