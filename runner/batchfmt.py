@@ -41,7 +41,7 @@ SIDE_KEYS = ("metrics", "attempts", "endpoint", "source", "stage", "warmup")
 # The engine writes ``request_path``; ``request_url`` is accepted as an alias.
 URL_KEYS = ("request_path", "request_url")
 # Parts of an error record the Batch lines cannot hold (no body on errors).
-ERROR_SIDE_KEYS = ("error", "text", "reasoning", "finish_reason", "model", "usage")
+ERROR_SIDE_KEYS = ("error", "text", "reasoning", "tool_calls", "finish_reason", "model", "usage")
 METRIC_KEYS = (
     "ttft_s", "ttfb_s", "e2e_s", "tpot_s", "itl_s", "queue_s",
     "output_tokens", "output_tokens_source", "started_at",
@@ -81,6 +81,8 @@ def _body(record: dict[str, Any], completions: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": record.get("text")}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
+        if record.get("tool_calls"):
+            message["tool_calls"] = record["tool_calls"]
         choice = {"index": 0, "message": message}
         prefix, kind = "chatcmpl-", "chat.completion"
     choice["finish_reason"] = record.get("finish_reason")
@@ -187,9 +189,11 @@ def from_batch_output(line: dict[str, Any]) -> dict[str, Any]:
         choices = body.get("choices") or [{}]
         choice = choices[0]
         message = choice.get("message")
+        tool_calls = None
         if isinstance(message, dict):
             text = message.get("content")
             reasoning = message.get("reasoning_content", message.get("reasoning"))
+            tool_calls = message.get("tool_calls") or None
         else:
             text = choice.get("text")
             reasoning = choice.get("reasoning_content")
@@ -198,7 +202,7 @@ def from_batch_output(line: dict[str, Any]) -> dict[str, Any]:
         else:
             request_path = CHAT_URL
         record.update(
-            status="ok", text=text, reasoning=reasoning,
+            status="ok", text=text, reasoning=reasoning, tool_calls=tool_calls,
             finish_reason=choice.get("finish_reason"),
             model=body.get("model"), usage=body.get("usage"),
         )
@@ -221,7 +225,7 @@ def from_batch_output(line: dict[str, Any]) -> dict[str, Any]:
         record.update(
             status="error",
             text=side.get("text", ""),  # the engine writes "" when nothing came
-            **{k: side.get(k) for k in ("reasoning", "finish_reason", "model", "usage")},
+            **{k: side.get(k) for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage")},
         )
     else:
         raise ValueError("neither a response nor an error")

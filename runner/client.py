@@ -215,5 +215,7 @@ def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrive
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         state.reasoning_parts.append(reasoning)
-    timing.on_event(arrived, bool(text))
+    if message.get("tool_calls"):
+        state.tool_calls = message["tool_calls"]
+    timing.on_event(arrived, bool(text or state.tool_calls))
     timing.end = arrived

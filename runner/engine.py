@@ -312,6 +312,7 @@ class Engine:
             "status": "ok" if error is None else "error",
             "text": text,
             "reasoning": state.reasoning if state is not None else None,
+            "tool_calls": state.tool_calls if state is not None else None,
             "finish_reason": state.finish_reason if state is not None else None,
             "model": (state.model if state is not None and state.model else requested_model),
             "usage": usage,

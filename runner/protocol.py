@@ -86,6 +86,7 @@ class StreamState:
 
     text_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
+    tool_calls: list[dict] | None = None  # assembled from delta.tool_calls fragments
     finish_reason: str | None = None
     usage: dict | None = None
     model: str | None = None
@@ -153,6 +154,10 @@ def handle_data(state: StreamState, data: str) -> bool:
             if reasoning and type(reasoning) is str:
                 state.reasoning_parts.append(reasoning)
                 carried = True
+            calls = delta.get("tool_calls")
+            if calls and type(calls) is list:
+                merge_tool_calls(state, calls)
+                carried = True
     else:
         text = choice.get("text")
         if text:
@@ -167,6 +172,27 @@ def handle_data(state: StreamState, data: str) -> bool:
 
 
 _loads = orjson.loads
+
+
+def merge_tool_calls(state: StreamState, fragments: list) -> None:
+    """Join streamed tool-call fragments by their `index`: the id, type and name
+    come once, the JSON `arguments` arrive in pieces to be concatenated."""
+    calls = state.tool_calls if state.tool_calls is not None else []
+    state.tool_calls = calls
+    for fragment in fragments:
+        if not isinstance(fragment, dict):
+            continue
+        index = fragment.get("index", len(calls))
+        while len(calls) <= index:
+            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        call = calls[index]
+        if fragment.get("id"):
+            call["id"] = fragment["id"]
+        if fragment.get("type"):
+            call["type"] = fragment["type"]
+        function = fragment.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 def _error_message(error: Any) -> str:

@@ -22,6 +22,7 @@ def _record(**over):
         "status": "ok",
         "text": "Hello there",
         "reasoning": None,
+        "tool_calls": None,
         "finish_reason": "stop",
         "model": "mock-model",
         "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
@@ -279,3 +280,11 @@ def test_convert_command_refuses_to_overwrite_its_input(tmp_path):
     result = CliRunner().invoke(convert_command, [str(src), "-o", str(src), "--to", "openai-batch"])
     assert result.exit_code == 2
     assert orjson.loads(src.read_bytes()) == _record()
+
+
+def test_tool_calls_round_trip():
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    rec = _record(text="", tool_calls=calls, finish_reason="tool_calls")
+    line = to_batch_output(rec)
+    assert line["response"]["body"]["choices"][0]["message"]["tool_calls"] == calls
+    assert from_batch_output(line) == rec

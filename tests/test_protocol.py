@@ -71,3 +71,21 @@ def test_error_object_and_malformed_data_raise():
         handle_data(StreamState(), '{"error": {"message": "boom", "type": "server_error"}}')
     with pytest.raises(StreamErrorEvent, match="malformed"):
         handle_data(StreamState(), '{"choices": [')
+
+
+def test_streamed_tool_calls_are_assembled_and_count_as_output():
+    s = StreamState()
+    frags = [
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]},
+        {"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]},
+    ]
+    assert all(handle_data(s, chunk(delta={"role": "assistant", **f})) for f in frags)
+    handle_data(s, chunk(delta={}, finish_reason="tool_calls"))
+    assert s.tool_calls == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
+        {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+    ]
+    assert s.text == "" and s.finish_reason == "tool_calls" and s.text_events == 4
