@@ -65,6 +65,9 @@ def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> 
     except OSError as exc:  # unreadable input, unwritable output directory, ...
         log.error("%s", exc)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the run started (while scanning the inputs)
+        log.error("interrupted before any request was sent")
+        return EXIT_SIGINT
 
 
 def _loop_factory():
