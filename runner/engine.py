@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from contextlib import nullcontext
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -22,7 +23,7 @@ import orjson
 from .client import Attempt, endpoint_url, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool
-from .errors import ExceedsTPM, HTTPStatusError, InvalidInput, RequestError, redact
+from .errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .inputs import InputItem, aiter_items
 from .metrics import Timing, metrics_dict
 from .protocol import build_body
@@ -253,15 +254,10 @@ class Engine:
         """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
         hooks = self.hooks
         if hooks.quota is not None:
-            from .quota import ExceedsTPM as QuotaExceedsTPM
-
-            try:
-                await hooks.quota.acquire(estimate)
-            except QuotaExceedsTPM as exc:
-                raise ExceedsTPM(str(exc)) from None
+            await hooks.quota.acquire(estimate)  # ExceedsTPM is a RequestError: an error record
         attempt = None
         try:
-            async with (hooks.adaptive.slot() if hooks.adaptive is not None else _nullslot):
+            async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()):
                 endpoint = self.pool.acquire()
                 timing.endpoint = endpoint.url
                 failed = True
@@ -330,14 +326,3 @@ class Engine:
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
         return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"))
-
-
-class _NullSlot:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc) -> None:
-        return None
-
-
-_nullslot = _NullSlot()

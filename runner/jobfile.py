@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import fields
 from typing import Any, Callable
 
-from .config import FsyncPolicy, RetryPolicy, RunConfig, Timeouts, make_stages
+from .config import DEFAULT_BASE_URL, FsyncPolicy, RetryPolicy, RunConfig, Timeouts, make_stages
 
 
 class JobFileError(Exception):
@@ -172,8 +172,6 @@ def load_job(path: str, overrides: tuple[str, ...] = ()) -> tuple[RunConfig, Any
         raise JobFileError(f"{path}: {exc}") from None
     if job.get("resume") and job.get("overwrite"):
         raise JobFileError(f"{path}: keys 'resume' and 'overwrite' exclude each other")
-    from .config import DEFAULT_BASE_URL
-
     cfg = RunConfig(
         job=name,
         inputs=tuple(here(p) for p in job["inputs"]),

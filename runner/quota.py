@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from . import errors
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -39,11 +41,12 @@ _EPS = 1e-9
 DEFAULT_HINT_RESET_S = 1.0
 
 
-class ExceedsTPM(Exception):
+class ExceedsTPM(errors.ExceedsTPM):
     """A single request needs more tokens than the whole per-minute quota.
 
-    Waiting would never help, so ``acquire`` raises instead of hanging; the
-    engine records it as an error with ``type: "exceeds_tpm"``."""
+    Waiting would never help, so ``acquire`` raises instead of hanging; being
+    a non-retryable RequestError, it becomes an error record with
+    ``type: "exceeds_tpm"`` like any other failure."""
 
     def __init__(self, tokens: int, tpm: int) -> None:
         super().__init__(f"request needs ~{tokens} tokens but the TPM limit is {tpm}")
