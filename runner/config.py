@@ -101,6 +101,8 @@ class RunConfig:
     base_urls: tuple[str, ...] = (DEFAULT_BASE_URL,)
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
+    headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
     params: dict = field(default_factory=dict)
     include_usage: bool = True
     stages: tuple[Stage, ...] = (Stage(0, 16),)

@@ -20,6 +20,7 @@ import orjson
 
 from .config import RunConfig, Stage
 from .engine import Engine, EngineHooks
+from .headers import resolve_headers
 from .inputs import STDIN, InputError, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
 from .outputs import (OutputExists, OutputLocked, ResultWriter, lock_output, open_output, prepare_resume,
                       resume_key)
@@ -82,8 +83,9 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
     paths = expand_inputs(cfg.inputs)
     if STDIN in paths and len(cfg.stages) > 1:
         raise UsageError("a sweep reads its inputs once per stage, so it cannot read stdin")
-    secrets = tuple(s for s in [os.environ.get(cfg.api_key_env)] if s)
-    headers = {"Authorization": f"Bearer {secrets[0]}"} if secrets else {}
+    creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ,
+                            auth="bearer" if cfg.auth else "none")
+    headers, secrets = creds.headers, creds.secrets
     owns = _shard_filter(cfg.shard)
 
     lock_fd = lock_output(cfg.output)
