@@ -185,6 +185,11 @@ def run_options(f):
         click.option("--no-usage", is_flag=True, help="Do not ask for stream_options.include_usage."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable that holds the API key (never printed or written)."),
+        click.option("--no-auth", is_flag=True,
+                     help="Send no key (a server that needs none); without it a non-local URL needs the key set."),
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                     help="Extra request header (repeatable); ${VAR} in VALUE is read from the environment "
+                          "and treated as a secret, e.g. 'OpenAI-Organization: ${OPENAI_ORG_ID}'."),
         click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(min=1)),
         click.option("--timeout", "timeout_total", default=None, callback=_none_or_float,
                      help="Total seconds per attempt (default: none)."),
@@ -254,7 +259,8 @@ def config_from_options(inputs, opts) -> RunConfig:
     base_urls = tuple(u for url in opts["base_urls"] for u in url.split()) or (DEFAULT_BASE_URL,)
     return RunConfig(
         inputs=tuple(inputs), output=opts["output"], base_urls=base_urls, model=opts["model"],
-        api_key_env=opts["api_key_env"], params=parse_params(opts["params"]), include_usage=not opts["no_usage"],
+        api_key_env=opts["api_key_env"], auth=not opts["no_auth"], headers=tuple(opts["headers"]),
+        params=parse_params(opts["params"]), include_usage=not opts["no_usage"],
         stages=stages, burstiness=opts["burstiness"], num_prompts=opts["num_prompts"],
         duration_s=opts["duration"], warmup=opts["warmup"], seed=opts["seed"],
         retry=RetryPolicy(max_attempts=opts["max_attempts"]),
@@ -286,6 +292,16 @@ def resolve_shard(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, shard=f"{shard.index}/{shard.count}")
 
 
+def known_secrets(cfg: RunConfig) -> tuple[str, ...]:
+    """What the log filter redacts: the key and every header value taken from the environment."""
+    from .headers import HeaderError, resolve_headers
+
+    try:
+        return resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ).secrets
+    except HeaderError:  # the run's preflight reports it; redact what can be known
+        return tuple(s for s in [os.environ.get(cfg.api_key_env)] if s)
+
+
 def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
     from .run import execute
 
@@ -296,8 +312,7 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
         cfg = render_paths(cfg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    secrets = tuple(s for s in [os.environ.get(cfg.api_key_env)] if s)
-    setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"], secrets)
+    setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"], known_secrets(cfg))
     mock_config = None
     if mock is True:
         from .mock import MockConfig

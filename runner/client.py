@@ -17,9 +17,10 @@ import aiohttp
 import orjson
 
 from .config import Timeouts
-from .errors import ConnectError, HTTPStatusError, IncompleteStream, RequestError, RequestTimeout, StreamErrorEvent
+from .errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream,
+                     RequestError, RequestTimeout, StreamErrorEvent)
 from .metrics import Timing
-from .protocol import StreamState, error_body_message, handle_data
+from .protocol import StreamState, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
@@ -68,6 +69,46 @@ class Attempt:
     timing: Timing
     headers: Mapping[str, str]
 
+    @property
+    def request_id(self) -> str | None:
+        return request_id(self.headers, self.state)
+
+
+def request_id(headers: Mapping[str, str] | None, state: StreamState | None) -> str | None:
+    """The server's id for this request, to find it in the server's logs: x-request-id, else the stream's id."""
+    rid = headers.get("x-request-id") if headers else None
+    return rid or (state.response_id if state is not None else None)
+
+
+def status_error(status: int, raw: bytes, headers: Mapping[str, str]) -> HTTPStatusError:
+    """The typed error for a non-200 answer, with the server's message and code."""
+    message, code = error_body(raw)
+    text = f"HTTP {status}: {message}"
+    if status in (400, 413, 422) and is_context_length_error(message, code):
+        return ContextLengthExceeded(status, text, headers=headers, code=code)
+    return HTTPStatusError(status, text, retry_after=parse_retry_after(headers), headers=headers, code=code)
+
+
+async def list_models(session: aiohttp.ClientSession, base_url: str, timeout: float = 30.0,
+                      proxy: str | None = None) -> list[str]:
+    """GET {base}/models once: the ids a server serves (raises RequestError when it cannot say)."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.get(endpoint_url(base_url, "/v1/models"), proxy=proxy,
+                                   headers={"Accept": "application/json"}) as resp:
+                raw = await resp.content.read(1 << 20)
+                if resp.status != 200:
+                    raise status_error(resp.status, raw, resp.headers)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"GET /models: no answer within {timeout:g}s") from exc
+    except aiohttp.ClientError as exc:
+        raise ConnectError(f"GET /models: {type(exc).__name__}: {exc}") from exc
+    try:
+        data = orjson.loads(raw).get("data")
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise IncompleteStream(f"GET /models: not a model list: {raw[:200]!r}") from exc
+
 
 class _Deadline:
     """One asyncio timeout rescheduled per stage, cheaper than a new one per read."""
@@ -114,9 +155,7 @@ async def stream_once(
             timing.mark_sent(now())
             async with session.post(url, data=body, proxy=proxy) as resp:
                 if resp.status != 200:
-                    raw = await resp.content.read(65536)
-                    raise HTTPStatusError(resp.status, f"HTTP {resp.status}: {error_body_message(raw)}",
-                                          retry_after=parse_retry_after(resp.headers), headers=resp.headers)
+                    raise status_error(resp.status, await resp.content.read(65536), resp.headers)
                 if resp.content_type == "application/json":
                     # A server that ignored "stream": true answered in one piece.
                     raw = await resp.read()
@@ -168,6 +207,7 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
             on_event(arrived, handle_data(state, event.data))
             if state.done:
                 timing.end = arrived
+                _check_not_empty(state)
                 await _drain(content, cm, deadline)
                 return
     for event in decoder.close():
@@ -177,6 +217,13 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
     if not state.finished:
         raise IncompleteStream(
             f"stream ended after {state.events} events without finish_reason or [DONE]")
+    _check_not_empty(state)
+
+
+def _check_not_empty(state: StreamState) -> None:
+    """A stream with no content and no finish_reason generated nothing: not an ok record."""
+    if state.finish_reason is None and not (state.text_events or state.tool_calls):
+        raise EmptyResponse(f"the stream ended after {state.events} events with no content and no finish_reason")
 
 
 def _check_event_type(event: str, data: str) -> None:
@@ -196,18 +243,29 @@ async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _
 
 
 def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float) -> None:
+    """A server that ignored `"stream": true` answered in one piece; take what a stream would have given."""
     try:
         obj = orjson.loads(raw)
-        choice = (obj.get("choices") or [{}])[0]
-    except (orjson.JSONDecodeError, AttributeError, IndexError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise IncompleteStream(f"unreadable JSON response: {raw[:200]!r}") from exc
-    message = choice.get("message") or {}
+    if not isinstance(obj, dict):
+        raise IncompleteStream(f"the JSON response is not an object: {raw[:200]!r}")
+    if obj.get("error"):  # a 200 that carries an error is an error
+        raise StreamErrorEvent(error_body_message(raw))
+    choices = obj.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict) or not isinstance(message, (dict, type(None))):
+        raise IncompleteStream(f"the JSON response's choices have the wrong shape: {raw[:200]!r}")
+    message = message or {}
     text = message.get("content") if message else choice.get("text")
+    text = text if isinstance(text, str) else None
     state.events = 1
-    state.model = obj.get("model")
-    state.response_id = obj.get("id")
-    state.usage = obj.get("usage")
-    state.finish_reason = choice.get("finish_reason") or "stop"
+    state.model = obj.get("model") if isinstance(obj.get("model"), str) else None
+    state.response_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    state.usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
+    finish = choice.get("finish_reason")
+    state.finish_reason = finish if isinstance(finish, str) else None
     state.done = True
     if text:
         state.text_parts.append(text)
@@ -215,7 +273,9 @@ def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrive
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         state.reasoning_parts.append(reasoning)
-    if message.get("tool_calls"):
+    if isinstance(message.get("tool_calls"), list) and message["tool_calls"]:
         state.tool_calls = message["tool_calls"]
     timing.on_event(arrived, bool(text or state.tool_calls))
     timing.end = arrived
+    if not (text or state.tool_calls) and state.finish_reason is None:
+        raise EmptyResponse("the JSON response had no content and no finish_reason")

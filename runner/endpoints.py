@@ -73,3 +73,45 @@ class EndpointPool:
 
     def stats(self) -> list[dict]:
         return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+
+
+_API_SUFFIXES = ("/chat/completions", "/completions", "/responses", "/messages", "/embeddings")
+
+
+def check_base_url(url: str) -> str:
+    """A base URL as OpenAI clients take it (`http://host:8000/v1`); raises ValueError with the fix.
+
+    The two mistakes new users make: no scheme (`localhost:8000/v1`, which
+    aiohttp reads as a relative URL) and a full endpoint URL pasted from a
+    curl example (`.../v1/chat/completions`), which would be doubled.
+    """
+    from yarl import URL
+
+    text = url.strip()
+    if "://" not in text:
+        raise ValueError(f"base URL {url!r} has no scheme: did you mean --base-url http://{text}?")
+    parsed = URL(text)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"base URL {url!r} must be http:// or https:// with a host, like http://127.0.0.1:8000/v1")
+    path = parsed.path.rstrip("/")
+    for suffix in _API_SUFFIXES:
+        if path.endswith(suffix):
+            fixed = str(parsed.with_path(path[: -len(suffix)] or "/").with_query(None)).rstrip("/")
+            raise ValueError(f"base URL {url!r} ends in {suffix}: give the base, --base-url {fixed}; "
+                             "the API path comes from each input line")
+    return text
+
+
+def is_loopback(url: str) -> bool:
+    """A server on this machine: the only kind streamrun calls without a key by default."""
+    import ipaddress
+
+    from yarl import URL
+
+    host = (URL(url).host or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

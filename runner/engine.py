@@ -17,19 +17,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import logging
+
 import aiohttp
 import orjson
 
-from .client import Attempt, endpoint_url, stream_once
+from .client import Attempt, endpoint_url, list_models, request_id, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool
-from .errors import HTTPStatusError, InvalidInput, RequestError, redact
+from .errors import AuthRejected, HTTPStatusError, InvalidInput, RequestError, RunError, UsageError, redact
 from .inputs import InputItem, aiter_items
 from .metrics import Timing, metrics_dict
 from .protocol import build_body
 from .retry import call_with_retries
 
 _STOP = object()
+log = logging.getLogger("streamrun")
 
 
 @dataclass
@@ -69,6 +72,55 @@ class LagMonitor:
         mean = self.total / self.samples if self.samples else 0.0
         share = self.over_10ms / self.samples if self.samples else 0.0
         return {"samples": self.samples, "mean_s": mean, "max_s": self.max, "share_over_10ms": share}
+
+
+REJECTED_STATUSES = (401, 403, 404)
+
+
+@dataclass
+class RejectionGuard:
+    """Stops a run whose first `limit` answers are all 401, 403 or 404.
+
+    A wrong key, URL or model answers every request the same way; sending
+    the rest of a large input only burns it and fills the output with
+    errors that a `--resume` would then skip.  While armed, such records are
+    held back; on the first other answer they are released and the guard is
+    off for good; at `limit` the run stops and the held records are dropped,
+    so a rerun after the fix sends those prompts again.
+    """
+
+    limit: int = 20
+    held: list = field(default_factory=list)
+    armed: bool = True
+    tripped: bool = False
+    dropped: int = 0
+
+    def offer(self, record: dict) -> tuple[list[dict], str | None]:
+        """(records to write now, a message when this record trips the guard)."""
+        if not self.armed or not record["attempts"]:  # invalid lines were never sent
+            return [record], None
+        err = record["error"]
+        if err is None or err.get("status_code") not in REJECTED_STATUSES:
+            if self.tripped:
+                return [record], None
+            self.armed = False
+            out, self.held = [*self.held, record], []
+            return out, None
+        if self.tripped:
+            self.dropped += 1
+            return [], None
+        self.held.append(record)
+        if len(self.held) < self.limit:
+            return [], None
+        self.tripped = True
+        self.dropped += len(self.held)
+        self.held = []
+        return [], err.get("message") or f"HTTP {err.get('status_code')}"
+
+    def release(self) -> list[dict]:
+        """At the end of a run that never tripped: what is still held is written."""
+        out, self.held = self.held, []
+        return out
 
 
 @dataclass
@@ -121,10 +173,44 @@ class Engine:
         self._busy: set[asyncio.Task] = set()  # workers with a request in flight
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
+        self.guard = RejectionGuard()
+        self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
+        self._model: str | None = cfg.model or cfg.params.get("model")
+        self._model_lock = asyncio.Lock()
 
     def stop(self) -> None:
         """First signal: stop reading, let in-flight requests drain."""
         self.stopping.set()
+
+    def abort(self, error: RunError) -> None:
+        """Stop sending because the run as a whole cannot succeed; in-flight requests drain."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stopping.set()
+
+    async def default_model(self) -> str:
+        """The model for lines that name none and a run without --model: the server's only one.
+
+        Asked once (GET /models); a server with several models, or none, stops
+        the run with exit 2 before anything is spent, listing what it serves.
+        """
+        if self._model is not None:
+            return self._model
+        async with self._model_lock:
+            if self._model is None:
+                url = self.pool.endpoints[0].url
+                try:
+                    models = await list_models(self.session, url, proxy=self._proxies.get(url))
+                except RequestError as exc:
+                    raise UsageError(f"no --model given, and {url} did not list its models "
+                                     f"({redact(exc.message, self.secrets)}): pass --model") from None
+                if len(models) != 1:
+                    listed = ", ".join(models[:20]) + (" ..." if len(models) > 20 else "") if models else "none"
+                    raise UsageError(f"no --model given, and {url} serves {len(models)} models ({listed}): "
+                                     "pass --model NAME")
+                self._model = models[0]
+                log.info("no --model given: using %s, the one model %s serves", self._model, url)
+        return self._model
 
     async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
                   warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
@@ -148,6 +234,8 @@ class Engine:
                         break
                     await self._run_stage(stage, stage_items(stage), warmup=False)
         finally:
+            for record in self.guard.release():
+                self._write(record)
             lag_task.cancel()
             self.result.lag = lag.summary()
             self.result.endpoints = self.pool.stats()
@@ -215,12 +303,25 @@ class Engine:
             self.in_flight += 1
             try:
                 record = await self._process(item, due, stage, warmup)
+            except RunError as exc:  # e.g. no model could be found: nothing was sent for this item
+                self.abort(exc)
+                return
             finally:
                 self.in_flight -= 1
                 self._busy.discard(task)
             self._emit(record)
 
     def _emit(self, record: dict) -> None:
+        ready, tripped = self.guard.offer(record)
+        for r in ready:
+            self._write(r)
+        if tripped is not None:
+            self.abort(AuthRejected(
+                f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 ({tripped}); "
+                f"check the key (${self.cfg.api_key_env}), --base-url and --model. Nothing was written "
+                "for those requests, so a rerun sends them again"))
+
+    def _write(self, record: dict) -> None:
         self.writer.put(record)
         if self.hooks.on_record is not None:
             self.hooks.on_record(record)
@@ -228,7 +329,9 @@ class Engine:
     async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> dict:
         cfg = self.cfg
         hooks = self.hooks
-        request = build_body(item.body or {}, defaults=cfg.params, model=cfg.model, include_usage=cfg.include_usage)
+        body = item.body or {}
+        model = self._model if ("model" in body or self._model is not None) else await self.default_model()
+        request = build_body(body, defaults=cfg.params, model=model, include_usage=cfg.include_usage)
         body = orjson.dumps(request)
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
@@ -247,8 +350,12 @@ class Engine:
             attempt = await call_with_retries(cfg.retry, one_attempt)
         except RequestError as exc:
             error = exc
-        state = attempt.state if attempt is not None else (error.partial if error is not None else None)
-        return self._record(item, stage, warmup, state, timing, attempts, error)
+        if attempt is not None:
+            state, rid = attempt.state, attempt.request_id
+        else:
+            state = error.partial if error is not None else None
+            rid = request_id(getattr(error, "headers", None), state)
+        return self._record(item, stage, warmup, state, timing, attempts, error, rid)
 
     async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
         """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
@@ -290,7 +397,7 @@ class Engine:
             self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 
     def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
-                attempts: int, error: RequestError | None) -> dict:
+                attempts: int, error: RequestError | None, rid: str | None = None) -> dict:
         usage = state.usage if state is not None else None
         text = state.text if state is not None else ""
         tokens, source = None, None
@@ -302,7 +409,7 @@ class Engine:
                 tokens, source = counted
             else:
                 tokens, source = state.text_events, "events"
-        requested_model = (item.body or {}).get("model") or self.cfg.params.get("model") or self.cfg.model
+        requested_model = (item.body or {}).get("model") or self._model
         return {
             "custom_id": ("warmup:" + item.custom_id) if warmup else item.custom_id,
             "status": "ok" if error is None else "error",
@@ -316,12 +423,14 @@ class Engine:
             "attempts": attempts,
             "error": None if error is None else {
                 "type": error.type, "status_code": error.status_code,
+                "code": getattr(error, "code", None),
                 "message": redact(error.message, self.secrets)},
             "source": {"file": item.file, "line": item.line},
             "endpoint": timing.endpoint if timing is not None else None,
             "stage": stage.to_record(),
             "warmup": warmup,
             "request_url": item.path,
+            "request_id": rid,
         }
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> dict:

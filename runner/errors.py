@@ -27,9 +27,6 @@ class RequestError(Exception):
             self.retryable = retryable
         self.partial: Any = None  # the attempt's StreamState, so partial text is kept
 
-    def to_record(self) -> dict:
-        return {"type": self.type, "status_code": self.status_code, "message": self.message}
-
 
 class HTTPStatusError(RequestError):
     """A non-200 answer. 408, 409, 429 and 5xx are worth another try; other 4xx are not."""
@@ -37,10 +34,33 @@ class HTTPStatusError(RequestError):
     type = "http_error"
 
     def __init__(self, status_code: int, message: str, retry_after: float | None = None,
-                 headers: Any = None) -> None:
+                 headers: Any = None, code: str | None = None) -> None:
         super().__init__(message, status_code=status_code, retry_after=retry_after,
                          retryable=status_code in (408, 409, 429) or status_code >= 500)
         self.headers = headers or {}  # rate-limit hints ride on 429s too
+        self.code = code  # the server's error.code, e.g. "model_not_found"
+
+
+class ContextLengthExceeded(HTTPStatusError):
+    """The prompt plus max_tokens do not fit the model's context: the same request fails every time."""
+
+    type = "context_length_exceeded"
+    retryable = False
+
+    def __init__(self, status_code: int, message: str, headers: Any = None, code: str | None = None) -> None:
+        super().__init__(status_code, message, headers=headers, code=code)
+        self.retryable = False
+
+
+class EmptyResponse(RequestError):
+    """A 200 whose body had no text, no tool call and no finish_reason: nothing was generated.
+
+    Retried: a gateway that closes a stream at once usually does so on a
+    passing upstream failure, and an empty "ok" would hide that.
+    """
+
+    type = "empty_response"
+    retryable = True
 
 
 class ConnectError(RequestError):
@@ -81,6 +101,20 @@ class ExceedsTPM(RequestError):
     """One request needs more tokens than the whole per-minute budget."""
 
     type = "exceeds_tpm"
+
+
+class RunError(Exception):
+    """A failure of the run as a whole, not of one request: it carries the exit code the CLI returns."""
+
+    exit_code = 2
+
+
+class UsageError(RunError):
+    """A configuration problem, found before anything is sent (exit 2)."""
+
+
+class AuthRejected(RunError):
+    """The server refused the first answers wholesale (401/403/404): a wrong key, URL or model (exit 2)."""
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

@@ -76,6 +76,18 @@ def _rate_list(v: Any) -> list[float]:
     return out
 
 
+def _headers(v: Any) -> tuple[str, ...]:
+    """A list of "Name: value" strings, or a table of name = value; ${VAR} is read from the environment."""
+    from .headers import parse_header
+
+    items = [f"{k}: {x}" for k, x in v.items()] if isinstance(v, dict) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ValueError("must be a table of name = value or a list of 'Name: value' strings")
+    for item in items:
+        parse_header(item)
+    return tuple(items)
+
+
 def _table(v: Any) -> dict:
     if not isinstance(v, dict):
         raise ValueError("must be a table")
@@ -108,7 +120,7 @@ def _slos(v: Any) -> dict:
 
 TOP_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": _string, "inputs": _strings, "output": _string, "summary": _string,
-    "base_url": _strings, "model": _string, "api_key_env": _string,
+    "base_url": _strings, "model": _string, "api_key_env": _string, "no_auth": _bool, "headers": _headers,
     "concurrency": _int_list, "rate": _rate_list, "burstiness": _positive_number,
     "num_prompts": _positive_int, "duration": _positive_number, "warmup": _non_negative_int, "seed": int,
     "max_attempts": _positive_int, "include_usage": _bool, "resume": _bool, "overwrite": _bool,
@@ -180,6 +192,8 @@ def load_job(path: str, overrides: tuple[str, ...] = ()) -> tuple[RunConfig, Any
         base_urls=tuple(job.get("base_url") or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]),
         model=job.get("model"),
         api_key_env=job.get("api_key_env", "OPENAI_API_KEY"),
+        auth=not job.get("no_auth", False),
+        headers=job.get("headers", ()),
         params=job.get("params", {}),
         include_usage=job.get("include_usage", True),
         stages=stages,

@@ -203,12 +203,52 @@ def _error_message(error: Any) -> str:
     return str(error)
 
 
-def error_body_message(raw: bytes, limit: int = 500) -> str:
-    """A readable message from a non-200 body (OpenAI `{"error": {...}}` or anything else)."""
+def _detail_message(detail: Any) -> str:
+    """FastAPI's validation error: `{"detail": [{"loc": [...], "msg": ...}, ...]}` or a plain string."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc") or [])
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def error_body(raw: bytes, limit: int = 500) -> tuple[str, str | None]:
+    """(readable message, error code or None) from an error body.
+
+    OpenAI's `{"error": {"message", "type", "code"}}`, FastAPI's
+    `{"detail": ...}`, a bare `{"message": ...}`, or anything else as text.
+    """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:limit].decode("utf-8", "replace").strip()
-    if isinstance(obj, dict) and "error" in obj:
-        return _error_message(obj["error"])[:limit]
-    return raw[:limit].decode("utf-8", "replace").strip()
+        return raw[:limit].decode("utf-8", "replace").strip(), None
+    if isinstance(obj, dict):
+        error = obj.get("error")
+        if error:
+            code = error.get("code") if isinstance(error, dict) else None
+            return _error_message(error)[:limit], str(code) if code not in (None, "") else None
+        if "detail" in obj:
+            return _detail_message(obj["detail"])[:limit], None
+        if isinstance(obj.get("message"), str):
+            return obj["message"][:limit], None
+    return raw[:limit].decode("utf-8", "replace").strip(), None
+
+
+def error_body_message(raw: bytes, limit: int = 500) -> str:
+    """A readable message from a non-200 body (OpenAI `{"error": {...}}` or anything else)."""
+    return error_body(raw, limit)[0]
+
+
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens",
+                    "exceeds the context")
+
+
+def is_context_length_error(message: str, code: str | None) -> bool:
+    """vLLM, OpenAI, llama.cpp and LiteLLM word it differently; the code, where sent, is OpenAI's."""
+    if code == "context_length_exceeded":
+        return True
+    low = message.lower()
+    return any(marker in low for marker in _CONTEXT_MARKERS)

@@ -20,7 +20,9 @@ import orjson
 
 from .config import RunConfig, Stage
 from .engine import Engine, EngineHooks
-from .headers import resolve_headers
+from .endpoints import check_base_url, is_loopback
+from .errors import RunError, UsageError
+from .headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .inputs import STDIN, InputError, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
 from .outputs import (OutputExists, OutputLocked, ResultWriter, lock_output, open_output, prepare_resume,
                       resume_key)
@@ -40,10 +42,6 @@ EXIT_SIGTERM = 143
 SUMMARY_MAX_EXACT = 200_000
 
 
-class UsageError(Exception):
-    """A configuration problem found before anything is sent (exit 2)."""
-
-
 def summary_path_for(cfg: RunConfig) -> str:
     if cfg.summary_path:
         return cfg.summary_path
@@ -57,7 +55,10 @@ def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> 
         runner = asyncio.Runner(loop_factory=_loop_factory())
         with runner:
             return runner.run(_execute(cfg, mock, show_progress))
-    except (UsageError, InputError, OutputExists, ValueError) as exc:
+    except RunError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except (InputError, OutputExists, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except OutputLocked as exc:
@@ -80,11 +81,10 @@ def _loop_factory():
 
 
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
+    creds = preflight(cfg, local=mock is not None)
     paths = expand_inputs(cfg.inputs)
     if STDIN in paths and len(cfg.stages) > 1:
         raise UsageError("a sweep reads its inputs once per stage, so it cannot read stdin")
-    creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ,
-                            auth="bearer" if cfg.auth else "none")
     headers, secrets = creds.headers, creds.secrets
     owns = _shard_filter(cfg.shard)
 
@@ -117,6 +117,30 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
         return await _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progress)
     finally:
         os.close(lock_fd)
+
+
+def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
+    """Misconfiguration caught before anything is sent or any input is read: exit 2, with the fix.
+
+    `local` is a run against the embedded mock, whose URL is known to be loopback.
+    """
+    try:
+        if not local:
+            for url in cfg.base_urls:
+                check_base_url(url)
+        check_env_name(cfg.api_key_env)
+        creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ,
+                                auth="bearer" if cfg.auth else "none")
+    except (ValueError, HeaderError) as exc:
+        raise UsageError(str(exc)) from None
+    if cfg.auth and not local and not os.environ.get(cfg.api_key_env):
+        remote = [u for u in cfg.base_urls if not is_loopback(u)]
+        if remote:
+            raise UsageError(
+                f"the environment variable {cfg.api_key_env} is not set, and {remote[0]} is not on this machine: "
+                f"export {cfg.api_key_env}=..., name another variable with --api-key-env, "
+                "or pass --no-auth for a server that needs no key")
+    return creds
 
 
 def _shard_filter(shard: str | None):
@@ -189,6 +213,9 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
     ended = datetime.now(timezone.utc)
     summary = stats.summary(cfg.slos or None)
     code = _exit_code(cfg, summary, result.interrupted, signal_code)
+    if engine.fatal is not None and not signal_code:
+        log.error("%s", engine.fatal)
+        code = engine.fatal.exit_code
     doc = {
         "schema": "streamrun.summary/1",
         "job": cfg.job,
@@ -201,6 +228,8 @@ async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progres
         "requests_sent": result.sent,
         "cancelled_in_flight": result.cancelled,
         "records_written": writer.written,
+        "stopped": str(engine.fatal) if engine.fatal is not None else None,
+        "records_not_written": engine.guard.dropped,
         "summary": summary,
         "event_loop_lag": result.lag,
         "endpoints": result.endpoints,
@@ -330,6 +359,8 @@ def _print_summary(summary: dict, doc: dict, result, path: str) -> None:
         f"streamrun: {counts.get('total', 0)} records: {counts.get('ok', 0)} ok, {counts.get('error', 0)} error"
         + (f" ({by_type})" if by_type else "") + f", {counts.get('retried', 0)} retried",
     ]
+    for top in counts.get("top_errors", [])[:3]:
+        lines.append(f"  {top['count']:>6} x {top['type']}: {top['message']}")
     for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s")):
         d = m.get(key) or {}
         lines.append(f"  {name:<4} ms  p50 {_ms(d.get('p50'))}  p90 {_ms(d.get('p90'))}  p99 {_ms(d.get('p99'))}")

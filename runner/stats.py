@@ -375,6 +375,7 @@ class StatsAccumulator:
     retried: int = 0
     warmup: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
+    error_messages: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, message) -> count
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
@@ -418,6 +419,10 @@ class StatsAccumulator:
             etype = err.get("type") if isinstance(err, dict) else None
             etype = str(etype) if etype else "unknown"
             self.errors_by_type[etype] = self.errors_by_type.get(etype, 0) + 1
+            message = err.get("message") if isinstance(err, dict) else None
+            key = (etype, str(message or "")[:_MESSAGE_CHARS])
+            if key in self.error_messages or len(self.error_messages) < _MAX_MESSAGES:
+                self.error_messages[key] = self.error_messages.get(key, 0) + 1
             return
         self.ok += 1
         self._add_tokens(record.get("usage"), metrics)
@@ -583,6 +588,8 @@ class StatsAccumulator:
                 "ok": self.ok,
                 "error": self.error,
                 "errors_by_type": dict(sorted(self.errors_by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+                "top_errors": [{"type": t, "message": m, "count": n} for (t, m), n in
+                               sorted(self.error_messages.items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP_ERRORS]],
                 "retried": self.retried,
                 "warmup": self.warmup,
             },
@@ -610,6 +617,12 @@ class StatsAccumulator:
 
 
 _MAX_REMEMBERED = 16
+# Error messages are counted to show the most common ones (records hold them
+# already redacted); distinct messages are capped so a run whose every error
+# names its own request id cannot grow the summary without bound.
+_MAX_MESSAGES = 1000
+_MESSAGE_CHARS = 200
+_TOP_ERRORS = 5
 
 
 def _remember(seen: list[str], value: Any) -> None:

@@ -46,11 +46,11 @@ import sys
 STREAMRUN = [sys.executable, "-m", "runner.cli"]
 
 
-def streamrun(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+def streamrun(*args, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """Run the CLI as a real subprocess (exit codes, signals, stderr as users see them)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([*STREAMRUN, *map(str, args)], capture_output=True, text=True, env=full_env,
-                          timeout=120, **kwargs)
+                          timeout=timeout, **kwargs)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_key_never_printed_logged_or_written(tmp_path, mock_process):
     runs = [
         streamrun("-v", "run", inp, "-o", tmp_path / "ok.jsonl", "--base-url", good, env=env),
         streamrun("-v", "--log-format", "json", "run", inp, "-o", tmp_path / "denied.jsonl", "--base-url", wrong,
-                  env=env),
+                  "--model", "mock-model", env=env),
         streamrun("run", inp, "-o", tmp_path / "batch.jsonl", "--base-url", good, "--output-format",
                   "openai-batch", env=env),
     ]
