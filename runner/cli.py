@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
 import sys
 
 import click
 
-from .config import DEFAULT_BASE_URL, FsyncPolicy, RetryPolicy, RunConfig, Timeouts, make_stages
+from .config import RunConfig
+from .errors import RunError
+from .options import (BY_FIELD, METAVARS, OPTIONS, REQUIRED, Option, OptionError, boolean, build_config, default_of,
+                      parse_values)
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -106,126 +108,57 @@ def main(ctx: click.Context, log_format: str, verbose: int, quiet: int) -> None:
     ctx.obj = {"log_format": log_format, "verbosity": verbose - quiet}
 
 
-def parse_params(values: tuple[str, ...]) -> dict:
-    """`key=value` pairs; the value is JSON when it parses (numbers, booleans, lists), else a string."""
-    import orjson
+def global_options(f):
+    """-v, -q and --log-format after the subcommand too (`streamrun run ... -v`), as users type them."""
+    def remember(key: str, combine):
+        def callback(ctx: click.Context, param, value):
+            if value:
+                obj = ctx.find_root().obj
+                obj[key] = combine(obj[key], value)
+            return value
+        return callback
 
-    params = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--param")
-        try:
-            params[key] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            params[key] = value
-    return params
-
-
-def parse_number_list(text: str, name: str, *, integer: bool) -> list:
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if not integer and part.lower() in ("inf", "infinity"):
-                value = math.inf
-            else:
-                value = int(part) if integer else float(part)
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not a number", param_hint=name) from None
-        if value <= 0:
-            raise click.BadParameter(f"{part!r} must be positive", param_hint=name)
-        out.append(value)
-    return out
+    f = click.option("--log-format", type=click.Choice(["text", "json"]), default=None, expose_value=False,
+                     callback=remember("log_format", lambda old, new: new), help="Format of log lines on stderr.")(f)
+    f = click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=remember("verbosity", lambda old, new: old + new), help="More log output.")(f)
+    f = click.option("-q", "--quiet", count=True, expose_value=False,
+                     callback=remember("verbosity", lambda old, new: old - new), help="Less log output.")(f)
+    return f
 
 
-def parse_slos(values: tuple[str, ...]) -> dict[str, float]:
-    slos = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        key = key.strip().removesuffix("_s")
-        if not sep or key not in ("ttft", "tpot", "itl", "e2e"):
-            raise click.BadParameter(f"{item!r}: use ttft=, tpot=, itl= or e2e= (seconds)", param_hint="--slo")
-        try:
-            slos[key] = float(value.strip().removesuffix("s"))
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: {value!r} is not a number of seconds", param_hint="--slo") from None
-    return slos
-
-
-def _none_or_float(ctx, param, value):
-    if value is None or str(value).lower() in ("none", "off", "0"):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number of seconds") from None
+def _flag_decorator(option: Option):
+    """The click option of one table row; values stay raw (None when not given) for the table's parsers."""
+    default = default_of(option)
+    names = option.flag.split("/")
+    if option.parse is boolean:
+        if len(names) == 2:  # --adaptive/--no-adaptive
+            return click.option(f"{names[0]}/{names[1]}", option.name, default=None,
+                                help=f"{option.help} [default: {'on' if default else 'off'}]")
+        return click.option(names[0], option.name, is_flag=True, flag_value=not default, default=None,
+                            help=option.help)
+    if isinstance(default, tuple):
+        default = tuple(d for d in default if d is not None)
+    shown = default if default not in (None, (), {}) and not hasattr(default, "__dataclass_fields__") else None
+    extra = []
+    if option.envvar:
+        extra.append(f"env {option.envvar}")
+    if shown is not None:
+        extra.append(f"default: {', '.join(map(str, shown)) if isinstance(shown, tuple) else shown}")
+    help_text = option.help + (f" [{'; '.join(extra)}]" if extra else "")
+    choices = getattr(option.parse, "choices", None)
+    return click.option(*names, option.name, multiple=option.multiple, default=None,
+                        type=click.Choice(choices) if choices else None,
+                        metavar=option.metavar or METAVARS.get(option.parse), help=help_text)
 
 
 def run_options(f):
-    options = [
-        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-                     help="Results JSONL (one record per input line)."),
-        click.option("--base-url", "base_urls", multiple=True, envvar="OPENAI_BASE_URL",
-                     help=f"OpenAI-compatible base URL, repeatable for several replicas "
-                          f"[env OPENAI_BASE_URL; default {DEFAULT_BASE_URL}]."),
-        click.option("--model", envvar="OPENAI_MODEL", help="Model for lines that name none [env OPENAI_MODEL]."),
-        click.option("-c", "--concurrency", default="16", show_default=True,
-                     help="Requests in flight at most; a list (1,4,16) runs a sweep."),
-        click.option("--rate", default=None, help="Arrivals per second (Poisson), 'inf', or a list for a sweep."),
-        click.option("--burstiness", default=1.0, show_default=True, type=float,
-                     help="Gamma shape of the arrival gaps (1 = Poisson, <1 burstier)."),
-        click.option("--num-prompts", type=click.IntRange(min=1), help="Send at most this many prompts (per stage)."),
-        click.option("--duration", type=float, help="Stop sending new requests after this many seconds (per stage)."),
-        click.option("--warmup", type=click.IntRange(min=0), default=0,
-                     help="Warm-up requests sent first, marked in records, excluded from statistics."),
-        click.option("--seed", type=int, help="Seed for arrival times."),
-        click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-                     help="Default request parameter (JSON value), overridden by the line's own."),
-        click.option("--no-usage", is_flag=True, help="Do not ask for stream_options.include_usage."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-                     help="Environment variable that holds the API key (never printed or written)."),
-        click.option("--no-auth", is_flag=True,
-                     help="Send no key (a server that needs none); without it a non-local URL needs the key set."),
-        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
-                     help="Extra request header (repeatable); ${VAR} in VALUE is read from the environment "
-                          "and treated as a secret, e.g. 'OpenAI-Organization: ${OPENAI_ORG_ID}'."),
-        click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(min=1)),
-        click.option("--timeout", "timeout_total", default=None, callback=_none_or_float,
-                     help="Total seconds per attempt (default: none)."),
-        click.option("--connect-timeout", default="10", callback=_none_or_float, show_default=True),
-        click.option("--first-byte-timeout", default="300", callback=_none_or_float, show_default=True,
-                     help="Seconds from sending to the first byte (prefill)."),
-        click.option("--idle-timeout", default="120", callback=_none_or_float, show_default=True,
-                     help="Longest gap between chunks once streaming."),
-        click.option("--resume", is_flag=True, help="Continue an existing output: skip ids already answered."),
-        click.option("--retry-failed", is_flag=True, help="With --resume, re-run the ids whose record is an error."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing output."),
-        click.option("--fsync", default="interval", show_default=True,
-                     help="always | interval | never | SECONDS: how often results are fsynced."),
-        click.option("--drain-timeout", default=30.0, show_default=True, type=float,
-                     help="On SIGINT/SIGTERM, seconds to let in-flight requests finish."),
-        click.option("--output-format", type=click.Choice(["streamrun", "openai-batch"]), default="streamrun",
-                     show_default=True),
-        click.option("--shard", help="I/N: run only the ids of shard I of N (default: from "
-                                     "JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID)."),
-        click.option("--rpm", type=click.IntRange(min=1), help="Requests-per-minute limit."),
-        click.option("--tpm", type=click.IntRange(min=1), help="Tokens-per-minute limit."),
-        click.option("--adaptive/--no-adaptive", default=True, show_default=True,
-                     help="Lower concurrency on 429/503 and recover slowly (never above -c)."),
-        click.option("--price-input", type=float, help="USD per million prompt tokens (for the cost line)."),
-        click.option("--price-output", type=float, help="USD per million completion tokens."),
-        click.option("--slo", "slos", multiple=True, metavar="METRIC=SECONDS",
-                     help="SLO for goodput: ttft=0.5, tpot=0.05, itl=, e2e=."),
-        click.option("--max-failed", type=float, help="Failure budget: a fraction (<1) or a count of failed records."),
-        click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
-                     help="Summary JSON path (default: next to the output)."),
-        click.option("--progress/--no-progress", default=None, help="Live progress bar (default: when stderr is a TTY)."),
-        click.option("--mock", is_flag=True, help="Start the embedded mock server and run against it."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    for option in reversed([o for o in OPTIONS if o.flag]):
+        f = _flag_decorator(option)(f)
+    f = click.option("--progress/--no-progress", default=None,
+                     help="Live progress bar (default: when stderr is a TTY).")(f)
+    f = click.option("--mock", is_flag=True, help="Start the embedded mock server and run against it.")(f)
+    return global_options(f)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -238,40 +171,30 @@ def run(ctx: click.Context, inputs: tuple[str, ...], **opts) -> None:
     Each line is chat shorthand {"messages": [...]}, completion shorthand
     {"prompt": "..."} or an OpenAI Batch API line {"custom_id", "method", "url", "body"}.
     """
-    cfg = config_from_options(inputs, opts)
-    sys.exit(start(ctx, cfg, mock=opts["mock"], progress=opts["progress"]))
-
-
-def config_from_options(inputs, opts) -> RunConfig:
-    concurrencies = parse_number_list(opts["concurrency"], "--concurrency", integer=True)
-    rates = parse_number_list(opts["rate"], "--rate", integer=False) if opts["rate"] else [None]
+    mock, progress = opts.pop("mock"), opts.pop("progress")
     try:
-        stages = make_stages(concurrencies, rates)
-        fsync = FsyncPolicy.parse(opts["fsync"])
-    except ValueError as exc:
+        cfg = config_from_options(inputs, opts)
+    except (OptionError, RunError) as exc:
         raise click.UsageError(str(exc)) from None
-    if opts["resume"] and opts["overwrite"]:
-        raise click.UsageError("--resume and --overwrite exclude each other")
-    if opts["retry_failed"] and not opts["resume"]:
-        raise click.UsageError("--retry-failed goes with --resume")
-    if opts["burstiness"] <= 0:
-        raise click.BadParameter("must be positive", param_hint="--burstiness")
-    base_urls = tuple(u for url in opts["base_urls"] for u in url.split()) or (DEFAULT_BASE_URL,)
-    return RunConfig(
-        inputs=tuple(inputs), output=opts["output"], base_urls=base_urls, model=opts["model"],
-        api_key_env=opts["api_key_env"], auth=not opts["no_auth"], headers=tuple(opts["headers"]),
-        params=parse_params(opts["params"]), include_usage=not opts["no_usage"],
-        stages=stages, burstiness=opts["burstiness"], num_prompts=opts["num_prompts"],
-        duration_s=opts["duration"], warmup=opts["warmup"], seed=opts["seed"],
-        retry=RetryPolicy(max_attempts=opts["max_attempts"]),
-        timeouts=Timeouts(connect=opts["connect_timeout"], first_byte=opts["first_byte_timeout"],
-                          idle=opts["idle_timeout"], total=opts["timeout_total"]),
-        resume=opts["resume"], overwrite=opts["overwrite"], retry_failed=opts["retry_failed"], fsync=fsync,
-        drain_timeout_s=opts["drain_timeout"], output_format=opts["output_format"], shard=opts["shard"],
-        rpm=opts["rpm"], tpm=opts["tpm"], adaptive=opts["adaptive"], price_input=opts["price_input"],
-        price_output=opts["price_output"], summary_path=opts["summary_path"], slos=parse_slos(opts["slos"]),
-        max_failed=opts["max_failed"],
-    )
+    sys.exit(start(ctx, cfg, mock=mock, progress=progress))
+
+
+def config_from_options(inputs: tuple[str, ...], opts: dict, environ=os.environ) -> RunConfig:
+    """The options as click parsed them (raw strings, None when absent) -> RunConfig, via the one table."""
+    raw: dict = {"inputs": inputs}
+    for option in OPTIONS:
+        if not option.flag:
+            continue
+        value = opts.get(option.name)
+        if value is None or value == ():
+            if option.envvar and environ.get(option.envvar):
+                raw[option.field] = environ[option.envvar]
+            continue
+        raw[option.field] = value
+    missing = [BY_FIELD[f].flag for f in REQUIRED if f not in raw]
+    if missing:
+        raise OptionError(f"missing option {missing[0].replace('/', ' / ')}")
+    return build_config(parse_values(raw, where=lambda o: f"{o.shown}: "))
 
 
 def resolve_shard(cfg: RunConfig) -> RunConfig:
@@ -310,7 +233,7 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
     cfg = resolve_shard(cfg)
     try:
         cfg = render_paths(cfg)
-    except ValueError as exc:
+    except RunError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"], known_secrets(cfg))
     mock_config = None
@@ -326,15 +249,21 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("jobfile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a job key for this run (TOML value), e.g. --set concurrency=4.")
-@click.option("--progress/--no-progress", default=None)
+              help="Override a job key for this run (TOML value), e.g. --set concurrency=4 or "
+                   "--set params.temperature=1 (tables are merged key by key).")
+@click.option("--resume", is_flag=True, help="Same as --set resume=true.")
+@click.option("--overwrite", is_flag=True, help="Same as --set overwrite=true.")
+@click.option("--progress/--no-progress", default=None, help="Live progress bar (default: when stderr is a TTY).")
+@global_options
 @click.pass_context
-def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], progress) -> None:
+def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+        progress) -> None:
     """Run a declarative TOML job file (for cron, systemd timers, Kubernetes CronJobs)."""
     from .jobfile import JobFileError, load_job
 
+    flags = tuple(f"{k} = true" for k, on in (("resume", resume), ("overwrite", overwrite)) if on)
     try:
-        cfg, mock = load_job(jobfile, overrides)
+        cfg, mock = load_job(jobfile, overrides + flags)
     except JobFileError as exc:
         click.echo(f"streamrun: {exc}", err=True)
         sys.exit(2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .errors import UsageError
+
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -75,7 +77,7 @@ class Stage:
 def make_stages(concurrencies: list[int], rates: list[float | None]) -> tuple[Stage, ...]:
     """A sweep over one list; the other must then be a single value."""
     if len(concurrencies) > 1 and len(rates) > 1:
-        raise ValueError("sweep either --concurrency or --rate, not both")
+        raise UsageError("sweep either --concurrency or --rate, not both")
     if len(concurrencies) == 1 and len(rates) == 1:
         return (Stage(0, concurrencies[0], rates[0]),)
     stages = []
@@ -96,6 +98,13 @@ def _fmt(rate: float | None) -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run, whoever built it (the CLI, a job file, the Python API).
+
+    Each field that users set is an option in `options.py` (flag, job key,
+    parser, help); its default is here, once.  `stages` is derived from
+    `concurrency` and `rate` unless given.
+    """
+
     inputs: tuple[str, ...]
     output: str
     base_urls: tuple[str, ...] = (DEFAULT_BASE_URL,)
@@ -105,7 +114,9 @@ class RunConfig:
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
     params: dict = field(default_factory=dict)
     include_usage: bool = True
-    stages: tuple[Stage, ...] = (Stage(0, 16),)
+    concurrency: tuple[int, ...] = (16,)
+    rate: tuple[float | None, ...] = (None,)
+    stages: tuple[Stage, ...] = ()
     burstiness: float = 1.0
     num_prompts: int | None = None
     duration_s: float | None = None
@@ -129,6 +140,14 @@ class RunConfig:
     slos: dict = field(default_factory=dict)
     max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
     job: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            object.__setattr__(self, "stages", make_stages(list(self.concurrency), list(self.rate)))
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other")
+        if self.retry_failed and not self.resume:
+            raise UsageError("--retry-failed goes with --resume")
 
     @property
     def max_concurrency(self) -> int:
@@ -155,6 +174,6 @@ def render_paths(cfg: RunConfig) -> RunConfig:
         try:
             return path.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
+            raise UsageError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
 
     return dataclasses.replace(cfg, output=fill(cfg.output), summary_path=fill(cfg.summary_path))

@@ -331,7 +331,8 @@ class Engine:
         hooks = self.hooks
         body = item.body or {}
         model = self._model if ("model" in body or self._model is not None) else await self.default_model()
-        request = build_body(body, defaults=cfg.params, model=model, include_usage=cfg.include_usage)
+        request = build_body(body, path=item.path, defaults=cfg.params, model=model,
+                             include_usage=cfg.include_usage)
         body = orjson.dumps(request)
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0

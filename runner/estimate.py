@@ -24,7 +24,7 @@ def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, defa
         if item.error is not None:
             counts["invalid"] += 1
             continue
-        body = build_body(item.body or {}, defaults=defaults, model=model, include_usage=False)
+        body = build_body(item.body or {}, path=item.path, defaults=defaults, model=model, include_usage=False)
         counts["requests"] += 1
         counts["prompt_tokens"] += estimate_prompt_tokens(body, body.get("model"))
         counts["max_output_tokens"] += requested_output_tokens(body, default_output)
@@ -42,7 +42,7 @@ def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, defa
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def estimate_command(inputs, model, params, default_output_tokens, price_input, price_output, as_json) -> None:
     """Count prompts and estimated tokens (and the cost range, with prices) without sending anything."""
-    from .cli import parse_params
+    from .options import params as parse_params
     from .tokens import count_text_tokens
 
     try:

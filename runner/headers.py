@@ -70,6 +70,7 @@ def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, envi
     secrets: list[str] = []
     key = environ.get(api_key_env) if api_key_env and auth != "none" else None
     if key:
+        _check_value(key, f"the key in {api_key_env}")
         headers["Authorization"] = f"Bearer {key}"
         secrets.append(key)
     for template in templates:
@@ -79,11 +80,21 @@ def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, envi
             var = match.group(1)
             if var not in environ:
                 raise HeaderError(f"header {name!r} uses ${{{var}}}, but the environment variable {var} is not set")
+            _check_value(environ[var], f"header {name!r}: ${{{var}}}")
             secrets.append(environ[var])
             return environ[var]
 
-        headers[name] = _ENV_REF.sub(fill, value)
+        filled = _ENV_REF.sub(fill, value)
+        for existing in [k for k in headers if k.lower() == name.lower()]:  # names are case-insensitive
+            del headers[existing]
+        headers[name] = filled
     return Credentials(headers, tuple(s for s in secrets if s))
+
+
+def _check_value(value: str, what: str) -> None:
+    """A value read from a file often ends in a newline; sent as is it breaks (or splits) the request."""
+    if any(c in value for c in "\r\n\0"):
+        raise HeaderError(f"{what} contains a line break or NUL (a trailing newline from a file?): strip it")
 
 
 def check_env_name(name: str, what: str = "--api-key-env") -> str:

@@ -65,15 +65,57 @@ def _normalise_path(url: str) -> str:
     raise InvalidRequestLine(f"url {url!r} is not /v1/chat/completions or /v1/completions")
 
 
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool) -> dict:
-    """Merge CLI defaults under the line's own params and force streaming."""
-    merged = {**defaults, **body}
+# Run-wide defaults (`--param`, a job's [params]) meet both endpoints in one run;
+# these keys exist on one of them only, and the API refuses them on the other.
+CHAT_ONLY = frozenset({"messages", "response_format", "tools", "tool_choice", "parallel_tool_calls",
+                       "max_completion_tokens", "top_logprobs", "reasoning_effort", "modalities", "audio",
+                       "prediction", "store", "metadata", "web_search_options", "verbosity"})
+COMPLETIONS_ONLY = frozenset({"prompt", "suffix", "echo", "best_of"})
+
+
+def defaults_for(path: str, defaults: dict) -> dict:
+    """The run's defaults as this endpoint takes them.
+
+    `logprobs` is a boolean on chat and a count on completions, so it is
+    converted; `max_completion_tokens` becomes completions' `max_tokens`.
+    A line's own keys are never touched: what a line says is sent as is.
+    """
+    if not defaults:
+        return defaults
+    if path == COMPLETIONS_PATH:
+        out = {k: v for k, v in defaults.items() if k not in CHAT_ONLY}
+        if "max_completion_tokens" in defaults:
+            out.setdefault("max_tokens", defaults["max_completion_tokens"])
+        if out.get("logprobs") is True:
+            top = defaults.get("top_logprobs")
+            out["logprobs"] = top if isinstance(top, int) and not isinstance(top, bool) else 0
+        elif out.get("logprobs") is False:
+            del out["logprobs"]
+        return out
+    out = {k: v for k, v in defaults.items() if k not in COMPLETIONS_ONLY}
+    logprobs = out.get("logprobs")
+    if isinstance(logprobs, int) and not isinstance(logprobs, bool):
+        out["logprobs"] = True
+        if logprobs > 0:
+            out.setdefault("top_logprobs", logprobs)
+    return out
+
+
+def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str | None,
+               include_usage: bool) -> dict:
+    """Merge the run's defaults under the line's own params and force streaming.
+
+    With `include_usage` every request asks for usage, whatever its line
+    says: the token counts of every record depend on it.
+    """
+    merged = {**defaults_for(path, defaults), **body}
     if "model" not in merged and model:
         merged["model"] = model
     merged["stream"] = True
     if include_usage:
-        options = dict(merged.get("stream_options") or {})
-        options.setdefault("include_usage", True)
+        options = merged.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        options["include_usage"] = True
         merged["stream_options"] = options
     else:
         merged.pop("stream_options", None)

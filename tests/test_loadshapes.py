@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from runner.config import Stage, make_stages
+from runner.errors import UsageError
 from runner.engine import arrival_gaps
 from runner.synth import write_synthetic
 from tests.conftest import streamrun, write_jsonl
@@ -48,7 +49,7 @@ def test_make_stages():
     assert [s.label for s in sweep] == ["c=1", "c=4"] and sweep[1].to_record()["concurrency"] == 4
     rates = make_stages([16], [1.0, math.inf])
     assert [s.label for s in rates] == ["rate=1", "rate=inf"] and rates[1].to_record()["rate"] is None
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="not both"):
         make_stages([1, 2], [1.0, 2.0])
 
 

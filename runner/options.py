@@ -1,0 +1,462 @@
+"""Every run option, declared once: its parser, CLI flag, job-file key and help.
+
+Why: the same option used to be declared in the CLI, in the job-file schema
+and in the config, with defaults repeated and parsers that disagreed
+(`--slo ttft=500ms` refused by `run` and accepted by `report`; `0` turning a
+timeout off on the command line and failing in a job file).  Here each
+option is one row.  The click options, the job-file validation (with its
+did-you-mean), the README's key list and the frozen `RunConfig` all come
+from this table, so adding an option is one row (and its field in
+`config.py`, where its default lives).
+
+Values arrive as CLI strings or as TOML values; every parser takes both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+
+class OptionError(ValueError):
+    """A value an option cannot take; the message names the flag or the key."""
+
+
+# ---- parsers (one per kind of value; each accepts a CLI string or a TOML value)
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+def duration(v: Any) -> float:
+    """`500ms`, `5s`, `2m`, `1h`, or a bare number of seconds; never negative."""
+    if isinstance(v, bool):
+        raise OptionError("must be a duration like 500ms, 5s, 2m or a number of seconds")
+    if isinstance(v, (int, float)):
+        seconds = float(v)
+    else:
+        m = _DURATION.match(str(v))
+        if not m:
+            raise OptionError(f"{v!r} is not a duration (500ms, 5s, 2m, 1h, or seconds)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise OptionError("must be a finite duration >= 0")
+    return seconds
+
+
+def positive_duration(v: Any) -> float:
+    seconds = duration(v)
+    if seconds <= 0:
+        raise OptionError("must be a duration > 0")
+    return seconds
+
+
+def timeout(v: Any) -> float | None:
+    """A limit in seconds; `0`, `none`, `off` or false turn it off, on the command line and in job files alike."""
+    if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("none", "off", "")):
+        return None
+    seconds = duration(v)
+    return seconds or None
+
+
+def string(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise OptionError("must be a non-empty string")
+    return v
+
+
+def strings(v: Any) -> tuple[str, ...]:
+    """One string or a list of them; on the command line, a repeatable flag."""
+    items = [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else None
+    if not items or not all(isinstance(x, str) and x.strip() for x in items):
+        raise OptionError("must be a string or a non-empty list of strings")
+    return tuple(items)
+
+
+def urls(v: Any) -> tuple[str, ...]:
+    """Base URLs; one value may hold several separated by spaces (an env variable)."""
+    return tuple(u for item in strings(v) for u in item.split())
+
+
+def _integer(v: Any) -> int:
+    if isinstance(v, bool):
+        raise OptionError("must be an integer")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v):
+        return int(v)
+    raise OptionError(f"{v!r} is not an integer")
+
+
+def integer(v: Any) -> int:
+    return _integer(v)
+
+
+def positive_int(v: Any) -> int:
+    n = _integer(v)
+    if n < 1:
+        raise OptionError("must be a positive integer")
+    return n
+
+
+def non_negative_int(v: Any) -> int:
+    n = _integer(v)
+    if n < 0:
+        raise OptionError("must be an integer >= 0")
+    return n
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool):
+        raise OptionError("must be a number")
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise OptionError(f"{v!r} is not a number") from None
+    if math.isnan(x):
+        raise OptionError("must be a number")
+    return x
+
+
+def positive_number(v: Any) -> float:
+    x = _number(v)
+    if not x > 0 or math.isinf(x):
+        raise OptionError("must be a positive number")
+    return x
+
+
+def non_negative_number(v: Any) -> float:
+    x = _number(v)
+    if x < 0 or math.isinf(x):
+        raise OptionError("must be a number >= 0")
+    return x
+
+
+def boolean(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return v.strip().lower() in ("true", "yes", "1", "on")
+    raise OptionError("must be true or false")
+
+
+def _items(v: Any) -> list:
+    """A list from a TOML list, a scalar, or a comma-separated CLI string."""
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if isinstance(v, str):
+        return [p.strip() for p in v.split(",") if p.strip()]
+    return [v]
+
+
+def int_list(v: Any) -> tuple[int, ...]:
+    items = _items(v)
+    if not items:
+        raise OptionError("must be a positive integer or a list of them")
+    return tuple(positive_int(x) for x in items)
+
+
+def rate_list(v: Any) -> tuple[float | None, ...]:
+    """Requests per second, `inf` for all at once; a list makes a sweep."""
+    out: list[float | None] = []
+    for x in _items(v):
+        if isinstance(x, str) and x.lower() in ("inf", "infinity"):
+            out.append(math.inf)
+        elif isinstance(x, float) and math.isinf(x) and x > 0:
+            out.append(math.inf)
+        else:
+            try:
+                out.append(positive_number(x))
+            except OptionError:
+                raise OptionError("must be a positive number (requests/s), inf, or a list of them") from None
+    if not out:
+        raise OptionError("must be a rate (requests/s), inf, or a list of them")
+    return tuple(out)
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise OptionError(f"must be one of {', '.join(allowed)}")
+        return v
+    check.choices = allowed  # type: ignore[attr-defined]
+    return check
+
+
+def _pairs(v: Any, what: str) -> dict[str, Any]:
+    """A TOML table, or CLI `key=value` items."""
+    if isinstance(v, dict):
+        return dict(v)
+    out: dict[str, Any] = {}
+    for item in [v] if isinstance(v, str) else v:
+        if not isinstance(item, str):
+            raise OptionError(f"must be a table or {what} items")
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"{item!r} is not {what}")
+        out[key.strip()] = value
+    return out
+
+
+# Request fields the API types as strings: `--param user=12345` must not send a number.
+STRING_PARAMS = frozenset({"model", "user", "suffix", "service_tier", "reasoning_effort", "prompt",
+                           "prompt_cache_key", "safety_identifier", "verbosity"})
+
+
+def params(v: Any) -> dict:
+    """Request defaults: a TOML table, or `key=value` with a JSON value when it parses (else a string)."""
+    import orjson
+
+    if isinstance(v, dict):
+        return dict(v)
+    out = {}
+    for key, value in _pairs(v, "key=value").items():
+        if key in STRING_PARAMS:
+            out[key] = value
+            continue
+        try:
+            out[key] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
+
+
+def slos(v: Any) -> dict[str, float]:
+    """Goodput SLOs: `ttft=500ms`, `tpot=0.05`; the one parser `run`, job files and `report` share."""
+    out = {}
+    for key, value in _pairs(v, "METRIC=DURATION").items():
+        name = key.strip().removesuffix("_s")
+        if name not in SLO_METRICS:
+            raise OptionError(f"unknown SLO {key!r} (use {', '.join(SLO_METRICS)})")
+        out[name] = positive_duration(value)
+    return out
+
+
+def headers(v: Any) -> tuple[str, ...]:
+    """`Name: value` strings (or a TOML table name = value); ${VAR} is read from the environment."""
+    from .headers import HeaderError, parse_header
+
+    items = [f"{k}: {x}" for k, x in v.items()] if isinstance(v, dict) else _as_list(v)
+    if not all(isinstance(x, str) for x in items):
+        raise OptionError("must be a table of name = value or a list of 'Name: value' strings")
+    try:
+        for item in items:
+            parse_header(item)
+    except HeaderError as exc:
+        raise OptionError(str(exc)) from None
+    return tuple(items)
+
+
+def _as_list(v: Any) -> list:
+    return [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def env_name(v: Any) -> str:
+    from .headers import HeaderError, check_env_name
+
+    try:
+        return check_env_name(string(v))
+    except HeaderError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def fsync(v: Any):
+    from .config import FsyncPolicy
+
+    try:
+        return FsyncPolicy.parse(str(v))
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def failure_budget(v: Any) -> float:
+    x = _number(v)
+    if x < 0 or math.isinf(x):
+        raise OptionError("must be a fraction (0.01) or a count (10) >= 0")
+    return x
+
+
+# ---- the table
+
+@dataclass(frozen=True)
+class Option:
+    """One option.  `field` is its place in RunConfig (`timeouts.idle` for a nested one)."""
+
+    field: str
+    parse: Callable[[Any], Any]
+    help: str
+    flag: str | None = None  # "--idle-timeout", "-c/--concurrency"; None: job files only
+    key: str | None = None  # job-file key, dotted for a table ("timeouts.idle"); None: the CLI only
+    multiple: bool = False  # a repeatable flag
+    metavar: str | None = None
+    envvar: str | None = None  # read when neither the flag nor the key is given
+
+    @property
+    def name(self) -> str:
+        """The click parameter name."""
+        return self.field.replace(".", "__")
+
+    @property
+    def shown(self) -> str:
+        return (self.flag or "").split("/")[-1] or self.key or self.field
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("inputs", strings, "JSONL input files or globs (relative to the job file).", key="inputs"),
+    Option("output", string, "Results JSONL (one record per input line).", "-o/--output", "output"),
+    Option("summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
+    Option("job", string, "The job's name (default: the job file's name).", key="name"),
+    Option("base_urls", urls, "OpenAI-compatible base URL, repeatable for several replicas.", "--base-url",
+           "base_url", multiple=True, envvar="OPENAI_BASE_URL"),
+    Option("model", string, "Model for lines that name none (default: the server's only model).", "--model",
+           "model", envvar="OPENAI_MODEL"),
+    Option("api_key_env", env_name, "Environment variable that holds the API key (never printed or written).",
+           "--api-key-env", "api_key_env"),
+    Option("auth", boolean, "Send no key (for a server that needs none); without it a non-local URL needs the key.",
+           "--no-auth", "auth"),
+    Option("headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is read from "
+           "the environment and treated as a secret.", "--header", "headers", multiple=True, metavar="'NAME: VALUE'"),
+    Option("params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
+           "params", multiple=True, metavar="KEY=VALUE"),
+    Option("include_usage", boolean, "Do not ask for stream_options.include_usage.", "--no-usage", "include_usage"),
+    Option("concurrency", int_list, "Requests in flight at most; a list (1,4,16) runs a sweep.", "-c/--concurrency",
+           "concurrency"),
+    Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', or a list for a sweep.", "--rate", "rate"),
+    Option("burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
+           "--burstiness", "burstiness"),
+    Option("num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts", "num_prompts"),
+    Option("duration_s", positive_duration, "Stop sending new requests after this long (per stage), e.g. 10m.",
+           "--duration", "duration"),
+    Option("warmup", non_negative_int, "Warm-up requests sent first, marked in records, excluded from statistics.",
+           "--warmup", "warmup"),
+    Option("seed", integer, "Seed for arrival times.", "--seed", "seed"),
+    Option("retry.max_attempts", positive_int, "Attempts per request, the first included.", "--max-attempts",
+           "max_attempts"),
+    Option("timeouts.total", timeout, "Limit on a whole attempt (0 or none: no limit).", "--timeout",
+           "timeouts.total"),
+    Option("timeouts.connect", timeout, "Limit on opening a connection (0: none).", "--connect-timeout",
+           "timeouts.connect"),
+    Option("timeouts.first_byte", timeout, "From sending to the first byte, the prefill (0: none).",
+           "--first-byte-timeout", "timeouts.first_byte"),
+    Option("timeouts.idle", timeout, "Longest gap between chunks once streaming (0: none).", "--idle-timeout",
+           "timeouts.idle"),
+    Option("resume", boolean, "Continue an existing output: skip ids already answered.", "--resume", "resume"),
+    Option("retry_failed", boolean, "With --resume, re-run the ids whose record is an error.", "--retry-failed",
+           "retry_failed"),
+    Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
+    Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
+    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",
+           "--drain-timeout", "drain_timeout"),
+    Option("output_format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
+           "output_format"),
+    Option("shard", string, "I/N: run only the ids of shard I of N (default: from JOB_COMPLETION_INDEX or "
+           "SLURM_ARRAY_TASK_ID).", "--shard", "shard"),
+    Option("rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
+    Option("tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
+    Option("adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
+           "--adaptive/--no-adaptive", "adaptive"),
+    Option("price_input", non_negative_number, "USD per million prompt tokens (for the cost line).", "--price-input",
+           "pricing.input"),
+    Option("price_output", non_negative_number, "USD per million completion tokens.", "--price-output",
+           "pricing.output"),
+    Option("slos", slos, "SLO for goodput, repeatable: ttft=500ms, tpot=0.05, itl=, e2e=.", "--slo", "slo",
+           multiple=True, metavar="METRIC=DURATION"),
+    Option("max_failed", failure_budget, "Failure budget: a fraction (<1) or a count of failed records.",
+           "--max-failed", "max_failed"),
+)
+
+# How a value of each kind is shown in --help.
+METAVARS: dict[Callable[[Any], Any], str] = {
+    duration: "DURATION", positive_duration: "DURATION", timeout: "DURATION", positive_int: "N",
+    non_negative_int: "N", integer: "N", int_list: "N[,N...]", rate_list: "RATE[,RATE...]",
+    positive_number: "X", non_negative_number: "X", failure_budget: "X", urls: "URL", env_name: "NAME",
+    string: "TEXT", fsync: "POLICY",
+}
+REQUIRED = ("inputs", "output")
+
+BY_FIELD = {o.field: o for o in OPTIONS}
+BY_KEY = {o.key: o for o in OPTIONS if o.key}
+TABLE_KEYS = {k.split(".")[0] for k in BY_KEY if "." in k}  # [timeouts], [pricing]
+
+
+def default_of(option: Option) -> Any:
+    """The default lives on the config dataclass field, once."""
+    from .config import RunConfig
+
+    cls: Any = RunConfig
+    *parents, last = option.field.split(".")
+    for part in parents:
+        f = next(f for f in fields(cls) if f.name == part)
+        cls = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    f = next(f for f in fields(cls) if f.name == last)
+    if f.default is not MISSING:
+        return getattr(cls, last) if not isinstance(cls, type) else f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def parse_values(raw: Mapping[str, Any], where: Callable[[Option], str]) -> dict[str, Any]:
+    """field -> parsed value for the options given; a bad value names its flag or key."""
+    out = {}
+    for field_name, value in raw.items():
+        option = BY_FIELD[field_name]
+        try:
+            out[field_name] = option.parse(value)
+        except OptionError as exc:
+            raise OptionError(f"{where(option)}{exc}") from None
+    return out
+
+
+def build_config(values: Mapping[str, Any]):
+    """A RunConfig from parsed values (field -> value); nested fields go into their dataclass."""
+    import dataclasses
+
+    from .config import RunConfig
+
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if "." in name:
+            parent, child = name.split(".", 1)
+            nested.setdefault(parent, {})[child] = value
+        else:
+            top[name] = value
+    base = RunConfig(inputs=(), output="")
+    for parent, changes in nested.items():
+        top[parent] = dataclasses.replace(getattr(base, parent), **changes)
+    return RunConfig(**top)
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def markdown_table() -> str:
+    """The README's list of job-file keys and flags, generated so it cannot drift."""
+    rows = ["| job key | flag | default | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        if not o.key:
+            continue
+        d = default_of(o)
+        if is_dataclass(d):
+            d = None
+        shown = "" if d in (None, (), {}) else f"`{_show(d)}`"
+        flag = f"`{o.flag.split('/')[-1]}`" if o.flag else ""
+        rows.append(f"| `{o.key}` | {flag} | {shown} | {o.help.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
