@@ -487,7 +487,8 @@ def main(argv=None) -> int:
             if not prompts.exists():
                 with open(prompts, "wb") as f:
                     subprocess.run([*streamrun_cmd(), "synth", "--n", str(n), "--input-tokens", str(args.input_tokens),
-                                    "--output-tokens", str(args.output_tokens)], stdout=f, check=True, cwd=ROOT)
+                                    "--output-tokens", str(args.output_tokens), "--model", "mock-model"],
+                                   stdout=f, check=True, cwd=ROOT)
             per_request = probe_events(mock.url, prompts)
             for client in args.clients:
                 print(f"bench: c={c:,} {client}: {n:,} requests ...", file=sys.stderr, flush=True)

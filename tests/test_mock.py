@@ -1,4 +1,4 @@
-"""Tests for the embedded mock server (runner/mock.py).
+"""Tests for the embedded mock server (runner/mock/); its refusals are in test_mock_strict.py.
 
 Most run with ttft=0 and tokens_per_s=0 (no sleeps); timing checks only
 assert lower bounds, never that something was fast."""
@@ -28,8 +28,8 @@ from runner.mock import (
 )
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
-COMPLETION = {"model": "m", "prompt": "Say hello", "stream": True}
+CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+COMPLETION = {"model": "mock-model", "prompt": "Say hello", "stream": True}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -183,7 +183,7 @@ async def test_non_streaming_json(aiohttp_client):
     _, raw = await post(client, {**CHAT, "max_tokens": 6})
     assert "".join(content_of(parse_sse(raw))) == choice["message"]["content"]
 
-    resp = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+    resp = await client.post("/v1/completions", json={"model": "mock-model", "prompt": "x", "max_tokens": 2})
     data = await resp.json()
     assert data["object"] == "text_completion"
     assert data["choices"][0]["finish_reason"] == "length"
@@ -204,11 +204,12 @@ async def test_models(aiohttp_client):
     [
         ("/v1/chat/completions", b"not json"),
         ("/v1/chat/completions", b"[1, 2]"),
-        ("/v1/chat/completions", b'{"model": "m"}'),
-        ("/v1/chat/completions", b'{"messages": []}'),
-        ("/v1/completions", b'{"model": "m"}'),
-        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}'),
-        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "mock": {"key": "k", "faults": ["nope"]}}'),
+        ("/v1/chat/completions", b'{"model": "mock-model"}'),
+        ("/v1/chat/completions", b'{"model": "mock-model", "messages": []}'),
+        ("/v1/completions", b'{"model": "mock-model"}'),
+        ("/v1/chat/completions", b'{"model": "mock-model", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}'),
+        ("/v1/chat/completions",
+         b'{"model": "mock-model", "messages": [{"role": "user", "content": "x"}], "mock": {"key": "k", "faults": ["nope"]}}'),
     ],
 )
 async def test_malformed_body_is_400(aiohttp_client, path, body):

@@ -44,7 +44,9 @@ def test_missing_shard_count_is_a_usage_error(tmp_path):
 
 
 def test_batch_api_file_round_trips_to_batch_output(tmp_path, mock_process):
-    url = mock_process("--ttft", "0", "--tokens-per-s", "0", "--output-tokens", "5")
+    # The Batch API file names OpenAI models: the mock serves them as aliases.
+    url = mock_process("--ttft", "0", "--tokens-per-s", "0", "--output-tokens", "5",
+                       "--alias", "gpt-4o-mini", "--alias", "gpt-3.5-turbo-instruct")
     rows = [
         {"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}},

@@ -1,0 +1,350 @@
+"""The HTTP side of the mock: routes, the completion handler, its replies.
+
+Why it exists: this is where a request becomes a response, in the order a
+real server works: the API key (401), then the request's validation
+(``request.parse``: 422/400/404), then the mock's own fault injection and
+quota accounting, then the reply, streamed on its ``Schedule`` or sent as
+one JSON object when the last token would have been.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from .config import MockConfig
+from .frames import DONE, ERROR_EVENT, Schedule, content_events, frames, reply_text
+from .request import Request, parse
+from .state import (
+    STATE_KEY,
+    STATUS_FAULTS,
+    MockState,
+    admit,
+    random_fault,
+    script_index,
+    scripted_fault,
+    seconds_header,
+)
+from .validate import Refusal
+
+__all__ = ["build_app"]
+
+_STALL_S = 3600.0
+_FEW_EVENTS = 3  # content events sent before a drop / error_event
+
+
+# --------------------------------------------------------------------------
+# Error answers
+
+
+def _answer(state: MockState, refusal: Refusal, headers: dict[str, str] | None = None) -> web.Response:
+    """A refusal as JSON, counted in the stats."""
+    state.stats.count_status(refusal.status)
+    return web.Response(
+        status=refusal.status, body=orjson.dumps(refusal.payload), content_type="application/json", headers=headers
+    )
+
+
+def _fault_response(state: MockState, fault: str, retry_after: float) -> web.Response:
+    if fault == "429":
+        refusal = Refusal.error(429, "mock: rate limit reached (injected)", "requests", code="rate_limit_exceeded")
+        return _answer(state, refusal, seconds_header(retry_after))
+    if fault == "500":
+        refusal = Refusal.error(500, "mock: the server had an error (injected)", "server_error", code="internal_error")
+    elif fault == "503":
+        refusal = Refusal.error(
+            503, "mock: the engine is overloaded (injected)", "server_error", code="service_unavailable"
+        )
+    else:
+        refusal = Refusal.error(400, "mock: invalid request (injected)", code="invalid_request")
+    return _answer(state, refusal)
+
+
+def _auth_error(request: web.Request, state: MockState) -> web.Response | None:
+    key = state.config.api_key
+    if key is None or request.headers.get("Authorization") == f"Bearer {key}":
+        return None
+    return _answer(state, Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key"))
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+# --------------------------------------------------------------------------
+# The completion handler
+
+
+@dataclass(slots=True)
+class Reply:
+    """Everything decided about one admitted request's response."""
+
+    request: web.Request
+    req: Request
+    chat: bool
+    rid: str
+    t0: float  # perf_counter() when the handler started; the schedule counts from here
+    schedule: Schedule
+    n_tokens: int
+    finish_reason: str
+    fault: str
+    headers: dict[str, str]
+
+
+async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
+    t0 = time.perf_counter()  # not loop.time(): uvloop's clock ticks in whole milliseconds
+    state = request.app[STATE_KEY]
+    state.stats.requests += 1
+    task = asyncio.current_task()
+    if task is not None:
+        state.tasks.add(task)
+    try:
+        return await _completion_inner(request, state, chat, t0)
+    finally:
+        if task is not None:
+            state.tasks.discard(task)
+
+
+async def _completion_inner(request: web.Request, state: MockState, chat: bool, t0: float) -> web.StreamResponse:
+    denied = _auth_error(request, state)
+    if denied is not None:
+        return denied
+    config = state.config
+    try:
+        req = parse(await request.read(), request.headers.get("Content-Type"), chat, config)
+        fault, retry_after = scripted_fault(state, req.mock)
+        index = script_index(state, req.mock)
+    except Refusal as refusal:
+        return _answer(state, refusal)
+
+    if fault in STATUS_FAULTS:
+        return _fault_response(state, fault, retry_after)
+
+    headers: dict[str, str] = {}
+    n_tokens = req.max_tokens if req.max_tokens is not None else config.output_tokens
+    if state.rpm or state.tpm:
+        wait, which, headers = admit(state, req.prompt_tokens + n_tokens)
+        if wait > 0:
+            headers.update(seconds_header(math.ceil(wait * 1000) / 1000))
+            refusal = Refusal.error(
+                429, f"mock: rate limit reached for {which} per min", which or "requests", code="rate_limit_exceeded"
+            )
+            return _answer(state, refusal, headers)
+
+    if fault is None:
+        fault = random_fault(state)
+        if fault in STATUS_FAULTS:
+            return _fault_response(state, fault, retry_after)
+
+    k = config.tokens_per_chunk
+    if index is not None:
+        offsets = state.script_offsets[index]
+        schedule = Schedule(len(offsets), offsets=offsets)
+        n_tokens = len(offsets) * k
+        finish_reason = "stop"
+    else:
+        schedule = Schedule(-(-n_tokens // k), config.ttft, k * config.token_interval)
+        finish_reason = "stop" if req.max_tokens is None else "length"
+
+    reply = Reply(request, req, chat, state.next_id(), t0, schedule, n_tokens, finish_reason, fault, headers)
+    if req.stream:
+        return await _stream(state, reply)
+    return await _respond_json(state, reply)
+
+
+class _SSEResponse(web.StreamResponse):
+    """A StreamResponse whose headers go out with the first body write
+    instead of in a send of their own (one syscall less per stream; a
+    private aiohttp switch, harmless where it does not exist)."""
+
+    _send_headers_immediately = False
+
+
+async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
+    """The SSE reply: role chunk at once, content events on the schedule
+    (every already-due event in one write), then finish/usage/[DONE]."""
+    stats, request, req, fault, n_tokens = state.stats, reply.request, reply.req, reply.fault, reply.n_tokens
+    headers = reply.headers
+    headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": reply.rid})
+    # A stall may write nothing (completions have no role chunk): send its
+    # headers at once so the client sees a response that then goes silent.
+    resp = (web.StreamResponse if fault == "stall" else _SSEResponse)(status=200, headers=headers)
+    await resp.prepare(request)
+    stats.count_status(200)
+    stats.streams_started += 1
+    stats.active_streams += 1
+    if stats.active_streams > stats.max_active_streams:
+        stats.max_active_streams = stats.active_streams
+    chat = reply.chat
+    tmpl = frames(chat, ("chatcmpl-" if chat else "cmpl-") + reply.rid, int(time.time()), state.model_json, req.include_usage)
+    k = state.config.tokens_per_chunk
+    schedule, t0 = reply.schedule, reply.t0
+    n_events = schedule.n
+    if fault in ("drop", "error_event"):
+        n_events = min(n_events, max(1, min(_FEW_EVENTS, n_events // 2)))
+        schedule = Schedule(n_events, schedule.ttft, schedule.step, schedule.offsets)
+    pending: list[bytes] = [tmpl.role] if tmpl.role is not None else []
+    pre, post, seed = tmpl.content_pre, tmpl.content_post, req.seed
+    try:
+        if fault == "stall":
+            await resp.write(b"".join(pending))
+            await asyncio.sleep(_STALL_S)
+            _cut(request, resp)
+            stats.streams_dropped += 1
+            return resp
+        j = 0
+        while j < n_events:
+            due = schedule.due(time.perf_counter() - t0, j)
+            if due == j:
+                # Nothing due yet: flush what is, then sleep until event j
+                # (an absolute target, so oversleeping never accumulates).
+                if pending:
+                    await resp.write(b"".join(pending))
+                    pending.clear()
+                # Loop: a timer may fire up to a clock tick early (uvloop rounds to 1 ms),
+                # and an event must never leave before its scripted time.
+                while (delay := t0 + schedule.offset(j) - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                due = max(j + 1, schedule.due(time.perf_counter() - t0, j))
+            # Every event already due goes out in the same write.
+            pending += content_events(pre, post, seed, k, n_tokens, j, due)
+            j = due
+        sent_tokens = min(n_events * k, n_tokens)
+        stats.tokens_sent += sent_tokens
+        if fault == "drop":
+            if pending:
+                await resp.write(b"".join(pending))
+            _cut(request, resp)
+            stats.streams_dropped += 1
+            return resp
+        if fault == "error_event":
+            pending.append(ERROR_EVENT)
+            stats.streams_errored += 1
+        else:
+            pending.append(tmpl.finish(reply.finish_reason))
+            if req.include_usage:
+                pending.append(tmpl.usage(_usage(req.prompt_tokens, sent_tokens)))
+            if fault != "no_done":
+                pending.append(DONE)
+            stats.streams_completed += 1
+        await resp.write_eof(b"".join(pending))
+        return resp
+    except ConnectionError:  # the client went away; aiohttp closes quietly
+        stats.streams_cancelled += 1
+        return resp
+    except asyncio.CancelledError:
+        stats.streams_cancelled += 1
+        raise
+    finally:
+        stats.active_streams -= 1
+
+
+def _cut(request: web.Request, resp: web.StreamResponse) -> None:
+    """Close the connection without ending the chunked body: the client
+    sees a truncated stream (aiohttp then skips write_eof quietly)."""
+    resp.force_close()
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _respond_json(state: MockState, reply: Reply) -> web.StreamResponse:
+    """A non-streaming reply, sent when the last token would have been."""
+    fault, schedule, n_tokens, chat = reply.fault, reply.schedule, reply.n_tokens, reply.chat
+    if fault == "stall":
+        await asyncio.sleep(_STALL_S)
+    end = reply.t0 + schedule.offset(max(0, schedule.n - 1))
+    while (delay := end - time.perf_counter()) > 0:
+        await asyncio.sleep(delay)
+    if fault == "drop":
+        state.stats.streams_dropped += 1
+        resp = web.Response()
+        _cut(reply.request, resp)
+        return resp
+    if fault == "error_event":
+        return _fault_response(state, "500", 0)
+    text = reply_text(reply.req.seed, n_tokens)
+    common = {
+        "id": ("chatcmpl-" if chat else "cmpl-") + reply.rid,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": state.config.model,
+        "system_fingerprint": "fp_mock",
+    }
+    if chat:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": reply.finish_reason,
+        }
+    else:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reply.finish_reason}
+    payload = {**common, "choices": [choice], "usage": _usage(reply.req.prompt_tokens, n_tokens)}
+    state.stats.count_status(200)
+    state.stats.non_stream_completed += 1
+    state.stats.tokens_sent += n_tokens
+    reply.headers["x-request-id"] = reply.rid
+    return web.Response(body=orjson.dumps(payload), content_type="application/json", headers=reply.headers)
+
+
+# --------------------------------------------------------------------------
+# Routes
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, chat=True)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, chat=False)
+
+
+async def _models(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    denied = _auth_error(request, state)
+    if denied is not None:
+        return denied
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "streamrun-mock"}
+        for name in state.config.served_models
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def _stats(request: web.Request) -> web.Response:
+    stats = request.app[STATE_KEY].stats
+    return web.Response(body=orjson.dumps(stats.to_dict()), content_type="application/json")
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    return web.Response(body=b'{"reset":true}', content_type="application/json")
+
+
+async def _cancel_in_flight(app: web.Application) -> None:
+    """On shutdown, end in-flight completions (stalls sleep for an hour)
+    instead of letting the runner wait out its shutdown timeout."""
+    for task in list(app[STATE_KEY].tasks):
+        task.cancel()
+
+
+def build_app(config: MockConfig) -> web.Application:
+    """The mock as an aiohttp application; its state is ``app[STATE_KEY]``."""
+    app = web.Application()
+    app[STATE_KEY] = MockState(config)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/mock/stats", _stats)
+    app.router.add_post("/mock/reset", _reset)
+    app.on_shutdown.append(_cancel_in_flight)
+    return app
