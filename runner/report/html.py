@@ -1,0 +1,254 @@
+"""The report as one self-contained HTML page: tiles, tables and charts.
+
+This module turns the :class:`~runner.report.build.Report` into plain values
+for the page (numbers formatted, nothing marked up) and renders them with
+the Jinja2 template ``template.html.j2`` beside it, with autoescaping on:
+every model name, stage label, endpoint and file name is data, escaped by
+the template, never pasted into markup. The charts are plotly's own markup
+(:mod:`runner.report.figures`), plotly.js inlined once, so the page loads
+nothing from the network. jinja2 and plotly (the ``report`` extra) are
+imported only when a page is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from runner.stats import format_time
+
+from . import figures
+from .build import Report
+from .document import SCHEMA
+from .labels import FOOTNOTE, LATENCIES, STAT_COLUMNS, SWEEP_LATENCIES, duration, stage_label, sweep_axis
+
+TEMPLATE = "template.html.j2"
+
+
+def _ms(value: float | None) -> str:
+    """Readable precision: 3 significant digits past 10 ms, 2 decimals below."""
+    if value is None:
+        return "–"
+    ms = value * 1000
+    if ms >= 1000:
+        return f"{ms:,.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+
+
+def _tokens(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+@dataclass
+class Tile:
+    """A big number at the top: ``value``, or ``pair`` (p50, p99) when set;
+    ``bad`` is shown after ``sub``, in red."""
+
+    key: str
+    value: str
+    sub: str
+    pair: tuple[str, str] | None = None
+    bad: str = ""
+
+
+@dataclass
+class Row:
+    """A row of a statistics table: a name and its cells."""
+
+    name: str
+    cells: list[str]
+    title: str = ""  # the long name, shown beside the short one
+
+
+@dataclass
+class StageDetail:
+    """A line of facts about a stage and, in a sweep, its full statistics."""
+
+    label: str
+    facts: str
+    sampled: bool
+    rows: list[Row] = field(default_factory=list)
+
+
+def _stat_rows(metrics: dict[str, Any], *, long_names: bool) -> list[Row]:
+    """A row per latency metric: its statistics in ms, then its count."""
+    return [Row(short, [*(_ms(metrics[key][c]) for c in STAT_COLUMNS), f"{metrics[key]['count']:,}"],
+                long if long_names else "")
+            for key, short, long in LATENCIES]
+
+
+def _sweep_rows(report: Report) -> list[Row]:
+    """A row per stage with the numbers people compare across loads."""
+    rows = []
+    for i, s in enumerate(report.summaries):
+        c = s["counts"]
+        cells = [f"{c['ok']:,}", f"{c['error']:,}", _rate(s["request_throughput"]), _rate(s["output_token_throughput"])]
+        if report.slos:
+            cells.append(_rate(s["goodput"]))
+        for key in SWEEP_LATENCIES:
+            cells += [_ms(s["metrics"][key]["p50"]), _ms(s["metrics"][key]["p99"])]
+        rows.append(Row(stage_label(s, i), cells))
+    return rows
+
+
+def _pair(d: dict[str, Any]) -> tuple[str, str]:
+    return _ms(d["p50"]), _ms(d["p99"])
+
+
+def _tiles(report: Report) -> list[Tile]:
+    """The few numbers a reader looks for first."""
+    sums = report.summaries
+    ok = sum(s["counts"]["ok"] for s in sums)
+    err = sum(s["counts"]["error"] for s in sums)
+    total = ok + err
+    first = Tile("requests ok", f"{ok:,}", f"of {total:,} · ")
+    if err:
+        first.bad = f"{err:,} failed ({100 * err / total:.1f}%)"
+    else:
+        first.sub += "none failed"
+    tiles = [first]
+    if len(sums) == 1:
+        s = sums[0]
+        m = s["metrics"]
+        tiles += [
+            Tile("request throughput", _rate(s["request_throughput"]), "req/s"),
+            Tile("output throughput", _rate(s["output_token_throughput"]), "tok/s"),
+            Tile("TTFT", "", "ms, p50 · p99", pair=_pair(m["ttft_s"])),
+            Tile("TPOT", "", "ms, p50 · p99", pair=_pair(m["tpot_s"])),
+        ]
+        if report.slos:
+            share = f" · {100 * s['good_requests'] / s['counts']['ok']:.1f}% of ok met all SLOs" if s["counts"]["ok"] else ""
+            tiles.append(Tile("goodput", _rate(s["goodput"]), f"req/s{share}"))
+        return tiles
+
+    def peak(key: str) -> tuple[str, str]:
+        best = max(sums, key=lambda s: s[key] or 0)
+        return _rate(best[key]), stage_label(best, sums.index(best))
+
+    tput, where = peak("output_token_throughput")
+    tiles += [Tile("stages", str(len(sums)), sweep_axis(sums)[0] + " sweep"),
+              Tile("peak output throughput", tput, f"tok/s at {where}")]
+    rate, where = peak("request_throughput")
+    tiles.append(Tile("peak request throughput", rate, f"req/s at {where}"))
+    if report.slos:
+        good, where = peak("goodput")
+        tiles.append(Tile("peak goodput", good, f"req/s at {where}"))
+    return tiles
+
+
+def _details(report: Report) -> list[StageDetail]:
+    """A line of facts per stage; in a sweep, each stage's full statistics
+    (folded away under the comparison table)."""
+    out = []
+    many = len(report.summaries) > 1
+    for i, s in enumerate(report.summaries):
+        c = s["counts"]
+        tok = s["metrics"]["output_tokens"]
+        facts = (f"duration {duration(s['duration_s'])} · {c['ok']:,} ok · {c['error']:,} errors · "
+                 f"{c['retried']:,} retried · {c['warmup']:,} warm-up excluded · "
+                 f"total {_rate(s['total_token_throughput'])} tok/s · output tokens per request: "
+                 f"mean {_tokens(tok['mean'])}, p50 {_tokens(tok['p50'])}, p99 {_tokens(tok['p99'])}")
+        rows = _stat_rows(s["metrics"], long_names=False) if many else []
+        out.append(StageDetail(stage_label(s, i), facts, s["sampled"], rows))
+    return out
+
+
+def _chips(report: Report) -> list[tuple[str, bool]]:
+    """``(text, bad)``: the SLOs applied, lines skipped, sampling."""
+    chips = [(f"SLO {k} ≤ {v * 1000:g} ms", False) for k, v in report.slos.items()]
+    skipped = sum(i.skipped_lines for i in report.inputs)
+    if skipped:
+        chips.append((f"{skipped} unreadable line{'s' if skipped != 1 else ''} skipped", True))
+    if any(s["sampled"] for s in report.summaries):
+        chips.append(("percentiles from a uniform sample", False))
+    return chips
+
+
+def _meta(report: Report) -> list[str]:
+    """The line under the title: stages, endpoints, start, wall time, inputs."""
+    sums = report.summaries
+    endpoints = sorted({e for s in sums for e in s["endpoints"]})
+    start, end = report.run_start, report.run_end
+    meta = [
+        f"{len(sums)} stages" if len(sums) > 1 else "",
+        ", ".join(endpoints),
+        f"started {format_time(start)[:19].replace('T', ' ')} UTC" if start is not None else "",
+        f"wall time {duration(end - start)}" if start is not None and end is not None else "",
+        "inputs: " + ", ".join(Path(i.path).name for i in report.inputs),
+    ]
+    return [m for m in meta if m]
+
+
+def _charts(report: Report) -> list[dict[str, Any]]:
+    """The chart sections: anchor, title, explanation, plotly's markup."""
+    sums = report.summaries
+    colors = figures.stage_colors(len(sums))
+    sections: list[tuple[str, str, str, Any]] = []
+    if len(sums) > 1:
+        sections.append(("sweep", "Load sweep", "p50 and p99 latency and throughput per stage. Dashed red lines: SLOs.",
+                         figures.sweep_figure(report)))
+    tl = report.timeline
+    sections += [
+        ("ttft", "Time to first token", "Request sent to the first event carrying generated text.",
+         figures.distribution_figure(report, "ttft_s", "TTFT", colors, "ttft")),
+        ("e2e", "End-to-end latency", "Request sent to the end of the stream.",
+         figures.distribution_figure(report, "e2e_s", "E2E", colors, "e2e")),
+        ("tpot", "Time per output token", "(E2E − TTFT) / (output tokens − 1): AIPerf's and guidellm's “ITL”.",
+         figures.distribution_figure(report, "tpot_s", "TPOT", colors, "tpot")),
+        ("itl", "Inter-chunk gaps over time",
+         "Every gap between text-carrying chunks (vLLM's ITL), against time since the run started"
+         + (f"; a uniform sample of {len(tl.times):,} of {tl.total:,} gaps" if tl.sampled else "")
+         + ". Black: rolling median and p90.",
+         figures.itl_figure(report, colors)),
+    ]
+    charts = []
+    for anchor, title, explain, fig in sections:
+        if fig is not None:
+            div = figures.embed(fig, include_plotlyjs=not charts)  # the template inserts it unescaped
+            charts.append({"anchor": anchor, "title": title, "explain": explain, "div": div})
+    return charts
+
+
+def render_html(report: Report) -> str:
+    """The page, as text."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"))
+    sums = report.summaries
+    return template.render(
+        schema=SCHEMA,
+        title=" · ".join(sorted({m for s in sums for m in s["models"]})) or "streamrun run",
+        meta=_meta(report),
+        tiles=_tiles(report),
+        chips=_chips(report),
+        single=len(sums) == 1,
+        stat_columns=STAT_COLUMNS,
+        latency_rows=_stat_rows(sums[0]["metrics"], long_names=True) if len(sums) == 1 else [],
+        sweep_heads=[short for key, short, _ in LATENCIES if key in SWEEP_LATENCIES],
+        sweep_rows=_sweep_rows(report) if len(sums) > 1 else [],
+        goodput=bool(report.slos),
+        details=_details(report),
+        charts=_charts(report),
+        footnote=FOOTNOTE,
+        generated_at=report.generated_at,
+    )
+
+
+def write_html(report: Report, path: str | Path) -> int:
+    """Write one self-contained HTML page (plotly.js inlined once, no
+    network needed) and return its size in bytes."""
+    data = render_html(report).encode()
+    Path(path).write_bytes(data)
+    return len(data)

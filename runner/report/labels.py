@@ -1,0 +1,63 @@
+"""How the report names things, shared by every way it shows them.
+
+The terminal tables, the charts and the HTML page all show the same metrics
+under the same names, the same stage labels and the same sweep axis. They
+are defined here once, so that a stage or a metric reads the same in each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FOOTNOTE = "ITL here = per-chunk gap (vLLM's ITL); AIPerf/guidellm 'ITL' = our TPOT; ttfb = vLLM's TTFT"
+
+# (summary key, short name, long name) of the latency metrics shown.
+LATENCIES: tuple[tuple[str, str, str], ...] = (
+    ("ttft_s", "TTFT", "time to first token"),
+    ("ttfb_s", "TTFB", "time to first byte (vLLM's TTFT)"),
+    ("tpot_s", "TPOT", "time per output token"),
+    ("itl_s", "ITL", "inter-chunk gap"),
+    ("e2e_s", "E2E", "end-to-end latency"),
+    ("queue_s", "Queue", "due to sent"),
+)
+#: The latencies compared across the stages of a sweep.
+SWEEP_LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+STAT_COLUMNS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
+
+
+def stage_label(summary: dict[str, Any], position: int = 0) -> str:
+    """A short name for a stage: its label, else its load, else its index."""
+    stage = summary.get("stage")
+    if not isinstance(stage, dict):
+        return "all"
+    if stage.get("label"):
+        return str(stage["label"])
+    parts = []
+    if stage.get("concurrency") is not None:
+        parts.append(f"c={stage['concurrency']}")
+    if stage.get("rate") is not None:
+        parts.append(f"rate={stage['rate']}")
+    return " ".join(parts) or f"stage {stage.get('index', position)}"
+
+
+def sweep_axis(summaries: list[dict[str, Any]]) -> tuple[str, list[Any], bool]:
+    """What the sweep varied: concurrency or rate when every stage has a
+    number for it and they differ; else the stage labels as categories."""
+    for key, title in (("concurrency", "concurrency"), ("rate", "request rate (req/s)")):
+        xs = [s["stage"].get(key) if isinstance(s.get("stage"), dict) else None for s in summaries]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs) and len(set(xs)) > 1:
+            return title, xs, True
+    return "stage", [stage_label(s, i) for i, s in enumerate(summaries)], False
+
+
+def duration(seconds: float | None) -> str:
+    """``12.3 s``, ``4m 05.0s``, ``2h 03m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)}m {sec:04.1f}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)}h {int(minutes):02d}m"
