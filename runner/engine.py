@@ -129,7 +129,6 @@ class EngineResult:
     sent: int = 0
     skipped: int = 0
     cancelled: int = 0
-    lag: dict = field(default_factory=dict)
     endpoints: list = field(default_factory=list)
 
 
@@ -159,7 +158,7 @@ def arrival_gaps(rate: float | None, burstiness: float, rng: random.Random) -> I
 
 
 class Engine:
-    def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer, hooks: EngineHooks,
+    def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer: Any, hooks: EngineHooks,
                  secrets: tuple[str, ...] = (), connector_limit: int | None = None) -> None:
         self.cfg = cfg
         self.headers = headers
@@ -220,8 +219,6 @@ class Engine:
         # Proxies from the environment are resolved once here, not per request
         # as trust_env=True would (two thread hops per request).
         self._proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
-        lag = LagMonitor()
-        lag_task = asyncio.create_task(lag.run())
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers=self.headers, auto_decompress=True) as session:
@@ -236,8 +233,6 @@ class Engine:
         finally:
             for record in self.guard.release():
                 self._write(record)
-            lag_task.cancel()
-            self.result.lag = lag.summary()
             self.result.endpoints = self.pool.stats()
         self.result.interrupted = self.stopping.is_set()
         return self.result

@@ -113,6 +113,22 @@ class UsageError(RunError):
     """A configuration problem, found before anything is sent (exit 2)."""
 
 
+class OutputLocked(RunError):
+    """Another run holds the lock of this output (exit 3)."""
+
+    exit_code = 3
+
+
+class OutputFailed(RunError):
+    """The results file could not be written (a full disk, a lost mount): exit 4.
+
+    New requests stop at once; what is in flight drains and is written if
+    the disk takes it, so as little paid work as possible is lost.
+    """
+
+    exit_code = 4
+
+
 class AuthRejected(RunError):
     """The server refused the first answers wholesale (401/403/404): a wrong key, URL or model (exit 2)."""
 

@@ -19,13 +19,14 @@ from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
+from .errors import UsageError
 from .protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 
 
-class InputError(Exception):
+class InputError(UsageError):
     """A problem with the inputs as a whole (missing file, duplicate ids): fatal before sending."""
 
 

@@ -20,14 +20,11 @@ from typing import Callable
 import orjson
 
 from .config import FsyncPolicy
+from .errors import OutputFailed, OutputLocked, UsageError
 from .inputs import HashSorter, id_hash
 
 
-class OutputLocked(Exception):
-    """Another run holds the lock of this output."""
-
-
-class OutputExists(Exception):
+class OutputExists(UsageError):
     """The output exists and neither --resume nor --overwrite was given."""
 
 
@@ -195,10 +192,14 @@ class ResultWriter:
     """
 
     def __init__(self, fd: int, fsync: FsyncPolicy = FsyncPolicy(),
-                 encode: Callable[[dict], dict] | None = None) -> None:
+                 encode: Callable[[dict], dict] | None = None, *, name: str = "the output",
+                 on_failure: Callable[[OutputFailed], None] | None = None) -> None:
         self.fd = fd
         self.fsync = fsync
         self.encode = encode
+        self.name = name
+        self.on_failure = on_failure  # told once, when a write or fsync fails (the run stops sending)
+        self.failed: OutputFailed | None = None
         self.written = 0
         self._buf: list[bytes] = []
         self._wake = asyncio.Event()
@@ -215,28 +216,54 @@ class ResultWriter:
     def _write_buffered(self) -> None:
         if not self._buf:
             return
-        data = b"".join(self._buf)
-        count = len(self._buf)
-        self._buf = []
+        lines, self._buf = self._buf, []
+        data = b"".join(lines)
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.written += count
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError:
+            # Keep the file whole: cut a half-written line back off and queue what was not written.
+            complete = data.rfind(b"\n", 0, done) + 1
+            try:
+                os.ftruncate(self.fd, os.fstat(self.fd).st_size - (done - complete))
+            except OSError:
+                pass
+            kept = data.count(b"\n", 0, complete)
+            self.written += kept
+            self._dirty = self._dirty or kept > 0
+            self._buf = lines[kept:] + self._buf
+            raise
+        self.written += len(lines)
         self._dirty = True
 
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
     async def run(self) -> None:
-        while not self._closed:
-            if self._dirty and self.fsync.mode == "interval":
-                try:  # sync a quiet file too, not only when the next record comes
-                    await asyncio.wait_for(self._wake.wait(), self.fsync.interval_s)
-                except TimeoutError:
-                    pass
-            else:
-                await self._wake.wait()
-            self._wake.clear()
-            self._write_buffered()
-            await self._maybe_sync()
+        """Write what workers queue until closed; an OSError ends it with `failed` set, never silently."""
+        try:
+            while not self._closed:
+                if self._dirty and self.fsync.mode == "interval":
+                    try:  # sync a quiet file too, not only when the next record comes
+                        await asyncio.wait_for(self._wake.wait(), self.fsync.interval_s)
+                    except TimeoutError:
+                        pass
+                else:
+                    await self._wake.wait()
+                self._wake.clear()
+                self._write_buffered()
+                await self._maybe_sync()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.failed is None:
+            self.failed = OutputFailed(f"cannot write {self.name}: {exc.strerror or exc}; no new requests are sent")
+            if self.on_failure is not None:
+                self.on_failure(self.failed)
 
     async def _maybe_sync(self, force: bool = False) -> None:
         if not self._dirty or self.fsync.mode == "never":
@@ -248,10 +275,14 @@ class ResultWriter:
             await asyncio.to_thread(os.fsync, self.fd)
 
     async def close(self) -> None:
+        """Write what is queued (once more after a failure: space may have been freed) and sync."""
         self._closed = True
         self._wake.set()
-        self._write_buffered()
-        await self._maybe_sync(force=True)
+        try:
+            self._write_buffered()
+            await self._maybe_sync(force=True)
+        except OSError as exc:
+            self._fail(exc)
 
     def flush_now(self) -> None:
         """Synchronous last-resort flush (second signal): whatever is queued is written."""

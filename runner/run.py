@@ -1,7 +1,8 @@
 """One run from config to exit code: checks, lock, resume, engine, summary, signals.
 
-The CLI and job files both end here, so `streamrun run` and `streamrun job`
-behave the same.  Exit codes are the contract cron and CI rely on.
+The CLI, job files and the Python API all end here, so they behave the same.
+Exit codes are the contract cron and CI rely on; each run-level failure is a
+`RunError` that carries its own, and `execute` maps that alone.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
-import orjson
+import anyio
 
 from .config import RunConfig, Stage
-from .engine import Engine, EngineHooks
 from .endpoints import check_base_url, is_loopback
-from .errors import RunError, UsageError
+from .engine import Engine, EngineHooks, LagMonitor
+from .errors import OutputFailed, RunError, UsageError
 from .headers import Credentials, HeaderError, check_env_name, resolve_headers
-from .inputs import STDIN, InputError, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
-from .outputs import (OutputExists, OutputLocked, ResultWriter, lock_output, open_output, prepare_resume,
-                      resume_key)
+from .inputs import STDIN, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
+from .outputs import ResultWriter, lock_output, open_output, prepare_resume, resume_key
+from .summary import RunFacts, build_document, render, summary_path_for, write_document
 
 log = logging.getLogger("streamrun")
 
@@ -33,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_OUTPUT = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -40,33 +43,17 @@ EXIT_SIGTERM = 143
 # it, a uniform sample beyond), so a run of millions of prompts stays flat in
 # memory; `streamrun report` recomputes exact figures from the results file.
 SUMMARY_MAX_EXACT = 200_000
-
-
-def summary_path_for(cfg: RunConfig) -> str:
-    if cfg.summary_path:
-        return cfg.summary_path
-    base = cfg.output[:-6] if cfg.output.endswith(".jsonl") else cfg.output
-    return base + ".summary.json"
+DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
 
 
 def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> int:
     """Run synchronously and return the exit code (see EXIT_CODES_HELP)."""
     try:
-        runner = asyncio.Runner(loop_factory=_loop_factory())
-        with runner:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_execute(cfg, mock, show_progress))
     except RunError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    except (InputError, OutputExists, ValueError) as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except OutputLocked as exc:
-        log.error("%s", exc)
-        return EXIT_LOCKED
-    except OSError as exc:  # unreadable input, unwritable output directory, ...
-        log.error("%s", exc)
-        return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before the run started (while scanning the inputs)
         log.error("interrupted before any request was sent")
         return EXIT_SIGINT
@@ -80,15 +67,45 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
+@dataclass
+class Plan:
+    """What is known before the first request: the inputs, the shard, what is done already, the total."""
+
+    paths: list[str]
+    owns: Callable[[str], bool] | None
+    done: object | None  # outputs.DoneIds on resume
+    total: int | None
+
+
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
     creds = preflight(cfg, local=mock is not None)
     paths = expand_inputs(cfg.inputs)
     if STDIN in paths and len(cfg.stages) > 1:
         raise UsageError("a sweep reads its inputs once per stage, so it cannot read stdin")
-    headers, secrets = creds.headers, creds.secrets
-    owns = _shard_filter(cfg.shard)
+    try:
+        lock_fd = lock_output(cfg.output)
+    except OSError as exc:
+        raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
+    try:
+        plan = _plan(cfg, paths)
+        try:
+            fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+        except OSError as exc:
+            raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
+        if mock is None:
+            return await Run(cfg, plan, fd, creds, show_progress).execute()
+        from .mock import serve
 
-    lock_fd = lock_output(cfg.output)
+        async with serve(mock) as url:
+            log.info("embedded mock server at %s", url)
+            return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress).execute()
+    finally:
+        os.close(lock_fd)
+
+
+def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
+    """Scan the inputs and the existing output; an unreadable file is a usage error, before anything is sent."""
+    owns = _shard_filter(cfg.shard)
     try:
         done = prepare_resume(cfg.output, cfg.retry_failed, log.warning) if (
             cfg.resume and os.path.exists(cfg.output)) else None
@@ -99,24 +116,15 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
                 shown = "; ".join(f"{cid!r} at {a} and {b}" for cid, a, b in scan.duplicates[:5])
                 more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
                 raise UsageError(f"duplicate custom_id: {shown}{more}")
-            total = scan.lines * len(cfg.stages)
-            if cfg.num_prompts is not None:
-                total = min(scan.lines, cfg.num_prompts) * len(cfg.stages)
+            lines = scan.lines if cfg.num_prompts is None else min(scan.lines, cfg.num_prompts)
+            total = lines * len(cfg.stages)
             if done is not None:
                 total = max(0, total - len(done))
-        fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
-        if done is not None and len(done):
-            log.info("resuming %s: %d records already done are skipped", cfg.output, len(done))
-        if mock is not None:
-            from .mock import serve
-
-            async with serve(mock) as url:
-                log.info("embedded mock server at %s", url)
-                cfg = dataclasses.replace(cfg, base_urls=(url,))
-                return await _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progress)
-        return await _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progress)
-    finally:
-        os.close(lock_fd)
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    if done is not None and len(done):
+        log.info("resuming %s: %d records already done are skipped", cfg.output, len(done))
+    return Plan(paths, owns, done, total)
 
 
 def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
@@ -151,117 +159,127 @@ def _shard_filter(shard: str | None):
     return parse_shard(shard).owns
 
 
-async def _run(cfg, paths, fd, done, owns, headers, secrets, total, show_progress) -> int:
-    from .progress import LiveCounters
-    from .stats import StatsAccumulator
+class Run:
+    """One run's parts and their lifetimes.
 
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
-    counters = LiveCounters()
-    encode = None
-    if cfg.output_format == "openai-batch":
-        from .batchfmt import to_batch_output
+    The engine sends; the writer, the progress display and the event-loop
+    lag monitor run beside it in one task group, so none of them can die
+    unseen: a crash in any cancels the run and surfaces.  A writer that
+    cannot write (a full disk) stops new requests at once and lets those in
+    flight drain, then the run exits 4.
+    """
 
-        encode = to_batch_output
-    writer = ResultWriter(fd, cfg.fsync, encode=encode)
-    seen_stdin = SeenIds() if STDIN in paths else None
+    def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None) -> None:
+        from .progress import LiveCounters
+        from .stats import StatsAccumulator
 
-    def on_record(record: dict) -> None:
-        stats.add(record)
-        counters.on_record(record)
+        self.cfg = cfg
+        self.plan = plan
+        self.stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
+        self.counters = LiveCounters()
+        self.hooks = EngineHooks(on_record=self._on_record)
+        _quota_hooks(cfg, self.hooks)
+        encode = None
+        if cfg.output_format == "openai-batch":
+            from .batchfmt import to_batch_output
+
+            encode = to_batch_output
+        self.engine = Engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
+        self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
+        self.engine.writer = self.writer
+        self.lag = LagMonitor()
+        self.display = _progress(show_progress, self.counters, plan.total, self.engine, self.hooks)
+        self._seen_stdin = SeenIds() if STDIN in plan.paths else None
+        self._signals: list[int] = []
+
+    def _on_record(self, record: dict) -> None:
+        self.stats.add(record)
+        self.counters.on_record(record)
         err = record["error"]
         if err and err["type"] == "invalid_input":
             log.error("%s", err["message"])
 
-    hooks = EngineHooks(on_record=on_record)
-    _quota_hooks(cfg, hooks)
-    engine = Engine(cfg, headers=headers, writer=writer, hooks=hooks, secrets=secrets)
-
-    def stage_items(stage: Stage) -> Iterator[InputItem]:
-        for item in iter_items(paths):
-            if seen_stdin is not None:
-                earlier = seen_stdin.check(item.custom_id, item.place)
+    def stage_items(self, stage: Stage) -> Iterator[InputItem]:
+        plan = self.plan
+        for item in iter_items(plan.paths):
+            if self._seen_stdin is not None:
+                earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
                     log.error("duplicate custom_id %r at %s and %s: skipped", item.custom_id, earlier, item.place)
                     continue
-            if owns is not None and not owns(item.custom_id):
+            if plan.owns is not None and not plan.owns(item.custom_id):
                 continue
-            if done is not None and resume_key(stage.label, item.custom_id) in done:
+            if plan.done is not None and resume_key(stage.label, item.custom_id) in plan.done:
                 continue
             yield item
 
-    def warmup_items() -> Iterator[InputItem]:
-        return (i for i in iter_items(paths) if i.error is None)
+    def _warmup_items(self) -> Iterator[InputItem] | None:
+        if not self.cfg.warmup or STDIN in self.plan.paths:
+            return None
+        return (i for i in iter_items(self.plan.paths) if i.error is None)
 
-    signal_code = _install_signals(engine, writer)
-    writer_task = asyncio.create_task(writer.run())
-    display = _progress(show_progress, counters, total, engine, hooks)
-    display_task = asyncio.create_task(display.run()) if display else None
-    try:
-        if display:
-            display.__enter__()
-        result = await engine.run(stage_items, warmup_items() if (cfg.warmup and STDIN not in paths) else None)
-    finally:
-        if display_task:
-            display_task.cancel()
-        if display:
-            display.__exit__(None, None, None)
-        await writer.close()
-        writer_task.cancel()
-        _remove_signals()
-    ended = datetime.now(timezone.utc)
-    summary = stats.summary(cfg.slos or None)
-    code = _exit_code(cfg, summary, result.interrupted, signal_code)
-    if engine.fatal is not None and not signal_code:
-        log.error("%s", engine.fatal)
-        code = engine.fatal.exit_code
-    doc = {
-        "schema": "streamrun.summary/1",
-        "job": cfg.job,
-        "output": cfg.output,
-        "started_at": started.isoformat(),
-        "ended_at": ended.isoformat(),
-        "duration_s": time.perf_counter() - t0,
-        "exit_code": code,
-        "interrupted": result.interrupted,
-        "requests_sent": result.sent,
-        "cancelled_in_flight": result.cancelled,
-        "records_written": writer.written,
-        "stopped": str(engine.fatal) if engine.fatal is not None else None,
-        "records_not_written": engine.guard.dropped,
-        "summary": summary,
-        "event_loop_lag": result.lag,
-        "endpoints": result.endpoints,
-        "config": cfg.public(),
-    }
-    if hooks.adaptive is not None:
-        a = hooks.adaptive
-        doc["adaptive_concurrency"] = {"final_limit": a.limit, "max": cfg.max_concurrency,
-                                       "min_seen": a.min_limit_seen, "throttles": a.throttles,
-                                       "decreases": a.decreases}
-    if hooks.quota is not None:
-        doc["quota"] = {"rpm": cfg.rpm, "tpm": cfg.tpm, "waits": hooks.quota.waits,
-                        "wait_s": hooks.quota.wait_s}
-    _cost(cfg, summary, doc)
-    path = summary_path_for(cfg)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
-    _print_summary(summary, doc, result, path)
-    if len(cfg.stages) > 1 and cfg.output_format == "streamrun":
-        _print_stage_table(cfg)
-    return code
+    async def execute(self) -> int:
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        self._signals = _install_signals(self.engine, self.writer)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.writer.run)
+                tg.start_soon(self.lag.run)
+                if self.display is not None:
+                    tg.start_soon(self.display.run)
+                with self.display if self.display is not None else _nothing():
+                    result = await self.engine.run(self.stage_items, self._warmup_items())
+                await self.writer.close()
+                tg.cancel_scope.cancel()
+        finally:
+            _remove_signals()
+        facts = RunFacts(
+            started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
+            exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
+            cancelled_in_flight=result.cancelled, records_written=self.writer.written,
+            records_not_written=self.engine.guard.dropped + self.writer.pending,
+            event_loop_lag=self.lag.summary(), endpoints=result.endpoints, extra=self._extra())
+        summary = self.stats.summary(self.cfg.slos or None)
+        facts.exit_code = _exit_code(self.cfg, summary, result.interrupted, self._signals)
+        fatal = self.writer.failed or self.engine.fatal
+        if fatal is not None and not self._signals:
+            log.error("%s", fatal)
+            if self.writer.pending:
+                log.error("%d records could not be written; their requests are sent again by --resume",
+                          self.writer.pending)
+            facts.exit_code, facts.stopped = fatal.exit_code, str(fatal)
+        doc = build_document(self.cfg, summary, facts)
+        _cost(self.cfg, summary, doc)
+        path = summary_path_for(self.cfg)
+        try:
+            write_document(path, doc)
+        except OSError as exc:
+            log.error("cannot write the summary %s: %s", path, exc.strerror)
+            facts.exit_code = doc["exit_code"] = EXIT_OUTPUT
+        render(doc, path, stage_table=len(self.cfg.stages) > 1 and self.cfg.output_format == "streamrun"
+               and self.writer.failed is None)
+        return facts.exit_code
+
+    def _extra(self) -> dict:
+        extra: dict = {}
+        if self.hooks.adaptive is not None:
+            a = self.hooks.adaptive
+            extra["adaptive_concurrency"] = {"final_limit": a.limit, "max": self.cfg.max_concurrency,
+                                             "min_seen": a.min_limit_seen, "throttles": a.throttles,
+                                             "decreases": a.decreases}
+        if self.hooks.quota is not None:
+            extra["quota"] = {"rpm": self.cfg.rpm, "tpm": self.cfg.tpm, "waits": self.hooks.quota.waits,
+                              "wait_s": self.hooks.quota.wait_s}
+        return extra
 
 
-def _print_stage_table(cfg: RunConfig) -> None:
-    """A sweep's one-line summary mixes its stages; the per-stage table is what a reader wants."""
-    from rich.console import Console
+class _nothing:
+    def __enter__(self):
+        return self
 
-    from .report import build_report, render_table
-
-    render_table(build_report([cfg.output], cfg.slos or None).summaries, Console(stderr=True))
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
@@ -281,9 +299,6 @@ def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
         hooks.adaptive = AdaptiveConcurrency(cfg.max_concurrency, now=time.perf_counter)
 
 
-DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
-
-
 def _cost(cfg: RunConfig, summary: dict, doc: dict) -> None:
     """Token totals are in the summary already; add the price when one was given."""
     if cfg.price_input is None and cfg.price_output is None:
@@ -297,8 +312,8 @@ def _cost(cfg: RunConfig, summary: dict, doc: dict) -> None:
 
 
 def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: list[int]) -> int:
-    if interrupted:
-        return signal_code[0] if signal_code else EXIT_SIGINT
+    if interrupted and signal_code:
+        return signal_code[0]
     counts = summary["counts"]
     failed = counts.get("error", 0)
     total = counts.get("total", 0)
@@ -328,7 +343,10 @@ def _install_signals(engine: Engine, writer: ResultWriter) -> list[int]:
     def handler(signum: int) -> None:
         code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
         if received:
-            writer.flush_now()
+            try:
+                writer.flush_now()
+            except OSError:
+                pass
             log.error("second signal: exiting now")
             os._exit(code)
         received.append(code)
@@ -345,40 +363,3 @@ def _remove_signals() -> None:
     loop = asyncio.get_running_loop()
     for sig in _SIGNALS:
         loop.remove_signal_handler(sig)
-
-
-def _ms(x) -> str:
-    return "-" if x is None else f"{x * 1000:.1f}"
-
-
-def _print_summary(summary: dict, doc: dict, result, path: str) -> None:
-    counts = summary["counts"]
-    m = summary["metrics"]
-    by_type = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("errors_by_type", {}).items()))
-    lines = [
-        f"streamrun: {counts.get('total', 0)} records: {counts.get('ok', 0)} ok, {counts.get('error', 0)} error"
-        + (f" ({by_type})" if by_type else "") + f", {counts.get('retried', 0)} retried",
-    ]
-    for top in counts.get("top_errors", [])[:3]:
-        lines.append(f"  {top['count']:>6} x {top['type']}: {top['message']}")
-    for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s")):
-        d = m.get(key) or {}
-        lines.append(f"  {name:<4} ms  p50 {_ms(d.get('p50'))}  p90 {_ms(d.get('p90'))}  p99 {_ms(d.get('p99'))}")
-    lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
-                 f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
-                 f"over {summary.get('duration_s') or 0:.2f}s")
-    tokens = summary.get("tokens") or {}
-    if tokens.get("total"):
-        lines.append(f"  tokens: {tokens.get('prompt', 0)} prompt, {tokens.get('completion', 0)} completion"
-                     f" ({tokens.get('reasoning', 0)} reasoning)"
-                     + (f", cost ${doc['cost_usd']:.4f}" if "cost_usd" in doc else ""))
-    adaptive = doc.get("adaptive_concurrency")
-    if adaptive and adaptive["throttles"]:
-        lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
-                     f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
-    lag = result.lag or {}
-    if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
-        lines.append(f"  warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
-                     f"(max {lag['max_s'] * 1000:.0f} ms): latencies include client overhead; lower -c")
-    lines.append(f"  results: {doc['output']}  summary: {path}")
-    print("\n".join(lines), file=sys.stderr, flush=True)

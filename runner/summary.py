@@ -1,0 +1,133 @@
+"""The run summary: the document cron jobs and CI read, its atomic write, and its one terminal rendering.
+
+Why a module: the summary is a contract (`streamrun.summary/1`, documented in
+docs/SUMMARY.md); building it, writing it so that a reader never sees half a
+file, and showing it to a person are three views of one thing, kept together
+and away from the run's machinery.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+import orjson
+
+from .config import RunConfig
+
+SCHEMA = "streamrun.summary/1"
+
+
+def summary_path_for(cfg: RunConfig) -> str:
+    if cfg.summary_path:
+        return cfg.summary_path
+    base = cfg.output[:-6] if cfg.output.endswith(".jsonl") else cfg.output
+    return base + ".summary.json"
+
+
+@dataclass
+class RunFacts:
+    """What the run itself knows beyond the records' statistics."""
+
+    started_at: datetime
+    ended_at: datetime
+    duration_s: float
+    exit_code: int
+    interrupted: bool
+    requests_sent: int
+    cancelled_in_flight: int
+    records_written: int
+    stopped: str | None = None  # why the run stopped on its own (a run-level error), or None
+    records_not_written: int = 0
+    event_loop_lag: dict = field(default_factory=dict)
+    endpoints: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # adaptive concurrency, quota, cost
+
+
+def build_document(cfg: RunConfig, stats: dict, facts: RunFacts) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "job": cfg.job,
+        "output": cfg.output,
+        "started_at": facts.started_at.isoformat(),
+        "ended_at": facts.ended_at.isoformat(),
+        "duration_s": facts.duration_s,
+        "exit_code": facts.exit_code,
+        "interrupted": facts.interrupted,
+        "stopped": facts.stopped,
+        "requests_sent": facts.requests_sent,
+        "cancelled_in_flight": facts.cancelled_in_flight,
+        "records_written": facts.records_written,
+        "records_not_written": facts.records_not_written,
+        "summary": stats,
+        "event_loop_lag": facts.event_loop_lag,
+        "endpoints": facts.endpoints,
+        "config": cfg.public(),
+        **facts.extra,
+    }
+
+
+def write_document(path: str, doc: dict[str, Any]) -> None:
+    """Write to a temporary file, then rename: a reader sees the old summary or the new one, never half."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.1f}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextIO | None = None) -> None:
+    """The end-of-run lines on stderr; after a sweep, the per-stage table as well."""
+    out = out or sys.stderr
+    summary = doc["summary"]
+    counts = summary["counts"]
+    m = summary["metrics"]
+    by_type = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("errors_by_type", {}).items()))
+    lines = [
+        f"streamrun: {plural(counts.get('total', 0), 'record')}: {counts.get('ok', 0)} ok, "
+        f"{counts.get('error', 0)} error" + (f" ({by_type})" if by_type else "")
+        + f", {counts.get('retried', 0)} retried",
+    ]
+    for top in counts.get("top_errors", [])[:3]:
+        lines.append(f"  {top['count']:>6} x {top['type']}: {top['message']}")
+    for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s")):
+        d = m.get(key) or {}
+        lines.append(f"  {name:<4} ms  p50 {_ms(d.get('p50'))}  p90 {_ms(d.get('p90'))}  p99 {_ms(d.get('p99'))}")
+    lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
+                 f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
+                 f"over {summary.get('duration_s') or 0:.2f}s")
+    if summary.get("goodput") is not None:
+        slos = ", ".join(f"{k}<={v:g}s" for k, v in (summary.get("slos") or {}).items())
+        lines.append(f"  goodput {summary['goodput']:.2f} req/s ({summary['good_requests']} requests met {slos})")
+    tokens = summary.get("tokens") or {}
+    if tokens.get("total"):
+        lines.append(f"  tokens: {tokens.get('prompt', 0)} prompt, {tokens.get('completion', 0)} completion"
+                     f" ({tokens.get('reasoning', 0)} reasoning)"
+                     + (f", cost ${doc['cost_usd']:.4f}" if "cost_usd" in doc else ""))
+    adaptive = doc.get("adaptive_concurrency")
+    if adaptive and adaptive["throttles"]:
+        lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
+                     f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
+    lag = doc.get("event_loop_lag") or {}
+    if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
+        lines.append(f"  warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
+                     f"(max {lag['max_s'] * 1000:.0f} ms): latencies include client overhead; lower -c")
+    lines.append(f"  results: {doc['output']}  summary: {path}")
+    print("\n".join(lines), file=out, flush=True)
+    if stage_table:
+        from rich.console import Console
+
+        from .report import build_report, render_table
+
+        render_table(build_report([doc["output"]], doc["summary"].get("slos") or None).summaries,
+                     Console(file=out))
