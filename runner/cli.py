@@ -67,7 +67,7 @@ class _SecretFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .errors import redact
+        from .stream.errors import redact
 
         msg = record.getMessage()
         red = redact(msg, self.secrets)
@@ -217,7 +217,7 @@ def resolve_shard(cfg: RunConfig) -> RunConfig:
 
 def known_secrets(cfg: RunConfig) -> tuple[str, ...]:
     """What the log filter redacts: the key and every header value taken from the environment."""
-    from .headers import HeaderError, resolve_headers
+    from .stream.headers import HeaderError, resolve_headers
 
     try:
         return resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ).secrets

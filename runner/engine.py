@@ -22,14 +22,15 @@ import logging
 import aiohttp
 import orjson
 
-from .client import Attempt, endpoint_url, list_models, request_id, stream_once
+from .stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool
-from .errors import AuthRejected, HTTPStatusError, InvalidInput, RequestError, RunError, UsageError, redact
+from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
+from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
-from .metrics import Timing, metrics_dict
-from .protocol import build_body
-from .retry import call_with_retries
+from .stream.timing import Timing, metrics_dict
+from .stream.protocol import build_body
+from .stream.retry import call_with_retries
 
 _STOP = object()
 log = logging.getLogger("streamrun")

@@ -14,7 +14,7 @@ import click
 import orjson
 
 from .inputs import InputError, expand_inputs, iter_items
-from .protocol import build_body
+from .stream.protocol import build_body
 from .tokens import Pricing, cost, estimate_prompt_tokens, requested_output_tokens
 
 

@@ -20,7 +20,7 @@ from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
 import orjson
 
 from .errors import UsageError
-from .protocol import InvalidRequestLine, parse_line
+from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"

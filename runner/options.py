@@ -240,7 +240,7 @@ def slos(v: Any) -> dict[str, float]:
 
 def headers(v: Any) -> tuple[str, ...]:
     """`Name: value` strings (or a TOML table name = value); ${VAR} is read from the environment."""
-    from .headers import HeaderError, parse_header
+    from .stream.headers import HeaderError, parse_header
 
     items = [f"{k}: {x}" for k, x in v.items()] if isinstance(v, dict) else _as_list(v)
     if not all(isinstance(x, str) for x in items):
@@ -258,7 +258,7 @@ def _as_list(v: Any) -> list:
 
 
 def env_name(v: Any) -> str:
-    from .headers import HeaderError, check_env_name
+    from .stream.headers import HeaderError, check_env_name
 
     try:
         return check_env_name(string(v))

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from . import errors
+from .stream.errors import ExceedsTPM
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
@@ -39,19 +39,6 @@ _EPS = 1e-9
 
 #: How long a "remaining: 0" hint blocks when the server sent no reset time.
 DEFAULT_HINT_RESET_S = 1.0
-
-
-class ExceedsTPM(errors.ExceedsTPM):
-    """A single request needs more tokens than the whole per-minute quota.
-
-    Waiting would never help, so ``acquire`` raises instead of hanging; being
-    a non-retryable RequestError, it becomes an error record with
-    ``type: "exceeds_tpm"`` like any other failure."""
-
-    def __init__(self, tokens: int, tpm: int) -> None:
-        super().__init__(f"request needs ~{tokens} tokens but the TPM limit is {tpm}")
-        self.tokens = tokens
-        self.tpm = tpm
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")

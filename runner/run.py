@@ -24,7 +24,7 @@ from .config import RunConfig, Stage
 from .endpoints import check_base_url, is_loopback
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
-from .headers import Credentials, HeaderError, check_env_name, resolve_headers
+from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .inputs import STDIN, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
 from .outputs import ResultWriter, lock_output, open_output, prepare_resume, resume_key
 from .summary import RunFacts, build_document, render, summary_path_for, write_document

@@ -4,9 +4,9 @@ the OpenAI API reference.
 The bodies are checked against JSON Schemas (Draft 2020-12) written from the reference's
 CreateChatCompletionRequest and CreateCompletionRequest, one file per endpoint in tests/schemas/
 (each file's `$comment` names the exact source).  The bodies are built the way the engine builds
-them: `runner.protocol.parse_line` on the input line, the engine's choice of model, then
-`runner.protocol.build_body` with the `--param` defaults (parsed by the CLI's `--param` parser, or
-taken from a job file's [params]).  The headers are those of `runner.headers.resolve_headers`.
+them: `runner.stream.protocol.parse_line` on the input line, the engine's choice of model, then
+`runner.stream.protocol.build_body` with the `--param` defaults (parsed by the CLI's `--param` parser, or
+taken from a job file's [params]).  The headers are those of `runner.stream.headers.resolve_headers`.
 A last test runs streamrun against a recording mock and checks what actually went over the wire.
 
 A case streamrun gets wrong is marked `xfail(strict=True)` with the reason; the schemas are not
@@ -25,10 +25,10 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.headers import HeaderError, resolve_headers
+from runner.stream.headers import HeaderError, resolve_headers
 from runner.inputs import expand_inputs, iter_items
 from runner.jobfile import load_job
-from runner.protocol import CHAT_PATH, COMPLETIONS_PATH, build_body, defaults_for, parse_line
+from runner.stream.protocol import CHAT_PATH, COMPLETIONS_PATH, build_body, defaults_for, parse_line
 from runner.synth import write_synthetic
 
 try:  # the one parser `--param` and job files share

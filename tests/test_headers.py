@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from runner.headers import HeaderError, check_env_name, parse_header, resolve_headers
+from runner.stream.headers import HeaderError, check_env_name, parse_header, resolve_headers
 
 
 def test_json_in_sse_out_and_who_we_are():

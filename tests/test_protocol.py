@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from runner.errors import StreamErrorEvent
-from runner.protocol import CHAT_PATH, COMPLETIONS_PATH, InvalidRequestLine, StreamState, build_body, handle_data, parse_line
+from runner.stream.errors import StreamErrorEvent
+from runner.stream.protocol import CHAT_PATH, COMPLETIONS_PATH, InvalidRequestLine, StreamState, build_body, handle_data, parse_line
 
 
 def test_three_line_forms():

@@ -7,10 +7,10 @@ from email.utils import format_datetime
 
 from tenacity import RetryCallState
 
-from runner.client import endpoint_url, parse_retry_after
+from runner.stream.client import endpoint_url, parse_retry_after
 from runner.config import RetryPolicy
-from runner.errors import ConnectError, HTTPStatusError
-from runner.retry import is_retryable, wait_retry_after_or_backoff
+from runner.stream.errors import ConnectError, HTTPStatusError
+from runner.stream.retry import is_retryable, wait_retry_after_or_backoff
 
 
 def test_retry_after_forms():
@@ -75,7 +75,7 @@ def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
 
 
 async def test_first_failure_is_replayed_into_tenacity():
-    from runner.retry import call_with_retries
+    from runner.stream.retry import call_with_retries
 
     calls = []
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import StreamErrorEvent
-from runner.protocol import StreamState, handle_data
-from runner.sse import Event, SSEDecoder
+from runner.stream.errors import StreamErrorEvent
+from runner.stream.protocol import StreamState, handle_data
+from runner.stream.sse import Event, SSEDecoder
 
 CAPTURES = Path(__file__).parent / "data" / "sse"
 CHINESE = "你好！我是一个流式输出的示例。"

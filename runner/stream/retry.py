@@ -12,7 +12,7 @@ from typing import Awaitable, Callable, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from .config import RetryPolicy
+from ..config import RetryPolicy
 from .errors import RequestError
 
 T = TypeVar("T")

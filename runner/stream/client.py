@@ -16,10 +16,9 @@ from typing import Mapping
 import aiohttp
 import orjson
 
-from .config import Timeouts
-from .errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream,
-                     RequestError, RequestTimeout, StreamErrorEvent)
-from .metrics import Timing
+from ..config import Timeouts
+from .errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, RequestError, RequestTimeout, StreamErrorEvent
+from .timing import Timing
 from .protocol import StreamState, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import SSEDecoder
 

@@ -1,0 +1,119 @@
+"""Typed failures of one request attempt.
+
+The retry policy decides on `retryable`/`retry_after`; the record writer turns
+any of them into `{"type", "status_code", "message"}`.  Messages pass through
+`redact()` at the edge, so a key that a server echoes back never reaches a
+file or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RequestError(Exception):
+    """Base of every per-request failure; `type` is the record's `error.type`."""
+
+    type = "request_error"
+    retryable = False
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 retry_after: float | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+        if retryable is not None:
+            self.retryable = retryable
+        self.partial: Any = None  # the attempt's StreamState, so partial text is kept
+
+
+class HTTPStatusError(RequestError):
+    """A non-200 answer. 408, 409, 429 and 5xx are worth another try; other 4xx are not."""
+
+    type = "http_error"
+
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None,
+                 headers: Any = None, code: str | None = None) -> None:
+        super().__init__(message, status_code=status_code, retry_after=retry_after,
+                         retryable=status_code in (408, 409, 429) or status_code >= 500)
+        self.headers = headers or {}  # rate-limit hints ride on 429s too
+        self.code = code  # the server's error.code, e.g. "model_not_found"
+
+
+class ContextLengthExceeded(HTTPStatusError):
+    """The prompt plus max_tokens do not fit the model's context: the same request fails every time."""
+
+    type = "context_length_exceeded"
+    retryable = False
+
+    def __init__(self, status_code: int, message: str, headers: Any = None, code: str | None = None) -> None:
+        super().__init__(status_code, message, headers=headers, code=code)
+        self.retryable = False
+
+
+class EmptyResponse(RequestError):
+    """A 200 whose body had no text, no tool call and no finish_reason: nothing was generated.
+
+    Retried: a gateway that closes a stream at once usually does so on a
+    passing upstream failure, and an empty "ok" would hide that.
+    """
+
+    type = "empty_response"
+    retryable = True
+
+
+class ConnectError(RequestError):
+    type = "connect_error"
+    retryable = True
+
+
+class RequestTimeout(RequestError):
+    type = "timeout"
+    retryable = True
+
+
+class IncompleteStream(RequestError):
+    """The body ended (or the connection dropped) before any finish_reason."""
+
+    type = "incomplete_stream"
+    retryable = True
+
+
+class StreamErrorEvent(RequestError):
+    """An `{"error": ...}` object arrived inside the stream.
+
+    Retried: gateways send these for transient upstream failures
+    (overloaded, internal error) after the 200 status line is already out.
+    """
+
+    type = "stream_error"
+    retryable = True
+
+
+class InvalidInput(RequestError):
+    """A line that could not become a request; it is answered without sending anything."""
+
+    type = "invalid_input"
+
+
+class ExceedsTPM(RequestError):
+    """A single request needs more tokens than the whole per-minute quota.
+
+    Waiting would never help, so the limiter raises instead of hanging; not
+    retryable, it becomes an error record of type `exceeds_tpm`.
+    """
+
+    type = "exceeds_tpm"
+
+    def __init__(self, tokens: int, tpm: int) -> None:
+        super().__init__(f"request needs ~{tokens} tokens but the TPM limit is {tpm}")
+        self.tokens = tokens
+        self.tpm = tpm
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
