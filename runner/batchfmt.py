@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
-from runner.outputs import resume_key
+from runner.ids import resume_key
 
 from .outputs import SIDE  # the side field Batch API readers ignore
 CHAT_URL = "/v1/chat/completions"

@@ -201,7 +201,7 @@ def resolve_shard(cfg: RunConfig) -> RunConfig:
     """An explicit --shard wins; else Kubernetes Indexed Job / Slurm array variables."""
     import dataclasses
 
-    from .shard import parse_shard, shard_from_env
+    from .ids import parse_shard, shard_from_env
 
     try:
         if cfg.shard:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import hashlib
 import os
 import sys
-from array import array
 from dataclasses import dataclass
 from itertools import islice
 from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
@@ -20,6 +18,7 @@ from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
 import orjson
 
 from .errors import UsageError
+from .ids import HashSorter, id_hash
 from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
@@ -120,35 +119,6 @@ async def aiter_items(items: Iterator[InputItem], batch: int = 256) -> AsyncIter
             yield item
 
 
-def id_hash(custom_id: str) -> int:
-    """A stable 64-bit fingerprint: sets of millions of ids then cost 8 bytes each."""
-    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "little")
-
-
-class HashSorter:
-    """Collects 64-bit hashes and sorts them without a list of a million Python ints.
-
-    Sorting an array via `sorted()` materialises every value as an int object
-    (~70 MB per million); bucketing by the top byte keeps that to 1/256 at a
-    time, so the peak stays near the 8 bytes per hash the array itself costs.
-    """
-
-    def __init__(self) -> None:
-        self._buckets = [array("Q") for _ in range(256)]
-        self.count = 0
-
-    def add(self, h: int) -> None:
-        self._buckets[h >> 56].append(h)
-        self.count += 1
-
-    def sorted(self) -> array:
-        out = array("Q")
-        for bucket in self._buckets:
-            out.extend(sorted(bucket))
-        self._buckets = []
-        return out
-
-
 @dataclass
 class ScanResult:
     lines: int  # input lines this run will answer (those of its shard, when sharded)
@@ -182,17 +152,3 @@ def scan_inputs(paths: list[str], key=lambda item: item.custom_id,
                 else:
                     first[k] = item.place
     return ScanResult(owned, duplicates)
-
-
-class SeenIds:
-    """Duplicate detection for stdin, which cannot be scanned ahead."""
-
-    def __init__(self) -> None:
-        self._first: dict[int, str] = {}
-
-    def check(self, custom_id: str, place: str) -> str | None:
-        h = id_hash(custom_id)
-        earlier = self._first.get(h)
-        if earlier is None:
-            self._first[h] = place
-        return earlier

@@ -46,7 +46,8 @@ from typing import BinaryIO
 import click
 import orjson
 
-from runner.outputs import classify_line as _parse, resume_key
+from runner.ids import resume_key
+from runner.outputs import classify_line as _parse
 
 EXAMPLES = 5  # ids quoted in the missing / extra report lines
 WARN_LIMIT = 20  # per kind of warning; the rest are only counted

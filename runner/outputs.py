@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import os
 import time
-from bisect import bisect_left
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -21,7 +20,7 @@ import orjson
 
 from .config import FsyncPolicy
 from .errors import OutputFailed, OutputLocked, UsageError
-from .inputs import HashSorter, id_hash
+from .ids import DoneIds, HashSorter, id_hash, resume_key
 
 
 class OutputExists(UsageError):
@@ -69,32 +68,6 @@ def repair_torn_tail(path: str) -> int:
                 pass
         f.truncate(line_start)
         return size - line_start
-
-
-class DoneIds:
-    """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
-
-    def __init__(self, hashes: HashSorter) -> None:
-        self._h = hashes.sorted()
-
-    def __len__(self) -> int:
-        return len(self._h)
-
-    def __contains__(self, key: str) -> bool:
-        h = id_hash(key)
-        i = bisect_left(self._h, h)
-        return i < len(self._h) and self._h[i] == h
-
-
-def resume_key(record_or_stage, custom_id: str | None = None) -> str:
-    """Sweeps send the same ids once per stage, so the stage label is part of the key."""
-    if isinstance(record_or_stage, dict):
-        stage = record_or_stage.get("stage")
-        label = stage.get("label") if isinstance(stage, dict) else None
-        custom_id = record_or_stage.get("custom_id")
-    else:
-        label = record_or_stage
-    return f"{label}\x00{custom_id}" if label else str(custom_id)
 
 
 SIDE = "streamrun"  # the side field of --output-format openai-batch lines that holds our own fields

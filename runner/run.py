@@ -25,8 +25,9 @@ from .endpoints import check_base_url, is_loopback
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
-from .inputs import STDIN, InputItem, SeenIds, expand_inputs, iter_items, scan_inputs
-from .outputs import ResultWriter, lock_output, open_output, prepare_resume, resume_key
+from .ids import SeenIds, resume_key
+from .inputs import STDIN, InputItem, expand_inputs, iter_items, scan_inputs
+from .outputs import ResultWriter, lock_output, open_output, prepare_resume
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 
 log = logging.getLogger("streamrun")
@@ -154,7 +155,7 @@ def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
 def _shard_filter(shard: str | None):
     if not shard:
         return None
-    from .shard import parse_shard
+    from .ids import parse_shard
 
     return parse_shard(shard).owns
 

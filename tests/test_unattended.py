@@ -248,8 +248,8 @@ def test_shipped_job_files_validate():
 def test_hash_sorter_and_done_ids_agree_with_a_plain_sort():
     import random
 
-    from runner.inputs import HashSorter, id_hash
-    from runner.outputs import DoneIds
+    from runner.ids import HashSorter, id_hash
+    from runner.ids import DoneIds
 
     rng = random.Random(5)
     values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1]

@@ -1,4 +1,10 @@
-"""Split one input set across N independent workers by ``custom_id``.
+"""Ids: the one place that hashes them, for done-sets (resume), duplicate checks and shards.
+
+Hashes are 64-bit BLAKE2b of the UTF-8 id, never ``hash()`` (salted per
+process).  Sets of millions of ids are sorted arrays of those hashes, 8 bytes
+each, so memory stays flat on the largest inputs.
+
+Shards split one input set across N independent workers by ``custom_id``.
 
 Every worker reads *all* inputs and keeps the lines whose id hashes to its
 shard. No coordination is needed, and because the shard depends only on the
@@ -14,6 +20,8 @@ precedence over the environment.
 from __future__ import annotations
 
 import hashlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,8 +47,80 @@ def shard_of(custom_id: str, count: int) -> int:
     """
     if count < 1:
         raise ValueError(f"shard count must be >= 1, got {count}")
-    digest = hashlib.blake2b(custom_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % count
+    return int.from_bytes(_digest(custom_id), "big") % count
+
+
+def _digest(custom_id: str) -> bytes:
+    return hashlib.blake2b(custom_id.encode("utf-8"), digest_size=8).digest()
+
+
+def id_hash(custom_id: str) -> int:
+    """A stable 64-bit fingerprint: sets of millions of ids then cost 8 bytes each."""
+    return int.from_bytes(_digest(custom_id), "little")
+
+
+class HashSorter:
+    """Collects 64-bit hashes and sorts them without a list of a million Python ints.
+
+    Sorting an array via `sorted()` materialises every value as an int object
+    (~70 MB per million); bucketing by the top byte keeps that to 1/256 at a
+    time, so the peak stays near the 8 bytes per hash the array itself costs.
+    """
+
+    def __init__(self) -> None:
+        self._buckets = [array("Q") for _ in range(256)]
+        self.count = 0
+
+    def add(self, h: int) -> None:
+        self._buckets[h >> 56].append(h)
+        self.count += 1
+
+    def sorted(self) -> array:
+        out = array("Q")
+        for bucket in self._buckets:
+            out.extend(sorted(bucket))
+        self._buckets = []
+        return out
+
+
+class DoneIds:
+    """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
+
+    def __init__(self, hashes: HashSorter) -> None:
+        self._h = hashes.sorted()
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def __contains__(self, key: str) -> bool:
+        h = id_hash(key)
+        i = bisect_left(self._h, h)
+        return i < len(self._h) and self._h[i] == h
+
+
+def resume_key(record_or_stage, custom_id: str | None = None) -> str:
+    """Sweeps send the same ids once per stage, so the stage label is part of the key."""
+    if isinstance(record_or_stage, dict):
+        stage = record_or_stage.get("stage")
+        label = stage.get("label") if isinstance(stage, dict) else None
+        custom_id = record_or_stage.get("custom_id")
+    else:
+        label = record_or_stage
+    return f"{label}\x00{custom_id}" if label else str(custom_id)
+
+
+class SeenIds:
+    """Duplicate detection for stdin, which cannot be scanned ahead."""
+
+    def __init__(self) -> None:
+        self._first: dict[int, str] = {}
+
+    def check(self, custom_id: str, place: str) -> str | None:
+        h = id_hash(custom_id)
+        earlier = self._first.get(h)
+        if earlier is None:
+            self._first[h] = place
+        return earlier
 
 
 @dataclass(frozen=True)

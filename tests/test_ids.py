@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from runner.shard import Shard, parse_shard, shard_from_env, shard_of
+from runner.ids import Shard, parse_shard, shard_from_env, shard_of
 
 
 def test_parse_shard():
