@@ -16,7 +16,7 @@ import click
 from .config import RunConfig
 from .errors import RunError
 from .options import (BY_FIELD, METAVARS, OPTIONS, REQUIRED, Option, OptionError, boolean, build_config, default_of,
-                      parse_values)
+                      parse_values, shown_default)
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -137,14 +137,12 @@ def _flag_decorator(option: Option):
                                 help=f"{option.help} [default: {'on' if default else 'off'}]")
         return click.option(names[0], option.name, is_flag=True, flag_value=not default, default=None,
                             help=option.help)
-    if isinstance(default, tuple):
-        default = tuple(d for d in default if d is not None)
-    shown = default if default not in (None, (), {}) and not hasattr(default, "__dataclass_fields__") else None
+    shown = shown_default(option)
     extra = []
     if option.envvar:
         extra.append(f"env {option.envvar}")
     if shown is not None:
-        extra.append(f"default: {', '.join(map(str, shown)) if isinstance(shown, tuple) else shown}")
+        extra.append(f"default: {shown}")
     help_text = option.help + (f" [{'; '.join(extra)}]" if extra else "")
     choices = getattr(option.parse, "choices", None)
     return click.option(*names, option.name, multiple=option.multiple, default=None,

@@ -30,6 +30,23 @@ class Timeouts:
     total: float | None = None
 
 
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a server or an input may make this process hold.
+
+    Over a bound, the request (or the input line) becomes an error record and
+    the run goes on: a hostile server or a broken file costs one record, not
+    the run's memory.
+    """
+
+    max_event_bytes: int = 16 * MiB  # one SSE line, and one event's data
+    max_response_bytes: int = 256 * MiB  # one response body, after decompression
+    max_line_bytes: int = 32 * MiB  # one input line
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -124,6 +141,7 @@ class RunConfig:
     seed: int | None = None
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
     resume: bool = False
     overwrite: bool = False
     retry_failed: bool = False
@@ -155,8 +173,11 @@ class RunConfig:
 
     def public(self) -> dict:
         """The config for the summary file; it holds no secret by construction."""
+        from .endpoints import public_url
+
         d = asdict(self)
         d["stages"] = [asdict(s) for s in self.stages]
+        d["base_urls"] = [public_url(u) for u in self.base_urls]
         return d
 
 

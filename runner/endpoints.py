@@ -72,7 +72,7 @@ class EndpointPool:
             ep.down_until = self.now() + backoff
 
     def stats(self) -> list[dict]:
-        return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+        return [{"url": public_url(e.url), "requests": e.requests, "failures": e.failures} for e in self.endpoints]
 
 
 _API_SUFFIXES = ("/chat/completions", "/completions", "/responses", "/messages", "/embeddings")
@@ -100,6 +100,30 @@ def check_base_url(url: str) -> str:
             raise ValueError(f"base URL {url!r} ends in {suffix}: give the base, --base-url {fixed}; "
                              "the API path comes from each input line")
     return text
+
+
+def public_url(url: str) -> str:
+    """The URL as it may be written to records, logs and the summary: without `user:password@`."""
+    from yarl import URL
+
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return url
+    if parsed.user is None and parsed.password is None:
+        return url
+    return str(parsed.with_user(None))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """A password in a base URL is a secret like the key: redacted wherever it might be echoed."""
+    from yarl import URL
+
+    try:
+        password = URL(url).password
+    except (ValueError, TypeError):
+        return ()
+    return (password,) if password else ()
 
 
 def is_loopback(url: str) -> bool:

@@ -24,7 +24,7 @@ import orjson
 
 from .stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
 from .config import RunConfig, Stage
-from .endpoints import EndpointPool
+from .endpoints import EndpointPool, public_url
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
@@ -220,6 +220,7 @@ class Engine:
         # Proxies from the environment are resolved once here, not per request
         # as trust_env=True would (two thread hops per request).
         self._proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
+        self._public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers=self.headers, auto_decompress=True) as session:
@@ -259,7 +260,10 @@ class Engine:
             stop_wait.cancel()
             if not everything.done():
                 everything.cancel()
-                await asyncio.gather(everything, return_exceptions=True)
+            # Retrieve its outcome even when done: a gather whose children were
+            # cancelled holds a CancelledError that asyncio would otherwise
+            # print as "exception was never retrieved" on every drain.
+            await asyncio.gather(everything, return_exceptions=True)
 
     async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool) -> None:
         cfg = self.cfg
@@ -363,11 +367,12 @@ class Engine:
         try:
             async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()):
                 endpoint = self.pool.acquire()
-                timing.endpoint = endpoint.url
+                timing.endpoint = self._public_urls[endpoint.url]
                 failed = True
                 try:
                     attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
-                                                body, self.cfg.timeouts, timing, self._proxies[endpoint.url])
+                                                body, self.cfg.timeouts, timing, self._proxies[endpoint.url],
+                                                self.cfg.limits)
                     failed = False
                 except RequestError as exc:
                     failed = exc.retryable

@@ -95,7 +95,13 @@ def parse_item(path: str, number: int, raw: bytes) -> InputItem:
         cid = obj.get("custom_id") if isinstance(obj, dict) else None
         cid = cid if isinstance(cid, str) and cid else default_id(path, number)
         return InputItem(cid, shown, number, error=str(exc), raw=raw)
-    return InputItem(custom_id or default_id(path, number), shown, number, api_path, body, raw=raw)
+    cid = custom_id or default_id(path, number)
+    try:
+        orjson.dumps(body)  # JSON parses deeper than it encodes (255 levels): refuse it here, not mid-run
+    except orjson.JSONEncodeError as exc:
+        return InputItem(cid, shown, number, error=f"cannot be sent: nested too deeply or not encodable ({exc})",
+                         raw=raw)
+    return InputItem(cid, shown, number, api_path, body, raw=raw)
 
 
 def iter_items(paths: list[str]) -> Iterator[InputItem]:

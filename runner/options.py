@@ -81,6 +81,27 @@ def urls(v: Any) -> tuple[str, ...]:
     return tuple(u for item in strings(v) for u in item.split())
 
 
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
+               "gib": 1024**3}
+
+
+def byte_size(v: Any) -> int:
+    """`16MiB`, `64KB`, `1GiB`, or a number of bytes; at least 1 KiB, so a typo cannot refuse everything."""
+    if isinstance(v, bool):
+        raise OptionError("must be a size like 16MiB or a number of bytes")
+    if isinstance(v, int):
+        n = v
+    else:
+        m = _SIZE.match(str(v))
+        if not m:
+            raise OptionError(f"{v!r} is not a size (16MiB, 64KB, or bytes)")
+        n = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
+    if n < 1024:
+        raise OptionError("must be at least 1KiB")
+    return n
+
+
 def _integer(v: Any) -> int:
     if isinstance(v, bool):
         raise OptionError("must be an integer")
@@ -346,6 +367,12 @@ OPTIONS: tuple[Option, ...] = (
            "--first-byte-timeout", "timeouts.first_byte"),
     Option("timeouts.idle", timeout, "Longest gap between chunks once streaming (0: none).", "--idle-timeout",
            "timeouts.idle"),
+    Option("limits.max_event_bytes", byte_size, "Largest SSE line or event a server may send; over it the "
+           "request fails as response_too_large.", "--max-event-bytes", "max_event_bytes"),
+    Option("limits.max_response_bytes", byte_size, "Largest response body, after decompression (gzip bombs).",
+           "--max-response-bytes", "max_response_bytes"),
+    Option("limits.max_line_bytes", byte_size, "Largest input line; a longer one is an invalid_input record.",
+           "--max-line-bytes", "max_line_bytes"),
     Option("resume", boolean, "Continue an existing output: skip ids already answered.", "--resume", "resume"),
     Option("retry_failed", boolean, "With --resume, re-run the ids whose record is an error.", "--retry-failed",
            "retry_failed"),
@@ -376,7 +403,7 @@ METAVARS: dict[Callable[[Any], Any], str] = {
     duration: "DURATION", positive_duration: "DURATION", timeout: "DURATION", positive_int: "N",
     non_negative_int: "N", integer: "N", int_list: "N[,N...]", rate_list: "RATE[,RATE...]",
     positive_number: "X", non_negative_number: "X", failure_budget: "X", urls: "URL", env_name: "NAME",
-    string: "TEXT", fsync: "POLICY",
+    string: "TEXT", fsync: "POLICY", byte_size: "SIZE",
 }
 REQUIRED = ("inputs", "output")
 
@@ -439,24 +466,30 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def shown_default(option: Option) -> str | None:
+    """The default as a person reads it in --help and the README; None when there is none to show."""
+    d = default_of(option)
+    if isinstance(d, tuple):
+        d = tuple(x for x in d if x is not None)
+    if d in (None, (), {}) or is_dataclass(d):
+        return None
+    if option.parse is byte_size and d % (1024 * 1024) == 0:
+        return f"{d // (1024 * 1024)}MiB"
+    if isinstance(d, tuple):
+        return ", ".join(str(v) for v in d)
+    if isinstance(d, bool):
+        return str(d).lower()
+    return str(d)
+
+
 def markdown_table() -> str:
     """The README's list of job-file keys and flags, generated so it cannot drift."""
     rows = ["| job key | flag | default | meaning |", "|---|---|---|---|"]
     for o in OPTIONS:
         if not o.key:
             continue
-        d = default_of(o)
-        if is_dataclass(d):
-            d = None
-        shown = "" if d in (None, (), {}) else f"`{_show(d)}`"
+        d = shown_default(o)
+        shown = "" if d is None else f"`{d}`"
         flag = f"`{o.flag.split('/')[-1]}`" if o.flag else ""
         rows.append(f"| `{o.key}` | {flag} | {shown} | {o.help.replace('|', '/')} |")
     return "\n".join(rows)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)

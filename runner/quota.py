@@ -39,6 +39,9 @@ _EPS = 1e-9
 
 #: How long a "remaining: 0" hint blocks when the server sent no reset time.
 DEFAULT_HINT_RESET_S = 1.0
+#: The longest wait a server's header can impose (as Retry-After is capped by
+#: RetryPolicy.retry_after_max): a reset of "1000h" must not freeze the run.
+MAX_SERVER_WAIT_S = 120.0
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -274,7 +277,7 @@ class QuotaLimiter:
             raw_reset = lowered.get(f"x-ratelimit-reset-{dim}")
             if raw_reset is not None:
                 try:
-                    reset = parse_reset_duration(raw_reset)
+                    reset = min(parse_reset_duration(raw_reset), MAX_SERVER_WAIT_S)
                 except ValueError:
                     pass
             setattr(self, hint_attr, _Hint(remaining, now + reset))
@@ -436,7 +439,7 @@ class AdaptiveConcurrency:
             return False
         self._limit = max(float(self.min_concurrency), self._limit * 0.5)
         self._last_decrease = now
-        self._decrease_window_until = now + max(1.0, retry_after or 0.0)
+        self._decrease_window_until = now + max(1.0, min(retry_after or 0.0, self.max_pause))
         self.decreases += 1
         self.min_limit_seen = min(self.min_limit_seen, int(self._limit))
         return True

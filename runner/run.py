@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import anyio
 
 from .config import RunConfig, Stage
-from .endpoints import check_base_url, is_loopback
+from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
@@ -83,8 +83,9 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
     paths = expand_inputs(cfg.inputs)
     if STDIN in paths and len(cfg.stages) > 1:
         raise UsageError("a sweep reads its inputs once per stage, so it cannot read stdin")
+    _refuse_output_over_input(cfg, paths)
     try:
-        lock_fd = lock_output(cfg.output)
+        lock_fd = lock_output(os.path.realpath(cfg.output))  # a symlink to a locked output is the same output
     except OSError as exc:
         raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
     try:
@@ -102,6 +103,14 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress).execute()
     finally:
         os.close(lock_fd)
+
+
+def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
+    """`-o in.jsonl --overwrite` would truncate the input; `--resume` would append into it."""
+    inputs = {os.path.realpath(p) for p in paths if p != STDIN}
+    for what, path in (("output", cfg.output), ("summary", summary_path_for(cfg))):
+        if os.path.realpath(path) in inputs:
+            raise UsageError(f"the {what} {path} is one of the input files: choose another -o")
 
 
 def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
@@ -140,6 +149,12 @@ def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
         check_env_name(cfg.api_key_env)
         creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ,
                                 auth="bearer" if cfg.auth else "none")
+        passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
+        if passwords:
+            if "Authorization" in creds.headers:
+                raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
+                                 "--no-auth to use the URL's credentials, or remove them from the URL")
+            creds = Credentials(creds.headers, creds.secrets + passwords)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
     if cfg.auth and not local and not os.environ.get(cfg.api_key_env):

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from runner.quota import AdaptiveConcurrency, ExceedsTPM, QuotaLimiter, parse_reset_duration
+from runner.quota import MAX_SERVER_WAIT_S, AdaptiveConcurrency, ExceedsTPM, QuotaLimiter, parse_reset_duration
 
 
 class FakeClock:
@@ -278,9 +278,18 @@ async def test_hint_tokens_with_rpm_configured(clock):
     await q.acquire(50)
     task = asyncio.create_task(q.acquire(60))  # 50 left < 60
     await settle()
-    await clock.advance(359)
+    await clock.advance(119)  # the server said 6m; every server-given wait is capped at 120 s
     assert not task.done()
     await clock.advance(1)
+    assert task.done()
+
+
+async def test_an_absurd_reset_header_cannot_freeze_the_run(clock):
+    q = QuotaLimiter(now=clock.now, sleep=clock.sleep)
+    q.observe_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1000h"})
+    task = asyncio.create_task(q.acquire())
+    await settle()
+    await clock.advance(MAX_SERVER_WAIT_S)
     assert task.done()
 
 

@@ -16,11 +16,12 @@ from typing import Mapping
 import aiohttp
 import orjson
 
-from ..config import Timeouts
-from .errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, RequestError, RequestTimeout, StreamErrorEvent
+from ..config import Limits, Timeouts
+from .errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream,
+                     MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent)
 from .timing import Timing
 from .protocol import StreamState, error_body, error_body_message, handle_data, is_context_length_error
-from .sse import SSEDecoder
+from .sse import EventTooLarge, SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
 
@@ -142,6 +143,7 @@ async def stream_once(
     timeouts: Timeouts,
     timing: Timing,
     proxy: str | None = None,
+    limits: Limits = Limits(),
 ) -> Attempt:
     """Run one attempt; return when the stream finished, raise RequestError otherwise."""
     loop = asyncio.get_running_loop()
@@ -157,11 +159,14 @@ async def stream_once(
                     raise status_error(resp.status, await resp.content.read(65536), resp.headers)
                 if resp.content_type == "application/json":
                     # A server that ignored "stream": true answered in one piece.
-                    raw = await resp.read()
+                    raw = await read_bounded(resp.content, limits.max_response_bytes)
                     _apply_whole_response(state, timing, raw, now())
                     return Attempt(state, timing, resp.headers)
+                if resp.content_type == "text/html":  # a proxy's or login page's 200, not an API answer
+                    page = await resp.content.read(300)
+                    raise MalformedResponse(f"a text/html page instead of an event stream: {page[:200]!r}")
                 deadline.stage = "stream"
-                await _read_stream(resp.content, state, timing, cm, deadline, now)
+                await _read_stream(resp.content, state, timing, cm, deadline, now, limits)
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
         raise _keep_partial(exc, state)
@@ -188,10 +193,23 @@ def _keep_partial(err: RequestError, state: StreamState) -> RequestError:
     return err
 
 
+async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """A whole body, refused past `limit` bytes (after decompression: a 2 MB gzip can inflate to GBs)."""
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await content.readany():
+        total += len(chunk)
+        if total > limit:
+            raise ResponseTooLarge(f"the response body grew past {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
-                       cm: asyncio.Timeout, deadline: _Deadline, now) -> None:
-    decoder = SSEDecoder()
+                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits) -> None:
+    decoder = SSEDecoder(limits.max_event_bytes)
     idle = deadline.timeouts.idle
+    budget = limits.max_response_bytes
     arrived = now()
     on_event = timing.on_event
     while True:
@@ -200,7 +218,14 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
         if not chunk:
             break
         cm.reschedule(deadline.at(idle))
-        for event in decoder.feed(chunk):
+        budget -= len(chunk)
+        if budget < 0:
+            raise ResponseTooLarge(f"the response grew past {limits.max_response_bytes} bytes")
+        try:
+            events = decoder.feed(chunk)
+        except EventTooLarge as exc:
+            raise ResponseTooLarge(str(exc)) from None
+        for event in events:
             if event.event != "message":
                 _check_event_type(event.event, event.data)
             on_event(arrived, handle_data(state, event.data))

@@ -91,6 +91,23 @@ class StreamErrorEvent(RequestError):
     retryable = True
 
 
+class MalformedResponse(RequestError):
+    """A reply of the wrong shape (a chunk that is not the API's, a text/html page).
+
+    Retried: gateways garble replies on passing faults; a server that always
+    does is bounded by --max-attempts.
+    """
+
+    type = "malformed_response"
+    retryable = True
+
+
+class ResponseTooLarge(RequestError):
+    """A line, event, body or tool-call list over its bound; a retry would get the same answer."""
+
+    type = "response_too_large"
+
+
 class InvalidInput(RequestError):
     """A line that could not become a request; it is answered without sending anything."""
 
@@ -113,7 +130,17 @@ class ExceedsTPM(RequestError):
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret with ***, and the piece of one that a cut message left at either end."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < 4:
+            continue
+        text = text.replace(secret, "***")
+        for n in range(len(secret) - 1, 3, -1):  # a message cut inside the secret
+            if text.endswith(secret[:n]):
+                text = text[:-n] + "***"
+                break
+        for n in range(len(secret) - 1, 3, -1):
+            if text.startswith(secret[-n:]):
+                text = "***" + text[n:]
+                break
     return text

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .errors import StreamErrorEvent
+from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -44,6 +44,8 @@ def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict
         if str(method).upper() != "POST":
             raise InvalidRequestLine(f"method {method!r} is not supported (POST only)")
         url = obj.get("url") or (COMPLETIONS_PATH if "prompt" in body else CHAT_PATH)
+        if not isinstance(url, str):
+            raise InvalidRequestLine("'url' must be a string like /v1/chat/completions")
         path = _normalise_path(url)
         body = dict(body)
     else:
@@ -53,8 +55,13 @@ def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestLine("'messages' must be a non-empty list")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise InvalidRequestLine(f"messages[{i}] must be an object with a 'role'")
     elif "prompt" not in body:
         raise InvalidRequestLine("no 'messages', 'prompt' or 'body' field")
+    elif not isinstance(body["prompt"], (str, list)):
+        raise InvalidRequestLine("'prompt' must be a string or a list")
     return custom_id, path, body
 
 
@@ -153,9 +160,12 @@ class StreamState:
 def handle_data(state: StreamState, data: str) -> bool:
     """Apply one event's data; return True when it carried generated text.
 
-    Raises StreamErrorEvent on an `{"error": ...}` object.  Only choice 0 is
-    assembled (n > 1 is rare in batch work; its other choices are ignored).
-    Called once per event: kept lean on purpose.
+    Raises StreamErrorEvent on an `{"error": ...}` object and
+    MalformedResponse on a chunk of the wrong shape (a list where an object
+    belongs, a number where text belongs): a hostile or broken server costs
+    one error record, never the run.  Only choice 0 is assembled.  Called
+    once per event: the usual chunk takes the fast path, and the type checks
+    sit where a wrong type could otherwise slip into the record.
     """
     state.events += 1
     if data == "[DONE]":
@@ -166,29 +176,45 @@ def handle_data(state: StreamState, data: str) -> bool:
     try:
         chunk = _loads(data)
     except orjson.JSONDecodeError as exc:
-        raise StreamErrorEvent(f"malformed event data: {data[:200]!r}") from exc
+        raise MalformedResponse(f"malformed event data: {data[:200]!r}") from exc
     if type(chunk) is not dict:
-        return False
+        raise MalformedResponse(f"an event that is not a JSON object: {data[:200]!r}")
+    try:
+        return _apply_chunk(state, chunk)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:  # a shape no check above foresaw
+        raise MalformedResponse(f"a chunk of the wrong shape ({type(exc).__name__}): {data[:200]!r}") from None
+
+
+def _apply_chunk(state: StreamState, chunk: dict) -> bool:
     get = chunk.get
     if get("error"):
         raise StreamErrorEvent(_error_message(chunk["error"]))
     if state.model is None:
-        state.model = get("model")
-        state.response_id = get("id")
+        model, rid = get("model"), get("id")
+        state.model = model if type(model) is str else None
+        state.response_id = rid if type(rid) is str else None
     usage = get("usage")
     if usage:
-        state.usage = usage
+        state.usage = checked_usage(usage)
     choices = get("choices")
     if not choices:
         return False
+    if type(choices) is not list:
+        raise MalformedResponse(f"'choices' is a {type(choices).__name__}, not a list")
     choice = choices[0]
+    if type(choice) is not dict:
+        raise MalformedResponse(f"a choice is a {type(choice).__name__}, not an object")
     if choice.get("index", 0):
         return False
     carried = False
     delta = choice.get("delta")
     if delta is not None:
+        if type(delta) is not dict:
+            raise MalformedResponse(f"'delta' is a {type(delta).__name__}, not an object")
         content = delta.get("content")
         if content:
+            if type(content) is not str:
+                raise MalformedResponse(f"'content' is a {type(content).__name__}, not text")
             state.text_parts.append(content)
             carried = True
         if len(delta) > 1 or not content:  # a content-only delta (the usual) has nothing else
@@ -197,16 +223,22 @@ def handle_data(state: StreamState, data: str) -> bool:
                 state.reasoning_parts.append(reasoning)
                 carried = True
             calls = delta.get("tool_calls")
-            if calls and type(calls) is list:
+            if calls:
+                if type(calls) is not list:
+                    raise MalformedResponse(f"'tool_calls' is a {type(calls).__name__}, not a list")
                 merge_tool_calls(state, calls)
                 carried = True
     else:
         text = choice.get("text")
         if text:
+            if type(text) is not str:
+                raise MalformedResponse(f"'text' is a {type(text).__name__}, not text")
             state.text_parts.append(text)
             carried = True
     finish = choice.get("finish_reason")
     if finish:
+        if type(finish) is not str:
+            raise MalformedResponse(f"'finish_reason' is a {type(finish).__name__}, not text")
         state.finish_reason = finish
     if carried:
         state.text_events += 1
@@ -214,6 +246,19 @@ def handle_data(state: StreamState, data: str) -> bool:
 
 
 _loads = orjson.loads
+MAX_TOKEN_COUNT = 2**53  # a count beyond this is no count (and no 64-bit JSON integer)
+MAX_TOOL_CALLS = 128
+
+
+def checked_usage(usage: Any) -> dict:
+    """`usage` as the API defines it: an object whose counts are integers in range."""
+    if type(usage) is not dict:
+        raise MalformedResponse(f"'usage' is a {type(usage).__name__}, not an object")
+    for key, value in usage.items():
+        if key.endswith("_tokens") and value is not None and (
+                type(value) is not int or not 0 <= value <= MAX_TOKEN_COUNT):
+            raise MalformedResponse(f"usage.{key} is {value!r}, not a token count")
+    return usage
 
 
 def merge_tool_calls(state: StreamState, fragments: list) -> None:
@@ -222,17 +267,27 @@ def merge_tool_calls(state: StreamState, fragments: list) -> None:
     calls = state.tool_calls if state.tool_calls is not None else []
     state.tool_calls = calls
     for fragment in fragments:
-        if not isinstance(fragment, dict):
-            continue
+        if type(fragment) is not dict:
+            raise MalformedResponse(f"a tool-call fragment is a {type(fragment).__name__}, not an object")
         index = fragment.get("index", len(calls))
+        if type(index) is not int or index < 0:
+            raise MalformedResponse(f"tool-call index {index!r} is not an integer >= 0")
+        if index >= MAX_TOOL_CALLS:
+            raise ResponseTooLarge(f"tool-call index {index} is over the bound of {MAX_TOOL_CALLS} calls")
         while len(calls) <= index:
             calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
         call = calls[index]
+        function = fragment.get("function") or {}
+        if type(function) is not dict:
+            raise MalformedResponse(f"a tool call's 'function' is a {type(function).__name__}, not an object")
+        for key, value in (("id", fragment.get("id")), ("type", fragment.get("type")),
+                           ("name", function.get("name")), ("arguments", function.get("arguments"))):
+            if value is not None and type(value) is not str:
+                raise MalformedResponse(f"tool call {key!r} is a {type(value).__name__}, not text")
         if fragment.get("id"):
             call["id"] = fragment["id"]
         if fragment.get("type"):
             call["type"] = fragment["type"]
-        function = fragment.get("function") or {}
         call["function"]["name"] += function.get("name") or ""
         call["function"]["arguments"] += function.get("arguments") or ""
 

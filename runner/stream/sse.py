@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Event", "SSEDecoder"]
+__all__ = ["Event", "EventTooLarge", "SSEDecoder", "DEFAULT_MAX_EVENT_BYTES"]
+
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """A line or an event grew past the bound: a server that never ends a line would fill memory."""
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -35,9 +41,13 @@ _new_event = tuple.__new__
 class SSEDecoder:
     """Turns a byte stream into `Event`s; call `feed()` per chunk, `close()` at EOF."""
 
-    __slots__ = ("_parts", "_pending_cr", "_started", "_data", "_event", "_last_id", "_retry")
+    __slots__ = ("_parts", "_pending_cr", "_started", "_data", "_event", "_last_id", "_retry", "_tail", "_size",
+                 "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_event_bytes = max_event_bytes  # one line, and one event's data, at most
+        self._tail = 0  # bytes in _parts
+        self._size = 0  # bytes of data buffered for the event being read
         self._parts: list[bytes] = []  # the unterminated tail of the stream
         self._pending_cr = False  # last chunk ended in CR: a leading LF next is its pair
         self._started = False  # the BOM may only appear at the very start
@@ -66,6 +76,9 @@ class SSEDecoder:
                 chunk = chunk[3:]
         if b"\n" not in chunk and b"\r" not in chunk:
             self._parts.append(chunk)
+            self._tail += len(chunk)
+            if self._tail > self.max_event_bytes:
+                raise EventTooLarge(f"an SSE line grew past {self.max_event_bytes} bytes without ending")
             return []
         if self._parts:
             self._parts.append(chunk)
@@ -75,11 +88,15 @@ class SSEDecoder:
         tail = lines[-1]
         if tail[-1:] not in (b"\n", b"\r"):
             self._parts.append(tail)
+            self._tail = len(tail)
             lines.pop()
-        elif tail[-1:] == b"\r":
-            self._pending_cr = True
+        else:
+            self._tail = 0
+            if tail[-1:] == b"\r":
+                self._pending_cr = True
         events: list[Event] = []
         data = self._data
+        size = self._size
         for raw in lines:
             line = raw.rstrip(b"\r\n")
             # The two lines of nearly every event, handled inline: this loop is
@@ -88,14 +105,21 @@ class SSEDecoder:
                 if data:
                     events.append(self._dispatch())
                     data = self._data
+                    size = 0
                 self._event = ""
             elif line[:5] == b"data:":
                 value = line[5:]
                 if value[:1] == b" ":
                     value = value[1:]
+                size += len(value)
+                if size > self.max_event_bytes:
+                    raise EventTooLarge(f"an SSE event grew past {self.max_event_bytes} bytes")
                 data.append(value.decode("utf-8", "replace"))
             else:
                 self._line(line)
+        self._size = size
+        if self._tail > self.max_event_bytes:
+            raise EventTooLarge(f"an SSE line grew past {self.max_event_bytes} bytes without ending")
         return events
 
     def close(self) -> list[Event]:
@@ -107,6 +131,7 @@ class SSEDecoder:
         partial line, which is what a cut connection leaves behind.
         """
         self._parts = []
+        self._tail = 0
         return [self._dispatch()] if self._data else []
 
     def _line(self, line: bytes) -> None:
@@ -133,5 +158,6 @@ class SSEDecoder:
         # tuple.__new__ skips NamedTuple's Python-level __new__: half the cost, once per event
         event = _new_event(Event, (self._event or "message", "\n".join(self._data), self._last_id, self._retry))
         self._data = []
+        self._size = 0
         self._event = ""
         return event
