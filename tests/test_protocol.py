@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from runner.stream.errors import StreamErrorEvent
+from runner.stream.errors import MalformedResponse, StreamErrorEvent
 from runner.stream.protocol import CHAT_PATH, COMPLETIONS_PATH, InvalidRequestLine, StreamState, build_body, handle_data, parse_line
 
 
@@ -69,7 +69,7 @@ def test_other_choice_indexes_and_empty_data_are_ignored():
 def test_error_object_and_malformed_data_raise():
     with pytest.raises(StreamErrorEvent, match="server_error"):
         handle_data(StreamState(), '{"error": {"message": "boom", "type": "server_error"}}')
-    with pytest.raises(StreamErrorEvent, match="malformed"):
+    with pytest.raises(MalformedResponse, match="malformed"):
         handle_data(StreamState(), '{"choices": [')
 
 
