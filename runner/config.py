@@ -151,6 +151,7 @@ class RunConfig:
     shard: str | None = None  # "I/N", resolved by the CLI
     rpm: int | None = None
     tpm: int | None = None
+    burst_s: float = 1.0  # how much of the RPM/TPM quota may go at once: one second's worth
     adaptive: bool = True
     price_input: float | None = None  # USD per million tokens
     price_output: float | None = None

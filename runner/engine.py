@@ -384,6 +384,7 @@ class Engine:
                 hooks.adaptive.on_success()
             if hooks.quota is not None:
                 hooks.quota.observe_headers(attempt.headers)
+                hooks.quota.succeeded()
             return attempt
         finally:
             if hooks.quota is not None and estimate:
@@ -395,6 +396,8 @@ class Engine:
             return
         if self.hooks.quota is not None:
             self.hooks.quota.observe_headers(exc.headers)
+            if exc.status_code == 429:
+                self.hooks.quota.throttled()
         if exc.status_code in (429, 503) and self.hooks.adaptive is not None:
             self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 

@@ -386,6 +386,8 @@ OPTIONS: tuple[Option, ...] = (
            "SLURM_ARRAY_TASK_ID).", "--shard", "shard"),
     Option("rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
     Option("tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
+    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once (servers often enforce "
+           "a per-minute quota per second).", "--burst", "burst"),
     Option("adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
            "--adaptive/--no-adaptive", "adaptive"),
     Option("price_input", non_negative_number, "USD per million prompt tokens (for the cost line).", "--price-input",

@@ -138,21 +138,39 @@ class QuotaLimiter:
         now: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         initial_fill: float = 0.1,
+        burst_s: float | None = None,
     ) -> None:
+        """``burst_s``: the bucket holds that many seconds' worth (full at start),
+        for servers that enforce a per-minute quota per second, as OpenAI
+        documents; None keeps a whole minute, ``initial_fill`` full at start."""
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if not 0.0 <= initial_fill <= 1.0:
             raise ValueError("initial_fill must be within [0, 1]")
+        if burst_s is not None and not burst_s > 0:
+            raise ValueError("burst_s must be positive")
         self.rpm = rpm
         self.tpm = tpm
         self._now = now
         self._sleep = sleep
         t = now()
-        self._requests = (
-            TokenBucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t) if rpm else None
-        )
-        self._tokens = TokenBucket(tpm, tpm / 60.0, tpm * initial_fill, t) if tpm else None
+        self._requests = self._tokens = None
+        if burst_s is not None:
+            if rpm:
+                cap = max(1.0, rpm / 60.0 * burst_s)
+                self._requests = TokenBucket(cap, rpm / 60.0, cap, t)
+            if tpm:
+                cap = max(1.0, tpm / 60.0 * burst_s)
+                self._tokens = TokenBucket(cap, tpm / 60.0, cap, t)
+        else:
+            if rpm:
+                self._requests = TokenBucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t)
+            if tpm:
+                self._tokens = TokenBucket(tpm, tpm / 60.0, tpm * initial_fill, t)
+        self._base_rates = tuple(b.rate if b else 0.0 for b in (self._requests, self._tokens))
+        #: 429s answered while a configured limit was in force; each lowers the rates.
+        self.throttles = 0
         self._request_hint: _Hint | None = None
         self._token_hint: _Hint | None = None
         self._lock = asyncio.Lock()  # FIFO: one waiter computes/sleeps at a time
@@ -205,7 +223,9 @@ class QuotaLimiter:
             wait = self._hint_wait("_request_hint", 1, now)
         if self._tokens is not None:
             self._tokens.refill(now)
-            wait = max(wait, self._tokens.wait_for(tokens))
+            # A request larger than the bucket waits for a full bucket and runs
+            # into debt: with a one-second burst, long prompts are the rule.
+            wait = max(wait, self._tokens.wait_for(min(tokens, self._tokens.capacity)))
         elif self._token_hint is not None:
             wait = max(wait, self._hint_wait("_token_hint", tokens, now))
         return wait
@@ -226,6 +246,29 @@ class QuotaLimiter:
             self._tokens.level -= tokens
         elif self._token_hint is not None:
             self._token_hint.remaining -= tokens
+
+    # The server is the judge: a 429 while we keep our own limit means the
+    # limit (or its window) is not what we were told.  Slow down by a fifth
+    # per 429, to a quarter at most; recover a fiftieth of the gap per success.
+    THROTTLE_FACTOR = 0.8
+    MIN_RATE_SHARE = 0.25
+    RECOVERY = 0.02
+
+    def throttled(self) -> None:
+        """A 429 under a configured limit: lower the buckets' rates, not only retry."""
+        if self._requests is None and self._tokens is None:
+            return
+        self.throttles += 1
+        for bucket, base in zip((self._requests, self._tokens), self._base_rates):
+            if bucket is not None:
+                bucket.refill(self._now())
+                bucket.rate = max(base * self.MIN_RATE_SHARE, bucket.rate * self.THROTTLE_FACTOR)
+
+    def succeeded(self) -> None:
+        for bucket, base in zip((self._requests, self._tokens), self._base_rates):
+            if bucket is not None and bucket.rate < base:
+                bucket.refill(self._now())
+                bucket.rate = min(base, bucket.rate + (base - bucket.rate) * self.RECOVERY)
 
     def settle(self, estimated: int, actual: int) -> None:
         """Correct the token bucket once a response's usage is known: refund

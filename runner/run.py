@@ -285,8 +285,9 @@ class Run:
                                              "min_seen": a.min_limit_seen, "throttles": a.throttles,
                                              "decreases": a.decreases}
         if self.hooks.quota is not None:
-            extra["quota"] = {"rpm": self.cfg.rpm, "tpm": self.cfg.tpm, "waits": self.hooks.quota.waits,
-                              "wait_s": self.hooks.quota.wait_s}
+            extra["quota"] = {"rpm": self.cfg.rpm, "tpm": self.cfg.tpm, "burst_s": self.cfg.burst_s,
+                              "waits": self.hooks.quota.waits, "wait_s": self.hooks.quota.wait_s,
+                              "throttles": self.hooks.quota.throttles}
         return extra
 
 
@@ -306,7 +307,7 @@ def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
     if cfg.rpm or cfg.tpm:
         from .quota import QuotaLimiter
 
-        hooks.quota = QuotaLimiter(cfg.rpm, cfg.tpm, now=time.perf_counter)
+        hooks.quota = QuotaLimiter(cfg.rpm, cfg.tpm, now=time.perf_counter, burst_s=cfg.burst_s)
         hooks.estimate_tokens = lambda body: (estimate_prompt_tokens(body, body.get("model"))
                                               + requested_output_tokens(body, DEFAULT_OUTPUT_ESTIMATE))
     if cfg.adaptive:
