@@ -22,8 +22,11 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0    every record ok, or failures within the failure budget
   1    failures over the budget (default budget: none)
-  2    usage or configuration error (nothing sent)
+  2    usage or configuration error (nothing sent), or the first 20
+       answers were all 401/403/404 (wrong key, URL or model)
   3    the output is locked by another run
+  4    the output could not be written (full disk): sending stopped,
+       in-flight requests drained; --resume completes the file
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 """
 
