@@ -30,6 +30,12 @@ Exit codes:
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 """
 
+def examples(*lines: str, exit_codes: bool = False) -> str:
+    """The end of a command's --help: 2-4 examples to copy (click keeps a \\b block as written)."""
+    text = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+    return text + ("\n\n" + EXIT_CODES_HELP if exit_codes else "")
+
+
 # name -> (module:attribute, one-line help shown without importing the module)
 LAZY_COMMANDS = {
     "mock": ("runner.mock:mock_command", "Run the embedded OpenAI-compatible mock server."),
@@ -37,6 +43,7 @@ LAZY_COMMANDS = {
     "convert": ("runner.batchfmt:convert_command", "Convert results to/from the OpenAI Batch API output format."),
     "merge": ("runner.merge:merge_command", "Merge shard outputs; check every input has one record."),
     "estimate": ("runner.estimate:estimate_command", "Count prompts, tokens and cost without sending anything."),
+    "stream": ("runner.smoke:stream_command", "Stream one prompt, tokens as they arrive, then TTFT and ITL."),
 }
 
 
@@ -162,7 +169,12 @@ def run_options(f):
     return global_options(f)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=examples(
+    "streamrun run prompts.jsonl -o out.jsonl --mock                  # try it: the embedded mock",
+    "streamrun run data/*.jsonl -o out.jsonl --base-url https://api.openai.com/v1 --model gpt-4o-mini -c 32",
+    "streamrun run prompts.jsonl -o bench.jsonl -c 1,4,16,64 --slo ttft=500ms --slo tpot=50ms",
+    "streamrun run prompts.jsonl -o out.jsonl --resume               # after a crash: skip what is done",
+    exit_codes=True))
 @click.argument("inputs", nargs=-1, required=True)
 @run_options
 @click.pass_context
@@ -247,7 +259,11 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
     return execute(cfg, mock=mock_config, show_progress=progress)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=examples(
+    "streamrun job jobs/sample.toml                    # the shipped example, against the embedded mock",
+    "streamrun job jobs/nightly.toml --resume          # a cron rerun continues today's file",
+    "streamrun job jobs/nightly.toml --set concurrency=4 --set params.temperature=1",
+    exit_codes=True))
 @click.argument("jobfile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a job key for this run (TOML value), e.g. --set concurrency=4 or "
@@ -271,14 +287,20 @@ def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bo
     sys.exit(start(ctx, cfg, mock=mock, progress=progress))
 
 
-@main.command()
-@click.option("--n", "count", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--input-tokens", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--output-tokens", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@main.command(epilog=examples(
+    "streamrun synth --n 1000 --input-tokens 512 --output-tokens 128 > prompts.jsonl",
+    "streamrun synth --n 200 --model mock-model | streamrun run - -o out.jsonl --mock",
+    "streamrun synth --n 500 --ignore-eos --seed 7 > fixed-length.jsonl   # vLLM: exactly --output-tokens"))
+@click.option("--n", "count", default=100, show_default=True, type=click.IntRange(min=1),
+              help="How many prompt lines to write.")
+@click.option("--input-tokens", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Approximate prompt length in tokens.")
+@click.option("--output-tokens", default=128, show_default=True, type=click.IntRange(min=1),
+              help="max_tokens of each line.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the text: same seed, same prompts.")
 @click.option("--ignore-eos/--no-ignore-eos", default=False, show_default=True,
               help="Set ignore_eos (vLLM) so servers generate exactly --output-tokens.")
-@click.option("--model", default=None)
+@click.option("--model", default=None, help="Model named in every line (default: none; the run's --model).")
 def synth(count: int, input_tokens: int, output_tokens: int, seed: int, ignore_eos: bool, model) -> None:
     """Write synthetic benchmark prompts (JSONL) to stdout."""
     from .synth import write_synthetic

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 
 import click
+
+from .cli import examples
 import orjson
 
 from .inputs import InputError, expand_inputs, iter_items
@@ -31,7 +33,9 @@ def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, defa
     return counts
 
 
-@click.command("estimate")
+@click.command("estimate", epilog=examples(
+    "streamrun estimate prompts.jsonl --model gpt-4o-mini --price-input 0.15 --price-output 0.60",
+    "streamrun estimate data/*.jsonl --param max_tokens=512 --json"))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", envvar="OPENAI_MODEL", help="Model for lines that name none (picks the tokenizer).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Default request parameter, as for run.")

@@ -225,6 +225,15 @@ async def test_a_200_with_nothing_generated_is_empty_response_not_ok(tmp_path, a
     assert r["attempts"] == FAST_RETRY.max_attempts == len(seen)  # retried: usually a passing upstream fault
 
 
+async def test_a_stream_cut_short_by_done_without_finish_reason_is_incomplete(tmp_path, aiohttp_server):
+    """llama.cpp's server interrupts a request for a waiting one with [DONE] and no finish_reason."""
+    url, seen = await scripted_server(aiohttp_server, stream_reply(sse(chunk("o"), b"[DONE]")))
+    code, records = await run_rows(tmp_path, url, rows(1), model="m")
+    (r,) = records
+    assert code == 1 and r["status"] == "error" and r["error"]["type"] == "incomplete_stream"
+    assert r["text"] == "o" and r["attempts"] == len(seen) == FAST_RETRY.max_attempts
+
+
 async def test_an_empty_reply_that_says_why_it_ended_is_ok(tmp_path, aiohttp_server):
     url, _ = await scripted_server(aiohttp_server, stream_reply(sse(chunk(finish="length"), b"[DONE]")))
     code, records = await run_rows(tmp_path, url, rows(1), model="m")

@@ -24,6 +24,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import click
+
+from ..cli import examples
 from aiohttp import web
 
 from .app import build_app
@@ -149,7 +151,11 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-@click.command("mock")
+@click.command("mock", epilog=examples(
+    "streamrun mock --port 8000                                # then: streamrun run in.jsonl -o out.jsonl",
+    "streamrun mock --ttft 0.2 --tokens-per-s 50 --error-rate 0.05 --status-429-rate 0.05",
+    "streamrun mock --rpm-limit 600 --tpm-limit 100000 --api-key-env MOCK_KEY",
+    "streamrun mock --lenient --alias gpt-4o-mini             # accept anything, answer as gpt-4o-mini too"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--ttft", default=0.05, show_default=True, type=float, help="Seconds before the first content token.")

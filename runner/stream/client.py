@@ -144,11 +144,15 @@ async def stream_once(
     timing: Timing,
     proxy: str | None = None,
     limits: Limits = Limits(),
+    state: StreamState | None = None,
 ) -> Attempt:
-    """Run one attempt; return when the stream finished, raise RequestError otherwise."""
+    """Run one attempt; return when the stream finished, raise RequestError otherwise.
+
+    `state` may be given to watch the text as it is assembled (`streamrun stream`).
+    """
     loop = asyncio.get_running_loop()
     now = time.perf_counter
-    state = StreamState()
+    state = StreamState() if state is None else state
     deadline = _Deadline(loop, timeouts)
     first = (timeouts.connect or 0) + (timeouts.first_byte or 0) if (timeouts.connect or timeouts.first_byte) else None
     try:
@@ -181,7 +185,7 @@ async def stream_once(
         if state.finished:
             timing.end = timing.end or now()
             return Attempt(state, timing, {})
-        cls = IncompleteStream if timing.first_event is not None else ConnectError
+        cls = IncompleteStream if deadline.stage == "stream" else ConnectError  # the 200 had arrived
         raise _keep_partial(cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")), state) from exc
     except aiohttp.ClientError as exc:
         raise _keep_partial(ConnectError(f"{type(exc).__name__}: {exc}"), state) from exc
@@ -245,9 +249,19 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
 
 
 def _check_not_empty(state: StreamState) -> None:
-    """A stream with no content and no finish_reason generated nothing: not an ok record."""
-    if state.finish_reason is None and not (state.text_events or state.tool_calls):
+    """A stream that ends without a finish_reason was not finished by the model.
+
+    With no content it generated nothing (`empty_response`); with content it
+    was cut short: llama.cpp's server, for one, ends a stream with
+    `data: [DONE]` and no finish_reason when it interrupts a request for
+    another (`incomplete_stream`).  Both are retried; neither is an ok record.
+    """
+    if state.finish_reason is not None:
+        return
+    if not (state.text_events or state.tool_calls):
         raise EmptyResponse(f"the stream ended after {state.events} events with no content and no finish_reason")
+    raise IncompleteStream(f"the stream ended after {state.events} events without a finish_reason: "
+                           "the answer was cut short")
 
 
 def _check_event_type(event: str, data: str) -> None:
