@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-accuracy clean
+.PHONY: run test bench bench-accuracy clean interop
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ bench: $(STAMP)
 
 bench-accuracy: $(STAMP)
 	$(PY) bench/accuracy.py
+
+# Not part of `make test`: real OpenAI-compatible servers from PyPI, installed
+# into .interop/ (cached) and run on 127.0.0.1; see interop/README.md.
+interop: $(STAMP)
+	PYTHON=$(PYTHON) bash interop/run.sh
 
 clean:
 	rm -rf $(VENV) results.jsonl results.summary.json report.html
