@@ -53,9 +53,9 @@ def parse_slo(spec: str) -> tuple[str, float]:
 def _console() -> Console:
     from rich.console import Console
 
-    # Piped or captured output gets a fixed comfortable width rather than
-    # rich's 80 columns, which would wrap the wider tables.
-    return Console() if sys.stdout.isatty() else Console(width=140)
+    # Tables are printed at their natural width (terminal.print_whole), so
+    # piped output needs no width of its own; no colour codes in files.
+    return Console() if sys.stdout.isatty() else Console(no_color=True, highlight=False)
 
 
 def _check_outputs(paths: tuple[str, ...], outputs: dict[str, str | None]) -> None:

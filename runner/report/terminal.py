@@ -113,6 +113,26 @@ def _notes(summaries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def print_whole(console: Console, table: Table) -> None:
+    """Print a table at its natural width, never squeezed to the console's.
+
+    rich fits a table to the terminal by cutting cells to "4.…"; a number
+    cut is worse than a line that wraps, so a table wider than the console
+    is printed at its own width (piped output, logs and narrow terminals
+    alike keep every digit).
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    if needed <= console.width:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
+                   color_system=console.color_system, highlight=False)
+    wide.print(table)
+
+
 def render_table(summaries: list[dict[str, Any]], console: Console | None = None) -> None:
     """Print the summaries as rich tables: throughput and counts (a row per
     stage), then latencies in ms: a row per metric for a single stage, or a
@@ -122,9 +142,9 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
 
     console = console or Console()
     slos = next((s["slos"] for s in summaries if s.get("slos")), {})
-    console.print(_throughput_table(summaries, slos))
+    print_whole(console, _throughput_table(summaries, slos))
     for table in _latency_tables(summaries):
-        console.print(table)
+        print_whole(console, table)
     for line in _notes(summaries):
         console.print(escape(line), highlight=False)
     if slos:
