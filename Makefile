@@ -1,32 +1,45 @@
-# Every target installs what it needs into .venv first, so a fresh clone works.
+# Every target installs what it needs into .venv first, so a fresh clone works;
+# each installs only its own extras (make run: what running and reports need).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# setuptools warns on every editable install that a folder named like the
+# package may shadow it; that is this checkout, on purpose.
+PIP    := PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q
 
 .PHONY: run test bench bench-accuracy clean interop
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,report,bench]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(VENV)/.run: pyproject.toml | $(PY)
+	$(PIP) -e '.[report]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(PY)
+	$(PIP) -e '.[test,report]'
+	touch $@
+
+$(VENV)/.bench: pyproject.toml | $(PY)
+	$(PIP) -e '.[bench,report]'
+	touch $@
+
+run: $(VENV)/.run
 	$(VENV)/bin/streamrun job jobs/sample.toml
 
-test: $(STAMP)
+test: $(VENV)/.test
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(VENV)/.bench
 	$(PY) bench/bench.py
 
-bench-accuracy: $(STAMP)
+bench-accuracy: $(VENV)/.bench
 	$(PY) bench/accuracy.py
 
 # Not part of `make test`: real OpenAI-compatible servers from PyPI, installed
 # into .interop/ (cached) and run on 127.0.0.1; see interop/README.md.
-interop: $(STAMP)
+interop: $(VENV)/.run
 	PYTHON=$(PYTHON) bash interop/run.sh
 
 clean:
