@@ -59,11 +59,11 @@ def test_chunks_assemble_text_reasoning_usage():
     assert s.text_events == 3
 
 
-def test_other_choice_indexes_and_empty_data_are_ignored():
+def test_other_choices_are_assembled_apart_and_empty_data_is_ignored():
     s = StreamState()
-    assert handle_data(s, orjson.dumps({"choices": [{"index": 1, "delta": {"content": "no"}}]}).decode()) is False
+    assert handle_data(s, orjson.dumps({"choices": [{"index": 1, "delta": {"content": "other"}}]}).decode()) is True
     assert handle_data(s, "") is False
-    assert s.text == ""
+    assert s.text == "" and s.others[1].text == "other"  # choice 0 (the record's top level) is untouched
 
 
 def test_error_object_and_malformed_data_raise():
@@ -89,3 +89,54 @@ def test_streamed_tool_calls_are_assembled_and_count_as_output():
         {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}},
     ]
     assert s.text == "" and s.finish_reason == "tool_calls" and s.text_events == 4
+
+
+def interleaved_n2_chat() -> list[dict]:
+    """vLLM's shape for n=2 with logprobs: one choice per chunk, interleaved."""
+    def c(i, content=None, finish=None, lp=None, role=False):
+        delta = {"role": "assistant", "content": ""} if role else ({"content": content} if content else {})
+        choice = {"index": i, "delta": delta, "finish_reason": finish,
+                  "logprobs": {"content": lp} if lp else None}
+        return {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
+    e = lambda tok: [{"token": tok, "logprob": -0.5, "bytes": list(tok.encode()), "top_logprobs": []}]
+    return [c(0, role=True), c(1, role=True), c(0, "Hel", lp=e("Hel")), c(1, "Bon", lp=e("Bon")),
+            c(1, "jour", lp=e("jour")), c(0, "lo", lp=e("lo")), c(0, finish="stop"), c(1, finish="length"),
+            {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}]
+
+
+def test_n_greater_than_1_assembles_each_choice_with_its_logprobs():
+    s = StreamState()
+    carried = [handle_data(s, orjson.dumps(chunk).decode()) for chunk in interleaved_n2_chat()]
+    assert carried == [False, False, True, True, True, True, False, False, False]
+    assert (s.text, s.finish_reason, [e["token"] for e in s.logprobs]) == ("Hello", "stop", ["Hel", "lo"])
+    one = s.others[1]
+    assert (one.text, one.finish_reason, [e["token"] for e in one.logprobs]) == ("Bonjour", "length", ["Bon", "jour"])
+    assert [c.text for c in s.all_choices()] == ["Hello", "Bonjour"]
+    assert s.text_events == 4 and s.usage["completion_tokens"] == 4
+
+
+def test_interleaved_choices_survive_every_split_of_the_stream():
+    from runner.stream.sse import SSEDecoder
+
+    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in interleaved_n2_chat()) + b"data: [DONE]\n\n"
+    for cut in range(1, len(body)):
+        s, d = StreamState(), SSEDecoder()
+        for part in (body[:cut], body[cut:]):
+            for event in d.feed(part):
+                handle_data(s, event.data)
+        assert (s.text, s.others[1].text, len(s.logprobs), s.done) == ("Hello", "Bonjour", 2, True), cut
+
+
+def test_completions_logprobs_lists_are_concatenated_and_can_be_dropped():
+    chunks = [{"choices": [{"index": 0, "text": t, "logprobs": {"tokens": [t], "token_logprobs": [-0.1],
+                                                                 "top_logprobs": [{t: -0.1}], "text_offset": [i]}}]}
+              for i, t in enumerate(["Once", " upon"])]
+    s = StreamState()
+    for chunk in chunks:
+        handle_data(s, orjson.dumps(chunk).decode())
+    assert s.logprobs == {"tokens": ["Once", " upon"], "token_logprobs": [-0.1, -0.1],
+                          "top_logprobs": [{"Once": -0.1}, {" upon": -0.1}], "text_offset": [0, 1]}
+    dropped = StreamState(keep_logprobs=False)
+    for chunk in chunks:
+        handle_data(dropped, orjson.dumps(chunk).decode())
+    assert dropped.logprobs is None and dropped.text == "Once upon"

@@ -130,19 +130,53 @@ def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str 
 
 
 @dataclass(slots=True)
+class ChoiceState:
+    """One choice of an `n > 1` reply other than the first, assembled from its interleaved deltas.
+
+    Same attribute names as StreamState's choice-0 fields, so one function
+    applies a delta to either.
+    """
+
+    index: int
+    text_parts: list[str] = field(default_factory=list)
+    reasoning_parts: list[str] = field(default_factory=list)
+    tool_calls: list[dict] | None = None
+    finish_reason: str | None = None
+    logprobs: list | dict | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self.reasoning_parts) if self.reasoning_parts else None
+
+
+@dataclass(slots=True)
 class StreamState:
-    """What the events of one attempt added up to."""
+    """What the events of one attempt added up to.
+
+    Choice 0 lives in the fields themselves (the hot path: nearly every
+    reply has one choice); further choices of an `n > 1` request in
+    `others`, by index.  `logprobs` is a list of chat entries
+    (`{token, logprob, bytes, top_logprobs}`) or, for completions, a dict of
+    the concatenated `tokens`/`token_logprobs`/`top_logprobs`/`text_offset`.
+    """
 
     text_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
     tool_calls: list[dict] | None = None  # assembled from delta.tool_calls fragments
     finish_reason: str | None = None
+    logprobs: list | dict | None = None
     usage: dict | None = None
     model: str | None = None
     response_id: str | None = None
     done: bool = False  # saw `data: [DONE]`
     events: int = 0
-    text_events: int = 0
+    text_events: int = 0  # events that carried output of any choice (TTFT and ITL count these)
+    others: dict[int, ChoiceState] | None = None
+    keep_logprobs: bool = True  # False: --drop-logprobs, for runs that ask for them only to load the server
 
     @property
     def text(self) -> str:
@@ -155,6 +189,20 @@ class StreamState:
     @property
     def finished(self) -> bool:
         return self.done or self.finish_reason is not None
+
+    def choice(self, index: int) -> ChoiceState:
+        if self.others is None:
+            self.others = {}
+        found = self.others.get(index)
+        if found is None:
+            if index >= MAX_CHOICES:
+                raise ResponseTooLarge(f"choice index {index} is over the bound of {MAX_CHOICES} choices")
+            found = self.others[index] = ChoiceState(index)
+        return found
+
+    def all_choices(self) -> list:
+        """Every choice in index order, choice 0 (this state) first."""
+        return [self, *(self.others[i] for i in sorted(self.others))] if self.others else [self]
 
 
 def handle_data(state: StreamState, data: str) -> bool:
@@ -201,11 +249,26 @@ def _apply_chunk(state: StreamState, chunk: dict) -> bool:
         return False
     if type(choices) is not list:
         raise MalformedResponse(f"'choices' is a {type(choices).__name__}, not a list")
-    choice = choices[0]
-    if type(choice) is not dict:
-        raise MalformedResponse(f"a choice is a {type(choice).__name__}, not an object")
-    if choice.get("index", 0):
-        return False
+    carried = False
+    for choice in choices:  # one per chunk as a rule; vLLM interleaves the choices of n > 1
+        if type(choice) is not dict:
+            raise MalformedResponse(f"a choice is a {type(choice).__name__}, not an object")
+        index = choice.get("index", 0)
+        if index == 0:
+            target = state
+        elif type(index) is int and index > 0:
+            target = state.choice(index)
+        else:
+            raise MalformedResponse(f"choice index {index!r} is not an integer >= 0")
+        if _apply_choice(target, choice, state.keep_logprobs):
+            carried = True
+    if carried:
+        state.text_events += 1
+    return carried
+
+
+def _apply_choice(state: Any, choice: dict, keep_logprobs: bool) -> bool:
+    """One choice's delta (chat) or text (completions) onto its state; True when it carried output."""
     carried = False
     delta = choice.get("delta")
     if delta is not None:
@@ -240,14 +303,42 @@ def _apply_chunk(state: StreamState, chunk: dict) -> bool:
         if type(finish) is not str:
             raise MalformedResponse(f"'finish_reason' is a {type(finish).__name__}, not text")
         state.finish_reason = finish
-    if carried:
-        state.text_events += 1
+    logprobs = choice.get("logprobs")
+    if logprobs and keep_logprobs:
+        _merge_logprobs(state, logprobs)
     return carried
+
+
+_COMPLETION_LOGPROB_LISTS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+
+
+def _merge_logprobs(state: Any, logprobs: Any) -> None:
+    """Concatenate a chunk's logprobs in order: chat `content` entries, or completions' parallel lists."""
+    if type(logprobs) is not dict:
+        raise MalformedResponse(f"'logprobs' is a {type(logprobs).__name__}, not an object")
+    content = logprobs.get("content")
+    if content is not None:
+        if type(content) is not list:
+            raise MalformedResponse("'logprobs.content' is not a list")
+        if state.logprobs is None:
+            state.logprobs = []
+        state.logprobs.extend(content)
+        return
+    if any(k in logprobs for k in _COMPLETION_LOGPROB_LISTS):
+        if state.logprobs is None:
+            state.logprobs = {k: [] for k in _COMPLETION_LOGPROB_LISTS}
+        for key in _COMPLETION_LOGPROB_LISTS:
+            values = logprobs.get(key)
+            if values is not None:
+                if type(values) is not list:
+                    raise MalformedResponse(f"'logprobs.{key}' is not a list")
+                state.logprobs[key].extend(values)
 
 
 _loads = orjson.loads
 MAX_TOKEN_COUNT = 2**53  # a count beyond this is no count (and no 64-bit JSON integer)
 MAX_TOOL_CALLS = 128
+MAX_CHOICES = 128
 
 
 def checked_usage(usage: Any) -> dict:
