@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # package may shadow it; that is this checkout, on purpose.
 PIP    := PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q
 
-.PHONY: run test bench bench-accuracy clean interop
+.PHONY: run test bench bench-accuracy clean interop test-slurm
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench-accuracy: $(VENV)/.bench
 # into .interop/ (cached) and run on 127.0.0.1; see interop/README.md.
 interop: $(VENV)/.run
 	PYTHON=$(PYTHON) bash interop/run.sh
+
+# Not part of `make test`: submits jobs/slurm-array.sh as written to a one-node
+# Slurm cluster (brought up by deploy/slurm-up.sh if none answers: apt-get and
+# daemons, so root), merges the shards and checks them; see deploy/README-section.md.
+test-slurm: $(VENV)/.run
+	bash deploy/test-slurm.sh
 
 clean:
 	rm -rf $(VENV) results.jsonl results.summary.json report.html

@@ -131,6 +131,7 @@ class RunConfig:
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
     params: dict = field(default_factory=dict)
     include_usage: bool = True
+    drop_logprobs: bool = False  # asked for only to load the server: not kept in records
     concurrency: tuple[int, ...] = (16,)
     rate: tuple[float | None, ...] = (None,)
     stages: tuple[Stage, ...] = ()
@@ -159,6 +160,7 @@ class RunConfig:
     slos: dict = field(default_factory=dict)
     max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
     job: str | None = None
+    base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -195,7 +197,7 @@ def render_paths(cfg: RunConfig) -> RunConfig:
             return path
         try:
             return path.format(**values)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise UsageError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
 
     return dataclasses.replace(cfg, output=fill(cfg.output), summary_path=fill(cfg.summary_path))

@@ -85,6 +85,9 @@ def load_job(path: str, overrides: tuple[str, ...] = (), environ: Mapping[str, s
     except OptionError as exc:
         raise JobFileError(f"{path}: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
+    if values.get("base_dir"):
+        base = os.path.normpath(os.path.join(base, values["base_dir"]))
+        values["base_dir"] = base
     here = lambda p: p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
     values["inputs"] = tuple(here(p) for p in values["inputs"])
     values["output"] = here(values["output"])

@@ -333,6 +333,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", string, "Results JSONL (one record per input line).", "-o/--output", "output"),
     Option("summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
     Option("job", string, "The job's name (default: the job file's name).", key="name"),
+    Option("base_dir", string, "Folder that the job file's relative paths are taken from (default: the job file's "
+           "own folder); for job files mounted apart from their data, e.g. /jobs and /data.", key="base_dir",
+           envvar="STREAMRUN_BASE_DIR"),
     Option("base_urls", urls, "OpenAI-compatible base URL, repeatable for several replicas.", "--base-url",
            "base_url", multiple=True, envvar="OPENAI_BASE_URL"),
     Option("model", string, "Model for lines that name none (default: the server's only model).", "--model",
@@ -346,6 +349,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
            "params", multiple=True, metavar="KEY=VALUE"),
     Option("include_usage", boolean, "Do not ask for stream_options.include_usage.", "--no-usage", "include_usage"),
+    Option("drop_logprobs", boolean, "Do not keep logprobs in records (for runs that ask for them only to load "
+           "the server).", "--drop-logprobs", "drop_logprobs"),
     Option("concurrency", int_list, "Requests in flight at most; a list (1,4,16) runs a sweep.", "-c/--concurrency",
            "concurrency"),
     Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', or a list for a sweep.", "--rate", "rate"),

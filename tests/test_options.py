@@ -137,3 +137,15 @@ def test_the_readme_lists_every_job_key_as_the_table_does():
     assert start in text and end in text
     assert text.split(start)[1].split(end)[0].strip() == markdown_table().strip(), \
         "README job-key table is stale: paste runner.options.markdown_table() between the markers"
+
+
+def test_base_dir_moves_where_relative_paths_are_taken_from(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "job.toml").write_text('inputs = ["in/*.jsonl"]\noutput = "out/o.jsonl"\nbase_dir = "../data"\n')
+    cfg, _ = load_job(str(jobs / "job.toml"), environ={})
+    assert cfg.inputs == (str(tmp_path / "data" / "in" / "*.jsonl"),)
+    assert cfg.output == str(tmp_path / "data" / "out" / "o.jsonl")
+    (jobs / "job.toml").write_text('inputs = ["in/*.jsonl"]\noutput = "out/o.jsonl"\n')
+    cfg, _ = load_job(str(jobs / "job.toml"), environ={"STREAMRUN_BASE_DIR": "/data"})
+    assert cfg.inputs == ("/data/in/*.jsonl",) and cfg.output == "/data/out/o.jsonl"
