@@ -5,6 +5,13 @@ real server works: the API key (401), then the request's validation
 (``request.parse``: 422/400/404), then the mock's own fault injection and
 quota accounting, then the reply, streamed on its ``Schedule`` or sent as
 one JSON object when the last token would have been.
+
+A request with ``n`` > 1 gets ``n`` choices (``frames.plan_choices``): the
+schedule times choice 0's events and every other choice's event ``j`` goes
+out right after choice 0's, one choice per chunk, as vLLM interleaves
+them; the finish chunks follow, one per choice, then the usage chunk
+(completion tokens over all choices).  With ``logprobs`` every content
+chunk carries fake, deterministic logprobs for its tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from .config import MockConfig
-from .frames import DONE, ERROR_EVENT, Schedule, content_events, frames, reply_text
+from .frames import DONE, ERROR_EVENT, Choice, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
 from .state import (
     STATE_KEY,
@@ -94,10 +101,11 @@ class Reply:
     rid: str
     t0: float  # perf_counter() when the handler started; the schedule counts from here
     schedule: Schedule
-    n_tokens: int
+    n_tokens: int  # choice 0's; see choices
     finish_reason: str
     fault: str
     headers: dict[str, str]
+    choices: tuple[Choice, ...]
 
 
 async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
@@ -155,7 +163,8 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         schedule = Schedule(-(-n_tokens // k), config.ttft, k * config.token_interval)
         finish_reason = "stop" if req.max_tokens is None else "length"
 
-    reply = Reply(request, req, chat, state.next_id(), t0, schedule, n_tokens, finish_reason, fault, headers)
+    choices = plan_choices(req.seed, req.n, n_tokens, finish_reason)
+    reply = Reply(request, req, chat, state.next_id(), t0, schedule, n_tokens, finish_reason, fault, headers, choices)
     if req.stream:
         return await _stream(state, reply)
     return await _respond_json(state, reply)
@@ -170,9 +179,9 @@ class _SSEResponse(web.StreamResponse):
 
 
 async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
-    """The SSE reply: role chunk at once, content events on the schedule
+    """The SSE reply: role chunk(s) at once, content events on the schedule
     (every already-due event in one write), then finish/usage/[DONE]."""
-    stats, request, req, fault, n_tokens = state.stats, reply.request, reply.req, reply.fault, reply.n_tokens
+    stats, request, req, fault = state.stats, reply.request, reply.req, reply.fault
     headers = reply.headers
     headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": reply.rid})
     # A stall may write nothing (completions have no role chunk): send its
@@ -185,15 +194,16 @@ async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
     if stats.active_streams > stats.max_active_streams:
         stats.max_active_streams = stats.active_streams
     chat = reply.chat
-    tmpl = frames(chat, ("chatcmpl-" if chat else "cmpl-") + reply.rid, int(time.time()), state.model_json, req.include_usage)
     k = state.config.tokens_per_chunk
+    tmpl = frames(chat, ("chatcmpl-" if chat else "cmpl-") + reply.rid, int(time.time()), state.model_json,
+                  req.include_usage, reply.choices, k, req.logprobs)
     schedule, t0 = reply.schedule, reply.t0
     n_events = schedule.n
     if fault in ("drop", "error_event"):
         n_events = min(n_events, max(1, min(_FEW_EVENTS, n_events // 2)))
         schedule = Schedule(n_events, schedule.ttft, schedule.step, schedule.offsets)
-    pending: list[bytes] = [tmpl.role] if tmpl.role is not None else []
-    pre, post, seed = tmpl.content_pre, tmpl.content_post, req.seed
+    pending: list[bytes] = tmpl.opening()
+    events = tmpl.events
     try:
         if fault == "stall":
             await resp.write(b"".join(pending))
@@ -216,9 +226,9 @@ async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
                     await asyncio.sleep(delay)
                 due = max(j + 1, schedule.due(time.perf_counter() - t0, j))
             # Every event already due goes out in the same write.
-            pending += content_events(pre, post, seed, k, n_tokens, j, due)
+            pending += events(j, due)
             j = due
-        sent_tokens = min(n_events * k, n_tokens)
+        sent_tokens = tmpl.sent_tokens(n_events)
         stats.tokens_sent += sent_tokens
         if fault == "drop":
             if pending:
@@ -230,7 +240,7 @@ async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
             pending.append(ERROR_EVENT)
             stats.streams_errored += 1
         else:
-            pending.append(tmpl.finish(reply.finish_reason))
+            pending += tmpl.closing()
             if req.include_usage:
                 pending.append(tmpl.usage(_usage(req.prompt_tokens, sent_tokens)))
             if fault != "no_done":
@@ -258,7 +268,7 @@ def _cut(request: web.Request, resp: web.StreamResponse) -> None:
 
 async def _respond_json(state: MockState, reply: Reply) -> web.StreamResponse:
     """A non-streaming reply, sent when the last token would have been."""
-    fault, schedule, n_tokens, chat = reply.fault, reply.schedule, reply.n_tokens, reply.chat
+    fault, schedule, chat, top = reply.fault, reply.schedule, reply.chat, reply.req.logprobs
     if fault == "stall":
         await asyncio.sleep(_STALL_S)
     end = reply.t0 + schedule.offset(max(0, schedule.n - 1))
@@ -271,7 +281,6 @@ async def _respond_json(state: MockState, reply: Reply) -> web.StreamResponse:
         return resp
     if fault == "error_event":
         return _fault_response(state, "500", 0)
-    text = reply_text(reply.req.seed, n_tokens)
     common = {
         "id": ("chatcmpl-" if chat else "cmpl-") + reply.rid,
         "object": "chat.completion" if chat else "text_completion",
@@ -279,16 +288,18 @@ async def _respond_json(state: MockState, reply: Reply) -> web.StreamResponse:
         "model": state.config.model,
         "system_fingerprint": "fp_mock",
     }
-    if chat:
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": reply.finish_reason,
-        }
-    else:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reply.finish_reason}
-    payload = {**common, "choices": [choice], "usage": _usage(reply.req.prompt_tokens, n_tokens)}
+    choices = []
+    for c in reply.choices:
+        text = reply_text(c.seed, c.n_tokens)
+        logprobs = None if top is None else choice_logprobs(c, chat, top)
+        if chat:
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {"index": c.index, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason}
+        else:
+            choice = {"text": text, "index": c.index, "logprobs": logprobs, "finish_reason": c.finish_reason}
+        choices.append(choice)
+    n_tokens = sum(c.n_tokens for c in reply.choices)
+    payload = {**common, "choices": choices, "usage": _usage(reply.req.prompt_tokens, n_tokens)}
     state.stats.count_status(200)
     state.stats.non_stream_completed += 1
     state.stats.tokens_sent += n_tokens

@@ -2,7 +2,8 @@
 
 Why it exists: every handler needs the same few facts about a request body
 (stream or not, usage or not, how many tokens, the prompt's size and the
-seed of its reply text) and needs them only once the body has passed the
+seed of its reply text, how many choices, whether logprobs) and needs them
+only once the body has passed the
 same checks a real server makes (``validate``), or, with
 ``MockConfig.lenient``, the few without which nothing can be served.
 """
@@ -15,7 +16,17 @@ from typing import Any
 
 from ..tokens import content_text
 from .config import MockConfig
-from .validate import Refusal, check_body, check_content_type, check_context, check_model, decode
+from .validate import (
+    MAX_COMPLETION_LOGPROBS,
+    MAX_N,
+    MAX_TOP_LOGPROBS,
+    Refusal,
+    check_body,
+    check_content_type,
+    check_context,
+    check_model,
+    decode,
+)
 
 __all__ = ["Request", "parse", "prompt_tokens_estimate", "bad_request"]
 
@@ -30,6 +41,8 @@ class Request:
     max_tokens: int | None
     prompt_tokens: int
     seed: int
+    n: int = 1  # choices
+    logprobs: int | None = None  # None: no logprobs; else the top alternatives listed per token
 
     @property
     def mock(self) -> dict[str, Any]:
@@ -64,7 +77,31 @@ def parse(raw: bytes, content_type: str | None, chat: bool, config: MockConfig) 
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     seed = zlib.crc32(_prompt_text(body).encode("utf-8", "surrogatepass"))
-    return Request(body, body.get("stream") is True, include_usage, max_tokens, prompt_tokens, seed)
+    n = body.get("n")
+    n = n if _is_int(n) and n >= 1 else 1
+    if n > MAX_N:  # strict mode refused it already
+        raise bad_request(f"'n' must be at most {MAX_N}")
+    return Request(
+        body, body.get("stream") is True, include_usage, max_tokens, prompt_tokens, seed, n, _logprobs(body, chat)
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    """None without logprobs, else how many alternatives each token lists:
+    chat ``top_logprobs`` (0 when absent) with ``logprobs: true``,
+    completions ``logprobs``.  Out-of-range values (lenient mode only) are
+    clamped; mistyped ones mean no logprobs."""
+    logprobs = body.get("logprobs")
+    if chat:
+        if logprobs is not True:
+            return None
+        top = body.get("top_logprobs")
+        return min(max(top, 0), MAX_TOP_LOGPROBS) if _is_int(top) else 0
+    return min(max(logprobs, 0), MAX_COMPLETION_LOGPROBS) if _is_int(logprobs) else None
 
 
 def _check_servable(body: dict[str, Any], chat: bool) -> None:

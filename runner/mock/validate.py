@@ -11,6 +11,11 @@ server answers:
 * unparseable JSON, missing or mistyped fields: 400 ``invalid_request_error``
   with ``param`` naming the field and OpenAI's codes (``invalid_type``,
   ``missing_required_parameter``, ``integer_below_min_value``, ...);
+* ``n`` above ``MAX_N`` (real servers have a limit too; the mock's keeps
+  its replies small): 400 ``integer_above_max_value``;
+* ``logprobs`` not a boolean (chat) or not an integer 0..``MAX_COMPLETION_LOGPROBS``
+  (completions), ``top_logprobs`` not an integer 0..``MAX_TOP_LOGPROBS`` or
+  without ``logprobs: true`` (chat): 400, as OpenAI and vLLM answer;
 * a model that is not served: 404 ``model_not_found``;
 * a prompt plus requested completion over the context window: 400
   ``context_length_exceeded`` in vLLM's words.
@@ -31,6 +36,9 @@ __all__ = [
     "Refusal",
     "ROLES",
     "RESPONSE_FORMATS",
+    "MAX_N",
+    "MAX_TOP_LOGPROBS",
+    "MAX_COMPLETION_LOGPROBS",
     "check_body",
     "check_content_type",
     "check_context",
@@ -41,6 +49,9 @@ __all__ = [
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 _INPUT_CHARS = 200  # how much of a refused non-JSON body the 422 echoes
+MAX_N = 8  # choices per request (OpenAI allows 128; a mock reply stays small)
+MAX_TOP_LOGPROBS = 20  # chat top_logprobs, as OpenAI
+MAX_COMPLETION_LOGPROBS = 5  # completions logprobs, as OpenAI
 
 
 class Refusal(Exception):
@@ -147,6 +158,7 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
         value = body.get(name)
         if value is not None and (chat or name != "tools"):
             check(name, value)
+    _check_logprobs(body, chat)
     if body.get("stream_options") is not None and body.get("stream") is not True:
         raise Refusal.error(
             400, "Stream options can only be defined when `stream=True`.", param="stream_options", code="invalid_value"
@@ -231,6 +243,41 @@ def _integer_from_1(name: str, value: Any) -> None:
         raise _out_of_range(name, "integer below minimum value", ">= 1", value, "integer_below_min_value")
 
 
+def _integer_between(low: int, high: int) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not _is_int(value):
+            raise _bad_type(name, "an integer", value)
+        if value < low:
+            raise _out_of_range(name, "integer below minimum value", f">= {low}", value, "integer_below_min_value")
+        if value > high:
+            raise _out_of_range(name, "integer above maximum value", f"<= {high}", value, "integer_above_max_value")
+
+    return check
+
+
+def _check_logprobs(body: dict[str, Any], chat: bool) -> None:
+    """Chat: ``logprobs`` a boolean, ``top_logprobs`` 0..20 and only with
+    ``logprobs: true`` (vLLM's rule; OpenAI's too).  Completions:
+    ``logprobs`` an integer 0..5 (``top_logprobs`` is not a completions
+    field: ignored, as any unknown key)."""
+    logprobs = body.get("logprobs")
+    if not chat:
+        if logprobs is not None:
+            _integer_between(0, MAX_COMPLETION_LOGPROBS)("logprobs", logprobs)
+        return
+    if logprobs is not None:
+        _boolean("logprobs", logprobs)
+    top = body.get("top_logprobs")
+    if top is None:
+        return
+    _integer_between(0, MAX_TOP_LOGPROBS)("top_logprobs", top)
+    if logprobs is not True:
+        raise Refusal.error(
+            400, "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is given.",
+            param="top_logprobs", code="invalid_value",
+        )
+
+
 def _decimal(high: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if not _is_number(value):
@@ -293,7 +340,7 @@ def _response_format(name: str, value: Any) -> None:
 _OPTIONAL: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("max_tokens", _integer_from_1),
     ("max_completion_tokens", _integer_from_1),
-    ("n", _integer_from_1),
+    ("n", _integer_between(1, MAX_N)),
     ("temperature", _decimal(2.0)),
     ("top_p", _decimal(1.0)),
     ("stream", _boolean),
