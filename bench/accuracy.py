@@ -41,6 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runner, when not installed
+from runner.stats import percentile  # noqa: E402  the one implementation (numpy's "linear")
+
 REPO = Path(__file__).resolve().parents[1]
 STREAMRUN = [sys.executable, "-m", "runner.cli"]
 
@@ -142,16 +145,6 @@ class MockProcess:
 # Statistics
 
 
-def quantile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 @dataclass
 class LevelResult:
     concurrency: int
@@ -244,8 +237,8 @@ def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int
 # Output
 
 
-def _ms(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.2f}"
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
 def _share(n: int, d: int) -> str:
@@ -267,11 +260,11 @@ def rows_for(results: list[LevelResult]) -> tuple[list[str], list[list[str]]]:
                if r.lag else "n/a")
         rows.append([
             str(r.concurrency), str(r.requests), str(r.ok),
-            _ms(quantile(t, 0.5)), _ms(quantile(t, 0.99)), _ms(t[-1] if t else math.nan),
-            _ms(quantile(g, 0.5)), _ms(quantile(g, 0.99)),
+            _ms(percentile(t, 50)), _ms(percentile(t, 99)), _ms(t[-1] if t else math.nan),
+            _ms(percentile(g, 50)), _ms(percentile(g, 99)),
             f"{below} of {checks}" if checks else "n/a",
             _share(r.itl_below, len(g)),
-            _ms(quantile(r.ttfb_ms, 0.5)), lag, f"{r.wall_s:.1f}",
+            _ms(percentile(r.ttfb_ms, 50)), lag, f"{r.wall_s:.1f}",
         ])
     return header, rows
 

@@ -34,6 +34,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runner, when not installed
+from runner.stats import percentile  # noqa: E402  the one implementation (numpy's "linear")
+
 try:
     import psutil
 except ImportError:  # pragma: no cover - the bench extra installs it
@@ -181,17 +184,6 @@ class Result:
     @property
     def cpu_per_1k_events(self) -> float | None:
         return 1000 * self.cpu_s / self.events if self.events else None
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    v = sorted(values)
-    pos = (len(v) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 def _vm_hwm_mib(pid: int) -> float | None:
@@ -373,7 +365,8 @@ def print_table(results: list[Result], notes: list[str], file=sys.stdout) -> Non
             rows.append((str(r.concurrency), r.client, "FAILED: " + r.failure.splitlines()[0][:90], *[""] * 9))
             continue
         ceiling = ceilings.get(r.concurrency)
-        p50, p99 = percentile(r.ttfts, 50), percentile(r.ttfts, 99)
+        ttfts = sorted(r.ttfts)
+        p50, p99 = percentile(ttfts, 50), percentile(ttfts, 99)
         rows.append((
             f"{r.concurrency:,}", r.client, f"{r.req_s:,.0f}", f"{r.events_s:,.0f}",
             f"{100 * r.events_s / ceiling:.0f} %" if ceiling else "-",
@@ -538,7 +531,8 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({
             "results": [{**{k: v for k, v in r.__dict__.items() if k != "ttfts"}, "server_cpu_avg": r.server_cpu_avg,
                          "req_s": r.req_s, "events_s": r.events_s, "cpu_per_1k_events": r.cpu_per_1k_events,
-                         "ttft_p50_s": percentile(r.ttfts, 50), "ttft_p99_s": percentile(r.ttfts, 99)}
+                         "ttft_p50_s": percentile(sorted(r.ttfts), 50),
+                         "ttft_p99_s": percentile(sorted(r.ttfts), 99)}
                         for r in results],
             "memory": mem, "notes": notes}, indent=2))
     if args.keep:

@@ -1,11 +1,12 @@
-"""Convert between our result records and the OpenAI Batch API output format.
+"""The OpenAI Batch API output format: its encoder and decoder, and ``streamrun convert``.
 
 A Batch output line is ``{"id", "custom_id", "response", "error"}`` where
 ``response.body`` is the assembled non-streamed response. Tools written for
 the Batch API can then read streamrun results, and Batch outputs can be fed
 to our report. What the Batch format has no place for (metrics, attempts,
 source, ...) travels in a side field ``"streamrun"``, which Batch readers
-ignore, so that a round trip loses nothing.
+ignore, so that a round trip loses nothing: ``decode_batch(encode_batch(r))
+== r`` for every :class:`~runner.record.Record`.
 
 The Batch ids (``batch_req_...``, ``request_id``, the body's id) are hashes
 of the record's resume key (``custom_id``, plus the stage label in sweeps,
@@ -26,26 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime
 from typing import Any, BinaryIO
 
 import click
 import orjson
 
-from runner.ids import resume_key
+from .io.jsonl import JsonlReader
+from .record import ERROR, OK, Record, decode_native, json_kind, posix_time
 
-from .outputs import SIDE  # the side field Batch API readers ignore
+SIDE = "streamrun"  # the side field, which Batch API readers ignore, that holds our own fields
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
-SIDE_KEYS = ("metrics", "attempts", "endpoint", "source", "stage", "warmup")
-# The engine writes ``request_path``; ``request_url`` is accepted as an alias.
-URL_KEYS = ("request_path", "request_url")
-# Parts of an error record the Batch lines cannot hold (no body on errors).
-ERROR_SIDE_KEYS = ("error", "text", "reasoning", "tool_calls", "finish_reason", "model", "usage")
-METRIC_KEYS = (
-    "ttft_s", "ttfb_s", "e2e_s", "tpot_s", "itl_s", "queue_s",
-    "output_tokens", "output_tokens_source", "started_at",
-)
+STREAMRUN = "streamrun"
+OPENAI_BATCH = "openai-batch"
 
 
 def _stable_hex(key: str, purpose: bytes) -> str:
@@ -58,41 +52,36 @@ def _is_completions(url: str) -> bool:
     return path.endswith("/completions") and not path.endswith("/chat/completions")
 
 
-def _created(record: dict[str, Any]) -> int:
+def _created(record: Record) -> int:
     """Unix time the request was sent, 0 when unknown (Batch wants an int)."""
-    started = (record.get("metrics") or {}).get("started_at")
-    if isinstance(started, str):
-        try:
-            return int(datetime.fromisoformat(started).timestamp())
-        except ValueError:
-            pass
-    return 0
+    started = posix_time(record.metrics.started_at)
+    return int(started) if started is not None else 0
 
 
-def _body(record: dict[str, Any], completions: bool) -> dict[str, Any]:
+def _body(record: Record, key: str, completions: bool) -> dict[str, Any]:
     """The non-streamed response the server would have sent."""
-    reasoning = record.get("reasoning")
+    reasoning = record.reasoning
     if completions:
-        choice: dict[str, Any] = {"index": 0, "text": record.get("text")}
+        choice: dict[str, Any] = {"index": 0, "text": record.text}
         if reasoning is not None:
             choice["reasoning_content"] = reasoning
         prefix, kind = "cmpl-", "text_completion"
     else:
-        message: dict[str, Any] = {"role": "assistant", "content": record.get("text")}
+        message: dict[str, Any] = {"role": "assistant", "content": record.text}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
-        if record.get("tool_calls"):
-            message["tool_calls"] = record["tool_calls"]
+        if record.tool_calls:
+            message["tool_calls"] = record.tool_calls
         choice = {"index": 0, "message": message}
         prefix, kind = "chatcmpl-", "chat.completion"
-    choice["finish_reason"] = record.get("finish_reason")
+    choice["finish_reason"] = record.finish_reason
     return {
-        "id": prefix + _stable_hex(resume_key(record), b"body"),
+        "id": prefix + _stable_hex(key, b"body"),
         "object": kind,
         "created": _created(record),
-        "model": record.get("model"),
+        "model": record.model,
         "choices": [choice],
-        "usage": record.get("usage"),
+        "usage": record.usage,
     }
 
 
@@ -101,189 +90,146 @@ def _openai_error_type(status_code: int) -> str:
     return "server_error" if status_code >= 500 else "invalid_request_error"
 
 
-def to_batch_output(record: dict[str, Any], request_url: str = CHAT_URL) -> dict[str, Any]:
-    """Our result record as one OpenAI Batch API output line.
+def encode_batch(record: Record, request_url: str = CHAT_URL) -> dict[str, Any]:
+    """``record`` as one OpenAI Batch API output line (for ``orjson.dumps``).
 
-    ``request_url`` (e.g. ``/v1/completions``) picks the body shape; the
-    record's own ``request_path`` (written by the engine) or ``request_url``
-    wins, since it is per record.
+    The body's shape follows the record's own ``request_url``, else
+    ``request_url`` (``/v1/completions`` gives a text_completion body).
     """
-    cid = record["custom_id"]
-    if not isinstance(cid, str):
-        raise ValueError("custom_id is not a string")
-    url = record.get("request_path") or record.get("request_url") or request_url
-    side: dict[str, Any] = {k: record.get(k) for k in SIDE_KEYS}
-    side.update({k: record[k] for k in URL_KEYS if k in record})
-    key = resume_key(record)
+    key = record.key
+    side: dict[str, Any] = {
+        "metrics": record.metrics, "attempts": record.attempts, "endpoint": record.endpoint,
+        "source": record.source, "stage": record.stage, "warmup": record.warmup,
+        "request_url": record.request_url, "request_id": record.request_id,
+    }
     request_id = _stable_hex(key, b"request_id")
     response: dict[str, Any] | None
     error: dict[str, Any] | None = None
-
-    if record.get("status") == "ok":
-        response = {
-            "status_code": 200,
-            "request_id": request_id,
-            "body": _body(record, _is_completions(url)),
-        }
-    elif record.get("status") == "error":
-        err = record.get("error") or {}
-        side.update({k: record.get(k) for k in ERROR_SIDE_KEYS})
-        code = err.get("status_code")
-        message = err.get("message") or ""
-        if isinstance(code, int) and not isinstance(code, bool) and code >= 400:
-            response = {
-                "status_code": code,
-                "request_id": request_id,
-                "body": {"error": {
-                    "message": message,
-                    "type": _openai_error_type(code),
-                    "param": None,
-                    "code": None,
-                }},
-            }
+    if record.status == OK:
+        url = record.request_url or request_url
+        response = {"status_code": 200, "request_id": request_id, "body": _body(record, key, _is_completions(url))}
+    elif record.status == ERROR:
+        side.update(error=record.error, text=record.text, reasoning=record.reasoning, tool_calls=record.tool_calls,
+                    finish_reason=record.finish_reason, model=record.model, usage=record.usage)
+        err = record.error
+        code = err.status_code if err is not None else None
+        message = (err.message if err is not None else None) or ""
+        if code is not None and code >= 400:
+            response = {"status_code": code, "request_id": request_id, "body": {"error": {
+                "message": message, "type": _openai_error_type(code), "param": None, "code": err.code}}}
         else:
             response = None
-            error = {"code": err.get("type") or "error", "message": message}
+            error = {"code": (err.type if err is not None else None) or "error", "message": message}
     else:
-        raise ValueError(f"status must be 'ok' or 'error', got {record.get('status')!r}")
-
+        raise ValueError(f"status must be 'ok' or 'error', got {record.status!r}")
     return {
         "id": "batch_req_" + _stable_hex(key, b"batch_req"),
-        "custom_id": cid,
+        "custom_id": record.custom_id,
         "response": response,
         "error": error,
         SIDE: side,
     }
 
 
-def _empty_metrics() -> dict[str, Any]:
-    """Metrics of a request we did not time: nulls, and no ITL gaps."""
-    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
-    metrics["itl_s"] = []
-    return metrics
-
-
-def from_batch_output(line: dict[str, Any]) -> dict[str, Any]:
-    """A Batch API output line as our result record.
+def decode_batch(line: Any) -> Record:
+    """A parsed Batch API output line as a Record; ValueError says what is wrong.
 
     Uses the ``streamrun`` side field when present, so our own conversions
     round-trip exactly. For lines from the real Batch API: metrics are nulls
-    (nothing was timed), ``attempts`` is 1 (one outcome per line; retries
-    are unknown), ``source``/``endpoint``/``stage`` are null, ``warmup``
-    false. ``request_path``/``request_url`` come back from the side field;
-    without them ``request_path`` is set as the engine sets it: the API path
-    the body's ``object`` implies, or null for a failed request.
+    (nothing was timed), ``attempts`` is 1 (one outcome per line; retries are
+    unknown), ``source``/``endpoint``/``stage`` are null, ``warmup`` false,
+    ``request_id`` the response's, and ``request_url`` the API path the body's
+    ``object`` implies (null for a failed request).
     """
-    cid = line.get("custom_id")
-    if not isinstance(cid, str) or not cid:
-        raise ValueError("no custom_id string")
+    try:
+        return decode_native(_native(line))
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise ValueError(f"a malformed field ({type(exc).__name__}: {exc})") from None
+
+
+def _native(line: Any) -> dict[str, Any]:
+    """The native line a Batch line stands for (decode_native then types it)."""
+    if type(line) is not dict:
+        raise ValueError(f"a JSON {json_kind(line)}, not an object")
     side = line.get(SIDE)
-    side = side if isinstance(side, dict) else {}
+    ours = type(side) is dict
+    side = side if ours else {}
     response = line.get("response")
     batch_error = line.get("error")
-    request_path: str | None = None
-
-    record: dict[str, Any] = {"custom_id": cid}
-    if isinstance(response, dict) and 200 <= (response.get("status_code") or 0) < 300:
+    out: dict[str, Any] = {"custom_id": line.get("custom_id")}
+    if type(out["custom_id"]) is not str or not out["custom_id"]:
+        raise ValueError("no custom_id string")
+    implied_url = None
+    if type(response) is dict and 200 <= (response.get("status_code") or 0) < 300:
         body = response.get("body") or {}
-        choices = body.get("choices") or [{}]
-        choice = choices[0]
+        choice = (body.get("choices") or [{}])[0]
         message = choice.get("message")
-        tool_calls = None
-        if isinstance(message, dict):
-            text = message.get("content")
-            reasoning = message.get("reasoning_content", message.get("reasoning"))
-            tool_calls = message.get("tool_calls") or None
+        if type(message) is dict:
+            out.update(text=message.get("content"), reasoning=message.get("reasoning_content", message.get("reasoning")),
+                       tool_calls=message.get("tool_calls") or None)
         else:
-            text = choice.get("text")
-            reasoning = choice.get("reasoning_content")
-        if body.get("object") == "text_completion" or "text" in choice:
-            request_path = COMPLETIONS_URL
-        else:
-            request_path = CHAT_URL
-        record.update(
-            status="ok", text=text, reasoning=reasoning, tool_calls=tool_calls,
-            finish_reason=choice.get("finish_reason"),
-            model=body.get("model"), usage=body.get("usage"),
-        )
-        error = None
-    elif isinstance(response, dict) or isinstance(batch_error, dict):
-        if isinstance(response, dict):
+            out.update(text=choice.get("text"), reasoning=choice.get("reasoning_content"))
+        completions = body.get("object") == "text_completion" or "text" in choice
+        implied_url = COMPLETIONS_URL if completions else CHAT_URL
+        out.update(status=OK, finish_reason=choice.get("finish_reason"), model=body.get("model"),
+                   usage=body.get("usage"), error=None)
+    elif type(response) is dict or type(batch_error) is dict:
+        if type(response) is dict:
             body_error = (response.get("body") or {}).get("error") or {}
-            rebuilt = {
-                "type": "http_error",
-                "status_code": response.get("status_code"),
-                "message": body_error.get("message"),
-            }
+            rebuilt = {"type": "http_error", "status_code": response.get("status_code"),
+                       "code": body_error.get("code"), "message": body_error.get("message")}
         else:
-            rebuilt = {
-                "type": batch_error.get("code"),
-                "status_code": None,
-                "message": batch_error.get("message"),
-            }
-        error = side.get("error") or rebuilt
-        record.update(
-            status="error",
-            text=side.get("text", ""),  # the engine writes "" when nothing came
-            **{k: side.get(k) for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage")},
-        )
+            rebuilt = {"type": batch_error.get("code"), "message": batch_error.get("message")}
+        out.update(status=ERROR, error=side.get("error") or rebuilt, text=side.get("text", ""))
+        for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage"):
+            out[k] = side.get(k)
     else:
         raise ValueError("neither a response nor an error")
-
-    metrics = side.get("metrics")
-    attempts = side.get("attempts")
-    record.update(
-        metrics=metrics if isinstance(metrics, dict) else _empty_metrics(),
-        attempts=attempts if isinstance(attempts, int) else 1,
-        error=error,
-        source=side.get("source"),
-        endpoint=side.get("endpoint"),
-        stage=side.get("stage"),
-        warmup=bool(side.get("warmup", False)),
-    )
-    urls = {k: side[k] for k in URL_KEYS if k in side}
-    record.update(urls or {"request_path": request_path})
-    return record
+    for k in ("metrics", "attempts", "source", "endpoint", "stage", "warmup"):
+        out[k] = side.get(k)
+    out["request_url"] = side.get("request_url") or side.get("request_path") or implied_url
+    rid = side.get("request_id") if ours else (response.get("request_id") if type(response) is dict else None)
+    out["request_id"] = rid
+    return out
 
 
-def detect_format(obj: dict[str, Any]) -> str:
-    """``"streamrun"`` or ``"openai-batch"`` for one parsed line."""
-    if "response" in obj and "status" not in obj:
-        return "openai-batch"
-    if obj.get("status") in ("ok", "error") and "response" not in obj:
-        return "streamrun"
+def is_batch_line(obj: dict) -> bool:
+    """A Batch API output line (a ``response``, no ``status``), not a streamrun record."""
+    return "response" in obj and "status" not in obj
+
+
+def detect_format(obj: Any) -> str:
+    """``STREAMRUN`` or ``OPENAI_BATCH`` for one parsed line; ValueError for neither."""
+    if type(obj) is not dict:
+        raise ValueError(f"a JSON {json_kind(obj)}, not an object")
+    if is_batch_line(obj):
+        return OPENAI_BATCH
+    if obj.get("status") in (OK, ERROR) and "response" not in obj:
+        return STREAMRUN
     raise ValueError("neither a streamrun record nor a Batch API output line")
 
 
-def convert_stream(
-    src: BinaryIO, dst: BinaryIO, to: str, name: str, request_url: str = CHAT_URL
-) -> tuple[int, int]:
+def convert_stream(src: BinaryIO, dst: BinaryIO, to: str, name: str, request_url: str = CHAT_URL) -> tuple[int, int]:
     """Convert line by line; returns (lines written, bad lines).
 
-    Lines already in the target format are copied unchanged. A bad line is
-    reported on stderr as ``name:line`` and skipped.
+    Lines already in the target format are checked and copied unchanged. A
+    bad line is reported on stderr as ``name:line`` and skipped.
     """
-    written = bad = 0
-    for line_no, raw in enumerate(src, 1):
-        if not raw.strip():
-            continue
-        try:
-            obj = orjson.loads(raw)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            if detect_format(obj) == to:
-                out = raw if raw.endswith(b"\n") else raw + b"\n"
-            elif to == "openai-batch":
-                out = orjson.dumps(to_batch_output(obj, request_url)) + b"\n"
-            else:
-                out = orjson.dumps(from_batch_output(obj)) + b"\n"
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-            bad += 1
-            click.echo(f"convert: {name}:{line_no}: skipped, {e}", err=True)
-            continue
-        dst.write(out)
-        written += 1
-    return written, bad
+    def convert(obj: Any) -> bytes | None:
+        """The converted line; None for one already in the target format."""
+        fmt = detect_format(obj)
+        record = decode_batch(obj) if fmt == OPENAI_BATCH else decode_native(obj)  # checked either way
+        if fmt == to:
+            return None
+        return orjson.dumps(encode_batch(record, request_url) if to == OPENAI_BATCH else record)
+
+    written = 0
+    with JsonlReader(src, name=name, warn=lambda m: click.echo(m, err=True),
+                     prefix="convert: ", verb="skipped, ") as reader:
+        for _, raw, out in reader.decoded(convert):
+            dst.write((raw if out is None else out) + b"\n")
+            written += 1
+    return written, reader.bad_lines
 
 
 @click.command("convert")
@@ -293,12 +239,12 @@ def convert_stream(
     type=click.Path(dir_okay=False, allow_dash=True), help="Converted JSONL file.",
 )
 @click.option(
-    "--to", "to", required=True, type=click.Choice(["openai-batch", "streamrun"]),
+    "--to", "to", required=True, type=click.Choice([OPENAI_BATCH, STREAMRUN]),
     help="Target format; each input line's format is detected on its own.",
 )
 @click.option(
     "--url", "request_url", default=CHAT_URL, show_default=True,
-    help="API path for records that do not carry their own request_path "
+    help="API path for records that do not carry their own request_url "
     "(/v1/completions gives text_completion bodies).",
 )
 def convert_command(in_path: str, out_path: str, to: str, request_url: str) -> None:

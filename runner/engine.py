@@ -28,8 +28,9 @@ from .endpoints import EndpointPool, public_url
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
-from .stream.timing import Timing, metrics_dict
-from .stream.protocol import build_body
+from .record import ERROR, OK, Metrics, Record, RecordError
+from .stream.timing import Timing
+from .stream.protocol import StreamState, build_body
 from .stream.retry import call_with_retries
 
 _STOP = object()
@@ -44,7 +45,7 @@ class EngineHooks:
     adaptive: Any = None  # runner.quota.AdaptiveConcurrency
     estimate_tokens: Callable[[dict], int] | None = None  # request body -> tokens for TPM
     count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
-    on_record: Callable[[dict], None] | None = None  # stats, progress
+    on_record: Callable[[Record], None] | None = None  # stats, progress
     on_start: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
 
@@ -96,12 +97,12 @@ class RejectionGuard:
     tripped: bool = False
     dropped: int = 0
 
-    def offer(self, record: dict) -> tuple[list[dict], str | None]:
+    def offer(self, record: Record) -> tuple[list[Record], str | None]:
         """(records to write now, a message when this record trips the guard)."""
-        if not self.armed or not record["attempts"]:  # invalid lines were never sent
+        if not self.armed or not record.attempts:  # invalid lines were never sent
             return [record], None
-        err = record["error"]
-        if err is None or err.get("status_code") not in REJECTED_STATUSES:
+        err = record.error
+        if err is None or err.status_code not in REJECTED_STATUSES:
             if self.tripped:
                 return [record], None
             self.armed = False
@@ -116,9 +117,9 @@ class RejectionGuard:
         self.tripped = True
         self.dropped += len(self.held)
         self.held = []
-        return [], err.get("message") or f"HTTP {err.get('status_code')}"
+        return [], err.message or f"HTTP {err.status_code}"
 
-    def release(self) -> list[dict]:
+    def release(self) -> list[Record]:
         """At the end of a run that never tripped: what is still held is written."""
         out, self.held = self.held, []
         return out
@@ -311,7 +312,7 @@ class Engine:
                 self._busy.discard(task)
             self._emit(record)
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: Record) -> None:
         ready, tripped = self.guard.offer(record)
         for r in ready:
             self._write(r)
@@ -321,12 +322,12 @@ class Engine:
                 f"check the key (${self.cfg.api_key_env}), --base-url and --model. Nothing was written "
                 "for those requests, so a rerun sends them again"))
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: Record) -> None:
         self.writer.put(record)
         if self.hooks.on_record is not None:
             self.hooks.on_record(record)
 
-    async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> dict:
+    async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> Record:
         cfg = self.cfg
         hooks = self.hooks
         body = item.body or {}
@@ -372,7 +373,8 @@ class Engine:
                 try:
                     attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
                                                 body, self.cfg.timeouts, timing, self._proxies[endpoint.url],
-                                                self.cfg.limits)
+                                                self.cfg.limits,
+                                                StreamState(keep_logprobs=False) if self.cfg.drop_logprobs else None)
                     failed = False
                 except RequestError as exc:
                     failed = exc.retryable
@@ -402,41 +404,45 @@ class Engine:
             self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 
     def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
-                attempts: int, error: RequestError | None, rid: str | None = None) -> dict:
+                attempts: int, error: RequestError | None, rid: str | None = None) -> Record:
         usage = state.usage if state is not None else None
         text = state.text if state is not None else ""
         tokens, source = None, None
-        if usage and usage.get("completion_tokens") is not None:
-            tokens, source = usage["completion_tokens"], "usage"
+        completion = usage.get("completion_tokens") if usage else None
+        if type(completion) is int:
+            tokens, source = completion, "usage"
         elif state is not None and state.text_events:
             counted = self.hooks.count_tokens(text) if self.hooks.count_tokens else None
             if counted is not None and counted[1] == "tokenizer":
                 tokens, source = counted
             else:
                 tokens, source = state.text_events, "events"
-        requested_model = (item.body or {}).get("model") or self._model
-        return {
-            "custom_id": ("warmup:" + item.custom_id) if warmup else item.custom_id,
-            "status": "ok" if error is None else "error",
-            "text": text,
-            "reasoning": state.reasoning if state is not None else None,
-            "tool_calls": state.tool_calls if state is not None else None,
-            "finish_reason": state.finish_reason if state is not None else None,
-            "model": (state.model if state is not None and state.model else requested_model),
-            "usage": usage,
-            "metrics": metrics_dict(timing, tokens, source),
-            "attempts": attempts,
-            "error": None if error is None else {
-                "type": error.type, "status_code": error.status_code,
-                "code": getattr(error, "code", None),
-                "message": redact(error.message, self.secrets)},
-            "source": {"file": item.file, "line": item.line},
-            "endpoint": timing.endpoint if timing is not None else None,
-            "stage": stage.to_record(),
-            "warmup": warmup,
-            "request_url": item.path,
-            "request_id": rid,
-        }
+        if state is not None:
+            reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
+            model = state.model or (item.body or {}).get("model") or self._model
+        else:
+            reasoning = tool_calls = finish_reason = None
+            model = (item.body or {}).get("model") or self._model
+        return Record(
+            ("warmup:" + item.custom_id) if warmup else item.custom_id,
+            OK if error is None else ERROR,
+            text,
+            reasoning,
+            tool_calls,
+            finish_reason,
+            model,
+            usage,
+            Metrics.from_timing(timing, tokens, source),
+            attempts,
+            None if error is None else RecordError(
+                error.type, error.status_code, getattr(error, "code", None), redact(error.message, self.secrets)),
+            {"file": item.file, "line": item.line},
+            timing.endpoint if timing is not None else None,
+            stage.to_record(),
+            warmup,
+            item.path,
+            rid,
+        )
 
-    def _invalid_record(self, item: InputItem, stage: Stage) -> dict:
+    def _invalid_record(self, item: InputItem, stage: Stage) -> Record:
         return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"))

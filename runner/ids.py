@@ -98,15 +98,9 @@ class DoneIds:
         return i < len(self._h) and self._h[i] == h
 
 
-def resume_key(record_or_stage, custom_id: str | None = None) -> str:
-    """Sweeps send the same ids once per stage, so the stage label is part of the key."""
-    if isinstance(record_or_stage, dict):
-        stage = record_or_stage.get("stage")
-        label = stage.get("label") if isinstance(stage, dict) else None
-        custom_id = record_or_stage.get("custom_id")
-    else:
-        label = record_or_stage
-    return f"{label}\x00{custom_id}" if label else str(custom_id)
+def resume_key(label: str | None, custom_id: str) -> str:
+    """Sweeps send the same ids once per stage, so the stage label is part of the key (`Record.key`)."""
+    return f"{label}\x00{custom_id}" if label else custom_id
 
 
 class SeenIds:

@@ -13,12 +13,13 @@ import os
 import sys
 from dataclasses import dataclass
 from itertools import islice
-from typing import AsyncIterator, BinaryIO, Callable, Iterable, Iterator
+from typing import AsyncIterator, Callable, Iterable, Iterator
 
 import orjson
 
 from .errors import UsageError
 from .ids import HashSorter, id_hash
+from .io.jsonl import JsonlReader
 from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
@@ -66,21 +67,21 @@ def default_id(file: str, line: int) -> str:
     return f"{name}:{line}"
 
 
-def _open(path: str) -> BinaryIO:
-    return sys.stdin.buffer if path == STDIN else open(path, "rb")
-
-
-def _raw_lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
+def _raw_lines(paths: list[str]) -> Iterator[tuple[str, int, bytes, str | None]]:
+    """(path, line number, line, None) for each non-blank line (runner.io.jsonl:
+    lazily, BOM and line ends dropped); (path, number, b"", why) for a line too
+    long to load, which becomes an invalid-input record like any bad line."""
     for path in paths:
-        f = _open(path)
-        try:
-            for number, raw in enumerate(f, 1):
-                raw = raw.strip()
-                if raw:  # blank lines are not inputs
-                    yield path, number, raw
-        finally:
-            if path != STDIN:
-                f.close()
+        refused: list[tuple[int, str]] = []
+        source = sys.stdin.buffer if path == STDIN else path  # stdin: read once, as it comes
+        with JsonlReader(source, name=path, on_bad=lambda n, why: refused.append((n, why))) as reader:
+            for number, raw in reader.lines():
+                for bad, why in refused:
+                    yield path, bad, b"", why
+                refused.clear()
+                yield path, number, raw.strip(), None
+        for bad, why in refused:
+            yield path, bad, b"", why
 
 
 def parse_item(path: str, number: int, raw: bytes) -> InputItem:
@@ -105,8 +106,12 @@ def parse_item(path: str, number: int, raw: bytes) -> InputItem:
 
 
 def iter_items(paths: list[str]) -> Iterator[InputItem]:
-    for path, number, raw in _raw_lines(paths):
-        yield parse_item(path, number, raw)
+    for path, number, raw, refused in _raw_lines(paths):
+        if refused is None:
+            yield parse_item(path, number, raw)
+        else:
+            shown = STDIN_NAME if path == STDIN else path
+            yield InputItem(default_id(path, number), shown, number, error=refused)
 
 
 def iter_input_ids(paths: list[str]) -> Iterator[tuple[str, str, int, bytes]]:

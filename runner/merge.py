@@ -2,7 +2,7 @@
 
 ``streamrun merge OUTPUTS... -o all.jsonl [--inputs IN ...] [--missing PATH]``
 
-Records are keyed like resume keys them (``runner.outputs.resume_key``): by
+Records are keyed like resume keys them (``Record.key``): by
 ``custom_id``, and in sweeps by stage label and ``custom_id``, since a sweep
 sends every id once per stage. Per key:
 
@@ -15,20 +15,21 @@ sends every id once per stage. Per key:
   the merge exits 1.
 
 Both output formats merge: our records and OpenAI Batch lines (written with
-``--output-format openai-batch``; ok = a 2xx response, stage and warm-up
-read from the ``streamrun`` side field).
+``--output-format openai-batch``), read alike by ``runner.outputs.decode_result``.
 
 Warm-up records (``"warmup": true``) are copied as they are and take no part
 in the checks: they answer no input and are excluded from statistics anyway.
 
 Torn or garbled lines (a worker killed mid-write) are warned about with
-file:line and skipped. Kept lines are copied byte for byte, so nothing about
-a record changes by merging it.
+file:line and skipped (``runner.io.jsonl``: the first few of a file, then a
+count). Kept lines are copied byte for byte, so nothing about a record
+changes by merging it; each ends with a newline.
 
 Memory stays flat in the size of the records: the files are streamed twice
 (pass 1 picks the line to keep for each key, pass 2 copies those lines) and
-the only thing held is one dict ``key -> packed int`` (file index, line
-number, ok flag, matched-by-input flag): about 130 MB per million records.
+what is held is one dict ``key -> packed int`` (file index, line number, ok
+flag, matched-by-input flag): about 130 MB per million records, plus, while
+pass 2 runs, the kept places sorted (about 40 MB per million).
 
 With ``--inputs``, every input id must have exactly one kept record (per
 stage, in a sweep): missing ids and extra ids (records for no input) are
@@ -38,8 +39,10 @@ lines that have no record, ready for ``streamrun run PATH``.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -47,10 +50,10 @@ import click
 import orjson
 
 from runner.ids import resume_key
-from runner.outputs import classify_line as _parse
+from runner.io.jsonl import WARN_LIMIT, JsonlReader, Warner
+from runner.outputs import decode_result
 
 EXAMPLES = 5  # ids quoted in the missing / extra report lines
-WARN_LIMIT = 20  # per kind of warning; the rest are only counted
 
 # Packed place of a kept record: line << 2 | matched << 1 | ok, plus the
 # file index from bit 42 up (2**40 lines per file is plenty).
@@ -115,91 +118,72 @@ def _stderr(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line) for the non-blank lines of ``path``."""
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if raw.strip():
-                yield line_no, raw
+def _capped(warn: Callable[[str], None], what: str) -> Warner:
+    return Warner(warn, lambda n: f"merge: … and {n} more {what}")
 
 
-def _with_newline(raw: bytes) -> bytes:
-    return raw if raw.endswith(b"\n") else raw + b"\n"
-
-
-class _Warner:
-    """Print the first WARN_LIMIT warnings of each kind, then only count."""
-
-    def __init__(self, warn: Callable[[str], None]) -> None:
-        self.warn = warn
-        self.counts: dict[str, int] = {}
-
-    def __call__(self, kind: str, message: str) -> None:
-        n = self.counts[kind] = self.counts.get(kind, 0) + 1
-        if n <= WARN_LIMIT:
-            self.warn(message)
-        elif n == WARN_LIMIT + 1:
-            self.warn(f"merge: further {kind} warnings not shown")
+def _reader(path: str, warn: Callable[[str], None]) -> JsonlReader:
+    return JsonlReader(path, warn=warn, prefix="merge: ", verb="skipped, ")
 
 
 def _choose(
-    outputs: Sequence[str], report: MergeReport, warn: _Warner
-) -> tuple[dict[str, int], set[str | None]]:
-    """Pass 1: the packed place of the record to keep for each key; stage labels."""
+    outputs: Sequence[str], report: MergeReport, warn: Callable[[str], None], duplicates: Warner
+) -> tuple[dict[str, int], array, set[str | None]]:
+    """Pass 1: the packed place of the record to keep for each key; the
+    places of the warm-ups; the stage labels."""
     kept: dict[str, int] = {}
+    warmups = array("Q")
     labels: set[str | None] = set()
     for file_index, path in enumerate(outputs):
-        for line_no, raw in _lines(path):
-            try:
-                line = _parse(raw)
-            except ValueError as e:
-                report.bad_lines += 1
-                warn("bad line", f"merge: {path}:{line_no}: skipped, {e}")
-                continue
-            if line.warmup:
-                report.warmup += 1
-                continue
-            report.records += 1
-            labels.add(line.label)
-            here = _pack(file_index, line_no, line.ok)
-            before = kept.get(line.key)
-            if before is None:
-                kept[line.key] = here
-            elif line.ok and before & _OK:
-                report.duplicates += 1
-                first = f"{outputs[_file_of(before)]}:{_line_of(before)}"
-                second = f"{path}:{line_no}"
-                if len(report.duplicate_places) < WARN_LIMIT:
-                    report.duplicate_places.append((_show(line.key), first, second))
-                warn(
-                    "duplicate",
-                    f"merge: duplicate ok records for {_show(line.key)}: "
-                    f"{first} (kept) and {second}",
-                )
-            else:
-                report.replaced += 1
-                if line.ok:  # an ok record beats the error kept so far
-                    kept[line.key] = here
-    return kept, labels
+        with _reader(path, warn) as reader:
+            for line_no, _, record in reader.decoded(decode_result):
+                here = _pack(file_index, line_no, record.ok)
+                if record.warmup:
+                    report.warmup += 1
+                    warmups.append(here)
+                    continue
+                report.records += 1
+                key = record.key
+                labels.add(record.label)
+                before = kept.get(key)
+                if before is None:
+                    kept[key] = here
+                elif record.ok and before & _OK:
+                    report.duplicates += 1
+                    first = f"{outputs[_file_of(before)]}:{_line_of(before)}"
+                    second = f"{path}:{line_no}"
+                    if len(report.duplicate_places) < WARN_LIMIT:
+                        report.duplicate_places.append((_show(key), first, second))
+                    duplicates(f"merge: duplicate ok records for {_show(key)}: {first} (kept) and {second}")
+                else:
+                    report.replaced += 1
+                    if record.ok:  # an ok record beats the error kept so far
+                        kept[key] = here
+        report.bad_lines += reader.bad_lines
+    return kept, warmups, labels
 
 
-def _copy_kept(outputs: Sequence[str], kept: dict[str, int], out: BinaryIO) -> int:
-    """Pass 2: copy the chosen line of each key and every warm-up, in file order."""
-    written = 0
+def _copy_kept(outputs: Sequence[str], kept: dict[str, int], warmups: array, out: BinaryIO) -> int:
+    """Pass 2: copy the chosen line of each key and every warm-up, in file order.
+
+    The places, sorted, are (file, line) in reading order, so this pass only
+    walks them alongside the lines: nothing is parsed again.
+    """
+    places = sorted(itertools.chain((p >> 2 for p in kept.values()), (p >> 2 for p in warmups)))
+    n = len(places)
+    written = i = 0
     for file_index, path in enumerate(outputs):
-        for line_no, raw in _lines(path):
-            try:
-                line = _parse(raw)
-            except ValueError:
-                continue  # warned in pass 1
-            packed = kept.get(line.key)
-            if line.warmup or (
-                packed is not None
-                and _file_of(packed) == file_index
-                and _line_of(packed) == line_no
-            ):
-                out.write(_with_newline(raw))
-                written += 1
+        if i == n:
+            break
+        with _reader(path, lambda m: None) as reader:  # pass 1 warned
+            for line_no, raw in reader.lines():
+                place = (file_index << (_FILE_SHIFT - 2)) | line_no
+                while i < n and places[i] < place:  # only if the file changed since pass 1
+                    i += 1
+                if i < n and places[i] == place:
+                    out.write(raw + b"\n")
+                    written += 1
+                    i += 1
     return written
 
 
@@ -224,13 +208,17 @@ def _missing_line(raw: bytes, custom_id: str) -> bytes:
     return _with_newline(raw)
 
 
+def _with_newline(raw: bytes) -> bytes:
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
 def _check_inputs(
     inputs: Sequence[str],
     kept: dict[str, int],
     labels: set[str | None],
     missing_out: BinaryIO | None,
     report: MergeReport,
-    warn: _Warner,
+    warn: Callable[[str], None],
 ) -> None:
     """Pass 3: match input ids (x stage labels) against kept records.
 
@@ -251,8 +239,7 @@ def _check_inputs(
                     report.missing_ids.append(_show(key))
             elif packed & _MATCHED:
                 report.duplicate_inputs += 1
-                warn("duplicate input",
-                     f"merge: {path}:{line_no}: input id {_show(key)} seen before")
+                warn(f"merge: {path}:{line_no}: input id {_show(key)} seen before")
             else:
                 kept[key] = packed | _MATCHED
         report.missing += absent
@@ -310,24 +297,27 @@ def merge(
     if problem:
         raise ValueError(problem)
     report = MergeReport()
-    warner = _Warner(warn)
-    kept, labels = _choose(outputs, report, warner)
+    duplicates = _capped(warn, "duplicate ok records")
+    kept, warmups, labels = _choose(outputs, report, warn, duplicates)
+    duplicates.close()
 
     tmp_path = out_path + ".tmp"
     try:
         with open(tmp_path, "wb") as out:
-            report.written = _copy_kept(outputs, kept, out)
+            report.written = _copy_kept(outputs, kept, warmups, out)
         os.replace(tmp_path, out_path)
     finally:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
 
     if inputs:
+        seen_before = _capped(warn, "input ids seen before")
         if missing_path is not None:
             with open(missing_path, "wb") as missing_out:
-                _check_inputs(inputs, kept, labels, missing_out, report, warner)
+                _check_inputs(inputs, kept, labels, missing_out, report, seen_before)
         else:
-            _check_inputs(inputs, kept, labels, None, report, warner)
+            _check_inputs(inputs, kept, labels, None, report, seen_before)
+        seen_before.close()
         if report.missing:
             warn(
                 f"merge: {report.missing} input ids have no record, first: "

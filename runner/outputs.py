@@ -13,14 +13,16 @@ import fcntl
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 
+from .batchfmt import decode_batch, is_batch_line
 from .config import FsyncPolicy
 from .errors import OutputFailed, OutputLocked, UsageError
-from .ids import DoneIds, HashSorter, id_hash, resume_key
+from .ids import DoneIds, HashSorter, id_hash
+from .io.jsonl import JsonlReader
+from .record import Record, decode_native
 
 
 class OutputExists(UsageError):
@@ -70,42 +72,18 @@ def repair_torn_tail(path: str) -> int:
         return size - line_start
 
 
-SIDE = "streamrun"  # the side field of --output-format openai-batch lines that holds our own fields
+def decode_result(obj: Any) -> Record:
+    """One parsed line of a results file, in either output format, as a Record.
 
-
-@dataclass(frozen=True, slots=True)
-class ResultLine:
-    key: str  # resume_key: the stage label and custom_id
-    ok: bool
-    warmup: bool
-    label: str | None
-
-
-def classify_line(raw: bytes) -> ResultLine:
-    """What resume and merge need of one result line, in either output format; ValueError says what is wrong."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON (torn line?): {e}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    custom_id = obj.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        raise ValueError("no custom_id string")
-    if "response" in obj and "status" not in obj:  # --output-format openai-batch
-        response = obj["response"]
-        code = response.get("status_code") if isinstance(response, dict) else None
-        ok = isinstance(code, int) and 200 <= code < 300
-        fields = obj.get(SIDE) if isinstance(obj.get(SIDE), dict) else {}
-    else:
-        status = obj.get("status")
-        if status not in ("ok", "error"):
-            raise ValueError(f"not a result record (status={status!r})")
-        ok, fields = status == "ok", obj
-    stage = fields.get("stage")
-    label = stage.get("label") if isinstance(stage, dict) else None
-    return ResultLine(resume_key(label, custom_id), ok, bool(fields.get("warmup")), label)
-
+    The one place that decides what a results line is: the report, merge and
+    resume read through it. ValueError says why a line is not a record.
+    """
+    if type(obj) is dict and is_batch_line(obj):  # --output-format openai-batch
+        try:
+            return decode_batch(obj)
+        except ValueError as exc:
+            raise ValueError(f"an OpenAI Batch output line with {exc}") from None
+    return decode_native(obj)
 
 
 def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -> DoneIds:
@@ -113,7 +91,7 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
 
     Dropping them (copy, fsync, atomic rename) keeps one record per id once
     the retried requests append their new outcome.  Both output formats
-    are understood (`classify_line`).
+    are understood (`decode_result`).
     """
     cut = repair_torn_tail(path)
     if cut:
@@ -121,22 +99,16 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
     hashes = HashSorter()
     dropped = 0
     tmp = path + ".resume.tmp"
-    with open(path, "rb") as src, (open(tmp, "wb") if retry_failed else nullcontext()) as dst:
-        for number, raw in enumerate(src, 1):
-            if not raw.strip():
-                continue
-            try:
-                line = classify_line(raw)
-            except ValueError as exc:
-                warn(f"{path}:{number}: unreadable record skipped ({exc})")
-                continue
+    with JsonlReader(path, warn=warn, verb="unreadable record skipped: ") as reader, \
+            (open(tmp, "wb") if retry_failed else nullcontext()) as dst:
+        for _, raw, record in reader.decoded(decode_result):
             if retry_failed:
-                if not line.ok:
+                if not record.ok:
                     dropped += 1
                     continue
-                dst.write(raw)
-            if not line.warmup:
-                hashes.add(id_hash(line.key))
+                dst.write(raw + b"\n")
+            if not record.warmup:
+                hashes.add(id_hash(record.key))
         if retry_failed:
             dst.flush()
             os.fsync(dst.fileno())
@@ -165,7 +137,7 @@ class ResultWriter:
     """
 
     def __init__(self, fd: int, fsync: FsyncPolicy = FsyncPolicy(),
-                 encode: Callable[[dict], dict] | None = None, *, name: str = "the output",
+                 encode: Callable[[Record], dict] | None = None, *, name: str = "the output",
                  on_failure: Callable[[OutputFailed], None] | None = None) -> None:
         self.fd = fd
         self.fsync = fsync
@@ -180,7 +152,7 @@ class ResultWriter:
         self._last_sync = time.monotonic()
         self._dirty = False
 
-    def put(self, record: dict) -> None:
+    def put(self, record: Record) -> None:
         if self.encode is not None:
             record = self.encode(record)
         self._buf.append(orjson.dumps(record) + b"\n")

@@ -11,6 +11,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from .record import OK, Record
+
 
 class LiveCounters:
     """Counters the engine bumps per record; cheap enough for every record."""
@@ -21,11 +23,11 @@ class LiveCounters:
         self.recent_ttft: deque[float] = deque(maxlen=2000)
         self.started = time.monotonic()
 
-    def on_record(self, record: dict) -> None:
+    def on_record(self, record: Record) -> None:
         self.done += 1
-        if record["status"] != "ok":
+        if record.status != OK:
             self.errors += 1
-        ttft = record["metrics"].get("ttft_s")
+        ttft = record.metrics.ttft_s
         if ttft is not None:
             self.recent_ttft.append(ttft)
 

@@ -28,6 +28,7 @@ from .stream.headers import Credentials, HeaderError, check_env_name, resolve_he
 from .ids import SeenIds, resume_key
 from .inputs import STDIN, InputItem, expand_inputs, iter_items, scan_inputs
 from .outputs import ResultWriter, lock_output, open_output, prepare_resume
+from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 
 log = logging.getLogger("streamrun")
@@ -197,9 +198,9 @@ class Run:
         _quota_hooks(cfg, self.hooks)
         encode = None
         if cfg.output_format == "openai-batch":
-            from .batchfmt import to_batch_output
+            from .batchfmt import encode_batch
 
-            encode = to_batch_output
+            encode = encode_batch
         self.engine = Engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
@@ -208,12 +209,12 @@ class Run:
         self._seen_stdin = SeenIds() if STDIN in plan.paths else None
         self._signals: list[int] = []
 
-    def _on_record(self, record: dict) -> None:
+    def _on_record(self, record: Record) -> None:
         self.stats.add(record)
         self.counters.on_record(record)
-        err = record["error"]
-        if err and err["type"] == "invalid_input":
-            log.error("%s", err["message"])
+        err = record.error
+        if err is not None and err.type == "invalid_input":
+            log.error("%s", err.message)
 
     def stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan

@@ -1,32 +1,42 @@
-"""Shared fixtures: an in-process mock server on 127.0.0.1 and small file helpers."""
+"""Shared helpers: mock servers (in-process and in their own process), JSONL files,
+runs through the Python API and the CLI, and waits that poll for a state.
+
+Test modules import helpers from here only, never from one another.  Waits
+never assume a speed: they poll for a state (lines on disk, requests seen,
+a line on stderr) under a generous hang guard.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
+from runner.config import RetryPolicy, RunConfig, Stage
 from runner.mock import MockConfig, serve
 
 DATA = Path(__file__).parent / "data"
+STREAMRUN = [sys.executable, "-m", "runner.cli"]
+HANG_GUARD_S = 60.0  # only ever reached when something hangs; no test waits this long otherwise
+FAST_RETRY = RetryPolicy(max_attempts=4, backoff_initial=0.001, backoff_max=0.01)
 
 
-@pytest.fixture
-async def mock_server():
-    """Start a mock with the given config; yields a factory returning its base URL."""
-    from contextlib import AsyncExitStack
-
-    async with AsyncExitStack() as stack:
-        async def start(**kwargs) -> str:
-            kwargs.setdefault("ttft", 0.0)
-            kwargs.setdefault("tokens_per_s", 0.0)
-            return await stack.enter_async_context(serve(MockConfig(**kwargs)))
-
-        yield start
+# -- files ---------------------------------------------------------------------
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows as JSONL; a str row is written as is (a broken line, say)."""
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(row if isinstance(row, str) else json.dumps(row, ensure_ascii=False))
@@ -38,19 +48,61 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-import os
-import re
-import subprocess
-import sys
+def count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
-STREAMRUN = [sys.executable, "-m", "runner.cli"]
+
+def chat(cid: str, mock: dict | None = None, **extra) -> dict:
+    """A chat input line with id `cid`; `mock` is the mock's per-request fault script."""
+    row = {"custom_id": cid, "messages": [{"role": "user", "content": f"prompt {cid}"}], **extra}
+    if mock is not None:
+        row["mock"] = mock
+    return row
 
 
-def streamrun(*args, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Run the CLI as a real subprocess (exit codes, signals, stderr as users see them)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*STREAMRUN, *map(str, args)], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, **kwargs)
+def prompts(path: Path, n: int, bad_at: int | None = None) -> Path:
+    """n chat lines with ids p0..p{n-1}; the line at `bad_at` is not JSON."""
+    rows = [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(n)]
+    if bad_at is not None:
+        rows[bad_at] = "{this is not json"
+    return write_jsonl(path, rows)
+
+
+def by_id(records: list[dict]) -> dict[str, dict]:
+    return {r["custom_id"]: r for r in records}
+
+
+def freeze_now(monkeypatch, when):
+    """Make `datetime.now()` return `when` for code that does `from datetime import datetime` at call time."""
+    import datetime as datetime_module
+
+    real = datetime_module.datetime
+
+    class Frozen(real):
+        @classmethod
+        def now(cls, tz=None):
+            return when if tz is None else when.astimezone(tz)
+
+    monkeypatch.setattr(datetime_module, "datetime", Frozen)
+    return when
+
+
+# -- the mock ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def mock_server():
+    """Start a mock in this process with the given config; yields a factory returning its base URL."""
+    async with AsyncExitStack() as stack:
+        async def start(**kwargs) -> str:
+            kwargs.setdefault("ttft", 0.0)
+            kwargs.setdefault("tokens_per_s", 0.0)
+            return await stack.enter_async_context(serve(MockConfig(**kwargs)))
+
+        yield start
 
 
 @pytest.fixture
@@ -74,3 +126,109 @@ def mock_process():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def mock_stats(url: str) -> dict:
+    """The mock's counters (GET /mock/stats); blocking, so for subprocess mocks or between runs."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/mock/stats", timeout=HANG_GUARD_S) as resp:
+        return json.load(resp)
+
+
+async def amock_stats(url: str) -> dict:
+    """`mock_stats` for a mock served by this process's own event loop."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url.removesuffix("/v1") + "/mock/stats") as resp:
+            return await resp.json()
+
+
+@pytest.fixture
+def no_tiktoken(monkeypatch, tmp_path):
+    """tiktoken absent (None in sys.modules makes the import fail), an empty
+    cache dir, no download permission, a fresh encoding cache: token counts
+    are the chars/4 estimate whatever is installed."""
+    from runner import tokens
+
+    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("STREAMRUN_TIKTOKEN_DOWNLOAD", raising=False)
+    tokens.reset_tokenizer_cache()
+    yield
+    tokens.reset_tokenizer_cache()
+
+
+# -- runs ----------------------------------------------------------------------
+
+
+async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
+    """Run input rows (or an input file) through the Python API into tmp_path/out.jsonl: (exit code, records)."""
+    from runner.run import _execute
+
+    inp = rows if isinstance(rows, Path) else write_jsonl(tmp_path / "in.jsonl", rows)
+    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
+                    model="mock-model", retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
+    cfg = dataclasses.replace(cfg, **overrides)
+    code = await _execute(cfg, None, False)
+    return code, read_jsonl(tmp_path / "out.jsonl")
+
+
+def streamrun(*args, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run the CLI as a real subprocess (exit codes, signals, stderr as users see them)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*STREAMRUN, *map(str, args)], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, **kwargs)
+
+
+def start_run(*args) -> subprocess.Popen:
+    """`streamrun run ARGS` in the background, stdout and stderr piped."""
+    return subprocess.Popen([*STREAMRUN, "run", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+# -- waits (poll for a state, never for a time) -----------------------------------
+
+
+def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, guard: float = HANG_GUARD_S) -> None:
+    """Until `path` holds n lines; fails at once if the run ends first."""
+    end = time.monotonic() + guard
+    while count_lines(path) < n:
+        assert proc.poll() is None, f"run ended early: {proc.stderr.read()}"
+        assert time.monotonic() < end, "hang guard"
+        time.sleep(0.02)
+
+
+def wait_for_requests(url: str, n: int, guard: float = HANG_GUARD_S) -> None:
+    """Until the mock has received n requests: the run is then past start-up, signal handlers in place."""
+    end = time.monotonic() + guard
+    while mock_stats(url)["requests"] < n:
+        assert time.monotonic() < end, "hang guard"
+        time.sleep(0.02)
+
+
+def read_stderr_until(proc: subprocess.Popen, text: str, guard: float = HANG_GUARD_S) -> str:
+    """Read proc's stderr line by line until a line contains `text`; return what was read.
+
+    A thread does the blocking reads, so the hang guard holds even when no
+    line ever comes; it keeps draining stderr afterwards, so the process never
+    blocks on a full pipe.
+    """
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    end = time.monotonic() + guard
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"hang guard: no {text!r} on stderr; got {''.join(seen)!r}") from None
+        assert line is not None, f"stderr closed without {text!r}: {''.join(seen)!r}"
+        seen.append(line)
+        if text in line:
+            return "".join(seen)

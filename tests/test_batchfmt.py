@@ -1,56 +1,52 @@
+"""The OpenAI Batch API output format (runner/batchfmt.py): encode_batch / decode_batch and `streamrun convert`."""
+
+from datetime import datetime
+
 import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.batchfmt import convert_command, from_batch_output, to_batch_output
+from runner.batchfmt import convert_command, decode_batch, encode_batch
+from runner.record import Metrics, Record, RecordError
 
 
 def _metrics(**over):
-    m = {
-        "ttft_s": 0.051, "ttfb_s": 0.05, "e2e_s": 0.4, "tpot_s": 0.0055,
-        "itl_s": [0.005, 0.006], "queue_s": 0.0001, "output_tokens": 64,
-        "output_tokens_source": "usage",
-        "started_at": "2026-11-25T14:50:01.123456+00:00",
-    }
-    m.update(over)
+    m = Metrics(
+        ttft_s=0.051, ttfb_s=0.05, e2e_s=0.4, tpot_s=0.0055, itl_s=[0.005, 0.006], queue_s=0.0001,
+        output_tokens=64, output_tokens_source="usage", started_at=datetime.fromisoformat("2026-11-25T14:50:01.123456+00:00"),
+    )
+    for k, v in over.items():
+        setattr(m, k, v)
     return m
 
 
 def _record(**over):
-    r = {
-        "custom_id": "req-1",
-        "status": "ok",
-        "text": "Hello there",
-        "reasoning": None,
-        "tool_calls": None,
-        "finish_reason": "stop",
-        "model": "mock-model",
-        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
-        "metrics": _metrics(),
-        "attempts": 1,
-        "error": None,
-        "source": {"file": "in.jsonl", "line": 3},
-        "endpoint": "http://127.0.0.1:8000/v1",
-        "stage": None,
-        "warmup": False,
-        "request_path": "/v1/chat/completions",
-    }
-    r.update(over)
+    r = Record(
+        custom_id="req-1", status="ok", text="Hello there", reasoning=None, tool_calls=None,
+        finish_reason="stop", model="mock-model",
+        usage={"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+        metrics=_metrics(), attempts=1, error=None, source={"file": "in.jsonl", "line": 3},
+        endpoint="http://127.0.0.1:8000/v1", stage=None, warmup=False,
+        request_url="/v1/chat/completions", request_id="chatcmpl-abc",
+    )
+    for k, v in over.items():
+        setattr(r, k, v)
     return r
 
 
 def _error_record(error, text="", metrics=None, **over):
-    empty = dict.fromkeys(_metrics())
-    empty["itl_s"] = []
-    return _record(
-        status="error", text=text, finish_reason=None, usage=None,
-        error=error, metrics=metrics or empty, attempts=3, **over,
-    )
+    return _record(status="error", text=text, finish_reason=None, usage=None, error=error,
+                   metrics=metrics or Metrics(), attempts=3, **over)
+
+
+def _json(obj):
+    """What a file holds: dataclasses become objects."""
+    return orjson.loads(orjson.dumps(obj))
 
 
 def test_chat_record_to_batch():
     rec = _record(reasoning="thinking...")
-    line = to_batch_output(rec, "/v1/chat/completions")
+    line = encode_batch(rec, "/v1/chat/completions")
     assert line["custom_id"] == "req-1"
     assert line["id"].startswith("batch_req_") and len(line["id"]) == 10 + 32
     assert line["error"] is None
@@ -59,7 +55,7 @@ def test_chat_record_to_batch():
     body = resp["body"]
     assert body["object"] == "chat.completion"
     assert body["model"] == "mock-model"
-    assert body["usage"] == rec["usage"]
+    assert body["usage"] == rec.usage
     assert body["created"] == 1795618201  # started_at as unix seconds
     assert body["choices"] == [{
         "index": 0,
@@ -70,117 +66,106 @@ def test_chat_record_to_batch():
 
 
 def test_ids_are_stable_and_distinct_per_custom_id():
-    a1 = to_batch_output(_record(custom_id="a"))
-    a2 = to_batch_output(_record(custom_id="a", text="other"))
-    b = to_batch_output(_record(custom_id="b"))
+    a1 = encode_batch(_record(custom_id="a"))
+    a2 = encode_batch(_record(custom_id="a", text="other"))
+    b = encode_batch(_record(custom_id="b"))
     assert a1["id"] == a2["id"] != b["id"]
     assert a1["response"]["request_id"] == a2["response"]["request_id"]
 
 
 def test_no_reasoning_key_when_absent():
-    msg = to_batch_output(_record())["response"]["body"]["choices"][0]["message"]
+    msg = encode_batch(_record())["response"]["body"]["choices"][0]["message"]
     assert "reasoning_content" not in msg
 
 
 def test_side_field_carries_what_batch_has_no_place_for():
     rec = _record(stage={"index": 0, "label": "c=4", "concurrency": 4, "rate": None},
                   warmup=True, attempts=2)
-    side = to_batch_output(rec)["streamrun"]
+    side = _json(encode_batch(rec))["streamrun"]
     assert side == {
-        "metrics": rec["metrics"], "attempts": 2, "endpoint": rec["endpoint"],
-        "source": rec["source"], "stage": rec["stage"], "warmup": True,
-        "request_path": "/v1/chat/completions",
+        "metrics": _json(rec.metrics), "attempts": 2, "endpoint": rec.endpoint,
+        "source": rec.source, "stage": rec.stage, "warmup": True,
+        "request_url": "/v1/chat/completions", "request_id": "chatcmpl-abc",
     }
 
 
 def test_ids_differ_per_stage_of_a_sweep():
     def stage(label):
         return {"index": 0, "label": label, "concurrency": 1, "rate": None}
-    a = to_batch_output(_record(stage=stage("c=1")))
-    b = to_batch_output(_record(stage=stage("c=8")))
+    a = encode_batch(_record(stage=stage("c=1")))
+    b = encode_batch(_record(stage=stage("c=8")))
     assert a["custom_id"] == b["custom_id"] and a["id"] != b["id"]
 
 
-def _without_path(**over):
-    rec = _record(**over)
-    del rec["request_path"]
-    return rec
-
-
 def test_completion_record_by_url_argument():
-    line = to_batch_output(_without_path(), "/v1/completions")
+    line = encode_batch(_record(request_url=None), "/v1/completions")
     body = line["response"]["body"]
     assert body["object"] == "text_completion"
     assert body["id"].startswith("cmpl-")
     assert body["choices"] == [{"index": 0, "text": "Hello there", "finish_reason": "stop"}]
 
 
-def test_record_request_path_wins_over_argument():
-    rec = _record(request_path="/v1/completions")
-    line = to_batch_output(rec, "/v1/chat/completions")
+def test_record_request_url_wins_over_argument():
+    rec = _record(request_url="/v1/completions")
+    line = encode_batch(rec, "/v1/chat/completions")
     assert line["response"]["body"]["object"] == "text_completion"
-    assert from_batch_output(line) == rec
+    assert decode_batch(_json(line)) == rec
 
 
-def test_request_url_alias():
-    rec = _without_path(request_url="/v1/completions")
-    line = to_batch_output(rec)
-    assert line["response"]["body"]["object"] == "text_completion"
-    assert from_batch_output(line) == rec
+def test_request_path_of_older_conversions_is_read():
+    line = _json(encode_batch(_record(request_url="/v1/completions")))
+    line["streamrun"]["request_path"] = line["streamrun"].pop("request_url")
+    assert decode_batch(line).request_url == "/v1/completions"
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_ok_round_trip(path):
-    rec = _record(reasoning="hmm", request_path=path)
-    back = from_batch_output(to_batch_output(rec))
-    assert back == rec
-    assert list(back) == list(rec)  # same key order as FORMATS.md
+    rec = _record(reasoning="hmm", request_url=path)
+    assert decode_batch(_json(encode_batch(rec))) == rec
 
 
 @pytest.mark.parametrize("url", ["/v1/chat/completions", "/v1/completions"])
-def test_record_without_path_gains_the_one_its_body_implies(url):
-    back = from_batch_output(to_batch_output(_without_path(), url))
-    assert back.pop("request_path") == url
-    assert back == _without_path()
+def test_record_without_url_gains_the_one_its_body_implies(url):
+    back = decode_batch(_json(encode_batch(_record(request_url=None), url)))
+    assert back.request_url == url
+    back.request_url = None
+    assert back == _record(request_url=None)
 
 
 def test_http_500_is_a_response_with_that_status():
-    err = {"type": "http_error", "status_code": 500, "message": "boom"}
-    rec = _error_record(err)
-    line = to_batch_output(rec)
+    rec = _error_record(RecordError("http_error", 500, None, "boom"))
+    line = _json(encode_batch(rec))
     assert line["error"] is None
     assert line["response"]["status_code"] == 500
     assert line["response"]["body"] == {"error": {
         "message": "boom", "type": "server_error", "param": None, "code": None}}
-    assert from_batch_output(line) == rec
+    assert decode_batch(line) == rec
 
 
-def test_http_400_round_trip():
-    err = {"type": "http_error", "status_code": 400, "message": "bad max_tokens"}
-    rec = _error_record(err)
-    line = to_batch_output(rec)
+def test_http_400_round_trip_keeps_the_servers_code():
+    rec = _error_record(RecordError("context_length_exceeded", 400, "context_length_exceeded", "too long"))
+    line = _json(encode_batch(rec))
     assert line["response"]["status_code"] == 400
     assert line["response"]["body"]["error"]["type"] == "invalid_request_error"
-    assert from_batch_output(line) == rec
+    assert line["response"]["body"]["error"]["code"] == "context_length_exceeded"
+    assert decode_batch(line) == rec
 
 
 def test_connect_error_is_a_batch_error():
-    err = {"type": "connect_error", "status_code": None, "message": "refused"}
-    rec = _error_record(err)
-    line = to_batch_output(rec)
+    rec = _error_record(RecordError("connect_error", None, None, "refused"))
+    line = _json(encode_batch(rec))
     assert line["response"] is None
     assert line["error"] == {"code": "connect_error", "message": "refused"}
-    assert from_batch_output(line) == rec
+    assert decode_batch(line) == rec
 
 
 def test_broken_stream_keeps_partial_text_and_metrics():
-    err = {"type": "incomplete_stream", "status_code": None, "message": "cut"}
-    rec = _error_record(err, text="partial ans", metrics=_metrics(output_tokens=3),
-                        model="mock-model")
-    line = to_batch_output(rec)
+    rec = _error_record(RecordError("incomplete_stream", None, None, "cut"), text="partial ans",
+                        metrics=_metrics(output_tokens=3), model="mock-model")
+    line = _json(encode_batch(rec))
     assert line["response"] is None and line["error"]["code"] == "incomplete_stream"
     assert line["streamrun"]["text"] == "partial ans"
-    assert from_batch_output(line) == rec
+    assert decode_batch(line) == rec
 
 
 def test_real_batch_line_without_side_field():
@@ -193,33 +178,35 @@ def test_real_batch_line_without_side_field():
                 "message": {"role": "assistant", "content": "4.", "refusal": None}}],
             "usage": {"prompt_tokens": 24, "completion_tokens": 8, "total_tokens": 32}}},
     }
-    rec = from_batch_output(line)
-    assert rec["custom_id"] == "request-1" and rec["status"] == "ok"
-    assert rec["text"] == "4." and rec["model"] == "gpt-4o-mini"
-    assert rec["usage"]["completion_tokens"] == 8
-    assert rec["metrics"]["ttft_s"] is None and rec["metrics"]["itl_s"] == []
-    assert rec["attempts"] == 1 and rec["warmup"] is False
-    assert rec["request_path"] == "/v1/chat/completions"
+    rec = decode_batch(line)
+    assert rec.custom_id == "request-1" and rec.status == "ok"
+    assert rec.text == "4." and rec.model == "gpt-4o-mini"
+    assert rec.usage["completion_tokens"] == 8
+    assert rec.metrics == Metrics()  # nothing was timed
+    assert rec.attempts == 1 and rec.warmup is False
+    assert rec.request_url == "/v1/chat/completions"
+    assert rec.request_id == "af0b"  # the Batch API's own id for the request
 
 
 def test_real_batch_errors_without_side_field():
-    http = from_batch_output({"id": "b", "custom_id": "r", "error": None, "response": {
+    http = decode_batch({"id": "b", "custom_id": "r", "error": None, "response": {
         "status_code": 429, "request_id": "x",
-        "body": {"error": {"message": "slow down", "type": "rate_limit"}}}})
-    assert http["status"] == "error"
-    assert http["error"] == {"type": "http_error", "status_code": 429, "message": "slow down"}
-    expired = from_batch_output({"id": "b", "custom_id": "r", "response": None,
-                                 "error": {"code": "batch_expired", "message": "late"}})
-    assert expired["error"] == {"type": "batch_expired", "status_code": None,
-                                "message": "late"}
-    assert expired["request_path"] is None and expired["text"] == ""
+        "body": {"error": {"message": "slow down", "type": "rate_limit", "code": "rate_limit_exceeded"}}}})
+    assert http.status == "error"
+    assert http.error == RecordError("http_error", 429, "rate_limit_exceeded", "slow down")
+    expired = decode_batch({"id": "b", "custom_id": "r", "response": None,
+                            "error": {"code": "batch_expired", "message": "late"}})
+    assert expired.error == RecordError("batch_expired", None, None, "late")
+    assert expired.request_url is None and expired.text == ""
 
 
-def test_from_batch_output_rejects_garbage():
+def test_decode_batch_rejects_garbage():
     with pytest.raises(ValueError):
-        from_batch_output({"custom_id": "x", "response": None, "error": None})
+        decode_batch({"custom_id": "x", "response": None, "error": None})
     with pytest.raises(ValueError):
-        from_batch_output({"response": None, "error": {"code": "x"}})
+        decode_batch({"response": None, "error": {"code": "x"}})
+    with pytest.raises(ValueError, match="malformed"):
+        decode_batch({"custom_id": "x", "response": {"status_code": "200"}})
 
 
 def _write_jsonl(path, objs, extra=b""):
@@ -227,10 +214,8 @@ def _write_jsonl(path, objs, extra=b""):
 
 
 def test_convert_command_round_trip(tmp_path):
-    records = [
-        _record(custom_id=f"r{i}") for i in range(3)
-    ] + [_error_record({"type": "timeout", "status_code": None, "message": "t"},
-                       custom_id="r9")]
+    records = [_record(custom_id=f"r{i}") for i in range(3)] + [
+        _error_record(RecordError("timeout", None, None, "t"), custom_id="r9")]
     ours = tmp_path / "results.jsonl"
     _write_jsonl(ours, records)
     batch, back = tmp_path / "batch.jsonl", tmp_path / "back.jsonl"
@@ -242,12 +227,12 @@ def test_convert_command_round_trip(tmp_path):
     assert all("response" in x for x in lines)
     r2 = runner.invoke(convert_command, [str(batch), "-o", str(back), "--to", "streamrun"])
     assert r2.exit_code == 0, r2.output
-    assert [orjson.loads(x) for x in back.read_bytes().splitlines()] == records
+    assert back.read_bytes() == ours.read_bytes()  # byte for byte
 
 
 def test_convert_command_bad_lines_are_skipped_and_named(tmp_path):
     src = tmp_path / "mixed.jsonl"
-    batch_line = to_batch_output(_record(custom_id="b1"))
+    batch_line = encode_batch(_record(custom_id="b1"))
     _write_jsonl(src, [_record(custom_id="a1")], extra=(
         b'{"custom_id": "torn", "sta\n'
         + orjson.dumps(batch_line) + b"\n"
@@ -262,12 +247,12 @@ def test_convert_command_bad_lines_are_skipped_and_named(tmp_path):
     assert "mixed.jsonl:1:" not in result.output and "mixed.jsonl:3:" not in result.output
     got = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [g["custom_id"] for g in got] == ["a1", "b1"]  # auto-detected per line
-    assert got[0] == _record(custom_id="a1")  # already streamrun: copied
+    assert got[0] == _json(_record(custom_id="a1"))  # already streamrun: copied
 
 
 def test_convert_command_completions_url(tmp_path):
     src, out = tmp_path / "r.jsonl", tmp_path / "b.jsonl"
-    _write_jsonl(src, [_without_path()])
+    _write_jsonl(src, [_record(request_url=None)])
     result = CliRunner().invoke(convert_command, [
         str(src), "-o", str(out), "--to", "openai-batch", "--url", "/v1/completions"])
     assert result.exit_code == 0
@@ -279,12 +264,12 @@ def test_convert_command_refuses_to_overwrite_its_input(tmp_path):
     _write_jsonl(src, [_record()])
     result = CliRunner().invoke(convert_command, [str(src), "-o", str(src), "--to", "openai-batch"])
     assert result.exit_code == 2
-    assert orjson.loads(src.read_bytes()) == _record()
+    assert orjson.loads(src.read_bytes()) == _json(_record())
 
 
 def test_tool_calls_round_trip():
     calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     rec = _record(text="", tool_calls=calls, finish_reason="tool_calls")
-    line = to_batch_output(rec)
+    line = _json(encode_batch(rec))
     assert line["response"]["body"]["choices"][0]["message"]["tool_calls"] == calls
-    assert from_batch_output(line) == rec
+    assert decode_batch(line) == rec

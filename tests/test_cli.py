@@ -72,29 +72,3 @@ def test_key_never_printed_logged_or_written(tmp_path, mock_process):
     assert len(produced) >= 6  # results and summaries
     for path in produced:
         assert FAKE_KEY.encode() not in path.read_bytes(), path
-
-
-def test_progress_bar_ticks_and_only_on_a_tty(tmp_path, mock_process):
-    import io
-
-    from rich.console import Console
-
-    from runner.progress import LiveCounters, ProgressDisplay
-
-    counters = LiveCounters()
-    for ttft in (0.1, 0.2, 0.3):
-        counters.on_record({"status": "ok", "metrics": {"ttft_s": ttft}})
-    counters.on_record({"status": "error", "metrics": {"ttft_s": None}})
-    buf = io.StringIO()
-    display = ProgressDisplay(counters, 10, lambda: 3, lambda: "8",
-                              console=Console(file=buf, force_terminal=True, width=120))
-    with display:
-        display.tick()
-    task = display.progress.tasks[0]
-    assert task.completed == 4 and "in flight 3/8" in task.fields["info"]
-    assert "TTFT p50 200 ms" in task.fields["info"] and "err 1" in task.fields["info"]
-    # stderr is a pipe here: no bar, no escape codes
-    url = mock_process("--ttft", "0", "--tokens-per-s", "0")
-    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
-    res = streamrun("run", inp, "-o", tmp_path / "o.jsonl", "--base-url", url)
-    assert "\x1b[" not in res.stderr

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
-from runner.config import RetryPolicy, RunConfig, Stage, Timeouts
-from runner.run import _execute
-from tests.conftest import read_jsonl, write_jsonl
+from runner.config import RetryPolicy, Timeouts
+from tests.conftest import FAST_RETRY, by_id, chat, run_rows
 
 SAMPLE = Path(__file__).parent.parent / "sample_inputs" / "prompts.jsonl"
-FAST_RETRY = RetryPolicy(max_attempts=4, backoff_initial=0.001, backoff_max=0.01)
-
-
-async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
-    inp = rows if isinstance(rows, Path) else write_jsonl(tmp_path / "in.jsonl", rows)
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
-                    model="mock-model", retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
-    cfg = dataclasses.replace(cfg, **overrides)
-    code = await _execute(cfg, None, False)
-    return code, read_jsonl(tmp_path / "out.jsonl")
-
-
-def by_id(records):
-    return {r["custom_id"]: r for r in records}
-
-
-def chat(cid: str, mock: dict | None = None, **extra) -> dict:
-    row = {"custom_id": cid, "messages": [{"role": "user", "content": f"prompt {cid}"}], **extra}
-    if mock is not None:
-        row["mock"] = mock
-    return row
 
 
 async def test_sample_inputs_every_record_ok(tmp_path, mock_server):
@@ -139,3 +116,14 @@ async def test_usage_missing_counts_events(tmp_path, mock_server):
     code, (r,) = await run_rows(tmp_path, url, [chat("a", max_tokens=5)], include_usage=False)
     assert r["usage"] is None
     assert r["metrics"]["output_tokens"] == 5 and r["metrics"]["output_tokens_source"] == "events"
+
+
+def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
+    from runner.engine import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None

@@ -1,8 +1,11 @@
+"""runner.ids: shards, id hashes and the sets built from them (done-sets for resume, duplicate checks)."""
+
+import random
 from collections import Counter
 
 import pytest
 
-from runner.ids import Shard, parse_shard, shard_from_env, shard_of
+from runner.ids import DoneIds, HashSorter, SeenIds, Shard, id_hash, parse_shard, resume_key, shard_from_env, shard_of
 
 
 def test_parse_shard():
@@ -150,3 +153,37 @@ def test_env_both_schedulers_is_ambiguous():
     }
     with pytest.raises(ValueError, match="--shard"):
         shard_from_env(env)
+
+def test_hash_sorter_and_done_ids_agree_with_a_plain_sort():
+    rng = random.Random(5)
+    values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1]
+    sorter = HashSorter()
+    for v in values:
+        sorter.add(v)
+    assert list(sorter.sorted()) == sorted(values)
+    ids = HashSorter()
+    for i in range(100):
+        ids.add(id_hash(f"id-{i}"))
+    done = DoneIds(ids)
+    assert len(done) == 100 and "id-7" in done and "id-100" not in done
+
+
+def test_id_hash_is_stable_and_64_bit():
+    # the same id hashes the same in every process (never the salted hash())
+    assert id_hash("req-1") == id_hash("req-1") != id_hash("req-2")
+    assert all(0 <= id_hash(f"x{i}") < 2**64 for i in range(100))
+    assert id_hash("é") == id_hash("\u00e9")
+
+
+def test_seen_ids_name_the_first_place():
+    seen = SeenIds()
+    assert seen.check("a", "<stdin>:1") is None
+    assert seen.check("b", "<stdin>:2") is None
+    assert seen.check("a", "<stdin>:3") == "<stdin>:1"
+    assert seen.check("a", "<stdin>:4") == "<stdin>:1"  # always the first one
+
+
+def test_resume_key_separates_stages():
+    assert resume_key(None, "x") == "x"
+    assert resume_key("c=4", "x") == "c=4\x00x"
+    assert resume_key("c=4", "x") != resume_key("c=8", "x")

@@ -52,6 +52,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def released_after(clock: FakeClock, task: asyncio.Task, seconds: float, early: float) -> None:
+    """`task` is still blocked `early` seconds of fake time before `seconds`, and done at `seconds`."""
+    await settle()
+    await clock.advance(seconds - early)
+    assert not task.done()
+    await clock.advance(early)
+    assert task.done()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -127,11 +136,7 @@ async def test_tpm_waits_for_tokens(clock):
     await q.acquire(500)
     assert q.token_level == pytest.approx(100)
     task = asyncio.create_task(q.acquire(200))  # needs 100 more: 10 s
-    await settle()
-    await clock.advance(9.9)
-    assert not task.done()
-    await clock.advance(0.1)
-    assert task.done()
+    await released_after(clock, task, 10, early=0.1)
     assert q.token_level == pytest.approx(0)
 
 
@@ -151,11 +156,7 @@ async def test_settle_debt_is_waited_off(clock):
     q = QuotaLimiter(tpm=600, now=clock.now, sleep=clock.sleep, initial_fill=0.0)  # 10 tokens/s
     q.settle(estimated=0, actual=100)  # level -100
     task = asyncio.create_task(q.acquire(0))
-    await settle()
-    await clock.advance(9.9)
-    assert not task.done()
-    await clock.advance(0.1)
-    assert task.done()
+    await released_after(clock, task, 10, early=0.1)
 
 
 async def test_exceeds_tpm_raises_immediately(clock):
@@ -239,22 +240,14 @@ async def test_observe_headers_lowers_level(clock):
     assert q.request_level == pytest.approx(0)
     assert q.token_level == pytest.approx(1234)
     task = asyncio.create_task(q.acquire(10))  # 600 rpm refills 1 request per 0.1 s
-    await settle()
-    await clock.advance(0.09)
-    assert not task.done()
-    await clock.advance(0.01)
-    assert task.done()
+    await released_after(clock, task, 0.1, early=0.01)
 
 
 async def test_hint_only_waits_until_reset(clock):
     q = QuotaLimiter(now=clock.now, sleep=clock.sleep)
     q.observe_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2.5s"})
     task = asyncio.create_task(q.acquire())
-    await settle()
-    await clock.advance(2.4)
-    assert not task.done()
-    await clock.advance(0.1)
-    assert task.done()
+    await released_after(clock, task, 2.5, early=0.1)
     await q.acquire()  # reset passed: the hint is gone
     assert len(clock.sleeps) == 1
 
@@ -277,11 +270,8 @@ async def test_hint_tokens_with_rpm_configured(clock):
     q.observe_headers({"x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "6m0s"})
     await q.acquire(50)
     task = asyncio.create_task(q.acquire(60))  # 50 left < 60
-    await settle()
-    await clock.advance(119)  # the server said 6m; every server-given wait is capped at 120 s
-    assert not task.done()
-    await clock.advance(1)
-    assert task.done()
+    # the server said 6m; every server-given wait is capped at 120 s
+    await released_after(clock, task, 120, early=1)
 
 
 async def test_an_absurd_reset_header_cannot_freeze_the_run(clock):
@@ -297,11 +287,7 @@ async def test_hint_without_reset_uses_default(clock):
     q = QuotaLimiter(now=clock.now, sleep=clock.sleep)
     q.observe_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"})
     task = asyncio.create_task(q.acquire())
-    await settle()
-    await clock.advance(0.99)
-    assert not task.done()
-    await clock.advance(0.01)
-    assert task.done()
+    await released_after(clock, task, 1, early=0.01)
 
 
 # -- AdaptiveConcurrency ----------------------------------------------------------
@@ -490,3 +476,37 @@ async def test_not_adaptive_is_a_fixed_semaphore(clock):
     for _ in range(4):
         await a.acquire()  # no pause either
     assert clock.sleeps == []
+
+
+async def test_burst_of_one_second_paces_a_per_second_enforcer(clock):
+    """rpm=600 with a 1 s burst: 10 go at once, then one every 0.1 s, as a per-second limiter allows."""
+    q = QuotaLimiter(rpm=600, now=clock.now, sleep=clock.sleep, burst_s=1.0)
+    for _ in range(10):
+        await q.acquire()
+    task = asyncio.create_task(q.acquire())
+    await settle()
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done()
+
+
+async def test_a_request_larger_than_the_burst_waits_for_a_full_bucket_not_forever(clock):
+    q = QuotaLimiter(tpm=600, now=clock.now, sleep=clock.sleep, burst_s=1.0)  # 10 tokens/s, bucket of 10
+    await q.acquire(10)
+    task = asyncio.create_task(q.acquire(50))  # five seconds' worth
+    await settle()
+    await clock.advance(1.0)
+    assert task.done()  # it went on a full bucket and left a debt
+    follower = asyncio.create_task(q.acquire(1))
+    await released_after(clock, follower, 4.2, early=0.2)  # the debt of 40 tokens is paid first
+
+
+async def test_429s_under_a_configured_limit_lower_the_rate_and_successes_recover_it(clock):
+    q = QuotaLimiter(rpm=600, now=clock.now, sleep=clock.sleep, burst_s=1.0)
+    base = q._requests.rate
+    for _ in range(20):
+        q.throttled()
+    assert q.throttles == 20 and q._requests.rate == pytest.approx(base * QuotaLimiter.MIN_RATE_SHARE)
+    for _ in range(500):
+        q.succeeded()
+    assert base * 0.99 < q._requests.rate <= base

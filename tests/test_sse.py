@@ -83,7 +83,7 @@ def test_capture_outcome(name):
         assert err is None and state.finished
     # TTFT is at the first event with text, not the role-only first chunk
     if name.startswith("chat_"):
-        assert first_text == 1 or (name == "chat_fields_comments.sse" and first_text == 1)
+        assert first_text == 1
 
 
 def test_fields_comments_capture_events():

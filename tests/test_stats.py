@@ -1,4 +1,4 @@
-"""Percentile math and the run summary (runner/stats.py)."""
+"""Percentile math and the run summary (runner/stats/)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from runner.record import Record, decode_native
 from runner.stats import (
     Reservoir,
     SortedRuns,
@@ -36,9 +37,9 @@ def rec(
     warmup: bool = False,
     stage: dict[str, Any] | None = None,
     usage: Any = "default",
-) -> dict[str, Any]:
+) -> Record:
     """A result record as docs/FORMATS.md describes, started ``at`` seconds after T0."""
-    return {
+    return decode_native({
         "custom_id": "x",
         "status": status,
         "usage": {"prompt_tokens": 5, "completion_tokens": out, "total_tokens": 5 + (out or 0)}
@@ -59,7 +60,7 @@ def rec(
         "warmup": warmup,
         "model": "m",
         "endpoint": "http://e/v1",
-    }
+    })
 
 
 # ---------------------------------------------------------------- percentile
@@ -214,7 +215,7 @@ def test_reasoning_tokens_and_missing_usage() -> None:
 def test_no_start_times_means_no_rates() -> None:
     acc = StatsAccumulator()
     r = rec()
-    del r["metrics"]["started_at"]
+    r.metrics.started_at = None
     acc.add(r)
     s = acc.summary({"ttft": 1.0})
     assert s["duration_s"] is None

@@ -22,16 +22,8 @@ from runner.tokens import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_tiktoken(monkeypatch, tmp_path):
-    """Default: tiktoken absent (None in sys.modules makes the import fail),
-    an empty cache dir, no download permission, a fresh encoding cache."""
-    monkeypatch.setitem(sys.modules, "tiktoken", None)
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("STREAMRUN_TIKTOKEN_DOWNLOAD", raising=False)
-    tokens.reset_tokenizer_cache()
-    yield
-    tokens.reset_tokenizer_cache()
+# No real tiktoken in any test here (conftest.no_tiktoken); the tests that want one install a fake.
+pytestmark = pytest.mark.usefixtures("no_tiktoken")
 
 
 class FakeEncoding:

@@ -1,7 +1,10 @@
-"""Long runs and cron: kill -9 and resume, SIGTERM drain, torn lines, locks, job files, exit codes.
+"""Long runs and cron: kill -9 and resume, SIGTERM drain, second signal, torn lines, locks, exit codes.
 
 The CLI runs as a real subprocess against a mock in its own process.  Waits
-poll for a state (records on disk) with a generous hang guard, never a speed.
+poll for a state (records on disk, requests seen, a line on stderr) with a
+generous hang guard, never a speed; mock timings leave the interrupted runs
+many seconds of work past the point where the signal is sent.  Job files are
+in tests/test_jobfile.py.
 """
 
 from __future__ import annotations
@@ -10,54 +13,11 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import STREAMRUN, read_jsonl, streamrun, write_jsonl
-
-
-def prompts(path: Path, n: int, bad_at: int | None = None) -> Path:
-    rows = [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(n)]
-    if bad_at is not None:
-        rows[bad_at] = "{this is not json"
-    return write_jsonl(path, rows)
-
-
-def count_lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, guard: float = 60) -> None:
-    end = time.monotonic() + guard
-    while count_lines(path) < n:
-        assert proc.poll() is None, f"run ended early: {proc.stderr.read()}"
-        assert time.monotonic() < end, "hang guard"
-        time.sleep(0.02)
-
-
-def wait_for_requests(url: str, n: int, guard: float = 60) -> None:
-    """Wait until the mock has received n requests: the run is then past start-up, signal handlers in place."""
-    import urllib.request
-
-    end = time.monotonic() + guard
-    while True:
-        with urllib.request.urlopen(url.removesuffix("/v1") + "/mock/stats") as resp:
-            if json.load(resp)["requests"] >= n:
-                return
-        assert time.monotonic() < end, "hang guard"
-        time.sleep(0.02)
-
-
-def start_run(*args) -> subprocess.Popen:
-    return subprocess.Popen([*STREAMRUN, "run", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+from tests.conftest import (count_lines, prompts, read_jsonl, read_stderr_until, start_run, streamrun,
+                            wait_for_lines, wait_for_requests, write_jsonl)
 
 
 def assert_one_ok_record_per_input(out: Path, n: int) -> None:
@@ -69,7 +29,9 @@ def assert_one_ok_record_per_input(out: Path, n: int) -> None:
 
 
 def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_process):
-    url = mock_process("--ttft", "0.02", "--tokens-per-s", "400", "--output-tokens", "16")
+    # 0.34 s a request at -c 16: the 40 lines come after 3 rounds, the whole run would need 19,
+    # so the kill lands mid-run however slowly this test process gets to send it
+    url = mock_process("--ttft", "0.3", "--tokens-per-s", "400", "--output-tokens", "16")
     n = 300
     inp, out = prompts(tmp_path / "in.jsonl", n), tmp_path / "out.jsonl"
     proc = start_run(inp, "-o", out, "--base-url", url, "-c", "16", "--fsync", "never")
@@ -78,7 +40,7 @@ def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_proc
     proc.wait()
     written = read_jsonl(out)  # every line whole and readable
     assert 40 <= len(written) < n
-    res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", "16", "--resume")
+    res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", n, "--resume")
     assert res.returncode == 0, res.stderr
     assert f"{len(written)} records already done" in res.stderr
     assert_one_ok_record_per_input(out, n)
@@ -87,7 +49,8 @@ def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_proc
 
 
 def test_sigterm_drains_in_flight_exits_143_and_resume_completes(tmp_path, mock_process):
-    url = mock_process("--ttft", "0.05", "--tokens-per-s", "200", "--output-tokens", "20")
+    # 0.4 s a request at -c 8: the 16 lines come after 2 rounds, the whole run would need 25
+    url = mock_process("--ttft", "0.3", "--tokens-per-s", "200", "--output-tokens", "20")
     n = 200
     inp, out = prompts(tmp_path / "in.jsonl", n), tmp_path / "out.jsonl"
     proc = start_run(inp, "-o", out, "--base-url", url, "-c", "8")
@@ -101,7 +64,7 @@ def test_sigterm_drains_in_flight_exits_143_and_resume_completes(tmp_path, mock_
     assert summary["cancelled_in_flight"] == 0
     assert summary["records_written"] == summary["requests_sent"]  # every in-flight request was drained
     assert summary["records_written"] < n
-    res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", "8", "--resume")
+    res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", n, "--resume")
     assert res.returncode == 0, res.stderr
     assert_one_ok_record_per_input(out, n)
 
@@ -125,10 +88,11 @@ def test_second_signal_exits_at_once(tmp_path, mock_process):
     proc = start_run(inp, "-o", out, "--base-url", url, "-c", "3", "--drain-timeout", "300")
     wait_for_requests(url, 3)
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    read_stderr_until(proc, "draining")  # the first signal was handled: the drain has begun
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)  # not 300 s: the second signal does not wait for the drain
     assert proc.returncode == 143
+    assert count_lines(out) == 0  # the three requests were still waiting for their first token
 
 
 def test_torn_last_line_is_cut_on_resume(tmp_path, mock_process):
@@ -151,7 +115,7 @@ def test_resume_keeps_errors_unless_retry_failed(tmp_path, mock_process):
     assert streamrun("run", inp, "-o", out, "--base-url", url).returncode == 1
     again = streamrun("run", inp, "-o", out, "--base-url", url, "--resume")
     assert again.returncode == 0  # nothing left to do; the old error is kept
-    assert [r["status"] for r in read_jsonl(out)] == ["ok", "error"] or len(read_jsonl(out)) == 2
+    assert sorted((r["custom_id"], r["status"]) for r in read_jsonl(out)) == [("a", "ok"), ("b", "error")]
     retried = streamrun("run", inp, "-o", out, "--base-url", url, "--resume", "--retry-failed")
     assert retried.returncode == 0, retried.stderr  # the mock's fault list is used up: now ok
     records = read_jsonl(out)
@@ -176,89 +140,3 @@ def test_duplicate_ids_exit_2_naming_both_places(tmp_path):
     assert res.returncode == 2
     assert "a.jsonl:1" in res.stderr and "b.jsonl:2" in res.stderr
     assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").stat().st_size == 0
-
-
-JOB = """
-name = "nightly"
-inputs = ["in.jsonl"]
-output = "out/{job}-{date}.jsonl"
-summary = "out/{job}-{date}.summary.json"
-concurrency = 4
-max_attempts = 1
-{extra}
-[params]
-max_tokens = 8
-"""
-
-
-def job_file(tmp_path: Path, extra: str = "", n: int = 10, bad_at: int | None = None) -> Path:
-    prompts(tmp_path / "in.jsonl", n, bad_at)
-    path = tmp_path / "job.toml"
-    path.write_text(JOB.replace("{extra}", extra))
-    return path
-
-
-@pytest.mark.parametrize("extra, message", [
-    ("concurency = 4", "unknown key 'concurency' (did you mean 'concurrency'?)"),
-    ("max_attempts = 0", "key 'max_attempts' must be a positive integer"),
-    ("rate = \"fast\"", "key 'rate' must be a positive number"),
-    ("[timeouts]\nfirst_bite = 3", "unknown key 'timeouts.first_bite'"),
-    ("fsync = \"sometimes\"", "fsync must be"),
-    ("resume = true\noverwrite = true", "exclude each other"),
-])
-def test_job_file_errors_are_one_line_naming_file_and_key(tmp_path, extra, message):
-    if extra.startswith("max_attempts"):
-        path = tmp_path / "job.toml"
-        prompts(tmp_path / "in.jsonl", 1)
-        path.write_text(JOB.replace("max_attempts = 1\n", "").replace("{extra}", extra))
-    else:
-        path = job_file(tmp_path, extra)
-    res = streamrun("job", path)
-    assert res.returncode == 2
-    assert message in res.stderr and "job.toml" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
-
-
-def test_job_runs_with_templates_summary_and_failure_budget(tmp_path, mock_process):
-    url = mock_process("--ttft", "0", "--tokens-per-s", "0")
-    # 1 bad line of 10: over a zero budget (exit 1), within 20 % or a count of 1 (exit 0)
-    for extra, code in (("max_failed = 0", 1), ("max_failed = 0.2", 0), ("max_failed = 1", 0),
-                        ("max_failed = 0.05", 1)):
-        path = job_file(tmp_path, f'base_url = "{url}"\noverwrite = true\n{extra}', bad_at=3)
-        res = streamrun("job", path)
-        assert res.returncode == code, (extra, res.stderr)
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    out = tmp_path / "out" / f"nightly-{day}.jsonl"
-    summary = json.loads((tmp_path / "out" / f"nightly-{day}.summary.json").read_text())
-    assert len(read_jsonl(out)) == 10
-    assert summary["job"] == "nightly" and summary["exit_code"] == 1
-    assert summary["summary"]["counts"]["errors_by_type"] == {"invalid_input": 1}
-    assert summary["config"]["api_key_env"] == "OPENAI_API_KEY"
-    assert summary["summary"]["metrics"]["ttft_s"]["p50"] is not None
-
-
-def test_shipped_job_files_validate():
-    from runner.jobfile import load_job
-
-    for path in Path(__file__).parent.parent.joinpath("jobs").glob("*.toml"):
-        cfg, _ = load_job(str(path))
-        assert cfg.inputs and cfg.output
-
-
-def test_hash_sorter_and_done_ids_agree_with_a_plain_sort():
-    import random
-
-    from runner.ids import HashSorter, id_hash
-    from runner.ids import DoneIds
-
-    rng = random.Random(5)
-    values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1]
-    sorter = HashSorter()
-    for v in values:
-        sorter.add(v)
-    assert list(sorter.sorted()) == sorted(values)
-    ids = HashSorter()
-    for i in range(100):
-        ids.add(id_hash(f"id-{i}"))
-    done = DoneIds(ids)
-    assert len(done) == 100 and "id-7" in done and "id-100" not in done

@@ -1,16 +1,22 @@
 """What one mock app remembers between requests: counters, quotas, faults.
 
 Why it exists: the handlers in ``app`` are stateless recipes; everything
-that changes from one request to the next (stats, the token buckets, the
+that changes from one request to the next (stats, the quota windows, the
 per-key fault counters, the random stream, the script's arrival order)
 lives here, with the decisions made from it (which fault, admitted or not).
 
-Quotas are token buckets, one per limit, holding up to the per-minute limit
-and refilling at limit/60 per second, i.e. what OpenAI describes and what
-``runner.quota`` implements on the client side.  A bucket starts full (or
-``quota_fill`` full).  A request costs 1 request and ``prompt estimate +
+Quotas are fixed one-second windows, one limiter per limit, written apart
+from the client's token buckets (``runner.quota``) so that the tests check
+the client against a second, independent reading of "N per minute": each
+clock second (``floor(clock())``) grants ``limit / 60`` (a fraction is
+carried exactly, in sixtieths, so that 60 seconds grant exactly the limit),
+at the start of that second; what a second leaves unspent carries over, up
+to the per-minute limit.  A limiter starts ``quota_fill`` full, plus the
+current second's share.  Under steady demand a limiter therefore admits
+``limit / 60`` per clock second; after an idle spell, a burst of up to one
+minute's limit.  A request costs 1 request and ``prompt estimate +
 (max_completion_tokens or max_tokens or output_tokens)`` tokens, taken only
-when both fit.
+when both fit; one that exceeds a whole minute's limit waits 60 s.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..quota import TokenBucket
 from .config import MockConfig, finite_nonneg
 from .request import bad_request
 
@@ -44,6 +49,7 @@ __all__ = [
     "script_index",
     "scripted_fault",
     "seconds_header",
+    "WindowQuota",
 ]
 
 #: Names accepted in ``body["mock"]["faults"]``.
@@ -90,7 +96,7 @@ class MockStats:
 
 @dataclass
 class MockState:
-    """Everything mutable about one app.  ``clock`` feeds the quota buckets
+    """Everything mutable about one app.  ``clock`` feeds the quota windows
     only; tests may replace it with a fake to make quotas time-independent."""
 
     config: MockConfig
@@ -99,8 +105,8 @@ class MockState:
     key_counts: dict[str, int] = field(default_factory=dict)
     script_arrivals: int = 0
     clock: Callable[[], float] = time.monotonic
-    rpm: TokenBucket | None = None
-    tpm: TokenBucket | None = None
+    rpm: WindowQuota | None = None
+    tpm: WindowQuota | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     model_json: bytes = b""
     script_offsets: tuple[tuple[float, ...], ...] = ()
@@ -121,8 +127,8 @@ class MockState:
         self.script_arrivals = 0
         now = self.clock()
         c = self.config
-        self.rpm = TokenBucket(c.rpm_limit, c.rpm_limit / 60.0, c.rpm_limit * c.quota_fill, now) if c.rpm_limit else None
-        self.tpm = TokenBucket(c.tpm_limit, c.tpm_limit / 60.0, c.tpm_limit * c.quota_fill, now) if c.tpm_limit else None
+        self.rpm = WindowQuota(c.rpm_limit, c.quota_fill, now) if c.rpm_limit else None
+        self.tpm = WindowQuota(c.tpm_limit, c.quota_fill, now) if c.tpm_limit else None
 
     def next_id(self) -> str:
         return f"{os.getpid():x}{next(self.ids):010x}"
@@ -190,30 +196,80 @@ def random_fault(state: MockState) -> str:
 # Quotas
 
 
+class WindowQuota:
+    """One per-minute limit, granted per fixed one-second window.
+
+    Amounts are kept in sixtieths (integers), so a second's share of
+    ``limit / 60`` is exact for any limit: every second adds ``limit``
+    sixtieths, a request of ``n`` costs ``60 n``, and the level never
+    exceeds ``60 * limit`` (one minute's worth)."""
+
+    __slots__ = ("limit", "level", "second")
+
+    def __init__(self, limit: int, fill: float, now: float) -> None:
+        self.limit = int(limit)
+        self.second = math.floor(now)
+        # quota_fill of the minute, plus the share of the second in progress
+        self.level = min(60 * self.limit, round(fill * 60 * self.limit) + self.limit)
+
+    def advance(self, now: float) -> None:
+        """Grant the shares of the clock seconds that began since the last call."""
+        second = math.floor(now)
+        if second > self.second:
+            self.level = min(60 * self.limit, self.level + (second - self.second) * self.limit)
+            self.second = second
+
+    def take(self, amount: int) -> None:
+        self.level -= 60 * amount
+
+    @property
+    def remaining(self) -> int:
+        """Whole requests (or tokens) that would be admitted now."""
+        return max(0, self.level // 60)
+
+    def wait_for(self, amount: int, now: float) -> float:
+        """Seconds from ``now`` until ``amount`` fits: the start of the second
+        whose share completes it (0 when it fits now; 60 when it never can)."""
+        if amount > self.limit:
+            return 60.0
+        return self._until(60 * amount, now)
+
+    def reset_in(self, now: float) -> float:
+        """Seconds until the limit is whole again (OpenAI's x-ratelimit-reset-*)."""
+        return self._until(60 * self.limit, now)
+
+    def _until(self, level: int, now: float) -> float:
+        deficit = level - self.level
+        if deficit <= 0:
+            return 0.0
+        seconds = -(-deficit // self.limit)  # whole windows still to start
+        return max(0.0, self.second + seconds - now)
+
+
 def admit(state: MockState, cost: int) -> tuple[float, str | None, dict[str, str]]:
     """Quota check: (seconds to wait or 0 when admitted, 'requests'/'tokens'
     naming the exhausted limit, x-ratelimit headers).  Takes the quota only
     when both limits fit; a request larger than the TPM limit waits 60 s."""
     now = state.clock()
     wait, which = 0.0, None
-    for name, bucket, amount in (("requests", state.rpm, 1), ("tokens", state.tpm, cost)):
-        if bucket is None:
+    for name, quota, amount in (("requests", state.rpm, 1), ("tokens", state.tpm, cost)):
+        if quota is None:
             continue
-        bucket.refill(now)
-        need = 60.0 if amount > bucket.capacity else bucket.wait_for(amount)
+        quota.advance(now)
+        need = quota.wait_for(amount, now)
         if need > wait:
             wait, which = need, name
     if wait == 0.0:
         if state.rpm:
-            state.rpm.level -= 1
+            state.rpm.take(1)
         if state.tpm:
-            state.tpm.level -= cost
+            state.tpm.take(cost)
     headers: dict[str, str] = {}
-    for name, bucket in (("requests", state.rpm), ("tokens", state.tpm)):
-        if bucket is not None:
-            headers[f"x-ratelimit-limit-{name}"] = str(int(bucket.capacity))
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(bucket.level + 1e-9)))
-            headers[f"x-ratelimit-reset-{name}"] = format_reset(bucket.reset_in())
+    for name, quota in (("requests", state.rpm), ("tokens", state.tpm)):
+        if quota is not None:
+            headers[f"x-ratelimit-limit-{name}"] = str(quota.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(quota.remaining)
+            headers[f"x-ratelimit-reset-{name}"] = format_reset(quota.reset_in(now))
     return wait, which, headers
 
 

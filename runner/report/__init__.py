@@ -24,13 +24,12 @@ from .command import parse_slo, report_command
 from .document import SCHEMA, report_document, write_json
 from .html import render_html, write_html
 from .labels import FOOTNOTE, LATENCIES, STAT_COLUMNS, SWEEP_LATENCIES, stage_label
-from .read import MAX_LINE_WARNINGS, InputFile, load_records
+from .read import InputFile, load_records
 from .terminal import render_table
 
 __all__ = [
     "FOOTNOTE",
     "LATENCIES",
-    "MAX_LINE_WARNINGS",
     "SCHEMA",
     "STAT_COLUMNS",
     "SWEEP_LATENCIES",

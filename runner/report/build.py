@@ -18,13 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner.record import OK, Record, posix_time
 from runner.stats import (
     DEFAULT_MAX_EXACT,
     Reservoir,
     StatsAccumulator,
     accumulate_by_stage,
-    gap_array,
-    parse_time,
     validate_slos,
 )
 
@@ -45,14 +44,16 @@ class Timeline:
         self.gaps = array("d")  # seconds
         self.stages = array("i")  # stage position
 
-    def observe(self, record: dict[str, Any], stage: int) -> None:
-        if record.get("warmup") or record.get("status") != "ok":
+    def observe(self, record: Record, stage: int) -> None:
+        if record.warmup or record.status != OK:
             return
-        metrics = record.get("metrics") or {}
-        gaps = gap_array(metrics.get("itl_s"))
-        start = parse_time(metrics.get("started_at"))
-        ttft = metrics.get("ttft_s")
-        if not gaps or start is None or not isinstance(ttft, (int, float)):
+        metrics = record.metrics
+        gaps = metrics.itl_s
+        ttft = metrics.ttft_s
+        if not gaps or ttft is None:
+            return
+        start = posix_time(metrics.started_at)
+        if start is None:
             return
         n_append, replace = self._res.offer(len(gaps))
         if not (n_append or replace):  # the common case once sampling: skip the sums

@@ -1,4 +1,5 @@
-"""Per-request latency: the stamps a client takes, and the metrics derived from them.
+"""Per-request latency: the stamps a client takes (the metrics derived from them
+are `runner.record.Metrics.from_timing`).
 
 Definitions follow vLLM's benchmark_serving and NVIDIA AIPerf (see
 docs/FORMATS.md): TTFT at the first event carrying generated text, TTFB at
@@ -40,28 +41,3 @@ class Timing:
                 self.itl.append(arrived - self.last_text)
             self.last_text = arrived
 
-
-def metrics_dict(t: Timing | None, output_tokens: int | None, source: str | None) -> dict:
-    """The record's `metrics` object (nulls where the attempt never got that far)."""
-    if t is None or not t.sent:
-        return {
-            "ttft_s": None, "ttfb_s": None, "e2e_s": None, "tpot_s": None, "itl_s": [],
-            "queue_s": None, "output_tokens": output_tokens, "output_tokens_source": source,
-            "started_at": None,
-        }
-    ttft = t.first_text - t.sent if t.first_text is not None else None
-    e2e = t.end - t.sent if t.end is not None else None
-    tpot = None
-    if ttft is not None and e2e is not None and output_tokens and output_tokens > 1:
-        tpot = (e2e - ttft) / (output_tokens - 1)
-    return {
-        "ttft_s": ttft,
-        "ttfb_s": t.first_event - t.sent if t.first_event is not None else None,
-        "e2e_s": e2e,
-        "tpot_s": tpot,
-        "itl_s": t.itl,
-        "queue_s": max(0.0, t.sent - t.due),
-        "output_tokens": output_tokens,
-        "output_tokens_source": source,
-        "started_at": t.started_at.isoformat() if t.started_at else None,
-    }

@@ -1,0 +1,62 @@
+"""Records of several stages (a sweep) summarised stage by stage, in one pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..record import Record
+from .accumulator import DEFAULT_MAX_EXACT, StatsAccumulator, validate_slos
+
+
+def stage_key(stage: Any) -> Any:
+    """Records of one stage share this key: the stage index when present,
+    else its label, else the whole dict (None = the single unnamed stage)."""
+    if not isinstance(stage, dict):
+        return None
+    if stage.get("index") is not None:
+        return ("index", stage["index"])
+    if stage.get("label") is not None:
+        return ("label", stage["label"])
+    return ("dict", tuple(sorted((k, repr(v)) for k, v in stage.items())))
+
+
+def accumulate_by_stage(
+    records: Iterable[Record],
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+    seed: int = 0,
+    observe: Callable[[Record, int], None] | None = None,
+) -> list[StatsAccumulator]:
+    """One accumulator per stage, in the order stages are first seen.
+
+    ``observe(record, stage_position)`` sees every record on the way through,
+    so a caller can collect more (the report's ITL timeline) in the same
+    single pass over a file that may not fit in memory.
+    """
+    stages: dict[Any, StatsAccumulator] = {}
+    positions: dict[Any, int] = {}
+    for record in records:
+        raw = record.stage
+        key = stage_key(raw)
+        acc = stages.get(key)
+        if acc is None:
+            info = dict(raw) if isinstance(raw, dict) else None
+            acc = stages[key] = StatsAccumulator(stage=info, max_exact=max_exact, seed=seed)
+            positions[key] = len(positions)
+        acc.add(record)
+        if observe is not None:
+            observe(record, positions[key])
+    return list(stages.values())
+
+
+def summarize_by_stage(
+    records: Iterable[Record],
+    slos: dict[str, float] | None = None,
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """:meth:`StatsAccumulator.summary` per stage, in first-seen order."""
+    slos = validate_slos(slos)  # fail before reading a million lines
+    return [acc.summary(slos) for acc in accumulate_by_stage(records, max_exact=max_exact, seed=seed)]

@@ -1,0 +1,183 @@
+"""runner.outputs: the lock, opening (refusal, overwrite, resume), torn tails, the done-set, and the
+one writer: whole lines, and on a failing disk a half-written line cut back off and OutputFailed reported.
+
+A full disk is simulated by a stand-in for the `os` module that `runner.outputs` uses: its `write`
+takes a set number of bytes, then raises ENOSPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+import orjson
+import pytest
+
+from runner import outputs
+from runner.config import FsyncPolicy
+from runner.errors import OutputFailed, OutputLocked
+from runner.outputs import OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail
+from runner.record import Record
+
+
+def line(custom_id: str, status: str = "ok", **extra) -> bytes:
+    return orjson.dumps({"custom_id": custom_id, "status": status, **extra}) + b"\n"
+
+
+# -- the lock ------------------------------------------------------------------
+
+
+def test_a_second_lock_on_the_same_output_fails(tmp_path):
+    out = str(tmp_path / "sub" / "out.jsonl")
+    fd = lock_output(out)  # makes the folder
+    try:
+        assert (tmp_path / "sub" / "out.jsonl.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputLocked, match=r"out\.jsonl is being written by another streamrun run") as info:
+            lock_output(out)
+        assert info.value.exit_code == 3
+    finally:
+        os.close(fd)
+    os.close(lock_output(out))  # the kernel dropped the lock with its descriptor: never stale
+
+
+# -- opening -------------------------------------------------------------------
+
+
+def test_an_existing_output_is_refused_without_resume_or_overwrite(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(line("old"))
+    with pytest.raises(OutputExists, match="pass --resume to continue it or --overwrite to replace it") as info:
+        open_output(str(out), resume=False, overwrite=False)
+    assert info.value.exit_code == 2
+    assert out.read_bytes() == line("old")  # untouched
+
+
+def test_overwrite_truncates_resume_appends_and_an_empty_file_is_free(tmp_path):
+    out = tmp_path / "out.jsonl"
+    for resume, overwrite, before, after in ((False, True, line("old"), line("new")),
+                                             (True, False, line("old"), line("old") + line("new")),
+                                             (False, False, b"", line("new"))):
+        out.write_bytes(before)
+        fd = open_output(str(out), resume=resume, overwrite=overwrite)
+        try:
+            os.write(fd, line("new"))
+        finally:
+            os.close(fd)
+        assert out.read_bytes() == after, (resume, overwrite)
+
+
+# -- torn tails and the done-set -----------------------------------------------
+
+
+@pytest.mark.parametrize("tail, cut", [
+    (b"", 0),
+    (b'{"custom_id": "c", "sta', 23),  # a crash mid-write
+    (b'{"custom_id": "c"\n', 18),  # ends in a newline but is not a whole JSON object
+])
+def test_repair_torn_tail(tmp_path, tail, cut):
+    out = tmp_path / "out.jsonl"
+    whole = line("a") + line("b")
+    out.write_bytes(whole + tail)
+    assert repair_torn_tail(str(out)) == cut
+    assert out.read_bytes() == whole + (tail if not cut else b"")
+    assert repair_torn_tail(str(tmp_path / "missing.jsonl")) == 0
+
+
+def test_prepare_resume_skips_warmup_and_with_retry_failed_drops_errors(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(line("a") + line("b", "error") + line("warmup:a", warmup=True) + b"not json\n"
+                    + line("s", stage={"label": "c=2"}) + b'{"custom_id": "t", "st')
+    warnings: list[str] = []
+    done = prepare_resume(str(out), retry_failed=False, warn=warnings.append)
+    assert "a" in done and "b" in done and "warmup:a" not in done  # warm-up records are no answers
+    assert "c=2\x00s" in done and "s" not in done  # sweeps key by stage
+    assert len(done) == 3
+    assert any("torn last line" in w for w in warnings) and any(":4:" in w for w in warnings)
+    done = prepare_resume(str(out), retry_failed=True, warn=warnings.append)
+    assert "b" not in done and len(done) == 2
+    assert b'"b"' not in out.read_bytes() and out.read_bytes().startswith(line("a"))
+    assert any("1 failed records removed" in w for w in warnings)
+
+
+# -- the writer ------------------------------------------------------------------
+
+
+class FullDisk:
+    """`os` for runner.outputs, whose `write` takes `room` more bytes and then raises ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def write(self, fd: int, data) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, bytes(data[:self.room]))
+        self.room -= n
+        return n
+
+
+def records(*ids: str) -> list[Record]:
+    return [Record(cid, "ok", text=f"answer {cid}") for cid in ids]
+
+
+def encoded(rs: list[Record]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in rs)
+
+
+async def test_writer_writes_whole_lines(tmp_path):
+    path = tmp_path / "out.jsonl"
+    fd = open_output(str(path), resume=False, overwrite=True)
+    writer = ResultWriter(fd, FsyncPolicy("always"))
+    task = asyncio.create_task(writer.run())
+    batch = records("a", "b", "c")
+    for r in batch:
+        writer.put(r)
+    await writer.close()
+    await asyncio.wait_for(task, 10)
+    os.close(fd)
+    assert path.read_bytes() == encoded(batch)
+    assert [orjson.loads(x)["custom_id"] for x in path.read_bytes().splitlines()] == ["a", "b", "c"]
+    assert (writer.written, writer.pending, writer.failed) == (3, 0, None)
+
+
+@pytest.mark.parametrize("extra_bytes", [0, 1, 17])
+async def test_full_disk_cuts_the_half_line_and_reports_output_failed(tmp_path, monkeypatch, extra_bytes):
+    path = tmp_path / "out.jsonl"
+    fd = open_output(str(path), resume=False, overwrite=True)
+    batch = records("a", "b", "c")
+    first = encoded(batch[:1])
+    disk = FullDisk(len(first) + extra_bytes)  # room for one line and a piece of the next
+    monkeypatch.setattr(outputs, "os", disk)
+    failures: list[OutputFailed] = []
+    writer = ResultWriter(fd, FsyncPolicy("never"), name="out.jsonl", on_failure=failures.append)
+    task = asyncio.create_task(writer.run())
+    for r in batch:
+        writer.put(r)
+    await asyncio.wait_for(task, 10)  # the writer stops on the failure, it does not die unseen
+    assert path.read_bytes() == first  # whole lines only: the piece of "b" was cut back off
+    assert (writer.written, writer.pending) == (1, 2)  # "b" and "c" still queued, in order
+    assert failures == [writer.failed] and isinstance(writer.failed, OutputFailed)
+    assert writer.failed.exit_code == 4
+    assert str(writer.failed) == "cannot write out.jsonl: No space left on device; no new requests are sent"
+    disk.room = 1 << 20  # space freed: close writes what was queued
+    await writer.close()
+    os.close(fd)
+    assert path.read_bytes() == encoded(batch)
+    assert writer.written == 3 and failures == [writer.failed]  # told once
+
+
+async def test_close_on_a_still_full_disk_keeps_the_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    fd = open_output(str(path), resume=False, overwrite=True)
+    monkeypatch.setattr(outputs, "os", FullDisk(5))
+    failures: list[OutputFailed] = []
+    writer = ResultWriter(fd, FsyncPolicy("never"), on_failure=failures.append)
+    for r in records("a", "b"):
+        writer.put(r)
+    await writer.close()  # no run task: close writes, fails, and reports instead of raising
+    os.close(fd)
+    assert path.read_bytes() == b"" and writer.pending == 2 and len(failures) == 1

@@ -1,0 +1,182 @@
+"""runner/record.py: the typed result record, its native codec, and the one decoder for both formats."""
+
+from __future__ import annotations
+
+import re
+import types
+from dataclasses import fields
+from pathlib import Path
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from runner.batchfmt import decode_batch, encode_batch
+from runner.config import Stage
+from runner.engine import Engine, EngineHooks
+from runner.inputs import InputItem
+from runner.outputs import decode_result
+from runner.record import Metrics, Record, RecordError, decode_native
+from runner.stream.errors import HTTPStatusError
+from runner.stream.protocol import StreamState
+from runner.stream.timing import Timing
+
+FORMATS = Path(__file__).resolve().parent.parent / "docs" / "FORMATS.md"
+
+
+def documented_record() -> dict:
+    """The example record of docs/FORMATS.md, its // comments removed."""
+    block = FORMATS.read_text().split("```json", 1)[1].split("```", 1)[0]
+    return orjson.loads(re.sub(r"\s//[^\n]*", "", block))
+
+
+def full_record(**over) -> Record:
+    record = Record(
+        custom_id="sample.jsonl:3", status="ok", text="hi there", reasoning="hmm",
+        tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        finish_reason="stop", model="mock-model",
+        usage={"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+        metrics=Metrics(0.051, 0.05, 0.4, 0.0055, [0.005, 0.006], 0.0001, 9, "usage",
+                        datetime.fromisoformat("2026-11-25T14:50:01.123456+00:00")),
+        attempts=2, error=None, source={"file": "sample.jsonl", "line": 3}, endpoint="http://127.0.0.1:8000/v1",
+        stage={"index": 0, "label": "c=4", "concurrency": 4, "rate": None}, warmup=False,
+        request_url="/v1/chat/completions", request_id="req-9",
+    )
+    for k, v in over.items():
+        setattr(record, k, v)
+    return record
+
+
+def error_record() -> Record:
+    return full_record(status="error", finish_reason=None, usage=None, tool_calls=None,
+                       error=RecordError("http_error", 404, "model_not_found", "HTTP 404: no such model"))
+
+
+def engine_record(error=None) -> Record:
+    """A record as Engine._record builds it, from stamps and stream state."""
+    fake = types.SimpleNamespace(hooks=EngineHooks(), _model="m", secrets=("sk-secret",))
+    state = StreamState(text_parts=["a", "b"], finish_reason="stop", model="mock-model", text_events=2,
+                        usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+    t = Timing(due=10.0)
+    t.mark_sent(10.5)
+    t.on_event(10.6, False)
+    t.on_event(10.7, True)
+    t.on_event(10.9, True)
+    t.end = 11.0
+    t.endpoint = "http://e/v1"
+    item = InputItem("in.jsonl:1", "in.jsonl", 1, "/v1/chat/completions", {"model": "m"})
+    return Engine._record(fake, item, Stage(0, 4), False, state, t, 1, error, "rid-1")
+
+
+# ---------------------------------------------------------------- the JSON shape
+
+
+def test_the_engine_writes_exactly_the_documented_keys_in_order() -> None:
+    doc = documented_record()
+    written = orjson.loads(orjson.dumps(engine_record()))
+    assert list(written) == list(doc) == [f.name for f in fields(Record)]
+    assert list(written["metrics"]) == list(doc["metrics"]) == [f.name for f in fields(Metrics)]
+    documented_error = orjson.loads(re.search(r'"error": null,\s*// or (\{.*\})', FORMATS.read_text()).group(1))
+    assert list(documented_error) == [f.name for f in fields(RecordError)]
+
+
+def test_engine_record_values() -> None:
+    r = engine_record()
+    assert (r.custom_id, r.status, r.text, r.model, r.request_url, r.request_id) == (
+        "in.jsonl:1", "ok", "ab", "mock-model", "/v1/chat/completions", "rid-1")
+    m = r.metrics
+    assert m.ttft_s == pytest.approx(0.2) and m.ttfb_s == pytest.approx(0.1) and m.e2e_s == pytest.approx(0.5)
+    assert m.tpot_s == pytest.approx(0.3) and m.itl_s == [pytest.approx(0.2)] and m.queue_s == 0.5
+    assert (m.output_tokens, m.output_tokens_source) == (2, "usage")
+    assert r.stage is None and r.source == {"file": "in.jsonl", "line": 1} and r.endpoint == "http://e/v1"
+
+
+def test_engine_error_record_is_redacted_and_carries_the_code() -> None:
+    err = HTTPStatusError(404, "HTTP 404: key sk-secret has no model m", code="model_not_found")
+    r = engine_record(err)
+    assert r.status == "error" and not r.ok
+    assert r.error == RecordError("http_error", 404, "model_not_found", "HTTP 404: key *** has no model m")
+
+
+def test_metrics_of_an_attempt_that_never_went_out() -> None:
+    assert Metrics.from_timing(None, None, None) == Metrics()
+    assert orjson.loads(orjson.dumps(Metrics())) == {
+        "ttft_s": None, "ttfb_s": None, "e2e_s": None, "tpot_s": None, "itl_s": [], "queue_s": None,
+        "output_tokens": None, "output_tokens_source": None, "started_at": None}
+    assert Metrics().itl_s is not Metrics().itl_s
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("record", [full_record(), error_record(), full_record(stage=None, warmup=True),
+                                    full_record(request_url=None, request_id=None, reasoning=None)])
+def test_native_round_trip(record: Record) -> None:
+    line = orjson.dumps(record)
+    assert decode_native(orjson.loads(line)) == record
+    assert decode_result(orjson.loads(line)) == record
+
+
+@pytest.mark.parametrize("record", [full_record(), error_record(),
+                                    full_record(status="error", error=RecordError("timeout", None, None, "t"))])
+def test_batch_round_trip(record: Record) -> None:
+    line = orjson.loads(orjson.dumps(encode_batch(record)))
+    assert "response" in line and "status" not in line
+    assert decode_batch(line) == record
+    assert decode_result(line) == record  # recognised as a Batch line
+
+
+def test_keys_and_resume_key() -> None:
+    r = full_record()
+    assert r.label == "c=4" and r.key == "c=4\x00sample.jsonl:3"
+    r.stage = None
+    assert r.label is None and r.key == "sample.jsonl:3"
+
+
+# ---------------------------------------------------------------- older and odder lines
+
+
+def test_old_records_without_the_new_keys_decode() -> None:
+    old = orjson.loads(orjson.dumps(error_record()))
+    del old["request_id"], old["error"]["code"]
+    old["request_path"] = old.pop("request_url")  # the spelling older conversions wrote
+    r = decode_native(old)
+    assert r.request_id is None and r.error.code is None
+    assert r.request_url == "/v1/chat/completions"
+    assert r.error == RecordError("http_error", 404, None, "HTTP 404: no such model")
+
+
+def test_a_minimal_record_decodes_with_defaults() -> None:
+    r = decode_native({"custom_id": "a", "status": "ok"})
+    assert r == Record("a", "ok")
+    assert (r.text, r.attempts, r.metrics, r.warmup) == ("", 1, Metrics(), False)
+
+
+def test_wrong_types_decode_as_missing() -> None:
+    r = decode_native({"custom_id": "a", "status": "error", "text": 5, "model": ["m"], "attempts": "2",
+                       "warmup": "yes", "usage": "lots", "error": "boom",
+                       "metrics": {"ttft_s": "fast", "e2e_s": 1, "itl_s": [0.1, "x", 0.2, None],
+                                   "output_tokens": 3.5, "started_at": 17}})
+    assert (r.text, r.model, r.attempts, r.warmup, r.usage, r.error) == ("", None, 1, False, None, None)
+    m = r.metrics
+    assert (m.ttft_s, m.e2e_s, m.itl_s, m.output_tokens, m.started_at) == (None, 1, [0.1, 0.2], None, None)
+    assert decode_native({"custom_id": "a", "status": "ok", "metrics": [1]}).metrics == Metrics()
+
+
+@pytest.mark.parametrize("obj, why", [
+    ([1, 2], "a JSON array, not an object"),
+    ("x", "a JSON string, not an object"),
+    ({"status": "ok"}, "no custom_id string"),
+    ({"custom_id": "", "status": "ok"}, "no custom_id string"),
+    ({"custom_id": "a"}, "not a result record"),
+    ({"custom_id": "a", "status": "done"}, "not a result record"),
+])
+def test_what_is_not_a_record(obj, why) -> None:
+    with pytest.raises(ValueError, match=why):
+        decode_result(obj)
+
+
+def test_a_bad_batch_line_says_it_is_one() -> None:
+    with pytest.raises(ValueError, match="an OpenAI Batch output line with no custom_id string"):
+        decode_result({"id": "batch_req_5", "response": None})
