@@ -252,6 +252,9 @@ class Engine:
                 everything.result()  # re-raise a crash
                 return
             producer.cancel()
+            for w in workers:  # idle workers wait for input that will not come: only busy ones drain
+                if w not in self._busy:
+                    w.cancel()
             _, pending = await asyncio.wait(workers, timeout=self.cfg.drain_timeout_s)
             self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
@@ -273,7 +276,8 @@ class Engine:
         due = start
         sent = 0
         limit = cfg.warmup if warmup else cfg.num_prompts
-        async for item in aiter_items(items):
+        source = items if hasattr(items, "__aiter__") else aiter_items(items)  # live inputs come async
+        async for item in source:
             if self.stopping.is_set():
                 break
             if item.error is not None:  # invalid lines are answered at once, no request

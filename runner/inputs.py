@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import stat
 import sys
+import threading
 from dataclasses import dataclass
 from itertools import islice
 from typing import AsyncIterator, Callable, Iterable, Iterator
@@ -19,7 +21,7 @@ import orjson
 
 from .errors import UsageError
 from .ids import HashSorter, id_hash
-from .io.jsonl import JsonlReader
+from .io.jsonl import MAX_LINE, JsonlReader
 from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
@@ -67,19 +69,37 @@ def default_id(file: str, line: int) -> str:
     return f"{name}:{line}"
 
 
-def _raw_lines(paths: list[str]) -> Iterator[tuple[str, int, bytes, str | None]]:
+def is_regular(path: str) -> bool:
+    """A file that can be read twice (scanned, then sent): not stdin, a FIFO or `<(process substitution)`."""
+    if path == STDIN:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _raw_lines(paths: list[str], max_line: int = MAX_LINE) -> Iterator[tuple[str, int, bytes, str | None]]:
     """(path, line number, line, None) for each non-blank line (runner.io.jsonl:
     lazily, BOM and line ends dropped); (path, number, b"", why) for a line too
     long to load, which becomes an invalid-input record like any bad line."""
     for path in paths:
         refused: list[tuple[int, str]] = []
-        source = sys.stdin.buffer if path == STDIN else path  # stdin: read once, as it comes
-        with JsonlReader(source, name=path, on_bad=lambda n, why: refused.append((n, why))) as reader:
-            for number, raw in reader.lines():
-                for bad, why in refused:
-                    yield path, bad, b"", why
-                refused.clear()
-                yield path, number, raw.strip(), None
+        # stdin is read once, as it comes, through a reader of its own over a copy of
+        # fd 0: interpreter shutdown flushes sys.stdin, whose lock a reader thread
+        # blocked on an open pipe would hold (a fatal error after SIGTERM).
+        source = os.fdopen(os.dup(sys.stdin.fileno()), "rb") if path == STDIN else path
+        try:
+            with JsonlReader(source, name=path, max_line=max_line,
+                             on_bad=lambda n, why: refused.append((n, why))) as reader:
+                for number, raw in reader.lines():
+                    for bad, why in refused:
+                        yield path, bad, b"", why
+                    refused.clear()
+                    yield path, number, raw.strip(), None
+        finally:
+            if path == STDIN:
+                source.close()
         for bad, why in refused:
             yield path, bad, b"", why
 
@@ -105,8 +125,8 @@ def parse_item(path: str, number: int, raw: bytes) -> InputItem:
     return InputItem(cid, shown, number, api_path, body, raw=raw)
 
 
-def iter_items(paths: list[str]) -> Iterator[InputItem]:
-    for path, number, raw, refused in _raw_lines(paths):
+def iter_items(paths: list[str], max_line: int = MAX_LINE) -> Iterator[InputItem]:
+    for path, number, raw, refused in _raw_lines(paths, max_line):
         if refused is None:
             yield parse_item(path, number, raw)
         else:
@@ -121,13 +141,61 @@ def iter_input_ids(paths: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
 
 
 async def aiter_items(items: Iterator[InputItem], batch: int = 256) -> AsyncIterator[InputItem]:
-    """Pull items from a blocking iterator in small batches on a worker thread."""
+    """Pull items from a blocking iterator in small batches on a worker thread (regular files)."""
     while True:
         chunk = await asyncio.to_thread(lambda: list(islice(items, batch)))
         if not chunk:
             return
         for item in chunk:
             yield item
+
+
+_END = object()
+
+
+async def aiter_live(items: Iterator[InputItem], ahead: int = 256) -> AsyncIterator[InputItem]:
+    """Items of a pipe, FIFO or stdin as each line arrives, never waiting for a batch to fill.
+
+    A daemon thread reads and hands each item to the loop; at most `ahead`
+    wait unread (backpressure).  Being a daemon, a thread blocked on a stdin
+    that stays open never holds up the exit after a signal.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    room = threading.Semaphore(ahead)
+    stopped = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                room.acquire()
+                if stopped.is_set():
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as exc:  # an unreadable source: raised in the consumer
+            if not stopped.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            return
+        finally:
+            if not stopped.is_set():
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, _END)
+                except RuntimeError:  # the loop is closed: nobody is reading any more
+                    pass
+
+    threading.Thread(target=pump, name="streamrun-input", daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            room.release()
+            yield item
+    finally:
+        stopped.set()
+        room.release()  # let a waiting pump see the stop
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, resume_key
-from .inputs import STDIN, InputItem, expand_inputs, iter_items, scan_inputs
+from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
 from .outputs import ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
@@ -82,8 +82,11 @@ class Plan:
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
     creds = preflight(cfg, local=mock is not None)
     paths = expand_inputs(cfg.inputs)
-    if STDIN in paths and len(cfg.stages) > 1:
-        raise UsageError("a sweep reads its inputs once per stage, so it cannot read stdin")
+    live = [p for p in paths if not is_regular(p)]
+    if live and len(cfg.stages) > 1:
+        shown = "stdin" if live[0] == STDIN else live[0]
+        raise UsageError(f"a sweep reads its inputs once per stage, so it cannot read {shown} "
+                         "(a pipe, FIFO or stdin can be read only once): write it to a file first")
     _refuse_output_over_input(cfg, paths)
     try:
         lock_fd = lock_output(os.path.realpath(cfg.output))  # a symlink to a locked output is the same output
@@ -121,7 +124,7 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
         done = prepare_resume(cfg.output, cfg.retry_failed, log.warning) if (
             cfg.resume and os.path.exists(cfg.output)) else None
         total = None
-        if STDIN not in paths:
+        if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
             scan = scan_inputs(paths, owns=owns)
             if scan.duplicates:
                 shown = "; ".join(f"{cid!r} at {a} and {b}" for cid, a, b in scan.duplicates[:5])
@@ -206,7 +209,8 @@ class Run:
         self.engine.writer = self.writer
         self.lag = LagMonitor()
         self.display = _progress(show_progress, self.counters, plan.total, self.engine, self.hooks)
-        self._seen_stdin = SeenIds() if STDIN in plan.paths else None
+        self._live = not all(is_regular(p) for p in plan.paths)  # stdin, FIFOs, <(process substitution)
+        self._seen_stdin = SeenIds() if self._live else None
         self._signals: list[int] = []
 
     def _on_record(self, record: Record) -> None:
@@ -216,9 +220,14 @@ class Run:
         if err is not None and err.type == "invalid_input":
             log.error("%s", err.message)
 
-    def stage_items(self, stage: Stage) -> Iterator[InputItem]:
+    def stage_items(self, stage: Stage):
+        """The stage's inputs: a blocking iterator for files, or, for pipes, an async one fed as lines arrive."""
+        items = self._stage_items(stage)
+        return aiter_live(items) if self._live else items
+
+    def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
-        for item in iter_items(plan.paths):
+        for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes):
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -231,9 +240,9 @@ class Run:
             yield item
 
     def _warmup_items(self) -> Iterator[InputItem] | None:
-        if not self.cfg.warmup or STDIN in self.plan.paths:
+        if not self.cfg.warmup or self._live:
             return None
-        return (i for i in iter_items(self.plan.paths) if i.error is None)
+        return (i for i in iter_items(self.plan.paths, self.cfg.limits.max_line_bytes) if i.error is None)
 
     async def execute(self) -> int:
         started = datetime.now(timezone.utc)

@@ -229,7 +229,7 @@ def handle_data(state: StreamState, data: str) -> bool:
         raise MalformedResponse(f"an event that is not a JSON object: {data[:200]!r}")
     try:
         return _apply_chunk(state, chunk)
-    except (AttributeError, TypeError, KeyError, IndexError) as exc:  # a shape no check above foresaw
+    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as exc:  # a shape no check foresaw
         raise MalformedResponse(f"a chunk of the wrong shape ({type(exc).__name__}): {data[:200]!r}") from None
 
 
