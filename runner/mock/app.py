@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from .apis import MESSAGES_PATH, RESPONSES_PATH, messages, responses
 from .config import MockConfig
 from .frames import DONE, ERROR_EVENT, Choice, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
@@ -354,6 +355,8 @@ def build_app(config: MockConfig) -> web.Application:
     app[STATE_KEY] = MockState(config)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/completions", _completions)
+    app.router.add_post(RESPONSES_PATH, responses)
+    app.router.add_post(MESSAGES_PATH, messages)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/mock/stats", _stats)
     app.router.add_post("/mock/reset", _reset)

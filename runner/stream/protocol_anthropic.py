@@ -1,0 +1,318 @@
+"""Anthropic's Messages API (`/v1/messages`): request body out, named events in.
+
+The same interface as `protocol` (chat/completions) so the engine picks one
+module per endpoint path: `build_body` and `handle_event(state, name, data)`
+filling a `StreamState` (an `EventStreamState`, for the open tool calls and
+the first answer token), typed errors only.  Knows JSON and the Messages
+event shapes; nothing of sockets, files, headers or timing (the client sends
+`x-api-key` and `anthropic-version: DEFAULT_VERSION`).
+
+The stream, as the API reference publishes it::
+
+    message_start          message.id, model, usage.input_tokens (and cache counts)
+    content_block_start    index, content_block: text / thinking / tool_use {id, name}
+    ping                   ignored
+    content_block_delta    text_delta -> text_parts, thinking_delta -> reasoning_parts,
+                           input_json_delta -> the tool_use block's arguments (by index)
+    content_block_stop
+    message_delta          delta.stop_reason -> finish_reason, usage.output_tokens (cumulative)
+    message_stop           done
+    error                  StreamErrorEvent (retried; `overloaded_error` is Anthropic's 529)
+
+Usage is normalised to OpenAI's keys beside Anthropic's own:
+`prompt_tokens` = input_tokens + cache_creation_input_tokens +
+cache_read_input_tokens (Anthropic's `input_tokens` counts the uncached part
+only, OpenAI's `prompt_tokens` all of it), `completion_tokens` =
+output_tokens once `message_delta` has given the final count,
+`prompt_tokens_details.cached_tokens` = cache_read_input_tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
+from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
+from .protocol_responses import EventStreamState, error_text
+
+__all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "build_body", "defaults_for",
+           "handle_event", "normalise_usage"]
+
+PATH = "/v1/messages"
+paths = (PATH,)
+DEFAULT_VERSION = "2023-06-01"  # the `anthropic-version` header
+
+#: Anthropic's stop_reason as OpenAI's finish_reason; others pass as they are.
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+# --------------------------------------------------------------------------
+# Request bodies
+
+# Chat/completions parameters the Messages API refuses ("Extra inputs are not
+# permitted"); the run's defaults meet every endpoint of a run, a line's own
+# keys are sent as they are.
+_NOT_MESSAGES = COMPLETIONS_ONLY | frozenset({
+    "n", "stop", "stream_options", "max_completion_tokens", "logprobs", "top_logprobs", "response_format",
+    "reasoning_effort", "frequency_penalty", "presence_penalty", "seed", "logit_bias", "modalities", "audio",
+    "prediction", "store", "web_search_options", "verbosity", "parallel_tool_calls", "user", "metadata",
+    "functions", "function_call", "max_output_tokens", "reasoning", "text", "include", "instructions"})
+_TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+
+
+def defaults_for(defaults: dict) -> dict:
+    """The run's defaults as the Messages API takes them.
+
+    `max_completion_tokens` (or Responses' `max_output_tokens`) becomes
+    `max_tokens`, `stop` `stop_sequences`, chat-shaped `tools` /
+    `tool_choice` Anthropic's (`input_schema`, `{"type": "tool", "name"}`);
+    the other chat-only keys are dropped (the API refuses unknown fields).
+    """
+    if not defaults:
+        return defaults
+    out = {k: v for k, v in defaults.items() if k not in _NOT_MESSAGES}
+    for key in ("max_completion_tokens", "max_output_tokens"):
+        if defaults.get(key) is not None:
+            out.setdefault("max_tokens", defaults[key])
+            break
+    stop = defaults.get("stop")
+    if stop is not None and "stop_sequences" not in out:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    tools = out.get("tools")
+    if isinstance(tools, list):
+        out["tools"] = [_anthropic_tool(t) for t in tools]
+    choice = out.get("tool_choice")
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        out["tool_choice"] = dict(_TOOL_CHOICES[choice])
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out["tool_choice"] = {"type": "tool", "name": choice["function"].get("name")}
+    return out
+
+
+def _anthropic_tool(tool: Any) -> Any:
+    """A chat tool `{"type": "function", "function": {name, description, parameters}}` as Anthropic's."""
+    if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+        function = tool["function"]
+        out = {"name": function.get("name"),
+               "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+        if function.get("description") is not None:
+            out["description"] = function["description"]
+        return out
+    return tool
+
+
+def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH) -> dict:
+    """Merge the run's defaults under the line's own params and force streaming.
+
+    `max_tokens` is required by the API: from the line, else the run's
+    defaults, else InvalidRequestLine.  `include_usage` needs nothing here
+    (every stream reports its usage).  `path` is accepted for the same call
+    as `protocol.build_body`.
+    """
+    merged = {**defaults_for(defaults), **body}
+    if "model" not in merged and model:
+        merged["model"] = model
+    max_tokens = merged.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequestLine(
+            "Anthropic's /v1/messages requires 'max_tokens': give it on the line or as a run default "
+            "(--param max_tokens=1024)")
+    if type(max_tokens) is not int or max_tokens < 1:
+        raise InvalidRequestLine(f"'max_tokens' must be an integer >= 1, not {max_tokens!r}")
+    merged["stream"] = True
+    return merged
+
+
+# --------------------------------------------------------------------------
+# Events
+
+
+def handle_event(state: EventStreamState, event: str, data: str) -> bool:
+    """Apply one event; return True when it carried generated output (TTFT and ITL count these).
+
+    `event` is the SSE event name; where a server sent none (`message`), the
+    data's `type` names it.  Raises StreamErrorEvent for `error` events,
+    MalformedResponse for data of the wrong shape.
+    """
+    if type(state) is StreamState:
+        raise TypeError("the Anthropic protocol needs an EventStreamState")
+    state.events += 1
+    if event == "ping" or not data:
+        if event == "error":
+            raise StreamErrorEvent("error event")
+        return False
+    try:
+        obj = _loads(data)
+    except orjson.JSONDecodeError as exc:
+        if event == "error":
+            raise StreamErrorEvent(data[:500]) from None
+        raise MalformedResponse(f"malformed event data: {data[:200]!r}") from exc
+    if type(obj) is not dict:
+        if event == "error":
+            raise StreamErrorEvent(data[:500])
+        raise MalformedResponse(f"an event that is not a JSON object: {data[:200]!r}")
+    if not event or event == "message":
+        kind = obj.get("type")
+        event = kind if type(kind) is str else ""
+    try:
+        return _apply(state, event, obj)
+    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as exc:  # a shape no check foresaw
+        raise MalformedResponse(f"a {event or 'unnamed'} event of the wrong shape ({type(exc).__name__}): "
+                                f"{data[:200]!r}") from None
+
+
+_loads = orjson.loads
+
+
+def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
+    if event == "content_block_delta":
+        return _delta(state, obj)
+    if event == "error" or obj.get("error"):
+        raise StreamErrorEvent(error_text(obj.get("error") or obj) or "error event")
+    if event == "content_block_start":
+        return _block_start(state, obj)
+    if event == "message_start":
+        message = _object(obj, "message")
+        mid, model = message.get("id"), message.get("model")
+        if type(mid) is str:
+            state.response_id = mid
+        if type(model) is str:
+            state.model = model
+        usage = message.get("usage")
+        if usage:
+            state.usage = normalise_usage(checked_usage(usage), final=False)
+        return False
+    if event == "message_delta":
+        delta = _object(obj, "delta")
+        reason = delta.get("stop_reason")
+        if reason is not None:
+            if type(reason) is not str:
+                raise MalformedResponse(f"'stop_reason' is a {type(reason).__name__}, not text")
+            state.finish_reason = STOP_REASONS.get(reason, reason)
+        usage = obj.get("usage")
+        if usage:
+            usage = checked_usage(usage)
+            sent = {k: v for k, v in (state.usage or {}).items() if k not in _OURS}
+            sent.update((k, v) for k, v in usage.items() if v is not None)
+            state.usage = normalise_usage(sent, final=True)
+        return False
+    if event == "message_stop":
+        state.done = True
+    return False  # content_block_stop, unknown events
+
+
+def _object(obj: dict, key: str) -> dict:
+    value = obj.get(key)
+    if type(value) is not dict:
+        raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not an object")
+    return value
+
+
+def _index(obj: dict) -> int:
+    index = obj.get("index")
+    if type(index) is not int or index < 0:
+        raise MalformedResponse(f"content block index {index!r} is not an integer >= 0")
+    return index
+
+
+def _delta(state: EventStreamState, obj: dict) -> bool:
+    delta = _object(obj, "delta")
+    kind = delta.get("type")
+    if kind == "text_delta":
+        return _append_text(state, _text(delta, "text"))
+    if kind == "thinking_delta":
+        thinking = _text(delta, "thinking")
+        if not thinking:
+            return False
+        state.reasoning_parts.append(thinking)
+        state.text_events += 1
+        return True
+    if kind == "input_json_delta":
+        partial = _text(delta, "partial_json")
+        if not partial:
+            return False
+        found = state.open_calls.get(_index(obj))
+        if found is not None:  # else a server tool's input (web search, ...): output, not a tool call of ours
+            state.tool_calls[found]["function"]["arguments"] += partial
+        state.text_events += 1
+        return True
+    return False  # signature_delta, citations_delta
+
+
+def _text(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and type(value) is not str:
+        raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not text")
+    return value
+
+
+def _append_text(state: EventStreamState, text: str | None) -> bool:
+    if not text:
+        return False
+    if state.first_answer_event is None:
+        state.first_answer_event = state.events
+    state.text_parts.append(text)
+    state.text_events += 1
+    return True
+
+
+def _block_start(state: EventStreamState, obj: dict) -> bool:
+    """A block opens: tool_use starts a tool call; text or thinking may already carry text."""
+    index = _index(obj)
+    block = _object(obj, "content_block")
+    kind = block.get("type")
+    if kind == "text":
+        return _append_text(state, _text(block, "text"))
+    if kind == "thinking":
+        thinking = _text(block, "thinking")
+        if thinking:
+            state.reasoning_parts.append(thinking)
+            state.text_events += 1
+            return True
+        return False
+    if kind != "tool_use":
+        return False
+    tool_id, name = _text(block, "id"), _text(block, "name")
+    calls = state.tool_calls if state.tool_calls is not None else []
+    state.tool_calls = calls
+    if len(calls) >= MAX_TOOL_CALLS:
+        raise ResponseTooLarge(f"more than {MAX_TOOL_CALLS} tool calls")
+    given = block.get("input")
+    arguments = orjson.dumps(given).decode() if given else ""  # streamed input starts as {} and comes in deltas
+    calls.append({"id": tool_id, "type": "function", "function": {"name": name or "", "arguments": arguments}})
+    state.open_calls[index] = len(calls) - 1
+    state.text_events += 1
+    return True
+
+
+_OURS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"})
+
+
+def normalise_usage(usage: dict, final: bool = True) -> dict:
+    """Anthropic's usage with OpenAI chat's keys added beside its own (see the module's docstring).
+
+    Before the final count (`final=False`: `message_start`'s usage, whose
+    `output_tokens` is a placeholder) only the prompt side is added.
+    """
+    out = dict(usage)
+    counts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    if counts[0] is not None:
+        out["prompt_tokens"] = sum(c for c in counts if c is not None)
+    cached = usage.get("cache_read_input_tokens")
+    if cached is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    output = usage.get("output_tokens")
+    if final and output is not None:
+        out["completion_tokens"] = output
+        if counts[0] is not None:
+            out["total_tokens"] = out["prompt_tokens"] + output
+    return out

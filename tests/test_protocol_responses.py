@@ -1,0 +1,380 @@
+"""The OpenAI Responses protocol: request bodies, and event streams (as the API
+reference publishes them) split at every byte through the SSE decoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLarge, StreamErrorEvent
+from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
+from runner.stream.protocol_responses import (PATH, EventStreamState, build_body, handle_event, normalise_usage,
+                                              paths)
+from runner.stream.sse import SSEDecoder
+
+RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-x",
+            "output": [], "usage": None, "error": None, "incomplete_details": None}
+USAGE = {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3}, "output_tokens": 7,
+         "output_tokens_details": {"reasoning_tokens": 4}, "total_tokens": 18}
+
+
+def sse(events: list[tuple[str, dict]]) -> bytes:
+    """Events as a Responses server writes them: `event:` line, `data:` line, blank line; numbered."""
+    out = []
+    for seq, (name, data) in enumerate(events):
+        obj = {"type": name, "sequence_number": seq, **data}
+        out.append(f"event: {name}\ndata: {json.dumps(obj, ensure_ascii=False)}\n\n")
+    return "".join(out).encode()
+
+
+def response(**fields) -> dict:
+    return {"response": {**RESPONSE, **fields}}
+
+
+MSG = {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+PART = {"type": "output_text", "text": "", "annotations": []}
+TEXT_STREAM = [
+    ("response.created", response()),
+    ("response.in_progress", response()),
+    ("response.output_item.added", {"output_index": 0, "item": MSG}),
+    ("response.content_part.added", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": PART}),
+    ("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hé",
+                                    "logprobs": []}),
+    ("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "llo 🙂",
+                                    "logprobs": []}),
+    ("response.output_text.done", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "Héllo 🙂"}),
+    ("response.content_part.done", {"item_id": "msg_1", "output_index": 0, "content_index": 0,
+                                    "part": {**PART, "text": "Héllo 🙂"}}),
+    ("response.output_item.done", {"output_index": 0, "item": {**MSG, "status": "completed"}}),
+    ("response.completed", response(status="completed", usage=USAGE)),
+]
+REASONING_STREAM = [
+    ("response.created", response()),
+    ("response.output_item.added", {"output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+    ("response.reasoning_summary_part.added", {"item_id": "rs_1", "output_index": 0, "summary_index": 0,
+                                               "part": {"type": "summary_text", "text": ""}}),
+    ("response.reasoning_summary_text.delta", {"item_id": "rs_1", "output_index": 0, "summary_index": 0,
+                                               "delta": "Think"}),
+    ("response.reasoning_text.delta", {"item_id": "rs_1", "output_index": 0, "content_index": 0, "delta": "ing"}),
+    ("response.output_item.done", {"output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+    ("response.output_item.added", {"output_index": 1, "item": MSG}),
+    ("response.output_text.delta", {"item_id": "msg_1", "output_index": 1, "content_index": 0, "delta": "Answer"}),
+    ("response.completed", response(status="completed", usage=USAGE)),
+]
+CALL = {"id": "fc_1", "type": "function_call", "call_id": "call_A", "name": "get_weather", "arguments": "",
+        "status": "in_progress"}
+TOOL_STREAM = [
+    ("response.created", response()),
+    ("response.output_item.added", {"output_index": 0, "item": CALL}),
+    ("response.function_call_arguments.delta", {"item_id": "fc_1", "output_index": 0, "delta": '{"city":'}),
+    ("response.function_call_arguments.delta", {"item_id": "fc_1", "output_index": 0, "delta": ' "Zürich"}'}),
+    ("response.function_call_arguments.done", {"item_id": "fc_1", "output_index": 0,
+                                               "arguments": '{"city": "Zürich"}'}),
+    ("response.output_item.done", {"output_index": 0,
+                                   "item": {**CALL, "arguments": '{"city": "Zürich"}', "status": "completed"}}),
+    ("response.output_item.added", {"output_index": 1, "item": {**CALL, "id": "fc_2", "call_id": "call_B",
+                                                                "name": "get_time"}}),
+    ("response.function_call_arguments.delta", {"item_id": "fc_2", "output_index": 1, "delta": "{}"}),
+    ("response.completed", response(status="completed", usage=USAGE)),
+]
+INCOMPLETE_STREAM = [
+    ("response.created", response()),
+    ("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Cut"}),
+    ("response.incomplete", response(status="incomplete", incomplete_details={"reason": "max_output_tokens"},
+                                     usage=USAGE)),
+]
+FAILED_STREAM = [
+    ("response.created", response()),
+    ("response.output_text.delta", {"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Par"}),
+    ("response.failed", response(status="failed", error={"code": "server_error", "message": "The model broke"})),
+]
+ERROR_STREAM = [
+    ("response.created", response()),
+    ("error", {"code": "rate_limit_exceeded", "message": "Slow down", "param": None}),
+]
+
+
+def decode(chunks) -> list:
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.close())
+    return events
+
+
+def splits(data: bytes):
+    yield [data]
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+    yield [data[i:i + 1] for i in range(len(data))]
+
+
+def run(events) -> tuple[EventStreamState, RequestError | None, list[bool]]:
+    """Feed decoded events as the engine will; (state, the error raised, what each event returned)."""
+    state = EventStreamState()
+    carried = []
+    for event in events:
+        try:
+            carried.append(handle_event(state, event.event, event.data))
+        except RequestError as exc:
+            return state, exc, carried
+        if state.done:
+            break
+    return state, None, carried
+
+
+def outcome(state: EventStreamState, err) -> tuple:
+    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
+            state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
+            type(err), str(err) if err else None)
+
+
+STREAMS = {"text": TEXT_STREAM, "reasoning": REASONING_STREAM, "tools": TOOL_STREAM, "incomplete": INCOMPLETE_STREAM,
+           "failed": FAILED_STREAM, "error": ERROR_STREAM}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_same_outcome_at_every_split(name):
+    data = sse(STREAMS[name])
+    reference = outcome(*run(decode([data]))[:2])
+    for chunks in splits(data):
+        assert outcome(*run(decode(chunks))[:2]) == reference, [len(c) for c in chunks][:3]
+
+
+def test_text_stream():
+    state, err, carried = run(decode([sse(TEXT_STREAM)]))
+    assert err is None
+    assert state.text == "Héllo 🙂" and state.reasoning is None and state.tool_calls is None
+    assert state.finish_reason == "stop" and state.done
+    assert state.model == "gpt-x" and state.response_id == "resp_1"
+    assert carried == [False, False, False, False, True, True, False, False, False, False]
+    assert state.events == 10 and state.text_events == 2
+    assert state.first_answer_event == 5  # the first output_text.delta
+    assert state.usage["prompt_tokens"] == 11 and state.usage["completion_tokens"] == 7
+    assert state.usage["total_tokens"] == 18 and state.usage["input_tokens"] == 11  # the original kept
+    assert state.usage["prompt_tokens_details"] == {"cached_tokens": 3}
+    assert state.usage["completion_tokens_details"] == {"reasoning_tokens": 4}
+
+
+def test_reasoning_kept_apart_and_first_answer_after_it():
+    state, err, carried = run(decode([sse(REASONING_STREAM)]))
+    assert err is None
+    assert state.reasoning == "Thinking" and state.text == "Answer"
+    assert carried.index(True) == 3  # TTFT: the first reasoning delta (0-based)
+    assert state.first_answer_event == 8  # TTFAT: the first answer delta (1-based ordinal of state.events)
+    assert state.text_events == 3
+
+
+def test_tool_calls_assembled():
+    state, err, carried = run(decode([sse(TOOL_STREAM)]))
+    assert err is None
+    assert state.tool_calls == [
+        {"id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Zürich"}'}},
+        {"id": "call_B", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+    ]
+    assert state.finish_reason == "tool_calls" and state.text == "" and state.first_answer_event is None
+    assert carried[:4] == [False, True, True, True]
+
+
+def test_arguments_done_and_item_done_are_authoritative():
+    events = [("response.output_item.added", {"output_index": 0, "item": CALL}),
+              ("response.function_call_arguments.delta", {"item_id": "fc_1", "output_index": 0, "delta": '{"a'}),
+              ("response.function_call_arguments.done", {"item_id": "fc_1", "output_index": 0, "arguments": '{"a":1}'}),
+              ("response.output_item.done", {"output_index": 0, "item": {**CALL, "name": "renamed"}})]
+    state, err, _ = run(decode([sse(events)]))
+    assert err is None
+    assert state.tool_calls == [{"id": "call_A", "type": "function",
+                                 "function": {"name": "renamed", "arguments": '{"a":1}'}}]
+
+
+def test_call_matched_by_output_index_and_done_only_calls():
+    events = [("response.output_item.added", {"output_index": 0, "item": {**CALL, "id": None}}),
+              ("response.function_call_arguments.delta", {"output_index": 0, "delta": "{}"}),
+              ("response.output_item.done", {"output_index": 1, "item": {**CALL, "id": "fc_9", "call_id": "call_Z",
+                                                                         "arguments": "[1]"}})]
+    state, err, _ = run(decode([sse(events)]))
+    assert err is None
+    assert [c["id"] for c in state.tool_calls] == ["call_A", "call_Z"]
+    assert [c["function"]["arguments"] for c in state.tool_calls] == ["{}", "[1]"]
+
+
+def test_incomplete_is_length():
+    state, err, _ = run(decode([sse(INCOMPLETE_STREAM)]))
+    assert err is None and state.done
+    assert state.finish_reason == "length" and state.text == "Cut"
+
+
+def test_incomplete_other_reason_is_kept():
+    events = [("response.incomplete", response(incomplete_details={"reason": "content_filter"}))]
+    state, err, _ = run(decode([sse(events)]))
+    assert state.finish_reason == "content_filter" and state.done
+    state, err, _ = run(decode([sse([("response.incomplete", response())])]))
+    assert state.finish_reason == "incomplete"
+
+
+def test_failed_and_error_events_raise_stream_errors():
+    state, err, _ = run(decode([sse(FAILED_STREAM)]))
+    assert isinstance(err, StreamErrorEvent) and err.retryable
+    assert "server_error" in str(err) and "The model broke" in str(err)
+    assert state.text == "Par"  # kept as the partial answer
+    _, err, _ = run(decode([sse(ERROR_STREAM)]))
+    assert isinstance(err, StreamErrorEvent) and "rate_limit_exceeded: Slow down" in str(err)
+
+
+@pytest.mark.parametrize("data", ["", "not json", "[1]", '{"error": {"message": "nested"}}'])
+def test_error_event_with_any_data_is_a_stream_error(data):
+    with pytest.raises(StreamErrorEvent):
+        handle_event(EventStreamState(), "error", data)
+
+
+def test_chat_style_error_object_in_any_event():
+    with pytest.raises(StreamErrorEvent, match="overloaded"):
+        handle_event(EventStreamState(), "message", '{"error": {"message": "overloaded"}}')
+
+
+def test_unnamed_events_use_the_data_type():
+    """A proxy that drops `event:` lines still works: the data's `type` names the event."""
+    data = sse(TEXT_STREAM).replace(b"event: ", b": was event ")
+    state, err, _ = run(decode([data]))
+    assert err is None and state.text == "Héllo 🙂" and state.done and state.finish_reason == "stop"
+
+
+def test_done_marker_tolerated_and_unknown_events_ignored():
+    state = EventStreamState()
+    assert handle_event(state, "response.web_search_call.searching", '{"item_id": "ws_1"}') is False
+    assert handle_event(state, "keepalive", "") is False
+    assert handle_event(state, "message", "[DONE]") is False
+    assert state.done and state.events == 3
+
+
+def test_refusal_counts_as_the_answer():
+    state = EventStreamState()
+    assert handle_event(state, "response.refusal.delta", '{"delta": "I can\'t"}') is True
+    assert state.text == "I can't" and state.first_answer_event == 1
+
+
+def test_logprobs_collected_unless_dropped():
+    data = json.dumps({"delta": "a", "logprobs": [{"token": "a", "logprob": -0.1, "top_logprobs": []}]})
+    state = EventStreamState()
+    handle_event(state, "response.output_text.delta", data)
+    assert state.logprobs == [{"token": "a", "logprob": -0.1, "top_logprobs": []}]
+    state = EventStreamState(keep_logprobs=False)
+    handle_event(state, "response.output_text.delta", data)
+    assert state.logprobs is None
+
+
+@pytest.mark.parametrize("event,data", [
+    ("response.output_text.delta", '{"delta": 5}'),
+    ("response.output_text.delta", '{"delta": "a", "logprobs": {"x": 1}}'),
+    ("response.reasoning_summary_text.delta", '{"delta": ["a"]}'),
+    ("response.function_call_arguments.delta", '{"delta": {}}'),
+    ("response.output_item.added", '{"item": "x"}'),
+    ("response.output_item.added", '{"item": {"type": "function_call", "name": 3}}'),
+    ("response.completed", '{"response": []}'),
+    ("response.completed", '{"response": {"usage": {"input_tokens": "many"}}}'),
+    ("response.completed", '{"response": {"usage": [1]}}'),
+    ("response.incomplete", '{"response": {"incomplete_details": "x"}}'),
+    ("response.incomplete", '{"response": {"incomplete_details": {"reason": 7}}}'),
+    ("response.output_text.delta", "{not json"),
+    ("response.output_text.delta", '"a string"'),
+])
+def test_wrong_shapes_are_malformed(event, data):
+    with pytest.raises(MalformedResponse):
+        handle_event(EventStreamState(), event, data)
+
+
+def test_tool_call_bound():
+    state = EventStreamState()
+    for i in range(MAX_TOOL_CALLS):
+        handle_event(state, "response.output_item.added",
+                     json.dumps({"output_index": i, "item": {**CALL, "id": f"fc_{i}"}}))
+    with pytest.raises(ResponseTooLarge):
+        handle_event(state, "response.output_item.added",
+                     json.dumps({"output_index": MAX_TOOL_CALLS, "item": {**CALL, "id": "fc_x"}}))
+
+
+def test_a_plain_stream_state_is_refused_loudly():
+    with pytest.raises(TypeError):
+        handle_event(StreamState(), "response.output_text.delta", '{"delta": "a"}')
+
+
+EVENT_NAMES = ["response.created", "response.in_progress", "response.output_item.added",
+               "response.output_item.done", "response.content_part.added", "response.output_text.delta",
+               "response.reasoning_summary_text.delta", "response.reasoning_text.delta",
+               "response.function_call_arguments.delta", "response.function_call_arguments.done",
+               "response.output_text.done", "response.completed", "response.incomplete", "response.failed",
+               "response.refusal.delta", "error", "message", "", "anything"]
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                max_size=3), max_leaves=12)
+KEYS = st.sampled_from(["type", "delta", "item", "item_id", "output_index", "response", "usage", "arguments",
+                        "logprobs", "error", "incomplete_details", "reason", "call_id", "name", "id", "status",
+                        "input_tokens", "output_tokens", "message", "code"])
+SHAPED = st.recursive(JSON, lambda inner: st.dictionaries(KEYS, inner, max_size=4), max_leaves=16)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(EVENT_NAMES), SHAPED), max_size=6))
+def test_arbitrary_json_raises_only_typed_errors(events):
+    state = EventStreamState()
+    for name, obj in events:
+        try:
+            handle_event(state, name, json.dumps(obj))
+        except RequestError:
+            return
+    assert isinstance(state.text, str) and isinstance(state.events, int)
+    assert all(isinstance(p, str) for p in state.text_parts + state.reasoning_parts)
+    for call in state.tool_calls or []:
+        assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
+    assert state.finish_reason is None or isinstance(state.finish_reason, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(EVENT_NAMES), st.text(max_size=40))
+def test_arbitrary_text_raises_only_typed_errors(name, data):
+    try:
+        handle_event(EventStreamState(), name, data)
+    except RequestError:
+        pass
+
+
+# -------------------------------------------------------------------- bodies
+
+
+def test_paths():
+    assert paths == (PATH,) == ("/v1/responses",)
+
+
+def test_build_body_forces_stream_and_model_and_no_include_usage():
+    body = build_body({"input": "hi", "stream": False}, defaults={}, model="m", include_usage=True)
+    assert body == {"input": "hi", "stream": True, "model": "m"}
+    body = build_body({"input": "hi", "model": "own"}, defaults={}, model="m", include_usage=False)
+    assert body["model"] == "own"
+
+
+def test_defaults_translated_line_untouched():
+    defaults = {"max_completion_tokens": 100, "temperature": 0.5, "stream_options": {"include_usage": True},
+                "n": 2, "stop": ["x"], "reasoning_effort": "low", "logprobs": True, "top_logprobs": 2,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                "tool_choice": {"type": "function", "function": {"name": "f"}}, "verbosity": "low"}
+    body = build_body({"input": "hi", "max_tokens": 5}, defaults=defaults, model=None, include_usage=True)
+    assert body == {
+        "input": "hi", "max_tokens": 5, "stream": True, "temperature": 0.5, "max_output_tokens": 100,
+        "reasoning": {"effort": "low"}, "include": ["message.output_text.logprobs"], "top_logprobs": 2,
+        "tools": [{"type": "function", "name": "f", "parameters": {}}],
+        "tool_choice": {"type": "function", "name": "f"}, "text": {"verbosity": "low"},
+    }
+    line = {"input": "hi", "max_output_tokens": 7, "reasoning": {"effort": "high"}}
+    body = build_body(line, defaults=defaults, model=None, include_usage=False)
+    assert body["max_output_tokens"] == 7 and body["reasoning"] == {"effort": "high"}
+
+
+def test_normalise_usage_keeps_its_own_keys():
+    assert normalise_usage({"input_tokens": 2, "output_tokens": 3}) == {
+        "input_tokens": 2, "output_tokens": 3, "prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    with pytest.raises(MalformedResponse):
+        normalise_usage({"input_tokens": -1})
