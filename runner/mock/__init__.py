@@ -14,16 +14,30 @@ The package, in the order a request meets it::
     server    serve / run_server / the `streamrun mock` command: hosting
     app       routes and the completion handler: 401, validation, faults,
               quotas, then the reply (streamed or JSON)
-    request   the body parsed and measured (prompt tokens, reply seed)
+    request   the body parsed and measured (prompt tokens, reply seed, n,
+              logprobs)
     validate  the real servers' refusals (422 / 400 / 404)
     state     counters, quota buckets, fault and script choices
-    frames    reply text, event schedule and SSE byte templates
+    frames    reply text, choices, logprobs, event schedule and SSE byte
+              templates
+
+and, for the named-event APIs (``app`` registers their routes)::
+
+    responses  /v1/responses: OpenAI's Responses API (checks, errors, events)
+    anthropic  /v1/messages: Anthropic's Messages API (checks, errors, events)
+    endpoint   the order both run a request through (as ``app``'s)
+    plan       their request facts and the reply's length (reasoning, text)
+    send       writing a reply: paced SSE stream, held JSON reply, refusal,
+               cut connection
 
 What it serves
     ``POST /v1/chat/completions`` and ``POST /v1/completions`` (an SSE
     stream when the body has ``"stream": true``, else one JSON object),
-    ``GET /v1/models`` (``model`` and ``aliases``), ``GET /mock/stats``
-    (counters) and ``POST /mock/reset``.
+    ``POST /v1/responses`` (OpenAI's Responses API) and ``POST
+    /v1/messages`` (Anthropic's Messages API), each with its own named
+    events, error shape and checks, reasoning / thinking when asked (see
+    ``responses``, ``anthropic``), ``GET /v1/models`` (``model`` and
+    ``aliases``), ``GET /mock/stats`` (counters) and ``POST /mock/reset``.
 
 Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 
@@ -36,6 +50,23 @@ Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 ``/v1/completions`` streams carry ``choices[0].text`` and, like OpenAI's
 legacy endpoint, have no role chunk.  With ``include_usage`` every other
 chunk also carries ``"usage":null``, as OpenAI's do.
+
+Choices and logprobs (chat and completions)
+    ``n`` (1..8; more is refused with a 400) asks for that many choices.
+    Choice 0 is the reply without ``n``; each other choice has a text of
+    its own and may end up to a quarter shorter (then ``"stop"``), never
+    longer.  Streamed, chat sends a role chunk per choice, then content
+    event ``j`` of every choice still that long, one choice per chunk in
+    index order (as vLLM interleaves them), then a finish chunk per choice;
+    usage counts completion tokens over all choices.  Chat's ``logprobs: true`` (``top_logprobs`` 0..20, only with
+    it) puts ``logprobs.content`` entries (``token``, ``logprob``,
+    ``bytes``, ``top_logprobs``) in every content chunk; completions'
+    ``logprobs`` (0..5) puts ``tokens``, ``token_logprobs``,
+    ``top_logprobs`` and ``text_offset`` there.  The values are fake but
+    deterministic: the chosen token's logprob in [-2.5, -0.001], always
+    among the alternatives listed.  A JSON reply carries the same choices
+    and logprobs whole.  One choice without logprobs keeps the pre-built
+    templates' fast path (``frames``), its bytes those of a plain reply.
 
 Timing
     The role chunk goes out as soon as the request arrives (so a client's

@@ -16,7 +16,6 @@ chunk carries fake, deterministic logprobs for its tokens.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -24,10 +23,12 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from .apis import MESSAGES_PATH, RESPONSES_PATH, messages, responses
+from .anthropic import MESSAGES_PATH, messages
 from .config import MockConfig
-from .frames import DONE, ERROR_EVENT, Choice, Schedule, choice_logprobs, frames, plan_choices, reply_text
+from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
+from .responses import RESPONSES_PATH, responses
+from .send import answer, hold, stream, tracked
 from .state import (
     STATE_KEY,
     STATUS_FAULTS,
@@ -42,26 +43,15 @@ from .validate import Refusal
 
 __all__ = ["build_app"]
 
-_STALL_S = 3600.0
-_FEW_EVENTS = 3  # content events sent before a drop / error_event
-
 
 # --------------------------------------------------------------------------
 # Error answers
 
 
-def _answer(state: MockState, refusal: Refusal, headers: dict[str, str] | None = None) -> web.Response:
-    """A refusal as JSON, counted in the stats."""
-    state.stats.count_status(refusal.status)
-    return web.Response(
-        status=refusal.status, body=orjson.dumps(refusal.payload), content_type="application/json", headers=headers
-    )
-
-
 def _fault_response(state: MockState, fault: str, retry_after: float) -> web.Response:
     if fault == "429":
         refusal = Refusal.error(429, "mock: rate limit reached (injected)", "requests", code="rate_limit_exceeded")
-        return _answer(state, refusal, seconds_header(retry_after))
+        return answer(state, refusal, seconds_header(retry_after))
     if fault == "500":
         refusal = Refusal.error(500, "mock: the server had an error (injected)", "server_error", code="internal_error")
     elif fault == "503":
@@ -70,14 +60,14 @@ def _fault_response(state: MockState, fault: str, retry_after: float) -> web.Res
         )
     else:
         refusal = Refusal.error(400, "mock: invalid request (injected)", code="invalid_request")
-    return _answer(state, refusal)
+    return answer(state, refusal)
 
 
 def _auth_error(request: web.Request, state: MockState) -> web.Response | None:
     key = state.config.api_key
     if key is None or request.headers.get("Authorization") == f"Bearer {key}":
         return None
-    return _answer(state, Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key"))
+    return answer(state, Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key"))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -110,17 +100,7 @@ class Reply:
 
 
 async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
-    t0 = time.perf_counter()  # not loop.time(): uvloop's clock ticks in whole milliseconds
-    state = request.app[STATE_KEY]
-    state.stats.requests += 1
-    task = asyncio.current_task()
-    if task is not None:
-        state.tasks.add(task)
-    try:
-        return await _completion_inner(request, state, chat, t0)
-    finally:
-        if task is not None:
-            state.tasks.discard(task)
+    return await tracked(request, lambda state, t0: _completion_inner(request, state, chat, t0))
 
 
 async def _completion_inner(request: web.Request, state: MockState, chat: bool, t0: float) -> web.StreamResponse:
@@ -133,7 +113,7 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         fault, retry_after = scripted_fault(state, req.mock)
         index = script_index(state, req.mock)
     except Refusal as refusal:
-        return _answer(state, refusal)
+        return answer(state, refusal)
 
     if fault in STATUS_FAULTS:
         return _fault_response(state, fault, retry_after)
@@ -147,7 +127,7 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
             refusal = Refusal.error(
                 429, f"mock: rate limit reached for {which} per min", which or "requests", code="rate_limit_exceeded"
             )
-            return _answer(state, refusal, headers)
+            return answer(state, refusal, headers)
 
     if fault is None:
         fault = random_fault(state)
@@ -171,115 +151,46 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
     return await _respond_json(state, reply)
 
 
-class _SSEResponse(web.StreamResponse):
-    """A StreamResponse whose headers go out with the first body write
-    instead of in a send of their own (one syscall less per stream; a
-    private aiohttp switch, harmless where it does not exist)."""
+class _ChatFrames:
+    """A completion's chunks as ``send.stream`` asks for them."""
 
-    _send_headers_immediately = False
+    def __init__(self, tmpl: Frames, req: Request) -> None:
+        self.tmpl, self.req, self.sent = tmpl, req, 0
+        self.opening, self.events = tmpl.opening, tmpl.events
+
+    def sent_tokens(self, n_events: int) -> int:
+        self.sent = self.tmpl.sent_tokens(n_events)
+        return self.sent
+
+    def closing(self, terminal: bool) -> list[bytes]:
+        out = self.tmpl.closing()
+        if self.req.include_usage:
+            out.append(self.tmpl.usage(_usage(self.req.prompt_tokens, self.sent)))
+        if terminal:
+            out.append(DONE)
+        return out
+
+    def error(self) -> bytes:
+        return ERROR_EVENT
 
 
 async def _stream(state: MockState, reply: Reply) -> web.StreamResponse:
-    """The SSE reply: role chunk(s) at once, content events on the schedule
-    (every already-due event in one write), then finish/usage/[DONE]."""
-    stats, request, req, fault = state.stats, reply.request, reply.req, reply.fault
-    headers = reply.headers
-    headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": reply.rid})
-    # A stall may write nothing (completions have no role chunk): send its
-    # headers at once so the client sees a response that then goes silent.
-    resp = (web.StreamResponse if fault == "stall" else _SSEResponse)(status=200, headers=headers)
-    await resp.prepare(request)
-    stats.count_status(200)
-    stats.streams_started += 1
-    stats.active_streams += 1
-    if stats.active_streams > stats.max_active_streams:
-        stats.max_active_streams = stats.active_streams
-    chat = reply.chat
-    k = state.config.tokens_per_chunk
+    """The SSE reply: role chunk(s) at once, content events on the schedule, then finish/usage/[DONE]."""
+    req, chat = reply.req, reply.chat
+    # The same keys again in send.stream keep their place: x-request-id goes out last.
+    reply.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "x-request-id": reply.rid})
     tmpl = frames(chat, ("chatcmpl-" if chat else "cmpl-") + reply.rid, int(time.time()), state.model_json,
-                  req.include_usage, reply.choices, k, req.logprobs)
-    schedule, t0 = reply.schedule, reply.t0
-    n_events = schedule.n
-    if fault in ("drop", "error_event"):
-        n_events = min(n_events, max(1, min(_FEW_EVENTS, n_events // 2)))
-        schedule = Schedule(n_events, schedule.ttft, schedule.step, schedule.offsets)
-    pending: list[bytes] = tmpl.opening()
-    events = tmpl.events
-    try:
-        if fault == "stall":
-            await resp.write(b"".join(pending))
-            await asyncio.sleep(_STALL_S)
-            _cut(request, resp)
-            stats.streams_dropped += 1
-            return resp
-        j = 0
-        while j < n_events:
-            due = schedule.due(time.perf_counter() - t0, j)
-            if due == j:
-                # Nothing due yet: flush what is, then sleep until event j
-                # (an absolute target, so oversleeping never accumulates).
-                if pending:
-                    await resp.write(b"".join(pending))
-                    pending.clear()
-                # Loop: a timer may fire up to a clock tick early (uvloop rounds to 1 ms),
-                # and an event must never leave before its scripted time.
-                while (delay := t0 + schedule.offset(j) - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
-                due = max(j + 1, schedule.due(time.perf_counter() - t0, j))
-            # Every event already due goes out in the same write.
-            pending += events(j, due)
-            j = due
-        sent_tokens = tmpl.sent_tokens(n_events)
-        stats.tokens_sent += sent_tokens
-        if fault == "drop":
-            if pending:
-                await resp.write(b"".join(pending))
-            _cut(request, resp)
-            stats.streams_dropped += 1
-            return resp
-        if fault == "error_event":
-            pending.append(ERROR_EVENT)
-            stats.streams_errored += 1
-        else:
-            pending += tmpl.closing()
-            if req.include_usage:
-                pending.append(tmpl.usage(_usage(req.prompt_tokens, sent_tokens)))
-            if fault != "no_done":
-                pending.append(DONE)
-            stats.streams_completed += 1
-        await resp.write_eof(b"".join(pending))
-        return resp
-    except ConnectionError:  # the client went away; aiohttp closes quietly
-        stats.streams_cancelled += 1
-        return resp
-    except asyncio.CancelledError:
-        stats.streams_cancelled += 1
-        raise
-    finally:
-        stats.active_streams -= 1
-
-
-def _cut(request: web.Request, resp: web.StreamResponse) -> None:
-    """Close the connection without ending the chunked body: the client
-    sees a truncated stream (aiohttp then skips write_eof quietly)."""
-    resp.force_close()
-    if request.transport is not None:
-        request.transport.close()
+                  req.include_usage, reply.choices, state.config.tokens_per_chunk, req.logprobs)
+    return await stream(reply.request, state, _ChatFrames(tmpl, req), reply.schedule, reply.t0, reply.fault,
+                        reply.headers)
 
 
 async def _respond_json(state: MockState, reply: Reply) -> web.StreamResponse:
     """A non-streaming reply, sent when the last token would have been."""
-    fault, schedule, chat, top = reply.fault, reply.schedule, reply.chat, reply.req.logprobs
-    if fault == "stall":
-        await asyncio.sleep(_STALL_S)
-    end = reply.t0 + schedule.offset(max(0, schedule.n - 1))
-    while (delay := end - time.perf_counter()) > 0:
-        await asyncio.sleep(delay)
-    if fault == "drop":
-        state.stats.streams_dropped += 1
-        resp = web.Response()
-        _cut(reply.request, resp)
-        return resp
+    fault, chat, top = reply.fault, reply.chat, reply.req.logprobs
+    dropped = await hold(reply.request, state, reply.schedule, reply.t0, fault)
+    if dropped is not None:
+        return dropped
     if fault == "error_event":
         return _fault_response(state, "500", 0)
     common = {

@@ -90,13 +90,9 @@ async def _serve_until_signalled(
 
 def _run_loop(coro_factory: Callable[[], Any]) -> None:
     """Run with uvloop when installed (the ``speed`` extra), else asyncio."""
-    try:
-        import uvloop  # type: ignore[import-not-found]
+    from ..aio import loop_factory
 
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(coro_factory())
 
 

@@ -22,6 +22,10 @@ server answers:
 
 Unknown extra keys pass (vLLM ignores them), as does ``mock`` (the test
 harness's fault-injection field, checked where faults are chosen).
+
+The Responses API words its refusals as chat does, so ``responses`` uses
+the same builders (``missing``, ``bad_type``, ``out_of_range``) and field
+checks (``integer_between``, ``decimal``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ __all__ = [
     "check_context",
     "check_model",
     "decode",
+    "bad_type",
+    "decimal",
+    "integer_between",
+    "is_int",
+    "is_number",
+    "missing",
+    "out_of_range",
 ]
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -147,9 +158,9 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
     the prompt, then the optional parameters (null means "not given")."""
     model = body.get("model")
     if model is None:
-        raise _missing("model")
+        raise missing("model")
     if not isinstance(model, str):
-        raise _bad_type("model", "a string", model)
+        raise bad_type("model", "a string", model)
     if chat:
         _check_messages(body.get("messages"))
     else:
@@ -167,20 +178,20 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
 
 def _check_messages(messages: Any) -> None:
     if messages is None:
-        raise _missing("messages")
+        raise missing("messages")
     if not isinstance(messages, list):
-        raise _bad_type("messages", "an array", messages)
+        raise bad_type("messages", "an array", messages)
     if not messages:
         raise _empty("messages")
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _bad_type(where, "an object", message)
+            raise bad_type(where, "an object", message)
         role = message.get("role")
         if role is None:
-            raise _missing(f"{where}.role")
+            raise missing(f"{where}.role")
         if not isinstance(role, str):
-            raise _bad_type(f"{where}.role", "a string", role)
+            raise bad_type(f"{where}.role", "a string", role)
         if role not in ROLES:
             raise _bad_value(f"{where}.role", role, ROLES)
         _check_content(where, role, message)
@@ -201,25 +212,25 @@ def _check_content(where: str, role: str, message: dict[str, Any]) -> None:
                 param=param, code="invalid_value",
             )
         if "content" not in message:
-            raise _missing(param)
-        raise _bad_type(param, "one of a string or array of objects", content)
+            raise missing(param)
+        raise bad_type(param, "one of a string or array of objects", content)
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _bad_type(param, "one of a string or array of objects", content)
+        raise bad_type(param, "one of a string or array of objects", content)
     for j, part in enumerate(content):
         part_param = f"{param}[{j}]"
         if not isinstance(part, dict):
-            raise _bad_type(part_param, "an object", part)
+            raise bad_type(part_param, "an object", part)
         if part.get("type") is None:
-            raise _missing(f"{part_param}.type")
+            raise missing(f"{part_param}.type")
         if not isinstance(part["type"], str):
-            raise _bad_type(f"{part_param}.type", "a string", part["type"])
+            raise bad_type(f"{part_param}.type", "a string", part["type"])
 
 
 def _check_prompt(prompt: Any) -> None:
     if prompt is None:
-        raise _missing("prompt")
+        raise missing("prompt")
     if isinstance(prompt, str):
         return
     if isinstance(prompt, list):
@@ -227,30 +238,32 @@ def _check_prompt(prompt: Any) -> None:
             raise _empty("prompt")
         if (
             all(isinstance(p, str) for p in prompt)
-            or all(_is_int(p) for p in prompt)
-            or all(isinstance(p, list) and all(_is_int(t) for t in p) for p in prompt)
+            or all(is_int(p) for p in prompt)
+            or all(isinstance(p, list) and all(is_int(t) for t in p) for p in prompt)
         ):
             return
-    raise _bad_type(
+    raise bad_type(
         "prompt", "a string, an array of strings, an array of integers or an array of arrays of integers", prompt
     )
 
 
 def _integer_from_1(name: str, value: Any) -> None:
-    if not _is_int(value):
-        raise _bad_type(name, "an integer", value)
+    if not is_int(value):
+        raise bad_type(name, "an integer", value)
     if value < 1:
-        raise _out_of_range(name, "integer below minimum value", ">= 1", value, "integer_below_min_value")
+        raise out_of_range(name, "integer below minimum value", ">= 1", value, "integer_below_min_value")
 
 
-def _integer_between(low: int, high: int) -> Callable[[str, Any], None]:
+def integer_between(low: int, high: int | None) -> Callable[[str, Any], None]:
+    """A check that a field is an integer in ``low..high`` (no upper bound when ``high`` is None)."""
+
     def check(name: str, value: Any) -> None:
-        if not _is_int(value):
-            raise _bad_type(name, "an integer", value)
+        if not is_int(value):
+            raise bad_type(name, "an integer", value)
         if value < low:
-            raise _out_of_range(name, "integer below minimum value", f">= {low}", value, "integer_below_min_value")
-        if value > high:
-            raise _out_of_range(name, "integer above maximum value", f"<= {high}", value, "integer_above_max_value")
+            raise out_of_range(name, "integer below minimum value", f">= {low}", value, "integer_below_min_value")
+        if high is not None and value > high:
+            raise out_of_range(name, "integer above maximum value", f"<= {high}", value, "integer_above_max_value")
 
     return check
 
@@ -263,14 +276,14 @@ def _check_logprobs(body: dict[str, Any], chat: bool) -> None:
     logprobs = body.get("logprobs")
     if not chat:
         if logprobs is not None:
-            _integer_between(0, MAX_COMPLETION_LOGPROBS)("logprobs", logprobs)
+            integer_between(0, MAX_COMPLETION_LOGPROBS)("logprobs", logprobs)
         return
     if logprobs is not None:
         _boolean("logprobs", logprobs)
     top = body.get("top_logprobs")
     if top is None:
         return
-    _integer_between(0, MAX_TOP_LOGPROBS)("top_logprobs", top)
+    integer_between(0, MAX_TOP_LOGPROBS)("top_logprobs", top)
     if logprobs is not True:
         raise Refusal.error(
             400, "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is given.",
@@ -278,60 +291,62 @@ def _check_logprobs(body: dict[str, Any], chat: bool) -> None:
         )
 
 
-def _decimal(high: float) -> Callable[[str, Any], None]:
+def decimal(high: float) -> Callable[[str, Any], None]:
+    """A check that a field is a number in ``0..high``."""
+
     def check(name: str, value: Any) -> None:
-        if not _is_number(value):
-            raise _bad_type(name, "a decimal", value)
+        if not is_number(value):
+            raise bad_type(name, "a decimal", value)
         if value < 0:
-            raise _out_of_range(name, "decimal below minimum value", ">= 0", value, "decimal_below_min_value")
+            raise out_of_range(name, "decimal below minimum value", ">= 0", value, "decimal_below_min_value")
         if value > high:
-            raise _out_of_range(name, "decimal above maximum value", f"<= {high:g}", value, "decimal_above_max_value")
+            raise out_of_range(name, "decimal above maximum value", f"<= {high:g}", value, "decimal_above_max_value")
 
     return check
 
 
 def _boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise _bad_type(name, "a boolean", value)
+        raise bad_type(name, "a boolean", value)
 
 
 def _object(name: str, value: Any) -> None:
     if not isinstance(value, dict):
-        raise _bad_type(name, "an object", value)
+        raise bad_type(name, "an object", value)
 
 
 def _stop(name: str, value: Any) -> None:
     if not isinstance(value, str) and not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
-        raise _bad_type(name, "one of a string or array of strings", value)
+        raise bad_type(name, "one of a string or array of strings", value)
 
 
 def _tools(name: str, value: Any) -> None:
     if not isinstance(value, list):
-        raise _bad_type(name, "an array", value)
+        raise bad_type(name, "an array", value)
     for i, tool in enumerate(value):
         where = f"{name}[{i}]"
         _object(where, tool)
         kind = tool.get("type")
         if kind is None:
-            raise _missing(f"{where}.type")
+            raise missing(f"{where}.type")
         if kind != "function":
             raise _bad_value(f"{where}.type", kind, ("function",))
         function = tool.get("function")
         if function is None:
-            raise _missing(f"{where}.function")
+            raise missing(f"{where}.function")
         _object(f"{where}.function", function)
         fname = function.get("name")
         if fname is None:
-            raise _missing(f"{where}.function.name")
+            raise missing(f"{where}.function.name")
         if not isinstance(fname, str):
-            raise _bad_type(f"{where}.function.name", "a string", fname)
+            raise bad_type(f"{where}.function.name", "a string", fname)
 
 
 def _response_format(name: str, value: Any) -> None:
     _object(name, value)
     kind = value.get("type")
     if kind is None:
-        raise _missing(f"{name}.type")
+        raise missing(f"{name}.type")
     if kind not in RESPONSE_FORMATS:
         raise _bad_value(f"{name}.type", kind, RESPONSE_FORMATS)
 
@@ -340,9 +355,9 @@ def _response_format(name: str, value: Any) -> None:
 _OPTIONAL: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("max_tokens", _integer_from_1),
     ("max_completion_tokens", _integer_from_1),
-    ("n", _integer_between(1, MAX_N)),
-    ("temperature", _decimal(2.0)),
-    ("top_p", _decimal(1.0)),
+    ("n", integer_between(1, MAX_N)),
+    ("temperature", decimal(2.0)),
+    ("top_p", decimal(1.0)),
     ("stream", _boolean),
     ("stop", _stop),
     ("stream_options", _object),
@@ -355,11 +370,13 @@ _OPTIONAL: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
 # OpenAI's messages
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """A JSON integer (``true`` is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number (``true`` is not one)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -380,11 +397,13 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _missing(param: str) -> Refusal:
+def missing(param: str) -> Refusal:
+    """400 ``missing_required_parameter``."""
     return Refusal.error(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
 
 
-def _bad_type(param: str, expected: str, value: Any) -> Refusal:
+def bad_type(param: str, expected: str, value: Any) -> Refusal:
+    """400 ``invalid_type``: ``expected`` as OpenAI words it ("an integer", "an array", ...)."""
     return Refusal.error(
         400, f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
         param=param, code="invalid_type",
@@ -406,7 +425,8 @@ def _empty(param: str) -> Refusal:
     )
 
 
-def _out_of_range(param: str, what: str, bound: str, value: Any, code: str) -> Refusal:
+def out_of_range(param: str, what: str, bound: str, value: Any, code: str) -> Refusal:
+    """400 with ``code`` such as ``integer_below_min_value``; ``bound`` like ">= 1"."""
     return Refusal.error(
         400, f"Invalid '{param}': {what}. Expected a value {bound}, but got {value} instead.", param=param, code=code
     )
