@@ -12,6 +12,13 @@ The Batch ids (``batch_req_...``, ``request_id``, the body's id) are hashes
 of the record's resume key (``custom_id``, plus the stage label in sweeps,
 where one id has a record per stage): converting twice gives the same file.
 
+The body holds every choice (``n > 1``) and its logprobs as the
+non-streamed API returns them: chat's ``choices[i].logprobs`` is
+``{"content": [entries]}``, completions' the object of parallel lists; a
+choice without logprobs has ``"logprobs": null``. Decoding restores the
+record's ``choices`` (when the body has more than one) and ``logprobs``
+(choice 0's).
+
 Error mapping follows the real Batch API, whose schema says ``error`` is
 "for requests that failed with a non-HTTP error":
 
@@ -58,31 +65,61 @@ def _created(record: Record) -> int:
     return int(started) if started is not None else 0
 
 
-def _body(record: Record, key: str, completions: bool) -> dict[str, Any]:
-    """The non-streamed response the server would have sent."""
-    reasoning = record.reasoning
+def _choice(index: int, text: str, reasoning: str | None, tool_calls: list | None, finish_reason: str | None,
+            logprobs: Any, completions: bool) -> dict[str, Any]:
+    """One choice of the non-streamed response, keys in the API's order."""
     if completions:
-        choice: dict[str, Any] = {"index": 0, "text": record.text}
+        choice: dict[str, Any] = {"index": index, "text": text}
         if reasoning is not None:
             choice["reasoning_content"] = reasoning
-        prefix, kind = "cmpl-", "text_completion"
+        choice["logprobs"] = logprobs
     else:
-        message: dict[str, Any] = {"role": "assistant", "content": record.text}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
-        if record.tool_calls:
-            message["tool_calls"] = record.tool_calls
-        choice = {"index": 0, "message": message}
-        prefix, kind = "chatcmpl-", "chat.completion"
-    choice["finish_reason"] = record.finish_reason
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        # chat wraps the entries as {"content": [...]}; a dict is carried as it came
+        choice = {"index": index, "message": message,
+                  "logprobs": {"content": logprobs} if type(logprobs) is list else logprobs}
+    choice["finish_reason"] = finish_reason
+    return choice
+
+
+def _body(record: Record, key: str, completions: bool) -> dict[str, Any]:
+    """The non-streamed response the server would have sent: every choice, with its logprobs."""
+    if record.choices:
+        choices = [_choice(c.index, c.text, c.reasoning, c.tool_calls, c.finish_reason, c.logprobs, completions)
+                   for c in record.choices]
+    else:
+        choices = [_choice(0, record.text, record.reasoning, record.tool_calls, record.finish_reason,
+                           record.logprobs, completions)]
+    prefix, kind = ("cmpl-", "text_completion") if completions else ("chatcmpl-", "chat.completion")
     return {
         "id": prefix + _stable_hex(key, b"body"),
         "object": kind,
         "created": _created(record),
         "model": record.model,
-        "choices": [choice],
+        "choices": choices,
         "usage": record.usage,
     }
+
+
+def _native_choice(choice: Any) -> dict[str, Any]:
+    """A response's choice as a record's (``runner.record.Choice``'s keys; decode_native types them)."""
+    if type(choice) is not dict:
+        return {}
+    message = choice.get("message")
+    logprobs = choice.get("logprobs")
+    if type(message) is dict:
+        if type(logprobs) is dict and "content" in logprobs:  # chat's {"content": [...], "refusal": ...}
+            logprobs = logprobs["content"]
+        return {"index": choice.get("index"), "text": message.get("content"),
+                "reasoning": message.get("reasoning_content", message.get("reasoning")),
+                "tool_calls": message.get("tool_calls") or None, "finish_reason": choice.get("finish_reason"),
+                "logprobs": logprobs}
+    return {"index": choice.get("index"), "text": choice.get("text"), "reasoning": choice.get("reasoning_content"),
+            "tool_calls": None, "finish_reason": choice.get("finish_reason"), "logprobs": logprobs}
 
 
 def _openai_error_type(status_code: int) -> str:
@@ -111,6 +148,8 @@ def encode_batch(record: Record, request_url: str = CHAT_URL) -> dict[str, Any]:
     elif record.status == ERROR:
         side.update(error=record.error, text=record.text, reasoning=record.reasoning, tool_calls=record.tool_calls,
                     finish_reason=record.finish_reason, model=record.model, usage=record.usage)
+        if record.logprobs is not None or record.choices is not None:  # partial, kept as the native line keeps it
+            side.update(logprobs=record.logprobs, choices=record.choices)
         err = record.error
         code = err.status_code if err is not None else None
         message = (err.message if err is not None else None) or ""
@@ -162,14 +201,16 @@ def _native(line: Any) -> dict[str, Any]:
     implied_url = None
     if type(response) is dict and 200 <= (response.get("status_code") or 0) < 300:
         body = response.get("body") or {}
-        choice = (body.get("choices") or [{}])[0]
-        message = choice.get("message")
-        if type(message) is dict:
-            out.update(text=message.get("content"), reasoning=message.get("reasoning_content", message.get("reasoning")),
-                       tool_calls=message.get("tool_calls") or None)
-        else:
-            out.update(text=choice.get("text"), reasoning=choice.get("reasoning_content"))
-        completions = body.get("object") == "text_completion" or "text" in choice
+        listed = body.get("choices") or [{}]
+        choice = next((c for c in listed if type(c) is dict and c.get("index") == 0), listed[0])
+        first = _native_choice(choice)
+        out.update(text=first.get("text"), reasoning=first.get("reasoning"), tool_calls=first.get("tool_calls"),
+                   logprobs=first.get("logprobs"))
+        if len(listed) > 1:
+            out["choices"] = [_native_choice(c) for c in listed]
+            if all(type(c.get("index")) is int for c in out["choices"]):  # index order, as records list them
+                out["choices"].sort(key=lambda c: c["index"])
+        completions = body.get("object") == "text_completion" or (type(choice) is dict and "text" in choice)
         implied_url = COMPLETIONS_URL if completions else CHAT_URL
         out.update(status=OK, finish_reason=choice.get("finish_reason"), model=body.get("model"),
                    usage=body.get("usage"), error=None)
@@ -181,7 +222,7 @@ def _native(line: Any) -> dict[str, Any]:
         else:
             rebuilt = {"type": batch_error.get("code"), "message": batch_error.get("message")}
         out.update(status=ERROR, error=side.get("error") or rebuilt, text=side.get("text", ""))
-        for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage"):
+        for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage", "logprobs", "choices"):
             out[k] = side.get(k)
     else:
         raise ValueError("neither a response nor an error")

@@ -44,6 +44,8 @@ LAZY_COMMANDS = {
     "merge": ("runner.merge:merge_command", "Merge shard outputs; check every input has one record."),
     "estimate": ("runner.estimate:estimate_command", "Count prompts, tokens and cost without sending anything."),
     "stream": ("runner.smoke:stream_command", "Stream one prompt, tokens as they arrive, then TTFT and ITL."),
+    "export": ("runner.export:export_command",
+               "Export results to Parquet or a Hugging Face dataset (one row per record)."),
 }
 
 
@@ -87,22 +89,64 @@ class _SecretFilter(logging.Filter):
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: `{"ts", "level", "msg"}`, plus the fields of `extra={"data": {...}}`.
+
+    `log.info("progress", extra={"data": {"done": 3}})` gives `{"ts", "level", "msg": "progress", "done": 3}`;
+    a field never replaces ts, level or msg. String values in the fields are redacted like messages.
+    """
+
+    emits_json = True  # runner.progress.json_logs() reads this: the run then logs progress and summary as JSON
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def _redact(self, value):
+        from .stream.errors import redact
+
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, dict):
+            return {k: self._redact(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redact(v) for v in value]
+        return value
+
     def format(self, record: logging.LogRecord) -> str:
         import orjson
 
-        return orjson.dumps({"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-                             "msg": record.getMessage()}).decode()
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+               "msg": record.getMessage()}
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                out.setdefault(str(key), self._redact(value) if self.secrets else value)
+        if record.exc_info:
+            out.setdefault("exc", self._redact(self.formatException(record.exc_info)))
+        return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def setup_logging(fmt: str, verbosity: int, secrets: tuple[str, ...] = ()) -> None:
+    """The streamrun logger on stderr; under json, other libraries' warnings become JSON lines too."""
     logger = logging.getLogger("streamrun")
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("streamrun: %(message)s"))
+    handler.setFormatter(_JsonFormatter(secrets) if fmt == "json" else logging.Formatter("streamrun: %(message)s"))
     handler.addFilter(_SecretFilter(secrets))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
     logger.propagate = False
+    if fmt == "json":  # asyncio's, aiohttp's and Python's warnings would otherwise reach stderr as plain text
+        root = logging.getLogger()
+        for old in [h for h in root.handlers if getattr(h, "_streamrun", False)]:
+            root.removeHandler(old)
+        other = logging.StreamHandler(sys.stderr)
+        other.setFormatter(_JsonFormatter(secrets))
+        other.addFilter(_SecretFilter(secrets))
+        other.setLevel(logging.WARNING)
+        other._streamrun = True  # type: ignore[attr-defined]
+        root.addHandler(other)
+        logging.captureWarnings(True)
 
 
 @click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP)

@@ -148,6 +148,7 @@ class RunConfig:
     retry_failed: bool = False
     fsync: FsyncPolicy = FsyncPolicy()
     drain_timeout_s: float = 30.0
+    log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
     output_format: str = "streamrun"  # or "openai-batch"
     shard: str | None = None  # "I/N", resolved by the CLI
     rpm: int | None = None

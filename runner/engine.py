@@ -22,13 +22,14 @@ import logging
 import aiohttp
 import orjson
 
-from .stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
+from .stream.client import Attempt, connection_trace, endpoint_url, list_models, request_id, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool, public_url
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
-from .record import ERROR, OK, Metrics, Record, RecordError
+from .outputs import Prior
+from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream.timing import Timing
 from .stream.protocol import StreamState, build_body
 from .stream.retry import call_with_retries
@@ -175,6 +176,7 @@ class Engine:
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
         self.guard = RejectionGuard()
+        self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
         self._model: str | None = cfg.model or cfg.params.get("model")
         self._model_lock = asyncio.Lock()
@@ -223,8 +225,9 @@ class Engine:
         self._proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
         self._public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
         try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             headers=self.headers, auto_decompress=True) as session:
+            # connection_trace: metrics.connect_s of the requests that open a connection.
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
+                                             auto_decompress=True, trace_configs=[connection_trace()]) as session:
                 self.session = session
                 first = self.cfg.stages[0]
                 if warmup_items is not None and self.cfg.warmup:
@@ -276,6 +279,12 @@ class Engine:
         due = start
         sent = 0
         limit = cfg.warmup if warmup else cfg.num_prompts
+        duration = cfg.duration_s
+        if not warmup:  # --num-prompts and --duration count the whole output, earlier runs included
+            if limit is not None:
+                limit = max(0, limit - self.prior.sent(stage.label))
+            if duration is not None:
+                duration = max(0.0, duration - self.prior.elapsed(stage.label))
         source = items if hasattr(items, "__aiter__") else aiter_items(items)  # live inputs come async
         async for item in source:
             if self.stopping.is_set():
@@ -285,7 +294,7 @@ class Engine:
                 continue
             if limit is not None and sent >= limit:
                 break
-            if not warmup and cfg.duration_s is not None and time.perf_counter() - start >= cfg.duration_s:
+            if not warmup and duration is not None and time.perf_counter() - start >= duration:
                 break
             if sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
                 due += next(gaps)
@@ -411,21 +420,24 @@ class Engine:
                 attempts: int, error: RequestError | None, rid: str | None = None) -> Record:
         usage = state.usage if state is not None else None
         text = state.text if state is not None else ""
+        others = state.others if state is not None else None
+        choices = _choices(state, text) if others else None
         tokens, source = None, None
         completion = usage.get("completion_tokens") if usage else None
-        if type(completion) is int:
+        if type(completion) is int:  # usage counts every choice
             tokens, source = completion, "usage"
-        elif state is not None and state.text_events:
-            counted = self.hooks.count_tokens(text) if self.hooks.count_tokens else None
+        elif state is not None and state.text_events:  # so do the events: any choice's output
+            counted = _tokenizer_count(self.hooks.count_tokens, text, choices)
             if counted is not None and counted[1] == "tokenizer":
                 tokens, source = counted
             else:
                 tokens, source = state.text_events, "events"
         if state is not None:
             reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
+            logprobs = state.logprobs
             model = state.model or (item.body or {}).get("model") or self._model
         else:
-            reasoning = tool_calls = finish_reason = None
+            reasoning = tool_calls = finish_reason = logprobs = None
             model = (item.body or {}).get("model") or self._model
         return Record(
             ("warmup:" + item.custom_id) if warmup else item.custom_id,
@@ -446,7 +458,32 @@ class Engine:
             warmup,
             item.path,
             rid,
+            logprobs,
+            choices,
         )
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> Record:
         return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"))
+
+
+def _choices(state: StreamState, text: str) -> list[Choice]:
+    """Every choice of an `n > 1` reply, in index order; choice 0 is the state's own fields (`text`: its text)."""
+    return [Choice(0, text, state.reasoning, state.tool_calls, state.finish_reason, state.logprobs),
+            *(Choice(c.index, c.text, c.reasoning, c.tool_calls, c.finish_reason, c.logprobs)
+              for c in (state.others[i] for i in sorted(state.others)))]
+
+
+def _tokenizer_count(count: Callable[[str], tuple[int, str]] | None, text: str,
+                     choices: list[Choice] | None) -> tuple[int, str] | None:
+    """The tokenizer's count of the output (each choice's text counted on its own), if it has one."""
+    if count is None:
+        return None
+    if choices is None:
+        return count(text)
+    total = 0
+    for choice in choices:
+        n, source = count(choice.text)
+        if source != "tokenizer":
+            return None
+        total += n
+    return total, "tokenizer"

@@ -385,6 +385,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
     Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",
            "--drain-timeout", "drain_timeout"),
+    Option("log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
+           "--log-format json), log progress this often: done/total, errors, rate, in flight, ETA (0: never).",
+           "--log-every", "log_every"),
     Option("output_format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
            "output_format"),
     Option("shard", string, "I/N: run only the ids of shard I of N (default: from JOB_COMPLETION_INDEX or "

@@ -13,6 +13,7 @@ import fcntl
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import orjson
@@ -22,7 +23,7 @@ from .config import FsyncPolicy
 from .errors import OutputFailed, OutputLocked, UsageError
 from .ids import DoneIds, HashSorter, id_hash
 from .io.jsonl import JsonlReader
-from .record import Record, decode_native
+from .record import Record, decode_native, posix_time
 
 
 class OutputExists(UsageError):
@@ -86,12 +87,49 @@ def decode_result(obj: Any) -> Record:
     return decode_native(obj)
 
 
-def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -> DoneIds:
+@dataclass
+class Prior:
+    """What the output held before this run, per stage label: the records' count and time span.
+
+    `--num-prompts` and `--duration` count the whole output, so that
+    rerunning the same command (after a crash, a signal, a full disk)
+    finishes the same job instead of sending that much again.
+    """
+
+    counts: dict = field(default_factory=dict)
+    spans: dict = field(default_factory=dict)  # label -> [first start, last end], POSIX seconds
+
+    def add(self, record: Record) -> None:
+        if record.warmup or not record.attempts:  # warm-ups and invalid lines were not prompts sent
+            return
+        label = record.label
+        self.counts[label] = self.counts.get(label, 0) + 1
+        start = posix_time(record.metrics.started_at)
+        if start is None:
+            return
+        end = start + (record.metrics.e2e_s or 0.0)
+        span = self.spans.get(label)
+        if span is None:
+            self.spans[label] = [start, end]
+        else:
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+
+    def sent(self, label: str | None) -> int:
+        return self.counts.get(label, 0)
+
+    def elapsed(self, label: str | None) -> float:
+        span = self.spans.get(label)
+        return span[1] - span[0] if span else 0.0
+
+
+def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
+                   on_record: Callable[[Record], None] | None = None) -> DoneIds:
     """Read the ids already done; with retry_failed, first drop the error records.
 
     Dropping them (copy, fsync, atomic rename) keeps one record per id once
     the retried requests append their new outcome.  Both output formats
-    are understood (`decode_result`).
+    are understood (`decode_result`).  `on_record` sees every record kept,
+    so the run's summary and limits can cover the whole output.
     """
     cut = repair_torn_tail(path)
     if cut:
@@ -109,6 +147,8 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None]) -
                 dst.write(raw + b"\n")
             if not record.warmup:
                 hashes.add(id_hash(record.key))
+            if on_record is not None:
+                on_record(record)
         if retry_failed:
             dst.flush()
             os.fsync(dst.fileno())

@@ -12,12 +12,15 @@ Dicts exist only at the file edge:
 - either, recognised per line: ``runner.outputs.decode_result``.
 
 Decoding is lenient about age and strict about types: a record written
-before a key existed (``request_id``, ``error.code``) decodes with None
-there, and a value of the wrong JSON type decodes as missing, so readers can
-trust every attribute's type without checking it again. ``usage``,
-``tool_calls``, ``source`` and ``stage`` stay JSON objects: they are the
-server's or the run's own documents, carried through (the summary checks
-the ``usage`` numbers it adds up).
+before a key existed (``request_id``, ``error.code``, ``metrics.connect_s``,
+``logprobs``, ``choices``) decodes with None there, and a value of the wrong
+JSON type decodes as missing, so readers can trust every attribute's type
+without checking it again. ``usage``, ``tool_calls``, ``logprobs``,
+``source`` and ``stage`` stay JSON objects: they are the server's or the
+run's own documents, carried through (the summary checks the ``usage``
+numbers it adds up). The choices of an ``n > 1`` reply are typed
+(:class:`Choice`); the top-level ``text``, ``reasoning``, ``tool_calls``,
+``finish_reason`` and ``logprobs`` are choice 0's.
 
 ``slots=True``: records are built once per request and read a few times,
 which slots make cheaper. orjson serialises a slots dataclass about 1.5 us
@@ -54,6 +57,7 @@ class Metrics:
     output_tokens: int | None = None
     output_tokens_source: str | None = None  # "usage" | "tokenizer" | "events"
     started_at: datetime | None = None  # when the successful attempt was sent (UTC); ISO 8601 in files
+    connect_s: float | None = None  # opening the TCP (+TLS) connection; None when a pooled one was reused
 
     @classmethod
     def from_timing(cls, t: Timing | None, output_tokens: int | None, source: str | None) -> Metrics:
@@ -76,12 +80,15 @@ class Metrics:
             output_tokens,
             source,
             t.started_at,
+            t.connect_s,
         )
 
 
 #: The metrics a summary describes, in the order summaries list them
 #: (docs/REPORT.md); ``itl_s`` pools every gap, the others are one value a request.
-SUMMARY_METRICS: tuple[str, ...] = ("ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "output_tokens")
+#: ``connect_s`` only has values for the requests that opened a connection.
+SUMMARY_METRICS: tuple[str, ...] = ("ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "connect_s",
+                                    "output_tokens")
 #: The one-value-a-request metrics among them.
 REQUEST_METRICS: tuple[str, ...] = tuple(m for m in SUMMARY_METRICS if m != "itl_s")
 
@@ -94,6 +101,18 @@ class RecordError:
     status_code: int | None = None  # the HTTP status, when the server answered one
     code: str | None = None  # the server's error.code, e.g. "model_not_found"
     message: str | None = None  # redacted
+
+
+@dataclass(slots=True)
+class Choice:
+    """One choice of a reply with several (``n > 1``); the field order is the JSON key order."""
+
+    index: int
+    text: str = ""
+    reasoning: str | None = None
+    tool_calls: list[dict] | None = None
+    finish_reason: str | None = None
+    logprobs: list | dict | None = None  # chat: [{token, logprob, bytes, top_logprobs}]; completions: the lists
 
 
 @dataclass(slots=True)
@@ -117,6 +136,8 @@ class Record:
     warmup: bool = False
     request_url: str | None = None  # the API path the line was sent to
     request_id: str | None = None  # the server's id for the request
+    logprobs: list | dict | None = None  # choice 0's, when asked for (and not --drop-logprobs)
+    choices: list[Choice] | None = None  # every choice, when the reply had more than one
 
     @property
     def ok(self) -> bool:
@@ -206,7 +227,31 @@ def decode_metrics(obj: Any) -> Metrics:
         _int(g("output_tokens")),
         _str(g("output_tokens_source")),
         _time(g("started_at")),
+        _number(g("connect_s")),
     )
+
+
+def decode_logprobs(v: Any) -> list | dict | None:
+    """Chat's list of entries or completions' object of lists, carried as sent; else None."""
+    t = type(v)
+    return v if t is list or t is dict else None
+
+
+def decode_choices(v: Any) -> list[Choice] | None:
+    """A list of choice objects; an entry that is not one is left out, an index that is no integer is its place."""
+    if type(v) is not list:
+        return None
+    out = []
+    for place, c in enumerate(v):
+        if type(c) is not dict:
+            continue
+        g = c.get
+        index = _int(g("index"))
+        tool_calls = g("tool_calls")
+        out.append(Choice(place if index is None else index, _str(g("text")) or "", _str(g("reasoning")),
+                          tool_calls if type(tool_calls) is list else None, _str(g("finish_reason")),
+                          decode_logprobs(g("logprobs"))))
+    return out
 
 
 def decode_error(obj: Any) -> RecordError | None:
@@ -247,4 +292,6 @@ def decode_native(obj: Any) -> Record:
         g("warmup") is True,
         _str(g("request_url")) or _str(g("request_path")),  # request_path: older Batch conversions
         _str(g("request_id")),
+        decode_logprobs(g("logprobs")),
+        decode_choices(g("choices")),
     )

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import anyio
 
+from .aio import loop_factory
 from .config import RunConfig, Stage
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
@@ -27,7 +28,7 @@ from .errors import OutputFailed, RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
-from .outputs import ResultWriter, lock_output, open_output, prepare_resume
+from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 
@@ -51,7 +52,7 @@ DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a reques
 def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> int:
     """Run synchronously and return the exit code (see EXIT_CODES_HELP)."""
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(_execute(cfg, mock, show_progress))
     except RunError as exc:
         log.error("%s", exc)
@@ -59,14 +60,6 @@ def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> 
     except KeyboardInterrupt:  # Ctrl-C before the run started (while scanning the inputs)
         log.error("interrupted before any request was sent")
         return EXIT_SIGINT
-
-
-def _loop_factory():
-    try:
-        import uvloop  # optional extra: a faster loop where installed
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 @dataclass
@@ -77,6 +70,8 @@ class Plan:
     owns: Callable[[str], bool] | None
     done: object | None  # outputs.DoneIds on resume
     total: int | None
+    prior: Prior  # what the output held already: --num-prompts and --duration count the whole output
+    stats: object  # stats.StatsAccumulator, already holding the records of earlier runs on resume
 
 
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
@@ -119,9 +114,18 @@ def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
 
 def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
     """Scan the inputs and the existing output; an unreadable file is a usage error, before anything is sent."""
+    from .stats import StatsAccumulator
+
     owns = _shard_filter(cfg.shard)
+    prior = Prior()
+    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)  # the summary covers the whole output, across runs
+
+    def earlier(record) -> None:
+        prior.add(record)
+        stats.add(record)
+
     try:
-        done = prepare_resume(cfg.output, cfg.retry_failed, log.warning) if (
+        done = prepare_resume(cfg.output, cfg.retry_failed, log.warning, earlier) if (
             cfg.resume and os.path.exists(cfg.output)) else None
         total = None
         if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
@@ -131,14 +135,12 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
                 more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
                 raise UsageError(f"duplicate custom_id: {shown}{more}")
             lines = scan.lines if cfg.num_prompts is None else min(scan.lines, cfg.num_prompts)
-            total = lines * len(cfg.stages)
-            if done is not None:
-                total = max(0, total - len(done))
+            total = max(0, lines * len(cfg.stages) - (len(done) if done is not None else 0))
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
     if done is not None and len(done):
         log.info("resuming %s: %d records already done are skipped", cfg.output, len(done))
-    return Plan(paths, owns, done, total)
+    return Plan(paths, owns, done, total, prior, stats)
 
 
 def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
@@ -189,13 +191,13 @@ class Run:
     flight drain, then the run exits 4.
     """
 
-    def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None) -> None:
-        from .progress import LiveCounters
-        from .stats import StatsAccumulator
+    def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
+                 *, log_json: bool | None = None) -> None:
+        from .progress import LiveCounters, ProgressLog, json_logs
 
         self.cfg = cfg
         self.plan = plan
-        self.stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
+        self.stats = plan.stats
         self.counters = LiveCounters()
         self.hooks = EngineHooks(on_record=self._on_record)
         _quota_hooks(cfg, self.hooks)
@@ -207,8 +209,21 @@ class Run:
         self.engine = Engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
+        self.engine.prior = plan.prior
         self.lag = LagMonitor()
+        # log_json: --log-format json (None: read from the configured log handler). Then no bar unless asked
+        # for, since its escape codes are no JSON lines; progress and the summary are logged as JSON.
+        self.log_json = json_logs() if log_json is None else log_json
+        if show_progress is None and self.log_json:
+            show_progress = False
         self.display = _progress(show_progress, self.counters, plan.total, self.engine, self.hooks)
+        self.ticker = None  # without a bar, a progress log line every --log-every seconds
+        if self.display is None and cfg.log_every_s > 0:
+            adaptive = self.hooks.adaptive
+            self.ticker = ProgressLog(
+                self.counters, plan.total, lambda: self.engine.in_flight,
+                (lambda: adaptive.limit) if adaptive is not None else (lambda: cfg.max_concurrency),
+                cfg.log_every_s, as_json=self.log_json)
         self._live = not all(is_regular(p) for p in plan.paths)  # stdin, FIFOs, <(process substitution)
         self._seen_stdin = SeenIds() if self._live else None
         self._signals: list[int] = []
@@ -254,6 +269,8 @@ class Run:
                 tg.start_soon(self.lag.run)
                 if self.display is not None:
                     tg.start_soon(self.display.run)
+                if self.ticker is not None:
+                    tg.start_soon(self.ticker.run)
                 with self.display if self.display is not None else _nothing():
                     result = await self.engine.run(self.stage_items, self._warmup_items())
                 await self.writer.close()
@@ -284,7 +301,7 @@ class Run:
             log.error("cannot write the summary %s: %s", path, exc.strerror)
             facts.exit_code = doc["exit_code"] = EXIT_OUTPUT
         render(doc, path, stage_table=len(self.cfg.stages) > 1 and self.cfg.output_format == "streamrun"
-               and self.writer.failed is None)
+               and self.writer.failed is None, as_json=self.log_json)
         return facts.exit_code
 
     def _extra(self) -> dict:

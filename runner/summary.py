@@ -86,8 +86,82 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextIO | None = None) -> None:
-    """The end-of-run lines on stderr; after a sweep, the per-stage table as well."""
+def _quantiles(d: dict | None) -> dict[str, float | None]:
+    d = d or {}
+    return {q: d.get(q) for q in ("p50", "p90", "p99")}
+
+
+def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    """The numbers of the end-of-run lines as one JSON object (`--log-format json`); times in seconds."""
+    summary = doc["summary"]
+    counts = summary["counts"]
+    m = summary["metrics"]
+    out: dict[str, Any] = {
+        "exit_code": doc["exit_code"],
+        "interrupted": doc["interrupted"],
+        "stopped": doc["stopped"],
+        "records": counts.get("total", 0),
+        "ok": counts.get("ok", 0),
+        "error": counts.get("error", 0),
+        "retried": counts.get("retried", 0),
+        "errors_by_type": counts.get("errors_by_type", {}),
+        "top_errors": counts.get("top_errors", [])[:3],
+        "ttft_s": _quantiles(m.get("ttft_s")),
+        "e2e_s": _quantiles(m.get("e2e_s")),
+        "request_throughput": summary.get("request_throughput") or 0,
+        "output_token_throughput": summary.get("output_token_throughput") or 0,
+        "duration_s": summary.get("duration_s") or 0,
+    }
+    if summary.get("goodput") is not None:
+        out.update(goodput=summary["goodput"], good_requests=summary["good_requests"],
+                   slos=summary.get("slos") or {})
+    tokens = summary.get("tokens") or {}
+    if tokens.get("total"):
+        out["tokens"] = tokens
+    if "cost_usd" in doc:
+        out["cost_usd"] = doc["cost_usd"]
+    adaptive = doc.get("adaptive_concurrency")
+    if adaptive and adaptive["throttles"]:
+        out["adaptive_concurrency"] = adaptive
+    out["output"] = doc["output"]
+    out["summary_path"] = path
+    return out
+
+
+def _lag_warning(doc: dict[str, Any]) -> str | None:
+    lag = doc.get("event_loop_lag") or {}
+    if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
+        return (f"warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
+                f"(max {lag['max_s'] * 1000:.0f} ms): latencies include client overhead; lower -c")
+    return None
+
+
+def _log_json(doc: dict[str, Any], path: str) -> None:
+    """Under `--log-format json`: the summary as one log record, `{"msg": "run finished", "summary": {...}}`.
+
+    Emitted whatever the level (-q too), as the text summary is printed whatever the level.
+    """
+    import logging
+
+    log = logging.getLogger("streamrun")
+    warning = _lag_warning(doc)
+    if warning:
+        log.warning("%s", warning.removeprefix("warning: "))
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "run finished", (), None,
+                            extra={"data": {"summary": log_fields(doc, path)}})
+    log.handle(record)
+
+
+def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextIO | None = None, *,
+           as_json: bool = False) -> None:
+    """The end-of-run lines on stderr; after a sweep, the per-stage table as well.
+
+    `as_json` (`--log-format json`): one JSON log record instead, and no table (its numbers are in
+    the summary file), so that every line on stderr stays one JSON object.
+    """
+    if as_json:
+        _log_json(doc, path)
+        return
     out = out or sys.stderr
     summary = doc["summary"]
     counts = summary["counts"]
@@ -118,10 +192,9 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
     if adaptive and adaptive["throttles"]:
         lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
                      f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
-    lag = doc.get("event_loop_lag") or {}
-    if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
-        lines.append(f"  warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
-                     f"(max {lag['max_s'] * 1000:.0f} ms): latencies include client overhead; lower -c")
+    warning = _lag_warning(doc)
+    if warning:
+        lines.append(f"  {warning}")
     lines.append(f"  results: {doc['output']}  summary: {path}")
     print("\n".join(lines), file=out, flush=True)
     if stage_table:

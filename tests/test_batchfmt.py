@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.batchfmt import convert_command, decode_batch, encode_batch
-from runner.record import Metrics, Record, RecordError
+from runner.record import Choice, Metrics, Record, RecordError
 
 
 def _metrics(**over):
@@ -61,6 +61,7 @@ def test_chat_record_to_batch():
         "index": 0,
         "message": {"role": "assistant", "content": "Hello there",
                     "reasoning_content": "thinking..."},
+        "logprobs": None,
         "finish_reason": "stop",
     }]
 
@@ -102,7 +103,7 @@ def test_completion_record_by_url_argument():
     body = line["response"]["body"]
     assert body["object"] == "text_completion"
     assert body["id"].startswith("cmpl-")
-    assert body["choices"] == [{"index": 0, "text": "Hello there", "finish_reason": "stop"}]
+    assert body["choices"] == [{"index": 0, "text": "Hello there", "logprobs": None, "finish_reason": "stop"}]
 
 
 def test_record_request_url_wins_over_argument():
@@ -273,3 +274,83 @@ def test_tool_calls_round_trip():
     line = _json(encode_batch(rec))
     assert line["response"]["body"]["choices"][0]["message"]["tool_calls"] == calls
     assert decode_batch(line) == rec
+
+
+# ---------------------------------------------------------------- n > 1 and logprobs
+
+CHAT_LP = [{"token": "Hel", "logprob": -0.1, "bytes": [72, 101, 108], "top_logprobs": [
+    {"token": "Hel", "logprob": -0.1, "bytes": [72, 101, 108]}]}]
+COMPLETION_LP = {"tokens": ["Hel"], "token_logprobs": [-0.1], "top_logprobs": [{"Hel": -0.1}], "text_offset": [0]}
+
+
+def _choices(logprobs, other_logprobs):
+    return [Choice(0, "Hello there", None, None, "stop", logprobs),
+            Choice(1, "Hi", "why not", None, "length", other_logprobs)]
+
+
+def test_chat_choices_and_logprobs_as_the_api_returns_them():
+    rec = _record(logprobs=CHAT_LP, choices=_choices(CHAT_LP, CHAT_LP[:0]))
+    body = _json(encode_batch(rec))["response"]["body"]
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello there"},
+         "logprobs": {"content": CHAT_LP}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "Hi", "reasoning_content": "why not"},
+         "logprobs": {"content": []}, "finish_reason": "length"},
+    ]
+    assert decode_batch(_json(encode_batch(rec))) == rec
+
+
+def test_completion_choices_and_logprobs_as_the_api_returns_them():
+    rec = _record(request_url="/v1/completions", logprobs=COMPLETION_LP, choices=_choices(COMPLETION_LP, None))
+    body = _json(encode_batch(rec))["response"]["body"]
+    assert body["choices"] == [
+        {"index": 0, "text": "Hello there", "logprobs": COMPLETION_LP, "finish_reason": "stop"},
+        {"index": 1, "text": "Hi", "reasoning_content": "why not", "logprobs": None, "finish_reason": "length"},
+    ]
+    assert decode_batch(_json(encode_batch(rec))) == rec
+
+
+def test_one_choice_with_logprobs_round_trips_without_choices():
+    rec = _record(logprobs=CHAT_LP)
+    line = _json(encode_batch(rec))
+    assert line["response"]["body"]["choices"][0]["logprobs"] == {"content": CHAT_LP}
+    back = decode_batch(line)
+    assert back == rec and back.choices is None
+
+
+def test_real_batch_line_with_several_choices_and_logprobs():
+    """As the Batch API writes it: choice 0 is the one whose index is 0, whatever its place; choices in index order."""
+    line = {"id": "b", "custom_id": "r", "error": None, "response": {"status_code": 200, "request_id": "q", "body": {
+        "object": "chat.completion", "model": "gpt-4o-mini", "usage": None, "choices": [
+            {"index": 1, "message": {"role": "assistant", "content": "B", "refusal": None},
+             "logprobs": {"content": CHAT_LP, "refusal": None}, "finish_reason": "stop"},
+            {"index": 0, "message": {"role": "assistant", "content": "A", "refusal": None},
+             "logprobs": {"content": None, "refusal": None}, "finish_reason": "length"}]}}}
+    rec = decode_batch(line)
+    assert (rec.text, rec.finish_reason, rec.logprobs) == ("A", "length", None)
+    assert rec.choices == [Choice(0, "A", None, None, "length", None), Choice(1, "B", None, None, "stop", CHAT_LP)]
+
+
+def test_error_record_keeps_partial_choices_in_the_side_field():
+    rec = _error_record(RecordError("incomplete_stream", None, None, "cut"), text="Hel", logprobs=CHAT_LP,
+                        choices=_choices(CHAT_LP, None))
+    line = _json(encode_batch(rec))
+    assert line["response"] is None and line["streamrun"]["logprobs"] == CHAT_LP
+    assert len(line["streamrun"]["choices"]) == 2
+    assert decode_batch(line) == rec
+    plain = _json(encode_batch(_error_record(RecordError("timeout", None, None, "t"))))
+    assert "choices" not in plain["streamrun"] and "logprobs" not in plain["streamrun"]
+
+
+def test_convert_command_round_trips_choices_and_logprobs(tmp_path):
+    records = [_record(custom_id="c", logprobs=CHAT_LP, choices=_choices(CHAT_LP, CHAT_LP)),
+               _record(custom_id="p", request_url="/v1/completions", logprobs=COMPLETION_LP,
+                       choices=_choices(COMPLETION_LP, COMPLETION_LP))]
+    ours, batch, back = tmp_path / "results.jsonl", tmp_path / "batch.jsonl", tmp_path / "back.jsonl"
+    _write_jsonl(ours, records)
+    runner = CliRunner()
+    assert runner.invoke(convert_command, [str(ours), "-o", str(batch), "--to", "openai-batch"]).exit_code == 0
+    lines = [orjson.loads(x) for x in batch.read_bytes().splitlines()]
+    assert [len(x["response"]["body"]["choices"]) for x in lines] == [2, 2]
+    assert runner.invoke(convert_command, [str(batch), "-o", str(back), "--to", "streamrun"]).exit_code == 0
+    assert back.read_bytes() == ours.read_bytes()

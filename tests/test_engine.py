@@ -1,13 +1,14 @@
-"""End-to-end runs against the in-process mock: records, retries, timeouts, bad lines."""
+"""End-to-end runs against the in-process mock: records, retries, timeouts, bad lines, connection timing."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
-from runner.config import RetryPolicy, Timeouts
+from runner.config import RetryPolicy, Stage, Timeouts
 from tests.conftest import FAST_RETRY, by_id, chat, run_rows
 
 SAMPLE = Path(__file__).parent.parent / "sample_inputs" / "prompts.jsonl"
@@ -127,3 +128,35 @@ def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
     assert env_proxy("http://127.0.0.1:8000/v1") is None
+
+
+# ---------------------------------------------------------------- connect_s (the session's connection trace)
+
+
+async def test_connect_s_on_a_new_connection_only(tmp_path, mock_server):
+    """c=1: the first request opens the connection, the others reuse it (null)."""
+    url = await mock_server()
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(5)], stages=(Stage(0, 1),))
+    assert code == 0
+    connects = [r["metrics"]["connect_s"] for r in records]  # c=1: file order is send order
+    assert connects[0] is not None and 0 < connects[0] < records[0]["metrics"]["ttft_s"]
+    assert connects[1:] == [None] * 4
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())["summary"]
+    assert summary["counts"]["connections_opened"] == 1 and summary["metrics"]["connect_s"]["count"] == 1
+
+
+async def test_one_connection_per_concurrency_slot(tmp_path, mock_server):
+    url = await mock_server()
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(12)], stages=(Stage(0, 3),))
+    assert code == 0
+    opened = [r["metrics"]["connect_s"] for r in records if r["metrics"]["connect_s"] is not None]
+    assert len(opened) == 3 and all(c > 0 for c in opened)
+
+
+async def test_a_retry_after_a_cut_connection_opens_a_new_one(tmp_path, mock_server):
+    url = await mock_server()
+    rows = [chat("first"), chat("cut", {"key": "kcut", "faults": ["drop", "ok"]})]
+    code, records = await run_rows(tmp_path, url, rows, stages=(Stage(0, 1),))
+    assert code == 0
+    r = by_id(records)["cut"]
+    assert r["attempts"] == 2 and r["metrics"]["connect_s"] is not None  # the metrics are the last attempt's

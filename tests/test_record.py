@@ -17,9 +17,9 @@ from runner.config import Stage
 from runner.engine import Engine, EngineHooks
 from runner.inputs import InputItem
 from runner.outputs import decode_result
-from runner.record import Metrics, Record, RecordError, decode_native
+from runner.record import Choice, Metrics, Record, RecordError, decode_native
 from runner.stream.errors import HTTPStatusError
-from runner.stream.protocol import StreamState
+from runner.stream.protocol import ChoiceState, StreamState
 from runner.stream.timing import Timing
 
 FORMATS = Path(__file__).resolve().parent.parent / "docs" / "FORMATS.md"
@@ -53,11 +53,25 @@ def error_record() -> Record:
                        error=RecordError("http_error", 404, "model_not_found", "HTTP 404: no such model"))
 
 
-def engine_record(error=None) -> Record:
+CHAT_LOGPROBS = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []},
+                 {"token": "b", "logprob": -0.25, "bytes": [98], "top_logprobs": []}]
+COMPLETION_LOGPROBS = {"tokens": ["x"], "token_logprobs": [-1.0], "top_logprobs": [{"x": -1.0}], "text_offset": [0]}
+
+
+def with_choices(**over) -> Record:
+    """An n=2 chat record with logprobs, top-level fields choice 0's."""
+    choices = [Choice(0, "hi there", "hmm", None, "stop", CHAT_LOGPROBS),
+               Choice(1, "hello", None, [{"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}],
+                      "length", CHAT_LOGPROBS[:1])]
+    return full_record(tool_calls=None, logprobs=CHAT_LOGPROBS, choices=choices, **over)
+
+
+def engine_record(error=None, state: StreamState | None = None, count_tokens=None) -> Record:
     """A record as Engine._record builds it, from stamps and stream state."""
-    fake = types.SimpleNamespace(hooks=EngineHooks(), _model="m", secrets=("sk-secret",))
-    state = StreamState(text_parts=["a", "b"], finish_reason="stop", model="mock-model", text_events=2,
-                        usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+    fake = types.SimpleNamespace(hooks=EngineHooks(count_tokens=count_tokens), _model="m", secrets=("sk-secret",))
+    if state is None:
+        state = StreamState(text_parts=["a", "b"], finish_reason="stop", model="mock-model", text_events=2,
+                            usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
     t = Timing(due=10.0)
     t.mark_sent(10.5)
     t.on_event(10.6, False)
@@ -79,6 +93,9 @@ def test_the_engine_writes_exactly_the_documented_keys_in_order() -> None:
     assert list(written["metrics"]) == list(doc["metrics"]) == [f.name for f in fields(Metrics)]
     documented_error = orjson.loads(re.search(r'"error": null,\s*// or (\{.*\})', FORMATS.read_text()).group(1))
     assert list(documented_error) == [f.name for f in fields(RecordError)]
+    documented_choice = re.search(r"each `\{(\"index\".*?)\}`", FORMATS.read_text(), re.S).group(1)
+    assert re.findall(r'"(\w+)"', documented_choice) == [f.name for f in fields(Choice)]
+    assert written["logprobs"] is None and written["choices"] is None and written["metrics"]["connect_s"] is None
 
 
 def test_engine_record_values() -> None:
@@ -90,6 +107,45 @@ def test_engine_record_values() -> None:
     assert m.tpot_s == pytest.approx(0.3) and m.itl_s == [pytest.approx(0.2)] and m.queue_s == 0.5
     assert (m.output_tokens, m.output_tokens_source) == (2, "usage")
     assert r.stage is None and r.source == {"file": "in.jsonl", "line": 1} and r.endpoint == "http://e/v1"
+    assert r.logprobs is None and r.choices is None
+
+
+def test_engine_record_of_several_choices() -> None:
+    """choices in index order, choice 0 from the state's own fields; the top level is choice 0's."""
+    state = StreamState(text_parts=["a", "b"], finish_reason="stop", text_events=5, logprobs=CHAT_LOGPROBS,
+                        usage={"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10})
+    state.others = {2: ChoiceState(2, ["z"], finish_reason="length"),
+                    1: ChoiceState(1, ["c", "d"], ["r"], finish_reason="stop", logprobs=CHAT_LOGPROBS[:1])}
+    r = engine_record(state=state)
+    assert r.choices == [Choice(0, "ab", None, None, "stop", CHAT_LOGPROBS),
+                         Choice(1, "cd", "r", None, "stop", CHAT_LOGPROBS[:1]),
+                         Choice(2, "z", None, None, "length", None)]
+    assert (r.text, r.finish_reason, r.logprobs) == ("ab", "stop", CHAT_LOGPROBS)
+    assert (r.metrics.output_tokens, r.metrics.output_tokens_source) == (7, "usage")  # usage counts every choice
+    written = orjson.loads(orjson.dumps(r))
+    assert [list(c) for c in written["choices"]] == [[f.name for f in fields(Choice)]] * 3
+
+
+def test_engine_record_counts_every_choice_without_usage() -> None:
+    def state() -> StreamState:
+        s = StreamState(text_parts=["one two"], finish_reason="stop", text_events=3)
+        s.others = {1: ChoiceState(1, ["three four five"], finish_reason="stop")}
+        return s
+
+    events = engine_record(state=state())
+    assert (events.metrics.output_tokens, events.metrics.output_tokens_source) == (3, "events")
+    words = engine_record(state=state(), count_tokens=lambda text: (len(text.split()), "tokenizer"))
+    assert (words.metrics.output_tokens, words.metrics.output_tokens_source) == (5, "tokenizer")
+    estimate = engine_record(state=state(), count_tokens=lambda text: (len(text) // 4, "estimate"))
+    assert estimate.metrics.output_tokens_source == "events"  # no tokenizer: the event count
+
+
+def test_connect_s_comes_from_the_timing() -> None:
+    t = Timing(due=1.0)
+    t.mark_sent(1.0)
+    assert Metrics.from_timing(t, None, None).connect_s is None  # a reused connection
+    t.connect_s = 0.004
+    assert Metrics.from_timing(t, None, None).connect_s == 0.004
 
 
 def test_engine_error_record_is_redacted_and_carries_the_code() -> None:
@@ -103,7 +159,7 @@ def test_metrics_of_an_attempt_that_never_went_out() -> None:
     assert Metrics.from_timing(None, None, None) == Metrics()
     assert orjson.loads(orjson.dumps(Metrics())) == {
         "ttft_s": None, "ttfb_s": None, "e2e_s": None, "tpot_s": None, "itl_s": [], "queue_s": None,
-        "output_tokens": None, "output_tokens_source": None, "started_at": None}
+        "output_tokens": None, "output_tokens_source": None, "started_at": None, "connect_s": None}
     assert Metrics().itl_s is not Metrics().itl_s
 
 
@@ -111,7 +167,10 @@ def test_metrics_of_an_attempt_that_never_went_out() -> None:
 
 
 @pytest.mark.parametrize("record", [full_record(), error_record(), full_record(stage=None, warmup=True),
-                                    full_record(request_url=None, request_id=None, reasoning=None)])
+                                    full_record(request_url=None, request_id=None, reasoning=None),
+                                    with_choices(), with_choices(status="error", error=RecordError("timeout")),
+                                    full_record(logprobs=COMPLETION_LOGPROBS, request_url="/v1/completions"),
+                                    full_record(metrics=Metrics(0.1, connect_s=0.002))])
 def test_native_round_trip(record: Record) -> None:
     line = orjson.dumps(record)
     assert decode_native(orjson.loads(line)) == record
@@ -119,7 +178,11 @@ def test_native_round_trip(record: Record) -> None:
 
 
 @pytest.mark.parametrize("record", [full_record(), error_record(),
-                                    full_record(status="error", error=RecordError("timeout", None, None, "t"))])
+                                    full_record(status="error", error=RecordError("timeout", None, None, "t")),
+                                    with_choices(), with_choices(status="error", error=RecordError("timeout")),
+                                    full_record(tool_calls=None, logprobs=COMPLETION_LOGPROBS,
+                                                request_url="/v1/completions"),
+                                    full_record(metrics=Metrics(0.1, connect_s=0.002))])
 def test_batch_round_trip(record: Record) -> None:
     line = orjson.loads(orjson.dumps(encode_batch(record)))
     assert "response" in line and "status" not in line
@@ -139,10 +202,11 @@ def test_keys_and_resume_key() -> None:
 
 def test_old_records_without_the_new_keys_decode() -> None:
     old = orjson.loads(orjson.dumps(error_record()))
-    del old["request_id"], old["error"]["code"]
+    del old["request_id"], old["error"]["code"], old["logprobs"], old["choices"], old["metrics"]["connect_s"]
     old["request_path"] = old.pop("request_url")  # the spelling older conversions wrote
     r = decode_native(old)
     assert r.request_id is None and r.error.code is None
+    assert r.logprobs is None and r.choices is None and r.metrics.connect_s is None
     assert r.request_url == "/v1/chat/completions"
     assert r.error == RecordError("http_error", 404, None, "HTTP 404: no such model")
 
@@ -162,6 +226,13 @@ def test_wrong_types_decode_as_missing() -> None:
     m = r.metrics
     assert (m.ttft_s, m.e2e_s, m.itl_s, m.output_tokens, m.started_at) == (None, 1, [0.1, 0.2], None, None)
     assert decode_native({"custom_id": "a", "status": "ok", "metrics": [1]}).metrics == Metrics()
+    odd = decode_native({"custom_id": "a", "status": "ok", "logprobs": "many", "choices": {"0": {}},
+                         "metrics": {"connect_s": "slow"}})
+    assert (odd.logprobs, odd.choices, odd.metrics.connect_s) == (None, None, None)
+    listed = decode_native({"custom_id": "a", "status": "ok", "choices": [
+        {"index": 0, "text": "x", "logprobs": 3, "tool_calls": "no"}, "junk",
+        {"index": "one", "text": 7, "finish_reason": "stop"}]})
+    assert listed.choices == [Choice(0, "x"), Choice(2, "", finish_reason="stop")]  # index: its place in the list
 
 
 @pytest.mark.parametrize("obj, why", [

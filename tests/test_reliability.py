@@ -86,3 +86,22 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
     res = streamrun("run", inp, "-o", tmp_path / "alias.jsonl", "--mock", "--overwrite")
     assert res.returncode == 2
     assert inp.read_bytes() == before
+
+
+def test_num_prompts_and_the_summary_count_the_whole_output_across_resumes(tmp_path):
+    inp = prompts(tmp_path / "in.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    first = streamrun("run", inp, "-o", out, "--mock", "--num-prompts", "10")
+    assert first.returncode == 0, first.stderr
+    assert len(read_jsonl(out)) == 10
+    again = streamrun("run", inp, "-o", out, "--mock", "--num-prompts", "10", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(out)) == 10  # the same command finishes the same job: nothing more to send
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert summary["requests_sent"] == 0 and summary["summary"]["counts"]["total"] == 10  # the whole file
+    more = streamrun("run", inp, "-o", out, "--mock", "--num-prompts", "15", "--resume")
+    assert more.returncode == 0, more.stderr
+    ids = [r["custom_id"] for r in read_jsonl(out)]
+    assert len(ids) == len(set(ids)) == 15
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert summary["requests_sent"] == 5 and summary["summary"]["counts"]["total"] == 15

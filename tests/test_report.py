@@ -161,9 +161,11 @@ def test_json_to_stdout_follows_the_schema(results: Path) -> None:
                 "output_token_throughput", "total_token_throughput", "slos", "good_requests", "goodput",
                 "models", "endpoints", "sampled", "metrics"):
         assert key in s1, key
-    assert set(s1["metrics"]) == {"ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "output_tokens"}
+    assert set(s1["metrics"]) == {"ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "connect_s",
+                                  "output_tokens"}
     assert set(s1["metrics"]["ttft_s"]) == {"count", "mean", "p50", "p90", "p95", "p99", "min", "max", "sampled"}
-    expected_counts = {"total": 2, "ok": 2, "error": 0, "errors_by_type": {}, "retried": 0, "warmup": 0}
+    expected_counts = {"total": 2, "ok": 2, "error": 0, "errors_by_type": {}, "retried": 0, "warmup": 0,
+                       "connections_opened": 0}
     assert {k: s1["counts"][k] for k in expected_counts} == expected_counts
     assert s2["counts"]["errors_by_type"] == {"http_error": 1}
     assert s1["duration_s"] == pytest.approx(2.0)
@@ -199,6 +201,37 @@ def test_json_and_json_out_together(results: Path, tmp_path: Path) -> None:
     assert orjson.loads(invoke(results, "--json-out", "-").stdout)["stages"] == on_stdout["stages"]
 
 
+def connections(tmp_path: Path) -> Path:
+    """One stage at c=2: the first two requests opened connections (2 and 4 ms), the next two reused
+    them; an error that opened one (counted, not described); a warm-up that opened one (neither)."""
+    def at(i: float, connect: float | None, **kw: Any) -> dict[str, Any]:
+        r = record(C2, i, 0.1, 0.5, 11, **kw)
+        r["metrics"]["connect_s"] = connect
+        return r
+
+    warm = at(0.0, 0.009)
+    warm["warmup"] = True
+    return write_lines(tmp_path / "conns.jsonl", [
+        warm, at(0.0, 0.002), at(0.0, 0.004), at(1.0, None), at(1.0, None), at(1.5, 0.008, ok=False)])
+
+
+def test_connections_opened_and_connect_s(tmp_path: Path) -> None:
+    (s,) = build_report([connections(tmp_path)]).summaries
+    assert s["counts"]["connections_opened"] == 3  # the error's too; not the warm-up's
+    c = s["metrics"]["connect_s"]
+    assert (c["count"], c["min"], c["max"], c["p50"]) == (2, 0.002, 0.004, pytest.approx(0.003))
+    assert s["metrics"]["ttft_s"]["count"] == 4
+
+
+def test_report_doc_names_every_count_and_metric(results: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "REPORT.md").read_text()
+    (s, _) = build_report([results], warn=lambda m: None).summaries
+    for key in s["counts"]:
+        assert f"`counts.{key}`" in doc, key
+    described = doc.split("`metrics` has one entry per metric:", 1)[1].split("```", 1)[0]
+    assert set(re.findall(r"`(\w+)`", described)) == set(s["metrics"])
+
+
 # --------------------------------------------------------------------------
 # terminal
 
@@ -219,6 +252,17 @@ def test_table_shows_the_numbers(results: Path) -> None:
     assert "errors: http_error 1" in out
     assert FOOTNOTE in " ".join(out.split())  # piped output is 80 columns wide: the footnote may wrap
     assert "goodput" not in out  # no SLOs given
+    assert "new conns" in out and "Connect (ms)" in out  # a sweep: a table of stages per latency
+
+
+def test_table_shows_connections_beside_ttft(tmp_path: Path) -> None:
+    r = invoke(connections(tmp_path))
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert re.search(r"new conns", out) and re.search(r"c=2\s.*\b4\s.*\b1\s.*\b0\s.*\b3\s", out)
+    lines = out.splitlines()
+    ttft = next(i for i, line in enumerate(lines) if re.search(r"\bTTFT\b", line))
+    assert re.search(r"Connect\s.*\b2\s.*3\.00\s.*3\.00\s", lines[ttft + 1])  # count 2, mean 3 ms, p50 3 ms
 
 
 # --------------------------------------------------------------------------

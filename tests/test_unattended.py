@@ -45,7 +45,8 @@ def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_proc
     assert f"{len(written)} records already done" in res.stderr
     assert_one_ok_record_per_input(out, n)
     summary = json.loads((tmp_path / "out.summary.json").read_text())
-    assert summary["summary"]["counts"]["total"] == n - len(written)
+    assert summary["summary"]["counts"]["total"] == n  # the summary covers the whole output, across runs
+    assert summary["requests_sent"] == n - len(written)
 
 
 def test_sigterm_drains_in_flight_exits_143_and_resume_completes(tmp_path, mock_process):
@@ -114,7 +115,7 @@ def test_resume_keeps_errors_unless_retry_failed(tmp_path, mock_process):
     inp, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
     assert streamrun("run", inp, "-o", out, "--base-url", url).returncode == 1
     again = streamrun("run", inp, "-o", out, "--base-url", url, "--resume")
-    assert again.returncode == 0  # nothing left to do; the old error is kept
+    assert again.returncode == 1  # nothing left to send; the old error is kept, and the summary counts it
     assert sorted((r["custom_id"], r["status"]) for r in read_jsonl(out)) == [("a", "ok"), ("b", "error")]
     retried = streamrun("run", inp, "-o", out, "--base-url", url, "--resume", "--retry-failed")
     assert retried.returncode == 0, retried.stderr  # the mock's fault list is used up: now ok

@@ -22,7 +22,7 @@ from runner.stats import format_time
 from . import figures
 from .build import Report
 from .document import SCHEMA
-from .labels import FOOTNOTE, LATENCIES, STAT_COLUMNS, SWEEP_LATENCIES, duration, stage_label, sweep_axis
+from .labels import FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, shown_latencies, stage_label, sweep_axis
 
 TEMPLATE = "template.html.j2"
 
@@ -84,7 +84,7 @@ def _stat_rows(metrics: dict[str, Any], *, long_names: bool) -> list[Row]:
     """A row per latency metric: its statistics in ms, then its count."""
     return [Row(short, [*(_ms(metrics[key][c]) for c in STAT_COLUMNS), f"{metrics[key]['count']:,}"],
                 long if long_names else "")
-            for key, short, long in LATENCIES]
+            for key, short, long in shown_latencies([{"metrics": metrics}])]
 
 
 def _sweep_rows(report: Report) -> list[Row]:
@@ -95,7 +95,7 @@ def _sweep_rows(report: Report) -> list[Row]:
         cells = [f"{c['ok']:,}", f"{c['error']:,}", _rate(s["request_throughput"]), _rate(s["output_token_throughput"])]
         if report.slos:
             cells.append(_rate(s["goodput"]))
-        for key in SWEEP_LATENCIES:
+        for key, _, _ in shown_latencies(report.summaries, SWEEP_LATENCIES):
             cells += [_ms(s["metrics"][key]["p50"]), _ms(s["metrics"][key]["p99"])]
         rows.append(Row(stage_label(s, i), cells))
     return rows
@@ -155,7 +155,8 @@ def _details(report: Report) -> list[StageDetail]:
         c = s["counts"]
         tok = s["metrics"]["output_tokens"]
         facts = (f"duration {duration(s['duration_s'])} · {c['ok']:,} ok · {c['error']:,} errors · "
-                 f"{c['retried']:,} retried · {c['warmup']:,} warm-up excluded · "
+                 f"{c['retried']:,} retried · {c.get('connections_opened', 0):,} connections opened · "
+                 f"{c['warmup']:,} warm-up excluded · "
                  f"total {_rate(s['total_token_throughput'])} tok/s · output tokens per request: "
                  f"mean {_tokens(tok['mean'])}, p50 {_tokens(tok['p50'])}, p99 {_tokens(tok['p99'])}")
         rows = _stat_rows(s["metrics"], long_names=False) if many else []
@@ -236,7 +237,7 @@ def render_html(report: Report) -> str:
         single=len(sums) == 1,
         stat_columns=STAT_COLUMNS,
         latency_rows=_stat_rows(sums[0]["metrics"], long_names=True) if len(sums) == 1 else [],
-        sweep_heads=[short for key, short, _ in LATENCIES if key in SWEEP_LATENCIES],
+        sweep_heads=[short for _, short, _ in shown_latencies(sums, SWEEP_LATENCIES)],
         sweep_rows=_sweep_rows(report) if len(sums) > 1 else [],
         goodput=bool(report.slos),
         details=_details(report),

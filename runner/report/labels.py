@@ -14,6 +14,7 @@ FOOTNOTE = "ITL here = per-chunk gap (vLLM's ITL); AIPerf/guidellm 'ITL' = our T
 # (summary key, short name, long name) of the latency metrics shown.
 LATENCIES: tuple[tuple[str, str, str], ...] = (
     ("ttft_s", "TTFT", "time to first token"),
+    ("connect_s", "Connect", "opening a connection (requests that opened one; count = how many)"),
     ("ttfb_s", "TTFB", "time to first byte (vLLM's TTFT)"),
     ("tpot_s", "TPOT", "time per output token"),
     ("itl_s", "ITL", "inter-chunk gap"),
@@ -21,8 +22,16 @@ LATENCIES: tuple[tuple[str, str, str], ...] = (
     ("queue_s", "Queue", "due to sent"),
 )
 #: The latencies compared across the stages of a sweep.
-SWEEP_LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+SWEEP_LATENCIES = ("ttft_s", "connect_s", "tpot_s", "itl_s", "e2e_s")
 STAT_COLUMNS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
+
+
+def shown_latencies(summaries: list[dict[str, Any]], keys: tuple[str, ...] | None = None
+                    ) -> list[tuple[str, str, str]]:
+    """The LATENCIES (of ``keys``, when given) that every summary describes: a summary
+    written before a metric existed (``connect_s``) shows the others."""
+    return [lat for lat in LATENCIES if (keys is None or lat[0] in keys)
+            and all(lat[0] in s.get("metrics", {}) for s in summaries)]
 
 
 def stage_label(summary: dict[str, Any], position: int = 0) -> str:

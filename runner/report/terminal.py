@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .labels import FOOTNOTE, LATENCIES, STAT_COLUMNS, SWEEP_LATENCIES, stage_label
+from .labels import FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, shown_latencies, stage_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,7 +36,7 @@ def _throughput_table(summaries: list[dict[str, Any]], slos: dict[str, float]) -
 
     table = Table(title="Requests and throughput", title_justify="left", header_style="bold")
     table.add_column("stage", no_wrap=True)
-    for name in ("ok", "errors", "retried", "duration s", "req/s", "output tok/s", "total tok/s"):
+    for name in ("ok", "errors", "retried", "new conns", "duration s", "req/s", "output tok/s", "total tok/s"):
         table.add_column(name, justify="right", no_wrap=True)
     if slos:
         table.add_column("goodput req/s", justify="right", no_wrap=True)
@@ -47,6 +47,7 @@ def _throughput_table(summaries: list[dict[str, Any]], slos: dict[str, float]) -
             str(c["ok"]),
             str(c["error"]),
             str(c["retried"]),
+            str(c.get("connections_opened", 0)),
             _num(s["duration_s"]),
             _num(s["request_throughput"]),
             _num(s["output_token_throughput"]),
@@ -80,13 +81,11 @@ def _latency_tables(summaries: list[dict[str, Any]]) -> list[Table]:
 
     if len(summaries) == 1:
         table = _latency_table("Latency (ms)", "metric")
-        for key, short, _ in LATENCIES:
+        for key, short, _ in shown_latencies(summaries):
             table.add_row(short, *_cells(summaries[0]["metrics"][key]))
         return [table]
     tables = []
-    for key, short, long in LATENCIES:
-        if key not in SWEEP_LATENCIES:
-            continue
+    for key, short, long in shown_latencies(summaries, SWEEP_LATENCIES):
         table = _latency_table(f"{short} (ms): {long}", "stage")
         for i, s in enumerate(summaries):
             table.add_row(escape(stage_label(s, i)), *_cells(s["metrics"][key]))

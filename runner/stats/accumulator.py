@@ -8,7 +8,10 @@ The numbers here are the ones users hold up against vLLM's
 * ITL pools every gap of every successful request (vLLM), it is not a
   per-request mean;
 * goodput counts successful requests that meet *every* SLO given, per second
-  of wall time (vLLM's "request goodput").
+  of wall time (vLLM's "request goodput");
+* ``connect_s`` has a value only for requests that opened a connection, so
+  its ``count`` is how many of the ok requests did (``connections_opened``
+  counts every record, errors included).
 
 Memory stays bounded for very long runs: values live in ``array('d')``
 (8 bytes each, no Python float objects), each metric is exact up to
@@ -138,6 +141,7 @@ class StatsAccumulator:
     error: int = 0
     retried: int = 0
     warmup: int = 0
+    connections_opened: int = 0  # records whose request opened a connection (metrics.connect_s set)
     errors_by_type: dict[str, int] = field(default_factory=dict)
     error_messages: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, message) -> count
     prompt_tokens: int = 0
@@ -173,6 +177,8 @@ class StatsAccumulator:
         if record.attempts > 1:
             self.retried += 1
         metrics = record.metrics
+        if metrics.connect_s is not None:
+            self.connections_opened += 1
         self._track_span(metrics)
         _remember(self.models, record.model)
         _remember(self.endpoints, record.endpoint)
@@ -352,6 +358,7 @@ class StatsAccumulator:
                                sorted(self.error_messages.items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP_ERRORS]],
                 "retried": self.retried,
                 "warmup": self.warmup,
+                "connections_opened": self.connections_opened,
             },
             "started_at": format_time(self.first_start),
             "ended_at": format_time(self.last_end),

@@ -26,6 +26,34 @@ from .sse import EventTooLarge, SSEDecoder
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
 
 
+async def _on_connect_start(session, ctx, params) -> None:
+    ctx.connect_start = time.perf_counter()
+
+
+async def _on_connect_end(session, ctx, params) -> None:
+    timing = ctx.trace_request_ctx
+    if timing is not None:
+        timing.connect_s = time.perf_counter() - ctx.connect_start
+
+
+def connection_trace() -> aiohttp.TraceConfig:
+    """The session's tracing of new connections: a request whose `trace_request_ctx` is its
+    `Timing` gets `connect_s` set when it opened one (DNS, TCP, TLS); one that reused a pooled
+    connection never fires these signals and keeps None.
+
+    Only these two signals have receivers; `on_connection_reuseconn` is left
+    out, since reuse is the absence of a create.  The cost is aiohttp's: once a
+    session has any trace config it builds a Trace per request and sends its
+    other signals (request start/headers/chunk/end, reuse) to no one, about
+    13 us of CPU a request (measured against the mock; ~2% of a 128-token
+    stream's client CPU).
+    """
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_start.append(_on_connect_start)
+    trace.on_connection_create_end.append(_on_connect_end)
+    return trace
+
+
 def endpoint_url(base_url: str, path: str) -> str:
     """Join an OpenAI-style base URL (usually ending in /v1) and an API path."""
     base = base_url.rstrip("/")
@@ -158,7 +186,7 @@ async def stream_once(
     try:
         async with asyncio.timeout(deadline.at(first)) as cm:
             timing.mark_sent(now())
-            async with session.post(url, data=body, proxy=proxy) as resp:
+            async with session.post(url, data=body, proxy=proxy, trace_request_ctx=timing) as resp:
                 if resp.status != 200:
                     raise status_error(resp.status, await resp.content.read(65536), resp.headers)
                 if resp.content_type == "application/json":

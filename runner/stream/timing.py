@@ -7,6 +7,11 @@ the first event of any kind, ITL as the gaps between text-carrying events,
 TPOT = (e2e - ttft) / (output_tokens - 1).  All stamps are
 `time.perf_counter()` values taken when a chunk's bytes arrived, before any
 JSON parsing, so parsing cost never shows up as latency.
+
+`connect_s` is stamped by aiohttp's tracing (`runner.stream.client.connection_trace`):
+the time this attempt spent opening its connection (DNS when not cached,
+TCP, TLS, a proxy's CONNECT), None when it reused a pooled one.  It is part
+of TTFT and E2E, which count from `sent`, before the connection is taken.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Timing:
     end: float | None = None
     itl: list[float] = field(default_factory=list)
     endpoint: str | None = None  # the base URL this attempt went to
+    connect_s: float | None = None  # set when this attempt opened a new connection
 
     def mark_sent(self, now: float) -> None:
         self.sent = now

@@ -1,0 +1,139 @@
+"""docs/FORMATS.md and the code name the same error types and the same record fields, both ways.
+
+(docs/SUMMARY.md's keys against the written summary: tests/test_summary_doc.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import runner
+import runner.record as record_module
+from runner.record import Metrics, Record, RecordError
+from runner.stream.errors import RequestError
+
+ROOT = Path(__file__).parent.parent
+FORMATS = (ROOT / "docs" / "FORMATS.md").read_text()
+
+
+def _strip_comments(text: str) -> str:
+    """JSON with `// comments` -> JSON; a `//` inside a string (a URL) stays."""
+    out = []
+    for line in text.splitlines():
+        in_string = escaped = False
+        for i, ch in enumerate(line):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif line.startswith("//", i):
+                line = line[:i]
+                break
+        out.append(line)
+    return "\n".join(out)
+
+
+def _example_record() -> tuple[dict, str]:
+    """The documented result record (the first ```json block) as a dict, and its raw text."""
+    raw = FORMATS.split("```json", 1)[1].split("```", 1)[0]
+    return json.loads(_strip_comments(raw)), raw
+
+
+def _names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def test_the_documented_record_has_the_fields_of_record_metrics_and_error():
+    example, raw = _example_record()
+    assert set(example) == _names(Record), \
+        f"undocumented: {_names(Record) - set(example)}; not fields: {set(example) - _names(Record)}"
+    assert list(example) == [f.name for f in dataclasses.fields(Record)], "the documented order is the written one"
+    metrics = example["metrics"]
+    assert set(metrics) == _names(Metrics), \
+        f"undocumented: {_names(Metrics) - set(metrics)}; not fields: {set(metrics) - _names(Metrics)}"
+    # the error object is shown in the comment of its line: {"type": ..., "status_code": ..., ...}
+    line = next(x for x in raw.splitlines() if x.strip().startswith('"error"'))
+    shown = json.loads(re.search(r"\{.*\}", line.split("//", 1)[1]).group(0))
+    assert set(shown) == _names(RecordError), \
+        f"undocumented: {_names(RecordError) - set(shown)}; not fields: {set(shown) - _names(RecordError)}"
+
+
+def test_the_documented_choice_has_the_fields_of_choice():
+    choice = getattr(record_module, "Choice", None)
+    if choice is None:
+        pytest.skip("no runner.record.Choice")
+    m = re.search(r'\{("index"(?:,\s*"[a-z_]+")*)\}', FORMATS)
+    assert m, "docs/FORMATS.md: no {\"index\", ...} list of a choice's keys"
+    shown = set(re.findall(r'"([a-z_]+)"', m.group(1)))
+    assert shown == _names(choice), f"undocumented: {_names(choice) - shown}; not fields: {shown - _names(choice)}"
+
+
+def _documented_error_types() -> set[str]:
+    para = FORMATS.split("Error `type`s", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", para))
+
+
+def _import_everything() -> None:
+    """So that a RequestError subclass defined in any module is found."""
+    for mod in pkgutil.walk_packages(runner.__path__, "runner."):
+        if mod.name.rsplit(".", 1)[-1] == "__main__":
+            continue
+        try:
+            importlib.import_module(mod.name)
+        except ModuleNotFoundError as exc:  # an optional extra that is not installed here
+            if (exc.name or "runner").split(".")[0] == "runner":
+                raise
+
+
+def _subclasses(cls) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub} | _subclasses(sub)
+    return out
+
+
+# A type written as a literal (not a RequestError subclass's `type`): RecordError("x", ...),
+# a dict {"type": "x", "status_code": ...} turned into a record's error, or the base class raised as is.
+_LITERALS = (
+    re.compile(r"RecordError\(\s*(?:type\s*=\s*)?[\"']([a-z_]+)[\"']"),
+    re.compile(r"\{\s*[\"']type[\"']\s*:\s*[\"']([a-z_]+)[\"']\s*,\s*[\"']status_code[\"']"),
+)
+
+
+def _code_error_types() -> dict[str, str]:
+    """error type -> where the code produces it (runner/mock is the server, not the runner)."""
+    _import_everything()
+    found = {sub.type: f"{sub.__module__}.{sub.__qualname__}" for sub in _subclasses(RequestError)
+             if isinstance(sub.__dict__.get("type", None), str)}
+    for path in sorted((ROOT / "runner").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("runner/mock/"):
+            continue
+        source = path.read_text()
+        for pattern in _LITERALS:
+            for m in pattern.finditer(source):
+                found.setdefault(m.group(1), rel)
+        if re.search(r"(?<![\w.])(?:raise\s+|=\s*)RequestError\(", source):
+            found.setdefault(RequestError.type, rel)
+    return found
+
+
+def test_every_documented_error_type_is_produced_and_every_produced_one_documented():
+    documented = _documented_error_types()
+    produced = _code_error_types()
+    assert "http_error" in documented and "timeout" in documented  # the paragraph was found
+    assert documented - set(produced) == set(), "documented in docs/FORMATS.md but produced nowhere"
+    undocumented = {t: where for t, where in produced.items() if t not in documented}
+    assert not undocumented, f"produced but not in docs/FORMATS.md: {undocumented}"
