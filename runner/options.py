@@ -112,22 +112,19 @@ def _integer(v: Any) -> int:
     raise OptionError(f"{v!r} is not an integer")
 
 
-def integer(v: Any) -> int:
-    return _integer(v)
+def _at_least(parse: Callable[[Any], Any], low: float, strict: bool, message: str) -> Callable[[Any], Any]:
+    """A parser whose value must be above `low` (or at least `low`) and finite."""
+    def check(v: Any) -> Any:
+        x = parse(v)
+        if (x <= low if strict else x < low) or (isinstance(x, float) and math.isinf(x)):
+            raise OptionError(message)
+        return x
+    return check
 
 
-def positive_int(v: Any) -> int:
-    n = _integer(v)
-    if n < 1:
-        raise OptionError("must be a positive integer")
-    return n
-
-
-def non_negative_int(v: Any) -> int:
-    n = _integer(v)
-    if n < 0:
-        raise OptionError("must be an integer >= 0")
-    return n
+integer = _integer
+positive_int = _at_least(_integer, 0, True, "must be a positive integer")
+non_negative_int = _at_least(_integer, 0, False, "must be an integer >= 0")
 
 
 def _number(v: Any) -> float:
@@ -142,18 +139,8 @@ def _number(v: Any) -> float:
     return x
 
 
-def positive_number(v: Any) -> float:
-    x = _number(v)
-    if not x > 0 or math.isinf(x):
-        raise OptionError("must be a positive number")
-    return x
-
-
-def non_negative_number(v: Any) -> float:
-    x = _number(v)
-    if x < 0 or math.isinf(x):
-        raise OptionError("must be a number >= 0")
-    return x
+positive_number = _at_least(_number, 0, True, "must be a positive number")
+non_negative_number = _at_least(_number, 0, False, "must be a number >= 0")
 
 
 def boolean(v: Any) -> bool:
@@ -296,11 +283,7 @@ def fsync(v: Any):
         raise OptionError(str(exc)) from None
 
 
-def failure_budget(v: Any) -> float:
-    x = _number(v)
-    if x < 0 or math.isinf(x):
-        raise OptionError("must be a fraction (0.01) or a count (10) >= 0")
-    return x
+failure_budget = _at_least(_number, 0, False, "must be a fraction (0.01) or a count (10) >= 0")
 
 
 # ---- the table

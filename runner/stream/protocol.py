@@ -129,6 +129,14 @@ def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str 
     return merged
 
 
+def _joined_text(state) -> str:
+    return "".join(state.text_parts)
+
+
+def _joined_reasoning(state) -> str | None:
+    return "".join(state.reasoning_parts) if state.reasoning_parts else None
+
+
 @dataclass(slots=True)
 class ChoiceState:
     """One choice of an `n > 1` reply other than the first, assembled from its interleaved deltas.
@@ -144,13 +152,8 @@ class ChoiceState:
     finish_reason: str | None = None
     logprobs: list | dict | None = None
 
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
-
-    @property
-    def reasoning(self) -> str | None:
-        return "".join(self.reasoning_parts) if self.reasoning_parts else None
+    text = property(_joined_text)
+    reasoning = property(_joined_reasoning)
 
 
 @dataclass(slots=True)
@@ -178,13 +181,8 @@ class StreamState:
     others: dict[int, ChoiceState] | None = None
     keep_logprobs: bool = True  # False: --drop-logprobs, for runs that ask for them only to load the server
 
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
-
-    @property
-    def reasoning(self) -> str | None:
-        return "".join(self.reasoning_parts) if self.reasoning_parts else None
+    text = property(_joined_text)
+    reasoning = property(_joined_reasoning)
 
     @property
     def finished(self) -> bool:

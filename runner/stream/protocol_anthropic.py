@@ -35,7 +35,7 @@ import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
-from .protocol_responses import EventStreamState, error_text
+from .protocol_responses import EventStreamState, apply_guarded, decode_named, error_text
 
 __all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "build_body", "defaults_for",
            "handle_event", "normalise_usage"]
@@ -150,27 +150,8 @@ def handle_event(state: EventStreamState, event: str, data: str) -> bool:
         if event == "error":
             raise StreamErrorEvent("error event")
         return False
-    try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError as exc:
-        if event == "error":
-            raise StreamErrorEvent(data[:500]) from None
-        raise MalformedResponse(f"malformed event data: {data[:200]!r}") from exc
-    if type(obj) is not dict:
-        if event == "error":
-            raise StreamErrorEvent(data[:500])
-        raise MalformedResponse(f"an event that is not a JSON object: {data[:200]!r}")
-    if not event or event == "message":
-        kind = obj.get("type")
-        event = kind if type(kind) is str else ""
-    try:
-        return _apply(state, event, obj)
-    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as exc:  # a shape no check foresaw
-        raise MalformedResponse(f"a {event or 'unnamed'} event of the wrong shape ({type(exc).__name__}): "
-                                f"{data[:200]!r}") from None
-
-
-_loads = orjson.loads
+    event, obj = decode_named(event, data)
+    return apply_guarded(_apply, state, event, obj, data)
 
 
 def _apply(state: EventStreamState, event: str, obj: dict) -> bool:

@@ -155,6 +155,18 @@ def handle_event(state: EventStreamState, event: str, data: str) -> bool:
     if data == "[DONE]":  # not the Responses API's, but some servers add it
         state.done = True
         return False
+    event, obj = decode_named(event, data)
+    return apply_guarded(_apply, state, event, obj, data)
+
+
+_loads = orjson.loads
+
+
+def decode_named(event: str, data: str) -> tuple[str, dict]:
+    """A named event's JSON object and its name (from `type` when the server sent no `event:` line).
+
+    Shared by the APIs whose streams name their events (Responses, Anthropic).
+    """
     try:
         obj = _loads(data)
     except orjson.JSONDecodeError as exc:
@@ -168,14 +180,16 @@ def handle_event(state: EventStreamState, event: str, data: str) -> bool:
     if not event or event == "message":
         kind = obj.get("type")
         event = kind if type(kind) is str else ""
+    return event, obj
+
+
+def apply_guarded(apply: Any, state: Any, event: str, obj: dict, data: str) -> bool:
+    """Apply an event; a shape that no check foresaw is a MalformedResponse, never a crash."""
     try:
-        return _apply(state, event, obj)
-    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as exc:  # a shape no check foresaw
+        return apply(state, event, obj)
+    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as exc:
         raise MalformedResponse(f"a {event or 'unnamed'} event of the wrong shape ({type(exc).__name__}): "
                                 f"{data[:200]!r}") from None
-
-
-_loads = orjson.loads
 
 
 def error_text(error: Any) -> str:
