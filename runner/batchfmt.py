@@ -37,6 +37,8 @@ import os
 from typing import Any, BinaryIO
 
 import click
+
+from .cli import examples
 import orjson
 
 from .io.jsonl import JsonlReader
@@ -273,7 +275,9 @@ def convert_stream(src: BinaryIO, dst: BinaryIO, to: str, name: str, request_url
     return written, reader.bad_lines
 
 
-@click.command("convert")
+@click.command("convert", epilog=examples(
+    "streamrun convert results.jsonl -o batch_output.jsonl --to openai-batch",
+    "streamrun convert batch_output.jsonl -o results.jsonl --to streamrun"))
 @click.argument("in_path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option(
     "-o", "--output", "out_path", required=True,

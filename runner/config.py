@@ -130,6 +130,7 @@ class RunConfig:
     auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
     params: dict = field(default_factory=dict)
+    max_tokens: int | None = None  # --max-tokens N: the same as --param max_tokens=N
     include_usage: bool = True
     drop_logprobs: bool = False  # asked for only to load the server: not kept in records
     concurrency: tuple[int, ...] = (16,)
@@ -164,6 +165,8 @@ class RunConfig:
     base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
 
     def __post_init__(self) -> None:
+        if self.max_tokens is not None:
+            object.__setattr__(self, "params", {**self.params, "max_tokens": self.max_tokens})
         if not self.stages:
             object.__setattr__(self, "stages", make_stages(list(self.concurrency), list(self.rate)))
         if self.resume and self.overwrite:

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import click
+
+from .cli import examples
 import orjson
 
 from runner.ids import resume_key
@@ -332,7 +334,9 @@ def merge(
     return report
 
 
-@click.command("merge")
+@click.command("merge", epilog=examples(
+    "streamrun merge out/run-*of4.jsonl -o out/all.jsonl --inputs prompts.jsonl --missing out/missing.jsonl",
+    "streamrun merge a.jsonl b.jsonl -o merged.jsonl        # duplicates reported, the ok record kept"))
 @click.argument(
     "outputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
 )

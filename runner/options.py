@@ -331,6 +331,8 @@ OPTIONS: tuple[Option, ...] = (
            "the environment and treated as a secret.", "--header", "headers", multiple=True, metavar="'NAME: VALUE'"),
     Option("params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
            "params", multiple=True, metavar="KEY=VALUE"),
+    Option("max_tokens", positive_int, "Shortcut for --param max_tokens=N (a line's own max_tokens wins).",
+           "--max-tokens", "max_tokens"),
     Option("include_usage", boolean, "Do not ask for stream_options.include_usage.", "--no-usage", "include_usage"),
     Option("drop_logprobs", boolean, "Do not keep logprobs in records (for runs that ask for them only to load "
            "the server).", "--drop-logprobs", "drop_logprobs"),

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import anyio
 
 from .aio import loop_factory
-from .config import RunConfig, Stage
+from .config import FsyncPolicy, RunConfig, Stage
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
@@ -33,6 +33,7 @@ from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 
 log = logging.getLogger("streamrun")
+STDOUT = "-"  # -o -: records to stdout
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,16 +84,23 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
         raise UsageError(f"a sweep reads its inputs once per stage, so it cannot read {shown} "
                          "(a pipe, FIFO or stdin can be read only once): write it to a file first")
     _refuse_output_over_input(cfg, paths)
-    try:
-        lock_fd = lock_output(os.path.realpath(cfg.output))  # a symlink to a locked output is the same output
-    except OSError as exc:
-        raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
+    if cfg.output == STDOUT:  # records to stdout for a pipe; logs and the summary stay on stderr
+        if cfg.resume:
+            raise UsageError("--resume needs an output file to read, not -o -")
+        cfg = dataclasses.replace(cfg, fsync=FsyncPolicy("never"))  # a pipe cannot be fsynced
+        lock_fd, fd = None, os.dup(sys.stdout.fileno())
+    else:
+        try:
+            lock_fd = lock_output(os.path.realpath(cfg.output))  # a symlink to a locked output is the same one
+        except OSError as exc:
+            raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
     try:
         plan = _plan(cfg, paths)
-        try:
-            fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
-        except OSError as exc:
-            raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
+        if lock_fd is not None:
+            try:
+                fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+            except OSError as exc:
+                raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
         if mock is None:
             return await Run(cfg, plan, fd, creds, show_progress).execute()
         from .mock import serve
@@ -101,14 +109,15 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress).execute()
     finally:
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
     """`-o in.jsonl --overwrite` would truncate the input; `--resume` would append into it."""
     inputs = {os.path.realpath(p) for p in paths if p != STDIN}
     for what, path in (("output", cfg.output), ("summary", summary_path_for(cfg))):
-        if os.path.realpath(path) in inputs:
+        if path not in (None, STDOUT) and os.path.realpath(path) in inputs:
             raise UsageError(f"the {what} {path} is one of the input files: choose another -o")
 
 
@@ -296,12 +305,13 @@ class Run:
         _cost(self.cfg, summary, doc)
         path = summary_path_for(self.cfg)
         try:
-            write_document(path, doc)
+            if path is not None:
+                write_document(path, doc)
         except OSError as exc:
             log.error("cannot write the summary %s: %s", path, exc.strerror)
             facts.exit_code = doc["exit_code"] = EXIT_OUTPUT
-        render(doc, path, stage_table=len(self.cfg.stages) > 1 and self.cfg.output_format == "streamrun"
-               and self.writer.failed is None, as_json=self.log_json)
+        render(doc, path or "(stderr only)", stage_table=len(self.cfg.stages) > 1 and self.writer.failed is None
+               and self.cfg.output_format == "streamrun" and self.cfg.output != STDOUT, as_json=self.log_json)
         return facts.exit_code
 
     def _extra(self) -> dict:

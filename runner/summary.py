@@ -21,9 +21,12 @@ from .config import RunConfig
 SCHEMA = "streamrun.summary/1"
 
 
-def summary_path_for(cfg: RunConfig) -> str:
+def summary_path_for(cfg: RunConfig) -> str | None:
+    """Beside the output; None for `-o -` (records on stdout) unless --summary names a file."""
     if cfg.summary_path:
         return cfg.summary_path
+    if cfg.output == "-":
+        return None
     base = cfg.output[:-6] if cfg.output.endswith(".jsonl") else cfg.output
     return base + ".summary.json"
 

@@ -80,3 +80,27 @@ def test_an_input_line_over_max_line_bytes_is_an_invalid_record(tmp_path):
     assert {r["status"] for r in records} == {"ok", "error"}
     bad = next(r for r in records if r["status"] == "error")
     assert bad["error"]["type"] == "invalid_input" and "in.jsonl:2" in res.stderr
+
+
+def test_dash_o_writes_records_to_stdout_and_the_summary_to_stderr(tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": f"p{i}", "prompt": "x", "max_tokens": 3}
+                                              for i in range(4)])
+    res = streamrun("run", inp, "-o", "-", "--mock", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert sorted(r["custom_id"] for r in records) == ["p0", "p1", "p2", "p3"]
+    assert "4 records: 4 ok" in res.stderr
+    assert not (tmp_path / "-").exists() and not list(tmp_path.glob("*.summary.json"))
+    refused = streamrun("run", inp, "-o", "-", "--mock", "--resume", cwd=tmp_path)
+    assert refused.returncode == 2 and "--resume needs an output file" in refused.stderr
+
+
+def test_max_tokens_is_the_param_shortcut(tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": "a", "prompt": "x"},
+                                              {"custom_id": "b", "prompt": "y", "max_tokens": 5}])
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--mock", "--max-tokens", "3")
+    assert res.returncode == 0, res.stderr
+    tokens = {r["custom_id"]: r["usage"]["completion_tokens"] for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert tokens == {"a": 3, "b": 5}  # a line's own max_tokens wins
