@@ -139,7 +139,7 @@ def encode_batch(record: Record, request_url: str = CHAT_URL) -> dict[str, Any]:
     side: dict[str, Any] = {
         "metrics": record.metrics, "attempts": record.attempts, "endpoint": record.endpoint,
         "source": record.source, "stage": record.stage, "warmup": record.warmup,
-        "request_url": record.request_url, "request_id": record.request_id,
+        "request_url": record.request_url, "request_id": record.request_id, "request_hash": record.request_hash,
     }
     request_id = _stable_hex(key, b"request_id")
     response: dict[str, Any] | None
@@ -233,6 +233,7 @@ def _native(line: Any) -> dict[str, Any]:
     out["request_url"] = side.get("request_url") or side.get("request_path") or implied_url
     rid = side.get("request_id") if ours else (response.get("request_id") if type(response) is dict else None)
     out["request_id"] = rid
+    out["request_hash"] = side.get("request_hash") if ours else None
     return out
 
 

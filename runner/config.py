@@ -147,6 +147,7 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False
     retry_failed: bool = False
+    resume_changed: bool = False  # with --resume: drop answers to input lines that changed, send them again
     fsync: FsyncPolicy = FsyncPolicy()
     drain_timeout_s: float = 30.0
     log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
@@ -173,6 +174,8 @@ class RunConfig:
             raise UsageError("--resume and --overwrite exclude each other")
         if self.retry_failed and not self.resume:
             raise UsageError("--retry-failed goes with --resume")
+        if self.resume_changed and not self.resume:
+            raise UsageError("--resume-changed goes with --resume")
 
     @property
     def max_concurrency(self) -> int:

@@ -28,6 +28,7 @@ from .endpoints import EndpointPool, public_url
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
+from .ids import line_hash
 from .outputs import Prior
 from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream.timing import Timing
@@ -460,6 +461,7 @@ class Engine:
             rid,
             logprobs,
             choices,
+            line_hash(item.raw) if item.raw else None,
         )
 
     def _invalid_record(self, item: InputItem, stage: Stage) -> Record:

@@ -54,6 +54,11 @@ def _digest(custom_id: str) -> bytes:
     return hashlib.blake2b(custom_id.encode("utf-8"), digest_size=8).digest()
 
 
+def line_hash(raw: bytes) -> str:
+    """A record's `request_hash`: 16 hex digits of the input line as read (surrounding blanks aside)."""
+    return hashlib.blake2b(raw.strip(), digest_size=8).hexdigest()
+
+
 def id_hash(custom_id: str) -> int:
     """A stable 64-bit fingerprint: sets of millions of ids then cost 8 bytes each."""
     return int.from_bytes(_digest(custom_id), "little")
@@ -86,16 +91,35 @@ class HashSorter:
 class DoneIds:
     """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
 
-    def __init__(self, hashes: HashSorter) -> None:
+    def __init__(self, hashes: HashSorter, answered: HashSorter | None = None) -> None:
         self._h = hashes.sorted()
+        # (key, request_hash) of each record, 8 more bytes a record: which line was answered
+        self._answered = answered.sorted() if answered is not None else None
 
     def __len__(self) -> int:
         return len(self._h)
 
     def __contains__(self, key: str) -> bool:
-        h = id_hash(key)
-        i = bisect_left(self._h, h)
-        return i < len(self._h) and self._h[i] == h
+        return _sorted_has(self._h, id_hash(key))
+
+    def changed(self, key: str, request_hash: str) -> bool:
+        """The id was answered, but for another line than `request_hash` (the input changed since).
+
+        Records written before request hashes existed are never called changed.
+        """
+        if self._answered is None or key not in self:
+            return False
+        return not (_sorted_has(self._answered, id_hash(answered_key(key, request_hash)))
+                    or _sorted_has(self._answered, id_hash(answered_key(key, None))))
+
+
+def answered_key(key: str, request_hash: str | None) -> str:
+    return f"{key}\x00{request_hash or '?'}"
+
+
+def _sorted_has(values: array, h: int) -> bool:
+    i = bisect_left(values, h)
+    return i < len(values) and values[i] == h
 
 
 def resume_key(label: str | None, custom_id: str) -> str:

@@ -366,6 +366,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", boolean, "Continue an existing output: skip ids already answered.", "--resume", "resume"),
     Option("retry_failed", boolean, "With --resume, re-run the ids whose record is an error.", "--retry-failed",
            "retry_failed"),
+    Option("resume_changed", boolean, "With --resume, drop the records of input lines that changed since and "
+           "send those lines again (without it, a changed line stops the run).", "--resume-changed",
+           "resume_changed"),
     Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
     Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
     Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",

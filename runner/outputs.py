@@ -21,7 +21,7 @@ import orjson
 from .batchfmt import decode_batch, is_batch_line
 from .config import FsyncPolicy
 from .errors import OutputFailed, OutputLocked, UsageError
-from .ids import DoneIds, HashSorter, id_hash
+from .ids import DoneIds, HashSorter, answered_key, id_hash
 from .io.jsonl import JsonlReader
 from .record import Record, decode_native, posix_time
 
@@ -123,7 +123,8 @@ class Prior:
 
 
 def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
-                   on_record: Callable[[Record], None] | None = None) -> DoneIds:
+                   on_record: Callable[[Record], None] | None = None,
+                   drop: Callable[[Record], bool] | None = None) -> DoneIds:
     """Read the ids already done; with retry_failed, first drop the error records.
 
     Dropping them (copy, fsync, atomic rename) keeps one record per id once
@@ -134,29 +135,31 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
     cut = repair_torn_tail(path)
     if cut:
         warn(f"{path}: cut a torn last line ({cut} bytes) left by an interrupted run")
-    hashes = HashSorter()
+    hashes, answered = HashSorter(), HashSorter()
     dropped = 0
     tmp = path + ".resume.tmp"
+    rewrite = retry_failed or drop is not None
     with JsonlReader(path, warn=warn, verb="unreadable record skipped: ") as reader, \
-            (open(tmp, "wb") if retry_failed else nullcontext()) as dst:
+            (open(tmp, "wb") if rewrite else nullcontext()) as dst:
         for _, raw, record in reader.decoded(decode_result):
-            if retry_failed:
-                if not record.ok:
+            if rewrite:
+                if (retry_failed and not record.ok) or (drop is not None and drop(record)):
                     dropped += 1
                     continue
                 dst.write(raw + b"\n")
             if not record.warmup:
                 hashes.add(id_hash(record.key))
+                answered.add(id_hash(answered_key(record.key, record.request_hash)))
             if on_record is not None:
                 on_record(record)
-        if retry_failed:
+        if rewrite:
             dst.flush()
             os.fsync(dst.fileno())
-    if retry_failed:
+    if rewrite:
         os.replace(tmp, path)
         if dropped:
-            warn(f"{path}: {dropped} failed records removed, to be retried")
-    return DoneIds(hashes)
+            warn(f"{path}: {dropped} records removed, to be sent again")
+    return DoneIds(hashes, answered)
 
 
 def open_output(path: str, *, resume: bool, overwrite: bool) -> int:

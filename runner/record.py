@@ -138,6 +138,7 @@ class Record:
     request_id: str | None = None  # the server's id for the request
     logprobs: list | dict | None = None  # choice 0's, when asked for (and not --drop-logprobs)
     choices: list[Choice] | None = None  # every choice, when the reply had more than one
+    request_hash: str | None = None  # of the input line as read: --resume finds answers to lines that changed
 
     @property
     def ok(self) -> bool:
@@ -294,4 +295,5 @@ def decode_native(obj: Any) -> Record:
         _str(g("request_id")),
         decode_logprobs(g("logprobs")),
         decode_choices(g("choices")),
+        _str(g("request_hash")),
     )

@@ -26,7 +26,7 @@ from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import OutputFailed, RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
-from .ids import SeenIds, resume_key
+from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
@@ -113,6 +113,26 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
             os.close(lock_fd)
 
 
+def _changed_lines(cfg: RunConfig, paths: list[str], owns, done) -> dict[str, tuple[str, str]]:
+    """Records whose input line changed since: default ids (`file:line`) would answer the wrong prompts.
+
+    Only regular files can be read ahead; a pipe is not checked.
+    """
+    if not all(is_regular(p) for p in paths):
+        return {}
+    labels = [s.label for s in cfg.stages]
+    changed: dict[str, tuple[str, str]] = {}
+    for item in iter_items(paths, cfg.limits.max_line_bytes):
+        if item.error is not None or (owns is not None and not owns(item.custom_id)):
+            continue
+        request_hash = line_hash(item.raw)
+        for label in labels:
+            key = resume_key(label, item.custom_id)
+            if done.changed(key, request_hash):
+                changed[key] = (item.custom_id, item.place)
+    return changed
+
+
 def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
     """`-o in.jsonl --overwrite` would truncate the input; `--resume` would append into it."""
     inputs = {os.path.realpath(p) for p in paths if p != STDIN}
@@ -136,6 +156,16 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
     try:
         done = prepare_resume(cfg.output, cfg.retry_failed, log.warning, earlier) if (
             cfg.resume and os.path.exists(cfg.output)) else None
+        changed = _changed_lines(cfg, paths, owns, done) if done is not None and len(done) else {}
+        if changed and not cfg.resume_changed:
+            places = "; ".join(f"{cid!r} at {place}" for cid, place in list(changed.values())[:5])
+            raise UsageError(f"{len(changed)} records answer input lines that have changed since they were sent "
+                             f"({places}{' ...' if len(changed) > 5 else ''}): pass --resume-changed to drop "
+                             "those records and send the lines again, or restore the inputs")
+        if changed:  # drop them, and count again what stays
+            prior = Prior()
+            stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
+            done = prepare_resume(cfg.output, False, log.warning, earlier, drop=lambda r: r.key in changed)
         total = None
         if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
             scan = scan_inputs(paths, owns=owns)

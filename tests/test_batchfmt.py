@@ -86,7 +86,7 @@ def test_side_field_carries_what_batch_has_no_place_for():
     assert side == {
         "metrics": _json(rec.metrics), "attempts": 2, "endpoint": rec.endpoint,
         "source": rec.source, "stage": rec.stage, "warmup": True,
-        "request_url": "/v1/chat/completions", "request_id": "chatcmpl-abc",
+        "request_url": "/v1/chat/completions", "request_id": "chatcmpl-abc", "request_hash": None,
     }
 
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from runner import export as export_module  # noqa: E402
 from runner.batchfmt import encode_batch  # noqa: E402
+from runner.export import join as export_module  # noqa: E402
 from runner.export import (INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex, export, export_command,  # noqa: E402
                            export_schema)
 from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402

@@ -97,7 +97,7 @@ def test_prepare_resume_skips_warmup_and_with_retry_failed_drops_errors(tmp_path
     done = prepare_resume(str(out), retry_failed=True, warn=warnings.append)
     assert "b" not in done and len(done) == 2
     assert b'"b"' not in out.read_bytes() and out.read_bytes().startswith(line("a"))
-    assert any("1 failed records removed" in w for w in warnings)
+    assert any("1 records removed, to be sent again" in w for w in warnings)
 
 
 # -- the writer ------------------------------------------------------------------

@@ -105,3 +105,25 @@ def test_num_prompts_and_the_summary_count_the_whole_output_across_resumes(tmp_p
     assert len(ids) == len(set(ids)) == 15
     summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
     assert summary["requests_sent"] == 5 and summary["summary"]["counts"]["total"] == 15
+
+
+def test_resume_refuses_answers_to_lines_that_changed_unless_told_to_resend(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    lines = [f'{{"prompt": "question {i}", "max_tokens": 3}}' for i in range(3)]
+    inp.write_text("\n".join(lines) + "\n")  # default ids: in.jsonl:1, :2, :3
+    out = tmp_path / "out.jsonl"
+    assert streamrun("run", inp, "-o", out, "--mock").returncode == 0
+    before = {r["custom_id"]: r["request_hash"] for r in read_jsonl(out)}
+    assert all(before.values())
+    lines[1] = '{"prompt": "a different question", "max_tokens": 3}'
+    inp.write_text("\n".join(lines) + "\n")
+    refused = streamrun("run", inp, "-o", out, "--mock", "--resume")
+    assert refused.returncode == 2
+    assert "1 records answer input lines that have changed" in refused.stderr and "in.jsonl:2" in refused.stderr
+    assert len(read_jsonl(out)) == 3  # nothing touched
+    resent = streamrun("run", inp, "-o", out, "--mock", "--resume", "--resume-changed")
+    assert resent.returncode == 0, resent.stderr
+    after = {r["custom_id"]: r["request_hash"] for r in read_jsonl(out)}
+    assert sorted(after) == sorted(before)  # one record per id, none duplicated
+    assert after["in.jsonl:2"] != before["in.jsonl:2"]
+    assert after["in.jsonl:1"] == before["in.jsonl:1"] and after["in.jsonl:3"] == before["in.jsonl:3"]

@@ -1,0 +1,41 @@
+"""The optional packages an export needs: pyarrow always, datasets for ``--to hf-dataset``.
+
+Why it exists: both come with ``pip install 'streamrun[export]'``, not with
+streamrun itself, so importing :mod:`runner.export` must not need them, and
+a missing one has to be a configuration error (exit 2) that says what to
+install, not a traceback. Every module of the export loads them here, when
+it is about to use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import click
+
+INSTALL = "pip install 'streamrun[export]'"
+
+
+class MissingPackage(click.ClickException):
+    """pyarrow or datasets is not installed: a configuration error (exit 2)."""
+
+    exit_code = 2
+
+
+def _require(module: str, needs: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingPackage(f"{needs}: {INSTALL}") from None
+
+
+def load_pyarrow() -> ModuleType:
+    """``pyarrow``, with ``pyarrow.parquet`` imported (``pa.parquet``); MissingPackage without it."""
+    _require("pyarrow.parquet", "export needs pyarrow")
+    return importlib.import_module("pyarrow")
+
+
+def load_datasets(target: str) -> ModuleType:
+    """``datasets`` for ``--to {target}``; MissingPackage without it."""
+    return _require("datasets", f"--to {target} needs the datasets package")
