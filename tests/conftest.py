@@ -232,3 +232,48 @@ def read_stderr_until(proc: subprocess.Popen, text: str, guard: float = HANG_GUA
         seen.append(line)
         if text in line:
             return "".join(seen)
+
+
+# ---- SSE helpers shared by the decoder's and the protocols' tests
+
+def sse_decode(chunks) -> list:
+    """Feed byte chunks to a fresh SSE decoder; every event, the closing ones included."""
+    from runner.stream.sse import SSEDecoder
+
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.close())
+    return events
+
+
+def sse_splits(data: bytes):
+    """The whole body, then every two-way split, then one byte at a time."""
+    yield [data]
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+    yield [data[i:i + 1] for i in range(len(data))]
+
+
+def feed_named(handle_event, events):
+    """Feed decoded events to a named-event protocol as the engine does; (state, error raised, returns)."""
+    from runner.stream.errors import RequestError
+    from runner.stream.protocol_responses import EventStreamState
+
+    state = EventStreamState()
+    carried = []
+    for event in events:
+        try:
+            carried.append(handle_event(state, event.event, event.data))
+        except RequestError as exc:
+            return state, exc, carried
+        if state.done:
+            break
+    return state, None, carried
+
+
+def named_outcome(state, err) -> tuple:
+    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
+            state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
+            type(err), str(err) if err else None)

@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLar
 from runner.stream.protocol import MAX_TOOL_CALLS, InvalidRequestLine, StreamState
 from runner.stream.protocol_anthropic import (DEFAULT_VERSION, PATH, EventStreamState, build_body, handle_event,
                                               normalise_usage, paths)
-from runner.stream.sse import SSEDecoder
+from tests.conftest import feed_named, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
                "output_tokens": 1}
@@ -85,38 +85,17 @@ STREAMS = {"text": TEXT_STREAM, "thinking": THINKING_STREAM, "tools": TOOL_STREA
 
 
 def decode(chunks) -> list:
-    decoder = SSEDecoder()
-    events = []
-    for chunk in chunks:
-        events.extend(decoder.feed(chunk))
-    events.extend(decoder.close())
-    return events
+    return sse_decode(chunks)
 
 
-def splits(data: bytes):
-    yield [data]
-    for i in range(1, len(data)):
-        yield [data[:i], data[i:]]
-    yield [data[i:i + 1] for i in range(len(data))]
+splits = sse_splits
 
 
-def run(events) -> tuple[EventStreamState, RequestError | None, list[bool]]:
-    state = EventStreamState()
-    carried = []
-    for event in events:
-        try:
-            carried.append(handle_event(state, event.event, event.data))
-        except RequestError as exc:
-            return state, exc, carried
-        if state.done:
-            break
-    return state, None, carried
+def run(events):
+    return feed_named(handle_event, events)
 
 
-def outcome(state: EventStreamState, err) -> tuple:
-    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
-            state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
-            type(err), str(err) if err else None)
+outcome = named_outcome
 
 
 @pytest.mark.parametrize("name", sorted(STREAMS))

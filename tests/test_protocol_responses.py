@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLar
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
 from runner.stream.protocol_responses import (PATH, EventStreamState, build_body, handle_event, normalise_usage,
                                               paths)
-from runner.stream.sse import SSEDecoder
+from tests.conftest import feed_named, named_outcome, sse_decode, sse_splits
 
 RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-x",
             "output": [], "usage": None, "error": None, "incomplete_details": None}
@@ -98,39 +98,17 @@ ERROR_STREAM = [
 
 
 def decode(chunks) -> list:
-    decoder = SSEDecoder()
-    events = []
-    for chunk in chunks:
-        events.extend(decoder.feed(chunk))
-    events.extend(decoder.close())
-    return events
+    return sse_decode(chunks)
 
 
-def splits(data: bytes):
-    yield [data]
-    for i in range(1, len(data)):
-        yield [data[:i], data[i:]]
-    yield [data[i:i + 1] for i in range(len(data))]
+splits = sse_splits
 
 
-def run(events) -> tuple[EventStreamState, RequestError | None, list[bool]]:
-    """Feed decoded events as the engine will; (state, the error raised, what each event returned)."""
-    state = EventStreamState()
-    carried = []
-    for event in events:
-        try:
-            carried.append(handle_event(state, event.event, event.data))
-        except RequestError as exc:
-            return state, exc, carried
-        if state.done:
-            break
-    return state, None, carried
+def run(events):
+    return feed_named(handle_event, events)
 
 
-def outcome(state: EventStreamState, err) -> tuple:
-    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
-            state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
-            type(err), str(err) if err else None)
+outcome = named_outcome
 
 
 STREAMS = {"text": TEXT_STREAM, "reasoning": REASONING_STREAM, "tools": TOOL_STREAM, "incomplete": INCOMPLETE_STREAM,

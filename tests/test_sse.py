@@ -9,6 +9,7 @@ import pytest
 from runner.stream.errors import StreamErrorEvent
 from runner.stream.protocol import StreamState, handle_data
 from runner.stream.sse import Event, SSEDecoder
+from tests.conftest import sse_decode
 
 CAPTURES = Path(__file__).parent / "data" / "sse"
 CHINESE = "你好！我是一个流式输出的示例。"
@@ -26,12 +27,7 @@ EXPECTED = {
 
 
 def decode(chunks) -> list[Event]:
-    decoder = SSEDecoder()
-    events = []
-    for chunk in chunks:
-        events.extend(decoder.feed(chunk))
-    events.extend(decoder.close())
-    return events
+    return sse_decode(chunks)
 
 
 def interpret(events: list[Event]):
