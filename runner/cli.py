@@ -277,9 +277,9 @@ def known_secrets(cfg: RunConfig) -> tuple[str, ...]:
     from .stream.headers import HeaderError, resolve_headers
 
     try:
-        return resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ).secrets
+        return resolve_headers(cfg.headers, api_key_env=cfg.key_env, environ=os.environ).secrets
     except HeaderError:  # the run's preflight reports it; redact what can be known
-        return tuple(s for s in [os.environ.get(cfg.api_key_env)] if s)
+        return tuple(s for s in [os.environ.get(cfg.key_env)] if s)
 
 
 def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:

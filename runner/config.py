@@ -129,6 +129,8 @@ class RunConfig:
     api_key_env: str = "OPENAI_API_KEY"
     auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
+    api: str = "chat"  # where shorthand {"messages": [...]} lines go: chat, responses, anthropic
+    anthropic_version: str = "2023-06-01"  # the anthropic-version header of /v1/messages requests
     params: dict = field(default_factory=dict)
     max_tokens: int | None = None  # --max-tokens N: the same as --param max_tokens=N
     include_usage: bool = True
@@ -176,6 +178,20 @@ class RunConfig:
             raise UsageError("--retry-failed goes with --resume")
         if self.resume_changed and not self.resume:
             raise UsageError("--resume-changed goes with --resume")
+
+    @property
+    def key_env(self) -> str:
+        """The key's variable: ANTHROPIC_API_KEY for --api anthropic unless --api-key-env names another."""
+        if self.api == "anthropic" and self.api_key_env == "OPENAI_API_KEY":
+            return "ANTHROPIC_API_KEY"
+        return self.api_key_env
+
+    @property
+    def auth_scheme(self) -> str:
+        """How the key is sent: Authorization: Bearer, Anthropic's x-api-key, or not at all."""
+        if not self.auth:
+            return "none"
+        return "x-api-key" if self.api == "anthropic" else "bearer"
 
     @property
     def max_concurrency(self) -> int:

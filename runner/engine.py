@@ -32,10 +32,17 @@ from .ids import line_hash
 from .outputs import Prior
 from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream.timing import Timing
-from .stream.protocol import StreamState, build_body
+from .stream import protocol, protocol_anthropic, protocol_responses
+from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine,
+                              StreamState)
+from .stream.protocol_responses import EventStreamState
 from .stream.retry import call_with_retries
 
 _STOP = object()
+# Each API path's wire protocol; the APIs that name their events stream through their handle_event.
+PROTOCOLS = {CHAT_PATH: protocol, COMPLETIONS_PATH: protocol, RESPONSES_PATH: protocol_responses,
+             MESSAGES_PATH: protocol_anthropic}
+NAMED_EVENTS = {RESPONSES_PATH: protocol_responses.handle_event, MESSAGES_PATH: protocol_anthropic.handle_event}
 log = logging.getLogger("streamrun")
 
 
@@ -177,6 +184,7 @@ class Engine:
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
         self.guard = RejectionGuard()
+        self._anthropic_headers = {"anthropic-version": cfg.anthropic_version}
         self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
         self._model: str | None = cfg.model or cfg.params.get("model")
@@ -346,8 +354,11 @@ class Engine:
         hooks = self.hooks
         body = item.body or {}
         model = self._model if ("model" in body or self._model is not None) else await self.default_model()
-        request = build_body(body, path=item.path, defaults=cfg.params, model=model,
-                             include_usage=cfg.include_usage)
+        try:
+            request = PROTOCOLS[item.path].build_body(body, path=item.path, defaults=cfg.params, model=model,
+                                                      include_usage=cfg.include_usage)
+        except InvalidRequestLine as exc:  # e.g. Anthropic without max_tokens: answered at once, nothing sent
+            return self._record(item, stage, warmup, None, None, 0, InvalidInput(f"{item.place}: {exc}"))
         body = orjson.dumps(request)
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
@@ -385,10 +396,13 @@ class Engine:
                 timing.endpoint = self._public_urls[endpoint.url]
                 failed = True
                 try:
+                    named = NAMED_EVENTS.get(item.path)
+                    state = (EventStreamState(keep_logprobs=not self.cfg.drop_logprobs) if named is not None else
+                             StreamState(keep_logprobs=False) if self.cfg.drop_logprobs else None)
                     attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
                                                 body, self.cfg.timeouts, timing, self._proxies[endpoint.url],
-                                                self.cfg.limits,
-                                                StreamState(keep_logprobs=False) if self.cfg.drop_logprobs else None)
+                                                self.cfg.limits, state, named,
+                                                self._anthropic_headers if item.path == MESSAGES_PATH else None)
                     failed = False
                 except RequestError as exc:
                     failed = exc.retryable

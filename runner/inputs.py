@@ -104,14 +104,14 @@ def _raw_lines(paths: list[str], max_line: int = MAX_LINE) -> Iterator[tuple[str
             yield path, bad, b"", why
 
 
-def parse_item(path: str, number: int, raw: bytes) -> InputItem:
+def parse_item(path: str, number: int, raw: bytes, api: str = "chat") -> InputItem:
     shown = STDIN_NAME if path == STDIN else path
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return InputItem(default_id(path, number), shown, number, error=f"not valid JSON ({exc})", raw=raw)
     try:
-        custom_id, api_path, body = parse_line(obj, file=shown, line=number)
+        custom_id, api_path, body = parse_line(obj, file=shown, line=number, api=api)
     except InvalidRequestLine as exc:
         cid = obj.get("custom_id") if isinstance(obj, dict) else None
         cid = cid if isinstance(cid, str) and cid else default_id(path, number)
@@ -125,10 +125,10 @@ def parse_item(path: str, number: int, raw: bytes) -> InputItem:
     return InputItem(cid, shown, number, api_path, body, raw=raw)
 
 
-def iter_items(paths: list[str], max_line: int = MAX_LINE) -> Iterator[InputItem]:
+def iter_items(paths: list[str], max_line: int = MAX_LINE, api: str = "chat") -> Iterator[InputItem]:
     for path, number, raw, refused in _raw_lines(paths, max_line):
         if refused is None:
-            yield parse_item(path, number, raw)
+            yield parse_item(path, number, raw, api)
         else:
             shown = STDIN_NAME if path == STDIN else path
             yield InputItem(default_id(path, number), shown, number, error=refused)

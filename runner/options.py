@@ -325,6 +325,11 @@ OPTIONS: tuple[Option, ...] = (
            "model", envvar="OPENAI_MODEL"),
     Option("api_key_env", env_name, "Environment variable that holds the API key (never printed or written).",
            "--api-key-env", "api_key_env"),
+    Option("api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines go: chat "
+           "completions, the OpenAI Responses API, or Anthropic Messages (key from ANTHROPIC_API_KEY, sent as "
+           "x-api-key). Batch lines go to their own url.", "--api", "api"),
+    Option("anthropic_version", string, "The anthropic-version header of /v1/messages requests.",
+           "--anthropic-version", "anthropic_version"),
     Option("auth", boolean, "Send no key (for a server that needs none); without it a non-local URL needs the key.",
            "--no-auth", "auth"),
     Option("headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is read from "

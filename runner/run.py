@@ -24,7 +24,7 @@ from .aio import loop_factory
 from .config import FsyncPolicy, RunConfig, Stage
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
-from .errors import OutputFailed, RunError, UsageError
+from .errors import RunError, UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
@@ -192,22 +192,21 @@ def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
             for url in cfg.base_urls:
                 check_base_url(url)
         check_env_name(cfg.api_key_env)
-        creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=os.environ,
-                                auth="bearer" if cfg.auth else "none")
+        creds = resolve_headers(cfg.headers, api_key_env=cfg.key_env, environ=os.environ, auth=cfg.auth_scheme)
         passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
         if passwords:
-            if "Authorization" in creds.headers:
+            if "Authorization" in creds.headers or "x-api-key" in creds.headers:
                 raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
                                  "--no-auth to use the URL's credentials, or remove them from the URL")
             creds = Credentials(creds.headers, creds.secrets + passwords)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
-    if cfg.auth and not local and not os.environ.get(cfg.api_key_env):
+    if cfg.auth and not local and not os.environ.get(cfg.key_env):
         remote = [u for u in cfg.base_urls if not is_loopback(u)]
         if remote:
             raise UsageError(
-                f"the environment variable {cfg.api_key_env} is not set, and {remote[0]} is not on this machine: "
-                f"export {cfg.api_key_env}=..., name another variable with --api-key-env, "
+                f"the environment variable {cfg.key_env} is not set, and {remote[0]} is not on this machine: "
+                f"export {cfg.key_env}=..., name another variable with --api-key-env, "
                 "or pass --no-auth for a server that needs no key")
     return creds
 
@@ -281,7 +280,7 @@ class Run:
 
     def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
-        for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes):
+        for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api):
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -296,7 +295,8 @@ class Run:
     def _warmup_items(self) -> Iterator[InputItem] | None:
         if not self.cfg.warmup or self._live:
             return None
-        return (i for i in iter_items(self.plan.paths, self.cfg.limits.max_line_bytes) if i.error is None)
+        return (i for i in iter_items(self.plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api)
+                if i.error is None)
 
     async def execute(self) -> int:
         started = datetime.now(timezone.utc)

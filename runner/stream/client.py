@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Mapping
+from typing import Callable, Mapping
 
 import aiohttp
 import orjson
@@ -173,6 +173,8 @@ async def stream_once(
     proxy: str | None = None,
     limits: Limits = Limits(),
     state: StreamState | None = None,
+    named: Callable[[StreamState, str, str], bool] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Attempt:
     """Run one attempt; return when the stream finished, raise RequestError otherwise.
 
@@ -186,7 +188,7 @@ async def stream_once(
     try:
         async with asyncio.timeout(deadline.at(first)) as cm:
             timing.mark_sent(now())
-            async with session.post(url, data=body, proxy=proxy, trace_request_ctx=timing) as resp:
+            async with session.post(url, data=body, proxy=proxy, trace_request_ctx=timing, headers=headers) as resp:
                 if resp.status != 200:
                     raise status_error(resp.status, await resp.content.read(65536), resp.headers)
                 if resp.content_type == "application/json":
@@ -198,7 +200,8 @@ async def stream_once(
                     page = await resp.content.read(300)
                     raise MalformedResponse(f"a text/html page instead of an event stream: {page[:200]!r}")
                 deadline.stage = "stream"
-                await _read_stream(resp.content, state, timing, cm, deadline, now, limits)
+                await _read_stream(resp.content, state, timing, cm, deadline, now, limits,
+                                   _chat_event if named is None else _named(named))
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
         raise _keep_partial(exc, state)
@@ -237,8 +240,20 @@ async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def _chat_event(state: StreamState, event) -> bool:
+    """chat/completions: data carries everything; `event: error` is an error whatever its data."""
+    if event.event != "message":
+        _check_event_type(event.event, event.data)
+    return handle_data(state, event.data)
+
+
+def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable:
+    """APIs that name their events (Responses, Anthropic): the name says what the data is."""
+    return lambda state, event: handle_event(state, event.event, event.data)
+
+
 async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
-                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits) -> None:
+                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits, apply: Callable) -> None:
     decoder = SSEDecoder(limits.max_event_bytes)
     idle = deadline.timeouts.idle
     budget = limits.max_response_bytes
@@ -258,17 +273,14 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
         except EventTooLarge as exc:
             raise ResponseTooLarge(str(exc)) from None
         for event in events:
-            if event.event != "message":
-                _check_event_type(event.event, event.data)
-            on_event(arrived, handle_data(state, event.data))
+            on_event(arrived, apply(state, event))
             if state.done:
                 timing.end = arrived
                 _check_not_empty(state)
                 await _drain(content, cm, deadline)
                 return
     for event in decoder.close():
-        _check_event_type(event.event, event.data)
-        on_event(arrived, handle_data(state, event.data))
+        on_event(arrived, apply(state, event))
     timing.end = arrived
     if not state.finished:
         raise IncompleteStream(

@@ -59,7 +59,7 @@ def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, envi
                     auth: str = "bearer") -> Credentials:
     """The session's headers: JSON in, SSE out, who we are, the key, and the user's own.
 
-    `auth` is "bearer" (Authorization: Bearer KEY) or "none"; a missing key is
+    `auth` is "bearer" (Authorization: Bearer KEY), "x-api-key" (Anthropic) or "none"; a missing key is
     not an error here (loopback servers need none), the run's checks decide.
     """
     headers = {
@@ -71,7 +71,10 @@ def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, envi
     key = environ.get(api_key_env) if api_key_env and auth != "none" else None
     if key:
         _check_value(key, f"the key in {api_key_env}")
-        headers["Authorization"] = f"Bearer {key}"
+        if auth == "x-api-key":  # Anthropic's
+            headers["x-api-key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
         secrets.append(key)
     for template in templates:
         name, value = parse_header(template)

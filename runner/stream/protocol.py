@@ -16,14 +16,17 @@ from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
-ENDPOINT_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"  # Anthropic
+ENDPOINT_PATHS = (CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, MESSAGES_PATH)
+APIS = ("chat", "responses", "anthropic")  # where shorthand {"messages": [...]} lines go
 
 
 class InvalidRequestLine(ValueError):
     """A line that cannot become a request; the message is shown with file:line."""
 
 
-def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict]:
+def parse_line(obj: Any, *, file: str, line: int, api: str = "chat") -> tuple[str | None, str, dict]:
     """Return (custom_id or None, endpoint path, body) for one decoded input line.
 
     Accepts chat shorthand (`messages`), completion shorthand (`prompt`) and the
@@ -50,8 +53,12 @@ def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict
         body = dict(body)
     else:
         body = {k: v for k, v in obj.items() if k != "custom_id"}
-        path = CHAT_PATH if "messages" in body else COMPLETIONS_PATH
-    if path == CHAT_PATH:
+        path = _shorthand_path(body, api)
+    if path == RESPONSES_PATH:
+        if not isinstance(body.get("input"), (str, list)):
+            raise InvalidRequestLine("'input' must be a string or a list (the Responses API)")
+        return custom_id, path, body
+    if path in (CHAT_PATH, MESSAGES_PATH):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestLine("'messages' must be a non-empty list")
@@ -65,11 +72,25 @@ def parse_line(obj: Any, *, file: str, line: int) -> tuple[str | None, str, dict
     return custom_id, path, body
 
 
+def _shorthand_path(body: dict, api: str) -> str:
+    """Shorthand lines: `prompt` is completions, `input` the Responses API, `messages` by --api."""
+    if "messages" in body:
+        if api == "anthropic":
+            return MESSAGES_PATH
+        if api == "responses":
+            body["input"] = body.pop("messages")
+            return RESPONSES_PATH
+        return CHAT_PATH
+    if "input" in body and "prompt" not in body:
+        return RESPONSES_PATH
+    return COMPLETIONS_PATH
+
+
 def _normalise_path(url: str) -> str:
     for path in ENDPOINT_PATHS:
         if url.rstrip("/").endswith(path.removeprefix("/v1")):
             return path
-    raise InvalidRequestLine(f"url {url!r} is not /v1/chat/completions or /v1/completions")
+    raise InvalidRequestLine(f"url {url!r} is not one of {', '.join(ENDPOINT_PATHS)}")
 
 
 # Run-wide defaults (`--param`, a job's [params]) meet both endpoints in one run;
