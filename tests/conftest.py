@@ -277,3 +277,23 @@ def named_outcome(state, err) -> tuple:
     return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
             state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
             type(err), str(err) if err else None)
+
+
+def check_named_events_typed(handle_event, events) -> None:
+    """Property of every named-event protocol: arbitrary events raise only typed errors,
+    and whatever got through is what a record can hold."""
+    import json
+
+    from runner.stream.errors import RequestError
+    from runner.stream.protocol_responses import EventStreamState
+
+    state = EventStreamState()
+    for name, obj in events:
+        try:
+            handle_event(state, name, json.dumps(obj) if not isinstance(obj, str) else obj)
+        except RequestError:
+            return
+    assert all(isinstance(p, str) for p in state.text_parts + state.reasoning_parts)
+    for call in state.tool_calls or []:
+        assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
+    assert state.finish_reason is None or isinstance(state.finish_reason, str)

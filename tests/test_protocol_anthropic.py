@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLar
 from runner.stream.protocol import MAX_TOOL_CALLS, InvalidRequestLine, StreamState
 from runner.stream.protocol_anthropic import (DEFAULT_VERSION, PATH, EventStreamState, build_body, handle_event,
                                               normalise_usage, paths)
-from tests.conftest import feed_named, named_outcome, sse_decode, sse_splits
+from tests.conftest import check_named_events_typed, feed_named, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
                "output_tokens": 1}
@@ -266,25 +266,13 @@ SHAPED = st.recursive(JSON | TYPES, lambda inner: st.dictionaries(KEYS, inner, m
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(EVENT_NAMES), SHAPED), max_size=6))
 def test_arbitrary_json_raises_only_typed_errors(events):
-    state = EventStreamState()
-    for name, obj in events:
-        try:
-            handle_event(state, name, json.dumps(obj))
-        except RequestError:
-            return
-    assert all(isinstance(p, str) for p in state.text_parts + state.reasoning_parts)
-    for call in state.tool_calls or []:
-        assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
-    assert state.finish_reason is None or isinstance(state.finish_reason, str)
+    check_named_events_typed(handle_event, events)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(EVENT_NAMES), st.text(max_size=40))
 def test_arbitrary_text_raises_only_typed_errors(name, data):
-    try:
-        handle_event(EventStreamState(), name, data)
-    except RequestError:
-        pass
+    check_named_events_typed(handle_event, [(name, data)])
 
 
 # -------------------------------------------------------------------- bodies

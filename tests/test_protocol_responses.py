@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLarge, StreamErrorEvent
+from runner.stream.errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
 from runner.stream.protocol_responses import (PATH, EventStreamState, build_body, handle_event, normalise_usage,
                                               paths)
-from tests.conftest import feed_named, named_outcome, sse_decode, sse_splits
+from tests.conftest import check_named_events_typed, feed_named, named_outcome, sse_decode, sse_splits
 
 RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-x",
             "output": [], "usage": None, "error": None, "incomplete_details": None}
@@ -298,26 +298,13 @@ SHAPED = st.recursive(JSON, lambda inner: st.dictionaries(KEYS, inner, max_size=
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(EVENT_NAMES), SHAPED), max_size=6))
 def test_arbitrary_json_raises_only_typed_errors(events):
-    state = EventStreamState()
-    for name, obj in events:
-        try:
-            handle_event(state, name, json.dumps(obj))
-        except RequestError:
-            return
-    assert isinstance(state.text, str) and isinstance(state.events, int)
-    assert all(isinstance(p, str) for p in state.text_parts + state.reasoning_parts)
-    for call in state.tool_calls or []:
-        assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
-    assert state.finish_reason is None or isinstance(state.finish_reason, str)
+    check_named_events_typed(handle_event, events)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(EVENT_NAMES), st.text(max_size=40))
 def test_arbitrary_text_raises_only_typed_errors(name, data):
-    try:
-        handle_event(EventStreamState(), name, data)
-    except RequestError:
-        pass
+    check_named_events_typed(handle_event, [(name, data)])
 
 
 # -------------------------------------------------------------------- bodies
