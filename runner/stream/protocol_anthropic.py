@@ -35,7 +35,7 @@ import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
-from .protocol_responses import EventStreamState, apply_guarded, decode_named, error_text
+from .protocol_responses import EventStreamState, append_reasoning, apply_guarded, decode_named, error_text
 
 __all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "build_body", "defaults_for",
            "handle_event", "normalise_usage"]
@@ -211,12 +211,7 @@ def _delta(state: EventStreamState, obj: dict) -> bool:
     if kind == "text_delta":
         return _append_text(state, _text(delta, "text"))
     if kind == "thinking_delta":
-        thinking = _text(delta, "thinking")
-        if not thinking:
-            return False
-        state.reasoning_parts.append(thinking)
-        state.text_events += 1
-        return True
+        return append_reasoning(state, _text(delta, "thinking"))
     if kind == "input_json_delta":
         partial = _text(delta, "partial_json")
         if not partial:

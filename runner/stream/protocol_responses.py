@@ -183,6 +183,15 @@ def decode_named(event: str, data: str) -> tuple[str, dict]:
     return event, obj
 
 
+def append_reasoning(state: EventStreamState, text: str) -> bool:
+    """A reasoning delta: kept apart from the answer, and output for TTFT/ITL all the same."""
+    if not text:
+        return False
+    state.reasoning_parts.append(text)
+    state.text_events += 1
+    return True
+
+
 def apply_guarded(apply: Any, state: Any, event: str, obj: dict, data: str) -> bool:
     """Apply an event; a shape that no check foresaw is a MalformedResponse, never a crash."""
     try:
@@ -210,12 +219,7 @@ def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
     if event == "response.output_text.delta":
         return _text(state, obj, refusal=False)
     if event in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-        delta = _str(obj, "delta")
-        if not delta:
-            return False
-        state.reasoning_parts.append(delta)
-        state.text_events += 1
-        return True
+        return append_reasoning(state, _str(obj, "delta"))
     if event == "response.function_call_arguments.delta":
         delta = _str(obj, "delta")
         if not delta:
