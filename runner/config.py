@@ -162,6 +162,8 @@ class RunConfig:
     price_input: float | None = None  # USD per million tokens
     price_output: float | None = None
     summary_path: str | None = None
+    cache: str | None = None  # a SQLite file of answers, keyed by the normalised request (--cache)
+    cache_mode: str = "read-write"  # read-write | read-only | write-only | refresh
     slos: dict = field(default_factory=dict)
     max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
     job: str | None = None

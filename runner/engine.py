@@ -28,7 +28,9 @@ from .endpoints import EndpointPool, public_url
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
 from .errors import AuthRejected, RunError, UsageError
 from .inputs import InputItem, aiter_items
+from .dataset import Answers, checked, response_format
 from .ids import line_hash
+from .rejections import RejectionGuard
 from .outputs import Prior
 from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream.timing import Timing
@@ -85,55 +87,6 @@ class LagMonitor:
         return {"samples": self.samples, "mean_s": mean, "max_s": self.max, "share_over_10ms": share}
 
 
-REJECTED_STATUSES = (401, 403, 404)
-
-
-@dataclass
-class RejectionGuard:
-    """Stops a run whose first `limit` answers are all 401, 403 or 404.
-
-    A wrong key, URL or model answers every request the same way; sending
-    the rest of a large input only burns it and fills the output with
-    errors that a `--resume` would then skip.  While armed, such records are
-    held back; on the first other answer they are released and the guard is
-    off for good; at `limit` the run stops and the held records are dropped,
-    so a rerun after the fix sends those prompts again.
-    """
-
-    limit: int = 20
-    held: list = field(default_factory=list)
-    armed: bool = True
-    tripped: bool = False
-    dropped: int = 0
-
-    def offer(self, record: Record) -> tuple[list[Record], str | None]:
-        """(records to write now, a message when this record trips the guard)."""
-        if not self.armed or not record.attempts:  # invalid lines were never sent
-            return [record], None
-        err = record.error
-        if err is None or err.status_code not in REJECTED_STATUSES:
-            if self.tripped:
-                return [record], None
-            self.armed = False
-            out, self.held = [*self.held, record], []
-            return out, None
-        if self.tripped:
-            self.dropped += 1
-            return [], None
-        self.held.append(record)
-        if len(self.held) < self.limit:
-            return [], None
-        self.tripped = True
-        self.dropped += len(self.held)
-        self.held = []
-        return [], err.message or f"HTTP {err.status_code}"
-
-    def release(self) -> list[Record]:
-        """At the end of a run that never tripped: what is still held is written."""
-        out, self.held = self.held, []
-        return out
-
-
 @dataclass
 class EngineResult:
     interrupted: bool = False
@@ -185,6 +138,7 @@ class Engine:
         self._rng = random.Random(cfg.seed)
         self.guard = RejectionGuard()
         self._anthropic_headers = {"anthropic-version": cfg.anthropic_version}
+        self.answers = Answers(None)  # the response cache, set by the run with --cache
         self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
         self._model: str | None = cfg.model or cfg.params.get("model")
@@ -359,6 +313,12 @@ class Engine:
                                                       include_usage=cfg.include_usage)
         except InvalidRequestLine as exc:  # e.g. Anthropic without max_tokens: answered at once, nothing sent
             return self._record(item, stage, warmup, None, None, 0, InvalidInput(f"{item.place}: {exc}"))
+        key = self.answers.key(item.path, request)
+        if key is not None:
+            cached = await self.answers.lookup(key, self._record(item, stage, warmup, None, None, 0, None))
+            if cached is not None:
+                return cached
+        fmt = response_format(request)
         body = orjson.dumps(request)
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
@@ -371,10 +331,12 @@ class Engine:
             nonlocal attempts, timing
             attempts += 1
             timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
-            return await self._attempt(item, body, timing, estimate)
+            done = await self._attempt(item, body, timing, estimate)
+            return done, checked(fmt, done)  # a reply that is not the JSON asked for is retried
 
+        parsed = None
         try:
-            attempt = await call_with_retries(cfg.retry, one_attempt)
+            attempt, parsed = await call_with_retries(cfg.retry, one_attempt)
         except RequestError as exc:
             error = exc
         if attempt is not None:
@@ -382,7 +344,10 @@ class Engine:
         else:
             state = error.partial if error is not None else None
             rid = request_id(getattr(error, "headers", None), state)
-        return self._record(item, stage, warmup, state, timing, attempts, error, rid)
+        record = self._record(item, stage, warmup, state, timing, attempts, error, rid)
+        record.parsed = parsed
+        await self.answers.store(key, record)
+        return record
 
     async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
         """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""

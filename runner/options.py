@@ -397,6 +397,10 @@ OPTIONS: tuple[Option, ...] = (
            "pricing.output"),
     Option("slos", slos, "SLO for goodput, repeatable: ttft=500ms, tpot=0.05, itl=, e2e=.", "--slo", "slo",
            multiple=True, metavar="METRIC=DURATION"),
+    Option("cache", string, "Response cache (a SQLite file): a request whose identical twin has an ok answer "
+           "there is not sent; its record is marked cached.", "--cache", "cache"),
+    Option("cache_mode", choice("read-write", "read-only", "write-only", "refresh"), "How --cache is used.",
+           "--cache-mode", "cache_mode"),
     Option("max_failed", failure_budget, "Failure budget: a fraction (<1) or a count of failed records.",
            "--max-failed", "max_failed"),
 )

@@ -139,6 +139,9 @@ class Record:
     logprobs: list | dict | None = None  # choice 0's, when asked for (and not --drop-logprobs)
     choices: list[Choice] | None = None  # every choice, when the reply had more than one
     request_hash: str | None = None  # of the input line as read: --resume finds answers to lines that changed
+    parsed: Any = None  # the reply as JSON, when the request's response_format asked for JSON and it validated
+    cached: bool = False  # answered from --cache: nothing was sent; excluded from latency statistics
+    cached_metrics: Metrics | None = None  # the metrics of the request that was sent, when cached
 
     @property
     def ok(self) -> bool:
@@ -296,4 +299,7 @@ def decode_native(obj: Any) -> Record:
         decode_logprobs(g("logprobs")),
         decode_choices(g("choices")),
         _str(g("request_hash")),
+        g("parsed"),
+        g("cached") is True,
+        decode_metrics(g("cached_metrics")) if type(g("cached_metrics")) is dict else None,
     )

@@ -22,6 +22,7 @@ import anyio
 
 from .aio import loop_factory
 from .config import FsyncPolicy, RunConfig, Stage
+from .dataset import Answers
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
 from .errors import RunError, UsageError
@@ -301,6 +302,8 @@ class Run:
     async def execute(self) -> int:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
+        cache = await _open_cache(self.cfg)
+        self.engine.answers = Answers(cache)
         self._signals = _install_signals(self.engine, self.writer)
         try:
             async with anyio.create_task_group() as tg:
@@ -316,6 +319,8 @@ class Run:
                 tg.cancel_scope.cancel()
         finally:
             _remove_signals()
+            if cache is not None:
+                await cache.aclose()
         facts = RunFacts(
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
             exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
@@ -351,11 +356,23 @@ class Run:
             extra["adaptive_concurrency"] = {"final_limit": a.limit, "max": self.cfg.max_concurrency,
                                              "min_seen": a.min_limit_seen, "throttles": a.throttles,
                                              "decreases": a.decreases}
+        if self.engine.answers.cache is not None:
+            extra["cache"] = {"path": self.cfg.cache, "mode": self.cfg.cache_mode,
+                              **self.engine.answers.cache.stats.as_dict()}
         if self.hooks.quota is not None:
             extra["quota"] = {"rpm": self.cfg.rpm, "tpm": self.cfg.tpm, "burst_s": self.cfg.burst_s,
                               "waits": self.hooks.quota.waits, "wait_s": self.hooks.quota.wait_s,
                               "throttles": self.hooks.quota.throttles}
         return extra
+
+
+async def _open_cache(cfg: RunConfig):
+    """--cache: opened before the first request (it may wait on another process's setup)."""
+    if not cfg.cache:
+        return None
+    from .cache import ResponseCache
+
+    return await asyncio.to_thread(ResponseCache.open, cfg.cache, cfg.cache_mode)
 
 
 class _nothing:

@@ -42,7 +42,9 @@ column                                type                            from
 ``endpoint``, ``request_url``,        string                          the record
 ``request_id``, ``request_hash``
 ``usage``, ``stage``, ``source``,     string, JSON text               the record's objects, whole
-``logprobs``, ``choices``
+``logprobs``, ``choices``, ``parsed``,
+``cached_metrics``
+``cached``                            bool                            the record
 ``request``                           string, JSON text               the input line (``--inputs`` only), below
 ====================================  ==============================  ==========================================
 
@@ -98,8 +100,9 @@ COLUMNS = (
     "output_tokens", "output_tokens_source", "started_at", "attempts",
     "error_type", "error_status_code", "error_code", "error_message", "stage_label", "warmup",
     "endpoint", "request_url", "request_id", "request_hash", "usage", "stage", "source", "logprobs", "choices",
+    "parsed", "cached", "cached_metrics",
 )
-_NOT_NULL = frozenset({"custom_id", "status", "text", "itl_s", "attempts", "warmup"})
+_NOT_NULL = frozenset({"custom_id", "status", "text", "itl_s", "attempts", "warmup", "cached"})
 _INT64_COLUMNS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "output_tokens", "attempts",
                             "error_status_code"})
 _DOUBLE_COLUMNS = frozenset({"ttft_s", "ttfb_s", "e2e_s", "tpot_s", "queue_s", "connect_s"})
@@ -117,7 +120,7 @@ def _column_type(pa, name: str) -> pa.DataType:
         return pa.list_(pa.field("element", pa.float64()))  # Parquet's name for list items
     if name == "started_at":
         return pa.timestamp("us", tz="UTC")
-    if name == "warmup":
+    if name in ("warmup", "cached"):
         return pa.bool_()
     return pa.string()
 
@@ -204,6 +207,9 @@ def record_row(r: Record) -> list:
         to_json(r.source),
         to_json(r.logprobs),
         to_json(r.choices),
+        to_json(r.parsed),
+        r.cached,
+        to_json(r.cached_metrics),
     ]
 
 

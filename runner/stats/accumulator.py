@@ -140,6 +140,7 @@ class StatsAccumulator:
     ok: int = 0
     error: int = 0
     retried: int = 0
+    cached: int = 0  # answered from --cache: ok, but no latency or tokens
     warmup: int = 0
     connections_opened: int = 0  # records whose request opened a connection (metrics.connect_s set)
     errors_by_type: dict[str, int] = field(default_factory=dict)
@@ -174,6 +175,10 @@ class StatsAccumulator:
             self.warmup += 1
             return
         self.total += 1
+        if record.cached:  # answered from the cache: counted, but nothing was measured or paid
+            self.ok += 1
+            self.cached += 1
+            return
         if record.attempts > 1:
             self.retried += 1
         metrics = record.metrics
@@ -357,6 +362,7 @@ class StatsAccumulator:
                 "top_errors": [{"type": t, "message": m, "count": n} for (t, m), n in
                                sorted(self.error_messages.items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP_ERRORS]],
                 "retried": self.retried,
+                "cached": self.cached,
                 "warmup": self.warmup,
                 "connections_opened": self.connections_opened,
             },

@@ -108,6 +108,16 @@ class ResponseTooLarge(RequestError):
     type = "response_too_large"
 
 
+class InvalidOutput(RequestError):
+    """A reply that does not parse as the JSON its response_format asked for, or fails its schema.
+
+    Retried like a failed attempt: sampling again usually gives a valid reply.
+    """
+
+    type = "invalid_output"
+    retryable = True
+
+
 class InvalidInput(RequestError):
     """A line that could not become a request; it is answered without sending anything."""
 
