@@ -325,9 +325,8 @@ OPTIONS: tuple[Option, ...] = (
            "model", envvar="OPENAI_MODEL"),
     Option("api_key_env", env_name, "Environment variable that holds the API key (never printed or written).",
            "--api-key-env", "api_key_env"),
-    Option("api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines go: chat "
-           "completions, the OpenAI Responses API, or Anthropic Messages (key from ANTHROPIC_API_KEY, sent as "
-           "x-api-key). Batch lines go to their own url.", "--api", "api"),
+    Option("api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines go (Batch "
+           "lines go to their url); anthropic: key from ANTHROPIC_API_KEY, sent as x-api-key.", "--api", "api"),
     Option("anthropic_version", string, "The anthropic-version header of /v1/messages requests.",
            "--anthropic-version", "anthropic_version"),
     Option("auth", boolean, "Send no key (for a server that needs none); without it a non-local URL needs the key.",
@@ -371,9 +370,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", boolean, "Continue an existing output: skip ids already answered.", "--resume", "resume"),
     Option("retry_failed", boolean, "With --resume, re-run the ids whose record is an error.", "--retry-failed",
            "retry_failed"),
-    Option("resume_changed", boolean, "With --resume, drop the records of input lines that changed since and "
-           "send those lines again (without it, a changed line stops the run).", "--resume-changed",
-           "resume_changed"),
+    Option("resume_changed", boolean, "With --resume, send input lines that changed since again, dropping their "
+           "old records (without it, a changed line stops the run).", "--resume-changed", "resume_changed"),
     Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
     Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
     Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",
