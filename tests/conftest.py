@@ -297,3 +297,16 @@ def check_named_events_typed(handle_event, events) -> None:
     for call in state.tool_calls or []:
         assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
     assert state.finish_reason is None or isinstance(state.finish_reason, str)
+
+
+def json_values(max_leaves: int = 12, finite: bool = False):
+    """Arbitrary JSON values (hypothesis), for the property tests of whatever parses untrusted JSON.
+
+    `finite` leaves out infinities (which json.dumps writes as the non-JSON `Infinity`).
+    """
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+               | st.floats(allow_nan=False, allow_infinity=not finite) | st.text(max_size=8))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=max_leaves)

@@ -12,13 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.inputs import parse_item
+from tests.conftest import json_values as json_values_strategy
 from runner.stream.errors import RequestError
 from runner.stream.protocol import CHAT_PATH, InvalidRequestLine, StreamState, build_body, handle_data, parse_line
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False,
-                                                                                      allow_infinity=False) | st.text(max_size=8)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
+json_values = json_values_strategy(finite=True)
 keys = st.sampled_from(["id", "model", "choices", "usage", "error", "index", "delta", "text", "content",
                         "finish_reason", "reasoning_content", "tool_calls", "function", "arguments", "name",
                         "completion_tokens", "prompt_tokens", "role"])

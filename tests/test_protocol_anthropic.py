@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLar
 from runner.stream.protocol import MAX_TOOL_CALLS, InvalidRequestLine, StreamState
 from runner.stream.protocol_anthropic import (DEFAULT_VERSION, PATH, EventStreamState, build_body, handle_event,
                                               normalise_usage, paths)
-from tests.conftest import check_named_events_typed, feed_named, named_outcome, sse_decode, sse_splits
+from tests.conftest import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
                "output_tokens": 1}
@@ -253,9 +253,7 @@ def test_deeply_nested_error_is_still_typed():
 
 EVENT_NAMES = ["message_start", "content_block_start", "content_block_delta", "content_block_stop",
                "message_delta", "message_stop", "ping", "error", "message", "", "anything"]
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                max_size=3), max_leaves=12)
+JSON = json_values()
 KEYS = st.sampled_from(["type", "index", "delta", "content_block", "message", "usage", "text", "thinking",
                         "partial_json", "id", "name", "input", "stop_reason", "input_tokens", "output_tokens",
                         "cache_read_input_tokens", "error", "model"])

@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, ResponseTooLarge, StreamErro
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
 from runner.stream.protocol_responses import (PATH, EventStreamState, build_body, handle_event, normalise_usage,
                                               paths)
-from tests.conftest import check_named_events_typed, feed_named, named_outcome, sse_decode, sse_splits
+from tests.conftest import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
 
 RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-x",
             "output": [], "usage": None, "error": None, "incomplete_details": None}
@@ -286,9 +286,7 @@ EVENT_NAMES = ["response.created", "response.in_progress", "response.output_item
                "response.function_call_arguments.delta", "response.function_call_arguments.done",
                "response.output_text.done", "response.completed", "response.incomplete", "response.failed",
                "response.refusal.delta", "error", "message", "", "anything"]
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                max_size=3), max_leaves=12)
+JSON = json_values()
 KEYS = st.sampled_from(["type", "delta", "item", "item_id", "output_index", "response", "usage", "arguments",
                         "logprobs", "error", "incomplete_details", "reason", "call_id", "name", "id", "status",
                         "input_tokens", "output_tokens", "message", "code"])

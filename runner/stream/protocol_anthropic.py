@@ -35,7 +35,8 @@ import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
-from .protocol_responses import EventStreamState, append_reasoning, apply_guarded, decode_named, error_text
+from .protocol_responses import (EventStreamState, append_reasoning, apply_guarded, decode_named, error_text,
+                                 take_identity)
 
 __all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "build_body", "defaults_for",
            "handle_event", "normalise_usage"]
@@ -163,11 +164,7 @@ def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
         return _block_start(state, obj)
     if event == "message_start":
         message = _object(obj, "message")
-        mid, model = message.get("id"), message.get("model")
-        if type(mid) is str:
-            state.response_id = mid
-        if type(model) is str:
-            state.model = model
+        take_identity(state, message)
         usage = message.get("usage")
         if usage:
             state.usage = normalise_usage(checked_usage(usage), final=False)

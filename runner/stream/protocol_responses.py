@@ -183,6 +183,15 @@ def decode_named(event: str, data: str) -> tuple[str, dict]:
     return event, obj
 
 
+def take_identity(state: EventStreamState, obj: dict) -> None:
+    """The response's (or message's) id and model, where they are text."""
+    rid, model = obj.get("id"), obj.get("model")
+    if type(rid) is str:
+        state.response_id = rid
+    if type(model) is str:
+        state.model = model
+
+
 def append_reasoning(state: EventStreamState, text: str) -> bool:
     """A reasoning delta: kept apart from the answer, and output for TTFT/ITL all the same."""
     if not text:
@@ -281,11 +290,7 @@ def _lifecycle(state: EventStreamState, event: str, obj: dict) -> bool:
         response = {}
     elif type(response) is not dict:
         raise MalformedResponse(f"'response' is a {type(response).__name__}, not an object")
-    rid, model = response.get("id"), response.get("model")
-    if type(rid) is str:
-        state.response_id = rid
-    if type(model) is str:
-        state.model = model
+    take_identity(state, response)
     usage = response.get("usage")
     if usage:
         state.usage = normalise_usage(usage)
