@@ -58,6 +58,9 @@ class Metrics:
     output_tokens_source: str | None = None  # "usage" | "tokenizer" | "events"
     started_at: datetime | None = None  # when the successful attempt was sent (UTC); ISO 8601 in files
     connect_s: float | None = None  # opening the TCP (+TLS) connection; None when a pooled one was reused
+    ttfat_s: float | None = None  # sent -> first answer text (after any reasoning); = ttft_s without reasoning
+    reasoning_tokens: int | None = None  # usage's completion_tokens_details.reasoning_tokens (or the API's own)
+    scheduled_s: float | None = None  # --replay: when the line was due, seconds from the stage's start
 
     @classmethod
     def from_timing(cls, t: Timing | None, output_tokens: int | None, source: str | None) -> Metrics:
@@ -81,6 +84,7 @@ class Metrics:
             source,
             t.started_at,
             t.connect_s,
+            t.first_answer - sent if t.first_answer is not None else None,
         )
 
 
@@ -116,6 +120,20 @@ class Choice:
 
 
 @dataclass(slots=True)
+class Turn:
+    """One turn of a multi-turn session (a line with ``turns``); the field order is the JSON key order."""
+
+    index: int  # 0-based turn number
+    text: str = ""
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    usage: dict | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    attempts: int = 1
+    error: RecordError | None = None
+
+
+@dataclass(slots=True)
 class Record:
     """One line of ``results.jsonl``; the field order is the JSON key order."""
 
@@ -142,6 +160,9 @@ class Record:
     parsed: Any = None  # the reply as JSON, when the request's response_format asked for JSON and it validated
     cached: bool = False  # answered from --cache: nothing was sent; excluded from latency statistics
     cached_metrics: Metrics | None = None  # the metrics of the request that was sent, when cached
+    turns: list[Turn] | None = None  # a session: every turn, in order (the top-level fields are the last turn's)
+    embedding: list[float] | None = None  # /v1/embeddings with one input
+    embeddings: list[list[float]] | None = None  # /v1/embeddings with a list input
 
     @property
     def ok(self) -> bool:
@@ -232,6 +253,9 @@ def decode_metrics(obj: Any) -> Metrics:
         _str(g("output_tokens_source")),
         _time(g("started_at")),
         _number(g("connect_s")),
+        _number(g("ttfat_s")),
+        _int(g("reasoning_tokens")),
+        _number(g("scheduled_s")),
     )
 
 
@@ -302,4 +326,33 @@ def decode_native(obj: Any) -> Record:
         g("parsed"),
         g("cached") is True,
         decode_metrics(g("cached_metrics")) if type(g("cached_metrics")) is dict else None,
+        decode_turns(g("turns")),
+        _vector(g("embedding")),
+        _vectors(g("embeddings")),
     )
+
+
+def decode_turns(v: Any) -> list[Turn] | None:
+    if type(v) is not list:
+        return None
+    out = []
+    for place, t in enumerate(v):
+        if type(t) is not dict:
+            continue
+        g = t.get
+        index, attempts = _int(g("index")), g("attempts")
+        out.append(Turn(place if index is None else index, _str(g("text")) or "", _str(g("reasoning")),
+                        _str(g("finish_reason")), _dict(g("usage")), decode_metrics(g("metrics")),
+                        attempts if type(attempts) is int else 1, decode_error(g("error"))))
+    return out
+
+
+def _vector(v: Any) -> list[float] | None:
+    return v if type(v) is list and all(type(x) is float or type(x) is int for x in v) else None
+
+
+def _vectors(v: Any) -> list[list[float]] | None:
+    if type(v) is not list:
+        return None
+    out = [_vector(x) for x in v]
+    return None if any(x is None for x in out) else out

@@ -159,7 +159,8 @@ def test_metrics_of_an_attempt_that_never_went_out() -> None:
     assert Metrics.from_timing(None, None, None) == Metrics()
     assert orjson.loads(orjson.dumps(Metrics())) == {
         "ttft_s": None, "ttfb_s": None, "e2e_s": None, "tpot_s": None, "itl_s": [], "queue_s": None,
-        "output_tokens": None, "output_tokens_source": None, "started_at": None, "connect_s": None}
+        "output_tokens": None, "output_tokens_source": None, "started_at": None, "connect_s": None,
+        "ttfat_s": None, "reasoning_tokens": None, "scheduled_s": None}
     assert Metrics().itl_s is not Metrics().itl_s
 
 

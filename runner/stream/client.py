@@ -274,6 +274,8 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
             raise ResponseTooLarge(str(exc)) from None
         for event in events:
             on_event(arrived, apply(state, event))
+            if timing.first_answer is None and state.text_parts:
+                timing.on_answer(arrived)
             if state.done:
                 timing.end = arrived
                 _check_not_empty(state)
@@ -281,6 +283,8 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
                 return
     for event in decoder.close():
         on_event(arrived, apply(state, event))
+    if timing.first_answer is None and state.text_parts:
+        timing.on_answer(arrived)
     timing.end = arrived
     if not state.finished:
         raise IncompleteStream(
@@ -354,6 +358,8 @@ def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrive
     if isinstance(message.get("tool_calls"), list) and message["tool_calls"]:
         state.tool_calls = message["tool_calls"]
     timing.on_event(arrived, bool(text or state.tool_calls))
+    if text:
+        timing.on_answer(arrived)
     timing.end = arrived
     if not (text or state.tool_calls) and state.finish_reason is None:
         raise EmptyResponse("the JSON response had no content and no finish_reason")

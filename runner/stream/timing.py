@@ -27,6 +27,7 @@ class Timing:
     started_at: datetime | None = None
     first_event: float | None = None
     first_text: float | None = None
+    first_answer: float | None = None  # the read that brought the first answer text (not reasoning): TTFAT
     last_text: float | None = None
     end: float | None = None
     itl: list[float] = field(default_factory=list)
@@ -46,4 +47,9 @@ class Timing:
             else:
                 self.itl.append(arrived - self.last_text)
             self.last_text = arrived
+
+    def on_answer(self, arrived: float) -> None:
+        """Answer text (not reasoning, not a tool call) arrived for the first time: TTFAT's stamp."""
+        if self.first_answer is None:
+            self.first_answer = arrived
 
