@@ -43,6 +43,7 @@ LAZY_COMMANDS = {
     "convert": ("runner.batchfmt:convert_command", "Convert results to/from the OpenAI Batch API output format."),
     "merge": ("runner.merge:merge_command", "Merge shard outputs; check every input has one record."),
     "estimate": ("runner.estimate:estimate_command", "Count prompts, tokens and cost without sending anything."),
+    "synth": ("runner.synth_cli:synth_command", "Write synthetic benchmark prompts (JSONL), sized exactly in tokens."),
     "stream": ("runner.smoke:stream_command", "Stream one prompt, tokens as they arrive, then TTFT and ITL."),
     "export": ("runner.export:export_command",
                "Export results to Parquet or a Hugging Face dataset (one row per record)."),
@@ -283,9 +284,10 @@ def known_secrets(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
-    from .run import execute
-
+    """Every run from the command line goes through the Python API's `run` (so the API cannot rot)."""
+    from .api import run as api_run
     from .config import render_paths
+    from .run import EXIT_SIGINT
 
     cfg = resolve_shard(cfg)
     try:
@@ -300,7 +302,14 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
         mock_config = MockConfig()
     elif mock:
         mock_config = mock
-    return execute(cfg, mock=mock_config, show_progress=progress)
+    try:
+        return api_run(config=cfg, mock=mock_config, progress=progress)["exit_code"]
+    except RunError as exc:
+        logging.getLogger("streamrun").error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the run started (while scanning the inputs)
+        logging.getLogger("streamrun").error("interrupted before any request was sent")
+        return EXIT_SIGINT
 
 
 @main.command(epilog=examples(
@@ -329,28 +338,6 @@ def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bo
         click.echo(f"streamrun: {exc}", err=True)
         sys.exit(2)
     sys.exit(start(ctx, cfg, mock=mock, progress=progress))
-
-
-@main.command(epilog=examples(
-    "streamrun synth --n 1000 --input-tokens 512 --output-tokens 128 > prompts.jsonl",
-    "streamrun synth --n 200 --model mock-model | streamrun run - -o out.jsonl --mock",
-    "streamrun synth --n 500 --ignore-eos --seed 7 > fixed-length.jsonl   # vLLM: exactly --output-tokens"))
-@click.option("--n", "count", default=100, show_default=True, type=click.IntRange(min=1),
-              help="How many prompt lines to write.")
-@click.option("--input-tokens", default=128, show_default=True, type=click.IntRange(min=1),
-              help="Approximate prompt length in tokens.")
-@click.option("--output-tokens", default=128, show_default=True, type=click.IntRange(min=1),
-              help="max_tokens of each line.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the text: same seed, same prompts.")
-@click.option("--ignore-eos/--no-ignore-eos", default=False, show_default=True,
-              help="Set ignore_eos (vLLM) so servers generate exactly --output-tokens.")
-@click.option("--model", default=None, help="Model named in every line (default: none; the run's --model).")
-def synth(count: int, input_tokens: int, output_tokens: int, seed: int, ignore_eos: bool, model) -> None:
-    """Write synthetic benchmark prompts (JSONL) to stdout."""
-    from .synth import write_synthetic
-
-    write_synthetic(sys.stdout.buffer, count=count, input_tokens=input_tokens, output_tokens=output_tokens,
-                    seed=seed, ignore_eos=ignore_eos, model=model)
 
 
 if __name__ == "__main__":

@@ -91,8 +91,17 @@ class Stage:
         return {"index": self.index, "label": self.label, "concurrency": self.concurrency, "rate": rate}
 
 
+SWEEP = "sweep"  # --rate sweep
+
+
 def make_stages(concurrencies: list[int], rates: list[float | None]) -> tuple[Stage, ...]:
-    """A sweep over one list; the other must then be a single value."""
+    """A sweep over one list; the other must then be a single value.
+
+    `--rate sweep` starts with its two measuring stages; the rates between
+    them are known only once those ran (`runner.sweep`).
+    """
+    if rates == [SWEEP]:
+        return (Stage(0, 1, None, "synchronous"), Stage(1, concurrencies[0], math.inf, "throughput"))
     if len(concurrencies) > 1 and len(rates) > 1:
         raise UsageError("sweep either --concurrency or --rate, not both")
     if len(concurrencies) == 1 and len(rates) == 1:
@@ -139,11 +148,19 @@ class RunConfig:
     rate: tuple[float | None, ...] = (None,)
     stages: tuple[Stage, ...] = ()
     burstiness: float = 1.0
+    ramp_up: str | None = None  # linear | exponential: the rate (or concurrency) rises to its target
+    ramp_up_duration_s: float | None = None
+    ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
+    sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
+    replay: bool = False  # send each line at its "timestamp" (ms from the trace's start)
+    replay_speed: float = 1.0  # 2: twice as fast as the trace
+    sharegpt: str = "prompts"  # ShareGPT lines: each its first user turn ("prompts"), or whole "sessions"
     num_prompts: int | None = None
     duration_s: float | None = None
     warmup: int = 0
     seed: int | None = None
     retry: RetryPolicy = RetryPolicy()
+    retry_finish_reasons: tuple[str, ...] = ()  # replies that end for these reasons are tried again
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
     resume: bool = False
@@ -153,6 +170,8 @@ class RunConfig:
     fsync: FsyncPolicy = FsyncPolicy()
     drain_timeout_s: float = 30.0
     log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
+    server_metrics: tuple[str, ...] = ()  # Prometheus /metrics URLs scraped during the run ("auto": the base URLs')
+    server_metrics_interval_s: float = 1.0
     output_format: str = "streamrun"  # or "openai-batch"
     shard: str | None = None  # "I/N", resolved by the CLI
     rpm: int | None = None
@@ -165,8 +184,11 @@ class RunConfig:
     cache: str | None = None  # a SQLite file of answers, keyed by the normalised request (--cache)
     cache_mode: str = "read-write"  # read-write | read-only | write-only | refresh
     slos: dict = field(default_factory=dict)
+    percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
+    window_s: float | None = None  # statistics per time window of this width (--window)
     max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
     job: str | None = None
+    label: str | None = None  # this run's name in `streamrun report` comparisons (--label)
     base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
 
     def __post_init__(self) -> None:
@@ -174,6 +196,15 @@ class RunConfig:
             object.__setattr__(self, "params", {**self.params, "max_tokens": self.max_tokens})
         if not self.stages:
             object.__setattr__(self, "stages", make_stages(list(self.concurrency), list(self.rate)))
+        if self.sweep and self.resume:
+            raise UsageError("--rate sweep measures its rates afresh each time: run it again with --overwrite, "
+                             "not --resume")
+        if self.sweep and len(self.concurrency) > 1:
+            raise UsageError("--rate sweep runs at one --concurrency (the cap of every stage), not a list")
+        if self.replay and (self.sweep or len(self.stages) > 1 or self.rate != (None,)):
+            raise UsageError("--replay sends each line at its own timestamp: it takes no --rate or sweep")
+        if (self.ramp_up is None) != (self.ramp_up_duration_s is None):
+            raise UsageError("--ramp-up and --ramp-up-duration go together")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         if self.retry_failed and not self.resume:
@@ -196,6 +227,11 @@ class RunConfig:
         return "x-api-key" if self.api == "anthropic" else "bearer"
 
     @property
+    def sweep(self) -> bool:
+        """--rate sweep: stages measured first (synchronous, then maximum throughput), then rates between."""
+        return self.rate == (SWEEP,)
+
+    @property
     def max_concurrency(self) -> int:
         return max(s.concurrency for s in self.stages)
 
@@ -206,6 +242,7 @@ class RunConfig:
         d = asdict(self)
         d["stages"] = [asdict(s) for s in self.stages]
         d["base_urls"] = [public_url(u) for u in self.base_urls]
+        d["server_metrics"] = [public_url(u) for u in self.server_metrics]
         return d
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from contextlib import nullcontext
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -20,31 +19,21 @@ from typing import Any, Callable, Iterator
 import logging
 
 import aiohttp
-import orjson
 
-from .stream.client import Attempt, connection_trace, endpoint_url, list_models, request_id, stream_once
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool, public_url
-from .stream.errors import HTTPStatusError, InvalidInput, RequestError, redact
-from .errors import AuthRejected, RunError, UsageError
+from .errors import AuthRejected, RunError
 from .inputs import InputItem, aiter_items
-from .dataset import Answers, checked, response_format
-from .ids import line_hash
-from .rejections import RejectionGuard
+from .dataset import Answers
 from .outputs import Prior
-from .record import ERROR, OK, Choice, Metrics, Record, RecordError
-from .stream.timing import Timing
-from .stream import protocol, protocol_anthropic, protocol_responses
-from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine,
-                              StreamState)
-from .stream.protocol_responses import EventStreamState
-from .stream.retry import call_with_retries
+from .record import Record
+from .rejections import RejectionGuard
+from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
+from .send import Sender
+from .session import run_session
+from .stream.client import connection_trace
 
 _STOP = object()
-# Each API path's wire protocol; the APIs that name their events stream through their handle_event.
-PROTOCOLS = {CHAT_PATH: protocol, COMPLETIONS_PATH: protocol, RESPONSES_PATH: protocol_responses,
-             MESSAGES_PATH: protocol_anthropic}
-NAMED_EVENTS = {RESPONSES_PATH: protocol_responses.handle_event, MESSAGES_PATH: protocol_anthropic.handle_event}
 log = logging.getLogger("streamrun")
 
 
@@ -93,7 +82,10 @@ class EngineResult:
     sent: int = 0
     skipped: int = 0
     cancelled: int = 0
+    completed: int = 0  # records written
     endpoints: list = field(default_factory=list)
+    stage_rates: dict = field(default_factory=dict)  # stage index -> records per second it completed
+    sweep: dict | None = None  # --rate sweep: the measured ends and the rates chosen
 
 
 def env_proxy(url: str) -> str | None:
@@ -105,20 +97,6 @@ def env_proxy(url: str) -> str | None:
         return str(get_env_proxy_for_url(URL(url))[0])
     except LookupError:
         return None
-
-
-def arrival_gaps(rate: float | None, burstiness: float, rng: random.Random) -> Iterator[float]:
-    """Gaps between arrivals: exponential (Poisson process) or gamma with shape=burstiness.
-
-    Same convention as vLLM's benchmark_serving: mean gap 1/rate whatever the
-    burstiness; burstiness < 1 is burstier, > 1 more regular.
-    """
-    if rate is None or math.isinf(rate) or rate <= 0:
-        while True:
-            yield 0.0
-    theta = 1.0 / (rate * burstiness)
-    while True:
-        yield rng.gammavariate(burstiness, theta)
 
 
 class Engine:
@@ -137,12 +115,10 @@ class Engine:
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
         self.guard = RejectionGuard()
-        self._anthropic_headers = {"anthropic-version": cfg.anthropic_version}
         self.answers = Answers(None)  # the response cache, set by the run with --cache
         self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
-        self._model: str | None = cfg.model or cfg.params.get("model")
-        self._model_lock = asyncio.Lock()
+        self.sender: Sender | None = None  # once the session is open
 
     def stop(self) -> None:
         """First signal: stop reading, let in-flight requests drain."""
@@ -154,30 +130,6 @@ class Engine:
             self.fatal = error
         self.stopping.set()
 
-    async def default_model(self) -> str:
-        """The model for lines that name none and a run without --model: the server's only one.
-
-        Asked once (GET /models); a server with several models, or none, stops
-        the run with exit 2 before anything is spent, listing what it serves.
-        """
-        if self._model is not None:
-            return self._model
-        async with self._model_lock:
-            if self._model is None:
-                url = self.pool.endpoints[0].url
-                try:
-                    models = await list_models(self.session, url, proxy=self._proxies.get(url))
-                except RequestError as exc:
-                    raise UsageError(f"no --model given, and {url} did not list its models "
-                                     f"({redact(exc.message, self.secrets)}): pass --model") from None
-                if len(models) != 1:
-                    listed = ", ".join(models[:20]) + (" ..." if len(models) > 20 else "") if models else "none"
-                    raise UsageError(f"no --model given, and {url} serves {len(models)} models ({listed}): "
-                                     "pass --model NAME")
-                self._model = models[0]
-                log.info("no --model given: using %s, the one model %s serves", self._model, url)
-        return self._model
-
     async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
                   warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
         connector = aiohttp.TCPConnector(limit=self.connector_limit, limit_per_host=0,
@@ -185,20 +137,24 @@ class Engine:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
         # Proxies from the environment are resolved once here, not per request
         # as trust_env=True would (two thread hops per request).
-        self._proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
-        self._public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
+        self.proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
+        self.public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
         try:
             # connection_trace: metrics.connect_s of the requests that open a connection.
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
                                              auto_decompress=True, trace_configs=[connection_trace()]) as session:
-                self.session = session
+                self.sender = Sender(self, session)
                 first = self.cfg.stages[0]
                 if warmup_items is not None and self.cfg.warmup:
                     await self._run_stage(first, warmup_items, warmup=True)
-                for stage in self.cfg.stages:
+                stages = list(self.cfg.stages)
+                while stages:
+                    stage = stages.pop(0)
                     if self.stopping.is_set():
                         break
                     await self._run_stage(stage, stage_items(stage), warmup=False)
+                    if self.cfg.sweep and stage.index == 1:  # both ends measured: the rates between them
+                        stages = self._sweep_stages(stage)
         finally:
             for record in self.guard.release():
                 self._write(record)
@@ -206,9 +162,30 @@ class Engine:
         self.result.interrupted = self.stopping.is_set()
         return self.result
 
+    def _sweep_stages(self, throughput: Stage) -> list[Stage]:
+        """--rate sweep: the constant-rate stages between the synchronous and the maximum rate just measured."""
+        sync, peak = (self.result.stage_rates.get(i, 0.0) for i in (0, 1))
+        rates = sweep_rates(sync, peak, self.cfg.sweep_points)
+        self.result.sweep = {"synchronous_rps": sync, "max_rps": peak, "rates": rates}
+        log.info("sweep: synchronous %.3g req/s, maximum %.3g req/s; running %d rates between them",
+                 sync, peak, len(rates))
+        return [Stage(2 + i, throughput.concurrency, r, f"rate={r:g}") for i, r in enumerate(rates)]
+
     async def _run_stage(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+        started, done_before = time.perf_counter(), self.result.completed
+        await self._run_stage_inner(stage, items, warmup)
+        elapsed = time.perf_counter() - started
+        if not warmup and elapsed > 0:
+            self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed
+
+    async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
-        workers = [asyncio.create_task(self._worker(queue, stage, warmup)) for _ in range(stage.concurrency)]
+        cfg = self.cfg
+        ramp_workers = cfg.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
+        offsets = (worker_start_offsets(stage.concurrency, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s,
+                                        cfg.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
+        begin = time.perf_counter()
+        workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset)) for offset in offsets]
         producer = asyncio.create_task(self._produce(queue, items, stage, warmup))
         stop_wait = asyncio.create_task(self.stopping.wait())
         everything = asyncio.gather(producer, *workers)
@@ -237,7 +214,8 @@ class Engine:
 
     async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool) -> None:
         cfg = self.cfg
-        gaps = arrival_gaps(None if warmup else stage.rate, cfg.burstiness, self._rng)
+        gaps = self._gaps(stage, warmup)
+        replay = cfg.replay and not warmup
         start = time.perf_counter()
         due = start
         sent = 0
@@ -253,24 +231,37 @@ class Engine:
             if self.stopping.is_set():
                 break
             if item.error is not None:  # invalid lines are answered at once, no request
-                self._emit(self._invalid_record(item, stage))
+                self._emit(self.sender.invalid_record(item, stage))
                 continue
             if limit is not None and sent >= limit:
                 break
             if not warmup and duration is not None and time.perf_counter() - start >= duration:
                 break
-            if sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
+            if replay:  # at the trace's own time, open loop
+                due = start + replay_offset(item.timestamp_ms, due - start, cfg.replay_speed)
+            elif sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
                 due += next(gaps)
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             sent += 1
-            await queue.put((item, due if stage.rate else None))
+            await queue.put((item, due if (stage.rate or replay) else None))
         for _ in range(stage.concurrency):
             await queue.put(_STOP)
 
-    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool) -> None:
+    def _gaps(self, stage: Stage, warmup: bool) -> Iterator[float]:
+        cfg = self.cfg
+        rate = None if warmup else stage.rate
+        if cfg.ramp_up is not None and rate is not None and not math.isinf(rate):
+            return ramped_gaps(rate, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s, cfg.ramp_up,
+                               cfg.burstiness, self._rng)
+        return arrival_gaps(rate, cfg.burstiness, self._rng)
+
+    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0) -> None:
         task = asyncio.current_task()
+        delay = start_at - time.perf_counter()
+        if delay > 0:  # a concurrency ramp-up: this worker joins later
+            await asyncio.sleep(delay)
         while True:
             entry = await queue.get()
             if entry is _STOP or self.stopping.is_set():
@@ -279,7 +270,10 @@ class Engine:
             self._busy.add(task)
             self.in_flight += 1
             try:
-                record = await self._process(item, due, stage, warmup)
+                if item.session is not None:
+                    record = await run_session(self.sender, item, due, stage, warmup)
+                else:
+                    record = await self.sender.process(item, due, stage, warmup)
             except RunError as exc:  # e.g. no model could be found: nothing was sent for this item
                 self.abort(exc)
                 return
@@ -299,172 +293,7 @@ class Engine:
                 "for those requests, so a rerun sends them again"))
 
     def _write(self, record: Record) -> None:
+        self.result.completed += 1
         self.writer.put(record)
         if self.hooks.on_record is not None:
             self.hooks.on_record(record)
-
-    async def _process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> Record:
-        cfg = self.cfg
-        hooks = self.hooks
-        body = item.body or {}
-        model = self._model if ("model" in body or self._model is not None) else await self.default_model()
-        try:
-            request = PROTOCOLS[item.path].build_body(body, path=item.path, defaults=cfg.params, model=model,
-                                                      include_usage=cfg.include_usage)
-        except InvalidRequestLine as exc:  # e.g. Anthropic without max_tokens: answered at once, nothing sent
-            return self._record(item, stage, warmup, None, None, 0, InvalidInput(f"{item.place}: {exc}"))
-        key = self.answers.key(item.path, request)
-        if key is not None:
-            cached = await self.answers.lookup(key, self._record(item, stage, warmup, None, None, 0, None))
-            if cached is not None:
-                return cached
-        fmt = response_format(request)
-        body = orjson.dumps(request)
-        estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
-        attempts = 0
-        attempt: Attempt | None = None
-        error: RequestError | None = None
-        timing: Timing | None = None
-        self.result.sent += 1
-
-        async def one_attempt():
-            nonlocal attempts, timing
-            attempts += 1
-            timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
-            done = await self._attempt(item, body, timing, estimate)
-            return done, checked(fmt, done)  # a reply that is not the JSON asked for is retried
-
-        parsed = None
-        try:
-            attempt, parsed = await call_with_retries(cfg.retry, one_attempt)
-        except RequestError as exc:
-            error = exc
-        if attempt is not None:
-            state, rid = attempt.state, attempt.request_id
-        else:
-            state = error.partial if error is not None else None
-            rid = request_id(getattr(error, "headers", None), state)
-        record = self._record(item, stage, warmup, state, timing, attempts, error, rid)
-        record.parsed = parsed
-        await self.answers.store(key, record)
-        return record
-
-    async def _attempt(self, item: InputItem, body: bytes, timing: Timing, estimate: int):
-        """One try: wait for quota and a slot, pick an endpoint, stream; feed back what was learnt."""
-        hooks = self.hooks
-        if hooks.quota is not None:
-            await hooks.quota.acquire(estimate)  # ExceedsTPM is a RequestError: an error record
-        attempt = None
-        try:
-            async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()):
-                endpoint = self.pool.acquire()
-                timing.endpoint = self._public_urls[endpoint.url]
-                failed = True
-                try:
-                    named = NAMED_EVENTS.get(item.path)
-                    state = (EventStreamState(keep_logprobs=not self.cfg.drop_logprobs) if named is not None else
-                             StreamState(keep_logprobs=False) if self.cfg.drop_logprobs else None)
-                    attempt = await stream_once(self.session, endpoint_url(endpoint.url, item.path),
-                                                body, self.cfg.timeouts, timing, self._proxies[endpoint.url],
-                                                self.cfg.limits, state, named,
-                                                self._anthropic_headers if item.path == MESSAGES_PATH else None)
-                    failed = False
-                except RequestError as exc:
-                    failed = exc.retryable
-                    self._learn_from_failure(exc, timing)
-                    raise
-                finally:
-                    self.pool.release(endpoint, failed)
-            if hooks.adaptive is not None:
-                hooks.adaptive.on_success()
-            if hooks.quota is not None:
-                hooks.quota.observe_headers(attempt.headers)
-                hooks.quota.succeeded()
-            return attempt
-        finally:
-            if hooks.quota is not None and estimate:
-                usage = (attempt.state.usage if attempt is not None else None) or {}
-                hooks.quota.settle(estimate, int(usage.get("total_tokens") or (estimate if attempt else 0)))
-
-    def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
-        if not isinstance(exc, HTTPStatusError):
-            return
-        if self.hooks.quota is not None:
-            self.hooks.quota.observe_headers(exc.headers)
-            if exc.status_code == 429:
-                self.hooks.quota.throttled()
-        if exc.status_code in (429, 503) and self.hooks.adaptive is not None:
-            self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
-
-    def _record(self, item: InputItem, stage: Stage, warmup: bool, state, timing: Timing | None,
-                attempts: int, error: RequestError | None, rid: str | None = None) -> Record:
-        usage = state.usage if state is not None else None
-        text = state.text if state is not None else ""
-        others = state.others if state is not None else None
-        choices = _choices(state, text) if others else None
-        tokens, source = None, None
-        completion = usage.get("completion_tokens") if usage else None
-        if type(completion) is int:  # usage counts every choice
-            tokens, source = completion, "usage"
-        elif state is not None and state.text_events:  # so do the events: any choice's output
-            counted = _tokenizer_count(self.hooks.count_tokens, text, choices)
-            if counted is not None and counted[1] == "tokenizer":
-                tokens, source = counted
-            else:
-                tokens, source = state.text_events, "events"
-        if state is not None:
-            reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
-            logprobs = state.logprobs
-            model = state.model or (item.body or {}).get("model") or self._model
-        else:
-            reasoning = tool_calls = finish_reason = logprobs = None
-            model = (item.body or {}).get("model") or self._model
-        return Record(
-            ("warmup:" + item.custom_id) if warmup else item.custom_id,
-            OK if error is None else ERROR,
-            text,
-            reasoning,
-            tool_calls,
-            finish_reason,
-            model,
-            usage,
-            Metrics.from_timing(timing, tokens, source),
-            attempts,
-            None if error is None else RecordError(
-                error.type, error.status_code, getattr(error, "code", None), redact(error.message, self.secrets)),
-            {"file": item.file, "line": item.line},
-            timing.endpoint if timing is not None else None,
-            stage.to_record(),
-            warmup,
-            item.path,
-            rid,
-            logprobs,
-            choices,
-            line_hash(item.raw) if item.raw else None,
-        )
-
-    def _invalid_record(self, item: InputItem, stage: Stage) -> Record:
-        return self._record(item, stage, False, None, None, 0, InvalidInput(f"{item.place}: {item.error}"))
-
-
-def _choices(state: StreamState, text: str) -> list[Choice]:
-    """Every choice of an `n > 1` reply, in index order; choice 0 is the state's own fields (`text`: its text)."""
-    return [Choice(0, text, state.reasoning, state.tool_calls, state.finish_reason, state.logprobs),
-            *(Choice(c.index, c.text, c.reasoning, c.tool_calls, c.finish_reason, c.logprobs)
-              for c in (state.others[i] for i in sorted(state.others)))]
-
-
-def _tokenizer_count(count: Callable[[str], tuple[int, str]] | None, text: str,
-                     choices: list[Choice] | None) -> tuple[int, str] | None:
-    """The tokenizer's count of the output (each choice's text counted on its own), if it has one."""
-    if count is None:
-        return None
-    if choices is None:
-        return count(text)
-    total = 0
-    for choice in choices:
-        n, source = count(choice.text)
-        if source != "tokenizer":
-            return None
-        total += n
-    return total, "tokenizer"

@@ -22,6 +22,8 @@ import orjson
 from .errors import UsageError
 from .ids import HashSorter, id_hash
 from .io.jsonl import MAX_LINE, JsonlReader
+from .session import Session, from_sharegpt, split_session
+from .stream import embeddings
 from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
@@ -41,6 +43,8 @@ class InputItem:
     body: dict | None = None
     error: str | None = None  # why the line is invalid
     raw: bytes = b""
+    timestamp_ms: float | None = None  # when a trace sent it, ms from the trace's start (--replay)
+    session: Session | None = None  # a line with "turns": a multi-turn session (runner.session)
 
     @property
     def place(self) -> str:
@@ -104,14 +108,25 @@ def _raw_lines(paths: list[str], max_line: int = MAX_LINE) -> Iterator[tuple[str
             yield path, bad, b"", why
 
 
-def parse_item(path: str, number: int, raw: bytes, api: str = "chat") -> InputItem:
+def parse_item(path: str, number: int, raw: bytes, api: str = "chat", sharegpt: str = "prompts") -> InputItem:
     shown = STDIN_NAME if path == STDIN else path
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return InputItem(default_id(path, number), shown, number, error=f"not valid JSON ({exc})", raw=raw)
+    timestamp = session = None
     try:
-        custom_id, api_path, body = parse_line(obj, file=shown, line=number, api=api)
+        if isinstance(obj, dict):
+            obj, timestamp = _take_timestamp(obj)
+            if "conversations" in obj and "messages" not in obj:
+                obj = from_sharegpt(obj, sharegpt)
+        split = split_session(obj) if isinstance(obj, dict) else None
+        if split is not None:
+            custom_id, api_path, body, session = _session_line(*split, api)
+        elif _is_embeddings_line(obj):
+            custom_id, api_path, body = _embeddings_line(obj)
+        else:
+            custom_id, api_path, body = parse_line(obj, file=shown, line=number, api=api)
     except InvalidRequestLine as exc:
         cid = obj.get("custom_id") if isinstance(obj, dict) else None
         cid = cid if isinstance(cid, str) and cid else default_id(path, number)
@@ -122,13 +137,53 @@ def parse_item(path: str, number: int, raw: bytes, api: str = "chat") -> InputIt
     except orjson.JSONEncodeError as exc:
         return InputItem(cid, shown, number, error=f"cannot be sent: nested too deeply or not encodable ({exc})",
                          raw=raw)
-    return InputItem(cid, shown, number, api_path, body, raw=raw)
+    return InputItem(cid, shown, number, api_path, body, raw=raw, timestamp_ms=timestamp, session=session)
 
 
-def iter_items(paths: list[str], max_line: int = MAX_LINE, api: str = "chat") -> Iterator[InputItem]:
+def _take_timestamp(obj: dict) -> tuple[dict, float | None]:
+    """A trace line's `timestamp` (ms from the trace's start) is streamrun's, never sent to the server."""
+    if "timestamp" not in obj:
+        return obj, None
+    ts = obj["timestamp"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 <= ts < float("inf"):
+        raise InvalidRequestLine("'timestamp' must be a number of milliseconds >= 0 from the trace's start")
+    return {k: v for k, v in obj.items() if k != "timestamp"}, float(ts)
+
+
+def _session_line(rest: dict, session: Session, api: str) -> tuple[str | None, str, dict, Session]:
+    """A session's id, API path and parameters; its first turn is checked as a line of its own would be."""
+    probe = {**rest, "messages": [*session.prefix, {"role": "user", "content": session.turns[0]}]}
+    custom_id, api_path, _ = parse_line(probe, file="", line=0, api=api)
+    if "body" in rest:
+        raise InvalidRequestLine("a session ('turns') is a shorthand line, not a Batch API line with 'body'")
+    return custom_id, api_path, {k: v for k, v in rest.items() if k != "custom_id"}, session
+
+
+def _is_embeddings_line(obj) -> bool:
+    url = obj.get("url") if isinstance(obj, dict) else None
+    return isinstance(url, str) and url.rstrip("/").endswith("/embeddings")
+
+
+def _embeddings_line(obj: dict) -> tuple[str | None, str, dict]:
+    """A Batch API line for /v1/embeddings: sent as it is, not streamed."""
+    custom_id = obj.get("custom_id")
+    if custom_id is not None and not isinstance(custom_id, str):
+        raise InvalidRequestLine("custom_id must be a string")
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise InvalidRequestLine("'body' must be a JSON object")
+    if str(obj.get("method", "POST")).upper() != "POST":
+        raise InvalidRequestLine(f"method {obj.get('method')!r} is not supported (POST only)")
+    if not isinstance(body.get("input"), (str, list)) or not body.get("input"):
+        raise InvalidRequestLine("'input' must be a non-empty string or list (the embeddings API)")
+    return custom_id or None, embeddings.PATH, dict(body)
+
+
+def iter_items(paths: list[str], max_line: int = MAX_LINE, api: str = "chat",
+               sharegpt: str = "prompts") -> Iterator[InputItem]:
     for path, number, raw, refused in _raw_lines(paths, max_line):
         if refused is None:
-            yield parse_item(path, number, raw, api)
+            yield parse_item(path, number, raw, api, sharegpt)
         else:
             shown = STDIN_NAME if path == STDIN else path
             yield InputItem(default_id(path, number), shown, number, error=refused)

@@ -76,15 +76,21 @@ def load_job(path: str, overrides: tuple[str, ...] = (), environ: Mapping[str, s
     for required in ("inputs", "output"):
         if required not in doc:
             raise JobFileError(f"{path}: missing key {required!r}")
-    raw = _flatten(path, doc)
+    return config_from_mapping(doc, path, os.path.dirname(os.path.abspath(path)), environ,
+                               default_job=os.path.splitext(os.path.basename(path))[0]), mock
+
+
+def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: Mapping[str, str] = os.environ,
+                        default_job: str | None = None) -> RunConfig:
+    """A RunConfig from job keys (a job file's, or the Python API's keyword arguments); paths relative to `base`."""
+    raw = _flatten(where, doc)
     for option in BY_KEY.values():
         if option.field not in raw and option.envvar and environ.get(option.envvar):
             raw[option.field] = environ[option.envvar]
     try:
         values = parse_values(raw, where=lambda o: f"key {o.key!r} ")
     except OptionError as exc:
-        raise JobFileError(f"{path}: {exc}") from None
-    base = os.path.dirname(os.path.abspath(path))
+        raise JobFileError(f"{where}: {exc}") from None
     if values.get("base_dir"):
         base = os.path.normpath(os.path.join(base, values["base_dir"]))
         values["base_dir"] = base
@@ -93,11 +99,12 @@ def load_job(path: str, overrides: tuple[str, ...] = (), environ: Mapping[str, s
     values["output"] = here(values["output"])
     if "summary_path" in values:
         values["summary_path"] = here(values["summary_path"])
-    values.setdefault("job", os.path.splitext(os.path.basename(path))[0])
+    if default_job is not None:
+        values.setdefault("job", default_job)
     try:
-        return build_config(values), mock
+        return build_config(values)
     except RunError as exc:
-        raise JobFileError(f"{path}: {exc}") from None
+        raise JobFileError(f"{where}: {exc}") from None
 
 
 def _mock_config(path: str, table: dict | None):

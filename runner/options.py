@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable, Mapping
 from .parsers import (  # noqa: F401  (re-exported: callers import parsers from here)
     OptionError, duration, positive_duration, timeout, string, strings, urls, byte_size, integer,
     positive_int, non_negative_int, positive_number, non_negative_number, boolean, int_list, rate_list,
-    choice, STRING_PARAMS, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget)
+    choice, strings_list, STRING_PARAMS, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget)
+from .parsers import metrics_urls  # --server-metrics
+from .parsers import percentile_list  # --percentiles
 
 
 # ---- the table
@@ -54,6 +56,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", string, "Results JSONL (one record per input line).", "-o/--output", "output"),
     Option("summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
     Option("job", string, "The job's name (default: the job file's name).", key="name"),
+    Option("label", string, "This run's name in reports (default: the output's file name): `streamrun report "
+           "a.jsonl b.jsonl` shows runs side by side under their labels.", "--label", "label"),
     Option("base_dir", string, "Folder that the job file's relative paths are taken from (default: the job file's "
            "own folder); for job files mounted apart from their data, e.g. /jobs and /data.", key="base_dir",
            envvar="STREAMRUN_BASE_DIR"),
@@ -80,7 +84,21 @@ OPTIONS: tuple[Option, ...] = (
            "the server).", "--drop-logprobs", "drop_logprobs"),
     Option("concurrency", int_list, "Requests in flight at most; a list (1,4,16) runs a sweep.", "-c/--concurrency",
            "concurrency"),
-    Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', or a list for a sweep.", "--rate", "rate"),
+    Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', a list for a sweep, or 'sweep': measure the "
+           "synchronous and the maximum rate, then run --sweep-points rates between them.", "--rate", "rate"),
+    Option("sweep_points", positive_int, "Constant-rate stages of --rate sweep.", "--sweep-points", "sweep_points"),
+    Option("ramp_up", choice("linear", "exponential"), "Raise the rate (with --rate) or else the concurrency "
+           "from --ramp-up-start to its target over --ramp-up-duration.", "--ramp-up", "ramp_up"),
+    Option("ramp_up_duration_s", positive_duration, "How long the ramp-up takes, e.g. 30s.", "--ramp-up-duration",
+           "ramp_up_duration"),
+    Option("ramp_up_start", positive_number, "Rate (req/s) or concurrency the ramp-up starts from (default 1).",
+           "--ramp-up-start", "ramp_up_start"),
+    Option("replay", boolean, "Send each line at its \"timestamp\" (ms from the trace's start), open loop.",
+           "--replay", "replay"),
+    Option("replay_speed", positive_number, "Time scale of --replay: 2 replays twice as fast.", "--replay-speed",
+           "replay_speed"),
+    Option("sharegpt", choice("prompts", "sessions"), "ShareGPT lines (conversations of from/value): each its "
+           "first user turn, or each a multi-turn session.", "--sharegpt", "sharegpt"),
     Option("burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
            "--burstiness", "burstiness"),
     Option("num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts", "num_prompts"),
@@ -91,6 +109,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", integer, "Seed for arrival times.", "--seed", "seed"),
     Option("retry.max_attempts", positive_int, "Attempts per request, the first included.", "--max-attempts",
            "max_attempts"),
+    Option("retry_finish_reasons", strings_list, "Retry replies that end for these reasons, e.g. "
+           "length,content_filter (after the last attempt: an unwanted_finish_reason error, text kept).",
+           "--retry-finish-reason", "retry_finish_reason"),
     Option("timeouts.total", timeout, "Limit on a whole attempt (0 or none: no limit).", "--timeout",
            "timeouts.total"),
     Option("timeouts.connect", timeout, "Limit on opening a connection (0: none).", "--connect-timeout",
@@ -117,6 +138,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
            "--log-format json), log progress this often: done/total, errors, rate, in flight, ETA (0: never).",
            "--log-every", "log_every"),
+    Option("server_metrics", metrics_urls, "Prometheus /metrics URL of the server, scraped during the run into "
+           "the output's .server_metrics.jsonl side file (repeatable); auto: each --base-url's server's /metrics "
+           "(the embedded mock's with --mock).", "--server-metrics", "server_metrics", multiple=True, metavar="URL"),
+    Option("server_metrics_interval_s", positive_duration, "How often --server-metrics is scraped.",
+           "--server-metrics-interval", "server_metrics_interval"),
     Option("output_format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
            "output_format"),
     Option("shard", string, "I/N: run only the ids of shard I of N (default: from JOB_COMPLETION_INDEX or "
@@ -133,6 +159,10 @@ OPTIONS: tuple[Option, ...] = (
            "pricing.output"),
     Option("slos", slos, "SLO for goodput, repeatable: ttft=500ms, tpot=0.05, itl=, e2e=.", "--slo", "slo",
            multiple=True, metavar="METRIC=DURATION"),
+    Option("percentiles", percentile_list, "Percentiles in the summary and its tables, e.g. 50,90,99,99.9.",
+           "--percentiles", "percentiles"),
+    Option("window_s", positive_duration, "Also summarise per time window of this width (by completion time), "
+           "e.g. 10s: throughput and latency percentiles per window show drift.", "--window", "window"),
     Option("cache", string, "Response cache (a SQLite file): a request whose identical twin has an ok answer "
            "there is not sent; its record is marked cached.", "--cache", "cache"),
     Option("cache_mode", choice("read-write", "read-only", "write-only", "refresh"), "How --cache is used.",
@@ -146,7 +176,8 @@ METAVARS: dict[Callable[[Any], Any], str] = {
     duration: "DURATION", positive_duration: "DURATION", timeout: "DURATION", positive_int: "N",
     non_negative_int: "N", integer: "N", int_list: "N[,N...]", rate_list: "RATE[,RATE...]",
     positive_number: "X", non_negative_number: "X", failure_budget: "X", urls: "URL", env_name: "NAME",
-    string: "TEXT", fsync: "POLICY", byte_size: "SIZE",
+    string: "TEXT", fsync: "POLICY", byte_size: "SIZE", strings_list: "A[,B...]",
+    percentile_list: "P[,P...]",
 }
 REQUIRED = ("inputs", "output")
 

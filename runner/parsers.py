@@ -65,9 +65,40 @@ def strings(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def strings_list(v: Any) -> tuple[str, ...]:
+    """Words separated by commas (`length,content_filter`), or a list of them."""
+    items = [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(x, str) and x.strip() for x in items):
+        raise OptionError("must be a comma-separated list of words, or a list of strings")
+    return tuple(x.strip() for x in items)
+
+
 def urls(v: Any) -> tuple[str, ...]:
     """Base URLs; one value may hold several separated by spaces (an env variable)."""
     return tuple(u for item in strings(v) for u in item.split())
+
+
+def metrics_urls(v: Any) -> tuple[str, ...]:
+    """Prometheus endpoints: `auto` (each base URL's server's /metrics) or http(s) URLs; a bare origin gets
+    /metrics.  A URL's password is never echoed in the message."""
+    from yarl import URL
+
+    from .endpoints import public_url
+
+    out: list[str] = []
+    for item in urls(v):
+        if item.lower() == "auto":
+            out.append("auto")
+            continue
+        try:
+            parsed = URL(item)
+        except (ValueError, TypeError):
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise OptionError(f"{public_url(item)!r} is not an http(s) URL like http://gpu-box:8000/metrics, "
+                              "nor auto")
+        out.append(str(parsed.with_path("/metrics")) if parsed.path in ("", "/") else item)
+    return tuple(dict.fromkeys(out))
 
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
@@ -157,7 +188,9 @@ def int_list(v: Any) -> tuple[int, ...]:
 
 
 def rate_list(v: Any) -> tuple[float | None, ...]:
-    """Requests per second, `inf` for all at once; a list makes a sweep."""
+    """Requests per second, `inf` for all at once; a list makes a sweep; `sweep` finds the rates itself."""
+    if isinstance(v, str) and v.strip().lower() == "sweep":
+        return ("sweep",)
     out: list[float | None] = []
     for x in _items(v):
         if isinstance(x, str) and x.lower() in ("inf", "infinity"):
@@ -168,10 +201,36 @@ def rate_list(v: Any) -> tuple[float | None, ...]:
             try:
                 out.append(positive_number(x))
             except OptionError:
-                raise OptionError("must be a positive number (requests/s), inf, or a list of them") from None
+                raise OptionError("must be a positive number (requests/s), inf, a list of them, or sweep") from None
     if not out:
         raise OptionError("must be a rate (requests/s), inf, or a list of them")
     return tuple(out)
+
+
+MAX_PERCENTILES = 16  # a summary describes each for every metric: keep it small
+
+
+def percentile_list(v: Any) -> tuple[float, ...]:
+    """`50,90,99.9` (or a TOML list): each strictly between 0 and 100, since min and max are always shown.
+
+    Returned ascending without repeats, whole numbers as ints, so the summary's keys read `p50`, `p99.9`.
+    """
+    items = _items(v)
+    if not items:
+        raise OptionError("must be a list of percentiles like 50,90,99.9")
+    out = set()
+    for x in items:
+        try:
+            q = _number(x)
+        except OptionError:
+            raise OptionError(f"{x!r} is not a percentile (a number between 0 and 100)") from None
+        if not 0 < q < 100:
+            raise OptionError(f"{x!r}: a percentile must lie strictly between 0 and 100 (min and max are always "
+                              "shown)")
+        out.add(int(q) if q.is_integer() else q)
+    if len(out) > MAX_PERCENTILES:
+        raise OptionError(f"at most {MAX_PERCENTILES} percentiles")
+    return tuple(sorted(out))
 
 
 def choice(*allowed: str) -> Callable[[Any], str]:

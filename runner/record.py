@@ -91,8 +91,8 @@ class Metrics:
 #: The metrics a summary describes, in the order summaries list them
 #: (docs/REPORT.md); ``itl_s`` pools every gap, the others are one value a request.
 #: ``connect_s`` only has values for the requests that opened a connection.
-SUMMARY_METRICS: tuple[str, ...] = ("ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "connect_s",
-                                    "output_tokens")
+SUMMARY_METRICS: tuple[str, ...] = ("ttft_s", "ttfat_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s",
+                                    "connect_s", "output_tokens", "reasoning_tokens")
 #: The one-value-a-request metrics among them.
 REQUEST_METRICS: tuple[str, ...] = tuple(m for m in SUMMARY_METRICS if m != "itl_s")
 

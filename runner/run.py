@@ -20,18 +20,19 @@ from typing import Callable, Iterator
 
 import anyio
 
-from .aio import loop_factory
 from .config import FsyncPolicy, RunConfig, Stage
 from .dataset import Answers
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks, LagMonitor
-from .errors import RunError, UsageError
+from .errors import UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
+from .summary import RunFacts, build_document, render, summary_path_for, write_document
+from .servermetrics import scraper_for
 
 log = logging.getLogger("streamrun")
 STDOUT = "-"  # -o -: records to stdout
@@ -51,19 +52,6 @@ SUMMARY_MAX_EXACT = 200_000
 DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
 
 
-def execute(cfg: RunConfig, *, mock=None, show_progress: bool | None = None) -> int:
-    """Run synchronously and return the exit code (see EXIT_CODES_HELP)."""
-    try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(_execute(cfg, mock, show_progress))
-    except RunError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt:  # Ctrl-C before the run started (while scanning the inputs)
-        log.error("interrupted before any request was sent")
-        return EXIT_SIGINT
-
-
 @dataclass
 class Plan:
     """What is known before the first request: the inputs, the shard, what is done already, the total."""
@@ -77,6 +65,15 @@ class Plan:
 
 
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
+    return (await run_document(cfg, mock=mock, show_progress=show_progress))["exit_code"]
+
+
+async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None = None,
+                       on_record: Callable[[Record], None] | None = None) -> dict:
+    """The run, start to end; its summary document (with `exit_code`). RunError for a run that cannot start.
+
+    `on_record` sees every record as it is written (the Python API's stream).
+    """
     creds = preflight(cfg, local=mock is not None)
     paths = expand_inputs(cfg.inputs)
     live = [p for p in paths if not is_regular(p)]
@@ -103,12 +100,13 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
             except OSError as exc:
                 raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
         if mock is None:
-            return await Run(cfg, plan, fd, creds, show_progress).execute()
+            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record).execute()
         from .mock import serve
 
         async with serve(mock) as url:
             log.info("embedded mock server at %s", url)
-            return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress).execute()
+            return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
+                             on_record=on_record).execute()
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
@@ -148,7 +146,8 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
 
     owns = _shard_filter(cfg.shard)
     prior = Prior()
-    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)  # the summary covers the whole output, across runs
+    # the summary covers the whole output, across runs
+    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
 
     def earlier(record) -> None:
         prior.add(record)
@@ -165,7 +164,7 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
                              "those records and send the lines again, or restore the inputs")
         if changed:  # drop them, and count again what stays
             prior = Prior()
-            stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT)
+            stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
             done = prepare_resume(cfg.output, False, log.warning, earlier, drop=lambda r: r.key in changed)
         total = None
         if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
@@ -231,9 +230,10 @@ class Run:
     """
 
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
-                 *, log_json: bool | None = None) -> None:
+                 *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None) -> None:
         from .progress import LiveCounters, ProgressLog, json_logs
 
+        self._listener = on_record
         self.cfg = cfg
         self.plan = plan
         self.stats = plan.stats
@@ -263,6 +263,7 @@ class Run:
                 self.counters, plan.total, lambda: self.engine.in_flight,
                 (lambda: adaptive.limit) if adaptive is not None else (lambda: cfg.max_concurrency),
                 cfg.log_every_s, as_json=self.log_json)
+        self.scraper = scraper_for(cfg)  # --server-metrics: the server's /metrics, sampled beside the run
         self._live = not all(is_regular(p) for p in plan.paths)  # stdin, FIFOs, <(process substitution)
         self._seen_stdin = SeenIds() if self._live else None
         self._signals: list[int] = []
@@ -270,6 +271,8 @@ class Run:
     def _on_record(self, record: Record) -> None:
         self.stats.add(record)
         self.counters.on_record(record)
+        if self._listener is not None:
+            self._listener(record)
         err = record.error
         if err is not None and err.type == "invalid_input":
             log.error("%s", err.message)
@@ -281,7 +284,7 @@ class Run:
 
     def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
-        for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api):
+        for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api, self.cfg.sharegpt):
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -296,10 +299,10 @@ class Run:
     def _warmup_items(self) -> Iterator[InputItem] | None:
         if not self.cfg.warmup or self._live:
             return None
-        return (i for i in iter_items(self.plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api)
+        return (i for i in iter_items(self.plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api, self.cfg.sharegpt)
                 if i.error is None)
 
-    async def execute(self) -> int:
+    async def execute(self) -> dict:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         cache = await _open_cache(self.cfg)
@@ -313,6 +316,8 @@ class Run:
                     tg.start_soon(self.display.run)
                 if self.ticker is not None:
                     tg.start_soon(self.ticker.run)
+                if self.scraper is not None:
+                    tg.start_soon(self.scraper.run, started, t0)
                 with self.display if self.display is not None else _nothing():
                     result = await self.engine.run(self.stage_items, self._warmup_items())
                 await self.writer.close()
@@ -347,7 +352,7 @@ class Run:
             facts.exit_code = doc["exit_code"] = EXIT_OUTPUT
         render(doc, path or "(stderr only)", stage_table=len(self.cfg.stages) > 1 and self.writer.failed is None
                and self.cfg.output_format == "streamrun" and self.cfg.output != STDOUT, as_json=self.log_json)
-        return facts.exit_code
+        return doc
 
     def _extra(self) -> dict:
         extra: dict = {}
@@ -359,10 +364,14 @@ class Run:
         if self.engine.answers.cache is not None:
             extra["cache"] = {"path": self.cfg.cache, "mode": self.cfg.cache_mode,
                               **self.engine.answers.cache.stats.as_dict()}
+        if self.engine.result.sweep is not None:
+            extra["sweep"] = self.engine.result.sweep
         if self.hooks.quota is not None:
             extra["quota"] = {"rpm": self.cfg.rpm, "tpm": self.cfg.tpm, "burst_s": self.cfg.burst_s,
                               "waits": self.hooks.quota.waits, "wait_s": self.hooks.quota.wait_s,
                               "throttles": self.hooks.quota.throttles}
+        if self.scraper is not None:
+            extra["server_metrics"] = self.scraper.section()
         return extra
 
 
@@ -455,12 +464,18 @@ def _install_signals(engine: Engine, writer: ResultWriter) -> list[int]:
                     signal.Signals(signum).name, engine.in_flight, engine.cfg.drain_timeout_s)
         engine.stop()
 
-    for sig in _SIGNALS:
-        loop.add_signal_handler(sig, handler, sig)
+    try:
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, handler, sig)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (a notebook's worker, say)
+        log.debug("signals stay with the caller: not on the main thread")
     return received
 
 
 def _remove_signals() -> None:
     loop = asyncio.get_running_loop()
     for sig in _SIGNALS:
-        loop.remove_signal_handler(sig)
+        try:
+            loop.remove_signal_handler(sig)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass

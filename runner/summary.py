@@ -27,7 +27,13 @@ def summary_path_for(cfg: RunConfig) -> str | None:
         return cfg.summary_path
     if cfg.output == "-":
         return None
-    base = cfg.output[:-6] if cfg.output.endswith(".jsonl") else cfg.output
+    return sidecar_path(cfg.output)
+
+
+def sidecar_path(output: str) -> str:
+    """`<base>.summary.json` beside a results file: where a run writes its summary by default, and where
+    `streamrun report` looks for the run's label."""
+    base = output[:-6] if output.endswith(".jsonl") else output
     return base + ".summary.json"
 
 
@@ -54,6 +60,7 @@ def build_document(cfg: RunConfig, stats: dict, facts: RunFacts) -> dict[str, An
     return {
         "schema": SCHEMA,
         "job": cfg.job,
+        "label": cfg.label,
         "output": cfg.output,
         "started_at": facts.started_at.isoformat(),
         "ended_at": facts.ended_at.isoformat(),
@@ -89,9 +96,22 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _quantiles(d: dict | None) -> dict[str, float | None]:
+_LOG_PERCENTILES = ("p50", "p90", "p99")  # the end-of-run lines' percentiles unless --percentiles chose others
+
+
+def _shown(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The percentile keys of the end-of-run lines: the run's --percentiles, or p50/p90/p99 by default."""
+    from .stats import percentile_key
+
+    chosen = (doc.get("config") or {}).get("percentiles")
+    if not chosen or tuple(chosen) == RunConfig.percentiles:
+        return _LOG_PERCENTILES
+    return tuple(percentile_key(q) for q in chosen)
+
+
+def _quantiles(d: dict | None, keys: tuple[str, ...] = _LOG_PERCENTILES) -> dict[str, float | None]:
     d = d or {}
-    return {q: d.get(q) for q in ("p50", "p90", "p99")}
+    return {q: d.get(q) for q in keys}
 
 
 def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
@@ -99,6 +119,7 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
     summary = doc["summary"]
     counts = summary["counts"]
     m = summary["metrics"]
+    shown = _shown(doc)
     out: dict[str, Any] = {
         "exit_code": doc["exit_code"],
         "interrupted": doc["interrupted"],
@@ -109,8 +130,8 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
         "retried": counts.get("retried", 0),
         "errors_by_type": counts.get("errors_by_type", {}),
         "top_errors": counts.get("top_errors", [])[:3],
-        "ttft_s": _quantiles(m.get("ttft_s")),
-        "e2e_s": _quantiles(m.get("e2e_s")),
+        "ttft_s": _quantiles(m.get("ttft_s"), shown),
+        "e2e_s": _quantiles(m.get("e2e_s"), shown),
         "request_throughput": summary.get("request_throughput") or 0,
         "output_token_throughput": summary.get("output_token_throughput") or 0,
         "duration_s": summary.get("duration_s") or 0,
@@ -177,9 +198,12 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
     ]
     for top in counts.get("top_errors", [])[:3]:
         lines.append(f"  {top['count']:>6} x {top['type']}: {top['message']}")
-    for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s")):
+    shown = _shown(doc)
+    latencies = _end_latencies(m)
+    width = max(len(name) for name, _ in latencies)
+    for name, key in latencies:
         d = m.get(key) or {}
-        lines.append(f"  {name:<4} ms  p50 {_ms(d.get('p50'))}  p90 {_ms(d.get('p90'))}  p99 {_ms(d.get('p99'))}")
+        lines.append(f"  {name:<{width}} ms  " + "  ".join(f"{q} {_ms(d.get(q))}" for q in shown))
     lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
                  f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
                  f"over {summary.get('duration_s') or 0:.2f}s")
@@ -205,5 +229,14 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
 
         from .report import build_report, render_table
 
-        render_table(build_report([doc["output"]], doc["summary"].get("slos") or None).summaries,
-                     Console(file=out))
+        config = doc.get("config") or {}
+        report = build_report([doc["output"]], doc["summary"].get("slos") or None,
+                              percentiles=config.get("percentiles") or RunConfig.percentiles)
+        render_table(report.summaries, Console(file=out))
+
+
+def _end_latencies(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """TTFT and E2E; TTFAT between them when reasoning put it apart from TTFT."""
+    ttft, ttfat = m.get("ttft_s") or {}, m.get("ttfat_s") or {}
+    apart = ttfat.get("count") and ttfat.get("p50") != ttft.get("p50")
+    return [("TTFT", "ttft_s"), *([("TTFAT", "ttfat_s")] if apart else []), ("E2E", "e2e_s")]

@@ -116,6 +116,27 @@ def _get_encoding(name: str) -> Any:
     return encoding
 
 
+def load_encoding(name: str) -> Any:
+    """The tiktoken encoding ``name`` under the offline rules above (cached
+    file, or STREAMRUN_TIKTOKEN_DOWNLOAD=1), or None.  For callers that need
+    the encoding itself, such as ``streamrun synth --tokenizer cl100k_base``."""
+    return _get_encoding(name)
+
+
+def why_no_encoding(name: str) -> str:
+    """Why ``load_encoding(name)`` gave None, in words a user can act on."""
+    try:
+        import tiktoken
+    except ImportError:
+        return "tiktoken is not installed (pip install 'streamrun[tokens]')"
+    del tiktoken  # only whether it imports matters here
+    if not (_download_allowed() or _encoding_is_cached(name)):
+        where = ", ".join(_tiktoken_cache_dirs()) or "no cache directory"
+        return (f"its file is not in tiktoken's cache ({where}); set STREAMRUN_TIKTOKEN_DOWNLOAD=1 to download it, "
+                "or pass a tokenizer.json")
+    return "tiktoken could not load it (download or parse error)"
+
+
 def reset_tokenizer_cache() -> None:
     """Forget loaded/failed encodings (for tests, or after installing tiktoken)."""
     _encodings.clear()

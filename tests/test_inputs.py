@@ -38,7 +38,8 @@ def test_line_forms(raw, cid, path, body):
     (b'{"custom_id": "k", "messages": []}', "k", "'messages' must be a non-empty list"),
     (b'{"custom_id": "k", "body": "x"}', "k", "'body' must be a JSON object"),
     (b'{"custom_id": "k", "method": "GET", "body": {"prompt": "x"}}', "k", "POST only"),
-    (b'{"custom_id": "k", "url": "/v1/embeddings", "body": {"input": "x"}}', "k", "is not one of /v1/chat/completions"),
+    (b'{"custom_id": "k", "url": "/v1/moderations", "body": {"input": "x"}}', "k", "is not one of /v1/chat/completions"),
+    (b'{"custom_id": "e", "url": "/v1/embeddings", "body": {"input": []}}', "e", "non-empty string or list"),
     (b'{"prompt": ' + b"[" * 300 + b"]" * 300 + b"}", "f.jsonl:7", "nested too deeply"),
 ])
 def test_invalid_lines_become_items_with_an_error(raw, cid, error):

@@ -1,4 +1,4 @@
-"""Load shapes: arrival gaps, open-loop rate, num-prompts, duration, warm-up, sweeps, synth."""
+"""Load shapes: arrival gaps, open-loop rate, num-prompts, duration, warm-up, sweeps (synth: test_synth.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import orjson
 import pytest
 
 from runner.config import Stage, make_stages
-from runner.engine import arrival_gaps
-from runner.synth import write_synthetic
-from tests.conftest import amock_stats, chat, run_rows, streamrun, write_jsonl
+from runner.schedule import arrival_gaps
+from tests.conftest import amock_stats, chat, run_rows, write_jsonl
 
 
 def take(gen, n):
@@ -88,18 +87,3 @@ async def test_sweep_writes_each_stage_and_resume_is_per_stage(tmp_path, mock_se
     assert code == 0
     assert Counter(r["stage"]["label"] for r in records) == {"c=1": 4, "c=2": 4, "c=4": 4}
     assert (await amock_stats(url))["requests"] == 12 + 4
-
-
-def test_synth_is_deterministic_and_sized(tmp_path):
-    import io
-
-    a, b = io.BytesIO(), io.BytesIO()
-    write_synthetic(a, count=5, input_tokens=50, output_tokens=7, seed=9, ignore_eos=True)
-    write_synthetic(b, count=5, input_tokens=50, output_tokens=7, seed=9, ignore_eos=True)
-    assert a.getvalue() == b.getvalue()
-    lines = [orjson.loads(x) for x in a.getvalue().splitlines()]
-    assert len(lines) == 5 and len({l["custom_id"] for l in lines}) == 5
-    assert all(len(l["messages"][0]["content"].split()) == 50 for l in lines)
-    assert all(l["max_tokens"] == 7 and l["ignore_eos"] is True for l in lines)
-    out = streamrun("synth", "--n", "3", "--input-tokens", "4", "--output-tokens", "2", "--seed", "1")
-    assert out.returncode == 0 and len(out.stdout.splitlines()) == 3

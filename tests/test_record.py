@@ -14,7 +14,9 @@ import pytest
 
 from runner.batchfmt import decode_batch, encode_batch
 from runner.config import Stage
-from runner.engine import Engine, EngineHooks
+from runner.config import RunConfig
+from runner.engine import EngineHooks
+from runner.send import Reply, Sender
 from runner.inputs import InputItem
 from runner.outputs import decode_result
 from runner.record import Choice, Metrics, Record, RecordError, decode_native
@@ -67,8 +69,10 @@ def with_choices(**over) -> Record:
 
 
 def engine_record(error=None, state: StreamState | None = None, count_tokens=None) -> Record:
-    """A record as Engine._record builds it, from stamps and stream state."""
-    fake = types.SimpleNamespace(hooks=EngineHooks(count_tokens=count_tokens), _model="m", secrets=("sk-secret",))
+    """A record as Sender.record builds it, from stamps and stream state."""
+    fake = types.SimpleNamespace(hooks=EngineHooks(count_tokens=count_tokens), model="m", secrets=("sk-secret",),
+                                 cfg=RunConfig(inputs=(), output=""), record_error=None)
+    fake.record_error = lambda err: Sender.record_error(fake, err)
     if state is None:
         state = StreamState(text_parts=["a", "b"], finish_reason="stop", model="mock-model", text_events=2,
                             usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
@@ -80,7 +84,7 @@ def engine_record(error=None, state: StreamState | None = None, count_tokens=Non
     t.end = 11.0
     t.endpoint = "http://e/v1"
     item = InputItem("in.jsonl:1", "in.jsonl", 1, "/v1/chat/completions", {"model": "m"})
-    return Engine._record(fake, item, Stage(0, 4), False, state, t, 1, error, "rid-1")
+    return Sender.record(fake, item, Stage(0, 4), False, Reply(state, t, 1, error, "rid-1"))
 
 
 # ---------------------------------------------------------------- the JSON shape

@@ -161,8 +161,8 @@ def test_json_to_stdout_follows_the_schema(results: Path) -> None:
                 "output_token_throughput", "total_token_throughput", "slos", "good_requests", "goodput",
                 "models", "endpoints", "sampled", "metrics"):
         assert key in s1, key
-    assert set(s1["metrics"]) == {"ttft_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "connect_s",
-                                  "output_tokens"}
+    assert set(s1["metrics"]) == {"ttft_s", "ttfat_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s", "connect_s",
+                                  "output_tokens", "reasoning_tokens"}
     assert set(s1["metrics"]["ttft_s"]) == {"count", "mean", "p50", "p90", "p95", "p99", "min", "max", "sampled"}
     expected_counts = {"total": 2, "ok": 2, "error": 0, "errors_by_type": {}, "retried": 0, "warmup": 0,
                        "connections_opened": 0}

@@ -45,3 +45,27 @@ def test_a_piped_report_is_whole_too(tmp_path):
     res = streamrun("report", path, "--slo", "ttft=100ms", env={"COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
     assert "…" not in res.stdout and "goodput req/s" in res.stdout
+
+
+def test_chosen_percentiles_turns_windows_and_reasoning_are_shown_whole():
+    s = summary("c=1")
+    d = {"count": 8, "mean": 0.05, "p50": 0.051, "p99.9": 0.0999, "min": 0.04, "max": 0.1, "sampled": False}
+    s["metrics"] = {m: d for m in ("ttft_s", "ttfat_s", "ttfb_s", "tpot_s", "itl_s", "e2e_s", "queue_s",
+                                   "output_tokens")}
+    s["stage"] = None
+    s["tokens"] = {"output": 400, "reasoning": 123}
+    s["counts"]["turns"] = 16
+    s["ttft_by_turn"] = [{"index": 0, "and_later": False, **d}, {"index": 49, "and_later": True, **d}]
+    s["window_s"] = 10.0
+    s["windows"] = [{"start_s": 0.0, "end_s": 10.0, "ok": 8, "error": 0, "output_tokens": 40,
+                     "request_throughput": 0.8, "output_token_throughput": 4.0,
+                     "ttft_s": d, "itl_s": d, "e2e_s": d}]
+    buf = io.StringIO()
+    render_table([s], Console(file=buf, width=80))
+    text = buf.getvalue()
+    assert "…" not in text
+    assert "p99.9" in text and "99.90" in text and "p95" not in text  # the chosen columns, nothing else
+    assert "TTFAT" in text and "reasoning tok" in text and "123" in text
+    assert "TTFT by turn" in text and "50+" in text  # turns from 1; the capped last entry
+    assert "Per window of 10 s" in text and "TTFT p50" in text and "TTFT p99.9" in text and "0.0-10.0" in text
+    assert "16 turns of sessions" in text

@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 
+from runner.parsers import OptionError, percentile_list
 from runner.record import Record, decode_native
 from runner.stats import (
+    MAX_TURNS,
     Reservoir,
     SortedRuns,
     StatsAccumulator,
     describe,
     percentile,
+    percentile_key,
     summarize_by_stage,
 )
 
@@ -313,3 +316,107 @@ def test_stage_grouping_keeps_first_seen_order() -> None:
 def test_stages_without_index_group_by_label() -> None:
     out = summarize_by_stage([rec(stage={"label": "a"}), rec(stage={"label": "b"}), rec(stage={"label": "a"})])
     assert [(s["stage"]["label"], s["counts"]["ok"]) for s in out] == [("a", 2), ("b", 1)]
+
+
+# ---------------------------------------------------------------- --percentiles
+
+
+def test_chosen_percentiles_name_the_keys_and_match_numpy() -> None:
+    """p99.9 of 1..1000 by numpy's linear rule: rank 999 * 0.999 = 998.001 -> 999 + 0.001 * (1000 - 999)."""
+    values = [float(v) for v in range(1000, 0, -1)]
+    d = describe(values, (50, 99.9))
+    assert list(d) == ["count", "mean", "p50", "p99.9", "min", "max"]
+    assert d["p50"] == 500.5
+    assert d["p99.9"] == pytest.approx(999.001, abs=1e-9)
+    assert d["p99.9"] == percentile(sorted(values), 99.9)
+    assert [percentile_key(q) for q in (50, 50.0, 99.9, 99.99, 0.1)] == ["p50", "p50", "p99.9", "p99.99", "p0.1"]
+
+    acc = StatsAccumulator(percentiles=(99.9, 50))  # any order, kept ascending
+    for i, v in enumerate(values):
+        acc.add(rec(ttft=v / 1000, e2e=v / 100, at=i))
+    s = acc.summary()
+    assert list(s["metrics"]["ttft_s"]) == ["count", "mean", "p50", "p99.9", "min", "max", "sampled"]
+    assert s["metrics"]["ttft_s"]["p99.9"] == pytest.approx(0.999001)
+    assert "p95" not in s["metrics"]["e2e_s"]
+    empty = StatsAccumulator(percentiles=(99.9,)).summary()["metrics"]["itl_s"]
+    assert empty == {"count": 0, "mean": None, "p99.9": None, "min": None, "max": None, "sampled": False}
+
+
+def test_percentile_lists_are_checked() -> None:
+    assert percentile_list("50,90,99.9") == (50, 90, 99.9)
+    assert percentile_list([99, 50, 50.0]) == (50, 99)
+    assert isinstance(percentile_list("50")[0], int)
+    for bad in ("", "0", "100", "50,abc", "-1", "101", ",".join(str(q) for q in range(1, 30))):
+        with pytest.raises(OptionError):
+            percentile_list(bad)
+    with pytest.raises(ValueError):
+        StatsAccumulator(percentiles=(100,))
+
+
+# ---------------------------------------------------------------- TTFAT, reasoning tokens
+
+
+def test_ttfat_and_reasoning_tokens_are_summarised() -> None:
+    acc = StatsAccumulator()
+    a = rec(ttft=0.1, at=0)
+    a.metrics.ttfat_s, a.metrics.reasoning_tokens = 0.4, 30  # the record's own count wins over usage's
+    a.usage["completion_tokens_details"] = {"reasoning_tokens": 999}
+    b = rec(ttft=0.2, at=1)
+    b.usage["completion_tokens_details"] = {"reasoning_tokens": 5}  # an older record: usage only
+    b.metrics.ttfat_s = 0.2
+    for r in (a, b):
+        acc.add(r)
+    s = acc.summary()
+    assert s["tokens"]["reasoning"] == 35
+    assert s["metrics"]["ttfat_s"]["count"] == 2 and s["metrics"]["ttfat_s"]["max"] == 0.4
+    assert s["metrics"]["ttfat_s"]["p50"] == pytest.approx(0.3)
+    assert s["metrics"]["reasoning_tokens"]["count"] == 1 and s["metrics"]["reasoning_tokens"]["mean"] == 30
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def session(turn_ttfts: list[float], *, failed_at: int | None = None, at: float = 0.0) -> Record:
+    """A session record as runner/session.py writes it: the turns, the top level = the last turn's."""
+    turns = []
+    for k, ttft in enumerate(turn_ttfts):
+        turns.append({"index": k, "text": "t", "usage": {"prompt_tokens": 10 * (k + 1), "completion_tokens": 4},
+                      "metrics": {"ttft_s": ttft, "e2e_s": ttft + 0.5, "itl_s": [0.1, 0.1, 0.1], "output_tokens": 4,
+                                  "started_at": (T0 + timedelta(seconds=at + k)).isoformat()},
+                      "attempts": 2 if k == 1 else 1,
+                      "error": {"type": "timeout", "message": "slow"} if k == failed_at else None})
+    last = turns[-1]
+    return decode_native({"custom_id": "s", "status": "error" if failed_at is not None else "ok",
+                          "usage": {"prompt_tokens": 60, "completion_tokens": 12},  # summed: not counted again
+                          "metrics": last["metrics"], "attempts": len(turns) + 1, "turns": turns,
+                          "error": last["error"], "model": "m"})
+
+
+def test_each_turn_of_a_session_is_a_request_in_the_latencies() -> None:
+    acc = StatsAccumulator()
+    acc.add(session([0.1, 0.2, 0.3]))
+    acc.add(session([0.4, 0.6], at=10))
+    acc.add(session([0.5, 0.7, 9.9], failed_at=2, at=20))  # its first two turns succeeded
+    acc.add(rec(ttft=0.05, at=30))  # a plain request beside them
+    s = acc.summary({"ttft": 0.45})
+    c = s["counts"]
+    assert (c["total"], c["ok"], c["error"], c["turns"]) == (4, 3, 1, 7)  # records; turns fed as requests
+    assert c["retried"] == 3  # sessions whose turn was retried (each has turn 1 with 2 attempts); not the plain one
+    ttft = s["metrics"]["ttft_s"]
+    assert ttft["count"] == 8 and ttft["max"] == 0.7  # the failed turn's 9.9 is not a latency
+    assert s["metrics"]["itl_s"]["count"] == 7 * 3 + 0
+    assert s["tokens"]["prompt"] == (10 + 20 + 30) + (10 + 20) + (10 + 20) + 5
+    assert s["good_requests"] == 5  # TTFT <= 0.45: turns 0.1, 0.2, 0.3, 0.4 and the plain request's 0.05
+    by_turn = s["ttft_by_turn"]
+    assert [(e["index"], e["count"], e["p50"]) for e in by_turn] == [(0, 3, 0.4), (1, 3, 0.6), (2, 1, 0.3)]
+    assert not any(e["and_later"] for e in by_turn)
+    assert StatsAccumulator().summary()["ttft_by_turn"] is None  # no sessions, no table
+
+
+def test_turns_past_the_cap_share_the_last_entry() -> None:
+    acc = StatsAccumulator()
+    acc.add(session([0.01 * (k + 1) for k in range(MAX_TURNS + 5)]))
+    by_turn = acc.summary()["ttft_by_turn"]
+    assert len(by_turn) == MAX_TURNS
+    last = by_turn[-1]
+    assert last["index"] == MAX_TURNS - 1 and last["and_later"] and last["count"] == 6

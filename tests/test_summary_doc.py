@@ -10,7 +10,7 @@ import orjson
 from tests.conftest import streamrun, write_jsonl
 
 DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
-NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache")
+NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics")
 
 
 def documented() -> dict[str, set[str]]:
@@ -29,7 +29,7 @@ def documented() -> dict[str, set[str]]:
 def test_the_documented_keys_are_the_written_keys(tmp_path):
     inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}", "max_tokens": 4} for i in range(3)])
     res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--mock", "--rpm", "6000", "--price-input", "1",
-                    "--price-output", "2", "--cache", tmp_path / "cache.db")
+                    "--price-output", "2", "--cache", tmp_path / "cache.db", "--server-metrics", "auto")
     assert res.returncode == 0, res.stderr
     summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
     doc = documented()

@@ -43,8 +43,12 @@ column                                type                            from
 ``request_id``, ``request_hash``
 ``usage``, ``stage``, ``source``,     string, JSON text               the record's objects, whole
 ``logprobs``, ``choices``, ``parsed``,
-``cached_metrics``
+``cached_metrics``, ``turns``
 ``cached``                            bool                            the record
+``ttfat_s``, ``scheduled_s``          double                          ``metrics.*``
+``reasoning_tokens``                  int64                           ``metrics.reasoning_tokens``
+``embedding``                         list<double>                    the record (one embeddings input)
+``embeddings``                        list<list<double>>              the record (a list input)
 ``request``                           string, JSON text               the input line (``--inputs`` only), below
 ====================================  ==============================  ==========================================
 
@@ -86,7 +90,7 @@ METADATA_KEY = b"streamrun.export"
 SCHEMA_VERSION = 1
 
 #: The columns that hold JSON text (null when the record's value is null).
-JSON_COLUMNS = ("tool_calls", "usage", "stage", "source", "logprobs", "choices", "request")
+JSON_COLUMNS = ("tool_calls", "usage", "stage", "source", "logprobs", "choices", "turns", "request")
 #: The columns ``--inputs`` adds: ``prompt`` goes before ``text``, ``request`` last.
 INPUT_COLUMNS = ("prompt", "request")
 PROMPT_AT = 3  # after custom_id, status, model
@@ -100,12 +104,14 @@ COLUMNS = (
     "output_tokens", "output_tokens_source", "started_at", "attempts",
     "error_type", "error_status_code", "error_code", "error_message", "stage_label", "warmup",
     "endpoint", "request_url", "request_id", "request_hash", "usage", "stage", "source", "logprobs", "choices",
-    "parsed", "cached", "cached_metrics",
+    "parsed", "cached", "cached_metrics", "ttfat_s", "reasoning_tokens", "scheduled_s", "turns", "embedding",
+    "embeddings",
 )
 _NOT_NULL = frozenset({"custom_id", "status", "text", "itl_s", "attempts", "warmup", "cached"})
 _INT64_COLUMNS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "output_tokens", "attempts",
-                            "error_status_code"})
-_DOUBLE_COLUMNS = frozenset({"ttft_s", "ttfb_s", "e2e_s", "tpot_s", "queue_s", "connect_s"})
+                            "error_status_code", "reasoning_tokens"})
+_DOUBLE_COLUMNS = frozenset({"ttft_s", "ttfb_s", "e2e_s", "tpot_s", "queue_s", "connect_s", "ttfat_s",
+                             "scheduled_s"})
 
 _INT64 = 1 << 63
 _UTC = timezone.utc
@@ -116,8 +122,10 @@ def _column_type(pa, name: str) -> pa.DataType:
         return pa.int64()
     if name in _DOUBLE_COLUMNS:
         return pa.float64()
-    if name == "itl_s":
+    if name in ("itl_s", "embedding"):
         return pa.list_(pa.field("element", pa.float64()))  # Parquet's name for list items
+    if name == "embeddings":
+        return pa.list_(pa.field("element", pa.list_(pa.field("element", pa.float64()))))
     if name == "started_at":
         return pa.timestamp("us", tz="UTC")
     if name in ("warmup", "cached"):
@@ -210,6 +218,12 @@ def record_row(r: Record) -> list:
         to_json(r.parsed),
         r.cached,
         to_json(r.cached_metrics),
+        _float(m.ttfat_s),
+        _int64(m.reasoning_tokens),
+        _float(m.scheduled_s),
+        to_json(r.turns),
+        r.embedding,
+        r.embeddings,
     ]
 
 

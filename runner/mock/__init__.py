@@ -37,7 +37,8 @@ What it serves
     /v1/messages`` (Anthropic's Messages API), each with its own named
     events, error shape and checks, reasoning / thinking when asked (see
     ``responses``, ``anthropic``), ``GET /v1/models`` (``model`` and
-    ``aliases``), ``GET /mock/stats`` (counters) and ``POST /mock/reset``.
+    ``aliases``), ``GET /metrics`` (Prometheus text, vLLM's names: ``metrics``),
+    ``GET /mock/stats`` (counters) and ``POST /mock/reset``.
 
 Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 

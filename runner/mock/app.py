@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .anthropic import MESSAGES_PATH, messages
 from .config import MockConfig
+from .metrics import install_metrics
 from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
 from .responses import RESPONSES_PATH, responses
@@ -39,6 +40,7 @@ from .state import (
     scripted_fault,
     seconds_header,
 )
+from .embeddings import PATH as EMBEDDINGS_PATH, embeddings
 from .validate import Refusal
 
 __all__ = ["build_app"]
@@ -145,6 +147,7 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         finish_reason = "stop" if req.max_tokens is None else "length"
 
     choices = plan_choices(req.seed, req.n, n_tokens, finish_reason)
+    state.stats.prompt_tokens += req.prompt_tokens
     reply = Reply(request, req, chat, state.next_id(), t0, schedule, n_tokens, finish_reason, fault, headers, choices)
     if req.stream:
         return await _stream(state, reply)
@@ -268,8 +271,10 @@ def build_app(config: MockConfig) -> web.Application:
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post(RESPONSES_PATH, responses)
     app.router.add_post(MESSAGES_PATH, messages)
+    app.router.add_post(EMBEDDINGS_PATH, embeddings)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/mock/stats", _stats)
     app.router.add_post("/mock/reset", _reset)
+    install_metrics(app)  # GET /metrics, vLLM's names (metrics.py)
     app.on_shutdown.append(_cancel_in_flight)
     return app

@@ -110,6 +110,7 @@ async def _serve(request: web.Request, state: MockState, api: Api, t0: float) ->
             return _fault_answer(state, api, fault, retry_after)
 
     reply, schedule = plan(state, req, index)
+    state.stats.prompt_tokens += req.prompt_tokens
     rid = state.next_id()
     headers[api.id_header] = rid
     frames = api.frames(rid, config.model, req, reply)

@@ -78,6 +78,7 @@ class MockStats:
     non_stream_completed: int = 0
     status_429: int = 0
     tokens_sent: int = 0
+    prompt_tokens: int = 0  # of the requests answered (admitted, not refused): /metrics' vllm:prompt_tokens_total
     active_streams: int = 0
     max_active_streams: int = 0
 

@@ -2,7 +2,9 @@
 
 The schema is a contract with scripts and dashboards (docs/REPORT.md): it is
 assembled here only, from the :class:`~runner.report.build.Report`, so no
-other output can change it by accident.
+other output can change it by accident. A comparison of runs has ``runs``
+(each with its stages and its differences from the first run) where a
+single run has ``stages``.
 """
 
 from __future__ import annotations
@@ -14,19 +16,26 @@ import click
 import orjson
 
 from .build import Report
+from .compare import comparison
 
 SCHEMA = "streamrun.report/1"
 
 
 def report_document(report: Report) -> dict[str, Any]:
     """The JSON document (schema ``streamrun.report/1``, docs/REPORT.md)."""
-    return {
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
         "generated_at": report.generated_at,
         "inputs": [i.as_dict() for i in report.inputs],
         "slos": dict(report.slos),
-        "stages": report.summaries,
     }
+    if not report.compare:
+        doc["stages"] = report.summaries
+        return doc
+    diffs = comparison(report)
+    doc["runs"] = [{"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run),
+                    "vs_first": diff} for run, diff in zip(report.runs, diffs)]
+    return doc
 
 
 def write_json(report: Report, path: str | Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from runner.stats import percentile
 
 from .build import Report
-from .labels import stage_label, sweep_axis
+from .labels import pair_keys, stat_columns, sweep_axis
 
 _SLO_COLOR = "#c92a2a"
 _P50_COLOR = "#3867d6"
@@ -105,7 +105,7 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
         cdf_x = [percentile(values, q) or 0.0 for q in _CDF_QS]
         out.append(
             _Dist(
-                label=stage_label(summary, i),
+                label=report.label(i),
                 color=colors[i],
                 centers=_round(c * 1000 for c in centers),
                 edges=_round((e * 1000 for e in edges), 6),
@@ -221,7 +221,7 @@ def itl_figure(report: Report, colors: list[str]) -> Any:
     if not len(tl.times) or t0 is None:
         return None
     fig = go.Figure()
-    labels = [stage_label(s, i) for i, s in enumerate(report.summaries)]
+    labels = [report.label(i) for i in range(len(report.summaries))]
     by_stage: dict[int, tuple[list[float], list[float]]] = {}
     for t, g, st in zip(tl.times, tl.gaps, tl.stages):
         xs, ys = by_stage.setdefault(st, ([], []))
@@ -308,52 +308,68 @@ def _slo_hline(fig: Any, slo_ms: float, *, log_y: bool = False, row: int | None 
 
 
 def sweep_figure(report: Report) -> Any:
-    """p50/p99 latencies and throughput against the swept load, one panel
-    each, SLOs as dashed lines."""
+    """Two percentiles (p50 and p99 by default) of the latencies and the
+    throughput against the swept load, one panel each, SLOs as dashed lines;
+    in a comparison, a line per run (its colour) for each."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
-    summaries = report.summaries
-    title, xs, numeric = sweep_axis(summaries)
+    lo, hi = pair_keys(stat_columns(report.summaries))
+    groups = [(run, report.run_summaries(run)) for run in report.runs if run.count]
+    many = len(groups) > 1
+    run_colors = stage_colors(len(groups)) if many else []
+    axes = [sweep_axis(sums) for _, sums in groups]
+    title = next((t for (t, _, _), (run, _) in zip(axes, groups) if run.count > 1), axes[0][0])
+    numeric = all(n for _, _, n in axes)
+    every_x = [x for _, xs, _ in axes for x in xs]
     fig = make_subplots(
         rows=2, cols=3, vertical_spacing=0.2, horizontal_spacing=0.08,
         subplot_titles=("TTFT (ms)", "TPOT (ms)", "E2E latency (ms)", "ITL, gap between chunks (ms)",
                         "Output throughput (tok/s)", "Request throughput (req/s)"),
     )
     panels = (("ttft_s", "ttft", 1, 1), ("tpot_s", "tpot", 1, 2), ("e2e_s", "e2e", 1, 3), ("itl_s", None, 2, 1))
-    for metric, slo_key, row, col in panels:
-        for stat, color, dash in (("p50", _P50_COLOR, "solid"), ("p99", _P99_COLOR, "dot")):
-            ys = [s["metrics"][metric][stat] for s in summaries]
+    line = {"width": 2.5}
+    for k, ((run, summaries), (_, xs, _)) in enumerate(zip(groups, axes)):
+        prefix = f"{run.label} " if many else ""
+        for metric, _, row, col in panels:
+            for stat, color, dash in ((lo, _P50_COLOR, "solid"), (hi, _P99_COLOR, "dot")):
+                ys = [s["metrics"][metric].get(stat) for s in summaries]
+                fig.add_trace(
+                    go.Scatter(x=xs, y=_round_opt(None if y is None else y * 1000 for y in ys), name=prefix + stat,
+                               legendgroup=prefix + stat, showlegend=(row, col) == (1, 1), mode="lines+markers",
+                               line={"color": run_colors[k] if many else color, "width": 2.5, "dash": dash},
+                               marker={"size": 7},
+                               hovertemplate=f"{title} %{{x}}: {stat} %{{y:.4g}} ms<extra>%{{fullData.name}}</extra>"),
+                    row=row, col=col,
+                )
+        tput = run_colors[k] if many else _TPUT_COLOR
+        fig.add_trace(
+            go.Scatter(x=xs, y=_round_opt(s["output_token_throughput"] for s in summaries),
+                       name=prefix + "output tok/s", showlegend=False, mode="lines+markers",
+                       line={**line, "color": tput}, marker={"size": 7},
+                       hovertemplate=f"{title} %{{x}}: %{{y:.4g}} output tok/s<extra></extra>"),
+            row=2, col=2,
+        )
+        fig.add_trace(
+            go.Scatter(x=xs, y=_round_opt(s["request_throughput"] for s in summaries), name=prefix + "completed req/s",
+                       showlegend=not many, mode="lines+markers", line={**line, "color": tput}, marker={"size": 7},
+                       hovertemplate=f"{title} %{{x}}: %{{y:.4g}} req/s<extra></extra>"),
+            row=2, col=3,
+        )
+        if report.slos:
             fig.add_trace(
-                go.Scatter(x=xs, y=_round_opt(None if y is None else y * 1000 for y in ys), name=stat,
-                           legendgroup=stat, showlegend=(row, col) == (1, 1), mode="lines+markers",
-                           line={"color": color, "width": 2.5, "dash": dash}, marker={"size": 7},
-                           hovertemplate=f"{title} %{{x}}: {stat} %{{y:.4g}} ms<extra></extra>"),
-                row=row, col=col,
+                go.Scatter(x=xs, y=_round_opt(s["goodput"] for s in summaries),
+                           name=prefix + "goodput req/s (met every SLO)", mode="lines+markers",
+                           line={**line, "color": run_colors[k] if many else _SLO_COLOR, "dash": "dash"},
+                           marker={"size": 7},
+                           hovertemplate=f"{title} %{{x}}: goodput %{{y:.4g}} req/s<extra></extra>"),
+                row=2, col=3,
             )
+    for metric, slo_key, row, col in panels:
         slo = report.slos.get(slo_key) if slo_key else None
         if slo:
             _slo_hline(fig, slo * 1000, row=row, col=col)
-    line = {"width": 2.5}
-    fig.add_trace(
-        go.Scatter(x=xs, y=_round_opt(s["output_token_throughput"] for s in summaries), name="output tok/s",
-                   showlegend=False, mode="lines+markers", line={**line, "color": _TPUT_COLOR}, marker={"size": 7},
-                   hovertemplate=f"{title} %{{x}}: %{{y:.4g}} output tok/s<extra></extra>"),
-        row=2, col=2,
-    )
-    fig.add_trace(
-        go.Scatter(x=xs, y=_round_opt(s["request_throughput"] for s in summaries), name="completed req/s",
-                   mode="lines+markers", line={**line, "color": _TPUT_COLOR}, marker={"size": 7},
-                   hovertemplate=f"{title} %{{x}}: %{{y:.4g}} req/s<extra></extra>"),
-        row=2, col=3,
-    )
-    if report.slos:
-        fig.add_trace(
-            go.Scatter(x=xs, y=_round_opt(s["goodput"] for s in summaries), name="goodput req/s (met every SLO)",
-                       mode="lines+markers", line={**line, "color": _SLO_COLOR, "dash": "dash"}, marker={"size": 7},
-                       hovertemplate=f"{title} %{{x}}: goodput %{{y:.4g}} req/s<extra></extra>"),
-            row=2, col=3,
-        )
+    xs = sorted(set(every_x)) if numeric else every_x
     _layout(fig, 700)
     # Loads usually double from stage to stage (1, 2, 4, ... 64): a log axis
     # spaces them evenly instead of crowding the low ones into a corner.

@@ -20,9 +20,15 @@ from typing import Any
 from runner.stats import format_time
 
 from . import figures
+from . import server as server_panel
 from .build import Report
 from .document import SCHEMA
-from .labels import FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, shown_latencies, stage_label, sweep_axis
+from .figures_turns import turn_figure
+from .figures_windows import window_figure
+from .html_compare import compare_tables, compare_tiles
+from .labels import (FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, pair_keys, shown_latencies, stat_columns,
+                     sweep_axis)
+from .terminal import turn_label
 
 TEMPLATE = "template.html.j2"
 
@@ -80,15 +86,21 @@ class StageDetail:
     rows: list[Row] = field(default_factory=list)
 
 
-def _stat_rows(metrics: dict[str, Any], *, long_names: bool) -> list[Row]:
+def _stat_rows(metrics: dict[str, Any], *, long_names: bool, columns: tuple[str, ...] = STAT_COLUMNS) -> list[Row]:
     """A row per latency metric: its statistics in ms, then its count."""
-    return [Row(short, [*(_ms(metrics[key][c]) for c in STAT_COLUMNS), f"{metrics[key]['count']:,}"],
+    return [Row(short, [*(_ms(metrics[key].get(c)) for c in columns), f"{metrics[key]['count']:,}"],
                 long if long_names else "")
             for key, short, long in shown_latencies([{"metrics": metrics}])]
 
 
+def _pair_keys(report: Report) -> tuple[str, str]:
+    """The two percentiles of compact views: p50 and p99, or the lowest and highest of --percentiles."""
+    return pair_keys(stat_columns(report.summaries))
+
+
 def _sweep_rows(report: Report) -> list[Row]:
     """A row per stage with the numbers people compare across loads."""
+    lo, hi = _pair_keys(report)
     rows = []
     for i, s in enumerate(report.summaries):
         c = s["counts"]
@@ -96,13 +108,13 @@ def _sweep_rows(report: Report) -> list[Row]:
         if report.slos:
             cells.append(_rate(s["goodput"]))
         for key, _, _ in shown_latencies(report.summaries, SWEEP_LATENCIES):
-            cells += [_ms(s["metrics"][key]["p50"]), _ms(s["metrics"][key]["p99"])]
-        rows.append(Row(stage_label(s, i), cells))
+            cells += [_ms(s["metrics"][key].get(lo)), _ms(s["metrics"][key].get(hi))]
+        rows.append(Row(report.label(i), cells))
     return rows
 
 
-def _pair(d: dict[str, Any]) -> tuple[str, str]:
-    return _ms(d["p50"]), _ms(d["p99"])
+def _pair(d: dict[str, Any], keys: tuple[str, str]) -> tuple[str, str]:
+    return _ms(d.get(keys[0])), _ms(d.get(keys[1]))
 
 
 def _tiles(report: Report) -> list[Tile]:
@@ -117,14 +129,17 @@ def _tiles(report: Report) -> list[Tile]:
     else:
         first.sub += "none failed"
     tiles = [first]
+    keys = _pair_keys(report)
+    if report.compare:
+        return tiles + [Tile(key, value, sub) for key, value, sub in compare_tiles(report, keys[1])]
     if len(sums) == 1:
         s = sums[0]
         m = s["metrics"]
         tiles += [
             Tile("request throughput", _rate(s["request_throughput"]), "req/s"),
             Tile("output throughput", _rate(s["output_token_throughput"]), "tok/s"),
-            Tile("TTFT", "", "ms, p50 · p99", pair=_pair(m["ttft_s"])),
-            Tile("TPOT", "", "ms, p50 · p99", pair=_pair(m["tpot_s"])),
+            Tile("TTFT", "", f"ms, {keys[0]} · {keys[1]}", pair=_pair(m["ttft_s"], keys)),
+            Tile("TPOT", "", f"ms, {keys[0]} · {keys[1]}", pair=_pair(m["tpot_s"], keys)),
         ]
         if report.slos:
             share = f" · {100 * s['good_requests'] / s['counts']['ok']:.1f}% of ok met all SLOs" if s["counts"]["ok"] else ""
@@ -133,7 +148,7 @@ def _tiles(report: Report) -> list[Tile]:
 
     def peak(key: str) -> tuple[str, str]:
         best = max(sums, key=lambda s: s[key] or 0)
-        return _rate(best[key]), stage_label(best, sums.index(best))
+        return _rate(best[key]), report.label(sums.index(best))
 
     tput, where = peak("output_token_throughput")
     tiles += [Tile("stages", str(len(sums)), sweep_axis(sums)[0] + " sweep"),
@@ -151,16 +166,22 @@ def _details(report: Report) -> list[StageDetail]:
     (folded away under the comparison table)."""
     out = []
     many = len(report.summaries) > 1
+    columns = stat_columns(report.summaries)
+    lo, hi = pair_keys(columns)
     for i, s in enumerate(report.summaries):
         c = s["counts"]
         tok = s["metrics"]["output_tokens"]
+        reasoning = (s.get("tokens") or {}).get("reasoning")
         facts = (f"duration {duration(s['duration_s'])} · {c['ok']:,} ok · {c['error']:,} errors · "
                  f"{c['retried']:,} retried · {c.get('connections_opened', 0):,} connections opened · "
                  f"{c['warmup']:,} warm-up excluded · "
                  f"total {_rate(s['total_token_throughput'])} tok/s · output tokens per request: "
-                 f"mean {_tokens(tok['mean'])}, p50 {_tokens(tok['p50'])}, p99 {_tokens(tok['p99'])}")
-        rows = _stat_rows(s["metrics"], long_names=False) if many else []
-        out.append(StageDetail(stage_label(s, i), facts, s["sampled"], rows))
+                 f"mean {_tokens(tok['mean'])}, {lo} {_tokens(tok.get(lo))}, {hi} {_tokens(tok.get(hi))}"
+                 + (f" · {s['tokens']['output']:,} output tokens, {reasoning:,} of them reasoning"
+                    if reasoning else "")
+                 + (f" · {c['turns']:,} turns of sessions, each a request in the latencies" if c.get("turns") else ""))
+        rows = _stat_rows(s["metrics"], long_names=False, columns=columns) if many else []
+        out.append(StageDetail(report.label(i), facts, s["sampled"], rows))
     return out
 
 
@@ -181,7 +202,8 @@ def _meta(report: Report) -> list[str]:
     endpoints = sorted({e for s in sums for e in s["endpoints"]})
     start, end = report.run_start, report.run_end
     meta = [
-        f"{len(sums)} stages" if len(sums) > 1 else "",
+        f"{len(report.runs)} runs: " + ", ".join(r.label for r in report.runs) if report.compare
+        else f"{len(sums)} stages" if len(sums) > 1 else "",
         ", ".join(endpoints),
         f"started {format_time(start)[:19].replace('T', ' ')} UTC" if start is not None else "",
         f"wall time {duration(end - start)}" if start is not None and end is not None else "",
@@ -195,8 +217,10 @@ def _charts(report: Report) -> list[dict[str, Any]]:
     sums = report.summaries
     colors = figures.stage_colors(len(sums))
     sections: list[tuple[str, str, str, Any]] = []
-    if len(sums) > 1:
-        sections.append(("sweep", "Load sweep", "p50 and p99 latency and throughput per stage. Dashed red lines: SLOs.",
+    lo, hi = _pair_keys(report)
+    if any(run.count > 1 for run in report.runs):
+        sections.append(("sweep", "Load sweep", f"{lo} and {hi} latency and throughput per stage"
+                         + (", a line per run" if report.compare else "") + ". Dashed red lines: SLOs.",
                          figures.sweep_figure(report)))
     tl = report.timeline
     sections += [
@@ -211,13 +235,31 @@ def _charts(report: Report) -> list[dict[str, Any]]:
          + (f"; a uniform sample of {len(tl.times):,} of {tl.total:,} gaps" if tl.sampled else "")
          + ". Black: rolling median and p90.",
          figures.itl_figure(report, colors)),
+        ("turns", "TTFT by turn", f"{lo} and {hi} TTFT of each turn of multi-turn sessions: each turn resends the "
+         "conversation so far, which a prefix cache should answer without a climb.", turn_figure(report, colors)),
+        ("windows", "Over time, per window",
+         f"Per {report.window_s or 0:g} s window of completion time"
+         + (", each run from its own start" if report.compare else "") + f": throughput, errors, {lo} (solid) and "
+         f"{hi} (dotted) latencies. A drift shows as a slope.", window_figure(report, colors)),
     ]
     charts = []
     for anchor, title, explain, fig in sections:
         if fig is not None:
             div = figures.embed(fig, include_plotlyjs=not charts)  # the template inserts it unescaped
             charts.append({"anchor": anchor, "title": title, "explain": explain, "div": div})
+            if anchor == "turns":
+                charts[-1]["table"] = _turn_table(report)
+    charts += server_panel.html_charts(report, include_plotlyjs=not charts)  # the server's /metrics
     return charts
+
+
+def _turn_table(report: Report) -> dict[str, Any]:
+    """The numbers under the TTFT-by-turn chart (ms)."""
+    columns = stat_columns(report.summaries)
+    rows = [Row((f"{report.label(i)} · " if len(report.summaries) > 1 else "") + f"turn {turn_label(e)}",
+                [f"{e['count']:,}", *(_ms(e.get(c)) for c in columns)])
+            for i, s in enumerate(report.summaries) for e in s.get("ttft_by_turn") or []]
+    return {"heads": ["turn", "count", *columns], "rows": rows}
 
 
 def render_html(report: Report) -> str:
@@ -235,9 +277,12 @@ def render_html(report: Report) -> str:
         tiles=_tiles(report),
         chips=_chips(report),
         single=len(sums) == 1,
-        stat_columns=STAT_COLUMNS,
-        latency_rows=_stat_rows(sums[0]["metrics"], long_names=True) if len(sums) == 1 else [],
+        stat_columns=stat_columns(sums),
+        latency_rows=_stat_rows(sums[0]["metrics"], long_names=True, columns=stat_columns(sums))
+        if len(sums) == 1 else [],
         sweep_heads=[short for _, short, _ in shown_latencies(sums, SWEEP_LATENCIES)],
+        pair=_pair_keys(report),
+        tables=compare_tables(report) if report.compare else [],
         sweep_rows=_sweep_rows(report) if len(sums) > 1 else [],
         goodput=bool(report.slos),
         details=_details(report),

@@ -14,6 +14,7 @@ FOOTNOTE = "ITL here = per-chunk gap (vLLM's ITL); AIPerf/guidellm 'ITL' = our T
 # (summary key, short name, long name) of the latency metrics shown.
 LATENCIES: tuple[tuple[str, str, str], ...] = (
     ("ttft_s", "TTFT", "time to first token"),
+    ("ttfat_s", "TTFAT", "time to first answer token, after any reasoning"),
     ("connect_s", "Connect", "opening a connection (requests that opened one; count = how many)"),
     ("ttfb_s", "TTFB", "time to first byte (vLLM's TTFT)"),
     ("tpot_s", "TPOT", "time per output token"),
@@ -22,16 +23,44 @@ LATENCIES: tuple[tuple[str, str, str], ...] = (
     ("queue_s", "Queue", "due to sent"),
 )
 #: The latencies compared across the stages of a sweep.
-SWEEP_LATENCIES = ("ttft_s", "connect_s", "tpot_s", "itl_s", "e2e_s")
+SWEEP_LATENCIES = ("ttft_s", "ttfat_s", "connect_s", "tpot_s", "itl_s", "e2e_s")
+#: The latencies compared between runs (``streamrun report a.jsonl b.jsonl``).
+COMPARED_LATENCIES = ("ttft_s", "ttfat_s", "tpot_s", "itl_s", "e2e_s")
+#: The statistic columns of the default percentiles; :func:`stat_columns` gives those of a summary.
 STAT_COLUMNS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
+# Metrics shown only where some request has a value: records written before them have none.
+_ONLY_WITH_VALUES = ("ttfat_s",)
 
 
 def shown_latencies(summaries: list[dict[str, Any]], keys: tuple[str, ...] | None = None
                     ) -> list[tuple[str, str, str]]:
     """The LATENCIES (of ``keys``, when given) that every summary describes: a summary
-    written before a metric existed (``connect_s``) shows the others."""
+    written before a metric existed (``connect_s``) shows the others, and TTFAT shows
+    only where some request has one (records written before it have none)."""
     return [lat for lat in LATENCIES if (keys is None or lat[0] in keys)
-            and all(lat[0] in s.get("metrics", {}) for s in summaries)]
+            and all(lat[0] in s.get("metrics", {}) for s in summaries)
+            and (lat[0] not in _ONLY_WITH_VALUES or any(s["metrics"][lat[0]]["count"] for s in summaries))]
+
+
+def stat_columns(summaries: list[dict[str, Any]]) -> tuple[str, ...]:
+    """mean, the percentiles the summaries were made with (``--percentiles``), min, max:
+    read off a metric's keys, so a summary from a file shows what it holds."""
+    for s in summaries:
+        for d in s.get("metrics", {}).values():
+            return tuple(k for k in d if k not in ("count", "sampled"))
+    return STAT_COLUMNS
+
+
+def percentile_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The percentile keys among ``columns`` (``p50`` ... ``p99.9``)."""
+    return tuple(c for c in columns if c.startswith("p"))
+
+
+def pair_keys(columns: tuple[str, ...]) -> tuple[str, str]:
+    """The two percentiles of a compact view: p50 and p99 when chosen, else the
+    lowest and the highest chosen."""
+    qs = percentile_columns(columns) or ("p50", "p99")
+    return ("p50" if "p50" in qs else qs[0]), ("p99" if "p99" in qs else qs[-1])
 
 
 def stage_label(summary: dict[str, Any], position: int = 0) -> str:

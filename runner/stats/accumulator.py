@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Any
 
 from ..record import OK, REQUEST_METRICS, SUMMARY_METRICS, Metrics, Record, posix_time
-from .percentiles import SortedRuns, describe_sorted, empty_description
+from .percentiles import PERCENTILES, SortedRuns, describe_sorted, empty_description
 from .reservoir import Reservoir
+from .running import Running, finite
+from .turns import ttft_by_turn
+from .windows import WindowCounts, build_windows
 
 #: SLO names accepted by :meth:`StatsAccumulator.summary`, all in seconds.
 SLO_KEYS: tuple[str, ...] = ("ttft", "tpot", "e2e", "itl")
@@ -51,56 +53,7 @@ def format_time(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
 
 
-def _num(value: Any) -> float | None:
-    """A finite number, else None: ``usage`` is kept as the server sent it,
-    and a string or a NaN must not poison a sum."""
-    t = type(value)
-    if t is float:
-        return value if value - value == 0.0 else None  # inf - inf and nan are nan
-    if t is int:
-        return float(value)
-    return None
-
-
-class _Running:
-    """count / sum / min / max seen so far, kept exactly even once the values
-    themselves are only sampled (Neumaier-compensated sum)."""
-
-    __slots__ = ("count", "_sum", "_comp", "min", "max")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._sum = 0.0
-        self._comp = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-
-    def add(self, x: float) -> None:
-        self.count += 1
-        t = self._sum + x
-        if abs(self._sum) >= abs(x):
-            self._comp += (self._sum - t) + x
-        else:
-            self._comp += (x - t) + self._sum
-        self._sum = t
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
-
-    def add_many(self, xs: Sequence[float]) -> None:
-        """Fold in a batch at C speed (one exactly rounded sum per batch)."""
-        if not xs:
-            return
-        self.count += len(xs) - 1
-        lo, hi = min(xs), max(xs)
-        self.add(math.fsum(xs))
-        self.min = min(self.min, lo)
-        self.max = max(self.max, hi)
-
-    @property
-    def mean(self) -> float | None:
-        return (self._sum + self._comp) / self.count if self.count else None
+_num = finite  # the name this module has always used
 
 
 def validate_slos(slos: dict[str, float] | None) -> dict[str, float]:
@@ -116,6 +69,19 @@ def validate_slos(slos: dict[str, float] | None) -> dict[str, float]:
     return out
 
 
+def validate_percentiles(percentiles: Any) -> tuple[float, ...]:
+    """Percentiles as a tuple of numbers strictly between 0 and 100 (min and
+    max are always described), ascending and without repeats."""
+    out = set()
+    for q in percentiles:
+        v = _num(q)
+        if v is None or not 0 < v < 100:
+            raise ValueError(f"a percentile must be a number between 0 and 100 (exclusive), got {q!r}")
+        out.add(int(v) if v.is_integer() else v)
+    if not out:
+        raise ValueError("at least one percentile is needed")
+    return tuple(sorted(out))
+
 
 @dataclass
 class StatsAccumulator:
@@ -123,18 +89,25 @@ class StatsAccumulator:
 
     Only successful, non-warm-up requests feed the latency metrics (the
     reference's "over the requests that succeeded"); warm-up records are
-    counted and otherwise ignored, errors are counted by type.
+    counted and otherwise ignored, errors are counted by type. A session
+    (a record with ``turns``) is one record in the counts, and each of its
+    turns that succeeded is one request in the latency statistics and the
+    token sums: a turn is what the server answered.
 
     Per-request metrics are stored as aligned columns (one row per ok
     request, NaN where a value is missing) because goodput needs a request's
     TTFT, TPOT, E2E and max ITL together, for SLOs that are only known when
     :meth:`summary` is called. Rows and pooled ITL gaps each switch to a
-    reservoir sample past ``max_exact``.
+    reservoir sample past ``max_exact``. With ``window_s`` a row also keeps
+    its completion time (statistics per window, :mod:`.windows`); a session's
+    turn keeps its index (TTFT by turn, :mod:`.turns`).
     """
 
     stage: dict[str, Any] | None = None
     max_exact: int = DEFAULT_MAX_EXACT
     seed: int = 0
+    percentiles: tuple[float, ...] = PERCENTILES
+    window_s: float | None = None
 
     total: int = 0
     ok: int = 0
@@ -142,6 +115,7 @@ class StatsAccumulator:
     retried: int = 0
     cached: int = 0  # answered from --cache: ok, but no latency or tokens
     warmup: int = 0
+    turns: int = 0  # turns of sessions fed as requests
     connections_opened: int = 0  # records whose request opened a connection (metrics.connect_s set)
     errors_by_type: dict[str, int] = field(default_factory=dict)
     error_messages: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, message) -> count
@@ -156,12 +130,18 @@ class StatsAccumulator:
     endpoints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.percentiles = validate_percentiles(self.percentiles)
         self._cols: dict[str, array] = {name: array("d") for name in (*REQUEST_METRICS, "itl_max")}
         self._itl = array("d")
         self._itl_sorted = False
         self._rows = Reservoir(self.max_exact, self.seed)
         self._itl_res = Reservoir(self.max_exact, self.seed + 1)
-        self._running: dict[str, _Running] = {name: _Running() for name in SUMMARY_METRICS}
+        self._running: dict[str, Running] = {name: Running() for name in SUMMARY_METRICS}
+        self._windows = WindowCounts(self.window_s) if self.window_s is not None else None
+        self._itl_done: array | None = None  # with windows: the completion time of each stored gap
+        if self._windows is not None:
+            self._cols["done"] = array("d")
+            self._itl_done = array("d")
         # The same objects in row order, for the per-record hot path.
         self._col_list = list(self._cols.values())
         self._running_list = [self._running[name] for name in REQUEST_METRICS]
@@ -179,14 +159,24 @@ class StatsAccumulator:
             self.ok += 1
             self.cached += 1
             return
-        if record.attempts > 1:
-            self.retried += 1
         metrics = record.metrics
-        if metrics.connect_s is not None:
-            self.connections_opened += 1
+        turns = record.turns
+        if turns:  # a session's attempts add up its turns': retried means a turn was
+            self.retried += any(t.attempts > 1 for t in turns)
+            self.connections_opened += sum(t.metrics.connect_s is not None for t in turns)
+        else:
+            self.retried += record.attempts > 1
+            self.connections_opened += metrics.connect_s is not None
         self._track_span(metrics)
         _remember(self.models, record.model)
         _remember(self.endpoints, record.endpoint)
+        if turns:  # a session: each turn that succeeded is a request
+            for turn in turns:
+                if turn.error is None:
+                    self._track_span(turn.metrics)
+                    self._add_tokens(turn.usage, turn.metrics)
+                    self._add_metrics(turn.metrics, turn.index)
+                    self.turns += 1
         if record.status != OK:
             self.error += 1
             err = record.error
@@ -195,10 +185,15 @@ class StatsAccumulator:
             key = (etype, ((err.message if err is not None else None) or "")[:_MESSAGE_CHARS])
             if key in self.error_messages or len(self.error_messages) < _MAX_MESSAGES:
                 self.error_messages[key] = self.error_messages.get(key, 0) + 1
+            if self._windows is not None:
+                start = posix_time(metrics.started_at)
+                if start is not None:
+                    self._windows.add(start, start + (metrics.e2e_s or 0.0), False, None)
             return
         self.ok += 1
-        self._add_tokens(record.usage, metrics)
-        self._add_metrics(metrics)
+        if not turns:
+            self._add_tokens(record.usage, metrics)
+            self._add_metrics(metrics)
 
     def _track_span(self, metrics: Metrics) -> None:
         start = posix_time(metrics.started_at)
@@ -213,6 +208,9 @@ class StatsAccumulator:
     def _add_tokens(self, usage: dict | None, metrics: Metrics) -> None:
         if metrics.output_tokens is not None:
             self.output_tokens += metrics.output_tokens
+        reasoning = metrics.reasoning_tokens  # the record's own count (any API), else usage's details below
+        if reasoning is not None:
+            self.reasoning_tokens += reasoning
         if usage is None:
             return
         prompt = _num(usage.get("prompt_tokens")) or 0
@@ -222,13 +220,24 @@ class StatsAccumulator:
         total = _num(usage.get("total_tokens"))
         self.total_tokens += int(total if total is not None else prompt + completion)
         details = usage.get("completion_tokens_details")
-        if isinstance(details, dict):
+        if reasoning is None and isinstance(details, dict):
             self.reasoning_tokens += int(_num(details.get("reasoning_tokens")) or 0)
 
-    def _add_metrics(self, metrics: Metrics) -> None:
+    def _add_metrics(self, metrics: Metrics, turn: int | None = None) -> None:
         gaps = metrics.itl_s
         row = [_NAN if v is None else v for v in _request_values(metrics)]
         row.append(max(gaps) if gaps else _NAN)
+        done = _NAN
+        if self._windows is not None:
+            start = posix_time(metrics.started_at)
+            if start is not None:
+                done = start + (metrics.e2e_s or 0.0)
+                self._windows.add(start, done, True, metrics.output_tokens)
+            row.append(done)
+        if turn is not None and "turn" not in self._cols:
+            self._add_column("turn")
+        if "turn" in self._cols:
+            row.append(_NAN if turn is None else float(turn))
         rows = self._rows
         if rows.seen >= rows.capacity:  # this row is not stored for sure
             self._start_running("rows")
@@ -249,12 +258,22 @@ class StatsAccumulator:
                 self._start_running("itl")
                 self._running["itl_s"].add_many(gaps)
             n_append, replace = res.offer(len(gaps))
+            itl, itl_done = self._itl, self._itl_done
             if n_append:
-                self._itl.extend(gaps[:n_append])
-            itl = self._itl
+                itl.extend(gaps[:n_append])
+                if itl_done is not None:
+                    itl_done.extend([done] * n_append)
             for i, slot in replace:
                 itl[slot] = gaps[i]
+                if itl_done is not None:
+                    itl_done[slot] = done
             self._itl_sorted = False
+
+    def _add_column(self, name: str) -> None:
+        """A column that starts mid-run (the first session's turn index):
+        NaN for the rows stored before it, so rows stay aligned."""
+        self._cols[name] = array("d", [_NAN]) * len(self._cols["e2e_s"])
+        self._col_list = list(self._cols.values())
 
     def _start_running(self, which: str) -> None:
         """Exact count/sum/min/max are only needed once values get sampled
@@ -278,8 +297,11 @@ class StatsAccumulator:
     def sorted_values(self, metric: str) -> SortedRuns:
         """The stored values of ``metric`` (all of them, or the sample), as an
         ascending sequence. Costs one 8-byte copy per value, except for ITL
-        whose pool is sorted in place (its order carries no meaning)."""
+        whose pool is sorted in place (its order carries no meaning, except
+        with windows, where each gap's completion time sits beside it)."""
         if metric == "itl_s":
+            if self._itl_done is not None:
+                return SortedRuns.sort_in_place(array("d", self._itl))
             if not self._itl_sorted:
                 runs = SortedRuns.sort_in_place(self._itl)
                 self._itl_sorted = True
@@ -296,13 +318,13 @@ class StatsAccumulator:
         values = self.sorted_values(metric)
         running = self._running[metric]
         if not values:
-            out = empty_description()
+            out = empty_description(self.percentiles)
         elif self.sampled(metric):
-            out = describe_sorted(values, running.mean or 0.0)
+            out = describe_sorted(values, running.mean or 0.0, self.percentiles)
             out.update(count=running.count, min=running.min, max=running.max)
         else:
             col = self._itl if metric == "itl_s" else self._cols[metric]
-            out = describe_sorted(values, math.fsum(v for v in col if v == v) / len(values))
+            out = describe_sorted(values, math.fsum(v for v in col if v == v) / len(values), self.percentiles)
         out["sampled"] = self.sampled(metric)
         return out
 
@@ -318,7 +340,8 @@ class StatsAccumulator:
 
         A request with no TPOT (one output token) or no ITL gap passes those
         SLOs, as in vLLM (which counts its TPOT as 0); a missing TTFT or E2E
-        fails. From a sample, the count is scaled up to all ok requests.
+        fails. From a sample, the count is scaled up to all ok requests. A
+        session's turns are requests here, as in the latency statistics.
         """
         slos = validate_slos(slos)
         cols = {"ttft": self._cols["ttft_s"], "tpot": self._cols["tpot_s"],
@@ -338,8 +361,21 @@ class StatsAccumulator:
             else:
                 good += 1
         if self._rows.sampled and n_rows:
-            return round(good * self.ok / n_rows)
+            return round(good * self._rows.seen / n_rows)
         return good
+
+    def ttft_by_turn(self) -> list[dict[str, Any]] | None:
+        """TTFT percentiles per turn index (:mod:`.turns`); None without sessions."""
+        if "turn" not in self._cols:
+            return None
+        return ttft_by_turn(self._cols["turn"], self._cols["ttft_s"], self.percentiles)
+
+    def windows(self) -> tuple[float | None, list[dict[str, Any]] | None]:
+        """``(window_s, windows)`` (:mod:`.windows`); ``(None, None)`` without ``window_s``."""
+        if self._windows is None or self._itl_done is None:
+            return None, None
+        return build_windows(self._windows, self.first_start, self.last_end, self._cols["done"], self._cols,
+                             self._itl, self._itl_done, self.percentiles)
 
     def summary(self, slos: dict[str, float] | None = None) -> dict[str, Any]:
         """The stage's summary (schema in docs/REPORT.md)."""
@@ -351,6 +387,7 @@ class StatsAccumulator:
             return x / duration if rate_ok else None  # type: ignore[operator]
 
         good = self.good_requests(slos) if slos else None
+        window_s, windows = self.windows()  # before describe(): that may sort the ITL pool
         metrics = {name: self.describe(name) for name in SUMMARY_METRICS}
         return {
             "stage": self.stage,
@@ -364,6 +401,7 @@ class StatsAccumulator:
                 "retried": self.retried,
                 "cached": self.cached,
                 "warmup": self.warmup,
+                "turns": self.turns,
                 "connections_opened": self.connections_opened,
             },
             "started_at": format_time(self.first_start),
@@ -386,6 +424,9 @@ class StatsAccumulator:
             "endpoints": list(self.endpoints),
             "sampled": any(m["sampled"] for m in metrics.values()),
             "metrics": metrics,
+            "ttft_by_turn": self.ttft_by_turn(),
+            "window_s": window_s,
+            "windows": windows,
         }
 
 

@@ -20,7 +20,8 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
+#: The percentiles a summary describes unless told otherwise (``--percentiles``).
+PERCENTILES: tuple[float, ...] = (50, 90, 95, 99)
 
 # Values sorted per chunk: bounds the transient list of Python floats that
 # sorted() builds to ~1 MiB; a million values make 31 runs to bisect.
@@ -55,27 +56,43 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return _lerp(a, b, virtual - lo)
 
 
-def empty_description() -> dict[str, Any]:
-    return {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "min": None, "max": None}
+def percentile_key(q: float) -> str:
+    """The summary key of the ``q``-th percentile: ``p50``, ``p99.9``.
+
+    Whole numbers drop their ``.0`` so the default keys stay ``p50`` ...
+    ``p99`` (the schema scripts already read); others keep Python's shortest
+    round-trip spelling, so ``99.9`` is ``p99.9`` and never ``p99.90000001``.
+    """
+    q = float(q)
+    return f"p{int(q)}" if q.is_integer() else f"p{q!r}"
 
 
-def describe_sorted(values: Sequence[float], mean: float) -> dict[str, Any]:
+def empty_description(percentiles: Sequence[float] = PERCENTILES) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": 0, "mean": None}
+    out.update((percentile_key(q), None) for q in percentiles)
+    out.update(min=None, max=None)
+    return out
+
+
+def describe_sorted(values: Sequence[float], mean: float, percentiles: Sequence[float] = PERCENTILES
+                    ) -> dict[str, Any]:
     out: dict[str, Any] = {"count": len(values), "mean": mean}
-    for q in PERCENTILES:
-        out[f"p{q}"] = percentile(values, q)
+    for q in percentiles:
+        out[percentile_key(q)] = percentile(values, q)
     out["min"] = float(values[0])
     out["max"] = float(values[-1])
     return out
 
 
-def describe(values: Iterable[float | None]) -> dict[str, Any]:
-    """count, mean, p50, p90, p95, p99, min, max of ``values`` (any order;
-    None and NaN are ignored). Every statistic is None when nothing is left."""
+def describe(values: Iterable[float | None], percentiles: Sequence[float] = PERCENTILES) -> dict[str, Any]:
+    """count, mean, the ``percentiles`` (p50, p90, p95, p99 by default), min,
+    max of ``values`` (any order; None and NaN are ignored). Every statistic
+    is None when nothing is left."""
     arr = array("d", (v for v in values if v is not None and v == v))
     if not arr:
-        return empty_description()
+        return empty_description(percentiles)
     runs = SortedRuns.sort_in_place(arr)
-    return describe_sorted(runs, math.fsum(arr) / len(arr))
+    return describe_sorted(runs, math.fsum(arr) / len(arr), percentiles)
 
 
 class SortedRuns(Sequence[float]):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..record import Record
-from .accumulator import DEFAULT_MAX_EXACT, StatsAccumulator, validate_slos
+from .accumulator import DEFAULT_MAX_EXACT, StatsAccumulator, validate_percentiles, validate_slos
+from .percentiles import PERCENTILES
 
 
 def stage_key(stage: Any) -> Any:
@@ -27,6 +28,8 @@ def accumulate_by_stage(
     max_exact: int = DEFAULT_MAX_EXACT,
     seed: int = 0,
     observe: Callable[[Record, int], None] | None = None,
+    percentiles: Sequence[float] = PERCENTILES,
+    window_s: float | None = None,
 ) -> list[StatsAccumulator]:
     """One accumulator per stage, in the order stages are first seen.
 
@@ -42,7 +45,8 @@ def accumulate_by_stage(
         acc = stages.get(key)
         if acc is None:
             info = dict(raw) if isinstance(raw, dict) else None
-            acc = stages[key] = StatsAccumulator(stage=info, max_exact=max_exact, seed=seed)
+            acc = stages[key] = StatsAccumulator(stage=info, max_exact=max_exact, seed=seed,
+                                                 percentiles=tuple(percentiles), window_s=window_s)
             positions[key] = len(positions)
         acc.add(record)
         if observe is not None:
@@ -56,7 +60,11 @@ def summarize_by_stage(
     *,
     max_exact: int = DEFAULT_MAX_EXACT,
     seed: int = 0,
+    percentiles: Sequence[float] = PERCENTILES,
+    window_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """:meth:`StatsAccumulator.summary` per stage, in first-seen order."""
     slos = validate_slos(slos)  # fail before reading a million lines
-    return [acc.summary(slos) for acc in accumulate_by_stage(records, max_exact=max_exact, seed=seed)]
+    percentiles = validate_percentiles(percentiles)
+    return [acc.summary(slos) for acc in accumulate_by_stage(records, max_exact=max_exact, seed=seed,
+                                                             percentiles=percentiles, window_s=window_s)]

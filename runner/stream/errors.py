@@ -118,6 +118,17 @@ class InvalidOutput(RequestError):
     retryable = True
 
 
+class UnwantedFinish(RequestError):
+    """A reply that ended for a reason the run asked to retry (`--retry-finish-reason length,content_filter`).
+
+    After the last attempt the record is an error of this type with the text
+    kept, so `--resume --retry-failed` tries it again later.
+    """
+
+    type = "unwanted_finish_reason"
+    retryable = True
+
+
 class InvalidInput(RequestError):
     """A line that could not become a request; it is answered without sending anything."""
 

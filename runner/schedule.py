@@ -1,0 +1,100 @@
+"""When each request is due: arrival gaps, ramp-ups, trace replay, and the rates of a sweep.
+
+Why a module: the engine's producer only sleeps until the next due time;
+what that time is (a Poisson process, a ramp, a trace's timestamps, a rate
+the sweep chose) is arithmetic that tests can check without a clock.  Every
+schedule is absolute (offsets from the stage's start), so a late wake-up
+never shifts the arrivals after it: the lag shows up as `queue_s`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator
+
+LINEAR = "linear"
+EXPONENTIAL = "exponential"
+
+
+def arrival_gaps(rate: float | None, burstiness: float, rng: random.Random) -> Iterator[float]:
+    """Gaps between arrivals: exponential (Poisson process) or gamma with shape=burstiness.
+
+    Same convention as vLLM's benchmark_serving: mean gap 1/rate whatever the
+    burstiness; burstiness < 1 is burstier, > 1 more regular.
+    """
+    if rate is None or math.isinf(rate) or rate <= 0:
+        while True:
+            yield 0.0
+    theta = 1.0 / (rate * burstiness)
+    while True:
+        yield rng.gammavariate(burstiness, theta)
+
+
+def ramped(start: float, target: float, elapsed: float, duration: float, kind: str) -> float:
+    """The value a ramp has reached `elapsed` seconds in: `start` at 0, `target` from `duration` on.
+
+    linear: evenly; exponential: by the same factor each second (vLLM's
+    `--ramp-up-strategy`), which spends longer at the low end.
+    """
+    if elapsed >= duration or start == target:
+        return target
+    share = max(0.0, elapsed) / duration
+    if kind == EXPONENTIAL:
+        return start * (target / start) ** share
+    return start + (target - start) * share
+
+
+def ramped_gaps(target: float, start: float, duration: float, kind: str, burstiness: float,
+                rng: random.Random) -> Iterator[float]:
+    """Arrival gaps whose rate rises from `start` to `target` req/s over `duration`, then holds.
+
+    Each gap is drawn at the rate reached at the schedule's own time (not
+    the wall clock), so the same seed gives the same arrivals.
+    """
+    elapsed = 0.0
+    while True:
+        rate = ramped(start, target, elapsed, duration, kind)
+        gap = rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        elapsed += gap
+        yield gap
+
+
+def worker_start_offsets(concurrency: int, start: float, duration: float, kind: str) -> list[float]:
+    """When each of `concurrency` workers joins, for a concurrency that ramps from `start` to the cap.
+
+    Worker i (0-based) starts once the ramp reaches i + 1; the first
+    `start` workers start at once.
+    """
+    start = max(1.0, min(start, concurrency))
+    offsets = []
+    for i in range(concurrency):
+        level = i + 1
+        if level <= start or concurrency == start:
+            offsets.append(0.0)
+        elif kind == EXPONENTIAL:
+            offsets.append(duration * math.log(level / start) / math.log(concurrency / start))
+        else:
+            offsets.append(duration * (level - start) / (concurrency - start))
+    return offsets
+
+
+def replay_offset(timestamp_ms: float | None, previous: float, speed: float) -> float:
+    """A trace line's send time, seconds from the replay's start; a line without one goes with the previous."""
+    if timestamp_ms is None:
+        return previous
+    return timestamp_ms / 1000.0 / speed
+
+
+def sweep_rates(synchronous: float, maximum: float, points: int) -> list[float]:
+    """The constant rates a sweep runs: `points` rates evenly between the measured ends, both excluded.
+
+    As guidellm's sweep: the synchronous rate (one request at a time) and the
+    maximum throughput bound the useful range; the rates between them show
+    where latency starts to climb (the knee).
+    """
+    if not (synchronous > 0 and maximum > 0):
+        return []
+    low, high = min(synchronous, maximum), max(synchronous, maximum)
+    step = (high - low) / (points + 1)
+    return [round(low + step * i, 6) for i in range(1, points + 1)]

@@ -1,0 +1,135 @@
+"""`streamrun synth --from-trace`: a Mooncake-style trace turned into prompt lines.
+
+A Mooncake trace line is ``{"timestamp": ms, "input_length": L,
+"output_length": O, "hash_ids": [b0, b1, ...]}``: the prompt is cut in
+blocks of 512 tokens and each block is named by the hash of everything up
+to its end, so two requests that share ``b0..bk`` share their first k+1
+blocks of text.  The trace keeps only the ids, never the text; this module
+makes text back: block b's text is random words seeded by (seed, b), so
+requests that shared a prefix in production share it here and a server's
+prefix cache sees the same hits.  The last block holds the remainder
+``L - 512*(len(hash_ids)-1)`` and is the first tokens of that block's text.
+
+A bad line is reported as ``FILE:LINE: why`` and skipped; the others are
+still written, and the caller exits non-zero at the end (see synth_cli).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .synth import Shortfall, custom_id, default_id_prefix, exact_text, finish_line
+from .tokenizer import TextTokenizer
+
+#: Tokens per hash block in Mooncake traces.
+BLOCK_TOKENS = 512
+
+#: Block texts kept in memory; a big trace has more distinct blocks than are
+#: worth holding, and any block's text can be made again from (seed, id).
+BLOCK_CACHE = 4096
+
+
+class TraceLineError(ValueError):
+    """One unusable trace line; the message says why, without file or line."""
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """One trace line, checked."""
+
+    line: int
+    timestamp: int | float
+    input_length: int
+    output_length: int
+    hash_ids: tuple[int, ...]
+
+
+def _int(obj: dict, key: str, low: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or value < low:
+        raise TraceLineError(f"{key} must be an integer >= {low}, got {orjson.dumps(value).decode()}")
+    return value
+
+
+def parse_trace_line(raw: bytes, line: int, block_tokens: int = BLOCK_TOKENS) -> TraceRequest:
+    """A trace line as a TraceRequest, or TraceLineError."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise TraceLineError(f"not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise TraceLineError("not a JSON object")
+    stamp = obj.get("timestamp")
+    if type(stamp) not in (int, float) or not math.isfinite(stamp) or stamp < 0:
+        raise TraceLineError(f"timestamp must be a number of milliseconds >= 0, got {orjson.dumps(stamp).decode()}")
+    input_length = _int(obj, "input_length", 1)
+    output_length = _int(obj, "output_length", 1)
+    ids = obj.get("hash_ids")
+    if not isinstance(ids, list) or not all(type(b) is int for b in ids):
+        raise TraceLineError("hash_ids must be a list of integers")
+    blocks = -(-input_length // block_tokens)
+    if len(ids) != blocks:
+        raise TraceLineError(f"input_length {input_length} spans {blocks} blocks of {block_tokens} tokens "
+                             f"but hash_ids has {len(ids)}")
+    return TraceRequest(line, stamp, input_length, output_length, tuple(ids))
+
+
+def read_trace(path: str, on_error: Callable[[str], None],
+               block_tokens: int = BLOCK_TOKENS) -> Iterator[TraceRequest]:
+    """The good lines of the trace at ``path``; each bad one goes to ``on_error``
+    as ``PATH:LINE: why`` and is skipped.  Blank lines are ignored."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM from Windows tools
+            if not raw.strip():
+                continue
+            try:
+                yield parse_trace_line(raw, number, block_tokens)
+            except TraceLineError as exc:
+                on_error(f"{path}:{number}: {exc}")
+
+
+class BlockTexts:
+    """Text of each hash block, deterministic in (seed, block id).  Every block
+    starts with a space so blocks join at a word boundary and count the same
+    alone as in a prompt; a partial block is the first tokens of the full one."""
+
+    def __init__(self, tok: TextTokenizer, seed: int, block_tokens: int = BLOCK_TOKENS) -> None:
+        self.tok, self.seed, self.block_tokens = tok, seed, block_tokens
+        self.text = functools.lru_cache(maxsize=BLOCK_CACHE)(self._make)
+
+    def _make(self, block: int, tokens: int) -> str:
+        return exact_text(self.tok, random.Random(f"{self.seed}:block:{block}"), tokens, lead=" ")[0]
+
+    def prompt(self, req: TraceRequest) -> str:
+        last = req.input_length - self.block_tokens * (len(req.hash_ids) - 1)
+        sizes = [self.block_tokens] * (len(req.hash_ids) - 1) + [last]
+        return "".join(self.text(block, size) for block, size in zip(req.hash_ids, sizes))
+
+
+def trace_lines(path: str, tok: TextTokenizer, *, on_error: Callable[[str], None], seed: int = 0,
+                id_prefix: str | None = None, limit: int | None = None, ignore_eos: bool = False,
+                model: str | None = None, block_tokens: int = BLOCK_TOKENS,
+                shortfall: Shortfall | None = None) -> Iterator[dict[str, Any]]:
+    """One input line per good trace line (at most ``limit``), in trace order:
+    ``timestamp`` kept, the prompt ``input_length`` tokens long, ``max_tokens``
+    the ``output_length``.  Ids are ``<prefix>-<trace line number>``."""
+    blocks = BlockTexts(tok, seed, block_tokens)
+    prefix = id_prefix if id_prefix is not None else default_id_prefix(seed, "trace")
+    shortfall = shortfall if shortfall is not None else Shortfall()
+    for n, req in enumerate(read_trace(path, on_error, block_tokens)):
+        if limit is not None and n >= limit:
+            return
+        text = blocks.prompt(req)
+        shortfall.note(tok.count(text), req.input_length)
+        line = {"custom_id": custom_id(prefix, req.line), "timestamp": req.timestamp,
+                "messages": [{"role": "user", "content": text}], "max_tokens": req.output_length}
+        yield finish_line(line, ignore_eos=ignore_eos, model=model)

@@ -1,0 +1,10 @@
+"""streamrun's Python API: `import streamrun`, then `streamrun.run(...)` or `async for r in streamrun.stream(...)`.
+
+The implementation lives in the `runner` package (runner/api.py); this name
+is the one users import.  See README.md, "Python API".
+"""
+
+from runner.api import Record, RunConfig, arun, config, run, stream
+from runner.errors import RunError, UsageError
+
+__all__ = ["run", "arun", "stream", "config", "RunConfig", "Record", "RunError", "UsageError"]
