@@ -36,6 +36,7 @@ bench: $(VENV)/.bench
 
 bench-accuracy: $(VENV)/.bench
 	$(PY) bench/accuracy.py
+	$(PY) bench/replay.py
 
 # Not part of `make test`: real OpenAI-compatible servers from PyPI, installed
 # into .interop/ (cached) and run on 127.0.0.1; see interop/README.md.

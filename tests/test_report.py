@@ -150,7 +150,7 @@ def test_json_to_stdout_follows_the_schema(results: Path) -> None:
     r = invoke(results, "--slo", "ttft=0.35", "--slo", "tpot=50ms", "--json")
     assert r.exit_code == 0, r.output
     doc = orjson.loads(r.stdout)  # only JSON on stdout: no table mixed in
-    assert list(doc) == ["schema", "generated_at", "inputs", "slos", "stages"]
+    assert list(doc) == ["schema", "generated_at", "inputs", "slos", "stages", "sweep"]  # two stages: a sweep
     assert doc["schema"] == SCHEMA == "streamrun.report/1"
     assert datetime.fromisoformat(doc["generated_at"]).tzinfo is not None
     assert doc["inputs"] == [{"path": str(results), "records": 5, "skipped_lines": 1}]
@@ -280,8 +280,8 @@ def test_html_is_one_self_contained_file(results: Path, tmp_path: Path) -> None:
     assert html.count("plotly.js v") >= 1 and len(html) > 1_000_000
     assert not re.search(r"<script[^>]+src=", html)
     assert not re.search(r"<link[^>]+href=", html)
-    # one chart div per figure: sweep, TTFT, E2E, TPOT, ITL over time
-    assert len(re.findall(r'<div id="[^"]+" class="plotly-graph-div"', html)) == 5
+    # one chart div per figure: sweep, latency against throughput, TTFT, E2E, TPOT, ITL over time
+    assert len(re.findall(r'<div id="[^"]+" class="plotly-graph-div"', html)) == 6
     for section in ("Load sweep", "Time to first token", "End-to-end latency", "Time per output token",
                     "Inter-chunk gaps over time"):
         assert section in html

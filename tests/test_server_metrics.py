@@ -359,3 +359,38 @@ def test_the_report_takes_a_named_side_file_and_has_no_panel_without_one(tmp_pat
     assert 'id="server"' not in (tmp_path / "a.html").read_text()
     named = CliRunner().invoke(report_command, [str(res), "--server-metrics", str(moved)], catch_exceptions=False)
     assert named.exit_code == 0 and "Server metrics (elsewhere.jsonl: 15 scrapes" in named.output
+
+
+def test_the_report_json_carries_the_server_figures_only_when_a_side_file_was_read(tmp_path):
+    from runner.report import report_command
+
+    res = write_run(tmp_path)
+    out = CliRunner().invoke(report_command, [str(res), "--json"], catch_exceptions=False)
+    doc = orjson.loads(out.stdout)["server_metrics"]
+    assert (doc["files"], doc["scrapes"], doc["failures"]) == ([str(tmp_path / "bench.server_metrics.jsonl")], 15, 1)
+    assert doc["servers"] == ["http://gpu:8000/metrics"]
+    gauges = {g["name"]: g for g in doc["gauges"]}
+    waiting = gauges["vllm:num_requests_waiting"]
+    assert (waiting["kind"], waiting["max"]) == ("waiting", 5.0)
+    assert [(s["stage"], s["mean"], s["max"]) for s in waiting["stages"]] == [("c=1", 1.0, 1.0), ("c=4", 5.0, 5.0)]
+    kv = next(g for g in doc["gauges"] if g["kind"] == "kv_cache")
+    assert (kv["mean"], kv["max"]) == (0.25, 0.25)  # a fraction, as the server reports it
+    (tmp_path / "bench.server_metrics.jsonl").unlink()
+    plain = CliRunner().invoke(report_command, [str(res), "--json"], catch_exceptions=False)
+    assert "server_metrics" not in orjson.loads(plain.stdout)
+
+
+def test_in_a_comparison_the_server_table_names_stages_with_their_run(tmp_path):
+    from runner.report import report_command
+
+    runs = []
+    for name in ("a", "b"):  # both bench.jsonl: told apart by their folders
+        (tmp_path / name).mkdir()
+        runs.append(write_run(tmp_path / name))
+    out = CliRunner().invoke(report_command, [*map(str, runs)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if "vllm:num_requests_waiting" in x)
+    assert "a/bench · c=1: 1 / 1" in line and "b/bench · c=4: 5 / 5" in line
+    doc = orjson.loads(CliRunner().invoke(report_command, [*map(str, runs), "--json"]).stdout)
+    stages = doc["server_metrics"]["gauges"][0]["stages"]
+    assert [s["stage"] for s in stages] == ["a/bench · c=1", "a/bench · c=4", "b/bench · c=1", "b/bench · c=4"]

@@ -8,13 +8,14 @@ The package follows the data, one module a step::
     build     records → Report: per-stage statistics, ITL timeline (one pass; a run after another)
     labels    the names every output shares (metrics, stages, sweep axis, percentile columns)
     compare   runs against the first run: the differences every output shows
+    knee      a sweep's load order and its knee (latency against throughput), for every output
     grids     a table as rows of strings, drawn by rich or written as Markdown
     terminal  Report → tables of a run      (rich, imported when drawing)
     compare_tables  Report → tables of runs side by side, a column per run
     document  Report → JSON, schema streamrun.report/1
     csvout    Report → CSV, a row per run, stage and metric
     figures   Report → plotly figures       (plotly, imported when drawing)
-    figures_windows / figures_turns   the per-window curves, TTFT by turn
+    figures_windows / figures_turns / figures_knee   the per-window curves, TTFT by turn, latency vs req/s
     html      Report → one page, template.html.j2 (jinja2, autoescaped); html_compare its comparison parts
     command   the click command wiring them
 

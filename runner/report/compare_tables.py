@@ -18,6 +18,7 @@ from runner.stats import stage_key
 from .build import Report
 from .compare import compared_stats, difference
 from .grids import Grid
+from .knee import knee_line
 from .labels import COMPARED_LATENCIES, FOOTNOTE, shown_latencies, stage_label
 from .terminal import notes, turn_grid, window_grid
 
@@ -117,9 +118,10 @@ def comparison_grids(report: Report) -> tuple[list[Grid], list[str]]:
     windows, window_notes = window_grid(report.summaries, names, "run")
     grids += [g for g in (turns, windows) if g is not None]
     first = report.runs[0].label
+    knees = [line for run in report.runs if (line := knee_line(report.run_summaries(run), f"{run.label}: "))]
     lines = ["runs: " + "; ".join(f"{r.label} = {', '.join(r.paths)}" for r in report.runs),
              f"in brackets: the difference from the first run, {first} (absolute, then %)",
-             *notes(report.summaries, names), *window_notes]
+             *knees, *notes(report.summaries, names), *window_notes]
     if report.slos:
         lines.append("goodput SLOs: " + ", ".join(f"{k}<={v * 1000:g}ms" for k, v in report.slos.items()))
     return grids, [*lines, FOOTNOTE]

@@ -4,7 +4,9 @@ The schema is a contract with scripts and dashboards (docs/REPORT.md): it is
 assembled here only, from the :class:`~runner.report.build.Report`, so no
 other output can change it by accident. A comparison of runs has ``runs``
 (each with its stages and its differences from the first run) where a
-single run has ``stages``.
+single run has ``stages``. A sweep's load order and knee (:mod:`.knee`) are
+under ``sweep``; the server's gauges, when a side file was read, under
+``server_metrics``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import orjson
 
 from .build import Report
 from .compare import comparison
+from .knee import sweep_section
+from .server import server_document
 
 SCHEMA = "streamrun.report/1"
 
@@ -29,12 +33,20 @@ def report_document(report: Report) -> dict[str, Any]:
         "inputs": [i.as_dict() for i in report.inputs],
         "slos": dict(report.slos),
     }
+    # A sweep's "sweep" (load order, knee) only where a run has several stages: one stage reads as before.
     if not report.compare:
         doc["stages"] = report.summaries
-        return doc
-    diffs = comparison(report)
-    doc["runs"] = [{"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run),
-                    "vs_first": diff} for run, diff in zip(report.runs, diffs)]
+        if len(report.summaries) > 1:
+            doc["sweep"] = sweep_section(report.summaries)
+    else:
+        doc["runs"] = []
+        for run, diff in zip(report.runs, comparison(report)):
+            entry = {"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run)}
+            if run.count > 1:
+                entry["sweep"] = sweep_section(report.run_summaries(run))
+            doc["runs"].append({**entry, "vs_first": diff})
+    if report.server is not None:  # only when a side file was read: scripts test for the key
+        doc["server_metrics"] = server_document(report.server, report)
     return doc
 
 

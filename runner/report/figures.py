@@ -19,6 +19,7 @@ from typing import Any
 from runner.stats import percentile
 
 from .build import Report
+from .knee import load_order
 from .labels import pair_keys, stat_columns, sweep_axis
 
 _SLO_COLOR = "#c92a2a"
@@ -315,7 +316,10 @@ def sweep_figure(report: Report) -> Any:
     import plotly.graph_objects as go
 
     lo, hi = pair_keys(stat_columns(report.summaries))
-    groups = [(run, report.run_summaries(run)) for run in report.runs if run.count]
+    groups = []
+    for run in (r for r in report.runs if r.count):  # lightest load first (a rate sweep's ends by their req/s)
+        sums = report.run_summaries(run)
+        groups.append((run, [sums[i] for i in load_order(sums)[1]]))
     many = len(groups) > 1
     run_colors = stage_colors(len(groups)) if many else []
     axes = [sweep_axis(sums) for _, sums in groups]

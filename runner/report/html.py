@@ -23,9 +23,11 @@ from . import figures
 from . import server as server_panel
 from .build import Report
 from .document import SCHEMA
+from .figures_knee import knee_figure
 from .figures_turns import turn_figure
 from .figures_windows import window_figure
 from .html_compare import compare_tables, compare_tiles
+from .knee import FACTOR, find_knee
 from .labels import (FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, pair_keys, shown_latencies, stat_columns,
                      sweep_axis)
 from .terminal import turn_label
@@ -155,6 +157,10 @@ def _tiles(report: Report) -> list[Tile]:
               Tile("peak output throughput", tput, f"tok/s at {where}")]
     rate, where = peak("request_throughput")
     tiles.append(Tile("peak request throughput", rate, f"req/s at {where}"))
+    knee, _ = find_knee(sums)
+    if knee is not None:
+        tiles.append(Tile("knee", _rate(knee.throughput_rps), f"req/s at {knee.label} · {knee.stat} E2E "
+                                                              f"{_ms(knee.latency_s)} ms"))
     if report.slos:
         good, where = peak("goodput")
         tiles.append(Tile("peak goodput", good, f"req/s at {where}"))
@@ -222,6 +228,7 @@ def _charts(report: Report) -> list[dict[str, Any]]:
         sections.append(("sweep", "Load sweep", f"{lo} and {hi} latency and throughput per stage"
                          + (", a line per run" if report.compare else "") + ". Dashed red lines: SLOs.",
                          figures.sweep_figure(report)))
+        sections.append(("knee", "Latency against throughput", _knee_explain(report, lo, hi), knee_figure(report)))
     tl = report.timeline
     sections += [
         ("ttft", "Time to first token", "Request sent to the first event carrying generated text.",
@@ -251,6 +258,22 @@ def _charts(report: Report) -> list[dict[str, Any]]:
                 charts[-1]["table"] = _turn_table(report)
     charts += server_panel.html_charts(report, include_plotlyjs=not charts)  # the server's /metrics
     return charts
+
+
+def _knee_explain(report: Report, lo: str, hi: str) -> str:
+    """What the knee chart shows, the rule, and each run's knee in words."""
+    found = []
+    for run in report.runs:
+        knee, why = find_knee(report.run_summaries(run)) if run.count > 1 else (None, "")
+        name = f"{run.label}: " if report.compare else ""
+        if knee is not None:
+            found.append(f"{name}{knee.label}, {_rate(knee.throughput_rps)} req/s, {knee.stat} E2E "
+                         f"{_ms(knee.latency_s)} ms")
+        elif why:
+            found.append(f"{name}none ({why})")
+    return (f"{lo} (solid) and {hi} (dotted) latency of each stage against the request rate it achieved, from the "
+            f"lightest load to the heaviest. ★ the knee: the stage with the most req/s whose {hi} E2E stays within "
+            f"{FACTOR:g}× the lowest load's (dashed line). Knee: " + "; ".join(found) + ".")
 
 
 def _turn_table(report: Report) -> dict[str, Any]:

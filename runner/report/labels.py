@@ -7,6 +7,7 @@ are defined here once, so that a stage or a metric reads the same in each.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 FOOTNOTE = "ITL here = per-chunk gap (vLLM's ITL); AIPerf/guidellm 'ITL' = our TPOT; ttfb = vLLM's TTFT"
@@ -78,9 +79,47 @@ def stage_label(summary: dict[str, Any], position: int = 0) -> str:
     return " ".join(parts) or f"stage {stage.get('index', position)}"
 
 
+#: The stages ``--rate sweep`` measures before its constant rates (runner/config.py).
+SWEEP_ENDS = ("synchronous", "throughput")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def stage_field(summary: dict[str, Any], key: str) -> Any:
+    stage = summary.get("stage")
+    return stage.get(key) if isinstance(stage, dict) else None
+
+
+def is_rate_sweep(summaries: list[dict[str, Any]]) -> bool:
+    """Stages told apart by their request rate: constant rates that differ, or
+    ``--rate sweep``'s own stages (``synchronous`` has no rate, ``throughput``
+    an infinite one, written as null), which have a rate only once measured."""
+    rates = [r for r in (stage_field(s, "rate") for s in summaries) if is_number(r)]
+    labels = {stage_field(s, "label") for s in summaries}
+    return len(summaries) > 1 and (len(set(rates)) > 1 or 0 < len(rates) < len(summaries)
+                                   or all(end in labels for end in SWEEP_ENDS))
+
+
+def offered_rates(summaries: list[dict[str, Any]]) -> list[float | None]:
+    """A rate sweep's x: each stage's constant rate, else (``synchronous``,
+    ``throughput``) the request rate it achieved: the load it stood for."""
+    out = []
+    for s in summaries:
+        rate = stage_field(s, "rate")
+        out.append(rate if is_number(rate) else s.get("request_throughput"))
+    return out
+
+
 def sweep_axis(summaries: list[dict[str, Any]]) -> tuple[str, list[Any], bool]:
-    """What the sweep varied: concurrency or rate when every stage has a
-    number for it and they differ; else the stage labels as categories."""
+    """What the sweep varied: the rate in a rate sweep (:func:`offered_rates`),
+    else concurrency or rate when every stage has a number for it and they
+    differ; else the stage labels as categories."""
+    if is_rate_sweep(summaries):
+        xs = offered_rates(summaries)
+        if all(is_number(x) for x in xs):
+            return "request rate (req/s)", xs, True
     for key, title in (("concurrency", "concurrency"), ("rate", "request rate (req/s)")):
         xs = [s["stage"].get(key) if isinstance(s.get("stage"), dict) else None for s in summaries]
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs) and len(set(xs)) > 1:

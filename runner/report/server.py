@@ -30,8 +30,6 @@ from runner.promseries import BY_NAME, PREFIX_HIT_RATE, counter_delta, known_val
 from runner.record import OK, posix_time
 from runner.stats import percentile
 
-from .labels import stage_label
-
 SUFFIX = ".server_metrics.jsonl"
 BINS = 300
 PER_BIN = 200
@@ -154,8 +152,9 @@ def _mean_max(series: Series, lo: float | None = None, hi: float | None = None) 
 
 
 def _stage_windows(report: Any) -> list[tuple[str, float | None, float | None]]:
-    return [(stage_label(s, i), acc.first_start, acc.last_end)
-            for i, (s, acc) in enumerate(zip(report.summaries, report.stages))]
+    """``(name, first send, last end)`` per stage, named as on the page: in a comparison the run's label
+    comes first, so two runs' ``c=4`` stay two."""
+    return [(report.label(i), acc.first_start, acc.last_end) for i, acc in enumerate(report.stages)]
 
 
 @dataclass
@@ -180,6 +179,22 @@ def stage_table(view: ServerView, report: Any) -> dict[str, Any]:
         cells = [f"{_shown(s, mean)} / {_shown(s, top)}" if mean is not None else "–" for mean, top in figures]
         rows.append(TableRow(_label(s, many), cells))
     return {"heads": heads, "rows": rows}
+
+
+def server_document(view: ServerView, report: Any) -> dict[str, Any]:
+    """The report JSON's ``server_metrics`` (docs/REPORT.md): what the page's table shows, as numbers
+    (fractions 0..1 for the cache gauges) rather than text."""
+    windows = _stage_windows(report)
+    gauges = []
+    for s in view.series:
+        mean, top = _mean_max(s)
+        stages = []
+        for name, lo, hi in windows:
+            m, x = _mean_max(s, lo, hi) if lo is not None and hi is not None else (None, None)
+            stages.append({"stage": name, "mean": m, "max": x})
+        gauges.append({"url": s.url, "name": s.name, "kind": s.kind, "mean": mean, "max": top, "stages": stages})
+    return {"files": list(view.files), "servers": view.urls, "scrapes": view.scrapes, "failures": view.failures,
+            "gauges": gauges}
 
 
 def terminal_lines(view: ServerView, report: Any) -> list[str]:

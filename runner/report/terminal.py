@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .grids import Grid
+from .knee import knee_line
 from .labels import (FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label,
                      stat_columns)
 
@@ -192,7 +193,8 @@ def summary_grids(summaries: list[dict[str, Any]]) -> tuple[list[Grid], list[str
     windows, window_notes = window_grid(summaries)
     turns = turn_grid(summaries)
     grids += [g for g in (turns, windows) if g is not None]
-    lines = notes(summaries) + window_notes
+    knee = knee_line(summaries)
+    lines = ([knee] if knee else []) + notes(summaries) + window_notes
     if slos:
         lines.append(f"goodput SLOs: {_slo_text(slos)} (itl = max gap of a request)")
     extra = [q for q in percentile_columns(stat_columns(summaries)) if q not in ("p50", "p90", "p95", "p99")]
