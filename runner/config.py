@@ -152,6 +152,7 @@ class RunConfig:
     ramp_up_duration_s: float | None = None
     ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
     sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
+    workers: int = 1  # processes that send (--workers N | auto, resolved here); this one reads and writes
     replay: bool = False  # send each line at its "timestamp" (ms from the trace's start)
     replay_speed: float = 1.0  # 2: twice as fast as the trace
     sharegpt: str = "prompts"  # ShareGPT lines: each its first user turn ("prompts"), or whole "sessions"
@@ -205,6 +206,14 @@ class RunConfig:
             raise UsageError("--replay sends each line at its own timestamp: it takes no --rate or sweep")
         if (self.ramp_up is None) != (self.ramp_up_duration_s is None):
             raise UsageError("--ramp-up and --ramp-up-duration go together")
+        if self.workers == "auto":  # the parser's word: one worker per core but one, for this process
+            object.__setattr__(self, "workers", auto_workers(min(self.concurrency)))
+        if self.workers > 1 and self.workers > min(self.concurrency):
+            raise UsageError(f"--workers {self.workers} needs -c {self.workers} or more (each worker keeps at least "
+                             f"one request in flight), not -c {min(self.concurrency)}: raise -c or lower --workers")
+        if self.workers > 1 and self.burstiness != 1.0:
+            raise UsageError("--burstiness keeps its shape only in one process (the sum of several gamma arrival "
+                             "streams is not one): use --workers 1")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         if self.retry_failed and not self.resume:
@@ -244,6 +253,14 @@ class RunConfig:
         d["base_urls"] = [public_url(u) for u in self.base_urls]
         d["server_metrics"] = [public_url(u) for u in self.server_metrics]
         return d
+
+
+def auto_workers(concurrency: int) -> int:
+    """--workers auto: one per core this process may run on, but one for the parent; never more than -c."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores - 1, concurrency))
 
 
 def render_paths(cfg: RunConfig) -> RunConfig:

@@ -24,6 +24,7 @@ from .parsers import (  # noqa: F401  (re-exported: callers import parsers from 
     choice, strings_list, STRING_PARAMS, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget)
 from .parsers import metrics_urls  # --server-metrics
 from .parsers import percentile_list  # --percentiles
+from .parsers import workers_count  # --workers
 
 
 # ---- the table
@@ -86,6 +87,9 @@ OPTIONS: tuple[Option, ...] = (
            "concurrency"),
     Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', a list for a sweep, or 'sweep': measure the "
            "synchronous and the maximum rate, then run --sweep-points rates between them.", "--rate", "rate"),
+    Option("workers", workers_count, "Processes that send (auto: one per core but one): this process reads the "
+           "inputs and writes the records; each worker sends its share of -c, --rate and --replay, under one "
+           "shared --rpm/--tpm.", "--workers", "workers"),
     Option("sweep_points", positive_int, "Constant-rate stages of --rate sweep.", "--sweep-points", "sweep_points"),
     Option("ramp_up", choice("linear", "exponential"), "Raise the rate (with --rate) or else the concurrency "
            "from --ramp-up-start to its target over --ramp-up-duration.", "--ramp-up", "ramp_up"),
@@ -177,7 +181,7 @@ METAVARS: dict[Callable[[Any], Any], str] = {
     non_negative_int: "N", integer: "N", int_list: "N[,N...]", rate_list: "RATE[,RATE...]",
     positive_number: "X", non_negative_number: "X", failure_budget: "X", urls: "URL", env_name: "NAME",
     string: "TEXT", fsync: "POLICY", byte_size: "SIZE", strings_list: "A[,B...]",
-    percentile_list: "P[,P...]",
+    percentile_list: "P[,P...]", workers_count: "N|auto",
 }
 REQUIRED = ("inputs", "output")
 

@@ -147,6 +147,16 @@ positive_int = _at_least(_integer, 0, True, "must be a positive integer")
 non_negative_int = _at_least(_integer, 0, False, "must be an integer >= 0")
 
 
+def workers_count(v: Any) -> int | str:
+    """Processes for --workers: a positive integer, or `auto` (resolved by the config: cores - 1, at least 1)."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(v)
+    except OptionError:
+        raise OptionError("must be a positive integer or auto") from None
+
+
 def _number(v: Any) -> float:
     if isinstance(v, bool):
         raise OptionError("must be a number")

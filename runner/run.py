@@ -31,7 +31,6 @@ from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, ite
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
-from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
 
 log = logging.getLogger("streamrun")
@@ -239,13 +238,16 @@ class Run:
         self.stats = plan.stats
         self.counters = LiveCounters()
         self.hooks = EngineHooks(on_record=self._on_record)
-        _quota_hooks(cfg, self.hooks)
+        quota_hooks(cfg, self.hooks)
         encode = None
         if cfg.output_format == "openai-batch":
             from .batchfmt import encode_batch
 
             encode = encode_batch
-        self.engine = Engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
+        engine = Engine
+        if cfg.workers > 1:  # worker processes send; this one still reads the inputs and writes (runner/workers)
+            from .workers.pool import WorkerPool as engine
+        self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior
@@ -305,7 +307,7 @@ class Run:
     async def execute(self) -> dict:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        cache = await _open_cache(self.cfg)
+        cache = await open_cache(self.cfg)
         self.engine.answers = Answers(cache)
         self._signals = _install_signals(self.engine, self.writer)
         try:
@@ -331,7 +333,8 @@ class Run:
             exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
             records_not_written=self.engine.guard.dropped + self.writer.pending,
-            event_loop_lag=self.lag.summary(), endpoints=result.endpoints, extra=self._extra())
+            event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),
+            endpoints=result.endpoints, extra=self._extra())
         summary = self.stats.summary(self.cfg.slos or None)
         facts.exit_code = _exit_code(self.cfg, summary, result.interrupted, self._signals)
         fatal = self.writer.failed or self.engine.fatal
@@ -372,10 +375,12 @@ class Run:
                               "throttles": self.hooks.quota.throttles}
         if self.scraper is not None:
             extra["server_metrics"] = self.scraper.section()
+        if self.cfg.workers > 1:
+            extra["workers"] = self.engine.section(parent_lag=self.lag.summary())
         return extra
 
 
-async def _open_cache(cfg: RunConfig):
+async def open_cache(cfg: RunConfig):
     """--cache: opened before the first request (it may wait on another process's setup)."""
     if not cfg.cache:
         return None
@@ -392,7 +397,7 @@ class _nothing:
         return None
 
 
-def _quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
+def quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
     """Wire RPM/TPM limits, adaptive concurrency and token counting (runner/quota.py, runner/tokens.py)."""
     from .tokens import count_text_tokens, estimate_prompt_tokens, requested_output_tokens
 

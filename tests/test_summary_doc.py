@@ -10,7 +10,8 @@ import orjson
 from tests.conftest import streamrun, write_jsonl
 
 DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
-NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics")
+NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics",
+          "workers", "sweep")
 
 
 def documented() -> dict[str, set[str]]:
@@ -32,6 +33,12 @@ def test_the_documented_keys_are_the_written_keys(tmp_path):
                     "--price-output", "2", "--cache", tmp_path / "cache.db", "--server-metrics", "auto")
     assert res.returncode == 0, res.stderr
     summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    # The sections only some runs have: worker processes and a rate sweep.
+    res = streamrun("run", inp, "-o", tmp_path / "sweep.jsonl", "--mock", "--workers", "2", "-c", "2",
+                    "--rate", "sweep", "--sweep-points", "1", "--num-prompts", "2")
+    assert res.returncode == 0, res.stderr
+    other = orjson.loads((tmp_path / "sweep.summary.json").read_bytes())
+    summary.update({k: other[k] for k in ("workers", "sweep")})
     doc = documented()
     assert set(doc) == set(summary), f"missing from the doc: {set(summary) - set(doc)}; " \
                                      f"not written: {set(doc) - set(summary)}"
