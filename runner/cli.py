@@ -27,6 +27,8 @@ Exit codes:
   3    the output is locked by another run
   4    the output could not be written (full disk): sending stopped,
        in-flight requests drained; --resume completes the file
+  5    --strict-timing and a stage was client-bound: the client's own
+       event-loop lag or CPU made its latencies untrustworthy
   130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 """
 

@@ -188,6 +188,7 @@ class RunConfig:
     percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
     window_s: float | None = None  # statistics per time window of this width (--window)
     max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
+    strict_timing: bool = False  # exit 5 when a stage's numbers were client-bound (runner/trust.py)
     job: str | None = None
     label: str | None = None  # this run's name in `streamrun report` comparisons (--label)
     base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)

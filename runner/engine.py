@@ -39,7 +39,7 @@ log = logging.getLogger("streamrun")
 
 @dataclass
 class EngineHooks:
-    """Optional collaborators; each is None when the run does not use it."""
+    """Optional collaborators; each is None (on_stage: a no-op) when the run does not use it."""
 
     quota: Any = None  # runner.quota.QuotaLimiter
     adaptive: Any = None  # runner.quota.AdaptiveConcurrency
@@ -48,32 +48,7 @@ class EngineHooks:
     on_record: Callable[[Record], None] | None = None  # stats, progress
     on_start: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
-
-
-@dataclass
-class LagMonitor:
-    """How late the event loop wakes up: a saturated client inflates every latency."""
-
-    interval: float = 0.05
-    samples: int = 0
-    total: float = 0.0
-    max: float = 0.0
-    over_10ms: int = 0
-
-    async def run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(self.interval)
-            lag = time.perf_counter() - t - self.interval
-            self.samples += 1
-            self.total += lag
-            self.max = max(self.max, lag)
-            self.over_10ms += lag > 0.010
-
-    def summary(self) -> dict:
-        mean = self.total / self.samples if self.samples else 0.0
-        share = self.over_10ms / self.samples if self.samples else 0.0
-        return {"samples": self.samples, "mean_s": mean, "max_s": self.max, "share_over_10ms": share}
+    on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/trust.py
 
 
 @dataclass
@@ -173,7 +148,9 @@ class Engine:
 
     async def _run_stage(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
         started, done_before = time.perf_counter(), self.result.completed
+        self.hooks.on_stage(stage, warmup, True)
         await self._run_stage_inner(stage, items, warmup)
+        self.hooks.on_stage(stage, warmup, False)
         elapsed = time.perf_counter() - started
         if not warmup and elapsed > 0:
             self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed

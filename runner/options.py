@@ -173,6 +173,9 @@ OPTIONS: tuple[Option, ...] = (
            "--cache-mode", "cache_mode"),
     Option("max_failed", failure_budget, "Failure budget: a fraction (<1) or a count of failed records.",
            "--max-failed", "max_failed"),
+    Option("strict_timing", boolean, "Exit 5 when a stage was client-bound: the client's own event-loop lag or "
+           "CPU made its latencies untrustworthy (the summary's timing says by how much).", "--strict-timing",
+           "strict_timing"),
 )
 
 # How a value of each kind is shown in --help.

@@ -23,7 +23,7 @@ import anyio
 from .config import FsyncPolicy, RunConfig, Stage
 from .dataset import Answers
 from .endpoints import check_base_url, is_loopback, url_secrets
-from .engine import Engine, EngineHooks, LagMonitor
+from .engine import Engine, EngineHooks
 from .errors import UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
@@ -32,6 +32,7 @@ from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resu
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
+from .trust import ClientTiming, LagMonitor
 
 log = logging.getLogger("streamrun")
 STDOUT = "-"  # -o -: records to stdout
@@ -41,6 +42,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_OUTPUT = 4
+EXIT_CLIENT_BOUND = 5  # --strict-timing: a stage's numbers were client-bound (runner/trust.py)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -237,7 +239,8 @@ class Run:
         self.plan = plan
         self.stats = plan.stats
         self.counters = LiveCounters()
-        self.hooks = EngineHooks(on_record=self._on_record)
+        self.timing = ClientTiming(cfg)  # each stage's loop lag, CPU and TTFT: may its numbers be trusted?
+        self.hooks = EngineHooks(on_record=self._on_record, on_stage=self.timing.on_stage)
         quota_hooks(cfg, self.hooks)
         encode = None
         if cfg.output_format == "openai-batch":
@@ -251,7 +254,7 @@ class Run:
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior
-        self.lag = LagMonitor()
+        self.lag = LagMonitor(on_sample=self.timing.sample)
         # log_json: --log-format json (None: read from the configured log handler). Then no bar unless asked
         # for, since its escape codes are no JSON lines; progress and the summary are logged as JSON.
         self.log_json = json_logs() if log_json is None else log_json
@@ -272,6 +275,7 @@ class Run:
 
     def _on_record(self, record: Record) -> None:
         self.stats.add(record)
+        self.timing.observe(record)
         self.counters.on_record(record)
         if self._listener is not None:
             self._listener(record)
@@ -336,7 +340,8 @@ class Run:
             event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
         summary = self.stats.summary(self.cfg.slos or None)
-        facts.exit_code = _exit_code(self.cfg, summary, result.interrupted, self._signals)
+        facts.exit_code = _exit_code(self.cfg, summary, result.interrupted, self._signals,
+                                     facts.extra["client_bound"])
         fatal = self.writer.failed or self.engine.fatal
         if fatal is not None and not self._signals:
             log.error("%s", fatal)
@@ -358,7 +363,7 @@ class Run:
         return doc
 
     def _extra(self) -> dict:
-        extra: dict = {}
+        extra: dict = self.timing.document(self.engine.worker_timing() if self.cfg.workers > 1 else None)
         if self.hooks.adaptive is not None:
             a = self.hooks.adaptive
             extra["adaptive_concurrency"] = {"final_limit": a.limit, "max": self.cfg.max_concurrency,
@@ -426,7 +431,7 @@ def _cost(cfg: RunConfig, summary: dict, doc: dict) -> None:
     doc["pricing"] = {"input_per_m": pricing.input_per_m, "output_per_m": pricing.output_per_m}
 
 
-def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: list[int]) -> int:
+def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: list[int], client_bound: bool) -> int:
     if interrupted and signal_code:
         return signal_code[0]
     counts = summary["counts"]
@@ -434,7 +439,9 @@ def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: li
     total = counts.get("total", 0)
     budget = cfg.max_failed or 0
     allowed = budget * total if budget < 1 else budget
-    return EXIT_FAILED if failed > allowed else EXIT_OK
+    if failed > allowed:
+        return EXIT_FAILED
+    return EXIT_CLIENT_BOUND if cfg.strict_timing and client_bound else EXIT_OK
 
 
 def _progress(show: bool | None, counters, total, engine, hooks):

@@ -152,6 +152,15 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
     return out
 
 
+def _warnings(doc: dict[str, Any]) -> list[str]:
+    """The warnings of the end-of-run lines: a line per client-bound stage (runner/trust.py) and what to do,
+    else the run-wide event-loop lag warning, if any."""
+    from .trust import bound_lines
+
+    lag = _lag_warning(doc)
+    return bound_lines(doc) or ([lag.removeprefix("warning: ")] if lag else [])
+
+
 def _lag_warning(doc: dict[str, Any]) -> str | None:
     lag = doc.get("event_loop_lag") or {}
     if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
@@ -168,9 +177,8 @@ def _log_json(doc: dict[str, Any], path: str) -> None:
     import logging
 
     log = logging.getLogger("streamrun")
-    warning = _lag_warning(doc)
-    if warning:
-        log.warning("%s", warning.removeprefix("warning: "))
+    for warning in _warnings(doc):
+        log.warning("%s", warning)
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, "run finished", (), None,
                             extra={"data": {"summary": log_fields(doc, path)}})
     log.handle(record)
@@ -219,19 +227,19 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
     if adaptive and adaptive["throttles"]:
         lines.append(f"  throttled {adaptive['throttles']} times (429/503): concurrency cut {adaptive['decreases']}"
                      f" times, lowest {adaptive['min_seen']}, final {adaptive['final_limit']} of {adaptive['max']}")
-    warning = _lag_warning(doc)
-    if warning:
-        lines.append(f"  {warning}")
+    lines += [f"  warning: {warning}" for warning in _warnings(doc)]
     lines.append(f"  results: {doc['output']}  summary: {path}")
     print("\n".join(lines), file=out, flush=True)
     if stage_table:
         from rich.console import Console
 
         from .report import build_report, render_table
+        from .report.timing import mark_stages
 
         config = doc.get("config") or {}
         report = build_report([doc["output"]], doc["summary"].get("slos") or None,
                               percentiles=config.get("percentiles") or RunConfig.percentiles)
+        mark_stages(report.summaries, (doc.get("timing") or {}).get("stages") or [])  # this run's client timing
         render_table(report.summaries, Console(file=out))
 
 

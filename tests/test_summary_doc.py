@@ -11,7 +11,7 @@ from tests.conftest import streamrun, write_jsonl
 
 DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
 NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics",
-          "workers", "sweep")
+          "workers", "sweep", "timing")
 
 
 def documented() -> dict[str, set[str]]:

@@ -21,6 +21,7 @@ from .build import Report
 from .compare import comparison
 from .knee import sweep_section
 from .server import server_document
+from .timing import client_bound
 
 SCHEMA = "streamrun.report/1"
 
@@ -45,6 +46,9 @@ def report_document(report: Report) -> dict[str, Any]:
             if run.count > 1:
                 entry["sweep"] = sweep_section(report.run_summaries(run))
             doc["runs"].append({**entry, "vs_first": diff})
+    bound = client_bound(report.summaries)
+    if bound is not None:  # only when a run summary gave the client's timing (stages[].client_timing)
+        doc["client_bound"] = bound
     if report.server is not None:  # only when a side file was read: scripts test for the key
         doc["server_metrics"] = server_document(report.server, report)
     return doc

@@ -31,6 +31,7 @@ from .knee import FACTOR, find_knee
 from .labels import (FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, pair_keys, shown_latencies, stat_columns,
                      sweep_axis)
 from .terminal import turn_label
+from .timing import KEY as CLIENT_TIMING, detail as client_detail
 
 TEMPLATE = "template.html.j2"
 
@@ -76,6 +77,7 @@ class Row:
     name: str
     cells: list[str]
     title: str = ""  # the long name, shown beside the short one
+    badge: str = ""  # shown in red after the name: "client-bound"
 
 
 @dataclass
@@ -86,6 +88,8 @@ class StageDetail:
     facts: str
     sampled: bool
     rows: list[Row] = field(default_factory=list)
+    client: str = ""  # the client's loop lag and CPU while the stage ran (from the run summary)
+    client_bound: bool = False
 
 
 def _stat_rows(metrics: dict[str, Any], *, long_names: bool, columns: tuple[str, ...] = STAT_COLUMNS) -> list[Row]:
@@ -111,7 +115,7 @@ def _sweep_rows(report: Report) -> list[Row]:
             cells.append(_rate(s["goodput"]))
         for key, _, _ in shown_latencies(report.summaries, SWEEP_LATENCIES):
             cells += [_ms(s["metrics"][key].get(lo)), _ms(s["metrics"][key].get(hi))]
-        rows.append(Row(report.label(i), cells))
+        rows.append(Row(report.label(i), cells, badge="client-bound" if _bound(s) else ""))
     return rows
 
 
@@ -187,8 +191,13 @@ def _details(report: Report) -> list[StageDetail]:
                     if reasoning else "")
                  + (f" · {c['turns']:,} turns of sessions, each a request in the latencies" if c.get("turns") else ""))
         rows = _stat_rows(s["metrics"], long_names=False, columns=columns) if many else []
-        out.append(StageDetail(report.label(i), facts, s["sampled"], rows))
+        out.append(StageDetail(report.label(i), facts, s["sampled"], rows, client_detail(s), _bound(s)))
     return out
+
+
+def _bound(summary: dict[str, Any]) -> bool:
+    """The run summary said the client's own lag or CPU made this stage's numbers untrustworthy."""
+    return bool((summary.get(CLIENT_TIMING) or {}).get("client_bound"))
 
 
 def _chips(report: Report) -> list[tuple[str, bool]]:
@@ -199,6 +208,10 @@ def _chips(report: Report) -> list[tuple[str, bool]]:
         chips.append((f"{skipped} unreadable line{'s' if skipped != 1 else ''} skipped", True))
     if any(s["sampled"] for s in report.summaries):
         chips.append(("percentiles from a uniform sample", False))
+    bound = [i for i, s in enumerate(report.summaries) if _bound(s)]
+    if bound:
+        where = "" if len(report.summaries) == 1 else ": " + ", ".join(report.label(i) for i in bound)
+        chips.append((f"client-bound{where} (the client's own delays inflate these latencies)", True))
     return chips
 
 

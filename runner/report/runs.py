@@ -35,8 +35,8 @@ class RunFiles:
     from_sidecar: bool = False  # the label came from a summary sidecar (else from the file name)
 
 
-def sidecar_label(path: str) -> str | None:
-    """The ``label`` of the summary beside ``path``, if there is one."""
+def read_sidecar(path: str) -> dict | None:
+    """The run summary beside the results file ``path`` (``<base>.summary.json``), if there is one."""
     side = Path(sidecar_path(str(path)))
     try:
         if not side.is_file() or side.stat().st_size > _MAX_SIDECAR_BYTES:
@@ -44,7 +44,13 @@ def sidecar_label(path: str) -> str | None:
         doc = orjson.loads(side.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    label = doc.get("label") if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else None
+
+
+def sidecar_label(path: str) -> str | None:
+    """The ``label`` of the summary beside ``path``, if there is one."""
+    doc = read_sidecar(path)
+    label = doc.get("label") if doc is not None else None
     return label.strip() if isinstance(label, str) and label.strip() else None
 
 

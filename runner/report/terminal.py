@@ -14,6 +14,7 @@ from .grids import Grid
 from .knee import knee_line
 from .labels import (FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label,
                      stat_columns)
+from .timing import KEY as CLIENT_TIMING, cell as client_cell, note as client_note
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,6 +53,9 @@ def throughput_grid(summaries: list[dict[str, Any]], slos: dict[str, float]) -> 
         headers += ["output tok", "reasoning tok"]
     if slos:
         headers.append("goodput req/s")
+    timed = any(s.get(CLIENT_TIMING) for s in summaries)  # the run summary said how far the client kept up
+    if timed:
+        headers.append("client")
     grid = Grid("Requests and throughput", headers)
     for i, s in enumerate(summaries):
         c = s["counts"]
@@ -70,6 +74,8 @@ def throughput_grid(summaries: list[dict[str, Any]], slos: dict[str, float]) -> 
             row += [str(s["tokens"].get("output", 0)), str(s["tokens"].get("reasoning", 0))]
         if slos:
             row.append(f"{_num(s['goodput'])} ({s['good_requests']}/{c['ok']})")
+        if timed:
+            row.append(client_cell(s))
         grid.rows.append(row)
     return grid
 
@@ -164,7 +170,7 @@ def turn_grid(summaries: list[dict[str, Any]], names: list[str] | None = None, f
 
 
 def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> list[str]:
-    """Per stage: errors by type, warm-ups left out, sampled percentiles, sessions."""
+    """Per stage: errors by type, warm-ups left out, sampled percentiles, sessions, a client-bound stage."""
     names = _names(summaries, names)
     lines = []
     for i, s in enumerate(summaries):
@@ -180,6 +186,9 @@ def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> li
             found.append(f"{turns} turns of sessions counted as requests in the latencies")
         if s["sampled"]:
             found.append("percentiles from a uniform sample (run larger than max_exact)")
+        bound = client_note(s)
+        if bound:
+            found.append(bound)
         if found:
             prefix = f"{names[i]}: " if len(summaries) > 1 else ""
             lines.append(f"{prefix}{'; '.join(found)}")

@@ -31,9 +31,10 @@ import anyio
 
 from ..aio import loop_factory
 from ..dataset import Answers
-from ..engine import Engine, EngineHooks, LagMonitor
+from ..engine import Engine, EngineHooks
 from ..errors import RunError
 from ..rejections import RejectionGuard
+from ..trust import LagMonitor, StageTimer
 from ..run import open_cache, quota_hooks
 from .quota import QuotaClient
 from .wire import Kind, Link, record_bytes, unpack
@@ -79,7 +80,8 @@ class Worker:
         self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=RecordPipe(link), hooks=hooks,
                                    secrets=init["secrets"], on_abort=self._tell_fatal)
         self.engine.guard = RejectionGuard(armed=False)  # the parent's guard sees every answer
-        self.lag = LagMonitor()
+        self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
+        self.lag = LagMonitor(on_sample=self.timer.sample)
         self.items: asyncio.Queue = asyncio.Queue()  # bounded by the parent's window
         self.control: asyncio.Queue = asyncio.Queue()  # PHASE messages; None: EXIT
         self._ended = True  # the current stage's END was read
@@ -95,7 +97,7 @@ class Worker:
                 self.link.send(Kind.READY)
                 while (phase := await self.control.get()) is not None:
                     await self._phase(phase)
-                    self.link.send_json(Kind.PHASE_DONE, self._counters())
+                    self.link.send_json(Kind.PHASE_DONE, {**self._counters(), "timing": self.timer.wire()})
                     await self._skip_to_end()
                 tg.cancel_scope.cancel()
         finally:
@@ -118,7 +120,9 @@ class Worker:
         if phase["warmup"]:
             await self.engine.run(lambda _: _no_items(), items)
         else:
+            self.timer.on_stage(stage, False, True)
             await self.engine.run(lambda _: items, None)
+            self.timer.on_stage(stage, False, False)
 
     async def _stage_items(self):
         while (item := await self.items.get()) is not _END:

@@ -62,6 +62,7 @@ class WorkerHandle:
         self.unanswered = 0  # items it held when it died: no record, so --resume sends them again
         self.counters: dict[str, Any] = {}
         self.lag: dict | None = None
+        self.timing: list[dict] = []  # its loop lag and CPU per stage (runner/trust.py), one entry per PHASE_DONE
         self.cache: dict | None = None
         self._eof = False  # its socket closed: it is gone, or going
 
@@ -145,6 +146,7 @@ class WorkerHandle:
             pool.on_change()
         elif kind is Kind.PHASE_DONE:
             self.counters = message(payload)
+            self.timing += self.counters.pop("timing", None) or []
             self.accepting = False
             self.outstanding = 0  # what it still held was never sent: no record will come for it
             self.phase_over.set()

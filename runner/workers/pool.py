@@ -114,6 +114,10 @@ class WorkerPool(Engine):
         return {"count": len(self.handles), "parent_event_loop_lag": parent_lag,
                 "processes": [h.section() for h in self.handles]}
 
+    def worker_timing(self) -> list[list[dict]]:
+        """Each worker's loop lag and CPU per stage (runner/trust.py): they stamped the requests."""
+        return [h.timing for h in self.handles]
+
     def lag_summary(self) -> dict:
         """The summary's `event_loop_lag`: the workers' loops, which timed the requests, taken together."""
         lags = [h.lag for h in self.handles if h.lag and h.lag.get("samples")]

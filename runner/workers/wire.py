@@ -10,6 +10,7 @@ socket::
     per stage:
     parent -> worker   PHASE (its share of the stage, the common start), ITEM ..., END
     worker -> parent   RECORD ..., PHASE_DONE           (STATUS every 0.25 s throughout)
+                       (PHASE_DONE: its counters, and its loop lag and CPU over the stage, runner/trust.py)
     at the end:
     parent -> worker   EXIT
     worker -> parent   DONE (its counters), then it exits
