@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def assert_one_ok_record_per_input(out: Path, n: int) -> None:
+    """One ok record per input id p0..p{n-1}, none twice: what a resumed run must end with."""
+    records = read_jsonl(out)
+    ids = Counter(r["custom_id"] for r in records)
+    assert ids.most_common(1)[0][1] == 1, "duplicated record"
+    assert sorted(ids) == sorted(f"p{i}" for i in range(n))
+    assert all(r["status"] == "ok" for r in records)
 
 
 def count_lines(path: Path) -> int:

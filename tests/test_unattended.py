@@ -13,19 +13,9 @@ import fcntl
 import json
 import os
 import signal
-from collections import Counter
-from pathlib import Path
 
-from tests.conftest import (count_lines, prompts, read_jsonl, read_stderr_until, start_run, streamrun,
-                            wait_for_lines, wait_for_requests, write_jsonl)
-
-
-def assert_one_ok_record_per_input(out: Path, n: int) -> None:
-    records = read_jsonl(out)
-    ids = Counter(r["custom_id"] for r in records)
-    assert ids.most_common(1)[0][1] == 1, "duplicated record"
-    assert sorted(ids) == sorted(f"p{i}" for i in range(n))
-    assert all(r["status"] == "ok" for r in records)
+from tests.conftest import (assert_one_ok_record_per_input, count_lines, prompts, read_jsonl, read_stderr_until,
+                            start_run, streamrun, wait_for_lines, wait_for_requests, write_jsonl)
 
 
 def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_process):

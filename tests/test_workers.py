@@ -28,20 +28,12 @@ from runner.options import OptionError
 from runner.parsers import workers_count
 from runner.workers.shapes import split_concurrency, split_rate, window, worker_config, worker_seed, worker_stage
 from runner.workers.wire import pack, record_bytes, record_of, unpack
-from tests.conftest import (HANG_GUARD_S, amock_stats, chat, prompts, read_jsonl, read_stderr_until, run_rows,
-                            start_run, streamrun, wait_for_lines)
+from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
+                            read_stderr_until, run_rows, start_run, streamrun, wait_for_lines)
 
 
 def summary_of(path: Path) -> dict:
     return orjson.loads(path.read_bytes())
-
-
-def assert_one_ok_record_per_input(out: Path, n: int) -> None:
-    records = read_jsonl(out)
-    ids = Counter(r["custom_id"] for r in records)
-    assert ids.most_common(1)[0][1] == 1, "duplicated record"
-    assert sorted(ids) == sorted(f"p{i}" for i in range(n))
-    assert all(r["status"] == "ok" for r in records)
 
 
 # -- how the load splits (pure)
