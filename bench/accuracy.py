@@ -22,7 +22,14 @@ The mock runs in its own process(es) (``streamrun mock --workers W``) so
 that server and client never share an event loop; on a small machine they
 still share CPU cores, which is part of what the error contains.
 
+Each level runs two clients, one after the other, against the same mock
+process and script: ``bench/bare.py`` (bare aiohttp, stamps when ``iter_any()``
+returns) and streamrun; after the table, "streamrun - bare" gives the TTFT
+error streamrun adds beyond the bare client's, p50 and p99.  ``--warm`` opens
+the connections first (streamrun ``--warmup N``), ``--repeat`` pools runs.
+
 Usage: python bench/accuracy.py [--seed S] [--workers W] [--levels 1,100,1000]
+                                [--clients bare,streamrun] [--repeat R] [--warm] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -147,6 +154,7 @@ class MockProcess:
 
 @dataclass
 class LevelResult:
+    client: str  # streamrun, or bare (bench/bare.py: the least any client does)
     concurrency: int
     requests: int
     ok: int
@@ -167,7 +175,8 @@ class LevelResult:
 EPS_S = 1e-6
 
 
-def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict, wall_s: float) -> LevelResult:
+def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict, wall_s: float,
+            client: str = "streamrun") -> LevelResult:
     by_id = {r["custom_id"]: r for r in records if not r.get("warmup")}
     ttft_err, itl_err, ttfb = [], [], []
     ttft_below = cumulative_below = cumulative_events = itl_below = shape_mismatch = ok = 0
@@ -196,7 +205,7 @@ def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict
             cumulative_events += 1
             cumulative_below += measured_t < scripted_t - EPS_S
     return LevelResult(
-        concurrency=concurrency, requests=len(script), ok=ok,
+        client=client, concurrency=concurrency, requests=len(script), ok=ok,
         ttft_err_ms=sorted(ttft_err), ttfb_ms=sorted(ttfb), itl_err_ms=sorted(itl_err),
         ttft_below=ttft_below, cumulative_below=cumulative_below, cumulative_events=cumulative_events,
         itl_below=itl_below, shape_mismatch=shape_mismatch, lag=lag, wall_s=wall_s,
@@ -207,30 +216,38 @@ def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict
 # One level
 
 
-def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int, workers: int) -> LevelResult:
-    tag = f"c{concurrency}"
+def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int, workers: int,
+              clients: list[str], run: int = 0, warm: bool = False) -> list[LevelResult]:
+    """Each client in turn against one mock process with one script (the same scripted timings)."""
+    tag = f"c{concurrency}" + (f".{run}" if run else "")
     script = make_script(rng, requests)
     script_path = workdir / f"{tag}.script.jsonl"
     inputs_path = workdir / f"{tag}.inputs.jsonl"
-    out_path = workdir / f"{tag}.out.jsonl"
-    summary_path = workdir / f"{tag}.out.summary.json"
     write_jsonl(script_path, script)
     write_jsonl(inputs_path, input_rows(requests))
+    results = []
     with MockProcess(script_path, workers) as mock:
-        t = time.perf_counter()
-        proc = subprocess.run(
-            [*STREAMRUN, "run", str(inputs_path), "-o", str(out_path), "--base-url", mock.url,
-             "-c", str(concurrency), "--no-progress", "--summary", str(summary_path), "--max-attempts", "1"],
-            capture_output=True, text=True, cwd=REPO, timeout=RUN_TIMEOUT_S,
-        )
-        wall_s = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.stderr.write(f"[{tag}] streamrun exited {proc.returncode}\n{proc.stderr[-4000:]}\n")
-    records = read_jsonl(out_path) if out_path.exists() else []
-    lag = {}
-    if summary_path.exists():
-        lag = json.loads(summary_path.read_text(encoding="utf-8")).get("event_loop_lag") or {}
-    return analyse(records, script, concurrency, lag, wall_s)
+        for client in clients:
+            out_path = workdir / f"{tag}.{client}.out.jsonl"
+            summary_path = workdir / f"{tag}.{client}.out.summary.json"
+            if client == "bare":
+                cmd = [sys.executable, str(REPO / "bench" / "bare.py"), str(inputs_path), mock.url,
+                       str(concurrency), str(out_path), *(["warm"] if warm else [])]
+            else:
+                cmd = [*STREAMRUN, "run", str(inputs_path), "-o", str(out_path), "--base-url", mock.url,
+                       "-c", str(concurrency), "--no-progress", "--summary", str(summary_path), "--max-attempts", "1",
+                       *(["--warmup", str(concurrency)] if warm else [])]
+            t = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=RUN_TIMEOUT_S)
+            wall_s = time.perf_counter() - t
+            if proc.returncode != 0:
+                sys.stderr.write(f"[{tag} {client}] exited {proc.returncode}\n{proc.stderr[-4000:]}\n")
+            records = read_jsonl(out_path) if out_path.exists() else []
+            lag = {}
+            if summary_path.exists():
+                lag = json.loads(summary_path.read_text(encoding="utf-8")).get("event_loop_lag") or {}
+            results.append(analyse(records, script, concurrency, lag, wall_s, client))
+    return results
 
 
 # --------------------------------------------------------------------------
@@ -246,7 +263,7 @@ def _share(n: int, d: int) -> str:
 
 
 def rows_for(results: list[LevelResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["streams", "requests", "ok",
+    header = ["streams", "client", "requests", "ok",
               "TTFT err\np50", "\np99", "\nmax",
               "ITL err\np50", "\np99",
               "measured <\nscripted", "single gaps\n< scripted",
@@ -259,7 +276,7 @@ def rows_for(results: list[LevelResult]) -> tuple[list[str], list[list[str]]]:
         lag = (f"{r.lag.get('mean_s', math.nan) * 1000:.1f}/{r.lag.get('max_s', math.nan) * 1000:.1f}"
                if r.lag else "n/a")
         rows.append([
-            str(r.concurrency), str(r.requests), str(r.ok),
+            str(r.concurrency), r.client, str(r.requests), str(r.ok),
             _ms(percentile(t, 50)), _ms(percentile(t, 99)), _ms(t[-1] if t else math.nan),
             _ms(percentile(g, 50)), _ms(percentile(g, 99)),
             f"{below} of {checks}" if checks else "n/a",
@@ -333,9 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,100,1000", help="concurrency levels, comma-separated")
     ap.add_argument("--sequential-requests", type=int, default=SEQUENTIAL_REQUESTS,
                     help="requests for the 1-stream level (others send one per stream)")
+    ap.add_argument("--clients", default="bare,streamrun",
+                    help="bare (bench/bare.py, the reference) and/or streamrun, comma-separated")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per level, pooled (p99 of 100 requests is their max)")
+    ap.add_argument("--warm", action="store_true",
+                    help="open the connections first (streamrun --warmup N; bare: N GET /models), so that "
+                         "the N streams start at once on open connections")
     ap.add_argument("--keep", metavar="DIR", help="keep the script, input and result files in DIR")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if not clients or set(clients) - {"bare", "streamrun"}:
+        ap.error("--clients: bare and/or streamrun")
 
     rng = random.Random(args.seed)
     started = time.perf_counter()
@@ -345,10 +371,42 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         for c in levels:
             n = args.sequential_requests if c == 1 else c
-            print(f"running {n} request(s) at concurrency {c} ...", file=sys.stderr, flush=True)
-            results.append(run_level(workdir, rng, c, n, args.workers))
+            runs = []
+            for i in range(args.repeat):
+                print(f"running {n} request(s) at concurrency {c} ({', '.join(clients)}; run {i + 1} of "
+                      f"{args.repeat}) ...", file=sys.stderr, flush=True)
+                runs.append(run_level(workdir, rng, c, n, args.workers, clients, i, args.warm))
+            results.extend(pooled(list(same)) for same in zip(*runs))
     print_table(results, time.perf_counter() - started, args.seed, args.workers)
+    for line in versus_bare(results):
+        print(line)
     return 0
+
+
+def pooled(runs: list[LevelResult]) -> LevelResult:
+    """Several runs of one client at one level as one result (lists merged, counts added)."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    merged = {k: (sorted(x for r in runs for x in getattr(r, k)) if isinstance(v, list)
+                  else sum(getattr(r, k) for r in runs) if isinstance(v, (int, float)) else v)
+              for k, v in first.__dict__.items()}
+    merged["concurrency"], merged["lag"] = first.concurrency, max((r.lag for r in runs), key=lambda x: x.get("max_s", 0))
+    return LevelResult(**merged)
+
+
+def versus_bare(results: list[LevelResult]) -> list[str]:
+    """streamrun's TTFT error beyond the bare client's, per level (what streamrun itself adds)."""
+    bare = {r.concurrency: r for r in results if r.client == "bare"}
+    lines = []
+    for r in results:
+        b = bare.get(r.concurrency)
+        if r.client != "streamrun" or b is None or not r.ttft_err_ms or not b.ttft_err_ms:
+            continue
+        d = [percentile(r.ttft_err_ms, q) - percentile(b.ttft_err_ms, q) for q in (50, 99)]
+        lines.append(f"streamrun - bare at {r.concurrency:,} stream(s): TTFT error p50 {d[0]:+.2f} ms, "
+                     f"p99 {d[1]:+.2f} ms")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`make bench`: streamrun against a bare-aiohttp ceiling and a naive requests client.
+"""`make bench`: streamrun against bare-aiohttp ceilings and a naive requests client.
 
 One mock server (several worker processes, SO_REUSEPORT) on 127.0.0.1
 serves every client, one after the other, at each concurrency; all
@@ -7,6 +7,9 @@ process, so its CPU time and peak RSS are its own:
 
 * ceiling   bench/ceiling.py: one aiohttp session, N tasks, raw chunks,
             `data:` counted with bytes.count (no SSE decoding, no JSON).
+* parse     bench/ceiling.py parse: the same, but every read split into
+            lines and every event's JSON parsed with orjson: the least a
+            client that reads the answers does ("vs parse").
 * streamrun the real CLI (`streamrun run ... --no-progress`) writing a
             results file; TTFT read back from that file.
 * naive     bench/naive.py: requests + iter_lines + json.loads per event in
@@ -45,7 +48,7 @@ except ImportError:  # pragma: no cover - the bench extra installs it
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
-CLIENTS = ("ceiling", "streamrun", "naive")
+CLIENTS = ("ceiling", "parse", "streamrun", "naive")
 FD_MARGIN = 256  # descriptors beyond one socket per stream: files, pipes, the loop's own
 
 
@@ -287,8 +290,9 @@ def bench_one(client: str, concurrency: int, prompts: Path, n_requests: int, eve
     tag = f"{client}-c{concurrency}"
     stdout, stderr = tmp / f"{tag}.out", tmp / f"{tag}.err"
     env = client_env()
-    if client == "ceiling":
-        cmd = [PY, str(BENCH / "ceiling.py"), str(prompts), mock.url, str(concurrency)]
+    if client in ("ceiling", "parse"):
+        cmd = [PY, str(BENCH / "ceiling.py"), str(prompts), mock.url, str(concurrency),
+               "parse" if client == "parse" else "count"]
     elif client == "naive":
         cmd = [PY, str(BENCH / "naive.py"), str(prompts), mock.url, str(concurrency)]
     else:
@@ -356,20 +360,22 @@ def fmt(x, spec: str, none: str = "-") -> str:
 
 
 def print_table(results: list[Result], notes: list[str], file=sys.stdout) -> None:
-    header = ("conc", "client", "req/s", "events/s", "vs ceiling", "CPU s/1k ev", "peak RSS MiB",
+    header = ("conc", "client", "req/s", "events/s", "vs ceiling", "vs parse", "CPU s/1k ev", "peak RSS MiB",
               "TTFT p50 ms", "TTFT p99 ms", "errors", "wall s", "server CPU avg/peak")
     rows = []
     ceilings = {r.concurrency: r.events_s for r in results if r.client == "ceiling" and not r.failure}
+    parsed = {r.concurrency: r.events_s for r in results if r.client == "parse" and not r.failure}
     for r in results:
         if r.failure:
-            rows.append((str(r.concurrency), r.client, "FAILED: " + r.failure.splitlines()[0][:90], *[""] * 9))
+            rows.append((str(r.concurrency), r.client, "FAILED: " + r.failure.splitlines()[0][:90], *[""] * 10))
             continue
-        ceiling = ceilings.get(r.concurrency)
+        ceiling, parse = ceilings.get(r.concurrency), parsed.get(r.concurrency)
         ttfts = sorted(r.ttfts)
         p50, p99 = percentile(ttfts, 50), percentile(ttfts, 99)
         rows.append((
             f"{r.concurrency:,}", r.client, f"{r.req_s:,.0f}", f"{r.events_s:,.0f}",
             f"{100 * r.events_s / ceiling:.0f} %" if ceiling else "-",
+            f"{r.events_s / parse:.2f}x" if parse else "-",
             fmt(r.cpu_per_1k_events, ".4f"), f"{r.peak_rss_mib:.0f}",
             fmt(p50 and 1000 * p50, ".1f"), fmt(p99 and 1000 * p99, ".1f"),
             f"{r.errors:,}", f"{r.wall_s:.1f}",
@@ -408,7 +414,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="requests per client run (default: max(10000, 10 x concurrency))")
     ap.add_argument("--output-tokens", type=int, default=64, help="content events per response (default 64)")
     ap.add_argument("--input-tokens", type=int, default=32, help="prompt words per request (default 32)")
-    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma list of ceiling,streamrun,naive")
+    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma list of " + ",".join(CLIENTS))
     ap.add_argument("--server-workers", type=int, default=2, help="mock server processes (default 2)")
     ap.add_argument("--pin", choices=("split", "none"), default="split",
                     help="split: clients on one CPU, server on the others (default); none: let the kernel place them")
@@ -509,8 +515,10 @@ def main(argv=None) -> int:
                  "response read; streamrun: its summary's duration_s); 'wall s' is the whole process (imports, "
                  "reading inputs, writing the summary). CPU = user+sys of the whole client process (all threads, "
                  "imports included); peak RSS = its VmHWM. events/s for streamrun = ok records x events per response.")
-    notes.append("streamrun TTFT comes from its results file (request sent -> first content event); ceiling and "
-                 "naive time the first chunk/line carrying a content delta.")
+    notes.append("vs ceiling: events/s over the ceiling's (counts data: lines, parses nothing); vs parse: over the "
+                 "parse ceiling's (bench/ceiling.py parse: splits every read into lines, orjson.loads on every event), "
+                 "the least a client that reads the answers does.  streamrun TTFT comes from its results file "
+                 "(request sent -> first content event); the others time the first chunk/line with content.")
     if not args.no_startup:
         help_ms, bare_ms = startup_ms()
         notes.append(f"startup: `streamrun --help` {help_ms:.0f} ms (median of 5; `python -c pass` {bare_ms:.0f} ms).")

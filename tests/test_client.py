@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -20,10 +21,10 @@ import pytest
 from aiohttp import web
 
 from runner.config import Timeouts
-from runner.stream import client
+from runner.stream import client, connection
 from runner.stream.client import endpoint_url, list_models, parse_retry_after, status_error, stream_once
 from runner.stream.errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError,
-                                  IncompleteStream, MalformedResponse, StreamErrorEvent)
+                                  IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent)
 from runner.stream.headers import resolve_headers
 from runner.stream.timing import Timing
 from tests.conftest import freeze_now
@@ -150,6 +151,87 @@ async def test_a_body_that_never_ends_after_done_costs_only_the_drain_timeout(ai
     result = await attempt(base, timeouts=Timeouts(connect=10, first_byte=300, idle=300))
     assert result.state.text == "Hello, wörld" and result.timing.end is not None
     server.hold.set()
+
+
+async def test_the_idle_timeout_counts_from_the_last_read(aiohttp_server):
+    # gaps far shorter than idle, adding up to more than idle, then one longer than idle
+    pieces = [chunk({"role": "assistant", "content": ""}), *[p for _ in range(12) for p in (0.05, chunk({"content": "x"}))],
+              2.0, chunk(finish="stop"), DONE]
+    server = Server()
+    base = await serve(aiohttp_server, lambda r: server.stream(r, pieces))
+    with pytest.raises(RequestTimeout, match="idle for more than 0.5s") as info:
+        await attempt(base, timeouts=Timeouts(connect=10, first_byte=30, idle=0.5))
+    assert info.value.partial.text == "x" * 12  # the reads before the stall count
+
+
+async def test_a_read_is_stamped_when_aiohttp_received_it_not_when_the_task_ran(aiohttp_server, monkeypatch):
+    # Every network read is followed by 50 ms of other work in the same loop turn (as with many
+    # streams); the stamp is from before that work, so TTFT does not contain it.
+    handed_over: list[float] = []
+    base_received = client.StampingHandler.data_received
+
+    def busy(self, data):
+        base_received(self, data)
+        time.sleep(0.05)
+        handed_over.append(time.perf_counter())  # the task can run no earlier than this
+
+    monkeypatch.setattr(client.StampingHandler, "data_received", busy)
+    server = Server()
+    base = await serve(aiohttp_server, lambda r: server.stream(r, [HELLO[:40], 0.1, HELLO[40:]]))
+    async with aiohttp.ClientSession() as session:
+        await attempt(base, session)  # opens the connection: stamps start with the next request
+        handed_over.clear()
+        result = await attempt(base, session)
+    t = result.timing
+    assert t.sent < t.first_event <= t.first_text <= t.end
+    assert t.first_text < handed_over[-1] - 0.04  # the read of "Hel...": its bytes came before the 50 ms
+    assert result.state.text == "Hello, wörld"
+
+
+async def test_the_timed_connector_times_the_connections_it_opens_and_stamps_from_the_first_read(
+        aiohttp_server, monkeypatch):
+    handed_over: list[float] = []
+    base_received = client.StampingHandler.data_received
+
+    def busy(self, data):
+        base_received(self, data)
+        time.sleep(0.05)
+        handed_over.append(time.perf_counter())
+
+    monkeypatch.setattr(client.StampingHandler, "data_received", busy)
+    server = Server()
+    base = await serve(aiohttp_server, lambda r: server.stream(r, [HELLO[:40], 0.1, HELLO[40:]]))
+    connector, traces = connection.session_connector(limit=1)
+    assert isinstance(connector, connection.TimedConnector) and traces == []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first = await attempt(base, session)
+        second = await attempt(base, session)
+    assert first.timing.connect_s is not None and 0 < first.timing.connect_s < first.timing.first_event - first.timing.sent
+    assert second.timing.connect_s is None  # the pooled connection
+    assert first.timing.first_text < handed_over[-1] - 0.04  # stamped on arrival on a new connection too
+    assert first.state.text == second.state.text == "Hello, wörld"
+
+
+async def test_session_connector_falls_back_on_tracing(monkeypatch):
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", None)
+    connector, traces = connection.session_connector()
+    assert type(connector) is aiohttp.TCPConnector and len(traces) == 1
+    await connector.close()
+
+
+async def test_the_hot_path_and_the_general_one_read_a_stream_alike(aiohttp_server, monkeypatch):
+    """The same stream, one event per read (the hot path takes each) and one byte per read (it takes
+    none): the same state and the same number of stamps."""
+    pieces = [p for e in HELLO.split(b"\n\n")[:-1] for p in (e + b"\n\n", 0.001)]
+    results = []
+    for split in (pieces, [HELLO[i:i + 1] for i in range(len(HELLO))]):
+        server = Server()
+        base = await serve(aiohttp_server, lambda r, split=split: server.stream(r, split))
+        results.append(await attempt(base))
+    (a, b) = results
+    assert (a.state.text_parts, a.state.events, a.state.text_events, a.state.usage, a.state.done) == \
+           (b.state.text_parts, b.state.events, b.state.text_events, b.state.usage, b.state.done)
+    assert len(a.timing.itl) == len(b.timing.itl) == 2 and a.timing.first_answer is not None
 
 
 async def test_a_json_answer_to_a_stream_request(aiohttp_server):

@@ -140,3 +140,22 @@ def test_completions_logprobs_lists_are_concatenated_and_can_be_dropped():
     for chunk in chunks:
         handle_data(dropped, orjson.dumps(chunk).decode())
     assert dropped.logprobs is None and dropped.text == "Once upon"
+
+
+@pytest.mark.parametrize("data, text", [
+    ('{"created": 1e999, "model": "m", "choices": [{"delta": {"content": "a"}}]}', "a"),  # unread, beyond a double
+    ('{"created": -' + "9" * 400 + ', "choices": [{"delta": {"content": "a"}}]}', "a"),
+    ('{"x": ["\\ud83d\\ude00"], "y": 1e999, "choices": [{"delta": {"content": "a"}}]}', "a"),
+    ('{"x": "\\ud800", "y": 1e999, "choices": [{"delta": {"content": "a"}}]}', None),  # a lone surrogate still is not
+    ('{"x": NaN, "y": 1e999, "choices": [{"delta": {"content": "a"}}]}', None),
+    ('{"y": 1e999, "choices": [{"delta": {"content": "a"}}]', None),
+])
+def test_a_number_beyond_a_double_costs_nothing_where_nothing_reads_it(data, text):
+    """orjson refuses 1e999; the hot path (runner.stream.plain) skips unread fields unconverted, so
+    handle_data takes such a chunk too (json's reading: inf) and the two paths agree."""
+    state = StreamState()
+    if text is None:
+        with pytest.raises(MalformedResponse, match="malformed event data"):
+            handle_data(state, data)
+    else:
+        assert handle_data(state, data) is True and state.text == text

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runner.stream.errors import StreamErrorEvent
 from runner.stream.protocol import StreamState, handle_data
-from runner.stream.sse import Event, SSEDecoder
+from runner.stream.sse import Event, EventTooLarge, SSEDecoder
 from tests.conftest import sse_decode
 
 CAPTURES = Path(__file__).parent / "data" / "sse"
@@ -160,3 +162,87 @@ def test_events_made_by_the_fast_path_are_real_events():
     (event,) = decode([b"event: x\nid: 3\nretry: 5\ndata: y\n\n"])
     assert isinstance(event, Event) and event == Event("x", "y", "3", 5)
     assert (event.event, event.data, event.id, event.retry) == ("x", "y", "3", 5)
+
+
+# ---- feed_data, the client's hot path, against feed
+
+def hot_decode(chunks, max_event_bytes: int | None = None) -> list[Event]:
+    """As the client reads: feed_data where it takes the read (its events are all "message"
+    ones, with the id and retry in force before the read), feed where it does not; then close."""
+    d = SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes)
+    events = []
+    for chunk in chunks:
+        in_force = d._last_id, d._retry  # a read's id: lines come after its whole events, if at all
+        datas = d.feed_data(chunk)
+        if datas is None:
+            events.extend(d.feed(chunk))
+        else:
+            assert datas, "feed_data takes a read only with a whole event in it"
+            events.extend(Event("message", x.decode("utf-8", "replace"), *in_force) for x in datas)
+    events.extend(d.close())
+    return events
+
+
+def test_feed_data_takes_whole_plain_events_and_nothing_else():
+    d = SSEDecoder()
+    assert d.feed_data(b'data: {"a": 1}\n\ndata: [DONE]\n\n') == [b'{"a": 1}', b"[DONE]"]
+    assert d.feed_data(b"data:x\n\ndata:\n\n") == [b"x", b""]  # no space after the colon, and an empty one
+    assert d.feed_data(b"data: 1\n\ndata: 2") == [b"1"]  # the partial line waits ...
+    assert d.feed_data(b"\n\n") == [b"2"]  # ... for the read that ends it
+    assert d.feed_data(b"data: 3") is None and d.feed(b"data: 3") == []  # no whole event: feed() holds it
+    assert d.feed_data(b"\n\ndata: 4\n\n") == [b"3", b"4"]
+    assert d.feed_data(b"data: 5\n") is None and d.feed(b"data: 5\n") == []  # a whole line, no event yet
+    assert d.feed_data(b"\ndata: 6\n\n") is None  # an event is open: its end is feed()'s
+    for read in (b"data: a\r\n\r\n", b"event: x\ndata: a\n\n", b"data: a\nid: 1\n\n", b": c\n\ndata: a\n\n",
+                 b"data: a\ndata: b\n\n", b"data: a\n\n\n", b"\xef\xbb\xbfdata: a\n\n", b"data:a\n\ndata: b\n\n",
+                 b"retry: 5\n\n", b"", b"\n"):
+        assert SSEDecoder().feed_data(read) is None, read
+
+
+def test_feed_data_keeps_the_rest_after_the_last_whole_event():
+    d = SSEDecoder()
+    assert d.feed_data(b"data: 1\n\nid: 7\ndata: 2\n") == [b"1"]  # the rest is buffered by feed()
+    assert d.feed(b"\n") == [Event("message", "2", "7", None)]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_capture_decodes_identically_through_the_hot_path_at_every_split(name):
+    data = (CAPTURES / name).read_bytes()
+    reference = decode([data])
+    for chunks in splits(data):
+        assert hot_decode(chunks) == reference, f"split {[len(c) for c in chunks][:3]} differs"
+
+
+LINES = [b"data: {\"a\": 1}", b"data: x", b"data:y", b"data: ", b"data:", b"data:  two", b"data", b"",
+         b"event: e", b"event:", b"id: 1", b"id: 2\x00", b"retry: 30", b"retry: x", b": comment", b":",
+         b"other: z", "data: 你好🙂".encode(), b"data: \xff\xe4\xb8", b"data: [DONE]"]
+streams = st.lists(st.tuples(st.sampled_from(LINES), st.sampled_from([b"\n"] * 6 + [b"\r\n", b"\r"])),
+                   max_size=16).map(lambda lines: b"".join(line + end for line, end in lines))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), streams, st.lists(st.integers(0, 400), max_size=5))
+def test_hot_path_decodes_any_stream_split_anywhere_as_feed_does(bom, body, cuts):
+    body = (b"\xef\xbb\xbf" if bom else b"") + body
+    points = sorted({min(c, len(body)) for c in cuts})
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)])]
+    assert hot_decode(chunks) == decode(chunks) == decode([body])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams, st.lists(st.integers(0, 400), max_size=4), st.integers(1, 40))
+def test_hot_path_bounds_events_as_feed_does(body, cuts, bound):
+    points = sorted({min(c, len(body)) for c in cuts})
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)])]
+
+    def outcome(decoder_run):
+        try:
+            return decoder_run(chunks, bound)
+        except EventTooLarge as exc:
+            return type(exc)
+
+    def plain(chunks, bound):
+        d = SSEDecoder(bound)
+        return [e for c in chunks for e in d.feed(c)] + d.close()
+
+    assert outcome(hot_decode) == outcome(plain)

@@ -47,3 +47,14 @@ def test_a_retry_starts_from_fresh_stamps():
     second.on_event(2.5, True)
     second.on_event(2.75, True)
     assert first.itl == [] and second.itl == [0.25]
+
+
+def test_on_read_stamps_as_on_event_does_for_each_event_of_the_read():
+    reads = [(1.0, 2, 0), (1.5, 3, 2), (1.5, 0, 0), (2.0, 1, 1), (3.0, 4, 3), (3.5, 1, 0)]  # (arrived, events, text)
+    one, each = Timing(due=0.0), Timing(due=0.0)
+    for arrived, events, text in reads:
+        one.on_read(arrived, events, text)
+        for k in range(events):
+            each.on_event(arrived, k < text)
+    assert (one.first_event, one.first_text, one.last_text, one.itl) == \
+           (each.first_event, each.first_text, each.last_text, each.itl) == (1.0, 1.5, 3.0, [0.0, 0.5, 1.0, 0.0, 0.0])

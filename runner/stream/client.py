@@ -1,8 +1,11 @@
 """One streamed request over a shared aiohttp session.
 
 Sends the body, feeds raw chunks to the SSE decoder, stamps arrival times
-with `time.perf_counter()` the moment `readany()` returns (before decoding or
-JSON parsing), and raises typed errors.  Knows nothing of files or the CLI.
+with `time.perf_counter()` (when aiohttp's protocol received the bytes, see
+`connection.StampingHandler`, else when `readany()` returned; before decoding
+or JSON parsing either way), and raises typed errors.  Chat streams take the
+hot path (`SSEDecoder.feed_data` and `plain.apply_plain`) wherever a read
+allows it.  Knows nothing of files or the CLI.
 """
 
 from __future__ import annotations
@@ -19,39 +22,14 @@ import orjson
 from ..config import Limits, Timeouts
 from .errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream,
                      MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent)
+from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
+from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
 from .timing import Timing
+from .plain import apply_plain
 from .protocol import StreamState, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import EventTooLarge, SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
-
-
-async def _on_connect_start(session, ctx, params) -> None:
-    ctx.connect_start = time.perf_counter()
-
-
-async def _on_connect_end(session, ctx, params) -> None:
-    timing = ctx.trace_request_ctx
-    if timing is not None:
-        timing.connect_s = time.perf_counter() - ctx.connect_start
-
-
-def connection_trace() -> aiohttp.TraceConfig:
-    """The session's tracing of new connections: a request whose `trace_request_ctx` is its
-    `Timing` gets `connect_s` set when it opened one (DNS, TCP, TLS); one that reused a pooled
-    connection never fires these signals and keeps None.
-
-    Only these two signals have receivers; `on_connection_reuseconn` is left
-    out, since reuse is the absence of a create.  The cost is aiohttp's: once a
-    session has any trace config it builds a Trace per request and sends its
-    other signals (request start/headers/chunk/end, reuse) to no one, about
-    13 us of CPU a request (measured against the mock; ~2% of a 128-token
-    stream's client CPU).
-    """
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_on_connect_start)
-    trace.on_connection_create_end.append(_on_connect_end)
-    return trace
 
 
 def endpoint_url(base_url: str, path: str) -> str:
@@ -185,6 +163,7 @@ async def stream_once(
     state = StreamState() if state is None else state
     deadline = _Deadline(loop, timeouts)
     first = (timeouts.connect or 0) + (timeouts.first_byte or 0) if (timeouts.connect or timeouts.first_byte) else None
+    attempt = attempt_context(timing)  # for TimedConnector, should this request open a connection
     try:
         async with asyncio.timeout(deadline.at(first)) as cm:
             timing.mark_sent(now())
@@ -201,7 +180,8 @@ async def stream_once(
                     raise MalformedResponse(f"a text/html page instead of an event stream: {page[:200]!r}")
                 deadline.stage = "stream"
                 await _read_stream(resp.content, state, timing, cm, deadline, now, limits,
-                                   _chat_event if named is None else _named(named))
+                                   _chat_event if named is None else _named(named),
+                                   apply_plain if named is None else None, stamping(resp))
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
         raise _keep_partial(exc, state)
@@ -220,6 +200,8 @@ async def stream_once(
         raise _keep_partial(cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")), state) from exc
     except aiohttp.ClientError as exc:
         raise _keep_partial(ConnectError(f"{type(exc).__name__}: {exc}"), state) from exc
+    finally:
+        reset_attempt_context(attempt)
 
 
 def _keep_partial(err: RequestError, state: StreamState) -> RequestError:
@@ -252,35 +234,111 @@ def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable:
     return lambda state, event: handle_event(state, event.event, event.data)
 
 
+class _IdleWatch:
+    """The idle timeout without a timer per read: a read only notes its time (`last`); one
+    timer checks, when `idle` seconds may have passed, whether they did, and otherwise looks
+    again `idle` after the last read.  When they did, the attempt's timeout expires now."""
+
+    __slots__ = ("loop", "cm", "idle", "last", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cm: asyncio.Timeout, idle: float, last: float) -> None:
+        self.loop, self.cm, self.idle, self.last = loop, cm, idle, last
+        self.handle = loop.call_later(idle, self.check)
+
+    def check(self) -> None:
+        left = self.last + self.idle - time.perf_counter()
+        if left > 0:
+            self.handle = self.loop.call_later(left, self.check)
+        elif not self.cm.expired():
+            self.cm.reschedule(self.loop.time())  # expires: the read in progress raises TimeoutError
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
-                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits, apply: Callable) -> None:
+                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits, apply: Callable,
+                       plain: Callable | None = None, proto: StampingHandler | None = None) -> None:
+    """Read and apply the events to the end of the stream (or [DONE]), stamping each read's arrival.
+
+    The stamp of a read is when its last bytes reached aiohttp (`proto.received_at`, when the
+    connection's protocol stamps its reads and did since the last read), else when `readany()`
+    returned: never before the bytes were there, so a measured time is never below the truth.
+
+    `plain` (chat/completions: `plain.apply_plain`) is the hot path: a read that is nothing
+    but whole `data:` events (`SSEDecoder.feed_data`) goes to it as a list, and only the events
+    it leaves (the first chunk, finish_reason, usage, anything unusual) take the general path,
+    one by one, as every event of every other read does.  The stamps are the same either way.
+    """
     decoder = SSEDecoder(limits.max_event_bytes)
     idle = deadline.timeouts.idle
+    watch: _IdleWatch | None = None
     budget = limits.max_response_bytes
-    arrived = now()
+    arrived = returned = timing.sent
     on_event = timing.on_event
-    while True:
-        chunk = await content.readany()
-        arrived = now()
-        if not chunk:
-            break
-        cm.reschedule(deadline.at(idle))
-        budget -= len(chunk)
-        if budget < 0:
-            raise ResponseTooLarge(f"the response grew past {limits.max_response_bytes} bytes")
-        try:
-            events = decoder.feed(chunk)
-        except EventTooLarge as exc:
-            raise ResponseTooLarge(str(exc)) from None
-        for event in events:
-            on_event(arrived, apply(state, event))
-            if timing.first_answer is None and state.text_parts:
-                timing.on_answer(arrived)
+    feed_data = decoder.feed_data if plain is not None else None
+    started = armed = False
+    try:
+        while True:
+            if started and not armed:  # past the first bytes: the idle timeout and the total one apply
+                armed = True  # (set only now: a stream that came whole in its first read needs no timer)
+                cm.reschedule(deadline.total_at)
+                if idle:
+                    watch = _IdleWatch(deadline.loop, cm, idle, returned)
+            chunk = await content.readany()
+            last, returned = returned, now()
+            arrived = returned
+            if proto is not None and proto.received_at > last:
+                arrived = proto.received_at
+            if watch is not None:
+                watch.last = returned
+            if not chunk:
+                break
+            started = True
+            budget -= len(chunk)
+            if budget < 0:
+                raise ResponseTooLarge(f"the response grew past {limits.max_response_bytes} bytes")
+            try:
+                datas = feed_data(chunk) if feed_data is not None else None
+                events = decoder.feed(chunk) if datas is None else ()
+            except EventTooLarge as exc:
+                raise ResponseTooLarge(str(exc)) from None
+            if datas:
+                i, end = 0, len(datas)
+                while True:
+                    events0, text0 = state.events, state.text_events
+                    j = plain(state, datas, i)
+                    if j > i:
+                        timing.on_read(arrived, state.events - events0, state.text_events - text0)
+                        if timing.first_answer is None and state.text_parts:
+                            timing.on_answer(arrived)
+                    if j == end or state.done:
+                        break
+                    # the one event the hot path left: the general path, as in any other read
+                    on_event(arrived, handle_data(state, datas[j].decode("utf-8", "replace")))
+                    if timing.first_answer is None and state.text_parts:
+                        timing.on_answer(arrived)
+                    if state.done:
+                        break
+                    i = j + 1
+            else:
+                for event in events:
+                    on_event(arrived, apply(state, event))
+                    if timing.first_answer is None and state.text_parts:
+                        timing.on_answer(arrived)
+                    if state.done:
+                        break
             if state.done:
                 timing.end = arrived
                 _check_not_empty(state)
+                if watch is not None:
+                    watch.cancel()
+                    watch = None
                 await _drain(content, cm, deadline)
                 return
+    finally:
+        if watch is not None:
+            watch.cancel()
     for event in decoder.close():
         on_event(arrived, apply(state, event))
     if timing.first_answer is None and state.text_parts:
@@ -316,6 +374,8 @@ def _check_event_type(event: str, data: str) -> None:
 
 async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _Deadline) -> None:
     """Read to the end of the body so aiohttp can put the connection back in the pool."""
+    if content.at_eof():
+        return  # the end came with [DONE] (the usual case): no timer to set
     cm.reschedule(deadline.at(_DRAIN_AFTER_DONE_S))
     try:
         while await content.readany():

@@ -8,6 +8,7 @@ carried text).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from json import loads as _json_loads
 from typing import Any
 
 import orjson
@@ -243,7 +244,9 @@ def handle_data(state: StreamState, data: str) -> bool:
     try:
         chunk = _loads(data)
     except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(f"malformed event data: {data[:200]!r}") from exc
+        chunk = _out_of_range(data)
+        if chunk is None:
+            raise MalformedResponse(f"malformed event data: {data[:200]!r}") from exc
     if type(chunk) is not dict:
         raise MalformedResponse(f"an event that is not a JSON object: {data[:200]!r}")
     try:
@@ -355,6 +358,40 @@ def _merge_logprobs(state: Any, logprobs: Any) -> None:
 
 
 _loads = orjson.loads
+
+
+def _orjson_int(text: str) -> int | float:
+    """An integer as orjson reads it: an int within 64 bits, a float beyond (float() has no digit limit)."""
+    value = int(text) if len(text) <= 20 else None
+    return value if value is not None and -2**63 <= value < 2**64 else float(text)
+
+
+def _out_of_range(data: str) -> Any:
+    """JSON that orjson refuses for nothing but a number beyond a double's range (1e999),
+    read as `json` reads it (inf), else None.  The hot path (`plain`, msgspec) skips the
+    fields it does not read without converting their numbers, so it takes such a chunk;
+    this path must take it too, or an event's fate would depend on how the bytes were
+    grouped into reads.  The rare path: only after orjson refused."""
+    try:
+        value = _json_loads(data, parse_int=_orjson_int, parse_constant=int)  # int("NaN"): ValueError, refused
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+    todo = [value]
+    while todo:  # a lone surrogate, which orjson refuses and json does not (no recursion: any depth)
+        item = todo.pop()
+        if type(item) is dict:
+            todo.extend(item)
+            todo.extend(item.values())
+        elif type(item) is list:
+            todo.extend(item)
+        elif type(item) is str and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return None
+    return value
+
+
 MAX_TOKEN_COUNT = 2**53  # a count beyond this is no count (and no 64-bit JSON integer)
 MAX_TOOL_CALLS = 128
 MAX_CHOICES = 128

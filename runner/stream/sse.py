@@ -9,6 +9,16 @@ is safe and each complete line decodes on its own.  A chunk boundary inside a
 character therefore needs no incremental decoder: the partial line simply
 waits in the buffer.  Why our own splitter: aiohttp's line reader caps lines at
 64 KiB, and real streams (long contexts, logprobs) exceed that.
+
+Two ways in.  `feed()` is the whole state machine and returns `Event`s.
+`feed_data()` is the client's hot path: nearly every network read of an
+OpenAI-style stream is a run of whole one-line `data: ...` events, LF-ended,
+which need no state machine: one `bytes.split` turns the read into the
+events' data, as bytes (JSON parsers take bytes; nothing is decoded twice).
+Anything else (CR line endings, `event:`/`id:`/`retry:` fields, comments,
+data spread over several lines, a BOM, an event still open from the previous
+read) makes it return None with the decoder untouched, and the caller feeds
+the read to `feed()`; tests check that both paths agree on any split.
 """
 
 from __future__ import annotations
@@ -55,6 +65,52 @@ class SSEDecoder:
         self._event = ""
         self._last_id = ""  # persists across events, per the spec
         self._retry: int | None = None
+
+    def feed_data(self, chunk: bytes) -> list[bytes] | None:
+        """The data of each whole event in `chunk` (plus a partial line held from the last read),
+        when all of them are plain one-line `data:` events ending in LF: the same events `feed()`
+        would give, all of type "message", data undecoded.  None when anything else is there (the
+        decoder is then untouched: call `feed(chunk)`).  A partial event after the last blank line
+        is kept for the next read, as `feed()` keeps it.  The events' id and retry are those in
+        force before the call (an `id:` line after the last whole event applies to later ones).
+        """
+        if self._data or self._event:
+            return None  # an event is open: its lines came in an earlier read
+        parts = self._parts
+        if parts:
+            if b"\r" in chunk:
+                return None
+            chunk = b"".join(parts) + chunk
+        elif b"\r" in chunk:
+            return None
+        if chunk[:5] != b"data:":
+            return None  # also a BOM, a comment, another field, an empty line: all for feed()
+        end = chunk.rfind(b"\n\n") + 2
+        if end < 2 or end > self.max_event_bytes:
+            return None  # no whole event yet, or maybe one too large: feed() says which
+        if chunk[5:6] == b" ":
+            sep = b"\n\ndata: "
+            body = chunk[6:end - 2]
+        elif b"\n\ndata: " in chunk:
+            return None  # mixed "data:" and "data: ": the space must go from some only
+        else:
+            sep = b"\n\ndata:"
+            body = chunk[5:end - 2]
+        datas = body.split(sep)
+        # Each event is one line "data:[ ]D" and a blank line; an LF in some D is a second line
+        # or a blank line too many.  (A CR was ruled out above.)  join + `in`: memcpy and memchr.
+        if b"\n" in b"".join(datas):
+            return None
+        self._started = True  # began with "data:": no BOM can come
+        self._pending_cr = False  # no CR in this read: a pending one ended a line already
+        if parts:
+            self._parts = []
+            self._tail = 0
+        if end < len(chunk):
+            # no blank line in the rest (rfind), so feed() only buffers it (a partial line, or whole
+            # lines of the next event): it dispatches nothing
+            self.feed(chunk[end:])
+        return datas
 
     def feed(self, chunk: bytes) -> list[Event]:
         if not chunk:

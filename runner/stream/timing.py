@@ -5,10 +5,13 @@ Definitions follow vLLM's benchmark_serving and NVIDIA AIPerf (see
 docs/FORMATS.md): TTFT at the first event carrying generated text, TTFB at
 the first event of any kind, ITL as the gaps between text-carrying events,
 TPOT = (e2e - ttft) / (output_tokens - 1).  All stamps are
-`time.perf_counter()` values taken when a chunk's bytes arrived, before any
-JSON parsing, so parsing cost never shows up as latency.
+`time.perf_counter()` values taken when a chunk's bytes arrived (when aiohttp
+received them, see `runner.stream.connection.StampingHandler`), before any
+JSON parsing, so parsing cost never shows up as latency; the events of one
+read share its stamp (`on_read`).
 
-`connect_s` is stamped by aiohttp's tracing (`runner.stream.client.connection_trace`):
+`connect_s` is stamped by the session's connector (`runner.stream.connection`:
+`TimedConnector`, or aiohttp's tracing with `connection_trace`):
 the time this attempt spent opening its connection (DNS when not cached,
 TCP, TLS, a proxy's CONNECT), None when it reused a pooled one.  It is part
 of TTFT and E2E, which count from `sent`, before the connection is taken.
@@ -46,6 +49,20 @@ class Timing:
                 self.first_text = arrived
             else:
                 self.itl.append(arrived - self.last_text)
+            self.last_text = arrived
+
+    def on_read(self, arrived: float, events: int, text_events: int) -> None:
+        """`on_event` for `events` events of one read, `text_events` of them with text, at once:
+        the same stamps (the gaps between text events of one read are 0)."""
+        if events and self.first_event is None:
+            self.first_event = arrived
+        if text_events:
+            if self.first_text is None:
+                self.first_text = arrived
+            else:
+                self.itl.append(arrived - self.last_text)
+            if text_events > 1:
+                self.itl.extend([0.0] * (text_events - 1))
             self.last_text = arrived
 
     def on_answer(self, arrived: float) -> None:
