@@ -31,7 +31,7 @@ from .rejections import RejectionGuard
 from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from .send import Sender
 from .session import run_session
-from .stream.client import connection_trace
+from .stream.connection import session_connector
 
 _STOP = object()
 log = logging.getLogger("streamrun")
@@ -107,17 +107,18 @@ class Engine:
 
     async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
                   warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
-        connector = aiohttp.TCPConnector(limit=self.connector_limit, limit_per_host=0,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        # A connector that times the connections it opens (metrics.connect_s) without aiohttp's
+        # per-request tracing (about 20 us a request); plain tracing where it cannot.
+        connector, traces = session_connector(limit=self.connector_limit, limit_per_host=0,
+                                              ttl_dns_cache=300, enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
         # Proxies from the environment are resolved once here, not per request
         # as trust_env=True would (two thread hops per request).
         self.proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
         self.public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
         try:
-            # connection_trace: metrics.connect_s of the requests that open a connection.
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
-                                             auto_decompress=True, trace_configs=[connection_trace()]) as session:
+                                             auto_decompress=True, trace_configs=traces) as session:
                 self.sender = Sender(self, session)
                 first = self.cfg.stages[0]
                 if warmup_items is not None and self.cfg.warmup:

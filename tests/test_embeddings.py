@@ -29,6 +29,8 @@ def test_embeddings_lines_run_beside_chat_lines(tmp_path):
     assert many["embeddings"] == [vector(t, 4) for t in ("a", "bb", "ccc")] and many["embedding"] is None
     assert one["request_url"] == "/v1/embeddings" and one["usage"]["prompt_tokens"] >= 1
     m = one["metrics"]
+    opened = [r["metrics"]["connect_s"] for r in records.values() if r["metrics"]["connect_s"] is not None]
+    assert opened  # the first request opened the connection and timed it, embeddings or not
     assert m["e2e_s"] > 0 and m["ttft_s"] is None and m["itl_s"] == [] and m["output_tokens"] is None
     assert records["chat"]["status"] == "ok" and records["chat"]["embedding"] is None
     bad = records["unknown-key"]

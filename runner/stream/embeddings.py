@@ -17,6 +17,7 @@ import orjson
 
 from ..config import Limits, Timeouts
 from .client import Attempt, read_bounded, status_error
+from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
 from .protocol import InvalidRequestLine, checked_usage, defaults_for
 from .timing import Timing
@@ -55,6 +56,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: 
     limit = sum(t for t in (timeouts.connect, timeouts.first_byte) if t) or None
     if timeouts.total:
         limit = min(limit, timeouts.total) if limit else timeouts.total
+    attempt = attempt_context(timing)  # metrics.connect_s, should this request open a connection
     try:
         async with asyncio.timeout(limit):
             timing.mark_sent(time.perf_counter())
@@ -71,6 +73,8 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: 
         raise
     except aiohttp.ClientError as exc:
         raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        reset_attempt_context(attempt)
 
 
 def parse(raw: bytes) -> Result:
