@@ -240,7 +240,10 @@ class ClientTiming:
         if record.warmup or record.cached or record.status != "ok" or ttft is None:
             return
         index = record.stage.get("index", self._unnamed) if isinstance(record.stage, dict) else self._unnamed
-        self._ttft.setdefault(index, Kept()).add(ttft)
+        kept = self._ttft.get(index)
+        if kept is None:  # not setdefault(index, Kept()): that would build (and seed) a Kept per record
+            kept = self._ttft[index] = Kept()
+        kept.add(ttft)
 
     def ttft_p50(self, index: int) -> float | None:
         kept = self._ttft.get(index)
