@@ -62,6 +62,7 @@ def run(inputs: Inputs = (), *, config: RunConfig | None = None, mock: Any = Non
 async def arun(inputs: Inputs = (), *, config: RunConfig | None = None, mock: Any = None, progress: bool = False,
                **options: Any) -> dict:
     """`run` for a caller that has an event loop already."""
+    _one_source(inputs, config, options)
     with _as_files(inputs) as paths:
         cfg = config if config is not None else _config(paths, options)
         return await run_document(cfg, mock=_mock(mock), show_progress=progress)
@@ -74,6 +75,7 @@ async def stream(inputs: Inputs = (), *, config: RunConfig | None = None, mock: 
     Leaving the loop early stops the run: requests in flight are cancelled
     and what was written stays written (a rerun with `resume=True` goes on).
     """
+    _one_source(inputs, config, options)
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
     with _as_files(inputs) as paths, tempfile.TemporaryDirectory(prefix="streamrun-") as tmp:
@@ -91,6 +93,12 @@ async def stream(inputs: Inputs = (), *, config: RunConfig | None = None, mock: 
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+def _one_source(inputs: Inputs, config: RunConfig | None, options: dict) -> None:
+    """A RunConfig holds its own inputs and options: given one, inputs or options beside it would be ignored."""
+    if config is not None and (options or (inputs != () and inputs is not None)):
+        raise TypeError("pass either config=RunConfig(...) or inputs and options, not both")
 
 
 def _config(paths: list[str], options: dict) -> RunConfig:

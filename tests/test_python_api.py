@@ -64,6 +64,8 @@ def test_a_bad_option_raises_naming_the_key(tmp_path):
         streamrun.config("x.jsonl", output=tmp_path / "o.jsonl", concurency=4)
     cfg = streamrun.config(["a.jsonl"], output="o.jsonl", concurrency=4, timeouts={"idle": "5s"})
     assert isinstance(cfg, streamrun.RunConfig) and cfg.timeouts.idle == 5.0 and cfg.concurrency == (4,)
+    with pytest.raises(TypeError, match="not both"):  # a config holds its inputs: others beside it would be lost
+        streamrun.run([{"messages": []}], config=cfg)
     with pytest.raises(streamrun.RunError) as err:  # the output exists: as the CLI, exit 2
         (tmp_path / "o.jsonl").write_text("{}\n")
         streamrun.run([{"messages": [{"role": "user", "content": "x"}]}], output=tmp_path / "o.jsonl", mock=True)
