@@ -32,6 +32,7 @@ from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPON
 from .stream.protocol_responses import EventStreamState
 from .stream.retry import call_with_retries
 from .stream.timing import Timing
+from .tokens import reasoning_tokens
 
 log = logging.getLogger("streamrun")
 
@@ -225,7 +226,7 @@ class Sender:
             reasoning = tool_calls = finish_reason = logprobs = None
             model = (item.body or {}).get("model") or self.model
         metrics = Metrics.from_timing(timing, tokens, source)
-        metrics.reasoning_tokens = reasoning_tokens(usage)
+        metrics.reasoning_tokens = reasoning_tokens(usage, missing=None)
         metrics.scheduled_s = scheduled(self.cfg, item)
         return Record(
             ("warmup:" + item.custom_id) if warmup else item.custom_id,
@@ -294,13 +295,6 @@ def scheduled(cfg: RunConfig, item: InputItem) -> float | None:
     if item.timestamp_ms is None or not cfg.replay:
         return None
     return item.timestamp_ms / 1000.0 / cfg.replay_speed
-
-
-def reasoning_tokens(usage: dict | None) -> int | None:
-    """The reasoning part of the output, as the server counted it (chat's key; Responses/Anthropic normalised)."""
-    details = usage.get("completion_tokens_details") if usage else None
-    n = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return n if type(n) is int else None
 
 
 def output_tokens(state, text: str, choices: list[Choice] | None,

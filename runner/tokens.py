@@ -275,20 +275,21 @@ def cost(prompt_tokens: int, completion_tokens: int, pricing: Pricing, cached_to
     ) / 1_000_000
 
 
-def _detail(usage: Mapping[str, Any] | None, section: str, key: str) -> int:
+def _detail(usage: Mapping[str, Any] | None, section: str, key: str, missing: Any = 0) -> Any:
     if not isinstance(usage, Mapping):
-        return 0
+        return missing
     details = usage.get(section)
     if not isinstance(details, Mapping):
-        return 0
+        return missing
     value = details.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else missing
 
 
-def reasoning_tokens(usage: Mapping[str, Any] | None) -> int:
-    """``usage.completion_tokens_details.reasoning_tokens``, 0 when absent.
+def reasoning_tokens(usage: Mapping[str, Any] | None, missing: Any = 0) -> Any:
+    """``usage.completion_tokens_details.reasoning_tokens`` (Responses and Anthropic usage are
+    normalised to it), ``missing`` when absent (a record says None: not counted, not zero).
     Already included in ``completion_tokens``."""
-    return _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    return _detail(usage, "completion_tokens_details", "reasoning_tokens", missing)
 
 
 def cached_prompt_tokens(usage: Mapping[str, Any] | None) -> int:
