@@ -58,3 +58,15 @@ def test_vectors_come_back_in_input_order_whatever_the_server_order():
 def test_malformed_embeddings_answers_are_typed_errors(raw):
     with pytest.raises(MalformedResponse):
         parse(raw)
+
+
+async def test_the_mock_refuses_an_embeddings_request_without_its_key(mock_server):
+    import aiohttp
+
+    url = await mock_server(api_key="sk-mock")
+    body = {"model": "mock-model", "input": "x"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "/embeddings", json=body) as resp:
+            assert resp.status == 401 and (await resp.json())["error"]["code"] == "invalid_api_key"
+        async with session.post(url + "/embeddings", json=body, headers={"Authorization": "Bearer sk-mock"}) as resp:
+            assert resp.status == 200 and len((await resp.json())["data"][0]["embedding"]) == 8

@@ -29,7 +29,7 @@ from .metrics import install_metrics
 from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
 from .responses import RESPONSES_PATH, responses
-from .send import answer, hold, stream, tracked
+from .send import answer, bearer_refused, hold, stream, tracked
 from .state import (
     STATE_KEY,
     STATUS_FAULTS,
@@ -63,13 +63,6 @@ def _fault_response(state: MockState, fault: str, retry_after: float) -> web.Res
     else:
         refusal = Refusal.error(400, "mock: invalid request (injected)", code="invalid_request")
     return answer(state, refusal)
-
-
-def _auth_error(request: web.Request, state: MockState) -> web.Response | None:
-    key = state.config.api_key
-    if key is None or request.headers.get("Authorization") == f"Bearer {key}":
-        return None
-    return answer(state, Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key"))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -106,7 +99,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
 
 
 async def _completion_inner(request: web.Request, state: MockState, chat: bool, t0: float) -> web.StreamResponse:
-    denied = _auth_error(request, state)
+    denied = bearer_refused(request, state)
     if denied is not None:
         return denied
     config = state.config
@@ -236,7 +229,7 @@ async def _completions(request: web.Request) -> web.StreamResponse:
 
 async def _models(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    denied = _auth_error(request, state)
+    denied = bearer_refused(request, state)
     if denied is not None:
         return denied
     data = [

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from ..tokens import estimate_text_tokens
-from .send import answer, tracked
+from .send import answer, bearer_refused, tracked
 from .state import STATUS_FAULTS, scripted_fault, seconds_header
 from .validate import Refusal, bad_type, check_content_type, check_model, decode, is_int, missing
 
@@ -74,9 +74,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(request: web.Request, state) -> web.Response:
-    key = state.config.api_key
-    if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
-        return answer(state, Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key"))
+    denied = bearer_refused(request, state)
+    if denied is not None:
+        return denied
     raw = await request.read()
     try:
         check_content_type(request.headers.get("Content-Type"), raw)

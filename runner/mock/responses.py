@@ -51,6 +51,7 @@ from .config import MockConfig
 from .endpoint import handle
 from .plan import ApiRequest, Plan, mock_reasoning, read_body, seed_and_tokens, text_pieces
 from .request import bad_request
+from .send import bearer_refusal
 from .validate import MAX_TOP_LOGPROBS, Refusal, bad_type, check_model, decimal, integer_between, is_int, missing
 
 __all__ = ["RESPONSES_PATH", "MIN_OUTPUT_TOKENS", "responses"]
@@ -413,10 +414,7 @@ class _Responses:
     id_header = "x-request-id"
 
     def check_headers(self, request: web.Request, config: MockConfig) -> Refusal | None:
-        key = config.api_key
-        if key is None or request.headers.get("Authorization") == f"Bearer {key}":
-            return None
-        return Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key")
+        return bearer_refusal(request, config.api_key)
 
     def parse(self, raw: bytes, content_type: str | None, config: MockConfig) -> ApiRequest:
         return _parse_responses(raw, content_type, config)

@@ -77,6 +77,22 @@ def answer(state: MockState, refusal: Refusal, headers: dict[str, str] | None = 
                         headers=headers)
 
 
+def bearer_refusal(request: web.Request, key: str | None) -> Refusal | None:
+    """The 401 unless the request has the mock's key as ``Authorization: Bearer`` (None: let it through).
+
+    The OpenAI-shaped endpoints (chat, completions, models, embeddings, responses) check it alike.
+    """
+    if key is None or request.headers.get("Authorization") == f"Bearer {key}":
+        return None
+    return Refusal.error(401, "mock: incorrect or missing API key", code="invalid_api_key")
+
+
+def bearer_refused(request: web.Request, state: MockState) -> web.Response | None:
+    """`bearer_refusal` answered (and counted)."""
+    refusal = bearer_refusal(request, state.config.api_key)
+    return None if refusal is None else answer(state, refusal)
+
+
 async def tracked(request: web.Request,
                   serve: Callable[[MockState, float], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """``serve(state, t0)``, counted as a request and cancelled on shutdown
