@@ -23,7 +23,6 @@ from .errors import UsageError
 from .ids import HashSorter, id_hash
 from .io.jsonl import MAX_LINE, JsonlReader
 from .session import Session, from_sharegpt, split_session
-from .stream import embeddings
 from .stream.protocol import InvalidRequestLine, parse_line
 
 STDIN = "-"
@@ -123,8 +122,6 @@ def parse_item(path: str, number: int, raw: bytes, api: str = "chat", sharegpt: 
         split = split_session(obj) if isinstance(obj, dict) else None
         if split is not None:
             custom_id, api_path, body, session = _session_line(*split, api)
-        elif _is_embeddings_line(obj):
-            custom_id, api_path, body = _embeddings_line(obj)
         else:
             custom_id, api_path, body = parse_line(obj, file=shown, line=number, api=api)
     except InvalidRequestLine as exc:
@@ -157,26 +154,6 @@ def _session_line(rest: dict, session: Session, api: str) -> tuple[str | None, s
     if "body" in rest:
         raise InvalidRequestLine("a session ('turns') is a shorthand line, not a Batch API line with 'body'")
     return custom_id, api_path, {k: v for k, v in rest.items() if k != "custom_id"}, session
-
-
-def _is_embeddings_line(obj) -> bool:
-    url = obj.get("url") if isinstance(obj, dict) else None
-    return isinstance(url, str) and url.rstrip("/").endswith("/embeddings")
-
-
-def _embeddings_line(obj: dict) -> tuple[str | None, str, dict]:
-    """A Batch API line for /v1/embeddings: sent as it is, not streamed."""
-    custom_id = obj.get("custom_id")
-    if custom_id is not None and not isinstance(custom_id, str):
-        raise InvalidRequestLine("custom_id must be a string")
-    body = obj.get("body")
-    if not isinstance(body, dict):
-        raise InvalidRequestLine("'body' must be a JSON object")
-    if str(obj.get("method", "POST")).upper() != "POST":
-        raise InvalidRequestLine(f"method {obj.get('method')!r} is not supported (POST only)")
-    if not isinstance(body.get("input"), (str, list)) or not body.get("input"):
-        raise InvalidRequestLine("'input' must be a non-empty string or list (the embeddings API)")
-    return custom_id or None, embeddings.PATH, dict(body)
 
 
 def iter_items(paths: list[str], max_line: int = MAX_LINE, api: str = "chat",

@@ -17,13 +17,20 @@ def test_three_line_forms():
     assert (cid, path, body) == ("b", COMPLETIONS_PATH, {"prompt": "p", "max_tokens": 3})
 
 
+def test_embeddings_batch_lines_parse_as_they_are():
+    cid, path, body = parse_line({"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+                                  "body": {"model": "m", "input": ["a", "b"]}}, file="f", line=1)
+    assert (cid, path, body) == ("e", "/v1/embeddings", {"model": "m", "input": ["a", "b"]})
+
+
 @pytest.mark.parametrize("obj, message", [
     ([1, 2], "JSON object"),
     ({"foo": 1}, "no 'messages'"),
     ({"messages": []}, "non-empty list"),
     ({"custom_id": 5, "prompt": "x"}, "custom_id"),
     ({"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {"messages": [{}]}}, "POST"),
-    ({"custom_id": "x", "url": "/v1/embeddings", "body": {"input": "x"}}, "/v1/embeddings"),
+    ({"custom_id": "x", "url": "/v1/moderations", "body": {"input": "x"}}, "/v1/moderations"),
+    ({"custom_id": "x", "url": "/v1/embeddings", "body": {"input": []}}, "non-empty string or list"),
     ({"custom_id": "x", "body": "nope"}, "'body'"),
 ])
 def test_invalid_lines(obj, message):

@@ -19,10 +19,10 @@ from ..config import Limits, Timeouts
 from .client import Attempt, read_bounded, status_error
 from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
-from .protocol import InvalidRequestLine, checked_usage, defaults_for
+from .protocol import EMBEDDINGS_PATH, checked_usage, defaults_for
 from .timing import Timing
 
-PATH = "/v1/embeddings"
+PATH = EMBEDDINGS_PATH
 # The run's --param defaults that the embeddings endpoint takes; generation parameters are not sent.
 EMBEDDING_PARAMS = frozenset({"model", "encoding_format", "dimensions", "user"})
 
@@ -40,9 +40,7 @@ class Result:
 
 
 def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | None, include_usage: bool) -> dict:
-    """The line's body over the run's embedding-relevant defaults; `input` must be a string or a list."""
-    if not isinstance(body.get("input"), (str, list)) or not body.get("input"):
-        raise InvalidRequestLine("'input' must be a non-empty string or list (the embeddings API)")
+    """The line's body (its `input` checked by `protocol.parse_line`) over the run's embedding-relevant defaults."""
     out = {k: v for k, v in defaults_for(path, defaults).items() if k in EMBEDDING_PARAMS}
     out.update(body)
     if model is not None and "model" not in body:
