@@ -217,7 +217,7 @@ def analyse(records: list[dict], script: list[dict], concurrency: int, lag: dict
 
 
 def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int, workers: int,
-              clients: list[str], run: int = 0, warm: bool = False) -> list[LevelResult]:
+              clients: list[str], run: int = 0, warm: bool = False, client_workers: int = 1) -> list[LevelResult]:
     """Each client in turn against one mock process with one script (the same scripted timings)."""
     tag = f"c{concurrency}" + (f".{run}" if run else "")
     script = make_script(rng, requests)
@@ -236,7 +236,8 @@ def run_level(workdir: Path, rng: random.Random, concurrency: int, requests: int
             else:
                 cmd = [*STREAMRUN, "run", str(inputs_path), "-o", str(out_path), "--base-url", mock.url,
                        "-c", str(concurrency), "--no-progress", "--summary", str(summary_path), "--max-attempts", "1",
-                       *(["--warmup", str(concurrency)] if warm else [])]
+                       *(["--warmup", str(concurrency)] if warm else []),
+                       *(["--workers", str(client_workers)] if client_workers > 1 else [])]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=RUN_TIMEOUT_S)
             wall_s = time.perf_counter() - t
@@ -304,9 +305,9 @@ not the client alone (see the client's loop lag, from OUT.summary.json
 event_loop_lag).  A pure client error would need the server on a separate machine."""
 
 
-def print_table(results: list[LevelResult], total_s: float, seed: int, workers: int) -> None:
+def print_table(results: list[LevelResult], total_s: float, seed: int, workers: int, client_workers: int = 1) -> None:
     header, rows = rows_for(results)
-    title = (f"streamrun measurement accuracy (seed {seed}, mock --workers {workers}, "
+    title = (f"streamrun measurement accuracy (seed {seed}, mock --workers {workers}, streamrun --workers {client_workers}, "
              f"TTFT {TTFT_RANGE_S[0] * 1000:.0f}-{TTFT_RANGE_S[1] * 1000:.0f} ms, "
              f"{GAPS_RANGE[0]}-{GAPS_RANGE[1]} gaps of {GAP_RANGE_S[0] * 1000:.0f}-{GAP_RANGE_S[1] * 1000:.0f} ms)")
     footer = FOOTER.format(cores=os.cpu_count() or "?") + f"\nTotal runtime {total_s:.1f} s."
@@ -356,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", action="store_true",
                     help="open the connections first (streamrun --warmup N; bare: N GET /models), so that "
                          "the N streams start at once on open connections")
+    ap.add_argument("--client-workers", type=int, default=1,
+                    help="streamrun --workers N (default 1): the streams spread over N sending processes")
     ap.add_argument("--keep", metavar="DIR", help="keep the script, input and result files in DIR")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
@@ -375,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeat):
                 print(f"running {n} request(s) at concurrency {c} ({', '.join(clients)}; run {i + 1} of "
                       f"{args.repeat}) ...", file=sys.stderr, flush=True)
-                runs.append(run_level(workdir, rng, c, n, args.workers, clients, i, args.warm))
+                runs.append(run_level(workdir, rng, c, n, args.workers, clients, i, args.warm, args.client_workers))
             results.extend(pooled(list(same)) for same in zip(*runs))
-    print_table(results, time.perf_counter() - started, args.seed, args.workers)
+    print_table(results, time.perf_counter() - started, args.seed, args.workers, args.client_workers)
     for line in versus_bare(results):
         print(line)
     return 0

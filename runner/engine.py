@@ -272,6 +272,9 @@ class Engine:
 
     def _write(self, record: Record) -> None:
         self.result.completed += 1
-        self.writer.put(record)
+        self._put(record)
         if self.hooks.on_record is not None:
             self.hooks.on_record(record)
+
+    def _put(self, record: Record) -> None:
+        self.writer.put(record)

@@ -195,10 +195,14 @@ class ResultWriter:
         self._last_sync = time.monotonic()
         self._dirty = False
 
-    def put(self, record: Record) -> None:
+    def put(self, record: Record, line: bytes | None = None) -> None:
+        """`line`: the record already encoded as a results line (a worker's, `runner.workers`), written as is."""
         if self.encode is not None:
-            record = self.encode(record)
-        self._buf.append(orjson.dumps(record) + b"\n")
+            self._buf.append(orjson.dumps(self.encode(record)) + b"\n")
+        elif line is not None:
+            self._buf.append(line + b"\n")
+        else:
+            self._buf.append(orjson.dumps(record) + b"\n")
         self._wake.set()
 
     def _write_buffered(self) -> None:

@@ -144,6 +144,26 @@ async def test_writer_writes_whole_lines(tmp_path):
     assert (writer.written, writer.pending, writer.failed) == (3, 0, None)
 
 
+
+@pytest.mark.parametrize("encode", [None, lambda r: {"batch": r.custom_id}])
+async def test_a_line_already_encoded_is_written_as_is_unless_the_output_has_its_own_format(tmp_path, encode):
+    # --workers: the parent writes the worker's line; --output-format batch still encodes the record
+    path = tmp_path / "out.jsonl"
+    fd = open_output(str(path), resume=False, overwrite=True)
+    writer = ResultWriter(fd, FsyncPolicy("never"), encode=encode)
+    task = asyncio.create_task(writer.run())
+    a, b = records("a", "b")
+    writer.put(a, b'{"as":"sent"}')
+    writer.put(b)
+    await writer.close()
+    await asyncio.wait_for(task, 10)
+    os.close(fd)
+    if encode is None:
+        assert path.read_bytes() == b'{"as":"sent"}\n' + encoded([b])
+    else:
+        assert path.read_bytes() == b'{"batch":"a"}\n{"batch":"b"}\n'
+
+
 @pytest.mark.parametrize("extra_bytes", [0, 1, 17])
 async def test_full_disk_cuts_the_half_line_and_reports_output_failed(tmp_path, monkeypatch, extra_bytes):
     path = tmp_path / "out.jsonl"

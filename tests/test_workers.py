@@ -9,11 +9,13 @@ under the hang guard, never for a time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import re
 import signal
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +29,8 @@ from runner.inputs import parse_item
 from runner.options import OptionError
 from runner.parsers import workers_count
 from runner.workers.shapes import split_concurrency, split_rate, window, worker_config, worker_seed, worker_stage
-from runner.workers.wire import pack, record_bytes, record_of, unpack
+from runner.workers.wire import (HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of,
+                                 unpack)
 from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
                             read_stderr_until, run_rows, start_run, streamrun, wait_for_lines)
 
@@ -99,7 +102,38 @@ def test_more_workers_than_concurrency_or_a_shaped_burst_is_refused():
 def test_what_crosses_the_socket_comes_out_the_same():
     raw = b'{"custom_id": "s", "turns": ["a", "b"], "messages": [{"role": "system", "content": "x"}], "timestamp": 5}'
     item = parse_item("in.jsonl", 3, raw)
-    assert unpack(pack(item)) == item
+    assert item_of(item_frame(item)) == item
+    assert unpack(pack({"stage": item.session})) == {"stage": item.session}
+
+
+async def test_frames_come_out_whole_and_in_order_however_the_bytes_arrive():
+    # many frames in one turn (one write), a frame larger than one read, a frame cut across
+    # writes, an empty payload; then the peer's end in the middle of a frame is the end
+    a, b = socket.socketpair()
+    sender, receiver = await Link.open(a), await Link.open(b)
+    big = os.urandom(READ_BYTES * 3 + 7)
+    sent = [(Kind.RECORD, b"r%d" % i) for i in range(1000)] + [(Kind.ITEM, big), (Kind.END, b"")]
+    for kind, payload in sent:
+        sender.send(kind, payload)
+    async def receive_all():
+        return [await receiver.receive() for _ in sent]
+
+    receiving = asyncio.ensure_future(receive_all())  # read while the sender's buffers fill
+    await sender.drain()  # the turn's frames, flushed together
+    assert await receiving == sent
+    frame = HEADER.pack(10, Kind.STATUS) + b"0123456789"
+    sender._writer.write(frame[:3])  # a header cut in two, then its payload in pieces
+    await sender._writer.drain()
+    pending = asyncio.ensure_future(receiver.receive())
+    await asyncio.sleep(0)
+    assert not pending.done()
+    sender._writer.write(frame[3:9])
+    sender._writer.write(frame[9:])
+    assert await pending == (Kind.STATUS, b"0123456789")
+    sender._writer.write(HEADER.pack(100, Kind.RECORD) + b"only part")
+    await sender.close()
+    assert await receiver.receive() is None  # a frame the peer never finished is not a frame
+    await receiver.close()
 
 
 async def test_a_record_decoded_by_the_parent_is_written_byte_for_byte(tmp_path, mock_server):

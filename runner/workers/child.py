@@ -37,7 +37,7 @@ from ..rejections import RejectionGuard
 from ..trust import LagMonitor, StageTimer
 from ..run import open_cache, quota_hooks
 from .quota import QuotaClient
-from .wire import Kind, Link, record_bytes, unpack
+from .wire import Kind, Link, item_of, record_bytes, unpack
 
 HEARTBEAT_S = 0.25  # how often the parent hears what is in flight (the progress display, the drain log)
 EXIT_ORPHANED = 70  # the parent is gone
@@ -45,12 +45,19 @@ _END = object()
 
 
 class RecordPipe:
-    """The worker's writer: each record to the parent, which alone writes the results file."""
+    """The worker's writer: each record to the parent, which alone writes the results file.
+
+    A record's `stage` is the whole stage's (the parent's, from PHASE), not
+    this worker's share of it: the parent writes the line as it comes.
+    """
 
     def __init__(self, link: Link) -> None:
         self.link = link
+        self.stage_record: dict | None = None
 
     def put(self, record) -> None:
+        if record.stage is not None:
+            record.stage = self.stage_record
         self.link.send(Kind.RECORD, record_bytes(record))
 
 
@@ -77,7 +84,8 @@ class Worker:
         self.quota = None
         if hooks.quota is not None:  # one budget for all workers: the parent grants
             self.quota = hooks.quota = QuotaClient(link, self.cfg.tpm)
-        self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=RecordPipe(link), hooks=hooks,
+        self.pipe = RecordPipe(link)
+        self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=self.pipe, hooks=hooks,
                                    secrets=init["secrets"], on_abort=self._tell_fatal)
         self.engine.guard = RejectionGuard(armed=False)  # the parent's guard sees every answer
         self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
@@ -112,6 +120,7 @@ class Worker:
         stage = phase["stage"]
         self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,),
                                               duration_s=phase["duration_s"])
+        self.pipe.stage_record = phase["stage_record"]
         self._ended = False
         delay = phase["start_at"] - time.perf_counter()
         if delay > 0:
@@ -138,7 +147,7 @@ class Worker:
         while (frame := await self.link.receive()) is not None:
             kind, payload = frame
             if kind is Kind.ITEM:
-                self.items.put_nowait(unpack(payload))
+                self.items.put_nowait(item_of(payload))
             elif kind is Kind.END:
                 self.items.put_nowait(_END)
             elif kind is Kind.GRANT:

@@ -41,6 +41,7 @@ from ..config import Stage
 from ..engine import Engine, EngineResult
 from ..errors import RunError
 from ..inputs import InputItem, aiter_items
+from ..record import Record
 from .handle import WorkerHandle
 from .quota import QuotaGrants
 from .shapes import worker_config, worker_stage
@@ -74,6 +75,7 @@ class WorkerPool(Engine):
         self.lost_in_flight = 0  # requests that workers which died had in flight (their last report)
         self._changed = asyncio.Event()  # any worker's state changed: a record, a stage done, a death
         self._stage_record: dict | None = None
+        self._lines: dict[int, bytes] = {}  # id(record) -> its results line, until `_put` writes it
         self._stopped_at: float | None = None
         if hooks.adaptive is not None:  # the display and the summary show the workers' limits added up
             hooks.adaptive = AdaptiveTotals(self.handles)
@@ -198,7 +200,7 @@ class WorkerPool(Engine):
         start = time.perf_counter() + PHASE_LEAD_S
         handles = [h for h, _ in phase]
         for h, share in phase:
-            h.begin_phase(share, warmup, start, duration)
+            h.begin_phase(share, warmup, start, duration, self._stage_record)
         feeder = asyncio.ensure_future(self._feed(handles, items, limit, duration, start))
         stopped = asyncio.ensure_future(self.stopping.wait())
         try:  # a stop ends the feeding at once, even while a pipe's next line has not come
@@ -281,13 +283,15 @@ class WorkerPool(Engine):
     # -- what the workers say (handle.Listener)
 
     def on_record(self, handle: WorkerHandle, payload: bytes) -> None:
-        record = record_of(payload)
-        if record.stage is not None:
-            record.stage = self._stage_record
+        record = record_of(payload)  # it carries the stage, not the worker's share of it (child.RecordPipe)
+        self._lines[id(record)] = payload  # written as the worker encoded it: one encode per record, not two
         handle.outstanding = max(0, handle.outstanding - 1)
         handle.records += 1
         self._emit(record)  # the guard, the writer, stats and progress: as with one process
         self._changed.set()
+
+    def _put(self, record: Record) -> None:
+        self.writer.put(record, self._lines.pop(id(record), None))
 
     def on_change(self) -> None:
         self.in_flight = sum(h.counters.get("in_flight", 0) for h in self.handles if h.alive)
