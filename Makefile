@@ -35,7 +35,7 @@ bench: $(VENV)/.bench
 	$(PY) bench/bench.py
 
 bench-accuracy: $(VENV)/.bench
-	$(PY) bench/accuracy.py
+	$(PY) bench/accuracy.py --warm --repeat 3
 	$(PY) bench/replay.py
 
 # Not part of `make test`: real OpenAI-compatible servers from PyPI, installed
