@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import anyio
 
 from .config import FsyncPolicy, RunConfig, Stage
-from .dataset import Answers
+from .dataset import Answers, response_format
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks
 from .errors import UsageError
@@ -32,6 +32,7 @@ from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resu
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
+from .structured import format_problem
 from .trust import ClientTiming, LagMonitor
 
 log = logging.getLogger("streamrun")
@@ -188,6 +189,9 @@ def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
 
     `local` is a run against the embedded mock, whose URL is known to be loopback.
     """
+    problem = format_problem(response_format(cfg.params))
+    if problem is not None:  # every line would be answered invalid_input with it
+        raise UsageError(f"--param: {problem}")
     try:
         if not local:
             for url in cfg.base_urls:
