@@ -105,6 +105,8 @@ async def test_sessions_are_cached_turn_by_turn_keyed_by_the_actual_history(tmp_
     assert [t["attempts"] for t in longer["turns"]] == [0, 0, 0, 1] and longer["text"] == "reply-4"
     summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
     assert summary["cache"]["hits"] == 3 and summary["cache"]["misses"] == 1
+    assert summary["summary"]["counts"]["turns"] == 1  # only the turn sent is a request measured
+    assert summary["summary"]["metrics"]["ttft_s"]["count"] == 1
 
 
 async def test_think_time_pauses_before_each_later_turn(tmp_path, aiohttp_server, monkeypatch):
