@@ -15,6 +15,26 @@ Options are the job-file keys (README, "Options"), as keyword arguments::
 
 Inputs are file paths (or globs), or dicts (input lines), which are written
 to a temporary JSONL file first so the run streams them like any file.
+
+What they raise before the run starts (all but the first two are
+`streamrun.RunError`, whose `exit_code` is the CLI's for the same failure):
+
+- `TypeError`: a wrong call (no `output=`, `config=` beside options or inputs);
+- `RuntimeError`: `run()` called inside a running event loop (use `await arun(...)`);
+- `UsageError` (2): a bad option or value, an input, output or cache file
+  that cannot be used, no API key; `OutputExists` (2) is one: the output has
+  records and neither `resume=True` nor `overwrite=True` was passed;
+- `OutputLocked` (3): another run is writing the output.
+
+A run that started returns its summary, even one that failed: `exit_code`
+1 (failures over budget), 2 (stopped: the server refused the first answers,
+no model), 4 (the output could not be written), 5, or 130/143 (a signal).
+Signals: the first SIGINT or SIGTERM drains the run (no new requests; it
+returns with 130/143) and puts the caller's own handlers back, so a second
+one does what the caller set up (by default KeyboardInterrupt is raised in
+the caller; in a notebook the cell is interrupted), never ends the process.
+The caller's handlers are back after every run.  (The CLI passes `cli=True`:
+its messages name flags, and a second signal exits the process at once.)
 """
 
 from __future__ import annotations
@@ -47,25 +67,33 @@ def config(inputs: Inputs = (), *, output: str | os.PathLike, **options: Any) ->
 
 
 def run(inputs: Inputs = (), *, config: RunConfig | None = None, mock: Any = None, progress: bool = False,
-        **options: Any) -> dict:
+        cli: bool = False, **options: Any) -> dict:
     """Run to the end and return the summary document (`exit_code` in it), writing the output as the CLI does.
 
-    Blocking; from inside a running event loop (a notebook cell), use
-    `await streamrun.arun(...)` or `streamrun.stream`.  A run that cannot
-    start (a bad option, a locked output, no key) raises `RunError`, whose
-    `exit_code` is the CLI's.
+    Blocking; from inside a running event loop (a notebook cell) it raises
+    RuntimeError at once: use `await streamrun.arun(...)` or
+    `streamrun.stream` there.  A run that cannot start (a bad option, an
+    existing or locked output, no key) raises `RunError`, whose `exit_code`
+    is the CLI's; the module docstring lists every exception and what
+    SIGINT/SIGTERM do.  `cli=True` is how the command line runs it: its
+    messages name flags (`--resume`), and a second signal exits the process.
     """
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(arun(inputs, config=config, mock=mock, progress=progress, **options))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running: the caller blocks here, as it should
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(arun(inputs, config=config, mock=mock, progress=progress, cli=cli, **options))
+    raise RuntimeError("streamrun.run() blocks, so it cannot run inside a running event loop (a notebook cell, "
+                       "an async function): use `await streamrun.arun(...)` there, with the same arguments")
 
 
 async def arun(inputs: Inputs = (), *, config: RunConfig | None = None, mock: Any = None, progress: bool = False,
-               **options: Any) -> dict:
-    """`run` for a caller that has an event loop already."""
+               cli: bool = False, **options: Any) -> dict:
+    """`run` for a caller that has an event loop already: `await streamrun.arun(...)` in a notebook."""
     _one_source(inputs, config, options)
     with _as_files(inputs) as paths:
         cfg = config if config is not None else _config(paths, options)
-        return await run_document(cfg, mock=_mock(mock), show_progress=progress)
+        return await run_document(cfg, mock=_mock(mock), show_progress=progress, cli=cli)
 
 
 async def stream(inputs: Inputs = (), *, config: RunConfig | None = None, mock: Any = None,
@@ -74,6 +102,7 @@ async def stream(inputs: Inputs = (), *, config: RunConfig | None = None, mock: 
 
     Leaving the loop early stops the run: requests in flight are cancelled
     and what was written stays written (a rerun with `resume=True` goes on).
+    Raises as `run` does (the module docstring), from the loop.
     """
     _one_source(inputs, config, options)
     queue: asyncio.Queue = asyncio.Queue()

@@ -312,7 +312,7 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     try:
-        return api_run(config=cfg, mock=mock_config, progress=progress)["exit_code"]
+        return api_run(config=cfg, mock=mock_config, progress=progress, cli=True)["exit_code"]
     except RunError as exc:
         logging.getLogger("streamrun").error("%s", exc)
         return exc.exit_code

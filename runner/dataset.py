@@ -8,14 +8,17 @@ engine should stay the loop that sends.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from typing import Any, Callable
 
 import orjson
 
 from .cache import ResponseCache, cache_key
 from .record import Metrics, Record, decode_native
-from .stream.errors import InvalidOutput
+from .stream.errors import InvalidOutput, RequestError
 from .structured import check_output
+
+log = logging.getLogger("streamrun")
 
 SERVING_MODES = ("read-write", "read-only")
 
@@ -31,18 +34,33 @@ class Answers:
     def key(self, path: str, request: dict) -> str | None:
         return cache_key(path, request) if self.cache is not None else None
 
-    async def lookup(self, key: str | None, fresh: Record) -> Record | None:
-        """The cached answer, as this item's record: its own id and source, the old metrics kept apart."""
+    async def lookup(self, key: str | None, fresh: Record, accept: Callable[[Any], Any]) -> Record | None:
+        """The cached answer, as this item's record: its own id and source, the old metrics kept apart.
+
+        `accept` is the run's check of an answer (`Sender.accept`, the one the
+        live replies pass): it returns the parsed reply, or raises the
+        RequestError a live reply would be retried for.  A stored answer this
+        run would not accept (a `length` cut under `--retry-finish-reason
+        length`, JSON its schema refuses) is no answer: None, so it is sent
+        again, and the lookup counts as a miss.
+        """
         if key is None or not self.serves:
             return None
         hit = await self.cache.get(key)
         if hit is None:
             return None
         old = decode_native(hit)
+        try:
+            parsed = accept(old)
+        except RequestError as exc:
+            log.debug("%s: the cached answer is not accepted (%s): sent again", fresh.custom_id, exc)
+            self.cache.stats.hits -= 1
+            self.cache.stats.misses += 1
+            return None
         return dataclasses.replace(
             old, custom_id=fresh.custom_id, source=fresh.source, stage=fresh.stage, warmup=fresh.warmup,
             request_url=fresh.request_url, request_hash=fresh.request_hash, endpoint=None, attempts=0,
-            cached=True, cached_metrics=old.metrics,
+            cached=True, cached_metrics=old.metrics, parsed=parsed,
             metrics=Metrics(output_tokens=old.metrics.output_tokens,
                             output_tokens_source=old.metrics.output_tokens_source))
 
@@ -59,13 +77,16 @@ def response_format(request: dict) -> dict | None:
     return fmt if isinstance(fmt, dict) else None
 
 
-def checked(fmt: dict | None, attempt: Any) -> Any:
-    """The parsed reply; InvalidOutput (retried, then an error record with the text kept) when it is not valid."""
+def checked(fmt: dict | None, answer: Any) -> Any:
+    """The parsed reply; InvalidOutput (retried, then an error record with the text kept) when it is not valid.
+
+    `answer` is a live reply's stream state or a cached record: anything with its `text`.
+    """
     if fmt is None:
         return None
-    parsed, problem = check_output(fmt, attempt.state.text)
+    parsed, problem = check_output(fmt, answer.text)
     if problem is not None:
         err = InvalidOutput(problem)
-        err.partial = attempt.state
+        err.partial = answer
         raise err
     return parsed

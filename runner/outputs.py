@@ -27,7 +27,17 @@ from .record import Record, decode_native, posix_time
 
 
 class OutputExists(UsageError):
-    """The output exists and neither --resume nor --overwrite was given."""
+    """The output exists and neither resume nor overwrite was asked for (exit 2).
+
+    The message says how to ask in the caller's words: `--resume` or
+    `--overwrite` on the command line, `resume=True` or `overwrite=True`
+    from Python (`streamrun.run`, `streamrun.stream`).  `path` is the output.
+    """
+
+    def __init__(self, path: str, *, cli: bool = True) -> None:
+        resume, overwrite = ("--resume", "--overwrite") if cli else ("resume=True", "overwrite=True")
+        super().__init__(f"{path} already exists: pass {resume} to continue it or {overwrite} to replace it")
+        self.path = path
 
 
 def lock_output(path: str) -> int:
@@ -162,9 +172,10 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
     return DoneIds(hashes, answered)
 
 
-def open_output(path: str, *, resume: bool, overwrite: bool) -> int:
+def open_output(path: str, *, resume: bool, overwrite: bool, cli: bool = True) -> int:
+    """The output's descriptor (append; truncated with overwrite); OutputExists, worded for `cli` or Python."""
     if os.path.exists(path) and os.path.getsize(path) > 0 and not (resume or overwrite):
-        raise OutputExists(f"{path} already exists: pass --resume to continue it or --overwrite to replace it")
+        raise OutputExists(path, cli=cli)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     if overwrite and not resume:
         flags |= os.O_TRUNC

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import anyio
 
 from .config import FsyncPolicy, RunConfig, Stage
-from .dataset import Answers
+from .dataset import Answers, response_format
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks
 from .errors import UsageError
@@ -32,6 +32,7 @@ from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resu
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
+from .structured import format_problem
 from .trust import ClientTiming, LagMonitor
 
 log = logging.getLogger("streamrun")
@@ -70,10 +71,12 @@ async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
 
 
 async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None = None,
-                       on_record: Callable[[Record], None] | None = None) -> dict:
+                       on_record: Callable[[Record], None] | None = None, cli: bool = False) -> dict:
     """The run, start to end; its summary document (with `exit_code`). RunError for a run that cannot start.
 
     `on_record` sees every record as it is written (the Python API's stream).
+    `cli`: the command line runs it (its messages name flags; a second
+    signal exits the process), not Python (see `_install_signals`).
     """
     creds = preflight(cfg, local=mock is not None)
     paths = expand_inputs(cfg.inputs)
@@ -97,17 +100,17 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
         plan = _plan(cfg, paths)
         if lock_fd is not None:
             try:
-                fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+                fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, cli=cli)
             except OSError as exc:
                 raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
         if mock is None:
-            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record).execute()
+            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record, cli=cli).execute()
         from .mock import serve
 
         async with serve(mock) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
-                             on_record=on_record).execute()
+                             on_record=on_record, cli=cli).execute()
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
@@ -188,6 +191,9 @@ def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
 
     `local` is a run against the embedded mock, whose URL is known to be loopback.
     """
+    problem = format_problem(response_format(cfg.params))
+    if problem is not None:  # every line would be answered invalid_input with it
+        raise UsageError(f"--param: {problem}")
     try:
         if not local:
             for url in cfg.base_urls:
@@ -231,10 +237,12 @@ class Run:
     """
 
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
-                 *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None) -> None:
+                 *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None,
+                 cli: bool = False) -> None:
         from .progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
+        self.cli = cli
         self.cfg = cfg
         self.plan = plan
         self.stats = plan.stats
@@ -313,7 +321,7 @@ class Run:
         t0 = time.perf_counter()
         cache = await open_cache(self.cfg)
         self.engine.answers = Answers(cache)
-        self._signals = _install_signals(self.engine, self.writer)
+        self._signals, restore_signals = _install_signals(self.engine, self.writer, cli=self.cli)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.writer.run)
@@ -328,8 +336,14 @@ class Run:
                     result = await self.engine.run(self.stage_items, self._warmup_items())
                 await self.writer.close()
                 tg.cancel_scope.cancel()
+        except asyncio.CancelledError:  # the caller stopped the run (a second Ctrl-C under the Python API, say)
+            try:
+                self.writer.flush_now()  # what is answered and queued is not lost
+            except OSError:
+                pass
+            raise
         finally:
-            _remove_signals()
+            restore_signals()
             if cache is not None:
                 await cache.aclose()
         facts = RunFacts(
@@ -457,14 +471,30 @@ def _progress(show: bool | None, counters, total, engine, hooks):
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _install_signals(engine: Engine, writer: ResultWriter) -> list[int]:
-    """First SIGINT/SIGTERM drains; a second one exits at once after writing what is queued."""
+def _install_signals(engine: Engine, writer: ResultWriter, *, cli: bool) -> tuple[list[int], Callable[[], None]]:
+    """The first SIGINT/SIGTERM drains: no new requests, those in flight finish, the summary is written.
+
+    From the command line (`cli`) a second one exits at once after writing
+    what is queued.  From Python the caller's own handlers are back after
+    the first, so a second one does what the caller set up, never ends the
+    process under it: Python's default and asyncio.run raise
+    KeyboardInterrupt in the caller; a notebook interrupts the cell.
+    Returns the exit codes of the signals received, and the function that
+    puts the caller's handlers back (the run calls it when it ends, whatever
+    happened; it may be called again).
+    """
     loop = asyncio.get_running_loop()
     received: list[int] = []
+    previous: dict[int, object] = {}
+
+    def restore() -> None:
+        while previous:
+            sig, old = previous.popitem()
+            signal.signal(sig, old)
 
     def handler(signum: int) -> None:
         code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-        if received:
+        if received:  # only the command line's handlers are still in place for a second signal
             try:
                 writer.flush_now()
             except OSError:
@@ -472,22 +502,21 @@ def _install_signals(engine: Engine, writer: ResultWriter) -> list[int]:
             log.error("second signal: exiting now")
             os._exit(code)
         received.append(code)
-        log.warning("%s: no new requests; draining %d in flight for up to %gs (signal again to exit now)",
-                    signal.Signals(signum).name, engine.in_flight, engine.cfg.drain_timeout_s)
+        if not cli:
+            restore()
+        log.warning("%s: no new requests; draining %d in flight for up to %gs (%s)",
+                    signal.Signals(signum).name, engine.in_flight, engine.cfg.drain_timeout_s,
+                    "signal again to exit now" if cli else "signal again to interrupt")
         engine.stop()
+
+    def on_signal(signum: int, frame) -> None:  # between two bytecodes of the main thread: hand it to the loop
+        loop.call_soon_threadsafe(handler, signum)
 
     try:
         for sig in _SIGNALS:
-            loop.add_signal_handler(sig, handler, sig)
-    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (a notebook's worker, say)
+            if signal.getsignal(sig) is None:  # a handler not set from Python could not be put back: leave it
+                continue
+            previous[sig] = signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread (a notebook's worker, say)
         log.debug("signals stay with the caller: not on the main thread")
-    return received
-
-
-def _remove_signals() -> None:
-    loop = asyncio.get_running_loop()
-    for sig in _SIGNALS:
-        try:
-            loop.remove_signal_handler(sig)
-        except (ValueError, RuntimeError, NotImplementedError):
-            pass
+    return received, restore

@@ -32,6 +32,7 @@ from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPON
 from .stream.protocol_responses import EventStreamState
 from .stream.retry import call_with_retries
 from .stream.timing import Timing
+from .structured import format_problem
 from .tokens import reasoning_tokens
 
 log = logging.getLogger("streamrun")
@@ -100,9 +101,17 @@ class Sender:
         return self.model if ("model" in body or self.model is not None) else await self.default_model()
 
     def build(self, path: str, body: dict, model: str | None) -> dict:
-        """The request as sent: the run's defaults under the line's own keys. InvalidRequestLine if it cannot be."""
-        return PROTOCOLS[path].build_body(body, path=path, defaults=self.cfg.params, model=model,
-                                          include_usage=self.cfg.include_usage)
+        """The request as sent: the run's defaults under the line's own keys. InvalidRequestLine if it cannot be.
+
+        A response_format whose schema is itself invalid is such a request: no
+        reply could pass it, so it is the line's fault, not worth an attempt.
+        """
+        request = PROTOCOLS[path].build_body(body, path=path, defaults=self.cfg.params, model=model,
+                                             include_usage=self.cfg.include_usage)
+        problem = format_problem(response_format(request))
+        if problem is not None:
+            raise InvalidRequestLine(problem)
+        return request
 
     async def process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> Record:
         """A single-request line: from the cache, else sent (with retries); always a record."""
@@ -112,10 +121,20 @@ class Sender:
             request = self.build(item.path, body, model)
         except InvalidRequestLine as exc:  # e.g. Anthropic without max_tokens: answered at once, nothing sent
             return self.record(item, stage, warmup, Reply(None, None, 0, InvalidInput(f"{item.place}: {exc}"), None))
+        return await self.answer(item, request, due, stage, warmup)
+
+    async def answer(self, item: InputItem, request: dict, due: float | None, stage: Stage, warmup: bool) -> Record:
+        """One request's record: a cached answer this run accepts, else sent (with retries) and stored.
+
+        Sessions answer each turn here too: a turn's body carries the actual
+        history, so its cache key does, and a rerun of the same session is
+        answered turn by turn from the cache.
+        """
         key = self.answers.key(item.path, request)
         if key is not None:
             fresh = self.record(item, stage, warmup, Reply(None, None, 0, None, None))
-            cached = await self.answers.lookup(key, fresh)
+            fmt = response_format(request)
+            cached = await self.answers.lookup(key, fresh, lambda answer: self.accept(fmt, answer))
             if cached is not None:
                 return cached
         reply = await self.request(item.path, request, due)
@@ -138,8 +157,7 @@ class Sender:
             attempts += 1
             timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
             done = await self._attempt(path, body, timing, estimate)
-            self._check_finish(done.state)
-            return done, checked(fmt, done)  # a reply that is not the JSON asked for is retried
+            return done, self.accept(fmt, done.state)  # a reply the run does not accept is retried
 
         try:
             attempt, parsed = await call_with_retries(self.cfg.retry, one_attempt)
@@ -148,12 +166,24 @@ class Sender:
             return Reply(state, timing, attempts, exc, request_id(getattr(exc, "headers", None), state))
         return Reply(attempt.state, timing, attempts, None, attempt.request_id, parsed)
 
-    def _check_finish(self, state) -> None:
+    def accept(self, fmt: dict | None, answer) -> Any:
+        """Every check this run makes of an answer: its parsed JSON (None when none was asked for), or it raises.
+
+        The one judge of live replies (a stream's state) and cached answers (a
+        record) alike, so a check added here can be forgotten for neither.
+        It raises the retryable RequestError the answer fails with:
+        UnwantedFinish (--retry-finish-reason), InvalidOutput (not the JSON the
+        response_format asked for).
+        """
+        self._check_finish(answer)
+        return checked(fmt, answer)
+
+    def _check_finish(self, answer) -> None:
         """--retry-finish-reason: a reply that ended for one of those reasons is tried again."""
-        reason = getattr(state, "finish_reason", None)
+        reason = getattr(answer, "finish_reason", None)
         if reason is not None and reason in self._retry_finish:
             err = UnwantedFinish(f"the reply ended with finish_reason {reason!r} (--retry-finish-reason)")
-            err.partial = state
+            err.partial = answer
             raise err
 
     async def _attempt(self, path: str, body: bytes, timing: Timing, estimate: int) -> Attempt:

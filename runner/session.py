@@ -108,28 +108,36 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     A turn that fails (after its retries) ends the session: the record is an
     error with the turns that did happen.  The top-level text, metrics and
     finish_reason are the last turn's; usage and attempts add up every turn's.
+    With --cache each turn is looked up and stored on its own (its body holds
+    the actual history); the session is `cached` when every turn was (a
+    cached turn has 0 attempts and no metrics of its own), and a turn after
+    a cached one follows without the think time.
     """
     session: Session = item.session
     model = await sender.model_for(item.body or {})
     history = list(session.prefix)
     turns: list[Turn] = []
     last: Record | None = None
+    cached = True
     for k, user in enumerate(session.turns):
-        if k and session.think_time_s:
+        if k and session.think_time_s and not last.cached:  # no pause after a reply that was never sent
             await think(session.think_time_s)
         history.append({"role": "user", "content": user})
         try:
             request = sender.build(item.path, turn_body(item.path, item.body or {}, history), model)
         except InvalidRequestLine as exc:
             return sender.invalid_record(item, stage, f"turn {k}: {exc}")
-        reply = await sender.request(item.path, request, due if k == 0 else None)
-        last = sender.record(item, stage, warmup, reply)
+        last = await sender.answer(item, request, due if k == 0 else None, stage, warmup)
+        cached = cached and last.cached
         turns.append(Turn(k, last.text, last.reasoning, last.finish_reason, last.usage, last.metrics,
                           last.attempts, last.error))
         if not last.ok:
             break
         history.append({"role": "assistant", "content": last.text})
     last.turns = turns
+    last.cached = cached
+    if not cached:
+        last.cached_metrics = None
     last.status = OK if all(t.error is None for t in turns) else ERROR
     last.attempts = sum(t.attempts for t in turns)
     last.usage = _summed_usage([t.usage for t in turns])

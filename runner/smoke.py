@@ -33,13 +33,29 @@ FIELDS = ("base_urls", "model", "api_key_env", "auth", "headers", "params", "inc
           "timeouts.connect", "timeouts.first_byte", "timeouts.idle", "timeouts.total")
 
 
+class StdoutClosed(Exception):
+    """The reader of stdout went away (`streamrun stream ... | head -c 5`).
+
+    Not a ConnectionError, as the BrokenPipeError it stands for is: the
+    client would take that for a lost connection and send the request again.
+    """
+
+
+def _out(text: str) -> None:
+    """Text on stdout, now; StdoutClosed when nobody reads it any more."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 class _Echo(list):
     """The text parts of a stream, printed to stdout as each arrives."""
 
     def append(self, part: str) -> None:
         super().append(part)
-        sys.stdout.write(part)
-        sys.stdout.flush()
+        _out(part)
 
 
 def _options(f):
@@ -90,6 +106,9 @@ def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | No
     except RunError as exc:
         click.echo(f"streamrun: {exc}", err=True)
         code = exc.exit_code
+    except StdoutClosed:  # the reader has what it wanted: stop quietly, after one request
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is buffered goes nowhere at exit
+        code = 0
     sys.exit(code)
 
 
@@ -137,7 +156,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
         except RequestError as exc:
             print(f"\nstreamrun: {exc.type}: {redact(exc.message, creds.secrets)}", file=sys.stderr)
             return 1
-    print()
+    _out("\n")
     t = result.timing
     ttft = (t.first_text - t.sent) if t.first_text is not None else None
     itl = statistics.median(t.itl) if t.itl else None

@@ -23,7 +23,9 @@ A schema is checked (``check_schema``) and compiled once, then reused for
 every reply that asks for it: validators are cached by the schema's
 canonical JSON (sorted keys), so key order does not matter.  A bad schema
 is logged once and each reply checked against it gets a message that blames
-the schema, not the reply.  Messages are cut to :data:`MESSAGE_LIMIT` characters.
+the schema, not the reply; :func:`format_problem` asks the same of a request
+before it is sent (the run answers such a line ``invalid_input`` at once).
+Messages are cut to :data:`MESSAGE_LIMIT` characters.
 """
 
 from __future__ import annotations
@@ -61,20 +63,9 @@ def check_output(response_format: dict[str, Any] | None, text: str) -> tuple[obj
     if kind != "json_schema":
         return None, None
 
-    spec = response_format.get("json_schema")
-    if spec is None and ("schema" in response_format or "name" in response_format):
-        spec = response_format  # Responses API: text.format carries the keys itself
-    if not isinstance(spec, dict):
-        return None, "response_format has type json_schema but no json_schema object"
-    name = spec.get("name")
-    label = f"schema {name!r}" if isinstance(name, str) and name else "the schema"
-    schema = spec.get("schema")
-
-    validator = None
-    if schema is not None:
-        validator, schema_error = _validator(schema)
-        if schema_error is not None:
-            return None, _cut(f"response_format {label} is invalid: {schema_error}")
+    label, validator, problem = _schema_of(response_format)
+    if problem is not None:
+        return None, problem
     value, error = _parse(text)
     if error is not None:
         return None, error
@@ -87,6 +78,35 @@ def check_output(response_format: dict[str, Any] | None, text: str) -> tuple[obj
     if violation is None:
         return value, None
     return None, _cut(f"reply does not match {label} at {violation.json_path}: {violation.message}")
+
+
+def format_problem(response_format: dict[str, Any] | None) -> str | None:
+    """What makes ``response_format`` itself unusable (no reply could pass it), or None.
+
+    Asked before a request is sent: a schema that is no valid JSON Schema is
+    the input's fault, and sending it again would only fail again.
+    """
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    return _schema_of(response_format)[2]
+
+
+def _schema_of(response_format: dict[str, Any]) -> tuple[str, Draft202012Validator | None, str | None]:
+    """A json_schema format's (label, validator, problem): no validator without a schema; a problem with a bad one."""
+    spec = response_format.get("json_schema")
+    if spec is None and ("schema" in response_format or "name" in response_format):
+        spec = response_format  # Responses API: text.format carries the keys itself
+    if not isinstance(spec, dict):
+        return "the schema", None, "response_format has type json_schema but no json_schema object"
+    name = spec.get("name")
+    label = f"schema {name!r}" if isinstance(name, str) and name else "the schema"
+    schema = spec.get("schema")
+    if schema is None:
+        return label, None, None
+    validator, schema_error = _validator(schema)
+    if schema_error is not None:
+        return label, None, _cut(f"response_format {label} is invalid: {schema_error}")
+    return label, validator, None
 
 
 def _validator(schema: Any) -> tuple[Draft202012Validator | None, str | None]:

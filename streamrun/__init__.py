@@ -5,6 +5,8 @@ is the one users import.  See README.md, "Python API".
 """
 
 from runner.api import Record, RunConfig, arun, config, run, stream
-from runner.errors import RunError, UsageError
+from runner.errors import OutputLocked, RunError, UsageError
+from runner.outputs import OutputExists
 
-__all__ = ["run", "arun", "stream", "config", "RunConfig", "Record", "RunError", "UsageError"]
+__all__ = ["run", "arun", "stream", "config", "RunConfig", "Record", "RunError", "UsageError", "OutputExists",
+           "OutputLocked"]

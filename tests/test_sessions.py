@@ -76,6 +76,39 @@ async def test_a_failed_turn_ends_the_session_as_an_error_with_the_turns_that_ha
     assert record["turns"][1]["error"]["status_code"] == 400
 
 
+async def test_sessions_are_cached_turn_by_turn_keyed_by_the_actual_history(tmp_path, aiohttp_server, monkeypatch):
+    import runner.session as session
+
+    waits: list[float] = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+
+    monkeypatch.setattr(session, "think", sleep)
+    bodies: list = []
+    url = await recording_server(aiohttp_server, bodies)
+    cache = str(tmp_path / "answers.db")
+    line = {"custom_id": "s", "turns": ["one", "two", "three"], "think_time_s": 2.0}
+    code, (first,) = await run_rows(tmp_path, url, [line], cache=cache)
+    assert code == 0 and len(bodies) == 3 and not first["cached"] and waits == [2.0, 2.0]
+    code, (again,) = await run_rows(tmp_path, url, [line], cache=cache)
+    assert len(bodies) == 3, "the second identical run sent the session again"
+    assert code == 0 and again["status"] == "ok" and again["cached"] and again["attempts"] == 0
+    assert [t["text"] for t in again["turns"]] == ["reply-1", "reply-2", "reply-3"] and again["text"] == "reply-3"
+    assert all(t["attempts"] == 0 and t["metrics"]["ttft_s"] is None for t in again["turns"])
+    assert waits == [2.0, 2.0]  # no pause after a reply that was never sent
+    # One more turn: the first three come from the cache (their replies are the history), the fourth is sent.
+    code, (longer,) = await run_rows(tmp_path, url, [{**line, "turns": ["one", "two", "three", "four"]}], cache=cache)
+    assert code == 0 and len(bodies) == 4 and not longer["cached"] and longer["cached_metrics"] is None
+    assert [m["content"] for m in bodies[-1]["messages"]] == ["one", "reply-1", "two", "reply-2", "three", "reply-3",
+                                                             "four"]
+    assert [t["attempts"] for t in longer["turns"]] == [0, 0, 0, 1] and longer["text"] == "reply-4"
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert summary["cache"]["hits"] == 3 and summary["cache"]["misses"] == 1
+    assert summary["summary"]["counts"]["turns"] == 1  # only the turn sent is a request measured
+    assert summary["summary"]["metrics"]["ttft_s"]["count"] == 1
+
+
 async def test_think_time_pauses_before_each_later_turn(tmp_path, aiohttp_server, monkeypatch):
     import runner.session as session
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
-from tests.conftest import streamrun
+from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, streamrun, write_jsonl
 
 
 def test_tokens_on_stdout_metrics_on_stderr():
@@ -32,3 +34,43 @@ def test_a_refused_request_exits_1_with_the_servers_message(mock_process):
 def test_the_same_misconfiguration_checks_as_run():
     res = streamrun("stream", "hi", "--base-url", "localhost:8000/v1")
     assert res.returncode == 2 and "--base-url http://localhost:8000/v1" in res.stderr
+
+
+# -- a reader that goes away (`| head`) is no lost connection: nothing is sent again
+
+
+def test_a_closed_stdout_stops_quietly_after_one_request(mock_process):
+    url = mock_process("--ttft", "0", "--tokens-per-s", "100")
+    proc = subprocess.Popen([*STREAMRUN, "stream", "Tell a long story", "--base-url", url, "--max-tokens", "2000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.read(5)  # `| head -c 5`
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=HANG_GUARD_S)  # not the 20 s of the whole stream
+    finally:
+        proc.kill()
+    assert len(first) == 5
+    assert proc.returncode == 0 and err == "", err  # no "[retrying after: ... Broken pipe]", no traceback
+    assert mock_stats(url)["requests"] == 1
+
+
+def test_a_closed_records_pipe_is_an_output_failure_never_a_resent_request(tmp_path, mock_process):
+    url = mock_process("--ttft", "0", "--tokens-per-s", "100")  # 0.2 s a request: the pipe closes long before the end
+    rows = [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+            for i in range(200)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    proc = subprocess.Popen([*STREAMRUN, "run", inp, "-o", "-", "--base-url", url, "-c", "8",
+                             "--summary", tmp_path / "s.json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()  # `| head -n 1`
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=HANG_GUARD_S)
+    finally:
+        proc.kill()
+    assert json.loads(first)["status"] == "ok"
+    assert proc.returncode == 4 and "cannot write -: Broken pipe" in err, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["summary"]["counts"]["retried"] == 0
+    assert mock_stats(url)["requests"] == summary["requests_sent"]  # each request went once

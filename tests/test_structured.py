@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from runner import structured
-from runner.structured import MESSAGE_LIMIT, check_output
+from runner.structured import MESSAGE_LIMIT, check_output, format_problem
 
 JSON_OBJECT = {"type": "json_object"}
 
@@ -171,6 +171,18 @@ def test_bad_schema_is_reported_as_such_and_logged_once(caplog):
         assert parsed is None
         assert message.startswith("response_format schema 'broken' is invalid: at $.properties.a.type")
     assert len([r for r in caplog.records if "schema is invalid" in r.getMessage()]) == 1
+
+
+def test_format_problem_is_what_no_reply_could_pass():
+    broken = schema_format({"type": "object", "properties": {"a": {"type": "nope"}}}, name="broken")
+    assert format_problem(broken) == check_output(broken, '{"a": 1}')[1]  # one message, asked before sending
+    assert format_problem(broken).startswith("response_format schema 'broken' is invalid: at $.properties.a.type")
+    flat = {"type": "json_schema", "name": "p", "schema": {"required": "name"}}  # the Responses API's text.format
+    assert "schema 'p' is invalid" in format_problem(flat)
+    assert "no json_schema object" in format_problem({"type": "json_schema", "json_schema": "person"})
+    for fine in (None, {"type": "text"}, JSON_OBJECT, schema_format(PERSON), {"type": "json_schema", "json_schema": {}},
+                 schema_format({"$ref": "https://example.invalid/schema.json"})):  # a $ref is only known when applied
+        assert format_problem(fine) is None
 
 
 def test_bad_schema_blamed_before_the_reply():

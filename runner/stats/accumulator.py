@@ -92,7 +92,8 @@ class StatsAccumulator:
     counted and otherwise ignored, errors are counted by type. A session
     (a record with ``turns``) is one record in the counts, and each of its
     turns that succeeded is one request in the latency statistics and the
-    token sums: a turn is what the server answered.
+    token sums: a turn is what the server answered (a turn answered from
+    --cache was not sent this run: it is in neither).
 
     Per-request metrics are stored as aligned columns (one row per ok
     request, NaN where a value is missing) because goodput needs a request's
@@ -170,9 +171,9 @@ class StatsAccumulator:
         self._track_span(metrics)
         _remember(self.models, record.model)
         _remember(self.endpoints, record.endpoint)
-        if turns:  # a session: each turn that succeeded is a request
+        if turns:  # a session: each turn that succeeded is a request (one from --cache, 0 attempts, is none)
             for turn in turns:
-                if turn.error is None:
+                if turn.error is None and turn.attempts:
                     self._track_span(turn.metrics)
                     self._add_tokens(turn.usage, turn.metrics)
                     self._add_metrics(turn.metrics, turn.index)
