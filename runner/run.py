@@ -28,7 +28,7 @@ from .errors import UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
-from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
+from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
@@ -110,7 +110,7 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
                              on_record=on_record).execute()
     finally:
         if lock_fd is not None:
-            os.close(lock_fd)
+            unlock_output(os.path.realpath(cfg.output), lock_fd)
 
 
 def _changed_lines(cfg: RunConfig, paths: list[str], owns, done) -> dict[str, tuple[str, str]]:
