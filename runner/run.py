@@ -272,6 +272,7 @@ class Run:
         self._live = not all(is_regular(p) for p in plan.paths)  # stdin, FIFOs, <(process substitution)
         self._seen_stdin = SeenIds() if self._live else None
         self._signals: list[int] = []
+        self._lines_read = 0  # input lines read, in every stage: none at all is worth a warning
 
     def _on_record(self, record: Record) -> None:
         self.stats.add(record)
@@ -291,6 +292,7 @@ class Run:
     def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
         for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api, self.cfg.sharegpt):
+            self._lines_read += 1
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -349,6 +351,8 @@ class Run:
                 log.error("%d records could not be written; their requests are sent again by --resume",
                           self.writer.pending)
             facts.exit_code, facts.stopped = fatal.exit_code, str(fatal)
+        if not self._lines_read and fatal is None and not result.interrupted:
+            log.warning("no input lines in %s", ", ".join("stdin" if p == STDIN else p for p in self.plan.paths))
         doc = build_document(self.cfg, summary, facts)
         _cost(self.cfg, summary, doc)
         path = summary_path_for(self.cfg)
