@@ -49,5 +49,16 @@ interop: $(VENV)/.run
 test-slurm: $(VENV)/.run
 	bash deploy/test-slurm.sh
 
+# What `make run` (jobs/sample.toml) and the shipped sharded sample (jobs/sharded.toml,
+# jobs/slurm-array.sh, then the merge their comments show) write, by name: never a
+# whole folder nor a file of your own (a report.html, a file in out/); out/ itself
+# goes only once it is empty.
+SAMPLE_FILES := results.jsonl results.jsonl.lock results.summary.json results.summary.json.tmp \
+	results.server_metrics.jsonl streamrun-sample-*.log \
+	out/sample-????-??-??-*.jsonl out/sample-????-??-??-*.jsonl.lock out/sample-????-??-??-*.summary.json \
+	out/sample-????-??-??-*.summary.json.tmp out/all.jsonl out/all.jsonl.tmp out/missing.jsonl
+
 clean:
-	rm -rf $(VENV) results.jsonl results.summary.json report.html
+	rm -rf $(VENV)
+	rm -f $(SAMPLE_FILES)
+	rmdir out 2>/dev/null || true

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Mapping
 from .parsers import (  # noqa: F401  (re-exported: callers import parsers from here)
     OptionError, duration, positive_duration, timeout, string, strings, urls, byte_size, integer,
     positive_int, non_negative_int, positive_number, non_negative_number, boolean, int_list, rate_list,
-    choice, strings_list, STRING_PARAMS, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget)
+    choice, strings_list, STRING_PARAMS, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget,
+    duration_text)
 from .parsers import metrics_urls  # --server-metrics
 from .parsers import percentile_list  # --percentiles
 from .parsers import workers_count  # --workers
@@ -54,7 +55,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("inputs", strings, "JSONL input files or globs (relative to the job file).", key="inputs"),
-    Option("output", string, "Results JSONL (one record per input line).", "-o/--output", "output"),
+    Option("output", string, "Results JSONL (one record per input line); with -o - the records go to stdout, logs "
+           "and the summary to stderr (and no summary file unless --summary names one).", "-o/--output", "output"),
     Option("summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
     Option("job", string, "The job's name (default: the job file's name).", key="name"),
     Option("label", string, "This run's name in reports (default: the output's file name): `streamrun report "
@@ -161,7 +163,8 @@ OPTIONS: tuple[Option, ...] = (
            "pricing.input"),
     Option("price_output", non_negative_number, "USD per million completion tokens.", "--price-output",
            "pricing.output"),
-    Option("slos", slos, "SLO for goodput, repeatable: ttft=500ms, tpot=0.05, itl=, e2e=.", "--slo", "slo",
+    Option("slos", slos, f"Goodput SLO, repeatable: METRIC=DURATION with METRIC one of {', '.join(SLO_METRICS)} "
+           "(itl: a request's longest gap), e.g. ttft=500ms, tpot=0.05 (seconds).", "--slo", "slo",
            multiple=True, metavar="METRIC=DURATION"),
     Option("percentiles", percentile_list, "Percentiles in the summary and its tables, e.g. 50,90,99,99.9.",
            "--percentiles", "percentiles"),
@@ -256,6 +259,8 @@ def shown_default(option: Option) -> str | None:
         return None
     if option.parse is byte_size and d % (1024 * 1024) == 0:
         return f"{d // (1024 * 1024)}MiB"
+    if option.parse in (duration, positive_duration, timeout):  # as the flag takes it: 1s, not 1.0
+        return duration_text(d)
     if isinstance(d, tuple):
         return ", ".join(str(v) for v in d)
     if isinstance(d, bool):

@@ -41,17 +41,50 @@ class OutputExists(UsageError):
 
 
 def lock_output(path: str) -> int:
-    """Take an exclusive flock on PATH.lock; the kernel drops it if we die, so it never goes stale."""
+    """Take an exclusive flock on PATH.lock; the kernel drops it if we die, so it never goes stale.
+
+    The holder removes the file when it is done (`unlock_output`), so another run may have opened
+    the file just before it went and then get its lock: a lock on a file no longer at PATH.lock,
+    which keeps nobody out.  So the lock counts only once the file it is on is still the one at
+    PATH.lock; else the run opens PATH.lock afresh and tries again.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OutputLocked(f"{path} is being written by another streamrun run (lock {path}.lock is held)") from None
+    lock_path = path + ".lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputLocked(f"{path} is being written by another streamrun run (lock {lock_path} is held)") \
+                from None
+        if _same_file(fd, lock_path):
+            break
+        os.close(fd)  # its holder removed it after we opened it: ours would lock nothing
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def unlock_output(path: str, fd: int) -> None:
+    """Remove PATH.lock and release its lock: removed while still held, so that no run can lock the
+    file between the two and think it holds the output (`lock_output` checks the file is still there)."""
+    try:
+        if _same_file(fd, path + ".lock"):  # never another run's: someone may have replaced ours by hand
+            os.unlink(path + ".lock")
+    except OSError:
+        pass  # a read-only folder, say: the lock file stays, as it did before; the lock goes all the same
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def repair_torn_tail(path: str) -> int:

@@ -36,6 +36,16 @@ def duration(v: Any) -> float:
     return seconds
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as `duration` reads it back and a person writes it: 1s, 500ms, 2m, 1h, 1.5s."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    if 0 < seconds < 1 and round(seconds * 1000, 6).is_integer():
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
 def positive_duration(v: Any) -> float:
     seconds = duration(v)
     if seconds <= 0:
@@ -290,6 +300,8 @@ def params(v: Any) -> dict:
     return out
 
 
+# The metrics a goodput SLO may bound, each in seconds: the one list (`run --slo`, job files, `report --slo`,
+# and the summary's goodput in runner/stats).
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
 
 

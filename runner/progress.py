@@ -51,6 +51,17 @@ def json_logs(logger: logging.Logger | None = None) -> bool:
     return any(getattr(h.formatter, "emits_json", False) for h in logger.handlers)
 
 
+def quiet_logs(logger: logging.Logger | None = None) -> bool:
+    """Whether the streamrun logger was set to warnings and errors only (`-q`): then the end-of-run
+    summary is not shown (its file is written all the same), only its warnings.
+
+    Read from the logger's own level, as `json_logs` reads its handler: a program using the Python
+    API that configures no logging still gets the summary.
+    """
+    logger = logger or logging.getLogger(LOGGER)
+    return logger.level > logging.INFO
+
+
 def _rate_text(rate: float) -> str:
     """At most 11 characters, the width the bar keeps for it."""
     if rate < 100:

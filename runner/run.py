@@ -28,7 +28,7 @@ from .errors import UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
-from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
+from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
@@ -113,7 +113,7 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
                              on_record=on_record, cli=cli).execute()
     finally:
         if lock_fd is not None:
-            os.close(lock_fd)
+            unlock_output(os.path.realpath(cfg.output), lock_fd)
 
 
 def _changed_lines(cfg: RunConfig, paths: list[str], owns, done) -> dict[str, tuple[str, str]]:
@@ -280,6 +280,7 @@ class Run:
         self._live = not all(is_regular(p) for p in plan.paths)  # stdin, FIFOs, <(process substitution)
         self._seen_stdin = SeenIds() if self._live else None
         self._signals: list[int] = []
+        self._lines_read = 0  # input lines read, in every stage: none at all is worth a warning
 
     def _on_record(self, record: Record) -> None:
         self.stats.add(record)
@@ -299,6 +300,7 @@ class Run:
     def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
         for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api, self.cfg.sharegpt):
+            self._lines_read += 1
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -363,6 +365,8 @@ class Run:
                 log.error("%d records could not be written; their requests are sent again by --resume",
                           self.writer.pending)
             facts.exit_code, facts.stopped = fatal.exit_code, str(fatal)
+        if not self._lines_read and fatal is None and not result.interrupted:
+            log.warning("no input lines in %s", ", ".join("stdin" if p == STDIN else p for p in self.plan.paths))
         doc = build_document(self.cfg, summary, facts)
         _cost(self.cfg, summary, doc)
         path = summary_path_for(self.cfg)

@@ -58,9 +58,14 @@ class _Echo(list):
         _out(part)
 
 
+# One request goes to one server: the run's --base-url row, but not repeatable.
+BASE_URL = dataclasses.replace(BY_FIELD["base_urls"], multiple=False,
+                               help="OpenAI-compatible base URL (one: a single request is sent).")
+
+
 def _options(f):
     for name in reversed(FIELDS):
-        f = _flag_decorator(BY_FIELD[name])(f)
+        f = _flag_decorator(BASE_URL if name == "base_urls" else BY_FIELD[name])(f)
     f = click.option("--max-tokens", type=click.IntRange(min=1), help="Shortcut for --param max_tokens=N.")(f)
     f = click.option("--completion", is_flag=True, help="Send to /v1/completions with a prompt (default: chat).")(f)
     f = click.option("--system", help="A system message before the prompt (chat).")(f)

@@ -135,7 +135,10 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
         "request_throughput": summary.get("request_throughput") or 0,
         "output_token_throughput": summary.get("output_token_throughput") or 0,
         "duration_s": summary.get("duration_s") or 0,
+        "requests_sent": doc.get("requests_sent", 0),
     }
+    if doc.get("cache") is not None:
+        out["cached"] = doc["cache"]["hits"]
     if summary.get("goodput") is not None:
         out.update(goodput=summary["goodput"], good_requests=summary["good_requests"],
                    slos=summary.get("slos") or {})
@@ -154,7 +157,7 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _warnings(doc: dict[str, Any]) -> list[str]:
     """The warnings of the end-of-run lines: a line per client-bound stage (runner/trust.py) and what to do,
-    else the run-wide event-loop lag warning, if any."""
+    else the run-wide event-loop lag warning, if any (and if there were latencies to inflate)."""
     from .trust import bound_lines
 
     lag = _lag_warning(doc)
@@ -162,6 +165,10 @@ def _warnings(doc: dict[str, Any]) -> list[str]:
 
 
 def _lag_warning(doc: dict[str, Any]) -> str | None:
+    from .trust import measured_enough
+
+    if not measured_enough(doc):
+        return None
     lag = doc.get("event_loop_lag") or {}
     if lag.get("samples", 0) >= 20 and lag.get("share_over_10ms", 0) > 0.05:
         return (f"warning: the client's event loop lagged over 10 ms in {lag['share_over_10ms']:.0%} of checks "
@@ -172,13 +179,17 @@ def _lag_warning(doc: dict[str, Any]) -> str | None:
 def _log_json(doc: dict[str, Any], path: str) -> None:
     """Under `--log-format json`: the summary as one log record, `{"msg": "run finished", "summary": {...}}`.
 
-    Emitted whatever the level (-q too), as the text summary is printed whatever the level.
+    Under -q only its warnings, as in text.
     """
     import logging
+
+    from .progress import quiet_logs
 
     log = logging.getLogger("streamrun")
     for warning in _warnings(doc):
         log.warning("%s", warning)
+    if quiet_logs(log):
+        return
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, "run finished", (), None,
                             extra={"data": {"summary": log_fields(doc, path)}})
     log.handle(record)
@@ -188,16 +199,30 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
            as_json: bool = False) -> None:
     """The end-of-run lines on stderr; after a sweep, the per-stage table as well.
 
+    Each line says what happened: how many records, how many of them came from the cache and how
+    many requests were sent; latencies only where some request was measured; one line for a run
+    that wrote no record. Under -q (warnings and errors only) just the warnings.
+
     `as_json` (`--log-format json`): one JSON log record instead, and no table (its numbers are in
     the summary file), so that every line on stderr stays one JSON object.
     """
+    from .progress import quiet_logs
+
     if as_json:
         _log_json(doc, path)
         return
     out = out or sys.stderr
+    if quiet_logs():
+        lines = [f"streamrun: warning: {warning}" for warning in _warnings(doc)]
+        if lines:
+            print("\n".join(lines), file=out, flush=True)
+        return
     summary = doc["summary"]
     counts = summary["counts"]
     m = summary["metrics"]
+    if not counts.get("total"):
+        print(_nothing_written(doc, path), file=out, flush=True)
+        return
     by_type = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("errors_by_type", {}).items()))
     lines = [
         f"streamrun: {plural(counts.get('total', 0), 'record')}: {counts.get('ok', 0)} ok, "
@@ -206,16 +231,20 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
     ]
     for top in counts.get("top_errors", [])[:3]:
         lines.append(f"  {top['count']:>6} x {top['type']}: {top['message']}")
+    if doc.get("cache") is not None:  # this run's answers: from the cache, or sent
+        lines.append(f"  {doc['cache']['hits']} answered from the cache, {doc.get('requests_sent', 0)} sent")
     shown = _shown(doc)
     latencies = _end_latencies(m)
-    width = max(len(name) for name, _ in latencies)
-    for name, key in latencies:
-        d = m.get(key) or {}
-        lines.append(f"  {name:<{width}} ms  " + "  ".join(f"{q} {_ms(d.get(q))}" for q in shown))
-    lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
-                 f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
-                 f"over {summary.get('duration_s') or 0:.2f}s")
-    if summary.get("goodput") is not None:
+    measured = any((m.get(key) or {}).get(q) is not None for _, key in latencies for q in shown)  # else dashes
+    if measured:
+        width = max(len(name) for name, _ in latencies)
+        for name, key in latencies:
+            d = m.get(key) or {}
+            lines.append(f"  {name:<{width}} ms  " + "  ".join(f"{q} {_ms(d.get(q))}" for q in shown))
+        lines.append(f"  {summary.get('request_throughput') or 0:.2f} req/s, "
+                     f"{summary.get('output_token_throughput') or 0:.1f} output tokens/s "
+                     f"over {summary.get('duration_s') or 0:.2f}s")
+    if measured and summary.get("goodput") is not None:
         slos = ", ".join(f"{k}<={v:g}s" for k, v in (summary.get("slos") or {}).items())
         lines.append(f"  goodput {summary['goodput']:.2f} req/s ({summary['good_requests']} requests met {slos})")
     tokens = summary.get("tokens") or {}
@@ -241,6 +270,14 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
                               percentiles=config.get("percentiles") or RunConfig.percentiles)
         mark_stages(report.summaries, (doc.get("timing") or {}).get("stages") or [])  # this run's client timing
         render_table(report.summaries, Console(file=out))
+
+
+def _nothing_written(doc: dict[str, Any], path: str) -> str:
+    """The one end-of-run line of a run whose output holds no record: no table of dashes."""
+    why = (" (stopped by the error above)" if doc.get("stopped") else " (interrupted)" if doc.get("interrupted")
+           else "")
+    output = "stdout" if doc["output"] == "-" else doc["output"]
+    return f"streamrun: 0 records written to {output}{why}; summary: {path}"
 
 
 def _end_latencies(m: dict[str, Any]) -> list[tuple[str, str]]:

@@ -121,8 +121,10 @@ def _hugging_face(path: Path) -> TokenCounter:
     try:
         from tokenizers import Tokenizer  # optional: extra "tokens"
     except ImportError:
+        from .extras import install_hint
+
         raise TokenizerError(f"{path}: reading tokenizer.json needs the tokenizers package "
-                             "(pip install 'streamrun[tokens]')") from None
+                             f"({install_hint('tokens')})") from None
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception with serde's "line L column C"

@@ -128,7 +128,9 @@ def why_no_encoding(name: str) -> str:
     try:
         import tiktoken
     except ImportError:
-        return "tiktoken is not installed (pip install 'streamrun[tokens]')"
+        from .extras import install_hint
+
+        return f"tiktoken is not installed ({install_hint('tokens')})"
     del tiktoken  # only whether it imports matters here
     if not (_download_allowed() or _encoding_is_cached(name)):
         where = ", ".join(_tiktoken_cache_dirs()) or "no cache directory"

@@ -10,9 +10,12 @@ stage, and says of each stage whether its numbers are the server's:
     client-bound  when  loop lag p99 > max(5 ms, 5 % of the stage's TTFT p50)
                   or    CPU >= 90 % of one core, over a stage of 1 s or more
 
-and by how much: a TTFT is inflated by at most the loop lag when its first
-token came, so the lag p99 bounds the inflation of 99 % of the TTFTs (the
-max bounds them all).  The rule is `RULE`; the summary writes it beside the
+judged only for a stage of 20 measured requests or more (ok, sent by this
+run): with fewer there are too few latencies to speak of (a run whose every
+request failed has none), and such a stage is mostly start-up.  And by how
+much: a TTFT is inflated by at most the loop lag when its first token came,
+so the lag p99 bounds the inflation of 99 % of the TTFTs (the max bounds
+them all).  The rule is `RULE`; the summary writes it beside the
 figures (`timing.rule`), docs/SUMMARY.md explains it.
 
 Each lag sample carries the time the loop woke up (time.perf_counter) and
@@ -48,6 +51,7 @@ class Rule:
     cpu_share: float = 0.90  # so is a process busy this share of one core or more ...
     min_cpu_wall_s: float = 1.0  # ... over a stage at least this long (shorter ones are start-up noise)
     min_lag_samples: int = 10  # fewer lag samples than this judge nothing (a stage under half a second)
+    min_requests: int = 20  # fewer measured requests (ok, sent by this run) than this judge nothing
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "lag_interval_s": LAG_INTERVAL_S}
@@ -189,8 +193,12 @@ def lag_limit(ttft_p50_s: float | None, rule: Rule) -> float:
 
 
 def judge(lag: dict[str, Any], cpu_share: float | None, wall_s: float, ttft_p50_s: float | None,
-          rule: Rule = RULE) -> tuple[bool, str]:
-    """(client-bound, why) of one stage, from `describe_lags`, its CPU share of one core, its length and TTFT p50."""
+          rule: Rule = RULE, *, requests: int | None = None) -> tuple[bool, str]:
+    """(client-bound, why) of one stage, from `describe_lags`, its CPU share of one core, its length and TTFT p50;
+    and its measured requests, when counted: too few judge nothing."""
+    if requests is not None and requests < rule.min_requests:
+        return False, (f"{requests} measured request{'' if requests == 1 else 's'}, too few to judge "
+                       f"({rule.min_requests} needed)")
     limit = lag_limit(ttft_p50_s, rule)
     p99 = lag["p99_s"]
     lag_judged = lag["samples"] >= rule.min_lag_samples and p99 is not None
@@ -233,13 +241,17 @@ class ClientTiming:
         self.on_stage, self.sample = self.timer.on_stage, self.timer.sample
         self._unnamed = cfg.stages[0].index  # records of a single unnamed stage carry no stage
         self._ttft: dict[int, Kept] = {}
+        self._measured: dict[int, int] = {}  # stage index -> ok requests this run sent (not warm-ups, not cached)
 
     def observe(self, record: Any) -> None:
-        """A record of this run: its TTFT, for the stage's p50."""
-        ttft = record.metrics.ttft_s if record.metrics is not None else None
-        if record.warmup or record.cached or record.status != "ok" or ttft is None:
+        """A record of this run: a measured request of its stage, and its TTFT for the stage's p50."""
+        if record.warmup or record.cached or record.status != "ok":
             return
         index = record.stage.get("index", self._unnamed) if isinstance(record.stage, dict) else self._unnamed
+        self._measured[index] = self._measured.get(index, 0) + 1
+        ttft = record.metrics.ttft_s if record.metrics is not None else None
+        if ttft is None:
+            return
         kept = self._ttft.get(index)
         if kept is None:  # not setdefault(index, Kept()): that would build (and seed) a Kept per record
             kept = self._ttft[index] = Kept()
@@ -272,10 +284,11 @@ class ClientTiming:
             lag = describe_lags(run.lags.values, run.samples, run.max_s, run.over_10ms)
             cpu_share = cpu_s / wall if wall > 0 else None
         ttft = self.ttft_p50(run.index)
-        bound, reason = judge(lag, cpu_share, wall, ttft, rule)
+        requests = self._measured.get(run.index, 0)
+        bound, reason = judge(lag, cpu_share, wall, ttft, rule, requests=requests)
         if source == "parent":
             reason += " (this process's figures: no worker reported this stage)"
-        return {"stage": run.label, "index": run.index, "duration_s": wall, "source": source,
+        return {"stage": run.label, "index": run.index, "duration_s": wall, "source": source, "requests": requests,
                 "lag_samples": lag["samples"], "lag_p50_s": lag["p50_s"], "lag_p99_s": lag["p99_s"],
                 "lag_max_s": lag["max_s"], "share_over_10ms": lag["share_over_10ms"], "cpu_share": cpu_share,
                 "ttft_p50_s": ttft, "lag_limit_s": lag_limit(ttft, rule), "ttft_inflation_s": lag["p99_s"],
@@ -297,6 +310,14 @@ def bound_line(entry: dict[str, Any]) -> str:
     """`stage c=64: client-bound: loop lag p99 23 ms (TTFT may be inflated by up to that), max 80 ms, CPU 98 %`."""
     name = f"stage {entry['stage']}" if entry.get("stage") else "the run"
     return f"{name}: client-bound: {figures(entry)}"
+
+
+def measured_enough(doc: dict[str, Any]) -> bool:
+    """Whether a run summary's stages together hold the measured requests the rule needs to judge a stage:
+    a run-wide warning about the client's delays needs latencies to speak of too."""
+    timing = doc.get("timing") or {}
+    need = (timing.get("rule") or {}).get("min_requests", 0)
+    return sum(s.get("requests", 0) for s in timing.get("stages") or []) >= need
 
 
 def bound_lines(doc: dict[str, Any]) -> list[str]:

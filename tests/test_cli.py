@@ -72,3 +72,83 @@ def test_key_never_printed_logged_or_written(tmp_path, mock_process):
     assert len(produced) >= 6  # results and summaries
     for path in produced:
         assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def _option_help(text: str, flag: str) -> str:
+    """The help of one option in --help output: its lines up to the next option, joined."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(flag))
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if line.strip().startswith("-"):
+            break
+        block.append(line)
+    return " ".join(" ".join(block).split())
+
+
+def test_help_says_what_each_option_takes_and_its_default_as_it_is_typed():
+    run_help = streamrun("run", "--help").stdout
+    assert _option_help(run_help, "--burst ").endswith("[default: 1s]")  # not 1.0
+    assert "[default: 30s]" in _option_help(run_help, "--drain-timeout")
+    assert "with -o - the records go to stdout" in _option_help(run_help, "-o, --output")
+    stream_help = streamrun("stream", "--help").stdout
+    assert "repeatable" not in _option_help(stream_help, "--base-url")  # one request, one server
+    report_help = streamrun("report", "--help").stdout
+    assert _option_help(report_help, "--slo ") == _option_help(run_help, "--slo ")
+    assert "--slo METRIC=DURATION" in report_help and "NAME=SECONDS" not in report_help
+
+
+def test_report_slo_reads_what_run_slo_reads(tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"p{i}"} for i in range(2)])
+    res = streamrun("run", inp, "-o", tmp_path / "o.jsonl", "--mock", "--slo", "ttft=1m", "--slo", "e2e_s=2m")
+    assert res.returncode == 0, res.stderr
+    report = streamrun("report", tmp_path / "o.jsonl", "--slo", "ttft=1m", "--slo", "e2e_s=2m", "--json")
+    assert report.returncode == 0, report.stderr  # minutes and the _s suffix, as run takes them
+    import json
+
+    assert json.loads(report.stdout)["stages"][0]["slos"] == {"ttft": 60.0, "e2e": 120.0}
+    bad_run = streamrun("run", inp, "-o", tmp_path / "b.jsonl", "--mock", "--slo", "foo=1")
+    bad_report = streamrun("report", tmp_path / "o.jsonl", "--slo", "foo=1")
+    assert bad_run.returncode == bad_report.returncode == 2
+    message = "unknown SLO 'foo' (use ttft, tpot, itl, e2e)"
+    assert message in bad_run.stderr and message in bad_report.stderr
+
+
+def test_one_list_of_slo_metrics():
+    import runner.stats.accumulator as accumulator
+    from runner import parsers, stats
+
+    assert not hasattr(stats, "SLO_KEYS") and accumulator.SLO_METRICS is parsers.SLO_METRICS
+    assert stats.validate_slos({m: 1 for m in parsers.SLO_METRICS}) == {m: 1.0 for m in parsers.SLO_METRICS}
+
+
+def test_the_install_hint_names_the_pip_and_the_source_that_are_running(tmp_path):
+    from runner.extras import install_hint
+
+    checkout = tmp_path / "streamrun"
+    (checkout / "runner").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text('[project]\nname = "streamrun"\n')
+    venv = checkout / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "pip").write_text("")
+    here = dict(package_dir=checkout / "runner", prefix=str(venv), base_prefix="/usr",
+                executable=str(venv / "bin" / "python"))
+    assert install_hint("export", cwd=str(checkout), **here) == ".venv/bin/pip install -e '.[export]'"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert install_hint("export", cwd=str(elsewhere), **here) == \
+        f"{venv}/bin/pip install -e '{checkout}[export]'"
+
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"  # a wheel: no pyproject beside runner/
+    (site / "runner").mkdir(parents=True)
+    (tmp_path / "venv" / "bin").mkdir()
+    (tmp_path / "venv" / "bin" / "pip").write_text("")
+    assert install_hint("report", package_dir=site / "runner", prefix=str(tmp_path / "venv"), base_prefix="/usr",
+                        executable="x", cwd=str(elsewhere)) == f"{tmp_path}/venv/bin/pip install 'streamrun[report]'"
+    (tmp_path / "venv" / "bin" / "pip").unlink()  # a venv without pip (uv): its python's pip module
+    assert install_hint("report", package_dir=site / "runner", prefix=str(tmp_path / "venv"), base_prefix="/usr",
+                        executable="/v/bin/python", cwd=str(elsewhere)) == \
+        "/v/bin/python -m pip install 'streamrun[report]'"
+    assert install_hint("tokens", package_dir=site / "runner", prefix="/usr", base_prefix="/usr",
+                        executable="/usr/bin/python3", cwd=str(elsewhere)) == \
+        "/usr/bin/python3 -m pip install 'streamrun[tokens]'"

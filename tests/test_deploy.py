@@ -498,6 +498,54 @@ def test_slurm_tasks_run_as_slurm_starts_them(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Makefile
+# ---------------------------------------------------------------------------
+
+def test_make_clean_removes_what_the_sample_jobs_write_and_nothing_of_yours(tmp_path):
+    """`make run`'s job and the sharded sample (a shard of four, unsharded, the merge its comment gives) in a
+    fresh copy, then `make clean`: the copy's own files are left, and the user's, nothing else."""
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    clone = tmp_path / "clone"
+    for rel in ("jobs", "sample_inputs"):
+        shutil.copytree(ROOT / rel, clone / rel)
+    shutil.copy(ROOT / "Makefile", clone / "Makefile")
+
+    def tree() -> set[str]:
+        return {str(p.relative_to(clone)) for p in clone.rglob("*")}
+
+    fresh = tree()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION", "STREAMRUN_"))}
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's streamrun, run from the copy
+    cli = [sys.executable, "-m", "runner.cli"]
+    for args, extra in ((["job", "jobs/sample.toml"], {}),
+                        (["job", "jobs/sharded.toml"], {"JOB_COMPLETION_INDEX": "0", "STREAMRUN_SHARD_COUNT": "4"}),
+                        (["job", "jobs/sharded.toml"], {})):
+        res = subprocess.run([*cli, *args], cwd=clone, env={**env, **extra}, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+    merge = re.search(r"streamrun merge (.*)", SLURM.read_text()).group(1)
+    subprocess.run(f"{shlex.join(cli)} merge {merge} --missing out/missing.jsonl", shell=True, cwd=clone, env=env,
+                   capture_output=True, timeout=60)  # three shards of four are missing: it says so, and writes
+    (clone / "results.jsonl.lock").write_text("123\n")  # as a run killed with -9 leaves it
+    written = tree() - fresh
+    assert {"results.jsonl", "results.summary.json", "results.server_metrics.jsonl", "out/all.jsonl",
+            f"out/sample-{today()}-0of4.jsonl", f"out/sample-{today()}-all.jsonl"} <= written
+
+    mine = {"report.html", "notes.jsonl", "out/mine.jsonl", "out/keep"}  # made by hand
+    for name in mine:
+        (clone / name).write_text("mine")
+    make = ["make", "-s", "clean", "VENV=.venv-not-here"]  # leave the shared venv alone
+    res = subprocess.run(make, cwd=clone, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert tree() == fresh | mine | {"out"}
+    for name in ("out/mine.jsonl", "out/keep"):
+        (clone / name).unlink()
+    assert subprocess.run(make, cwd=clone, timeout=60).returncode == 0
+    assert tree() == fresh | {"report.html", "notes.jsonl"}  # an empty out/ goes too
+
+
+# ---------------------------------------------------------------------------
 # systemd
 # ---------------------------------------------------------------------------
 

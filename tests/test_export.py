@@ -22,6 +22,7 @@ from runner.export import (INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex,
                            export_schema)
 from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402
 
+from runner.extras import install_hint  # noqa: E402
 from tests.conftest import streamrun, write_jsonl  # noqa: E402
 
 STARTED = datetime.fromisoformat("2026-11-25T14:50:01.123456+00:00")
@@ -356,8 +357,25 @@ def test_hf_dataset_without_datasets_says_what_to_install(tmp_path, monkeypatch)
     results = write_jsonl(tmp_path / "r.jsonl", [native(ok_record())])
     res = run_cli(results, "--to", "hf-dataset", tmp_path / "ds")
     assert res.exit_code == 2
-    assert "pip install 'streamrun[export]'" in res.output
+    assert f"--to hf-dataset needs the datasets package: {install_hint('export')}" in res.output
     assert not (tmp_path / "ds").exists()
+
+
+def test_without_pyarrow_from_this_checkout_it_names_the_checkout_and_its_venv_pip(tmp_path, monkeypatch):
+    """The tests run from a checkout: `pip install 'streamrun[export]'` would fetch streamrun from PyPI beside it,
+    with whichever pip is on PATH."""
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    results = write_jsonl(tmp_path / "r.jsonl", [native(ok_record())])
+    res = run_cli(results, "--to", "parquet", tmp_path / "o.parquet")
+    assert res.exit_code == 2 and not (tmp_path / "o.parquet").exists()
+    hint = install_hint("export")
+    assert res.output == f"Error: export needs pyarrow: {hint}\n"
+    checkout = Path(__file__).resolve().parent.parent
+    assert hint.endswith(" install -e '.[export]'" if Path.cwd().resolve() == checkout
+                         else f" install -e '{checkout}[export]'")
+    if sys.prefix != sys.base_prefix and (Path(sys.prefix) / "bin" / "pip").exists():  # a venv's own pip
+        assert hint.startswith(".venv/bin/pip " if Path(sys.prefix).absolute() == Path.cwd() / ".venv"
+                               else f"{Path(sys.prefix).absolute()}/bin/pip ")
 
 
 def test_help_ends_with_examples():

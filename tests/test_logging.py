@@ -133,11 +133,11 @@ def test_log_every_0_and_json_lines_after_a_sweep(tmp_path):
     assert (s["records"], s["ok"], s["error"], s["exit_code"]) == (8, 8, 0, 0)
     assert s["ttft_s"]["p50"] is not None and s["tokens"]["completion"] > 0
 
-    # -q: warnings and errors only, and the summary (printed whatever the level, as in text)
+    # -q: warnings and errors only; the summary is in its file (as in text)
     res = subprocess.run([*STREAMRUN, "run", str(inp), "-o", str(tmp_path / "q.jsonl"), "--mock", "-q",
                           "--log-format", "json"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert res.returncode == 0, res.stderr
-    assert [json.loads(line)["msg"] for line in res.stderr.splitlines()] == ["run finished"]
+    assert res.stderr == "" and (tmp_path / "q.summary.json").exists()
 
 
 # -- in process: the formatter and the summary record ------------------------------
@@ -184,8 +184,11 @@ def test_render_as_json_is_one_record_and_text_is_unchanged(tmp_path):
     handler.setFormatter(_JsonFormatter())
     old_level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)  # -q: the summary comes all the same
     try:
+        logger.setLevel(logging.WARNING)  # -q: warnings only, and this summary has none
+        render(doc, "out.summary.json", stage_table=True, as_json=True)
+        assert buf.getvalue() == ""
+        logger.setLevel(logging.INFO)
         render(doc, "out.summary.json", stage_table=True, as_json=True)
     finally:
         logger.removeHandler(handler)
@@ -198,6 +201,6 @@ def test_render_as_json_is_one_record_and_text_is_unchanged(tmp_path):
         "exit_code": 1, "interrupted": False, "stopped": None, "records": 3, "ok": 2, "error": 1, "retried": 1,
         "errors_by_type": {"timeout": 1}, "top_errors": [{"type": "timeout", "message": "slow", "count": 1}],
         "ttft_s": {"p50": 0.1, "p90": 0.2, "p99": 0.3}, "e2e_s": {"p50": 1.0, "p90": None, "p99": None},
-        "request_throughput": 1.5, "output_token_throughput": 20.0, "duration_s": 2.0,
+        "request_throughput": 1.5, "output_token_throughput": 20.0, "duration_s": 2.0, "requests_sent": 0,
         "tokens": {"prompt": 3, "completion": 40, "reasoning": 0, "total": 43}, "cost_usd": 0.5,
         "output": "out.jsonl", "summary_path": "out.summary.json"}

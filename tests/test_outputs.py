@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 
 import orjson
@@ -17,8 +18,10 @@ import pytest
 from runner import outputs
 from runner.config import FsyncPolicy
 from runner.errors import OutputFailed, OutputLocked
-from runner.outputs import OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail
+from runner.outputs import (OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail,
+                            unlock_output)
 from runner.record import Record
+from tests.conftest import prompts, streamrun
 
 
 def line(custom_id: str, status: str = "ok", **extra) -> bytes:
@@ -39,6 +42,72 @@ def test_a_second_lock_on_the_same_output_fails(tmp_path):
     finally:
         os.close(fd)
     os.close(lock_output(out))  # the kernel dropped the lock with its descriptor: never stale
+
+
+def test_the_holder_removes_the_lock_file_and_the_output_can_be_locked_again(tmp_path):
+    out = str(tmp_path / "out.jsonl")
+    fd = lock_output(out)
+    unlock_output(out, fd)
+    assert not os.path.exists(out + ".lock")
+    unlock_output(out, lock_output(out))
+    (tmp_path / "out.jsonl.lock").write_text("123\n")  # left by a run killed with -9: no lock in it
+    unlock_output(out, lock_output(out))
+    assert not os.path.exists(out + ".lock")
+
+
+def test_a_run_that_opened_the_lock_file_just_before_its_holder_removed_it_does_not_hold_the_output(
+        tmp_path, monkeypatch):
+    """B opens out.jsonl.lock; A, the holder, removes it and lets go; B's flock then succeeds, on a file no
+    longer there. Taken as the lock, C would create a new file, lock it too, and both would write."""
+    out = str(tmp_path / "out.jsonl")
+    a = lock_output(out)
+    real_flock = fcntl.flock
+    raced = []
+
+    def flock(fd, op):
+        if not raced:  # B holds the old file open: now A ends
+            raced.append(os.fstat(fd).st_ino)
+            unlock_output(out, a)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    b = lock_output(out)
+    try:
+        assert raced and os.fstat(b).st_ino == os.stat(out + ".lock").st_ino  # B locked the file at the path
+        with pytest.raises(OutputLocked):  # so C is kept out
+            lock_output(out)
+    finally:
+        unlock_output(out, b)
+    assert not os.path.exists(out + ".lock")
+
+
+def test_unlock_never_removes_a_lock_file_it_does_not_hold(tmp_path):
+    out = str(tmp_path / "out.jsonl")
+    fd = lock_output(out)
+    os.unlink(out + ".lock")  # removed by hand, and another run took the output since
+    other = lock_output(out)
+    try:
+        unlock_output(out, fd)
+        assert os.path.exists(out + ".lock")
+        with pytest.raises(OutputLocked):
+            lock_output(out)
+    finally:
+        unlock_output(out, other)
+
+
+def test_runs_leave_no_lock_file_and_one_kept_out_leaves_the_holders(tmp_path):
+    inp, out = prompts(tmp_path / "in.jsonl", 2), tmp_path / "o.jsonl"
+    lock = tmp_path / "o.jsonl.lock"
+    assert streamrun("run", inp, "-o", out, "--mock").returncode == 0
+    assert not lock.exists()
+    assert streamrun("run", inp, "-o", out, "--mock").returncode == 2  # exists: refused before anything is sent
+    assert not lock.exists()
+    held = lock_output(os.path.realpath(out))  # another run writes it
+    try:
+        assert streamrun("run", inp, "-o", out, "--mock", "--resume").returncode == 3
+        assert os.fstat(held).st_ino == os.stat(lock).st_ino  # its lock file stays
+    finally:
+        unlock_output(os.path.realpath(out), held)
 
 
 # -- opening -------------------------------------------------------------------

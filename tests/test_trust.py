@@ -26,7 +26,9 @@ from runner.trust import ClientTiming, LagMonitor, Rule, StageTimer, describe_la
 from tests.conftest import chat, run_rows
 
 MS = 0.001
-ALWAYS = Rule(cpu_share=0.0, min_cpu_wall_s=0.0)  # any CPU use is "90 % of a core": every stage is client-bound
+ALWAYS = Rule(cpu_share=0.0, min_cpu_wall_s=0.0, min_requests=0)  # any CPU use is "90 % of a core": every stage
+# is client-bound
+FEW = Rule(cpu_share=0.0, min_cpu_wall_s=0.0)  # the same, but judged only from the default number of requests
 SUMMARY_DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
 
 
@@ -76,6 +78,15 @@ def test_too_few_lag_samples_judge_nothing():
     bound, reason = judge(lags(*[100.0] * 9), cpu_share=None, wall_s=0.45, ttft_p50_s=0.05)
     assert not bound and reason == "9 loop-lag samples, too few to judge (10 needed)"
     assert judge(lags(*[100.0] * 10), cpu_share=None, wall_s=0.5, ttft_p50_s=0.05)[0]
+
+
+def test_too_few_measured_requests_judge_nothing():
+    busy = lags(*[100.0] * 100)
+    bound, reason = judge(busy, cpu_share=0.99, wall_s=5.0, ttft_p50_s=0.05, requests=19)
+    assert not bound and reason == "19 measured requests, too few to judge (20 needed)"
+    assert judge(busy, cpu_share=0.99, wall_s=5.0, ttft_p50_s=0.05, requests=1)[1].startswith("1 measured request,")
+    assert judge(busy, cpu_share=0.99, wall_s=5.0, ttft_p50_s=0.05, requests=20)[0]
+    assert trust.RULE.min_requests == 20
 
 
 def test_lag_figures_keep_exact_counts_when_the_values_are_a_sample():
@@ -162,7 +173,7 @@ def timed_run(stages: list[Stage], per_stage: list[tuple[float, float, list[floa
 def test_the_timing_section_names_each_stage_its_figures_and_its_verdict():
     stages = list(make_stages([1, 64], [None]))
     timing = timed_run(stages, [(5.0, 0.5, [0.001] * 100), (5.0, 4.9, [0.001] * 90 + [0.023] * 10)])
-    for ttft in (0.10, 0.12, 0.14):
+    for ttft in (0.10, 0.12, 0.14) * 7:  # 21 requests a stage: enough to judge
         timing.observe(ok_record(stages[0].to_record(), ttft))
         timing.observe(ok_record(stages[1].to_record(), ttft * 3))
     timing.observe(ok_record(stages[1].to_record(), 9.0, warmup=True))  # not this stage's TTFT
@@ -171,6 +182,7 @@ def test_the_timing_section_names_each_stage_its_figures_and_its_verdict():
     calm, busy = doc["timing"]["stages"]
     assert (calm["stage"], calm["client_bound"], calm["source"]) == ("c=1", False, "process")
     assert calm["cpu_share"] == pytest.approx(0.1) and calm["ttft_p50_s"] == pytest.approx(0.12)
+    assert calm["requests"] == doc["timing"]["stages"][1]["requests"] == 21
     assert busy["stage"] == "c=64" and busy["client_bound"]
     assert busy["lag_p99_s"] == pytest.approx(0.023) and busy["ttft_inflation_s"] == busy["lag_p99_s"]
     assert busy["lag_max_s"] == 0.023 and busy["share_over_10ms"] == pytest.approx(0.1)
@@ -183,9 +195,29 @@ def test_the_timing_section_names_each_stage_its_figures_and_its_verdict():
         "machine"]
 
 
+def test_a_stage_of_a_few_requests_or_of_failures_only_is_not_judged():
+    stages = list(make_stages([8, 64], [None]))
+    busy = (5.0, 4.9, [0.050] * 100)  # a saturated loop and CPU: client-bound if there were anything to judge
+    timing = timed_run(stages, [busy, busy])
+    for i in range(8):  # an 8-request stage
+        timing.observe(ok_record(stages[0].to_record(), 0.1))
+    for i in range(30):  # every request failed, or came from the cache: nothing measured
+        timing.observe(Record(custom_id="x", status="error", metrics=Metrics(ttft_s=0.1), stage=stages[1].to_record()))
+        timing.observe(ok_record(stages[1].to_record(), 0.1, cached=True))
+    doc = timing.document()
+    few, failed = doc["timing"]["stages"]
+    assert doc["client_bound"] is False and trust.bound_lines(doc) == []
+    assert (few["requests"], few["reason"]) == (8, "8 measured requests, too few to judge (20 needed)")
+    assert (failed["requests"], failed["reason"]) == (0, "0 measured requests, too few to judge (20 needed)")
+    assert failed["lag_p99_s"] == pytest.approx(0.050)  # the figures are written all the same
+
+
 def test_with_workers_their_figures_count_and_the_parent_stands_in_for_a_stage_none_reported():
     stages = list(make_stages([2, 4], [None]))
     timing = timed_run(stages, [(5.0, 4.9, [0.001] * 100), (5.0, 4.9, [0.001] * 100)])
+    for stage in stages:
+        for _ in range(20):  # the parent sees every record, whoever sent it
+            timing.observe(ok_record(stage.to_record(), 0.1))
     workers = [[{"index": 0, "wall_s": 5.0, "cpu_s": 1.0, "lags": [0.001] * 100, "samples": 100, "max_s": 0.001,
                  "over_10ms": 0}],
                [{"index": 0, "wall_s": 5.0, "cpu_s": 2.0, "lags": [0.002] * 100, "samples": 100, "max_s": 0.002,
@@ -242,6 +274,26 @@ async def test_without_strict_timing_the_run_passes_but_is_marked_and_the_report
     r = CliRunner().invoke(report_command, [str(out), "--json"], catch_exceptions=False)
     report = orjson.loads(r.output)
     assert report["client_bound"] is True and report["stages"][0][KEY]["client_bound"] is True
+
+
+async def test_an_8_record_run_and_a_run_whose_every_request_failed_are_not_called_client_bound(
+        tmp_path, mock_server, monkeypatch, capsys):
+    monkeypatch.setattr(trust, "RULE", FEW)  # every stage client-bound, once it has 20 measured requests
+    url = await mock_server(output_tokens=3)
+    code, records = await run_rows(tmp_path, url, [chat(f"p{i}") for i in range(8)], strict_timing=True)
+    assert code == EXIT_OK and len(records) == 8
+    doc = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert doc["client_bound"] is False and doc["timing"]["stages"][0]["requests"] == 8
+    assert doc["timing"]["rule"]["min_requests"] == 20
+    assert "client-bound" not in capsys.readouterr().err
+
+    dead = "http://127.0.0.1:9/v1"  # nothing listens: every request fails to connect
+    code, records = await run_rows(tmp_path, dead, [chat(f"f{i}") for i in range(30)], strict_timing=True,
+                                   max_failed=30)
+    assert code == EXIT_OK and len(records) == 30 and all(r["status"] == "error" for r in records)
+    doc = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert doc["client_bound"] is False and doc["timing"]["stages"][0]["requests"] == 0
+    assert "client-bound" not in capsys.readouterr().err
 
 
 async def test_workers_send_their_own_timing(tmp_path, mock_server, monkeypatch):

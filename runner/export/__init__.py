@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .command import export_command
 from .join import InputIndex
-from .packages import INSTALL, MissingPackage
+from .packages import MissingPackage
 from .schema import (INPUT_COLUMNS, JSON_COLUMNS, METADATA_KEY, SCHEMA_VERSION, export_schema, prompt_of, record_row,
                      to_json)
 from .write import (BATCH_BYTES, FORMATS, HF_DATASET, PARQUET, ROW_GROUP_SIZE, ExportError, ExportReport, NoRows,
@@ -38,7 +38,6 @@ __all__ = [
     "FORMATS",
     "HF_DATASET",
     "INPUT_COLUMNS",
-    "INSTALL",
     "JSON_COLUMNS",
     "METADATA_KEY",
     "PARQUET",

@@ -1,10 +1,10 @@
 """The optional packages an export needs: pyarrow always, datasets for ``--to hf-dataset``.
 
-Why it exists: both come with ``pip install 'streamrun[export]'``, not with
-streamrun itself, so importing :mod:`runner.export` must not need them, and
-a missing one has to be a configuration error (exit 2) that says what to
-install, not a traceback. Every module of the export loads them here, when
-it is about to use them.
+Why it exists: both come with the ``export`` extra, not with streamrun
+itself, so importing :mod:`runner.export` must not need them, and a missing
+one has to be a configuration error (exit 2) that says what to install (the
+command for this install: :mod:`runner.extras`), not a traceback. Every
+module of the export loads them here, when it is about to use them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import ModuleType
 
 import click
 
-INSTALL = "pip install 'streamrun[export]'"
+from ..extras import install_hint
 
 
 class MissingPackage(click.ClickException):
@@ -27,7 +27,7 @@ def _require(module: str, needs: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingPackage(f"{needs}: {INSTALL}") from None
+        raise MissingPackage(f"{needs}: {install_hint('export')}") from None
 
 
 def load_pyarrow() -> ModuleType:

@@ -3,7 +3,6 @@ report built once (:mod:`.build`), then handed to each output asked for."""
 
 from __future__ import annotations
 
-import math
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runner.parsers import OptionError, percentile_list, positive_duration
-from runner.stats import PERCENTILES, SLO_KEYS
+from runner.extras import install_hint
+from runner.options import BY_FIELD
+from runner.parsers import OptionError, percentile_list, positive_duration, slos
+from runner.stats import PERCENTILES
 
 from .build import build_report
 from .csvout import write_csv
@@ -36,32 +37,18 @@ Examples:
 """
 
 
-def parse_slo(spec: str) -> tuple[str, float]:
-    """``ttft=0.5`` / ``ttft=500ms`` / ``tpot=0.05s`` -> ``("ttft", 0.5)``."""
-    name, sep, value = spec.partition("=")
-    name, value = name.strip().lower(), value.strip().lower()
-    if not sep or name not in SLO_KEYS:
-        raise click.BadParameter(f"{spec!r}: expected NAME=SECONDS with NAME one of {', '.join(SLO_KEYS)}")
-    scale = 1.0
-    if value.endswith("ms"):
-        value, scale = value[:-2], 1e-3
-    elif value.endswith("s"):
-        value = value[:-1]
-    try:
-        seconds = float(value) * scale
-    except ValueError:
-        raise click.BadParameter(f"{spec!r}: {value!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise click.BadParameter(f"{spec!r}: an SLO must be a positive time")
-    return name, seconds
-
-
 def _parsed(parse, value, hint: str):
     """A value through the run options' own parser; a bad one is a usage error naming the flag."""
     try:
         return parse(value)
     except OptionError as exc:
         raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def parse_slo(spec: str) -> tuple[str, float]:
+    """``ttft=500ms`` -> ``("ttft", 0.5)``: one ``--slo``, read by `run --slo`'s parser (runner/parsers.py)."""
+    ((name, seconds),) = _parsed(slos, spec, "--slo").items()
+    return name, seconds
 
 
 def _console() -> Console:
@@ -83,9 +70,7 @@ def _check_outputs(paths: tuple[str, ...], outputs: dict[str, str | None]) -> No
 
 @click.command("report", epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--slo", "slo_specs", multiple=True, metavar="NAME=SECONDS",
-              help="Goodput SLO, repeatable: ttft, tpot, e2e, itl (max gap of a request); "
-                   "seconds, or with an ms suffix (ttft=500ms).")
+@click.option("--slo", "slo_specs", multiple=True, metavar=BY_FIELD["slos"].metavar, help=BY_FIELD["slos"].help)
 @click.option("--json", "json_stdout", is_flag=True,
               help="Print the summary as JSON (schema streamrun.report/1, docs/REPORT.md) on stdout "
                    "instead of the tables.")
@@ -123,7 +108,7 @@ def report_command(paths: tuple[str, ...], slo_specs: tuple[str, ...], json_stdo
     file is a run, named by its summary's --label or its file name; several
     runs are shown side by side, each against the first.
     """
-    slos = dict(parse_slo(s) for s in slo_specs)
+    slo_limits = _parsed(slos, slo_specs, "--slo") if slo_specs else {}  # as `run --slo` reads them
     percentiles = _parsed(percentile_list, percentiles_spec, "--percentiles") if percentiles_spec else None
     window_s = _parsed(positive_duration, window_spec, "--window") if window_spec else None
     _check_outputs(paths, {"--json-out": json_out, "--html": html_path, "--csv": csv_path,
@@ -133,9 +118,9 @@ def report_command(paths: tuple[str, ...], slo_specs: tuple[str, ...], json_stdo
     if len(on_stdout) > 1:
         raise click.UsageError(f"{' and '.join(on_stdout)} would both print on stdout: write one to a file")
     if html_path and not (find_spec("plotly") and find_spec("jinja2")):
-        raise click.ClickException("--html needs plotly and jinja2: pip install 'streamrun[report]'")
+        raise click.ClickException(f"--html needs plotly and jinja2: {install_hint('report')}")
     to_stdout = json_stdout or json_out == "-"
-    report = build_report(paths, slos, percentiles=percentiles or PERCENTILES, window_s=window_s,
+    report = build_report(paths, slo_limits, percentiles=percentiles or PERCENTILES, window_s=window_s,
                           by_run=not pool)
     if not report.stages:
         raise click.ClickException("no result records found in " + ", ".join(paths))

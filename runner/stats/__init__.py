@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-from .accumulator import (DEFAULT_MAX_EXACT, SLO_KEYS, StatsAccumulator, format_time, validate_percentiles,
-                          validate_slos)
+from .accumulator import DEFAULT_MAX_EXACT, StatsAccumulator, format_time, validate_percentiles, validate_slos
 from .percentiles import PERCENTILES, SortedRuns, describe, percentile, percentile_key
 from .reservoir import Reservoir
 from .stages import accumulate_by_stage, stage_key, summarize_by_stage
@@ -24,7 +23,6 @@ __all__ = [
     "MAX_TURNS",
     "MAX_WINDOWS",
     "PERCENTILES",
-    "SLO_KEYS",
     "Reservoir",
     "SortedRuns",
     "StatsAccumulator",

@@ -32,15 +32,13 @@ from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Any
 
+from ..parsers import SLO_METRICS
 from ..record import OK, REQUEST_METRICS, SUMMARY_METRICS, Metrics, Record, posix_time
 from .percentiles import PERCENTILES, SortedRuns, describe_sorted, empty_description
 from .reservoir import Reservoir
 from .running import Running, finite
 from .turns import ttft_by_turn
 from .windows import WindowCounts, build_windows
-
-#: SLO names accepted by :meth:`StatsAccumulator.summary`, all in seconds.
-SLO_KEYS: tuple[str, ...] = ("ttft", "tpot", "e2e", "itl")
 
 DEFAULT_MAX_EXACT = 2_000_000
 _NAN = float("nan")
@@ -60,8 +58,8 @@ def validate_slos(slos: dict[str, float] | None) -> dict[str, float]:
     """Check SLO names and values; returns a plain dict (empty for None)."""
     out: dict[str, float] = {}
     for key, value in (slos or {}).items():
-        if key not in SLO_KEYS:
-            raise ValueError(f"unknown SLO {key!r}: expected one of {', '.join(SLO_KEYS)}")
+        if key not in SLO_METRICS:  # the SLO names of runner/parsers.py, all in seconds
+            raise ValueError(f"unknown SLO {key!r}: expected one of {', '.join(SLO_METRICS)}")
         v = _num(value)
         if v is None or v <= 0:
             raise ValueError(f"SLO {key} must be a positive number of seconds, got {value!r}")
