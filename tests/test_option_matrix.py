@@ -1,0 +1,666 @@
+"""The option matrix: the options users combine, run pairwise through the CLI against the strict mock.
+
+Why: each option has tests of its own, but users run them together (a nightly job resumes a
+`--workers 2 --cache` run written as `--output-format openai-batch`; a benchmark sweeps `-c` under
+`--duration` against `--api anthropic`), and bugs live in the combinations.  Every combination would
+be 6,912 runs; the cases listed below hold every *pair* of levels, chosen by a small greedy
+covering-array generator (`pairwise`).  Each goes through `python -m runner.cli run` as users run
+it (exit codes, stderr and worker processes are part of what is checked) against one mock in its
+own process (`streamrun mock`, strict; no delays unless a line asks for slow replies), with faults.
+
+Factors (levels), and what each level passes
+    workers   1 | 2                    --workers; -c is 2 per worker (one slot may stall, the other works)
+    cache     off | warm               --cache FILE, filled first by a run of half the lines without faults
+    resume    no | after-sigterm       SIGTERM once p01's error record is on disk (p00 stalls in flight,
+                                       so something is always cut off), then the same command + --resume
+    budget    none | duration | num-prompts   --duration 0.5s, 24 lines and 0.4 s replies to those
+                                       without faults (the deadline cuts every stage) | --num-prompts 8
+    load      c | c-sweep | rate-sweep | auto-sweep
+                                       -c 2w | -c 2w,3w | --rate 20,inf | --rate sweep --sweep-points 1
+    api       chat | responses | anthropic     --api (the lines are shorthand {"messages": ...})
+    sessions  no | yes                 p06 and p07 are two-turn sessions (p07 with a system prefix)
+    format    streamrun | openai-batch         --output-format
+    sink      file | stdout            -o FILE | -o -
+    failures  recovered | permanent | budgeted
+                                       p04 fails once with a 500 (retried) | with a 400 | with a 400
+                                       under --max-failed 1
+Every run also passes --max-tokens 16 (Responses' minimum), --max-attempts 2 and --drain-timeout 0.5,
+and has API keys in its environment, which must appear nowhere.
+
+Faults, by line (the mock's `mock.key`/`faults`: the n-th request of a key gets the n-th fault)
+    p00  429 with Retry-After 0; with resume: a stall (headers, then nothing), cut off by the SIGTERM
+    p01  503; with resume: 500 twice, so the interrupted run writes a retryable error, which the
+         rerun must send again (the last record per key is the final one)
+    p02  a stream cut mid-way;  p03  an error event mid-stream;  p04  see `failures`
+    p05  a system message (a plain line);  p07, a session: a 500 on its first turn;  the rest: none
+A fault list is used up across stages: a sweep's later stages get plain answers.  Resume cases have
+no 429 or 503: an adaptive cut to one slot while p00's stall holds it would wait for the idle timeout.
+
+Constraints (pairs never generated; each is a refusal checked in `test_a_refused_combination_...`)
+    sink=stdout x resume        --resume reads the output it continues; stdout cannot be read back
+    load=auto-sweep x resume    --rate sweep measures its rates afresh each run
+Refusals outside the factors: --workers 2 with -c 1 (each worker needs a slot; here -c is 2 per
+worker), and a sweep reading stdin (it reads its input once per stage).  A refusal is exit 2, its
+reason on one line, no traceback, nothing written, nothing sent.
+
+Cases (`pairwise`'s, in its order; a test checks this list against it and prints a new one to paste)
+       workers cache resume        budget      load       api       sessions format       sink   failures
+    00 1       off   no            none        c          chat      no       streamrun    file   recovered
+    01 2       warm  no            duration    c-sweep    responses yes      openai-batch stdout permanent
+    02 1       warm  after-sigterm num-prompts rate-sweep anthropic no       openai-batch file   budgeted
+    03 2       off   no            num-prompts auto-sweep anthropic yes      streamrun    stdout budgeted
+    04 2       off   after-sigterm none        rate-sweep responses yes      streamrun    file   permanent
+    05 2       warm  after-sigterm duration    c          chat      yes      openai-batch file   recovered
+    06 1       warm  no            none        auto-sweep responses no       openai-batch stdout recovered
+    07 1       off   after-sigterm duration    c-sweep    anthropic no       streamrun    file   permanent
+    08 1       off   no            duration    rate-sweep chat      yes      openai-batch stdout budgeted
+    09 1       off   no            num-prompts c          responses no       streamrun    stdout permanent
+    10 2       off   no            none        c-sweep    chat      no       streamrun    file   budgeted
+    11 1       off   no            duration    auto-sweep chat      no       streamrun    file   permanent
+    12 1       warm  no            none        c          anthropic no       streamrun    file   recovered
+    13 1       off   no            num-prompts c-sweep    chat      no       streamrun    file   recovered
+    14 1       off   no            none        c          responses no       streamrun    file   budgeted
+    15 1       off   no            none        rate-sweep chat      no       streamrun    file   recovered
+
+Invariants, checked after every invocation (the interrupted one too) on the output so far; a case
+reports every one it breaks
+    final records   the last record per key (custom_id + stage label), in file order
+    one per input   each stage holds every input (no budget), the first 8 (--num-prompts), or a
+                    non-empty subset (--duration); nothing else, every line a record
+    deadline        with --duration, no request sent after its stage's deadline: a record sent once
+                    (attempts 1; a session: its first turn) started within the time its stage had
+                    left (--duration less the span of the stage's earlier records) + 0.2 s
+    summary         counts (total, ok, error, cached) equal the final records; exit_code,
+                    records_written, requests_sent (after SIGTERM: at least) and cache hits, what the
+                    invocation did; the end-of-run line on stderr agrees (the only summary with -o -)
+    statuses        every final record ok, but p04's first when it failed for good (and p01 when a
+                    --duration rerun had no time left to send it again); with a warm cache, every
+                    record of a line the cache held is answered from it (cached)
+    exit code       from the final records: 1 when errors exceed --max-failed, else 0; 143 after SIGTERM
+    hygiene         no traceback or asyncio complaint on stderr, nothing but records on stdout
+                    (nothing at all with -o FILE), the API key in no stream and no file
+A new option joins the matrix in the same change: `test_every_option_has_a_place_in_the_matrix`
+fails until it is a factor's level, set by every run, or listed as outside with the reason.
+
+Run it alone: `pytest tests/test_option_matrix.py` or `pytest -m matrix`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from runner.options import OPTIONS
+from runner.outputs import decode_result
+from runner.record import Record, posix_time
+from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
+
+pytestmark = pytest.mark.matrix
+
+# ---- the factors and the pairs that exclude each other
+
+FACTORS: dict[str, tuple[str, ...]] = {
+    "workers": ("1", "2"),
+    "cache": ("off", "warm"),
+    "resume": ("no", "after-sigterm"),
+    "budget": ("none", "duration", "num-prompts"),
+    "load": ("c", "c-sweep", "rate-sweep", "auto-sweep"),
+    "api": ("chat", "responses", "anthropic"),
+    "sessions": ("no", "yes"),
+    "format": ("streamrun", "openai-batch"),
+    "sink": ("file", "stdout"),
+    "failures": ("recovered", "permanent", "budgeted"),
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A combination the CLI refuses (exit 2): never generated, checked as a refusal instead."""
+
+    name: str
+    why: str
+    excludes: tuple[tuple[str, str], ...]  # the factor levels that cannot meet; () when outside the factors
+    args: tuple[str, ...]  # what the refused command adds to a plain run
+    says: tuple[str, ...]  # words its one-line reason holds
+    stdin: bool = False  # the input is `-`
+
+
+REFUSALS = (
+    Refusal("stdout-resume", "--resume reads the output it continues, and stdout cannot be read back",
+            (("sink", "stdout"), ("resume", "after-sigterm")), ("-o", "-", "--resume"), ("--resume", "-o -")),
+    Refusal("auto-sweep-resume", "--rate sweep measures its rates afresh each run",
+            (("load", "auto-sweep"), ("resume", "after-sigterm")),
+            ("--rate", "sweep", "--resume"), ("--rate sweep", "--resume")),
+    Refusal("workers-over-c", "each worker keeps a request in flight (the matrix gives every worker 2 slots)",
+            (), ("--workers", "2", "-c", "1"), ("--workers 2", "-c")),
+    Refusal("sweep-stdin", "a sweep reads its input once per stage; stdin can be read only once",
+            (), ("-c", "2,4"), ("sweep", "stdin"), stdin=True),
+)
+
+
+def allowed(case: dict[str, str]) -> bool:
+    """False when `case` (complete or not) holds a pair that a refusal excludes."""
+    return not any(r.excludes and all(case.get(f) == v for f, v in r.excludes) for r in REFUSALS)
+
+
+# ---- the covering array
+
+
+def pairs_of(case: dict[str, str]) -> set[tuple[tuple[str, str], tuple[str, str]]]:
+    names = [n for n in FACTORS if n in case]
+    return {((a, case[a]), (b, case[b])) for a, b in combinations(names, 2)}
+
+
+def pairwise(factors: dict[str, tuple[str, ...]], ok: Callable[[dict[str, str]], bool]) -> list[dict[str, str]]:
+    """Cases in which every allowed pair of levels of two factors occurs at least once.
+
+    Greedy and deterministic (AETG-like): each next case is the best of one candidate per pair not
+    yet covered, grown from that pair by taking, factor by factor, the allowed level that covers the
+    most new pairs with the levels already chosen (the first such level, or candidate, on a tie).
+    """
+    names = list(factors)
+    todo = {p for a, b in combinations(names, 2) for va in factors[a] for vb in factors[b]
+            for p in pairs_of({a: va, b: vb}) if ok({a: va, b: vb})}
+    rank = {(n, v): (i, j) for i, n in enumerate(names) for j, v in enumerate(factors[n])}
+
+    def grow(seed: dict[str, str]) -> dict[str, str]:
+        case = dict(seed)
+        for name in names:
+            if name not in case:
+                options = [v for v in factors[name] if ok({**case, name: v})]
+                assert options, f"no level of {name} fits {case}"
+                case[name] = max(options, key=lambda v: (len(pairs_of({**case, name: v}) & todo),
+                                                         -factors[name].index(v)))
+        return {n: case[n] for n in names}
+
+    cases = []
+    while todo:
+        seeds = sorted(todo, key=lambda p: (rank[p[0]], rank[p[1]]))
+        candidates = [grow(dict(seed)) for seed in seeds]
+        _, _, best = max((len(pairs_of(c) & todo), -i, c) for i, c in enumerate(candidates))
+        cases.append(best)
+        todo -= pairs_of(best)
+    return cases
+
+
+CASES = pairwise(FACTORS, allowed)
+
+
+def case_id(case: dict[str, str]) -> str:
+    return "-".join(f"{name[0]}{value}" if name == "workers" else value for name, value in case.items()
+                    if value not in ("no", "off", "none", "c", "streamrun", "file", "recovered"))
+
+
+def case_table(cases: list[dict[str, str]]) -> list[str]:
+    """The cases as the module docstring lists them, one line each under a header of the factors."""
+    widths = {n: max(len(n), *map(len, levels)) for n, levels in FACTORS.items()}
+    rows = [["  "] + list(FACTORS)] + [[f"{i:02d}"] + [c[n] for n in FACTORS] for i, c in enumerate(cases)]
+    return ["    " + " ".join(row[0:1] + [v.ljust(widths[n]) for n, v in zip(FACTORS, row[1:])]).rstrip()
+            for row in rows]
+
+
+def test_the_cases_cover_every_allowed_pair_and_are_the_ones_listed_above():
+    allowed_pairs = {p for a, b in combinations(FACTORS, 2) for va in FACTORS[a] for vb in FACTORS[b]
+                     for p in pairs_of({a: va, b: vb}) if allowed({a: va, b: vb})}
+    covered = set().union(*(pairs_of(c) for c in CASES))
+    assert covered == allowed_pairs, f"pairs no case covers: {sorted(allowed_pairs - covered)}"
+    assert all(allowed(c) for c in CASES)
+    assert pairwise(FACTORS, allowed) == CASES  # deterministic
+    table = case_table(CASES)
+    listed = __doc__.split("Cases (")[1].split("\n\n")[0].splitlines()[1:]
+    assert listed == table, ("the module docstring's cases are not the generated ones; paste these:\n"
+                             + "\n".join(table))
+
+
+# ---- every option has a place
+
+FIXED = {  # set by every run of the matrix, to one value
+    "inputs": "the case's lines", "base_urls": "the mock",
+    "model": "the mock's", "max_tokens": "16 (Responses' minimum; Anthropic needs one)",
+    "retry.max_attempts": "2: one retry recovers a fault, two faults fail a line",
+    "drain_timeout_s": "0.5 s: what SIGTERM waits for before cutting the stall off",
+}
+IN_MATRIX = {  # option -> the factor that sets it
+    "output": "sink", "workers": "workers", "cache": "cache", "resume": "resume", "duration_s": "budget",
+    "num_prompts": "budget",
+    "concurrency": "load", "rate": "load", "sweep_points": "load", "api": "api", "output_format": "format",
+    "max_failed": "failures",
+}
+OUTSIDE = {  # option -> why the matrix leaves it to its own tests
+    **dict.fromkeys(("job", "label", "base_dir", "summary_path"), "names and places; no effect on records"),
+    **dict.fromkeys(("api_key_env", "auth", "headers", "anthropic_version"),
+                    "credentials and headers: test_headers, test_apis (the matrix keeps a key in the environment)"),
+    **dict.fromkeys(("params", "include_usage", "drop_logprobs", "retry_finish_reasons", "limits.max_event_bytes",
+                     "limits.max_response_bytes", "limits.max_line_bytes"),
+                    "what one request holds: the protocols' and the records' tests"),
+    **dict.fromkeys(("timeouts.total", "timeouts.connect", "timeouts.first_byte", "timeouts.idle"),
+                    "per-request limits: test_client, test_retry"),
+    **dict.fromkeys(("ramp_up", "ramp_up_duration_s", "ramp_up_start", "replay", "replay_speed", "burstiness",
+                     "seed", "warmup", "rpm", "tpm", "burst_s", "adaptive"),
+                    "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
+    "sharegpt": "an input format: test_sessions",
+    **dict.fromkeys(("retry_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
+                    "variants of resume and cache with tests of their own: test_unattended, test_cache"),
+    **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",
+                     "slos", "percentiles", "window_s", "strict_timing", "shard"),
+                    "what is reported or which share is run, not what is sent: their own tests"),
+}
+
+
+def test_every_option_has_a_place_in_the_matrix():
+    """A new option joins the matrix in the same change: as a factor level, fixed, or outside with a reason."""
+    placed = set(FIXED) | set(IN_MATRIX) | set(OUTSIDE)
+    options = {o.field for o in OPTIONS}
+    assert not options - placed, (f"options without a place in tests/test_option_matrix.py: {sorted(options - placed)}"
+                                  ": add a level to a factor, or list them in OUTSIDE with the reason")
+    assert not placed - options, f"no longer options: {sorted(placed - options)}"
+    assert set(IN_MATRIX.values()) <= set(FACTORS)
+
+
+# ---- the mock, the lines, the runs
+
+N_LINES = 12
+N_DURATION_LINES = 24  # with 0.4 s replies at -c 4, six rounds: a stage that overshoots its deadline shows it
+NUM_PROMPTS = 8
+DURATION_S = 0.5
+SLOW_S = 0.4  # the reply time of every line in --duration cases (the mock's script entry 1)
+DEADLINE_SLACK_S = 0.2  # between the producer's check and the request's send stamp, on a loaded machine
+SECRET = "sk-matrix-8f3e1c-never-printed"
+SUSPECT = ("Traceback", "Exception ignored", "never retrieved", "Unclosed client session", "Unclosed connector",
+           "Task was destroyed")
+
+
+@pytest.fixture(scope="module")
+def mock_url(tmp_path_factory):
+    """One mock for every case (fault keys carry the case's name): script entry 0 fast, 1 slow."""
+    script = write_jsonl(tmp_path_factory.mktemp("mock") / "script.jsonl",
+                         [{"ttft": 0, "gaps": [0, 0, 0]}, {"ttft": SLOW_S, "gaps": [0, 0, 0]}])
+    proc = subprocess.Popen([*STREAMRUN, "mock", "--port", "0", "--ttft", "0", "--tokens-per-s", "0",
+                             "--script", str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    line = proc.stderr.readline()
+    match = re.search(r"(http://\S+)", line)
+    assert match, f"mock did not start: {line!r}"
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # whatever it logs later never blocks it
+    yield match.group(1)
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def faults(case: dict[str, str], i: int) -> list[str]:
+    resume = case["resume"] != "no"
+    by_line = {0: ["stall"] if resume else ["429"], 1: ["500", "500"] if resume else ["503"], 2: ["drop"],
+               3: ["error_event"], 4: ["500"] if case["failures"] == "recovered" else ["400"]}
+    if case["sessions"] == "yes":
+        by_line[7] = ["500"]
+    return by_line.get(i, [])
+
+
+def lines(case: dict[str, str], name: str) -> list[dict]:
+    n = N_DURATION_LINES if case["budget"] == "duration" else N_LINES
+    rows = []
+    for i in range(n):
+        cid = f"p{i:02d}"
+        mock: dict = {"script": 1 if case["budget"] == "duration" and not faults(case, i) else 0}
+        if faults(case, i):
+            mock.update(key=f"{name}/{cid}", faults=faults(case, i), retry_after=0)
+        row: dict = {"custom_id": cid, "messages": [{"role": "user", "content": f"question {i} of {name}"}]}
+        if i == 5:
+            row["messages"].insert(0, {"role": "system", "content": "Answer in one line."})
+        if case["sessions"] == "yes" and i in (6, 7):
+            row = {"custom_id": cid, "turns": [f"first turn {i} of {name}", "and the second"]}
+            if i == 7:
+                row["messages"] = [{"role": "system", "content": "Answer in one line."}]
+        rows.append({**row, "mock": mock})
+    return rows
+
+
+def run_args(case: dict[str, str], inp: Path, out: str, url: str) -> list[str]:
+    w = int(case["workers"])
+    load = {"c": ["-c", str(2 * w)], "c-sweep": ["-c", f"{2 * w},{3 * w}"],
+            "rate-sweep": ["-c", str(2 * w), "--rate", "20,inf"],
+            "auto-sweep": ["-c", str(2 * w), "--rate", "sweep", "--sweep-points", "1"]}[case["load"]]
+    budget = {"none": [], "duration": ["--duration", f"{DURATION_S}s"],
+              "num-prompts": ["--num-prompts", str(NUM_PROMPTS)]}[case["budget"]]
+    args = ["run", str(inp), "-o", out, "--base-url", url, "--model", "mock-model", "--api", case["api"],
+            "--max-tokens", "16", "--max-attempts", "2", "--drain-timeout", "0.5", *load, *budget]
+    if w > 1:
+        args += ["--workers", str(w)]
+    if case["format"] != "streamrun":
+        args += ["--output-format", case["format"]]
+    if case["failures"] == "budgeted":
+        args += ["--max-failed", "1"]
+    return args
+
+
+ENV = {**os.environ, "OPENAI_API_KEY": SECRET, "ANTHROPIC_API_KEY": SECRET}
+
+
+def cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*STREAMRUN, *args], capture_output=True, text=True, env=ENV, timeout=120, **kwargs)
+
+
+def wait_for_record(path: Path, cid: str, proc: subprocess.Popen) -> None:
+    """Until a record of `cid` is on disk; fails at once if the run ends first."""
+    needle = f'"custom_id":"{cid}"'.encode()
+    end = time.monotonic() + HANG_GUARD_S
+    while not (path.exists() and needle in path.read_bytes()):
+        assert proc.poll() is None, f"run ended (exit {proc.returncode}) before {cid} was written"
+        assert time.monotonic() < end, "hang guard"
+        time.sleep(0.02)
+
+
+@dataclass
+class Invocation:
+    """One `streamrun run` of a case and what it left."""
+
+    code: int
+    stdout: str
+    stderr: str
+    before: list[Record]  # the output's records before it ran
+    written: list[Record]  # the records it wrote
+    summary: dict | None  # the summary file (None with -o -)
+    interrupted: bool = False
+    label: str = "run"
+
+
+def decode_lines(data: str | bytes, where: str) -> list[Record]:
+    out = []
+    for n, line in enumerate(data.splitlines() if isinstance(data, str) else data.decode().splitlines(), 1):
+        try:
+            out.append(decode_result(json.loads(line)))
+        except ValueError as exc:
+            raise AssertionError(f"{where}:{n} is no record ({exc}): {line[:200]!r}") from None
+    return out
+
+
+def invoke(args: list[str], out: Path | None, *, interrupt: Callable[[subprocess.Popen], None] | None = None,
+           label: str = "run") -> Invocation:
+    before = decode_lines(out.read_bytes(), str(out)) if out is not None and out.exists() else []
+    if out is not None:  # an earlier run's summary must not stand in for this one's
+        sidecar = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+        sidecar.unlink(missing_ok=True)
+    if interrupt is None:
+        res = cli(args)
+        code, stdout, stderr = res.returncode, res.stdout, res.stderr
+    else:  # into files: a pipe nobody reads while the run waits for its signal could fill up
+        assert out is not None, "-o - cannot be resumed"
+        stem = label.replace(" ", "-")
+        streams = out.with_name(f"{stem}.stdout"), out.with_name(f"{stem}.stderr")
+        with open(streams[0], "w") as stdout_file, open(streams[1], "w") as stderr_file:
+            proc = subprocess.Popen([*STREAMRUN, *args], stdout=stdout_file, stderr=stderr_file, env=ENV)
+            interrupt(proc)
+            code = proc.wait(timeout=HANG_GUARD_S)
+        stdout, stderr = (p.read_text() for p in streams)
+    if out is None:
+        return Invocation(code, stdout, stderr, before, decode_lines(stdout, "stdout"), None, False, label)
+    everything = decode_lines(out.read_bytes(), str(out)) if out.exists() else []
+    assert everything[:len(before)] == before, f"{label}: records already on disk changed"
+    summary = json.loads(sidecar.read_text()) if sidecar.exists() else None
+    return Invocation(code, stdout, stderr, before, everything[len(before):], summary, interrupt is not None, label)
+
+
+# ---- the invariants: each check returns what it found wrong, so that a case reports every broken invariant
+
+
+def final_records(records: list[Record]) -> dict[tuple[str | None, str], Record]:
+    """The last record per key (stage label, custom_id), in file order."""
+    final: dict[tuple[str | None, str], Record] = {}
+    for r in records:
+        if not r.warmup:
+            final[(r.label, r.custom_id)] = r
+    return final
+
+
+def stage_labels(case: dict[str, str]) -> list[str | None] | None:
+    """The stages' labels in order; None for --rate sweep, whose rates are measured (checked by shape)."""
+    w = int(case["workers"])
+    return {"c": [None], "c-sweep": [f"c={2 * w}", f"c={3 * w}"], "rate-sweep": ["rate=20", "rate=inf"],
+            "auto-sweep": None}[case["load"]]
+
+
+def stage_order(case: dict[str, str], label: str | None) -> int:
+    labels = stage_labels(case)
+    if labels is not None:
+        return labels.index(label) if label in labels else len(labels)
+    return {"synchronous": 0, "throughput": 1}.get(str(label), 2)
+
+
+def first_start(r: Record) -> tuple[float | None, int]:
+    """When the request (a session: its first turn) was sent, and in how many attempts."""
+    if r.turns:
+        return posix_time(r.turns[0].metrics.started_at), r.turns[0].attempts
+    return posix_time(r.metrics.started_at), r.attempts
+
+
+def elapsed_before(records: list[Record], label: str | None) -> float:
+    """The span of a stage's earlier records: what --duration counted already (it counts the whole output)."""
+    spans = [(s, s + (r.metrics.e2e_s or 0.0)) for r in records if r.label == label and not r.warmup and r.attempts
+             for s in [posix_time(r.metrics.started_at)] if s is not None]
+    return max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+
+
+def requests_in(r: Record) -> int:
+    """Requests a record stands for: none when cached or never sent, a session's turns, else one."""
+    if r.cached or not r.attempts:
+        return 0
+    return len(r.turns) if r.turns else 1
+
+
+def check_hygiene(inv: Invocation, out: Path | None, tmp: Path) -> list[str]:
+    """No traceback or asyncio complaint, stdout for records only, the key nowhere (streams, files, cache)."""
+    found = [f"{bad!r} on {where}: ...{text[max(0, text.find(bad) - 300):text.find(bad) + 700]!r}"
+             for text, where in ((inv.stderr, "stderr"), (inv.stdout, "stdout")) for bad in SUSPECT if bad in text]
+    if out is not None and inv.stdout:
+        found.append(f"-o FILE, and on stdout: {inv.stdout[:300]!r}")
+    leaked = [where for where, text in [("stdout", inv.stdout.encode()), ("stderr", inv.stderr.encode())]
+              + [(p.name, p.read_bytes()) for p in tmp.rglob("*") if p.is_file()] if SECRET.encode() in text]
+    if leaked:
+        found.append(f"the API key was printed or written: {leaked}")
+    return found
+
+
+def check_keys(case: dict[str, str], final: dict, ids: list[str], complete: bool) -> list[str]:
+    """One final record per input in each stage (or per budget), and none for anything else."""
+    by_stage: dict[str | None, set[str]] = {}
+    for label, cid in final:
+        by_stage.setdefault(label, set()).add(cid)
+    found = []
+    labels = stage_labels(case)
+    if labels is None:  # --rate sweep: synchronous, throughput, then --sweep-points measured rates
+        odd = [x for x in by_stage if x not in ("synchronous", "throughput")
+               and not re.fullmatch(r"rate=[\d.e+-]+", str(x))]
+        if odd or (complete and (len(by_stage) != 3 or not {"synchronous", "throughput"} <= set(by_stage))):
+            found.append(f"stages {sorted(map(str, by_stage))}, not synchronous, throughput and one rate")
+    elif not set(by_stage) <= set(labels) or (complete and set(by_stage) != set(labels)):
+        found.append(f"stages {sorted(map(str, by_stage))}, not {labels}")
+    for label, got in sorted(by_stage.items(), key=lambda kv: str(kv[0])):
+        if not got <= set(ids):
+            found.append(f"stage {label}: records for no input: {sorted(got - set(ids))}")
+        if not complete:
+            continue
+        if case["budget"] == "none" and got != set(ids):
+            found.append(f"stage {label}: no final record for {sorted(set(ids) - got)}")
+        elif case["budget"] == "num-prompts" and got != set(ids[:NUM_PROMPTS]):
+            found.append(f"stage {label}: records for {sorted(got)}, not for the first {NUM_PROMPTS} lines")
+        elif case["budget"] == "duration" and not got:
+            found.append(f"stage {label} sent nothing")
+    return found
+
+
+def check_deadline(case: dict[str, str], inv: Invocation) -> list[str]:
+    """With --duration, no request of this invocation was sent after its stage's deadline."""
+    if case["budget"] != "duration":
+        return []
+    found = []
+    for label in sorted({r.label for r in inv.written}, key=str):
+        starts = [(first_start(r), r.custom_id) for r in inv.written if r.label == label and not r.cached]
+        sent = [s for (s, _), _ in starts if s is not None]
+        if not sent:
+            continue
+        begin = min(sent)
+        left = max(0.0, DURATION_S - elapsed_before(inv.before, label))
+        late = [(cid, round(s - begin, 2)) for (s, attempts), cid in starts
+                if s is not None and attempts == 1 and s - begin > left + DEADLINE_SLACK_S]
+        if late:
+            found.append(f"stage {label}: sent after its deadline ({left:.2f}s after its first request; "
+                         f"line, seconds): {late}")
+    return found
+
+
+def check_summary(case: dict[str, str], inv: Invocation, final: dict) -> list[str]:
+    """The summary (file, and the end-of-run line on stderr) counts the final records; its totals, this run."""
+    records = list(final.values())
+    ok = sum(r.ok for r in records)
+    want = {"total": len(records), "ok": ok, "error": len(records) - ok, "cached": sum(r.cached for r in records)}
+    found = []
+    line = re.search(r"streamrun: (\d+) records?: (\d+) ok, (\d+) error", inv.stderr)
+    if not line:
+        found.append(f"no end-of-run line on stderr: {inv.stderr[-1500:]!r}")
+    elif tuple(map(int, line.groups())) != (want["total"], want["ok"], want["error"]):
+        found.append(f"stderr says {line.group(0)!r}; the final records: {want}")
+    if case["sink"] == "stdout":
+        return found
+    doc = inv.summary
+    if doc is None:
+        return found + ["no summary file"]
+    counts = {k: doc["summary"]["counts"].get(k) for k in want}
+    if counts != want:
+        found.append(f"summary counts {counts}, the final records {want}")
+    if doc["exit_code"] != inv.code:
+        found.append(f"summary exit_code {doc['exit_code']}, the process's {inv.code}")
+    if doc["records_written"] != len(inv.written):
+        found.append(f"summary records_written {doc['records_written']}, lines written {len(inv.written)}")
+    sent = sum(requests_in(r) for r in inv.written)  # after a signal, also those cut off in flight
+    if doc["requests_sent"] != sent and not (inv.interrupted and doc["requests_sent"] > sent):
+        found.append(f"summary requests_sent {doc['requests_sent']}, requests in the records written {sent}")
+    hits = sum(r.cached for r in inv.written)
+    if case["cache"] != "off" and (doc.get("cache") or {}).get("hits") != hits:
+        found.append(f"summary cache hits {(doc.get('cache') or {}).get('hits')}, cached records written {hits}")
+    return found
+
+
+RERUN_TIME_S = 0.3  # a --duration rerun with less time left than this may not get to send p01 again
+
+
+def allowed_errors(case: dict[str, str], inv: Invocation, final: dict) -> tuple[set, list[str]]:
+    """The final records that may be errors: p04's first when the case makes it fail for good (its one
+    fault goes to the first stage that sends it), and p01 in a --duration rerun left without time."""
+    allowed, found = set(), []
+    p04 = [key for key in final if key[1] == "p04"]
+    if case["failures"] != "recovered" and p04:
+        first = min(p04, key=lambda key: stage_order(case, key[0]))
+        if final[first].ok:
+            found.append(f"p04's first record {first} is no error: its 400 was not injected")
+        allowed.add(first)
+    if case["budget"] == "duration":
+        allowed |= {key for key in final if key[1] == "p01"
+                    and DURATION_S - elapsed_before(inv.before, key[0]) < RERUN_TIME_S}
+    return allowed, found
+
+
+def check_statuses(case: dict[str, str], inv: Invocation, final: dict, warm: set[str]) -> list[str]:
+    """Every final record ok but the allowed errors; with a warm cache, the lines it held answered from it."""
+    allowed, found = allowed_errors(case, inv, final)
+    failed = [(label, cid, (r.error.type, r.error.message) if r.error else None)
+              for (label, cid), r in sorted(final.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+              if not r.ok and (label, cid) not in allowed]
+    if failed:
+        found.append(f"final records failed (stage, line, error): {failed}")
+    again = sorted((str(label), cid) for (label, cid), r in final.items() if cid in warm and not r.cached)
+    if again:
+        found.append(f"in the cache, but not answered from it (stage, line): {again}")
+    return found
+
+
+def expected_exit(case: dict[str, str], final: dict) -> int:
+    errors = sum(not r.ok for r in final.values())
+    return 1 if errors > (1 if case["failures"] == "budgeted" else 0) else 0
+
+
+def check_invocation(case: dict[str, str], inv: Invocation, out: Path | None, tmp: Path, ids: list[str],
+                     warm: set[str]) -> list[str]:
+    """Every invariant of one invocation, on the output as it left it."""
+    final = final_records(inv.before + inv.written)
+    found = check_hygiene(inv, out, tmp) + check_keys(case, final, ids, complete=not inv.interrupted)
+    found += check_deadline(case, inv) + check_summary(case, inv, final)
+    if inv.interrupted:
+        if inv.code != 143:
+            found.append(f"exit {inv.code} after SIGTERM, not 143: {inv.stderr[-1500:]!r}")
+        return found
+    found += check_statuses(case, inv, final, warm)
+    if inv.code != expected_exit(case, final):
+        found.append(f"exit {inv.code}; the final records say {expected_exit(case, final)}: "
+                     f"{inv.stderr[-1500:]!r}")
+    return found
+
+
+# ---- the matrix
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{i:02d}-{case_id(c) or 'defaults'}" for i, c in enumerate(CASES)])
+def test_option_matrix(case, tmp_path, mock_url):
+    name = tmp_path.name  # the mock's fault keys are the case's own
+    rows = lines(case, name)
+    ids = [r["custom_id"] for r in rows]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = None if case["sink"] == "stdout" else tmp_path / "out.jsonl"
+    args = run_args(case, inp, "-" if out is None else str(out), mock_url)
+
+    warm: set[str] = set()
+    if case["cache"] == "warm":  # half the lines without faults, answered once into the cache
+        cache = tmp_path / "cache.sqlite"
+        (tmp_path / "warm").mkdir()
+        held = [r for i, r in enumerate(rows) if "key" not in r["mock"] and i % 2 == 0]  # half: some are sent
+        pre = write_jsonl(tmp_path / "warm" / "in.jsonl", held)
+        plain = {**case, "workers": "1", "load": "c", "budget": "none", "format": "streamrun"}
+        res = cli(run_args(plain, pre, str(tmp_path / "warm" / "out.jsonl"), mock_url)
+                  + ["-c", "32", "--cache", str(cache)])
+        assert res.returncode in (0, 1) and "Traceback" not in res.stderr, res.stderr
+        warm = {r.custom_id for r in decode_lines((tmp_path / "warm" / "out.jsonl").read_bytes(), "warm") if r.ok}
+        args += ["--cache", str(cache)]
+
+    runs = []
+    if case["resume"] == "after-sigterm":
+        def sigterm_once_p01_failed(proc: subprocess.Popen) -> None:
+            wait_for_record(out, "p01", proc)
+            proc.send_signal(signal.SIGTERM)
+
+        runs.append(invoke(args, out, interrupt=sigterm_once_p01_failed, label="interrupted run"))
+        runs.append(invoke(args + ["--resume"], out, label="--resume"))
+    else:
+        runs.append(invoke(args, out))
+    found = [f"{inv.label}: {problem}" for inv in runs
+             for problem in check_invocation(case, inv, out, tmp_path, ids, warm)]
+    assert not found, f"{case_id(case)}:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=[r.name for r in REFUSALS])
+def test_a_refused_combination_exits_2_with_one_line_and_sends_nothing(refusal, tmp_path, mock_url):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": "q"}]}
+                                              for i in range(3)])
+    output = [] if "-o" in refusal.args else ["-o", str(tmp_path / "out.jsonl")]
+    args = ["run", "-" if refusal.stdin else str(inp), *output, "--base-url", mock_url, "--model", "mock-model",
+            *refusal.args]
+    seen = mock_stats(mock_url)["requests"]
+    with open(inp) as stdin:
+        res = cli(args, stdin=stdin if refusal.stdin else subprocess.DEVNULL)
+    assert res.returncode == 2, (refusal.why, res.returncode, res.stderr)
+    reasons = [line for line in res.stderr.splitlines() if line.startswith(("Error:", "streamrun:"))]
+    assert len(reasons) == 1 and all(word in reasons[0] for word in refusal.says), res.stderr
+    assert not any(bad in res.stderr for bad in SUSPECT), res.stderr
+    assert res.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    assert mock_stats(mock_url)["requests"] == seen
