@@ -104,7 +104,8 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
             return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record).execute()
         from .mock import serve
 
-        async with serve(mock) as url:
+        # the dry run of the user's own file: the mock answers whatever model its lines or --model name
+        async with serve(dataclasses.replace(mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
                              on_record=on_record).execute()

@@ -97,7 +97,7 @@ async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool)
     if mock:
         from .mock import MockConfig, serve
 
-        async with serve(MockConfig()) as url:
+        async with serve(MockConfig(any_model=True)) as url:  # a dry run, as `run --mock`: any model
             return await _stream(dataclasses.replace(cfg, base_urls=(url,)), path, body, params, local=True)
     return await _stream(cfg, path, body, params, local=False)
 

@@ -231,7 +231,7 @@ def _parse_responses(raw: bytes, content_type: str | None, config: MockConfig) -
     body = read_body(raw, content_type, config, _not_json)
     if strict:
         _check_responses(body)
-        check_model(body, config.served_models)
+        check_model(body, config)
     elif not isinstance(body.get("input"), (str, list)):
         raise bad_request("'input' must be a string or a list")
     limit = body.get("max_output_tokens")
