@@ -108,7 +108,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
     creds = preflight(cfg, local=local)
     base = cfg.base_urls[0]
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-    async with aiohttp.ClientSession(headers=creds.headers, timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
         model = body.get("model") or cfg.model or params.get("model")
         if model is None:
             models = await list_models(session, base)
