@@ -141,6 +141,8 @@ def encode_batch(record: Record, request_url: str = CHAT_URL) -> dict[str, Any]:
         "source": record.source, "stage": record.stage, "warmup": record.warmup,
         "request_url": record.request_url, "request_id": record.request_id, "request_hash": record.request_hash,
     }
+    if record.parsed is not None:  # the reply as the JSON its response_format asked for (Batch has no place)
+        side["parsed"] = record.parsed
     request_id = _stable_hex(key, b"request_id")
     response: dict[str, Any] | None
     error: dict[str, Any] | None = None
@@ -234,6 +236,7 @@ def _native(line: Any) -> dict[str, Any]:
     rid = side.get("request_id") if ours else (response.get("request_id") if type(response) is dict else None)
     out["request_id"] = rid
     out["request_hash"] = side.get("request_hash") if ours else None
+    out["parsed"] = side.get("parsed")
     return out
 
 

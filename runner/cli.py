@@ -278,12 +278,12 @@ def resolve_shard(cfg: RunConfig) -> RunConfig:
 
 def known_secrets(cfg: RunConfig) -> tuple[str, ...]:
     """What the log filter redacts: the key and every header value taken from the environment."""
-    from .stream.headers import HeaderError, resolve_headers
+    from .stream.headers import HeaderError, resolve_credentials
 
     try:
-        return resolve_headers(cfg.headers, api_key_env=cfg.key_env, environ=os.environ).secrets
+        return resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ).secrets
     except HeaderError:  # the run's preflight reports it; redact what can be known
-        return tuple(s for s in [os.environ.get(cfg.key_env)] if s)
+        return tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
 
 
 def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .errors import UsageError
+from .stream.headers import ANTHROPIC, OPENAI
 
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -230,11 +231,21 @@ class RunConfig:
         return self.api_key_env
 
     @property
-    def auth_scheme(self) -> str:
-        """How the key is sent: Authorization: Bearer, Anthropic's x-api-key, or not at all."""
-        if not self.auth:
-            return "none"
-        return "x-api-key" if self.api == "anthropic" else "bearer"
+    def key_api(self) -> str:
+        """Whose key the lines that --api names take: "anthropic" (x-api-key) or "openai" (Bearer)."""
+        return ANTHROPIC if self.api == "anthropic" else OPENAI
+
+    def key_env_for(self, api: str) -> str:
+        """The variable holding the key of one API's lines ("openai" or "anthropic"): `key_env` for the
+        API that --api names, the other's own default (OPENAI_API_KEY, ANTHROPIC_API_KEY) for Batch lines
+        to the other one."""
+        if api == self.key_api:
+            return self.key_env
+        return "ANTHROPIC_API_KEY" if api == ANTHROPIC else "OPENAI_API_KEY"
+
+    def key_envs(self) -> dict[str, str | None]:
+        """Each API's key variable, None for all with --no-auth (runner.stream.headers.resolve_credentials)."""
+        return {api: self.key_env_for(api) if self.auth else None for api in (OPENAI, ANTHROPIC)}
 
     @property
     def sweep(self) -> bool:

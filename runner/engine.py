@@ -76,9 +76,11 @@ def env_proxy(url: str) -> str | None:
 
 class Engine:
     def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer: Any, hooks: EngineHooks,
-                 secrets: tuple[str, ...] = (), connector_limit: int | None = None) -> None:
+                 secrets: tuple[str, ...] = (), connector_limit: int | None = None,
+                 auth: dict[str, dict[str, str]] | None = None) -> None:
         self.cfg = cfg
-        self.headers = headers
+        self.headers = headers  # every request's
+        self.auth = auth or {}  # each API's key header, sent with its requests only (runner.stream.headers)
         self.writer = writer
         self.hooks = hooks
         self.secrets = secrets
@@ -267,7 +269,7 @@ class Engine:
         if tripped is not None:
             self.abort(AuthRejected(
                 f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 ({tripped}); "
-                f"check the key (${self.cfg.api_key_env}), --base-url and --model. Nothing was written "
+                f"check the key (${self.cfg.key_env}), --base-url and --model. Nothing was written "
                 "for those requests, so a rerun sends them again"))
 
     def _write(self, record: Record) -> None:

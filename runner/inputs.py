@@ -234,20 +234,26 @@ async def aiter_live(items: Iterator[InputItem], ahead: int = 256) -> AsyncItera
 class ScanResult:
     lines: int  # input lines this run will answer (those of its shard, when sharded)
     duplicates: list[tuple[str, str, str]]  # (custom_id, first place, second place)
+    paths: frozenset[str] = frozenset()  # the API paths those lines go to (whose keys the run needs)
 
 
 def scan_inputs(paths: list[str], key=lambda item: item.custom_id,
-                owns: Callable[[str], bool] | None = None) -> ScanResult:
-    """Count the lines and find duplicate ids before anything is sent.
+                owns: Callable[[str], bool] | None = None, api: str = "chat",
+                sharegpt: str = "prompts") -> ScanResult:
+    """Count the lines, find duplicate ids and the API paths before anything is sent.
 
     Memory: one 64-bit hash per line in an array, sorted; only when two hashes
     collide is a second pass made to name both places exactly.
     """
     sorter = HashSorter()
     owned = 0
-    for item in iter_items(paths):
+    api_paths: set[str] = set()
+    for item in iter_items(paths, api=api, sharegpt=sharegpt):
         sorter.add(id_hash(key(item)))
-        owned += owns is None or owns(item.custom_id)
+        if owns is None or owns(item.custom_id):
+            owned += 1
+            if item.path is not None:
+                api_paths.add(item.path)
     count = sorter.count
     hashes = sorter.sorted()
     suspects = {hashes[i] for i in range(1, count) if hashes[i] == hashes[i - 1]}
@@ -262,4 +268,4 @@ def scan_inputs(paths: list[str], key=lambda item: item.custom_id,
                     duplicates.append((k, first[k], item.place))
                 else:
                     first[k] = item.place
-    return ScanResult(owned, duplicates)
+    return ScanResult(owned, duplicates, frozenset(api_paths))

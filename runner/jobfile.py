@@ -115,7 +115,7 @@ def _mock_config(path: str, table: dict | None):
 
     if not isinstance(table, dict):
         raise JobFileError(f"{path}: key 'mock' must be a table")
-    allowed = {f.name for f in fields(MockConfig)} - {"script", "api_key"}
+    allowed = {f.name for f in fields(MockConfig)} - {"script", "api_key", "any_model"}  # a run's mock serves any
     for key in table:
         if key not in allowed:
             raise JobFileError(f"{path}: unknown key {'mock.' + key!r}{did_you_mean(key, allowed)}")

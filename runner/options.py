@@ -68,7 +68,8 @@ OPTIONS: tuple[Option, ...] = (
            "base_url", multiple=True, envvar="OPENAI_BASE_URL"),
     Option("model", string, "Model for lines that name none (default: the server's only model).", "--model",
            "model", envvar="OPENAI_MODEL"),
-    Option("api_key_env", env_name, "Environment variable that holds the API key (never printed or written).",
+    Option("api_key_env", env_name, "Environment variable that holds the API key of the API --api names (never "
+           "printed or written); Batch lines to the other vendor's take its own (OPENAI_API_KEY, ANTHROPIC_API_KEY).",
            "--api-key-env", "api_key_env"),
     Option("api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines go (Batch "
            "lines go to their url); anthropic: key from ANTHROPIC_API_KEY, sent as x-api-key.", "--api", "api"),

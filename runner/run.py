@@ -25,11 +25,12 @@ from .dataset import Answers, response_format
 from .endpoints import check_base_url, is_loopback, url_secrets
 from .engine import Engine, EngineHooks
 from .errors import UsageError
-from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
+from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
+from .stream.lines import key_api
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
 from .structured import format_problem
@@ -64,6 +65,7 @@ class Plan:
     total: int | None
     prior: Prior  # what the output held already: --num-prompts and --duration count the whole output
     stats: object  # stats.StatsAccumulator, already holding the records of earlier runs on resume
+    apis: frozenset[str] | None = None  # whose keys the lines need ("openai", "anthropic"); None: not scanned
 
 
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
@@ -78,7 +80,7 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
     `cli`: the command line runs it (its messages name flags; a second
     signal exits the process), not Python (see `_install_signals`).
     """
-    creds = preflight(cfg, local=mock is not None)
+    creds = credentials(cfg, local=mock is not None)  # the keys are checked once the inputs say whose they need
     paths = expand_inputs(cfg.inputs)
     live = [p for p in paths if not is_regular(p)]
     if live and len(cfg.stages) > 1:
@@ -98,6 +100,7 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
             raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
     try:
         plan = _plan(cfg, paths)
+        check_keys(cfg, creds, plan.apis, local=mock is not None)
         if lock_fd is not None:
             try:
                 fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, cli=cli)
@@ -107,7 +110,8 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
             return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record, cli=cli).execute()
         from .mock import serve
 
-        async with serve(mock) as url:
+        # the dry run of the user's own file: the mock answers whatever model its lines or --model name
+        async with serve(dataclasses.replace(mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
                              on_record=on_record, cli=cli).execute()
@@ -170,9 +174,10 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
             prior = Prior()
             stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
             done = prepare_resume(cfg.output, False, log.warning, earlier, drop=lambda r: r.key in changed)
-        total = None
+        total = apis = None
         if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
-            scan = scan_inputs(paths, owns=owns)
+            scan = scan_inputs(paths, owns=owns, api=cfg.api, sharegpt=cfg.sharegpt)
+            apis = frozenset(key_api(path) for path in scan.paths)
             if scan.duplicates:
                 shown = "; ".join(f"{cid!r} at {a} and {b}" for cid, a, b in scan.duplicates[:5])
                 more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
@@ -183,39 +188,80 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
     if done is not None and len(done):
         log.info("resuming %s: %d records already done are skipped", cfg.output, len(done))
-    return Plan(paths, owns, done, total, prior, stats)
+    return Plan(paths, owns, done, total, prior, stats, apis)
 
 
-def preflight(cfg: RunConfig, *, local: bool) -> Credentials:
-    """Misconfiguration caught before anything is sent or any input is read: exit 2, with the fix.
+def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
+    """Misconfiguration caught before anything is sent: exit 2, with the fix.
 
-    `local` is a run against the embedded mock, whose URL is known to be loopback.
+    `local` is a run against the embedded mock, whose URL is known to be
+    loopback.  `apis`: whose keys the input lines need ("openai",
+    "anthropic"), when the inputs were scanned; None: the key of --api's.
+    """
+    creds = credentials(cfg, local=local)
+    check_keys(cfg, creds, apis, local=local)
+    return creds
+
+
+def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
+    """The headers and keys, checked before any input is read (a bad URL, header or variable name: exit 2).
+
+    A run-wide --param response_format whose schema is invalid is refused here
+    too: every line would be answered invalid_input with it.
     """
     problem = format_problem(response_format(cfg.params))
-    if problem is not None:  # every line would be answered invalid_input with it
+    if problem is not None:
         raise UsageError(f"--param: {problem}")
     try:
         if not local:
             for url in cfg.base_urls:
                 check_base_url(url)
         check_env_name(cfg.api_key_env)
-        creds = resolve_headers(cfg.headers, api_key_env=cfg.key_env, environ=os.environ, auth=cfg.auth_scheme)
-        passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
-        if passwords:
-            if "Authorization" in creds.headers or "x-api-key" in creds.headers:
-                raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
-                                 "--no-auth to use the URL's credentials, or remove them from the URL")
-            creds = Credentials(creds.headers, creds.secrets + passwords)
+        creds = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
-    if cfg.auth and not local and not os.environ.get(cfg.key_env):
-        remote = [u for u in cfg.base_urls if not is_loopback(u)]
-        if remote:
-            raise UsageError(
-                f"the environment variable {cfg.key_env} is not set, and {remote[0]} is not on this machine: "
-                f"export {cfg.key_env}=..., name another variable with --api-key-env, "
-                "or pass --no-auth for a server that needs no key")
+    passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
+    if passwords:
+        creds = Credentials(creds.headers, creds.secrets + passwords, creds.auth, creds.unusable)
     return creds
+
+
+def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
+    """Every key the lines need is set: each API's lines take their own (`RunConfig.key_env_for`), and one
+    missing for a remote URL is exit 2 naming its variable, before anything is sent.
+
+    `apis`: whose keys the scanned inputs need; None (a pipe, not scanned)
+    or none (no line to send): the key of the lines --api names, as ever.
+    """
+    needed = sorted(apis or {cfg.key_api}, key=lambda api: api != cfg.key_api)  # --api's first
+    for api in needed:
+        if api in creds.unusable:
+            raise UsageError(creds.unusable[api])
+    if any(url_secrets(url) for url in cfg.base_urls):
+        sent = {name.lower() for name in creds.headers} | {
+            name.lower() for api in needed for name in creds.auth.get(api, {})}
+        if sent & {"authorization", "x-api-key"}:
+            raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
+                             "--no-auth to use the URL's credentials, or remove them from the URL")
+    if not cfg.auth or local:
+        return
+    remote = [u for u in cfg.base_urls if not is_loopback(u)]
+    if not remote:
+        return
+    for api in needed:
+        variable = cfg.key_env_for(api)
+        if os.environ.get(variable):
+            continue
+        if api == cfg.key_api:
+            raise UsageError(
+                f"the environment variable {variable} is not set, and {remote[0]} is not on this machine: "
+                f"export {variable}=..., name another variable with --api-key-env, "
+                "or pass --no-auth for a server that needs no key")
+        whose = "/v1/messages (Anthropic's API)" if api == ANTHROPIC else "OpenAI's APIs"
+        raise UsageError(
+            f"the environment variable {variable} is not set, and {remote[0]} is not on this machine: "
+            f"the inputs have lines for {whose}, which take their key from {variable}: "
+            f"export {variable}=..., or pass --no-auth for a server that needs no key")
 
 
 def _shard_filter(shard: str | None):
@@ -258,7 +304,8 @@ class Run:
         engine = Engine
         if cfg.workers > 1:  # worker processes send; this one still reads the inputs and writes (runner/workers)
             from .workers.pool import WorkerPool as engine
-        self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
+        self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets,
+                             auth=creds.auth)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior

@@ -29,6 +29,8 @@ from .stream.client import Attempt, endpoint_url, list_models, request_id, strea
 from .stream.errors import HTTPStatusError, InvalidInput, RequestError, UnwantedFinish, redact
 from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine,
                               StreamState)
+from .stream.headers import ANTHROPIC, OPENAI
+from .stream.lines import key_api
 from .stream.protocol_responses import EventStreamState
 from .stream.retry import call_with_retries
 from .stream.timing import Timing
@@ -37,10 +39,12 @@ from .tokens import reasoning_tokens
 
 log = logging.getLogger("streamrun")
 
-# Each API path's wire protocol; the APIs that name their events stream through their handle_event.
+# Each API path's wire protocol; the APIs that name their events stream through their handle_event, and
+# read a whole JSON answer (a server that ignored "stream": true) with their apply_whole.
 PROTOCOLS = {CHAT_PATH: protocol, COMPLETIONS_PATH: protocol, RESPONSES_PATH: protocol_responses,
              MESSAGES_PATH: protocol_anthropic, embeddings.PATH: embeddings}
 NAMED_EVENTS = {RESPONSES_PATH: protocol_responses.handle_event, MESSAGES_PATH: protocol_anthropic.handle_event}
+WHOLE = {RESPONSES_PATH: protocol_responses.apply_whole, MESSAGES_PATH: protocol_anthropic.apply_whole}
 
 
 @dataclass
@@ -68,7 +72,11 @@ class Sender:
         self.session = session
         self.proxies = engine.proxies
         self.public_urls = engine.public_urls
-        self._anthropic_headers = {"anthropic-version": self.cfg.anthropic_version}
+        # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
+        openai = engine.auth.get(OPENAI) or None
+        anthropic = {**engine.auth.get(ANTHROPIC, {}), "anthropic-version": self.cfg.anthropic_version}
+        self._headers = {path: anthropic if key_api(path) == ANTHROPIC else openai for path in PROTOCOLS}
+        self._dropped: set[tuple[str, str]] = set()  # (parameter, why) already warned of
         self._retry_finish = frozenset(self.cfg.retry_finish_reasons)
         self.model: str | None = self.cfg.model or self.cfg.params.get("model")
         self._model_lock = asyncio.Lock()
@@ -84,8 +92,10 @@ class Sender:
         async with self._model_lock:
             if self.model is None:
                 url = self.pool.endpoints[0].url
+                own = MESSAGES_PATH if self.cfg.key_api == ANTHROPIC else CHAT_PATH
                 try:
-                    models = await list_models(self.session, url, proxy=self.proxies.get(url))
+                    models = await list_models(self.session, url, proxy=self.proxies.get(url),
+                                               headers=self._headers[own])
                 except RequestError as exc:
                     raise UsageError(f"no --model given, and {url} did not list its models "
                                      f"({redact(exc.message, self.secrets)}): pass --model") from None
@@ -107,11 +117,17 @@ class Sender:
         reply could pass it, so it is the line's fault, not worth an attempt.
         """
         request = PROTOCOLS[path].build_body(body, path=path, defaults=self.cfg.params, model=model,
-                                             include_usage=self.cfg.include_usage)
+                                             include_usage=self.cfg.include_usage, on_drop=self._warn)
         problem = format_problem(response_format(request))
         if problem is not None:
             raise InvalidRequestLine(problem)
         return request
+
+    def _warn(self, key: str, why: str) -> None:
+        """A parameter the line's API has no place for, left out (runner.stream.params): said once a run."""
+        if (key, why) not in self._dropped:
+            self._dropped.add((key, why))
+            log.warning("%s (said once)", why)
 
     async def process(self, item: InputItem, due: float | None, stage: Stage, warmup: bool) -> Record:
         """A single-request line: from the cache, else sent (with retries); always a record."""
@@ -221,13 +237,14 @@ class Sender:
         url = endpoint_url(base_url, path)
         proxy = self.proxies[base_url]
         if path == embeddings.PATH:
-            return await embeddings.post(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits)
+            return await embeddings.post(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
+                                         self._headers[path])
         named = NAMED_EVENTS.get(path)
         keep = not self.cfg.drop_logprobs
         state = (EventStreamState(keep_logprobs=keep) if named is not None else
                  StreamState(keep_logprobs=False) if not keep else None)
         return await stream_once(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
-                                 state, named, self._anthropic_headers if path == MESSAGES_PATH else None)
+                                 state, named, self._headers[path], WHOLE.get(path))
 
     def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
         if not isinstance(exc, HTTPStatusError):

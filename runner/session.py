@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import ERROR, OK, Record, Turn
-from .stream.protocol import MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
+from .stream.protocol import RESPONSES_PATH, InvalidRequestLine
 
 SESSION_KEYS = ("turns", "think_time_s")
 think = asyncio.sleep  # the pause before a later turn (a name of its own, so a test can stand in for it)
@@ -91,13 +91,9 @@ def from_sharegpt(obj: dict, mode: str) -> dict:
 
 
 def turn_body(path: str, params: dict, history: list[dict]) -> dict:
-    """One turn's line: the session's parameters and the conversation so far, as this API takes it."""
+    """One turn's line: the session's parameters and the conversation so far, where this API takes it
+    (the rest, Anthropic's system prompt among it, is `runner.stream.params`' as for any line)."""
     body = dict(params)
-    if path == MESSAGES_PATH:  # Anthropic takes the system prompt apart from the messages
-        system = [m.get("content") for m in history if m.get("role") == "system"]
-        history = [m for m in history if m.get("role") != "system"]
-        if system and "system" not in body:
-            body["system"] = "\n\n".join(s for s in system if isinstance(s, str))
     body["input" if path == RESPONSES_PATH else "messages"] = history
     return body
 

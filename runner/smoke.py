@@ -121,7 +121,7 @@ async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool)
     if mock:
         from .mock import MockConfig, serve
 
-        async with serve(MockConfig()) as url:
+        async with serve(MockConfig(any_model=True)) as url:  # a dry run, as `run --mock`: any model
             return await _stream(dataclasses.replace(cfg, base_urls=(url,)), path, body, params, local=True)
     return await _stream(cfg, path, body, params, local=False)
 
@@ -132,7 +132,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
     creds = preflight(cfg, local=local)
     base = cfg.base_urls[0]
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-    async with aiohttp.ClientSession(headers=creds.headers, timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
         model = body.get("model") or cfg.model or params.get("model")
         if model is None:
             models = await list_models(session, base)

@@ -240,9 +240,11 @@ def estimate_prompt_tokens(body: Mapping[str, Any], model: str | None = None) ->
 def requested_output_tokens(body: Mapping[str, Any], default: int) -> int:
     """Output tokens the request may generate: ``max_completion_tokens``
     (the current OpenAI name, which wins when both are present), else
-    ``max_tokens``, else ``default``.  OpenAI charges this ceiling, not the
-    eventual output, against TPM when a request is admitted."""
-    for key in ("max_completion_tokens", "max_tokens"):
+    ``max_tokens``, else the Responses API's ``max_output_tokens`` (what a
+    line's ``max_tokens`` becomes there), else ``default``.  OpenAI charges
+    this ceiling, not the eventual output, against TPM when a request is
+    admitted."""
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value

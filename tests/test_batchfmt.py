@@ -354,3 +354,19 @@ def test_convert_command_round_trips_choices_and_logprobs(tmp_path):
     assert [len(x["response"]["body"]["choices"]) for x in lines] == [2, 2]
     assert runner.invoke(convert_command, [str(batch), "-o", str(back), "--to", "streamrun"]).exit_code == 0
     assert back.read_bytes() == ours.read_bytes()
+
+
+def test_parsed_round_trips(tmp_path):
+    rec = _record(text='{"answer": 42}', parsed={"answer": 42})
+    line = _json(encode_batch(rec))
+    assert line["streamrun"]["parsed"] == {"answer": 42}
+    assert decode_batch(line) == rec
+    assert "parsed" not in _json(encode_batch(_record()))["streamrun"]  # nothing asked for: nothing added
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(rec) + b"\n")
+    runner = CliRunner()
+    for to, inp, out in (("openai-batch", src, tmp_path / "b.jsonl"), ("streamrun", tmp_path / "b.jsonl",
+                                                                       tmp_path / "back.jsonl")):
+        result = runner.invoke(convert_command, [str(inp), "-o", str(out), "--to", to])
+        assert result.exit_code == 0, result.output
+    assert orjson.loads((tmp_path / "back.jsonl").read_bytes())["parsed"] == {"answer": 42}

@@ -10,6 +10,7 @@ import importlib
 import json
 import pkgutil
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import runner
 import runner.record as record_module
 from runner.record import Metrics, Record, RecordError
 from runner.stream.errors import RequestError
+from tests.conftest import read_jsonl, streamrun
 
 ROOT = Path(__file__).parent.parent
 FORMATS = (ROOT / "docs" / "FORMATS.md").read_text()
@@ -137,3 +139,26 @@ def test_every_documented_error_type_is_produced_and_every_produced_one_document
     assert documented - set(produced) == set(), "documented in docs/FORMATS.md but produced nowhere"
     undocumented = {t: where for t, where in produced.items() if t not in documented}
     assert not undocumented, f"produced but not in docs/FORMATS.md: {undocumented}"
+
+
+def test_the_readmes_rerun_of_missing_inputs_works_for_the_sample_job_as_written(tmp_path):
+    """Beyond one machine: shards of jobs/sharded.toml, merge --missing, then the README's rerun command."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = {line.split("#")[0].strip() for line in readme.splitlines()
+                  if line.startswith("streamrun run out/missing.jsonl")}
+    env = {"PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_MODEL": ""}
+    out = tmp_path / "out"
+    res = streamrun("job", ROOT / "jobs" / "sharded.toml", "--set", f'output = "{out}/sample-{{shard}}.jsonl"',
+                    env={**env, "STREAMRUN_SHARD_COUNT": "4", "JOB_COMPLETION_INDEX": "0"})
+    assert res.returncode == 0, res.stderr
+    res = streamrun("merge", *sorted(str(p) for p in out.glob("sample-*of4.jsonl")), "-o", "out/all.jsonl",
+                    "--inputs", ROOT / "sample_inputs" / "prompts.jsonl", "--missing", "out/missing.jsonl",
+                    env=env, cwd=tmp_path)
+    missing = read_jsonl(out / "missing.jsonl")
+    assert res.returncode == 1 and missing, res.stderr  # one shard of four: the others' inputs are missing
+    args = shlex.split(command)
+    assert args[:2] == ["streamrun", "run"]
+    res = streamrun(*args[1:], env=env, cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+    records = read_jsonl(out / "rerun.jsonl")
+    assert len(records) == len(missing) and all(r["status"] == "ok" for r in records)

@@ -255,6 +255,33 @@ def test_inputs_are_joined_by_custom_id_or_the_default_id(tmp_path):
     assert any("repeat an id" in w for w in warnings)
 
 
+def test_every_kind_of_input_line_has_its_prompt_joined(tmp_path):
+    user = {"role": "user", "content": "hi"}
+    lines = [
+        {"custom_id": "input", "input": "plain input"},
+        {"custom_id": "input-list", "input": [user], "instructions": "be brief"},
+        {"custom_id": "messages", "method": "POST", "url": "/v1/messages",
+         "body": {"model": "c", "system": "be kind", "messages": [user], "max_tokens": 5}},
+        {"custom_id": "responses", "method": "POST", "url": "/v1/responses", "body": {"model": "m", "input": "x"}},
+        {"custom_id": "session", "messages": [{"role": "system", "content": "s"}], "turns": ["one", "two"]},
+        {"custom_id": "embedding", "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": ["a"]}},
+    ]
+    inputs = write_jsonl(tmp_path / "in.jsonl", lines)
+    results = write_jsonl(tmp_path / "r.jsonl", [native(ok_record(line["custom_id"])) for line in lines])
+    report = export([str(results)], "parquet", str(tmp_path / "o.parquet"), inputs=[str(inputs)], warn=print)
+    rows = by_id(pq.read_table(tmp_path / "o.parquet").to_pylist())
+    assert report.joined == len(lines)
+    assert rows["input"]["prompt"] == "plain input"
+    assert json.loads(rows["input-list"]["prompt"]) == [{"role": "system", "content": "be brief"}, user]
+    assert json.loads(rows["messages"]["prompt"]) == [{"role": "system", "content": "be kind"}, user]
+    assert rows["responses"]["prompt"] == "x"
+    assert json.loads(rows["session"]["prompt"]) == [{"role": "system", "content": "s"},
+                                                     {"role": "user", "content": "one"},
+                                                     {"role": "user", "content": "two"}]
+    assert json.loads(rows["embedding"]["prompt"]) == ["a"]
+    assert all(rows[line["custom_id"]]["request"] is not None for line in lines)
+
+
 def test_sweep_records_of_one_id_all_get_its_prompt(tmp_path):
     inputs = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": "p", "prompt": "same"}])
     results = write_jsonl(tmp_path / "r.jsonl", [

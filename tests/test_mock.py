@@ -26,6 +26,7 @@ from runner.mock import (
     prompt_tokens_estimate,
     serve,
 )
+from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
@@ -559,3 +560,33 @@ def test_cli_announces_and_serves(workers):
         proc.terminate()
         proc.wait(timeout=30)
         proc.stderr.close()
+
+
+# ---- `run --mock` is the dry run of the user's own file: any model; `streamrun mock` stays strict
+
+REAL_MODELS = [{"custom_id": "c", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+               {"custom_id": "b", "method": "POST", "url": "/v1/messages",
+                "body": {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}},
+               {"custom_id": "r", "method": "POST", "url": "/v1/responses", "body": {"model": "gpt-5", "input": "x"}},
+               {"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": "x"}}]
+
+
+def test_run_mock_serves_the_models_the_lines_name(tmp_path):
+    inp = write_jsonl(tmp_path / "my_prompts.jsonl", REAL_MODELS)
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--mock")
+    assert res.returncode == 0, res.stderr
+    assert all(r["status"] == "ok" for r in read_jsonl(tmp_path / "out.jsonl"))
+    job = tmp_path / "job.toml"  # a job's [mock], with the job's own model for a line that names none
+    write_jsonl(tmp_path / "plain.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    job.write_text('inputs = ["plain.jsonl"]\noutput = "job-out.jsonl"\nmodel = "gpt-4o-mini"\n[mock]\nttft = 0\n')
+    res = streamrun("job", job)
+    assert res.returncode == 0, res.stderr
+    (r,) = read_jsonl(tmp_path / "job-out.jsonl")
+    assert r["status"] == "ok"
+
+
+async def test_the_standalone_mock_still_refuses_a_model_it_does_not_serve(tmp_path, mock_server):
+    url = await mock_server()
+    code, records = await run_rows(tmp_path, url, REAL_MODELS[:1])
+    assert code == 1 and records[0]["error"]["status_code"] == 404 and records[0]["error"]["code"] == "model_not_found"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLarge, StreamErrorEvent
 from runner.stream.protocol import MAX_TOOL_CALLS, InvalidRequestLine, StreamState
-from runner.stream.protocol_anthropic import (DEFAULT_VERSION, PATH, EventStreamState, build_body, handle_event,
-                                              normalise_usage, paths)
+from runner.stream.protocol_anthropic import (DEFAULT_VERSION, PATH, EventStreamState, apply_whole, build_body,
+                                              handle_event, normalise_usage, paths)
 from tests.conftest import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
@@ -296,17 +296,20 @@ def test_build_body_needs_max_tokens():
             build_body({**line, "max_tokens": bad}, defaults={}, model="m", include_usage=True)
 
 
-def test_defaults_translated_line_untouched():
+def test_defaults_translated():
     defaults = {"max_tokens": 100, "temperature": 0.5, "stream_options": {"include_usage": True}, "n": 2,
                 "stop": "END", "seed": 1, "logprobs": True, "user": "u", "metadata": {"a": "b"},
                 "tools": [{"type": "function", "function": {"name": "f", "description": "d",
                                                             "parameters": {"type": "object"}}}],
                 "tool_choice": "required"}
     line = {"messages": [{"role": "user", "content": "hi"}], "top_k": 3}
-    body = build_body(line, defaults=defaults, model="m", include_usage=True)
+    dropped = []
+    body = build_body(line, defaults=defaults, model="m", include_usage=True,
+                      on_drop=lambda key, why: dropped.append(key))
     assert body == {**line, "max_tokens": 100, "temperature": 0.5, "stop_sequences": ["END"],
                     "tools": [{"name": "f", "input_schema": {"type": "object"}, "description": "d"}],
-                    "tool_choice": {"type": "any"}, "model": "m", "stream": True}
+                    "tool_choice": {"type": "any"}, "metadata": {"user_id": "u"}, "model": "m", "stream": True}
+    assert sorted(dropped) == ["logprobs", "metadata", "n", "seed"]  # a default meets every API: never refused
     body = build_body({**line, "stop_sequences": ["x"], "tool_choice": {"type": "auto"}},
                       defaults={**defaults, "tool_choice": {"type": "function", "function": {"name": "f"}}},
                       model="m", include_usage=True)
@@ -317,3 +320,52 @@ def test_normalise_usage():
     assert normalise_usage({"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 2}) == {
         "input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 2, "prompt_tokens": 5,
         "completion_tokens": 4, "total_tokens": 9}
+
+
+# -------------------------------------------------------------------- a whole Message (stream ignored)
+
+def whole(content: list, stop_reason: str, output_tokens: int = 15) -> dict:
+    return {**MESSAGE, "content": content, "stop_reason": stop_reason,
+            "usage": {**START_USAGE, "output_tokens": output_tokens}}
+
+
+WHOLE = {
+    "text": whole([{"type": "text", "text": "Héllo 🙂"}], "end_turn"),
+    "thinking": whole([{"type": "thinking", "thinking": "Let me think", "signature": "EqQBCgIYAhIM"},
+                       {"type": "text", "text": "Answer"}], "max_tokens"),
+    "tools": whole([{"type": "text", "text": "Checking"},
+                    {"type": "tool_use", "id": "toolu_A", "name": "get_weather", "input": {"city": "Zürich"}},
+                    {"type": "tool_use", "id": "toolu_B", "name": "now", "input": {}}], "tool_use"),
+}
+
+
+def record_view(state) -> tuple:
+    """What a record keeps of a reply (tool arguments as JSON values: a stream's spacing is the server's)."""
+    calls = [{**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+             for c in state.tool_calls or []]
+    return (state.text, state.reasoning, calls, state.finish_reason, state.usage, state.model, state.response_id)
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_a_whole_message_gives_what_its_stream_gives(name):
+    streamed, err, _ = run(decode([sse(STREAMS[name])]))
+    assert err is None
+    state = EventStreamState()
+    apply_whole(state, json.loads(json.dumps(WHOLE[name])))
+    assert record_view(state) == record_view(streamed) and state.done
+
+
+def test_a_whole_answer_that_is_no_message_is_malformed():
+    with pytest.raises(MalformedResponse):
+        apply_whole(EventStreamState(), {"object": "chat.completion", "choices": []})
+    with pytest.raises(MalformedResponse):
+        apply_whole(EventStreamState(), whole([{"type": "text", "text": 5}], "end_turn"))
+
+
+@given(json_values())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_a_whole_message_of_any_shape_raises_only_typed_errors(value):
+    try:
+        apply_whole(EventStreamState(), {"type": "message", "content": value, "usage": value, "stop_reason": value})
+    except RequestError:
+        pass

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from runner.stream.errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
-from runner.stream.protocol_responses import (PATH, EventStreamState, build_body, handle_event, normalise_usage,
+from runner.stream.protocol_responses import (PATH, EventStreamState, apply_whole, build_body, handle_event,
+                                              normalise_usage,
                                               paths)
 from tests.conftest import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
 
@@ -319,14 +320,14 @@ def test_build_body_forces_stream_and_model_and_no_include_usage():
     assert body["model"] == "own"
 
 
-def test_defaults_translated_line_untouched():
+def test_defaults_translated_and_the_line_wins():
     defaults = {"max_completion_tokens": 100, "temperature": 0.5, "stream_options": {"include_usage": True},
                 "n": 2, "stop": ["x"], "reasoning_effort": "low", "logprobs": True, "top_logprobs": 2,
                 "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
                 "tool_choice": {"type": "function", "function": {"name": "f"}}, "verbosity": "low"}
-    body = build_body({"input": "hi", "max_tokens": 5}, defaults=defaults, model=None, include_usage=True)
+    body = build_body({"input": "hi"}, defaults=defaults, model=None, include_usage=True)
     assert body == {
-        "input": "hi", "max_tokens": 5, "stream": True, "temperature": 0.5, "max_output_tokens": 100,
+        "input": "hi", "stream": True, "temperature": 0.5, "max_output_tokens": 100,
         "reasoning": {"effort": "low"}, "include": ["message.output_text.logprobs"], "top_logprobs": 2,
         "tools": [{"type": "function", "name": "f", "parameters": {}}],
         "tool_choice": {"type": "function", "name": "f"}, "text": {"verbosity": "low"},
@@ -341,3 +342,60 @@ def test_normalise_usage_keeps_its_own_keys():
         "input_tokens": 2, "output_tokens": 3, "prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
     with pytest.raises(MalformedResponse):
         normalise_usage({"input_tokens": -1})
+
+
+# -------------------------------------------------------------------- a whole Response (stream ignored)
+
+def whole(status: str = "completed", output: list | None = None, **fields) -> dict:
+    return {**RESPONSE, "status": status, "output": output or [], "usage": USAGE, **fields}
+
+
+def message(text: str) -> dict:
+    return {**MSG, "status": "completed", "content": [{**PART, "text": text, "logprobs": []}]}
+
+
+WHOLE = {
+    "text": whole(output=[message("Héllo 🙂")]),
+    "reasoning": whole(output=[{"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text",
+                                                                                 "text": "Think"}],
+                                "content": [{"type": "reasoning_text", "text": "ing"}]}, message("Answer")]),
+    "tools": whole(output=[{**CALL, "arguments": '{"city": "Zürich"}', "status": "completed"},
+                           {**CALL, "id": "fc_2", "call_id": "call_B", "name": "get_time", "arguments": "{}",
+                            "status": "completed"}]),
+    "incomplete": whole("incomplete", [message("Cut")], incomplete_details={"reason": "max_output_tokens"}),
+}
+
+
+def record_view(state) -> tuple:
+    """What a record keeps of a reply."""
+    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
+            state.response_id)
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_a_whole_response_gives_what_its_stream_gives(name):
+    streamed, err, _ = run(decode([sse(STREAMS[name])]))
+    assert err is None
+    state = EventStreamState()
+    apply_whole(state, json.loads(json.dumps(WHOLE[name])))
+    assert record_view(state) == record_view(streamed) and state.done
+
+
+def test_a_whole_failed_response_is_a_stream_error_and_other_json_is_malformed():
+    with pytest.raises(StreamErrorEvent, match="The model broke"):
+        apply_whole(EventStreamState(), whole("failed", error={"code": "server_error", "message": "The model broke"}))
+    with pytest.raises(MalformedResponse):
+        apply_whole(EventStreamState(), {"object": "chat.completion", "choices": []})
+    with pytest.raises(MalformedResponse):
+        apply_whole(EventStreamState(), whole(output=[{"type": "message", "content": "not a list"}]))
+
+
+@given(json_values())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_a_whole_response_of_any_shape_raises_only_typed_errors(value):
+    from runner.stream.errors import RequestError
+
+    try:
+        apply_whole(EventStreamState(), {"object": "response", "output": value, "usage": value, "status": value})
+    except RequestError:
+        pass

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from runner.inputs import parse_item
 from runner.session import from_sharegpt, turn_body
+from runner.stream import protocol_anthropic
 from runner.stream.protocol import CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
 from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
 
@@ -140,7 +141,9 @@ def test_turn_bodies_follow_each_api():
     history = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     assert turn_body(CHAT_PATH, {"max_tokens": 3}, history) == {"max_tokens": 3, "messages": history}
     assert turn_body(RESPONSES_PATH, {}, history) == {"input": history}
-    assert turn_body(MESSAGES_PATH, {}, history) == {"system": "s", "messages": [history[1]]}
+    built = protocol_anthropic.build_body(turn_body(MESSAGES_PATH, {"max_tokens": 3}, history), defaults={},
+                                          model="m", include_usage=True)  # the system prompt moved as for any line
+    assert built == {"system": "s", "messages": [history[1]], "max_tokens": 3, "model": "m", "stream": True}
 
 
 @pytest.mark.parametrize("bad, why", [

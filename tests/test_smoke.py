@@ -17,6 +17,11 @@ def test_tokens_on_stdout_metrics_on_stderr():
                      res.stderr), res.stderr
 
 
+def test_the_mock_answers_the_model_a_real_run_would_name():
+    res = streamrun("stream", "Say hello", "--mock", "--max-tokens", "3", "--model", "gpt-4o-mini")
+    assert res.returncode == 0, res.stderr
+
+
 def test_stdin_prompt_and_completions(mock_process):
     url = mock_process("--ttft", "0", "--tokens-per-s", "0")
     res = streamrun("stream", "-", "--completion", "--base-url", url, "--max-tokens", "5", input="Once upon a time")

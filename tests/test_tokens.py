@@ -145,6 +145,7 @@ def test_requested_output_tokens_precedence():
     assert requested_output_tokens({}, 7) == 7
     assert requested_output_tokens({"max_tokens": True}, 7) == 7  # bool is not a count
     assert requested_output_tokens({"max_tokens": 0}, 7) == 0
+    assert requested_output_tokens({"max_output_tokens": 40}, 7) == 40  # a Responses request's, translated
 
 
 # -- cost and usage ---------------------------------------------------------

@@ -9,9 +9,13 @@ The join with the inputs (``--inputs``)
 ---------------------------------------
 Each record gets the input line with its ``custom_id`` (the line's own, or
 the default ``file:line`` id, exactly as ``streamrun run`` gave it:
-``runner.inputs.parse_item`` decides both times): ``prompt`` is the chat
-``messages`` as JSON text, or the completion ``prompt`` (a string as it is,
-a list as JSON text); ``request`` is the line's request body as JSON text
+``runner.inputs.parse_item`` decides both times): ``prompt`` is what the
+line asks, for every kind of line: chat or Anthropic ``messages`` as JSON
+text (Anthropic's ``system`` first, as a system message), a Responses
+``input`` (its ``instructions`` first), a session's prefix and user
+``turns`` as JSON text of messages, a completion ``prompt`` or an
+embeddings ``input`` (a string as it is, a list as JSON text);
+``request`` is the line's request body as JSON text
 (what the line says: a run's ``--param`` and ``--model`` defaults are not
 in it). Both are null for a record whose id is in no input, and for an
 invalid input line (it has no body).

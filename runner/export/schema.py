@@ -79,7 +79,7 @@ import orjson
 
 from runner.inputs import InputItem
 from runner.record import Record
-from runner.stream.protocol import CHAT_PATH
+from runner.stream.protocol import CHAT_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH
 
 from .packages import load_pyarrow
 
@@ -228,13 +228,28 @@ def record_row(r: Record) -> list:
 
 
 def prompt_of(item: InputItem) -> str | None:
-    """The chat messages as JSON text, or the completion prompt (a list as JSON text)."""
+    """What the line asks, for every kind of line streamrun runs (``join``'s docstring).
+
+    A conversation is JSON text of its messages, with the system prompt
+    that an API keeps apart first (Anthropic's ``system``, the Responses
+    API's ``instructions``); a session's is its prefix and user turns. A
+    prompt or input that is a string is the string itself.
+    """
     body = item.body
     if body is None:
         return None
-    if item.path == CHAT_PATH:
-        return to_json(body.get("messages"))
-    prompt = body.get("prompt")
+    if item.session is not None:
+        return to_json([*item.session.prefix, *({"role": "user", "content": t} for t in item.session.turns)])
+    if item.path in (CHAT_PATH, MESSAGES_PATH):
+        messages, system = body.get("messages"), body.get("system") if item.path == MESSAGES_PATH else None
+        if system is not None and isinstance(messages, list):
+            messages = [{"role": "system", "content": system}, *messages]
+        return to_json(messages)
+    prompt = body.get("input") if item.path in (RESPONSES_PATH, EMBEDDINGS_PATH) else body.get("prompt")
+    instructions = body.get("instructions") if item.path == RESPONSES_PATH else None
+    if instructions is not None:
+        turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        prompt = [{"role": "system", "content": instructions}, *turns]
     return prompt if isinstance(prompt, str) else to_json(prompt)
 
 

@@ -235,7 +235,7 @@ def _parse_messages(raw: bytes, content_type: str | None, config: MockConfig) ->
     body = read_body(raw, content_type, config, _not_json, _shaped)
     if strict:
         _check_messages(body)
-        if body["model"] not in config.served_models:
+        if not config.serves(body["model"]):
             raise anthropic_error(404, f"model: {body['model']}")
     else:
         messages, max_tokens = body.get("messages"), body.get("max_tokens")

@@ -42,7 +42,10 @@ class MockConfig:
     """How the mock behaves.  See the package docstring for the semantics.
 
     ``model`` and ``aliases`` are the served model names: a request naming
-    any other model is refused with 404, as real servers do.  ``max_context``
+    any other model is refused with 404, as real servers do, unless
+    ``any_model`` (the mock that ``run --mock`` and a job's ``[mock]`` start
+    for a dry run of the user's own file, whose lines name real models; the
+    replies still name ``model``).  ``max_context``
     is the context window in tokens (None or 0: unlimited).  ``lenient``
     turns request validation off (accept anything that can be served), for
     debugging clients; a test that passes only with it proves nothing."""
@@ -65,6 +68,7 @@ class MockConfig:
     aliases: tuple[str, ...] = ()
     max_context: int | None = 4096
     lenient: bool = False
+    any_model: bool = False
 
     def __post_init__(self) -> None:
         if not finite_nonneg(self.ttft):
@@ -108,8 +112,12 @@ class MockConfig:
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        """Every model name the mock answers to, ``model`` first."""
+        """Every model name the mock lists, ``model`` first."""
         return tuple(dict.fromkeys((self.model, *self.aliases)))
+
+    def serves(self, name: str) -> bool:
+        """Does the mock answer a request for model ``name``?"""
+        return self.any_model or name in self.served_models
 
 
 def load_script(path: str | os.PathLike[str]) -> tuple[ScriptEntry, ...]:

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from ..tokens import estimate_text_tokens
+from .config import MockConfig
 from .send import answer, bearer_refused, tracked
 from .state import STATUS_FAULTS, scripted_fault, seconds_header
 from .validate import Refusal, bad_type, check_content_type, check_model, decode, is_int, missing
@@ -36,7 +37,7 @@ def vector(text: str, dimensions: int) -> list[float]:
     return [round(((seed * (i + 1) * 2654435761) % 2000) / 1000 - 1, 3) for i in range(dimensions)]
 
 
-def _check(body: dict[str, Any], served) -> tuple[list[str], int, str]:
+def _check(body: dict[str, Any], config: MockConfig) -> tuple[list[str], int, str]:
     for key in body:
         if key not in _FIELDS:
             raise Refusal.error(400, f"Unrecognized request argument supplied: {key}", param=key)
@@ -44,7 +45,7 @@ def _check(body: dict[str, Any], served) -> tuple[list[str], int, str]:
         raise missing("model")
     if not isinstance(body["model"], str):
         raise bad_type("model", "a string", body["model"])
-    check_model(body, served)
+    check_model(body, config)
     inputs = body.get("input")
     if inputs is None:
         raise missing("input")
@@ -81,7 +82,7 @@ async def _serve(request: web.Request, state) -> web.Response:
     try:
         check_content_type(request.headers.get("Content-Type"), raw)
         body = decode(raw)
-        texts, dims, fmt = _check(body, state.config.served_models)
+        texts, dims, fmt = _check(body, state.config)
         fault, retry_after = scripted_fault(state, body.get("mock") or {})
     except Refusal as refusal:
         return answer(state, refusal)

@@ -64,7 +64,7 @@ def parse(raw: bytes, content_type: str | None, chat: bool, config: MockConfig) 
     body = decode(raw)
     if strict:
         check_body(body, chat)
-        check_model(body, config.served_models)
+        check_model(body, config)
     else:
         _check_servable(body, chat)
     max_tokens = next((body[k] for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None), None)

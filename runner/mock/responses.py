@@ -12,7 +12,8 @@ What it checks (``MockConfig.lenient`` keeps only what serving needs)
     chat's ``{"type": "text"}`` parts are refused as OpenAI refuses them);
     chat-only parameters (``messages``, ``max_tokens``,
     ``stream_options.include_usage``, ...) answered "Unsupported parameter"
-    (moved) or "Unknown parameter"; ``max_output_tokens`` >= 16; the model
+    (moved) or "Unknown parameter", as any other parameter it does not
+    have; ``max_output_tokens`` >= 16; the model
     must be served (404), prompt plus ``max_output_tokens`` within
     ``max_context``.  Errors ``{"error": {message, type, param, code}}``,
     worded as chat's (``validate``).
@@ -66,6 +67,12 @@ _UNSUPPORTED = {
     "logprobs": "'include'", "seed": None, "frequency_penalty": None,
     "presence_penalty": None, "logit_bias": None, "functions": "'tools'", "function_call": "'tool_choice'",
 }
+# The Responses API's parameters (and the mock's own `mock`): anything else is an "Unknown parameter".
+_RESPONSES_FIELDS = frozenset({
+    "model", "input", "instructions", "max_output_tokens", "max_tool_calls", "temperature", "top_p", "top_logprobs",
+    "tools", "tool_choice", "parallel_tool_calls", "stream", "stream_options", "store", "metadata", "user",
+    "safety_identifier", "prompt_cache_key", "prompt_cache_retention", "previous_response_id", "conversation",
+    "reasoning", "text", "include", "truncation", "background", "service_tier", "prompt", "mock"})
 _INPUT_ROLES = ("user", "assistant", "system", "developer")
 _PART_TYPES = ("input_text", "input_image", "output_text", "refusal", "input_file", "computer_screenshot",
                "summary_text")
@@ -104,6 +111,9 @@ def _check_responses(body: dict[str, Any]) -> None:
             raise Refusal.error(400, f"Unsupported parameter: '{key}'. In the Responses API, this parameter has "
                                 f"moved to {moved}.", param=key, code="unsupported_parameter")
         raise Refusal.error(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
+    for key in body:
+        if key not in _RESPONSES_FIELDS:
+            raise Refusal.error(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
     _check_input(body.get("input"))
     for name in ("instructions", "previous_response_id", "user"):
         if body.get(name) is not None and not isinstance(body[name], str):
@@ -231,7 +241,7 @@ def _parse_responses(raw: bytes, content_type: str | None, config: MockConfig) -
     body = read_body(raw, content_type, config, _not_json)
     if strict:
         _check_responses(body)
-        check_model(body, config.served_models)
+        check_model(body, config)
     elif not isinstance(body.get("input"), (str, list)):
         raise bad_request("'input' must be a string or a list")
     limit = body.get("max_output_tokens")

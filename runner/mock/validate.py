@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from .config import MockConfig
+
 __all__ = [
     "Refusal",
     "ROLES",
@@ -124,11 +126,11 @@ def decode(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def check_model(body: dict[str, Any], served: Collection[str]) -> None:
-    """404 unless ``body["model"]`` is one of the served names (run after
-    ``check_body``, which makes sure it is a string)."""
+def check_model(body: dict[str, Any], config: MockConfig) -> None:
+    """404 unless the mock serves ``body["model"]`` (run after ``check_body``,
+    which makes sure it is a string)."""
     model = body["model"]
-    if model not in served:
+    if not config.serves(model):
         raise Refusal.error(404, f"The model `{model}` does not exist.", param="model", code="model_not_found")
 
 

@@ -26,7 +26,8 @@ from .connection import StampingHandler, attempt_context, reset_attempt_context,
 from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
 from .timing import Timing
 from .plain import apply_plain
-from .protocol import StreamState, error_body, error_body_message, handle_data, is_context_length_error
+from .protocol import (StreamState, apply_whole, error_body, error_body_message, handle_data,
+                       is_context_length_error)
 from .sse import EventTooLarge, SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
@@ -96,12 +97,14 @@ def status_error(status: int, raw: bytes, headers: Mapping[str, str]) -> HTTPSta
 
 
 async def list_models(session: aiohttp.ClientSession, base_url: str, timeout: float = 30.0,
-                      proxy: str | None = None) -> list[str]:
-    """GET {base}/models once: the ids a server serves (raises RequestError when it cannot say)."""
+                      proxy: str | None = None, headers: Mapping[str, str] | None = None) -> list[str]:
+    """GET {base}/models once: the ids a server serves (raises RequestError when it cannot say).
+
+    `headers`: the key's, beside the session's."""
     try:
         async with asyncio.timeout(timeout):
             async with session.get(endpoint_url(base_url, "/v1/models"), proxy=proxy,
-                                   headers={"Accept": "application/json"}) as resp:
+                                   headers={**(headers or {}), "Accept": "application/json"}) as resp:
                 raw = await resp.content.read(1 << 20)
                 if resp.status != 200:
                     raise status_error(resp.status, raw, resp.headers)
@@ -153,10 +156,14 @@ async def stream_once(
     state: StreamState | None = None,
     named: Callable[[StreamState, str, str], bool] | None = None,
     headers: Mapping[str, str] | None = None,
+    whole: Callable[[StreamState, dict], None] | None = None,
 ) -> Attempt:
     """Run one attempt; return when the stream finished, raise RequestError otherwise.
 
     `state` may be given to watch the text as it is assembled (`streamrun stream`).
+    `named` and `whole` are the API's readers of its named events and of a
+    whole JSON answer (None: chat/completions').  `headers` go with this
+    request only (the key of the line's API).
     """
     loop = asyncio.get_running_loop()
     now = time.perf_counter
@@ -173,7 +180,7 @@ async def stream_once(
                 if resp.content_type == "application/json":
                     # A server that ignored "stream": true answered in one piece.
                     raw = await read_bounded(resp.content, limits.max_response_bytes)
-                    _apply_whole_response(state, timing, raw, now())
+                    _apply_whole_response(state, timing, raw, now(), whole)
                     return Attempt(state, timing, resp.headers)
                 if resp.content_type == "text/html":  # a proxy's or login page's 200, not an API answer
                     page = await resp.content.read(300)
@@ -384,8 +391,13 @@ async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _
         pass
 
 
-def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float) -> None:
-    """A server that ignored `"stream": true` answered in one piece; take what a stream would have given."""
+def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float,
+                          whole: Callable[[StreamState, dict], None] | None = None) -> None:
+    """A server that ignored `"stream": true` answered in one piece; take what a stream would have given.
+
+    `whole` is the API's reader of its whole answer (a Response, an Anthropic
+    Message); chat/completions' by default.  The reply counts as one event.
+    """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -394,32 +406,15 @@ def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrive
         raise IncompleteStream(f"the JSON response is not an object: {raw[:200]!r}")
     if obj.get("error"):  # a 200 that carries an error is an error
         raise StreamErrorEvent(error_body_message(raw))
-    choices = obj.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(choice, dict) or not isinstance(message, (dict, type(None))):
-        raise IncompleteStream(f"the JSON response's choices have the wrong shape: {raw[:200]!r}")
-    message = message or {}
-    text = message.get("content") if message else choice.get("text")
-    text = text if isinstance(text, str) else None
     state.events = 1
-    state.model = obj.get("model") if isinstance(obj.get("model"), str) else None
-    state.response_id = obj.get("id") if isinstance(obj.get("id"), str) else None
-    state.usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
-    finish = choice.get("finish_reason")
-    state.finish_reason = finish if isinstance(finish, str) else None
+    (whole or apply_whole)(state, obj)
     state.done = True
-    if text:
-        state.text_parts.append(text)
-        state.text_events = 1
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        state.reasoning_parts.append(reasoning)
-    if isinstance(message.get("tool_calls"), list) and message["tool_calls"]:
-        state.tool_calls = message["tool_calls"]
-    timing.on_event(arrived, bool(text or state.tool_calls))
+    text = state.text
+    carried = bool(text or state.tool_calls)
+    state.text_events = int(carried)
+    timing.on_event(arrived, carried)
     if text:
         timing.on_answer(arrived)
     timing.end = arrived
-    if not (text or state.tool_calls) and state.finish_reason is None:
+    if not carried and state.finish_reason is None:
         raise EmptyResponse("the JSON response had no content and no finish_reason")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import aiohttp
 import orjson
@@ -39,8 +40,11 @@ class Result:
     text: str = ""
 
 
-def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | None, include_usage: bool) -> dict:
-    """The line's body (its `input` checked by `protocol.parse_line`) over the run's embedding-relevant defaults."""
+def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | None, include_usage: bool,
+               on_drop: Any = None) -> dict:
+    """The line's body (its `input` checked by `protocol.parse_line`) over the run's embedding-relevant defaults.
+
+    `on_drop` is accepted for the same call as the other APIs' (a line is sent as it is)."""
     out = {k: v for k, v in defaults_for(path, defaults).items() if k in EMBEDDING_PARAMS}
     out.update(body)
     if model is not None and "model" not in body:
@@ -49,8 +53,10 @@ def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | Non
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: Timeouts, timing: Timing,
-               proxy: str | None, limits: Limits) -> Attempt:
-    """One embeddings request; typed errors as for streams (retries are the caller's)."""
+               proxy: str | None, limits: Limits, headers: Mapping[str, str] | None = None) -> Attempt:
+    """One embeddings request; typed errors as for streams (retries are the caller's).
+
+    `headers` go with this request only (the key of the line's API)."""
     limit = sum(t for t in (timeouts.connect, timeouts.first_byte) if t) or None
     if timeouts.total:
         limit = min(limit, timeouts.total) if limit else timeouts.total
@@ -59,7 +65,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: 
         async with asyncio.timeout(limit):
             timing.mark_sent(time.perf_counter())
             async with session.post(url, data=body, proxy=proxy, trace_request_ctx=timing,
-                                    headers={"Accept": "application/json"}) as resp:
+                                    headers={**(headers or {}), "Accept": "application/json"}) as resp:
                 if resp.status != 200:
                     raise status_error(resp.status, await resp.content.read(65536), resp.headers)
                 raw = await read_bounded(resp.content, limits.max_response_bytes)

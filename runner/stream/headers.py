@@ -15,7 +15,7 @@ The config keeps the template, not the value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -49,33 +49,76 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+OPENAI = "openai"  # every API but Anthropic's: Authorization: Bearer KEY
+ANTHROPIC = "anthropic"  # /v1/messages: x-api-key: KEY
+KEY_HEADERS = {OPENAI: "Authorization", ANTHROPIC: "x-api-key"}
+
+
 @dataclass(frozen=True)
 class Credentials:
+    """`headers` go with every request; `auth` holds each API's key header apart (OPENAI, ANTHROPIC), sent
+    with that API's requests only, so one file can mix APIs against one gateway without handing either
+    vendor's key to the other's endpoint."""
+
     headers: dict[str, str]
     secrets: tuple[str, ...]  # every value taken from the environment, for redaction
+    auth: dict[str, dict[str, str]] = field(default_factory=dict)
+    unusable: dict[str, str] = field(default_factory=dict)  # API -> why its key cannot be sent (a line break)
+
+    def for_api(self, api: str) -> dict[str, str]:
+        """Every header a request to `api` carries."""
+        return {**self.headers, **self.auth.get(api, {})}
+
+
+def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, str | None],
+                        environ: Mapping[str, str]) -> Credentials:
+    """The headers of every request, and each API's key (`key_envs`: API -> variable, None for no key).
+
+    A missing or unusable key is not an error here (loopback servers need
+    none; a run whose lines are all OpenAI's needs no Anthropic key): the
+    run's checks decide.  A `--header` of the key header's name wins over
+    the key (the key is still redacted).
+    """
+    common = _common_headers(templates, environ)
+    names = {name.lower() for name in common.headers}
+    secrets, auth, unusable = [], {}, {}
+    for api, variable in key_envs.items():
+        key = environ.get(variable) if variable else None
+        auth[api] = {}
+        if not key:
+            continue
+        secrets.append(key)
+        try:
+            _check_value(key, f"the key in {variable}")
+        except HeaderError as exc:
+            unusable[api] = str(exc)
+            continue
+        name = KEY_HEADERS[api]
+        if name.lower() not in names:
+            auth[api] = {name: key if api == ANTHROPIC else f"Bearer {key}"}
+    secrets.extend(common.secrets)
+    return Credentials(common.headers, tuple(dict.fromkeys(secrets)), auth, unusable)
 
 
 def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, environ: Mapping[str, str],
                     auth: str = "bearer") -> Credentials:
-    """The session's headers: JSON in, SSE out, who we are, the key, and the user's own.
+    """One API's headers, the key among them: `auth` is "bearer" (Authorization: Bearer KEY),
+    "x-api-key" (Anthropic) or "none"."""
+    api = {"bearer": OPENAI, "x-api-key": ANTHROPIC}.get(auth)
+    creds = resolve_credentials(templates, key_envs={api: api_key_env} if api else {}, environ=environ)
+    for why in creds.unusable.values():
+        raise HeaderError(why)
+    return Credentials(creds.for_api(api) if api else creds.headers, creds.secrets)
 
-    `auth` is "bearer" (Authorization: Bearer KEY), "x-api-key" (Anthropic) or "none"; a missing key is
-    not an error here (loopback servers need none), the run's checks decide.
-    """
+
+def _common_headers(templates: tuple[str, ...], environ: Mapping[str, str]) -> Credentials:
+    """JSON in, SSE out, who we are, and the user's own headers (their `${VAR}`s filled, and secret)."""
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream",
         "User-Agent": user_agent(),
     }
     secrets: list[str] = []
-    key = environ.get(api_key_env) if api_key_env and auth != "none" else None
-    if key:
-        _check_value(key, f"the key in {api_key_env}")
-        if auth == "x-api-key":  # Anthropic's
-            headers["x-api-key"] = key
-        else:
-            headers["Authorization"] = f"Bearer {key}"
-        secrets.append(key)
     for template in templates:
         name, value = parse_header(template)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
+from .errors import IncompleteStream, MalformedResponse, ResponseTooLarge, StreamErrorEvent
 
 from .lines import (  # noqa: F401  (re-exported: the paths and the line parser are imported from here)
     APIS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, ENDPOINT_PATHS, MESSAGES_PATH, RESPONSES_PATH,
@@ -59,11 +59,13 @@ def defaults_for(path: str, defaults: dict) -> dict:
 
 
 def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str | None,
-               include_usage: bool) -> dict:
+               include_usage: bool, on_drop: Any = None) -> dict:
     """Merge the run's defaults under the line's own params and force streaming.
 
     With `include_usage` every request asks for usage, whatever its line
-    says: the token counts of every record depend on it.
+    says: the token counts of every record depend on it.  `on_drop` is
+    accepted for the same call as the other APIs' (a chat line is sent as
+    it is: nothing is dropped).
     """
     merged = {**defaults_for(path, defaults), **body}
     if "model" not in merged and model:
@@ -77,6 +79,30 @@ def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str 
     else:
         merged.pop("stream_options", None)
     return merged
+
+
+def apply_whole(state: StreamState, obj: dict) -> None:
+    """A whole chat.completion / text_completion (a server that ignored `"stream": true`): choice 0's
+    text, reasoning and tool calls, the finish_reason, usage and identity, as its stream would give them."""
+    choices = obj.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict) or not isinstance(message, (dict, type(None))):
+        raise IncompleteStream(f"the JSON response's choices have the wrong shape: {str(obj)[:200]!r}")
+    message = message or {}
+    text = message.get("content") if message else choice.get("text")
+    state.model = obj.get("model") if isinstance(obj.get("model"), str) else None
+    state.response_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    state.usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
+    finish = choice.get("finish_reason")
+    state.finish_reason = finish if isinstance(finish, str) else None
+    if isinstance(text, str) and text:
+        state.text_parts.append(text)
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        state.reasoning_parts.append(reasoning)
+    if isinstance(message.get("tool_calls"), list) and message["tool_calls"]:
+        state.tool_calls = message["tool_calls"]
 
 
 def _joined_text(state) -> str:

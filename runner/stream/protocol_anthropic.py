@@ -29,16 +29,17 @@ output_tokens once `message_delta` has given the final count,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
-from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
+from .params import ANTHROPIC, RefusedParameter, translate
+from .protocol import MAX_TOOL_CALLS, InvalidRequestLine, StreamState, checked_usage
 from .protocol_responses import (EventStreamState, append_reasoning, apply_guarded, decode_named, error_text,
                                  take_identity)
 
-__all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "build_body", "defaults_for",
+__all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "apply_whole", "build_body",
            "handle_event", "normalise_usage"]
 
 PATH = "/v1/messages"
@@ -59,69 +60,27 @@ STOP_REASONS = {
 # --------------------------------------------------------------------------
 # Request bodies
 
-# Chat/completions parameters the Messages API refuses ("Extra inputs are not
-# permitted"); the run's defaults meet every endpoint of a run, a line's own
-# keys are sent as they are.
-_NOT_MESSAGES = COMPLETIONS_ONLY | frozenset({
-    "n", "stop", "stream_options", "max_completion_tokens", "logprobs", "top_logprobs", "response_format",
-    "reasoning_effort", "frequency_penalty", "presence_penalty", "seed", "logit_bias", "modalities", "audio",
-    "prediction", "store", "web_search_options", "verbosity", "parallel_tool_calls", "user", "metadata",
-    "functions", "function_call", "max_output_tokens", "reasoning", "text", "include", "instructions"})
-_TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH,
+               on_drop: Callable[[str, str], None] | None = None) -> dict:
+    """The run's defaults under the line's own params, each as the Messages API takes them; streaming forced.
 
-
-def defaults_for(defaults: dict) -> dict:
-    """The run's defaults as the Messages API takes them.
-
-    `max_completion_tokens` (or Responses' `max_output_tokens`) becomes
-    `max_tokens`, `stop` `stop_sequences`, chat-shaped `tools` /
-    `tool_choice` Anthropic's (`input_schema`, `{"type": "tool", "name"}`);
-    the other chat-only keys are dropped (the API refuses unknown fields).
+    Chat parameters are translated by `params` (system messages to
+    `system`, `stop` to `stop_sequences`, chat tools to Anthropic's, ...): a
+    refused one raises InvalidRequestLine, a dropped one is told to
+    `on_drop(key, why)`.  `max_tokens` is required by the API: from the
+    line, else the run's defaults, else InvalidRequestLine.
+    `include_usage` needs nothing here (every stream reports its usage).
+    `path` is accepted for the same call as `protocol.build_body`.
     """
-    if not defaults:
-        return defaults
-    out = {k: v for k, v in defaults.items() if k not in _NOT_MESSAGES}
-    for key in ("max_completion_tokens", "max_output_tokens"):
-        if defaults.get(key) is not None:
-            out.setdefault("max_tokens", defaults[key])
-            break
-    stop = defaults.get("stop")
-    if stop is not None and "stop_sequences" not in out:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else stop
-    tools = out.get("tools")
-    if isinstance(tools, list):
-        out["tools"] = [_anthropic_tool(t) for t in tools]
-    choice = out.get("tool_choice")
-    if isinstance(choice, str) and choice in _TOOL_CHOICES:
-        out["tool_choice"] = dict(_TOOL_CHOICES[choice])
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        out["tool_choice"] = {"type": "tool", "name": choice["function"].get("name")}
-    return out
-
-
-def _anthropic_tool(tool: Any) -> Any:
-    """A chat tool `{"type": "function", "function": {name, description, parameters}}` as Anthropic's."""
-    if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-        function = tool["function"]
-        out = {"name": function.get("name"),
-               "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
-        if function.get("description") is not None:
-            out["description"] = function["description"]
-        return out
-    return tool
-
-
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH) -> dict:
-    """Merge the run's defaults under the line's own params and force streaming.
-
-    `max_tokens` is required by the API: from the line, else the run's
-    defaults, else InvalidRequestLine.  `include_usage` needs nothing here
-    (every stream reports its usage).  `path` is accepted for the same call
-    as `protocol.build_body`.
-    """
-    merged = {**defaults_for(defaults), **body}
+    try:
+        merged = {**translate(ANTHROPIC, defaults, line=False, on_drop=on_drop),
+                  **translate(ANTHROPIC, body, line=True, on_drop=on_drop)}
+    except RefusedParameter as exc:
+        raise InvalidRequestLine(str(exc)) from None
     if "model" not in merged and model:
         merged["model"] = model
+    if merged.get("messages") == []:
+        raise InvalidRequestLine("no message but the system prompt: Anthropic's /v1/messages needs a user message")
     max_tokens = merged.get("max_tokens")
     if max_tokens is None:
         raise InvalidRequestLine(
@@ -265,6 +224,44 @@ def _block_start(state: EventStreamState, obj: dict) -> bool:
     state.open_calls[index] = len(calls) - 1
     state.text_events += 1
     return True
+
+
+def apply_whole(state: EventStreamState, obj: dict) -> None:
+    """A whole Message object (a server that ignored `"stream": true`): what its events would have given.
+
+    Its content blocks in order (text, thinking, tool_use with its whole
+    `input`), `stop_reason` mapped as `message_delta`'s, the final usage
+    normalised.  Shapes are checked as the events' are (MalformedResponse,
+    never a crash).
+    """
+    if obj.get("type") != "message":
+        raise MalformedResponse(f"a JSON answer that is not a Message object (type={obj.get('type')!r})")
+    apply_guarded(_whole, state, "message", obj, orjson.dumps(obj).decode()[:200])
+
+
+def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
+    take_identity(state, obj)
+    content = obj.get("content")
+    if content is None:
+        content = []
+    if type(content) is not list:
+        raise MalformedResponse(f"'content' is a {type(content).__name__}, not a list")
+    for index, block in enumerate(content):
+        if type(block) is not dict:
+            raise MalformedResponse(f"a content block is a {type(block).__name__}, not an object")
+        _block_start(state, {"index": index, "content_block": block})
+        if block.get("type") == "tool_use" and not state.tool_calls[-1]["function"]["arguments"]:
+            state.tool_calls[-1]["function"]["arguments"] = orjson.dumps(block.get("input") or {}).decode()
+    reason = obj.get("stop_reason")
+    if reason is not None:
+        if type(reason) is not str:
+            raise MalformedResponse(f"'stop_reason' is a {type(reason).__name__}, not text")
+        state.finish_reason = STOP_REASONS.get(reason, reason)
+    usage = obj.get("usage")
+    if usage:
+        state.usage = normalise_usage(checked_usage(usage), final=True)
+    state.done = True
+    return False
 
 
 _OURS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"})

@@ -32,14 +32,16 @@ which `state.text_parts` first became non-empty.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
-from .protocol import COMPLETIONS_ONLY, MAX_TOOL_CALLS, StreamState, checked_usage
+from .lines import InvalidRequestLine
+from .params import RESPONSES, RefusedParameter, responses_input, translate
+from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 
-__all__ = ["PATH", "paths", "EventStreamState", "build_body", "defaults_for", "error_text", "handle_event",
+__all__ = ["PATH", "paths", "EventStreamState", "apply_whole", "build_body", "error_text", "handle_event",
            "normalise_usage"]
 
 PATH = "/v1/responses"
@@ -64,70 +66,24 @@ class EventStreamState(StreamState):
 # --------------------------------------------------------------------------
 # Request bodies
 
-# Chat/completions parameters the Responses API refuses as unknown; the run's
-# defaults meet every endpoint of a run, a line's own keys are sent as they are.
-_NOT_RESPONSES = COMPLETIONS_ONLY | frozenset({
-    "messages", "n", "stop", "stream_options", "max_tokens", "max_completion_tokens", "logprobs",
-    "response_format", "reasoning_effort", "frequency_penalty", "presence_penalty", "seed", "logit_bias",
-    "modalities", "audio", "prediction", "web_search_options", "verbosity", "functions", "function_call"})
-_LOGPROBS_INCLUDE = "message.output_text.logprobs"
+def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH,
+               on_drop: Callable[[str, str], None] | None = None) -> dict:
+    """The run's defaults under the line's own params, each as the Responses API takes them; streaming forced.
 
-
-def defaults_for(defaults: dict) -> dict:
-    """The run's defaults as the Responses API takes them.
-
-    `max_completion_tokens` / `max_tokens` become `max_output_tokens`,
-    `reasoning_effort` `reasoning.effort`, `verbosity` `text.verbosity`,
-    `logprobs: true` an `include` of the output logprobs, chat-shaped
-    `tools` / `tool_choice` the flat Responses shape; the other chat-only keys
-    are dropped (the API answers 400 "Unknown parameter" to them).
+    Chat parameters are translated by `params` (`max_tokens` becomes
+    `max_output_tokens`, ...): a refused one raises InvalidRequestLine, a
+    dropped one is told to `on_drop(key, why)`.  `include_usage` needs
+    nothing here: `response.completed` always carries the usage (and the API
+    refuses `stream_options.include_usage`).  `path` is accepted for the same
+    call as `protocol.build_body`.
     """
-    if not defaults:
-        return defaults
-    out = {k: v for k, v in defaults.items() if k not in _NOT_RESPONSES or (k == "prompt" and isinstance(v, dict))}
-    for key in ("max_completion_tokens", "max_tokens"):
-        if defaults.get(key) is not None:
-            out.setdefault("max_output_tokens", defaults[key])
-            break
-    effort = defaults.get("reasoning_effort")
-    if effort is not None and "reasoning" not in out:
-        out["reasoning"] = {"effort": effort}
-    verbosity = defaults.get("verbosity")
-    if verbosity is not None:
-        text = out.get("text")
-        text = dict(text) if isinstance(text, dict) else {}
-        text.setdefault("verbosity", verbosity)
-        out["text"] = text
-    if defaults.get("logprobs") is True:
-        include = out.get("include")
-        include = list(include) if isinstance(include, list) else []
-        if _LOGPROBS_INCLUDE not in include:
-            include.append(_LOGPROBS_INCLUDE)
-        out["include"] = include
-    tools = out.get("tools")
-    if isinstance(tools, list):
-        out["tools"] = [_flat_tool(t) for t in tools]
-    choice = out.get("tool_choice")
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        out["tool_choice"] = {"type": "function", "name": choice["function"].get("name")}
-    return out
-
-
-def _flat_tool(tool: Any) -> Any:
-    """A chat tool `{"type": "function", "function": {name, ...}}` as Responses has it: `{"type": "function", name}`."""
-    if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-        return {"type": "function", **tool["function"]}
-    return tool
-
-
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH) -> dict:
-    """Merge the run's defaults under the line's own params and force streaming.
-
-    `include_usage` needs nothing here: `response.completed` always carries
-    the usage (and the API refuses `stream_options.include_usage`).  `path`
-    is accepted for the same call as `protocol.build_body`.
-    """
-    merged = {**defaults_for(defaults), **body}
+    try:
+        merged = {**translate(RESPONSES, defaults, line=False, on_drop=on_drop),
+                  **translate(RESPONSES, body, line=True, on_drop=on_drop)}
+    except RefusedParameter as exc:
+        raise InvalidRequestLine(str(exc)) from None
+    if isinstance(merged.get("input"), list):
+        merged["input"] = responses_input(merged["input"])
     if "model" not in merged and model:
         merged["model"] = model
     merged["stream"] = True
@@ -352,6 +308,57 @@ def _call_for(state: EventStreamState, obj: dict, item: dict | None = None, crea
     for handle in handles:
         open_calls[handle] = len(calls) - 1
     return calls[-1]
+
+
+def apply_whole(state: EventStreamState, obj: dict) -> None:
+    """A whole Response object (a server that ignored `"stream": true`): what its events would have given.
+
+    Its `output` items in order: message text (`output_text`, a `refusal`)
+    is the answer, reasoning items' summary and text the reasoning,
+    `function_call` items the tool calls; `status` ends it as
+    `response.completed` / `incomplete` / `failed` would.  Shapes are checked
+    as the events' are (MalformedResponse, never a crash).
+    """
+    if obj.get("object") != "response" and "output" not in obj:
+        raise MalformedResponse(f"a JSON answer that is not a Response object (object={obj.get('object')!r})")
+    apply_guarded(_whole, state, "response", obj, orjson.dumps(obj).decode()[:200])
+
+
+def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
+    output = obj.get("output")
+    if output is None:
+        output = []
+    if type(output) is not list:
+        raise MalformedResponse(f"'output' is a {type(output).__name__}, not a list")
+    for item in output:
+        if type(item) is not dict:
+            raise MalformedResponse(f"an output item is a {type(item).__name__}, not an object")
+        kind = item.get("type")
+        if kind == "message":
+            for part in _list(item, "content"):
+                if type(part) is dict and part.get("type") in ("output_text", "refusal"):
+                    refusal = part["type"] == "refusal"
+                    _text(state, {"delta": part.get("refusal" if refusal else "text"),
+                                  "logprobs": part.get("logprobs")}, refusal=refusal)
+        elif kind == "reasoning":
+            for part in _list(item, "summary") + _list(item, "content"):
+                if type(part) is dict:
+                    append_reasoning(state, _str(part, "text"))
+        elif kind == "function_call":
+            _item(state, {"item": item}, added=True)
+    status = obj.get("status")
+    event = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(status, "response.completed")
+    _lifecycle(state, event, {"response": obj})
+    return False
+
+
+def _list(obj: dict, key: str) -> list:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not a list")
+    return value
 
 
 def normalise_usage(usage: Any) -> dict:

@@ -86,7 +86,7 @@ class Worker:
             self.quota = hooks.quota = QuotaClient(link, self.cfg.tpm)
         self.pipe = RecordPipe(link)
         self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=self.pipe, hooks=hooks,
-                                   secrets=init["secrets"], on_abort=self._tell_fatal)
+                                   secrets=init["secrets"], auth=init["auth"], on_abort=self._tell_fatal)
         self.engine.guard = RejectionGuard(armed=False)  # the parent's guard sees every answer
         self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
         self.lag = LagMonitor(on_sample=self.timer.sample)

@@ -69,8 +69,9 @@ class WorkerPool(Engine):
     """Engine's surface and stage loop; each stage's requests sent by `cfg.workers` processes."""
 
     def __init__(self, cfg, *, headers: dict[str, str], writer, hooks, secrets: tuple[str, ...] = (),
-                 connector_limit: int | None = None) -> None:
-        super().__init__(cfg, headers=headers, writer=writer, hooks=hooks, secrets=secrets, connector_limit=1)
+                 connector_limit: int | None = None, auth: dict[str, dict[str, str]] | None = None) -> None:
+        super().__init__(cfg, headers=headers, writer=writer, hooks=hooks, secrets=secrets, connector_limit=1,
+                         auth=auth)
         self.handles = [WorkerHandle(i) for i in range(cfg.workers)]
         self.lost_in_flight = 0  # requests that workers which died had in flight (their last report)
         self._changed = asyncio.Event()  # any worker's state changed: a record, a stage done, a death
@@ -145,7 +146,7 @@ class WorkerPool(Engine):
             if self.hooks.quota is not None:
                 h.quota = QuotaGrants(self.hooks.quota, h.link, tg)
             h.init({"index": h.index, "cfg": worker_config(self.cfg, h.index, len(self.handles)),
-                    "headers": self.headers, "secrets": self.secrets, "log": settings})
+                    "headers": self.headers, "auth": self.auth, "secrets": self.secrets, "log": settings})
         spawned = [h for h in self.handles if h.proc is not None]
         started = await self._until(lambda: all(h.ready.is_set() or h.gone.is_set() for h in spawned),
                                     START_TIMEOUT_S)

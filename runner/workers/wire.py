@@ -5,7 +5,7 @@ should see the whole conversation in one place.  A frame is a 5-byte
 header (payload length, kind) and the payload.  In order, on one worker's
 socket::
 
-    parent -> worker   INIT (pickled: config, headers with the key, secrets)
+    parent -> worker   INIT (pickled: config, headers and keys, secrets)
     worker -> parent   READY
     per stage:
     parent -> worker   PHASE (its share of the stage, the common start), ITEM ..., END
