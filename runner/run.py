@@ -28,6 +28,7 @@ from .errors import UsageError
 from .stream.headers import Credentials, HeaderError, check_env_name, resolve_headers
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
+from .openfiles import fit_connections
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume
 from .record import Record
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
@@ -100,14 +101,16 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
                 fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
             except OSError as exc:
                 raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
+        connections = fit_connections(cfg, in_process_server=mock is not None)  # the open-file limit
         if mock is None:
-            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record).execute()
+            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record,
+                             connections=connections).execute()
         from .mock import serve
 
         async with serve(mock) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
-                             on_record=on_record).execute()
+                             on_record=on_record, connections=connections).execute()
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
@@ -231,7 +234,8 @@ class Run:
     """
 
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
-                 *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None) -> None:
+                 *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None,
+                 connections: int | None = None) -> None:
         from .progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
@@ -250,7 +254,9 @@ class Run:
         engine = Engine
         if cfg.workers > 1:  # worker processes send; this one still reads the inputs and writes (runner/workers)
             from .workers.pool import WorkerPool as engine
-        self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets)
+        # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
+        self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets,
+                             connector_limit=connections)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior
@@ -336,7 +342,7 @@ class Run:
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
             exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
-            records_not_written=self.engine.guard.dropped + self.writer.pending,
+            records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
             event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
         summary = self.stats.summary(self.cfg.slos or None)
