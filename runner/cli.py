@@ -24,7 +24,8 @@ Exit codes:
   0    every record ok, or failures within the failure budget
   1    failures over the budget (default budget: none)
   2    usage or configuration error (nothing sent), or the first 20
-       answers were all 401/403/404 (wrong key, URL or model)
+       answers were all 401/403/404 (wrong key, URL or model), or the
+       server was never reachable (nothing written for those prompts)
   3    the output is locked by another run
   4    the output could not be written (full disk): sending stopped,
        in-flight requests drained; --resume completes the file
@@ -343,8 +344,9 @@ def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bo
     flags = tuple(f"{k} = true" for k, on in (("resume", resume), ("overwrite", overwrite)) if on)
     try:
         cfg, mock = load_job(jobfile, overrides + flags)
-    except JobFileError as exc:
-        click.echo(f"streamrun: {exc}", err=True)
+    except JobFileError as exc:  # logged, so that --log-format json gets a JSON line as every run error does
+        setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"])
+        logging.getLogger("streamrun").error("%s", exc)
         sys.exit(2)
     sys.exit(start(ctx, cfg, mock=mock, progress=progress))
 

@@ -22,12 +22,12 @@ import aiohttp
 
 from .config import RunConfig, Stage
 from .endpoints import EndpointPool, public_url
-from .errors import AuthRejected, RunError
+from .errors import AuthRejected, RunError, Unreachable
 from .inputs import InputItem, aiter_items
 from .dataset import Answers
 from .outputs import Prior
 from .record import Record
-from .rejections import RejectionGuard
+from .rejections import ConnectGuard, RejectionGuard
 from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from .send import Sender
 from .session import run_session
@@ -92,6 +92,7 @@ class Engine:
         self.result = EngineResult()
         self._rng = random.Random(cfg.seed)
         self.guard = RejectionGuard()
+        self.reach = ConnectGuard(tuple(e.url for e in self.pool.endpoints))  # was the server ever reachable?
         self.answers = Answers(None)  # the response cache, set by the run with --cache
         self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
@@ -134,6 +135,11 @@ class Engine:
                     if self.cfg.sweep and stage.index == 1:  # both ends measured: the rates between them
                         stages = self._sweep_stages(stage)
         finally:
+            never = self.reach.finish()  # nothing ever connected: what failed to connect is not written
+            if never is not None:
+                self.abort(Unreachable(never))
+            for record in self.reach.release():
+                self._emit(record)
             for record in self.guard.release():
                 self._write(record)
             self.result.endpoints = self.pool.stats()
@@ -178,7 +184,9 @@ class Engine:
             for w in workers:  # idle workers wait for input that will not come: only busy ones drain
                 if w not in self._busy:
                     w.cancel()
-            _, pending = await asyncio.wait(workers, timeout=self.cfg.drain_timeout_s)
+            # A server never reached has nothing in flight worth waiting for: no backoff is waited out.
+            drain = 0 if self.reach.nothing_to_drain() else self.cfg.drain_timeout_s
+            _, pending = await asyncio.wait(workers, timeout=drain)
             self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
                 w.cancel()
@@ -263,12 +271,16 @@ class Engine:
             self._emit(record)
 
     def _emit(self, record: Record) -> None:
+        for connected in self.reach.offer(record):  # held while no attempt has connected yet
+            self._emit_answered(connected)
+
+    def _emit_answered(self, record: Record) -> None:
         ready, tripped = self.guard.offer(record)
         for r in ready:
             self._write(r)
         if tripped is not None:
             self.abort(AuthRejected(
-                f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 ({tripped}); "
+                f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 or web pages ({tripped}); "
                 f"check the key (${self.cfg.key_env}), --base-url and --model. Nothing was written "
                 "for those requests, so a rerun sends them again"))
 

@@ -36,3 +36,11 @@ class OutputFailed(RunError):
 
 class AuthRejected(RunError):
     """The server refused the first answers wholesale (401/403/404): a wrong key, URL or model (exit 2)."""
+
+
+class Unreachable(RunError):
+    """No attempt of the run ever connected: a wrong host or port, a server not up, DNS, TLS (exit 2)."""
+
+
+class OutOfFiles(RunError):
+    """No file descriptor came free for a connection for a long while: the open-file limit is too low (exit 2)."""

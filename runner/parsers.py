@@ -266,6 +266,8 @@ def _pairs(v: Any, what: str) -> dict[str, Any]:
     """A TOML table, or CLI `key=value` items."""
     if isinstance(v, dict):
         return dict(v)
+    if not isinstance(v, (str, list, tuple)):  # a job file may give any TOML value: 5, true, a date
+        raise OptionError(f"must be a table or {what} items")
     out: dict[str, Any] = {}
     for item in [v] if isinstance(v, str) else v:
         if not isinstance(item, str):
@@ -347,10 +349,15 @@ def env_name(v: Any) -> str:
 def fsync(v: Any):
     from .config import FsyncPolicy
 
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise OptionError("must be always, never, interval or a number of seconds")
     try:
-        return FsyncPolicy.parse(str(v))
+        policy = FsyncPolicy.parse(str(v))
     except ValueError as exc:
         raise OptionError(str(exc)) from None
+    if not (math.isfinite(policy.interval_s) and policy.interval_s >= 0):
+        raise OptionError("must be always, never, interval or a number of seconds >= 0")
+    return policy
 
 
 failure_budget = _at_least(_number, 0, False, "must be a fraction (0.01) or a count (10) >= 0")

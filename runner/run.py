@@ -28,6 +28,7 @@ from .errors import UsageError
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
+from .openfiles import fit_connections
 from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
 from .stream.lines import key_api
@@ -106,15 +107,17 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
                 fd = open_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, cli=cli)
             except OSError as exc:
                 raise UsageError(f"cannot open {cfg.output}: {exc.strerror}") from None
+        connections = fit_connections(cfg, in_process_server=mock is not None)  # the open-file limit
         if mock is None:
-            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record, cli=cli).execute()
+            return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record, cli=cli,
+                             connections=connections).execute()
         from .mock import serve
 
         # the dry run of the user's own file: the mock answers whatever model its lines or --model name
         async with serve(dataclasses.replace(mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
-                             on_record=on_record, cli=cli).execute()
+                             on_record=on_record, cli=cli, connections=connections).execute()
     finally:
         if lock_fd is not None:
             unlock_output(os.path.realpath(cfg.output), lock_fd)
@@ -284,7 +287,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
                  *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None,
-                 cli: bool = False) -> None:
+                 cli: bool = False, connections: int | None = None) -> None:
         from .progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
@@ -304,8 +307,9 @@ class Run:
         engine = Engine
         if cfg.workers > 1:  # worker processes send; this one still reads the inputs and writes (runner/workers)
             from .workers.pool import WorkerPool as engine
+        # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
         self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets,
-                             auth=creds.auth)
+                             auth=creds.auth, connector_limit=connections)
         self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior
@@ -399,7 +403,7 @@ class Run:
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
             exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
-            records_not_written=self.engine.guard.dropped + self.writer.pending,
+            records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
             event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
         summary = self.stats.summary(self.cfg.slos or None)

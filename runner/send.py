@@ -13,20 +13,22 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import aiohttp
 import orjson
 
 from .config import RunConfig, Stage
 from .dataset import Answers, checked, response_format
-from .errors import UsageError
+from .endpoints import public_url
+from .errors import OutOfFiles, Unreachable, UsageError
 from .ids import line_hash
 from .inputs import InputItem
 from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream import embeddings, protocol, protocol_anthropic, protocol_responses
 from .stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
-from .stream.errors import HTTPStatusError, InvalidInput, RequestError, UnwantedFinish, redact
+from .stream.errors import (NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, RequestError,
+                            TooManyOpenFiles, UnwantedFinish, redact)
 from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine,
                               StreamState)
 from .stream.headers import ANTHROPIC, OPENAI
@@ -38,6 +40,7 @@ from .structured import format_problem
 from .tokens import reasoning_tokens
 
 log = logging.getLogger("streamrun")
+OUT_OF_FILES_PATIENCE_S = 60.0  # EMFILE this long for one request: the open-file limit leaves no room at all
 
 # Each API path's wire protocol; the APIs that name their events stream through their handle_event, and
 # read a whole JSON answer (a server that ignored "stream": true) with their apply_whole.
@@ -80,6 +83,12 @@ class Sender:
         self._retry_finish = frozenset(self.cfg.retry_finish_reasons)
         self.model: str | None = self.cfg.model or self.cfg.params.get("model")
         self._model_lock = asyncio.Lock()
+        self.reach = engine.reach  # runner/rejections.ConnectGuard: has any attempt connected?
+        # Fewer connections than -c when the open-file limit allows no more (runner/openfiles.py): a
+        # request waits for one before it is sent, so the wait shows as queue_s, never in TTFT.
+        self._connections = (asyncio.Semaphore(engine.connector_limit)
+                             if engine.connector_limit < self.cfg.max_concurrency else None)
+        self._out_of_files_said = False
 
     async def default_model(self) -> str:
         """The model for lines that name none and a run without --model: the server's only one.
@@ -91,20 +100,9 @@ class Sender:
             return self.model
         async with self._model_lock:
             if self.model is None:
-                url = self.pool.endpoints[0].url
                 own = MESSAGES_PATH if self.cfg.key_api == ANTHROPIC else CHAT_PATH
-                try:
-                    models = await list_models(self.session, url, proxy=self.proxies.get(url),
-                                               headers=self._headers[own])
-                except RequestError as exc:
-                    raise UsageError(f"no --model given, and {url} did not list its models "
-                                     f"({redact(exc.message, self.secrets)}): pass --model") from None
-                if len(models) != 1:
-                    listed = ", ".join(models[:20]) + (" ..." if len(models) > 20 else "") if models else "none"
-                    raise UsageError(f"no --model given, and {url} serves {len(models)} models ({listed}): "
-                                     "pass --model NAME")
-                self.model = models[0]
-                log.info("no --model given: using %s, the one model %s serves", self.model, url)
+                self.model = await only_model(self.session, [e.url for e in self.pool.endpoints], self.proxies,
+                                              self.secrets, headers=self._headers[own])
         return self.model
 
     async def model_for(self, body: dict) -> str | None:
@@ -209,18 +207,28 @@ class Sender:
             await hooks.quota.acquire(estimate)  # ExceedsTPM is a RequestError: an error record
         attempt = None
         try:
-            async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()):
+            async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()), \
+                    (self._connections or nullcontext()):
                 endpoint = self.pool.acquire()
                 timing.endpoint = self.public_urls[endpoint.url]
                 failed = True
+                reach = self.reach if self.reach.armed else None  # until the first connection
+                if reach is not None:
+                    reach.begin(timing)
                 try:
-                    attempt = await self._send(path, endpoint.url, body, timing)
+                    attempt = await self._send_when_possible(path, endpoint.url, body, timing)
                     failed = False
+                    if reach is not None:
+                        reach.connected()
                 except RequestError as exc:
                     failed = exc.retryable
                     self._learn_from_failure(exc, timing)
+                    if reach is not None:
+                        self._watch_reach(exc, endpoint.url, timing)
                     raise
                 finally:
+                    if reach is not None:
+                        reach.end(timing)
                     self.pool.release(endpoint, failed)
             if hooks.adaptive is not None:
                 hooks.adaptive.on_success()
@@ -232,6 +240,34 @@ class Sender:
             if hooks.quota is not None and estimate:
                 usage = (attempt.state.usage if attempt is not None else None) or {}
                 hooks.quota.settle(estimate, int(usage.get("total_tokens") or (estimate if attempt else 0)))
+
+    def _watch_reach(self, exc: RequestError, url: str, timing: Timing) -> None:
+        """Before any attempt connected: a failure to connect may show the server was never reachable."""
+        if not isinstance(exc, ConnectError):
+            self.reach.connected()  # an answer of any kind: the server is there
+            return
+        stop = self.reach.failed(url, exc.reason, timing.sent, time.perf_counter())
+        if stop is not None:
+            raise Unreachable(redact(stop, self.secrets))
+
+    async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
+        """`_send`, waiting out EMFILE: out of file descriptors is this process's limit, not the server's
+        answer, so it never fails an attempt; a descriptor frees up as other requests end."""
+        wait, waited = 0.05, 0.0
+        while True:
+            try:
+                return await self._send(path, base_url, body, timing)
+            except TooManyOpenFiles as exc:
+                if waited >= OUT_OF_FILES_PATIENCE_S:
+                    raise OutOfFiles(f"no file descriptor came free for a connection in {waited:.0f}s "
+                                     f"({exc.message}): raise the open-file limit (ulimit -n) or lower -c; "
+                                     "--resume sends what was not written") from None
+                if not self._out_of_files_said:
+                    self._out_of_files_said = True
+                    log.warning("out of file descriptors (ulimit -n): requests wait for one to free up")
+            await asyncio.sleep(wait)
+            waited += wait
+            wait = min(1.0, wait * 2)
 
     async def _send(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
         url = endpoint_url(base_url, path)
@@ -335,6 +371,37 @@ class Sender:
             embedding=result.vectors[0] if one and result.vectors else None,
             embeddings=None if one else result.vectors,
         )
+
+
+async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: dict[str, str | None],
+                     secrets: tuple[str, ...], headers: Mapping[str, str] | None = None) -> str:
+    """The model of a run that names none: the server's only one (GET /models, the first base URL that answers).
+
+    A server with several models, or none, stops the run with exit 2 before
+    anything is spent, listing what it serves; one that cannot be reached,
+    or answers with a web page instead of the API, says so in one line.
+    """
+    unreachable = []
+    for url in urls:
+        shown = public_url(url)
+        try:
+            models = await list_models(session, url, proxy=proxies.get(url), headers=headers)
+        except ConnectError as exc:
+            unreachable.append(f"{shown}: {redact(exc.reason, secrets)}")
+            continue
+        except RequestError as exc:
+            message = redact(exc.message, secrets)
+            if message.endswith(NOT_THE_API):
+                raise UsageError(f"GET /models at {shown}: {message}") from None
+            raise UsageError(f"no --model given, and {shown} did not list its models ({message}): "
+                             "pass --model") from None
+        if len(models) != 1:
+            listed = ", ".join(models[:20]) + (" ..." if len(models) > 20 else "") if models else "none"
+            raise UsageError(f"no --model given, and {shown} serves {len(models)} models ({listed}): "
+                             "pass --model NAME")
+        log.info("no --model given: using %s, the one model %s serves", models[0], shown)
+        return models[0]
+    raise UsageError("cannot connect to " + "; nor to ".join(unreachable))
 
 
 def scheduled(cfg: RunConfig, item: InputItem) -> float | None:

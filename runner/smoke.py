@@ -22,7 +22,8 @@ from .cli import _flag_decorator, examples, known_secrets, setup_logging
 from .config import RunConfig
 from .errors import RunError
 from .options import BY_FIELD, OptionError, build_config, parse_values
-from .stream.client import endpoint_url, list_models, stream_once
+from .send import only_model
+from .stream.client import endpoint_url, stream_once
 from .stream.errors import RequestError, redact
 from .stream.protocol import CHAT_PATH, COMPLETIONS_PATH, StreamState, build_body
 from .stream.retry import call_with_retries
@@ -135,10 +136,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
     async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
         model = body.get("model") or cfg.model or params.get("model")
         if model is None:
-            models = await list_models(session, base)
-            if len(models) != 1:
-                raise RunError(f"no --model given, and {base} serves {len(models)} models: pass --model")
-            model = models[0]
+            model = await only_model(session, [base], {}, creds.secrets)
         request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.include_usage)
         payload = orjson.dumps(request)
         timings: list[Timing] = []

@@ -83,10 +83,17 @@ async def test_idle_timeout_is_a_timeout_error(tmp_path, mock_server):
     assert r["metrics"]["ttfb_s"] is not None  # the role chunk came, then nothing
 
 
-async def test_connection_refused_is_connect_error(tmp_path):
-    code, (r,) = await run_rows(tmp_path, "http://127.0.0.1:9/v1", [chat("a")],
-                                retry=RetryPolicy(max_attempts=2, backoff_initial=0.001))
-    assert code == 1 and r["error"]["type"] == "connect_error" and r["attempts"] == 2
+async def test_connection_refused_is_connect_error(tmp_path, mock_server):
+    """In a run that reached a server (the live replica), a prompt that could not connect is a connect_error.
+
+    (A run that never connected writes nothing: tests/test_misconfig.py.)
+    """
+    url = await mock_server()
+    code, records = await run_rows(tmp_path, url, [chat("a"), chat("b")], base_urls=(url, "http://127.0.0.1:9/v1"),
+                                   stages=(Stage(0, 1),), retry=RetryPolicy(max_attempts=1))
+    r = by_id(records)["a"]  # the pool sends the first request to the second URL, the closed port
+    assert code == 1 and r["error"]["type"] == "connect_error" and r["attempts"] == 1
+    assert by_id(records)["b"]["status"] == "ok"
 
 
 async def test_bad_lines_get_invalid_input_records_and_run_goes_on(tmp_path, mock_server, caplog):

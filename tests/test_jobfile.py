@@ -6,6 +6,7 @@ the rest call `load_job` directly.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from pathlib import Path
@@ -54,6 +55,70 @@ def test_job_file_errors_are_one_line_naming_file_and_key(tmp_path, extra, messa
     assert res.returncode == 2
     assert message in res.stderr and "job.toml" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", ["params = 5", "params = true", "params = -1", "slo = 5", "slo = 2024-01-01",
+                                   "headers = 5", "fsync = nan"])
+def test_a_value_of_the_wrong_toml_type_is_one_line_exit_2(tmp_path, extra):
+    path = job_file(tmp_path, extra, text=JOB.replace("[params]\nmax_tokens = 8\n", ""))
+    res = streamrun("job", path)
+    assert res.returncode == 2, res.stderr
+    key = extra.split(" =")[0]
+    assert f"key {key!r}" in res.stderr and "job.toml" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+# A sample of each TOML type, and the types each kind of value may be given as (strings stand for
+# themselves on the command line too; an unusable value of a right type is still an error, not a crash).
+TOML_SAMPLES = {
+    "string": "x", "integer": 5, "negative": -1, "float": 2.5, "inf": float("inf"), "nan": float("nan"),
+    "boolean": True, "datetime": datetime.datetime(2024, 1, 1, 12, 0), "date": datetime.date(2024, 1, 1),
+    "time": datetime.time(12, 0), "strings": ["a", "b"], "integers": [1, 2], "table": {"a": 1},
+    "tables": [{"a": 1}], "nested": [[1]],
+}
+NUMBERS = {"string", "integer", "negative", "float", "inf", "nan"}
+INTEGERS = {"string", "integer", "negative"}
+
+
+def _right_types(option) -> set[str]:
+    """The sample types `option` may be given as; every other one must be refused."""
+    from runner import parsers as p
+
+    kinds = {p.strings: {"string", "strings"}, p.urls: {"string", "strings"}, p.metrics_urls: {"string", "strings"},
+             p.strings_list: {"string", "strings"}, p.string: {"string"}, p.env_name: {"string"},
+             p.boolean: {"string", "boolean"}, p.timeout: NUMBERS | {"boolean"}, p.duration: NUMBERS,
+             p.positive_duration: NUMBERS, p.positive_number: NUMBERS, p.non_negative_number: NUMBERS,
+             p.failure_budget: NUMBERS, p.integer: INTEGERS, p.positive_int: INTEGERS, p.non_negative_int: INTEGERS,
+             p.workers_count: INTEGERS, p.byte_size: INTEGERS, p.fsync: NUMBERS,
+             p.int_list: INTEGERS | {"integers"}, p.rate_list: NUMBERS | {"integers"},
+             p.percentile_list: NUMBERS | {"integers"}, p.params: {"string", "strings", "table"},
+             p.slos: {"string", "strings", "table"}, p.headers: {"string", "strings", "table"}}
+    if hasattr(option.parse, "choices"):
+        return {"string"}
+    assert option.parse in kinds, f"{option.key}: a new kind of value: say which TOML types it takes"
+    return kinds[option.parse]
+
+
+def test_every_key_refuses_every_wrong_toml_type_in_one_line():
+    """A job file may give any TOML value for any key: a wrong one is a JobFileError (exit 2) naming the key."""
+    from runner.jobfile import config_from_mapping
+    from runner.options import OPTIONS
+
+    for option in (o for o in OPTIONS if o.key):
+        right = _right_types(option)
+        for name, value in TOML_SAMPLES.items():
+            table, _, key = option.key.rpartition(".")
+            doc = {"inputs": ["in.jsonl"], "output": "out.jsonl", **({table: {key: value}} if table else {key: value})}
+            try:
+                config_from_mapping(doc, "job.toml", "/tmp", environ={})
+            except JobFileError as exc:
+                assert "\n" not in str(exc) and str(exc).startswith("job.toml: "), (option.key, name, exc)
+                if name not in right:
+                    assert f"key {option.key!r}" in str(exc), (option.key, name, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001  (what this test is for)
+                pytest.fail(f"{option.key} = {value!r}: {type(exc).__name__}: {exc}")
+            assert name in right, f"{option.key} = {value!r} ({name}) was accepted"
 
 
 def test_job_runs_with_templates_summary_and_failure_budget(tmp_path, mock_process):

@@ -16,6 +16,7 @@ import threading
 import time
 
 import orjson
+import pytest
 
 from runner.cli import _JsonFormatter
 from runner.summary import render
@@ -118,6 +119,23 @@ def test_text_progress_lines_from_a_job_file(tmp_path):
     assert not any(x.startswith("{") for x in lines)
     assert any(re.match(r"^streamrun: \d+ records: \d+ ok, 0 error", x) for x in lines), lines
     assert "\x1b[" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("text, says", [
+    ('inputs = ["in.jsonl"]\noutput = "o.jsonl"\nconcurency = 4\n', "unknown key 'concurency'"),
+    ('inputs = ["in.jsonl"]\noutput = "o.jsonl"\nparams = 5\n', "key 'params' must be a table"),
+    ('inputs = ["in.jsonl"\n', "not valid TOML"),
+])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_job_file_error_is_a_json_line_under_log_format_json(tmp_path, text, says, where):
+    job = tmp_path / "job.toml"
+    job.write_text(text)
+    args = ["--log-format", "json", "job", str(job)] if where == "before" else ["job", str(job), "--log-format", "json"]
+    res = subprocess.run([*STREAMRUN, *args], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    doc = json.loads(line)
+    assert doc["level"] == "error" and says in doc["msg"] and str(job) in doc["msg"]
 
 
 def test_log_every_0_and_json_lines_after_a_sweep(tmp_path):

@@ -146,6 +146,137 @@ async def test_a_few_rejections_among_oks_are_written_and_do_not_stop_the_run(tm
     assert {r["error"]["code"] for r in records if r["error"]} == {"model_not_found"}
 
 
+# ---- the server was never reachable: stop at once, write nothing
+
+CLOSED = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's one error line (the summary that follows it is not an error)."""
+    (line,) = [x for x in stderr.splitlines() if "cannot connect" in x or "is this the API" in x]
+    return line
+
+
+@pytest.mark.parametrize("extra", [["--model", "m"], [], ["--model", "m", "--workers", "2"]])
+def test_a_closed_port_stops_at_once_and_writes_nothing(tmp_path, extra):
+    inp = write_jsonl(tmp_path / "in.jsonl", rows(50))
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--base-url", CLOSED, *extra, timeout=60)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res.stderr)
+    assert line.startswith(f"streamrun: cannot connect to {CLOSED}: connection refused"), line
+    assert "pass --model" not in res.stderr and "Traceback" not in res.stderr
+    assert read_jsonl(tmp_path / "out.jsonl") == []  # nothing a --resume would skip
+
+
+def test_stream_without_model_at_a_closed_port_is_one_line_exit_2():
+    res = streamrun("stream", "hi", "--base-url", CLOSED, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"streamrun: cannot connect to {CLOSED}: connection refused"
+
+
+@pytest.fixture
+def black_hole():
+    """A port whose connections are never accepted: its backlog is full, so a connect waits until it times out."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    yield f"http://127.0.0.1:{port}/v1"
+    for s in [*fillers, server]:
+        s.close()
+
+
+def test_a_connect_timeout_stops_within_seconds_not_after_every_backoff(tmp_path, black_hole):
+    """Five 1-second connect timeouts a prompt with backoffs between them took over 30 s for 16 prompts."""
+    inp = write_jsonl(tmp_path / "in.jsonl", rows(16))
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--base-url", black_hole, "--model", "m", "-c", "4",
+                    "--connect-timeout", "1", timeout=60)
+    assert res.returncode == 2, res.stderr
+    line = one_error_line(res.stderr)
+    assert line.startswith(f"streamrun: cannot connect to {black_hole}: no connection within 1s (--connect-timeout)")
+    assert read_jsonl(tmp_path / "out.jsonl") == []
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert summary["exit_code"] == 2 and summary["records_written"] == 0 and summary["duration_s"] < 20
+
+
+async def test_a_dead_replica_among_live_ones_does_not_stop_the_run(tmp_path, mock_server):
+    url = await mock_server()
+    code, records = await run_rows(tmp_path, url, rows(40), base_urls=(CLOSED, url), model="mock-model")
+    assert code == 0 and len(records) == 40 and all(r["status"] == "ok" for r in records)
+
+
+def test_the_guard_holds_what_failed_to_connect_until_a_connection_and_drops_it_on_a_trip():
+    from types import SimpleNamespace
+
+    from runner.rejections import ConnectGuard
+
+    def record(kind):
+        err = None if kind == "ok" else SimpleNamespace(type=kind, status_code=None, message="m")
+        return SimpleNamespace(error=err, attempts=1)
+
+    guard = ConnectGuard(("a", "b"), limit=3, patience_s=5.0)
+    first, second = record("connect_error"), record("connect_error")
+    assert guard.offer(first) == [] and guard.failed("a", "connection refused", 0.0, 0.1) is None
+    assert guard.failed("a", "connection refused", 0.0, 0.2) is None  # b has not failed yet
+    assert guard.offer(second) == []
+    guard.connected()  # b answered: the server is there, what was held goes out with the next record
+    ok = record("ok")
+    assert guard.offer(ok) == [first, second, ok]
+    assert guard.failed("a", "connection refused", 0.0, 9.0) is None  # an outage now is retried as ever
+
+    guard = ConnectGuard(("a",), limit=20, patience_s=5.0)
+    held = record("connect_error")
+    assert guard.offer(held) == [] and guard.failed("a", "connection refused", 10.0, 10.1) is None
+    in_flight = SimpleNamespace(connect_s=0.001)  # an attempt whose connection opened: not yet
+    guard.begin(in_flight)
+    assert guard.failed("a", "connection refused", 10.0, 16.0) is None
+    guard.end(in_flight)
+    stop = guard.failed("a", "connection refused", 10.0, 16.0)  # 6 s of nothing but failures
+    assert stop.startswith("cannot connect to a: connection refused. Stopped after 3 attempts")
+    assert guard.offer(record("connect_error")) == [] and guard.dropped == 2
+
+    guard = ConnectGuard(("a",))
+    assert guard.offer(held) == [] and guard.finish().startswith("cannot connect to a")  # ended, never connected
+    assert guard.release() == [] and guard.dropped == 1
+
+
+# ---- a web page where the API should be
+
+PAGE = (b"<!DOCTYPE html>\n<html>\n<head>\n<title>404 Not Found</title>\n</head>\n<body>\n"
+        b"<center><h1>404 Not Found</h1></center>\n<hr><center>nginx/1.18.0 (Ubuntu)</center>\n</body>\n</html>\n")
+
+
+async def web_server(aiohttp_server, status: int) -> str:
+    """A web server (not the API) answering every path with an HTML page."""
+    async def page(request):
+        return web.Response(body=PAGE, status=status, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    return str((await aiohttp_server(app)).make_url(""))
+
+
+@pytest.mark.parametrize("status", [404, 200])
+@pytest.mark.parametrize("model", [{"model": "m"}, {"model": None}])
+async def test_a_web_page_at_the_base_url_is_one_line_naming_its_title(tmp_path, aiohttp_server, caplog, status,
+                                                                       model):
+    url = await web_server(aiohttp_server, status)
+    code, records = await run_rows(tmp_path, url, rows(30), retry=RetryPolicy(max_attempts=1), **model)
+    assert code == 2 and records == []
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "\n" not in message and "<" not in message
+    assert f"HTTP {status}: an HTML page (\"404 Not Found\")" in message
+    assert message.count("is this the API base URL (…/v1)?") == 1
+
+
 # ---- no model named: ask the server
 
 async def test_no_model_uses_the_servers_only_model(tmp_path, mock_server):

@@ -11,6 +11,10 @@ allows it.  Knows nothing of files or the CLI.
 from __future__ import annotations
 
 import asyncio
+import errno
+import html
+import re
+import socket
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -20,8 +24,9 @@ import aiohttp
 import orjson
 
 from ..config import Limits, Timeouts
-from .errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream,
-                     MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent)
+from .errors import (NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError,
+                     IncompleteStream, MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge,
+                     StreamErrorEvent, TooManyOpenFiles)
 from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
 from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
 from .timing import Timing
@@ -31,6 +36,8 @@ from .protocol import (StreamState, apply_whole, error_body, error_body_message,
 from .sse import EventTooLarge, SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
+# aiohttp's --connect-timeout error (3.10+); older ones raise a plain ServerTimeoutError, a TimeoutError too
+CONNECT_TIMEOUTS = tuple(c for c in [getattr(aiohttp, "ConnectionTimeoutError", None)] if c is not None)
 
 
 def endpoint_url(base_url: str, path: str) -> str:
@@ -87,8 +94,67 @@ def request_id(headers: Mapping[str, str] | None, state: StreamState | None) -> 
     return rid or (state.response_id if state is not None else None)
 
 
+def connect_failure(exc: aiohttp.ClientError, what: str = "cannot connect", timeout: float | None = None
+                    ) -> RequestError:
+    """The typed error of an attempt that got no connection; `reason` says why in a few words.
+
+    Out of file descriptors (EMFILE) is this process's limit, not the server's
+    fault: `TooManyOpenFiles`, which the sender never lets fail a prompt.
+    """
+    if CONNECT_TIMEOUTS and isinstance(exc, CONNECT_TIMEOUTS):
+        within = f" within {timeout:g}s" if timeout else ""
+        reason = f"no connection{within} (--connect-timeout)"
+        return ConnectError(f"{what}: {reason}", reason=reason)
+    os_error = getattr(exc, "os_error", None)
+    if getattr(os_error, "errno", None) in (errno.EMFILE, errno.ENFILE):
+        return TooManyOpenFiles(f"{what}: {exc}", reason="this process has too many open files (ulimit -n)")
+    return ConnectError(f"{what}: {exc}", reason=_connect_reason(exc, os_error))
+
+
+def _connect_reason(exc: aiohttp.ClientError, os_error: OSError | None) -> str:
+    """"connection refused", "cannot resolve host gpu-box", "TLS handshake failed (...)": a stop line's words."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        return f"TLS certificate not accepted ({getattr(cert, 'verify_message', None) or cert})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed ({getattr(os_error, 'reason', None) or os_error or exc})"
+    host = getattr(exc, "host", None)
+    if isinstance(os_error, socket.gaierror):
+        return f"cannot resolve host {host}" if host else "cannot resolve the host"
+    if getattr(os_error, "errno", None) == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    strerror = getattr(os_error, "strerror", None) or getattr(exc, "strerror", None)
+    return strerror.lower() if strerror else f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
+
+
+def html_page(raw: bytes, headers: Mapping[str, str] | None = None) -> str | None:
+    """'an HTML page ("Title")' when a body is a web page (a web server's, a proxy's), not an API answer."""
+    kind = (headers or {}).get("Content-Type") or ""
+    start = raw.lstrip()[:15].lower()
+    if "html" not in kind.lower() and not start.startswith((b"<!doctype html", b"<html")):
+        return None
+    found = _TITLE.search(raw)
+    title = " ".join(html.unescape(found.group(1).decode("utf-8", "replace")).split())[:120] if found else ""
+    return f'an HTML page ("{title}")' if title else "an HTML page"
+
+
 def status_error(status: int, raw: bytes, headers: Mapping[str, str]) -> HTTPStatusError:
-    """The typed error for a non-200 answer, with the server's message and code."""
+    """The typed error for a non-200 answer, with the server's message and code.
+
+    A web page (a web server's 404, a proxy's login page) is named by its
+    title in one line, not dumped: it says the base URL is not the API's.
+    """
+    page = html_page(raw, headers)
+    if page is not None:  # a 5xx or 429 page is a proxy's passing fault; any other, a wrong URL
+        wrong_url = status < 500 and status not in (408, 409, 429)
+        return HTTPStatusError(status, f"HTTP {status}: {page}" + (f", not an API answer: {NOT_THE_API}"
+                                                                   if wrong_url else ""),
+                               retry_after=parse_retry_after(headers), headers=headers)
     message, code = error_body(raw)
     text = f"HTTP {status}: {message}"
     if status in (400, 413, 422) and is_context_length_error(message, code):
@@ -108,8 +174,15 @@ async def list_models(session: aiohttp.ClientSession, base_url: str, timeout: fl
                 raw = await resp.content.read(1 << 20)
                 if resp.status != 200:
                     raise status_error(resp.status, raw, resp.headers)
+                page = html_page(raw, resp.headers)
+                if page is not None:
+                    raise IncompleteStream(f"HTTP 200: {page}, not a model list: {NOT_THE_API}")
+    except CONNECT_TIMEOUTS as exc:
+        raise connect_failure(exc, "GET /models", session.timeout.sock_connect) from exc
     except TimeoutError as exc:
         raise RequestTimeout(f"GET /models: no answer within {timeout:g}s") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise connect_failure(exc, "GET /models") from exc
     except aiohttp.ClientError as exc:
         raise ConnectError(f"GET /models: {type(exc).__name__}: {exc}") from exc
     try:
@@ -183,8 +256,9 @@ async def stream_once(
                     _apply_whole_response(state, timing, raw, now(), whole)
                     return Attempt(state, timing, resp.headers)
                 if resp.content_type == "text/html":  # a proxy's or login page's 200, not an API answer
-                    page = await resp.content.read(300)
-                    raise MalformedResponse(f"a text/html page instead of an event stream: {page[:200]!r}")
+                    page = html_page(await resp.content.read(4096), resp.headers)
+                    raise MalformedResponse(f"HTTP 200: {page} instead of an event stream (text/html): "
+                                            f"{NOT_THE_API}")
                 deadline.stage = "stream"
                 await _read_stream(resp.content, state, timing, cm, deadline, now, limits,
                                    _chat_event if named is None else _named(named),
@@ -192,19 +266,24 @@ async def stream_once(
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
         raise _keep_partial(exc, state)
+    except CONNECT_TIMEOUTS as exc:
+        raise _keep_partial(connect_failure(exc, timeout=timeouts.connect), state) from exc
     except TimeoutError as exc:
         if state.finished and timing.end is not None:
             return Attempt(state, timing, {})  # only the drain after [DONE] timed out
         raise _keep_partial(RequestTimeout(deadline.describe()), state) from exc
     except aiohttp.ClientConnectorError as exc:
-        raise _keep_partial(ConnectError(f"cannot connect: {exc}"), state) from exc
+        raise _keep_partial(connect_failure(exc), state) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
             ConnectionError) as exc:
         if state.finished:
             timing.end = timing.end or now()
             return Attempt(state, timing, {})
-        cls = IncompleteStream if deadline.stage == "stream" else ConnectError  # the 200 had arrived
-        raise _keep_partial(cls(f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")), state) from exc
+        message = f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")
+        if deadline.stage == "stream":  # the 200 had arrived
+            raise _keep_partial(IncompleteStream(message), state) from exc
+        raise _keep_partial(ConnectError(message, reason=_connect_reason(exc, exc if isinstance(exc, OSError)
+                                                                         else None)), state) from exc
     except aiohttp.ClientError as exc:
         raise _keep_partial(ConnectError(f"{type(exc).__name__}: {exc}"), state) from exc
     finally:

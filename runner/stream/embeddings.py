@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from ..config import Limits, Timeouts
-from .client import Attempt, read_bounded, status_error
+from .client import CONNECT_TIMEOUTS, Attempt, connect_failure, read_bounded, status_error
 from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
 from .protocol import EMBEDDINGS_PATH, checked_usage, defaults_for
@@ -71,10 +71,14 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: 
                 raw = await read_bounded(resp.content, limits.max_response_bytes)
                 timing.end = time.perf_counter()
                 return Attempt(parse(raw), timing, resp.headers)
+    except CONNECT_TIMEOUTS as exc:
+        raise connect_failure(exc, timeout=timeouts.connect) from exc
     except TimeoutError as exc:
         raise RequestTimeout(f"no embeddings answer within {limit:g}s") from exc
     except RequestError:
         raise
+    except aiohttp.ClientConnectorError as exc:
+        raise connect_failure(exc) from exc
     except aiohttp.ClientError as exc:
         raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
     finally:

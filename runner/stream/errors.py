@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 
+# The end of the one line that names a web page answering where the API should (a wrong --base-url).
+NOT_THE_API = "is this the API base URL (…/v1)?"
+
+
 class RequestError(Exception):
     """Base of every per-request failure; `type` is the record's `error.type`."""
 
@@ -64,8 +68,26 @@ class EmptyResponse(RequestError):
 
 
 class ConnectError(RequestError):
+    """No answer because no connection: refused, DNS, TLS, the connect timeout, or a reset before any status.
+
+    `reason` is the short cause ("connection refused"), for the one line
+    that stops a run whose server was never reachable (runner/rejections.py).
+    """
+
     type = "connect_error"
     retryable = True
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class TooManyOpenFiles(ConnectError):
+    """This process is out of file descriptors (EMFILE): a local limit, not the server's answer.
+
+    Never an attempt that fails a prompt: the sender waits for a descriptor
+    to free up and sends again (runner/send.py).
+    """
 
 
 class RequestTimeout(RequestError):

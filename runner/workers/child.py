@@ -86,7 +86,8 @@ class Worker:
             self.quota = hooks.quota = QuotaClient(link, self.cfg.tpm)
         self.pipe = RecordPipe(link)
         self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=self.pipe, hooks=hooks,
-                                   secrets=init["secrets"], auth=init["auth"], on_abort=self._tell_fatal)
+                                   secrets=init["secrets"], auth=init["auth"], on_abort=self._tell_fatal,
+                                   connector_limit=init.get("connections"))
         self.engine.guard = RejectionGuard(armed=False)  # the parent's guard sees every answer
         self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
         self.lag = LagMonitor(on_sample=self.timer.sample)
@@ -168,7 +169,7 @@ class Worker:
     def _counters(self) -> dict:
         engine, adaptive = self.engine, self.engine.hooks.adaptive
         return {"in_flight": engine.in_flight, "sent": engine.result.sent, "cancelled": engine.result.cancelled,
-                "endpoints": engine.pool.stats(),
+                "endpoints": engine.pool.stats(), "unreached": engine.reach.dropped,
                 "adaptive": None if adaptive is None else {
                     "limit": adaptive.limit, "min_seen": adaptive.min_limit_seen, "throttles": adaptive.throttles,
                     "decreases": adaptive.decreases}}

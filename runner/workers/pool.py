@@ -72,6 +72,8 @@ class WorkerPool(Engine):
                  connector_limit: int | None = None, auth: dict[str, dict[str, str]] | None = None) -> None:
         super().__init__(cfg, headers=headers, writer=writer, hooks=hooks, secrets=secrets, connector_limit=1,
                          auth=auth)
+        self.reach.armed = False  # each worker's guard watches its own attempts (the parent sends none)
+        self.worker_connections = connector_limit  # each worker's cap when the open-file limit is low
         self.handles = [WorkerHandle(i) for i in range(cfg.workers)]
         self.lost_in_flight = 0  # requests that workers which died had in flight (their last report)
         self._changed = asyncio.Event()  # any worker's state changed: a record, a stage done, a death
@@ -146,7 +148,8 @@ class WorkerPool(Engine):
             if self.hooks.quota is not None:
                 h.quota = QuotaGrants(self.hooks.quota, h.link, tg)
             h.init({"index": h.index, "cfg": worker_config(self.cfg, h.index, len(self.handles)),
-                    "headers": self.headers, "auth": self.auth, "secrets": self.secrets, "log": settings})
+                    "headers": self.headers, "auth": self.auth, "secrets": self.secrets, "log": settings,
+                    "connections": self.worker_connections})
         spawned = [h for h in self.handles if h.proc is not None]
         started = await self._until(lambda: all(h.ready.is_set() or h.gone.is_set() for h in spawned),
                                     START_TIMEOUT_S)
@@ -175,6 +178,7 @@ class WorkerPool(Engine):
         result = self.result
         result.sent = sum(h.counters.get("sent", 0) for h in self.handles)
         result.cancelled = sum(h.counters.get("cancelled", 0) for h in self.handles) + self.lost_in_flight
+        self.reach.dropped = sum(h.counters.get("unreached", 0) for h in self.handles)
         merged = _merged_endpoints([h.counters.get("endpoints") or [] for h in self.handles])
         result.endpoints = merged or result.endpoints  # none reported: the parent's list, all zero
         cache = self.answers.cache
