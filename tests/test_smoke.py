@@ -46,7 +46,8 @@ def test_the_same_misconfiguration_checks_as_run():
 
 def test_a_closed_stdout_stops_quietly_after_one_request(mock_process):
     url = mock_process("--ttft", "0", "--tokens-per-s", "100")
-    proc = subprocess.Popen([*STREAMRUN, "stream", "Tell a long story", "--base-url", url, "--max-tokens", "2000"],
+    proc = subprocess.Popen([*STREAMRUN, "stream", "Tell a long story", "--base-url", url, "--model", "mock-model",
+                             "--max-tokens", "2000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = proc.stdout.read(5)  # `| head -c 5`
