@@ -354,3 +354,18 @@ def test_convert_command_round_trips_choices_and_logprobs(tmp_path):
     assert [len(x["response"]["body"]["choices"]) for x in lines] == [2, 2]
     assert runner.invoke(convert_command, [str(batch), "-o", str(back), "--to", "streamrun"]).exit_code == 0
     assert back.read_bytes() == ours.read_bytes()
+
+
+def test_convert_leaves_out_records_a_rerun_superseded(tmp_path):
+    failed = _error_record(RecordError("timeout", None, None, "slow"))
+    lines = [orjson.dumps(failed), orjson.dumps(_record(custom_id="req-2")), orjson.dumps(_record(text="again"))]
+    data = b"\n".join(lines) + b"\n"
+    src = tmp_path / "results.jsonl"
+    src.write_bytes(data)
+    for given, kwargs in ((src, {}), ("-", {"input": data})):  # stdin is read once: kept aside to read twice
+        res = CliRunner().invoke(convert_command, [str(given), "-o", str(tmp_path / "out.jsonl"),
+                                                   "--to", "openai-batch"], **kwargs)
+        assert res.exit_code == 0, res.output
+        assert "convert: 2 lines written, 0 skipped, 1 superseded records left out" in res.output
+        out = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+        assert [(b["custom_id"], decode_batch(b).text) for b in out] == [("req-2", "Hello there"), ("req-1", "again")]
