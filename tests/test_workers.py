@@ -74,9 +74,10 @@ def test_each_worker_gets_a_seed_of_its_own_and_the_same_again():
 
 def test_a_worker_config_keeps_what_sends_and_drops_what_the_parent_does():
     cfg = RunConfig(inputs=("in.jsonl",), output="out.jsonl", concurrency=(5,), rate=(4.0,), workers=2, seed=1,
-                    num_prompts=10, resume=True, warmup=3, rpm=600, max_tokens=8)
-    w = worker_config(cfg, 1, 2)
+                    num_prompts=10, resume=True, keep_failed=True, warmup=3, rpm=600, max_tokens=8)
+    w = worker_config(cfg, 1, 2)  # resume and what goes with it stay with the parent
     assert (w.workers, w.max_concurrency, w.num_prompts, w.resume, w.seed) == (1, 2, None, False, worker_seed(1, 1))
+    assert not w.keep_failed
     assert (w.warmup, w.rpm, w.params, w.output) == (3, 600, {"max_tokens": 8}, "out.jsonl")
     assert window(2) > 2  # a worker holds more than it sends at once, so its slots never wait for the parent
 
