@@ -41,7 +41,7 @@ import click
 from .cli import examples
 import orjson
 
-from .io.jsonl import JsonlReader
+from .finals import FinalRecords
 from .record import ERROR, OK, Record, decode_native, json_kind, posix_time
 
 SIDE = "streamrun"  # the side field, which Batch API readers ignore, that holds our own fields
@@ -256,27 +256,31 @@ def detect_format(obj: Any) -> str:
     raise ValueError("neither a streamrun record nor a Batch API output line")
 
 
-def convert_stream(src: BinaryIO, dst: BinaryIO, to: str, name: str, request_url: str = CHAT_URL) -> tuple[int, int]:
-    """Convert line by line; returns (lines written, bad lines).
+def convert_stream(src: BinaryIO, dst: BinaryIO, to: str, name: str,
+                   request_url: str = CHAT_URL) -> tuple[int, int, int]:
+    """Convert line by line; returns (lines written, bad lines, superseded records left out).
 
     Lines already in the target format are checked and copied unchanged. A
-    bad line is reported on stderr as ``name:line`` and skipped.
+    bad line is reported on stderr as ``name:line`` and skipped. Only final
+    records are converted (``runner.finals``): a failed record that a rerun's
+    record superseded is left out.
     """
-    def convert(obj: Any) -> bytes | None:
-        """The converted line; None for one already in the target format."""
+    fmt = STREAMRUN  # the format of the line decoded last, which is the one yielded next
+
+    def decode(obj: Any) -> Record:
+        nonlocal fmt
         fmt = detect_format(obj)
-        record = decode_batch(obj) if fmt == OPENAI_BATCH else decode_native(obj)  # checked either way
-        if fmt == to:
-            return None
-        return orjson.dumps(encode_batch(record, request_url) if to == OPENAI_BATCH else record)
+        return decode_batch(obj) if fmt == OPENAI_BATCH else decode_native(obj)  # checked either way
 
     written = 0
-    with JsonlReader(src, name=name, warn=lambda m: click.echo(m, err=True),
-                     prefix="convert: ", verb="skipped, ") as reader:
-        for _, raw, out in reader.decoded(convert):
-            dst.write((raw if out is None else out) + b"\n")
+    with FinalRecords(src, name=name, warn=lambda m: click.echo(m, err=True), prefix="convert: ",
+                      verb="skipped, ", decode=decode) as reader:
+        for _, raw, record in reader:
+            if fmt != to:
+                raw = orjson.dumps(encode_batch(record, request_url) if to == OPENAI_BATCH else record)
+            dst.write(raw + b"\n")
             written += 1
-    return written, reader.bad_lines
+    return written, reader.bad_lines, reader.superseded
 
 
 @click.command("convert", epilog=examples(
@@ -304,8 +308,9 @@ def convert_command(in_path: str, out_path: str, to: str, request_url: str) -> N
     if in_path != "-" and out_path != "-" and _same_file(in_path, out_path):
         raise click.UsageError("the output would overwrite the input")
     with click.open_file(in_path, "rb") as src, click.open_file(out_path, "wb") as dst:
-        written, bad = convert_stream(src, dst, to, in_path, request_url)
-    click.echo(f"convert: {written} lines written, {bad} skipped", err=True)
+        written, bad, superseded = convert_stream(src, dst, to, in_path, request_url)
+    left_out = f", {superseded} superseded records left out" if superseded else ""
+    click.echo(f"convert: {written} lines written, {bad} skipped{left_out}", err=True)
     if bad:
         click.get_current_context().exit(1)
 

@@ -168,6 +168,7 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False
     retry_failed: bool = False
+    keep_failed: bool = False  # with --resume: failed records stay final, none of their lines is sent again
     resume_changed: bool = False  # with --resume: drop answers to input lines that changed, send them again
     fsync: FsyncPolicy = FsyncPolicy()
     drain_timeout_s: float = 30.0
@@ -220,6 +221,10 @@ class RunConfig:
             raise UsageError("--resume and --overwrite exclude each other")
         if self.retry_failed and not self.resume:
             raise UsageError("--retry-failed goes with --resume")
+        if self.keep_failed and not self.resume:
+            raise UsageError("--keep-failed goes with --resume")
+        if self.keep_failed and self.retry_failed:
+            raise UsageError("--keep-failed and --retry-failed exclude each other")
         if self.resume_changed and not self.resume:
             raise UsageError("--resume-changed goes with --resume")
 

@@ -89,18 +89,40 @@ class HashSorter:
 
 
 class DoneIds:
-    """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB."""
+    """Ids already answered, as sorted 64-bit hashes: 8 bytes each, so 1 M ids cost 8 MB.
 
-    def __init__(self, hashes: HashSorter, answered: HashSorter | None = None) -> None:
+    `resend`: the keys whose final record is an error that a rerun sends again (runner/outputs.py);
+    `if_changed`: those among the done whose failure only a changed line can change, which
+    `reopen` takes out of the done when their line did change.
+    """
+
+    def __init__(self, hashes: HashSorter, answered: HashSorter | None = None, *,
+                 resend: HashSorter | None = None, if_changed: HashSorter | None = None) -> None:
         self._h = hashes.sorted()
         # (key, request_hash) of each record, 8 more bytes a record: which line was answered
         self._answered = answered.sorted() if answered is not None else None
+        self._resend = resend.sorted() if resend is not None else array("Q")
+        self._if_changed = if_changed.sorted() if if_changed is not None else array("Q")
+        self._reopened: set[int] = set()  # a few: the failed lines that were fixed since
 
     def __len__(self) -> int:
-        return len(self._h)
+        return len(self._h) - len(self._reopened)
 
     def __contains__(self, key: str) -> bool:
-        return _sorted_has(self._h, id_hash(key))
+        h = id_hash(key)
+        return sorted_has(self._h, h) and h not in self._reopened
+
+    def resent(self, key: str) -> bool:
+        """The key's final record is an error that this run sends again."""
+        return sorted_has(self._resend, id_hash(key))
+
+    def reopen(self, key: str) -> bool:
+        """Send the key again if its failure is one only a changed line can change; whether it was."""
+        h = id_hash(key)
+        if not sorted_has(self._if_changed, h):
+            return False
+        self._reopened.add(h)
+        return True
 
     def changed(self, key: str, request_hash: str) -> bool:
         """The id was answered, but for another line than `request_hash` (the input changed since).
@@ -109,15 +131,16 @@ class DoneIds:
         """
         if self._answered is None or key not in self:
             return False
-        return not (_sorted_has(self._answered, id_hash(answered_key(key, request_hash)))
-                    or _sorted_has(self._answered, id_hash(answered_key(key, None))))
+        return not (sorted_has(self._answered, id_hash(answered_key(key, request_hash)))
+                    or sorted_has(self._answered, id_hash(answered_key(key, None))))
 
 
 def answered_key(key: str, request_hash: str | None) -> str:
     return f"{key}\x00{request_hash or '?'}"
 
 
-def _sorted_has(values: array, h: int) -> bool:
+def sorted_has(values: array, h: int) -> bool:
+    """Whether the sorted array of hashes holds `h`."""
     i = bisect_left(values, h)
     return i < len(values) and values[i] == h
 

@@ -4,7 +4,11 @@
 
 Records are keyed like resume keys them (``Record.key``): by
 ``custom_id``, and in sweeps by stage label and ``custom_id``, since a sweep
-sends every id once per stage. Per key:
+sends every id once per stage. Within one file only the key's final record
+takes part (``runner.finals``: a rerun appends a record that supersedes the
+failed one before it); a superseded record is "replaced", and a superseded
+``ok`` record followed by another ``ok`` one is a real duplicate (the later
+is kept). Per key, across files:
 
 - one record: kept;
 - ``ok`` and ``error`` records: the ``ok`` one is kept, whatever the order
@@ -25,8 +29,9 @@ file:line and skipped (``runner.io.jsonl``: the first few of a file, then a
 count). Kept lines are copied byte for byte, so nothing about a record
 changes by merging it; each ends with a newline.
 
-Memory stays flat in the size of the records: the files are streamed twice
-(pass 1 picks the line to keep for each key, pass 2 copies those lines) and
+Memory stays flat in the size of the records: the files are streamed three
+times (pass 1, which reads each file twice to find its final records, picks
+the line to keep for each key, pass 2 copies those lines) and
 what is held is one dict ``key -> packed int`` (file index, line number, ok
 flag, matched-by-input flag): about 130 MB per million records, plus, while
 pass 2 runs, the kept places sorted (about 40 MB per million).
@@ -53,7 +58,7 @@ import orjson
 
 from runner.ids import resume_key
 from runner.io.jsonl import WARN_LIMIT, JsonlReader, Warner
-from runner.outputs import decode_result
+from runner.finals import FinalRecords
 
 EXAMPLES = 5  # ids quoted in the missing / extra report lines
 
@@ -128,6 +133,10 @@ def _reader(path: str, warn: Callable[[str], None]) -> JsonlReader:
     return JsonlReader(path, warn=warn, prefix="merge: ", verb="skipped, ")
 
 
+def _finals(path: str, warn: Callable[[str], None]) -> FinalRecords:
+    return FinalRecords(path, warn=warn, prefix="merge: ", verb="skipped, ")
+
+
 def _choose(
     outputs: Sequence[str], report: MergeReport, warn: Callable[[str], None], duplicates: Warner
 ) -> tuple[dict[str, int], array, set[str | None]]:
@@ -137,8 +146,9 @@ def _choose(
     warmups = array("Q")
     labels: set[str | None] = set()
     for file_index, path in enumerate(outputs):
-        with _reader(path, warn) as reader:
-            for line_no, _, record in reader.decoded(decode_result):
+        superseded_ok: dict[int, list[int]] = {}  # final line -> the ok records it superseded (none, usually)
+        with _finals(path, warn) as reader:
+            for line_no, _, record, final in reader.every():
                 here = _pack(file_index, line_no, record.ok)
                 if record.warmup:
                     report.warmup += 1
@@ -147,22 +157,39 @@ def _choose(
                 report.records += 1
                 key = record.key
                 labels.add(record.label)
+                if final != line_no:  # a later record of its key in this file supersedes it
+                    if record.ok:
+                        superseded_ok.setdefault(final, []).append(line_no)
+                    else:
+                        report.replaced += 1
+                    continue
+                for earlier in superseded_ok.pop(line_no, ()):
+                    if record.ok:
+                        _duplicate(report, duplicates, key, f"{path}:{earlier}", f"{path}:{line_no}", later=True)
+                    else:
+                        report.replaced += 1
                 before = kept.get(key)
                 if before is None:
                     kept[key] = here
                 elif record.ok and before & _OK:
-                    report.duplicates += 1
-                    first = f"{outputs[_file_of(before)]}:{_line_of(before)}"
-                    second = f"{path}:{line_no}"
-                    if len(report.duplicate_places) < WARN_LIMIT:
-                        report.duplicate_places.append((_show(key), first, second))
-                    duplicates(f"merge: duplicate ok records for {_show(key)}: {first} (kept) and {second}")
+                    _duplicate(report, duplicates, key, f"{outputs[_file_of(before)]}:{_line_of(before)}",
+                               f"{path}:{line_no}")
                 else:
                     report.replaced += 1
                     if record.ok:  # an ok record beats the error kept so far
                         kept[key] = here
         report.bad_lines += reader.bad_lines
     return kept, warmups, labels
+
+
+def _duplicate(report: MergeReport, duplicates: Warner, key: str, first: str, second: str,
+               later: bool = False) -> None:
+    """Two ok records of one key: `first` is kept, or `second` when `later` (the final one of its file)."""
+    report.duplicates += 1
+    if len(report.duplicate_places) < WARN_LIMIT:
+        report.duplicate_places.append((_show(key), first, second))
+    shown = f"{first} and {second} (kept: the last of its file)" if later else f"{first} (kept) and {second}"
+    duplicates(f"merge: duplicate ok records for {_show(key)}: {shown}")
 
 
 def _copy_kept(outputs: Sequence[str], kept: dict[str, int], warmups: array, out: BinaryIO) -> int:

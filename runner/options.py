@@ -133,9 +133,13 @@ OPTIONS: tuple[Option, ...] = (
            "--max-response-bytes", "max_response_bytes"),
     Option("limits.max_line_bytes", byte_size, "Largest input line; a longer one is an invalid_input record.",
            "--max-line-bytes", "max_line_bytes"),
-    Option("resume", boolean, "Continue an existing output: skip ids already answered.", "--resume", "resume"),
-    Option("retry_failed", boolean, "With --resume, re-run the ids whose record is an error.", "--retry-failed",
-           "retry_failed"),
+    Option("resume", boolean, "Continue an existing output: skip the lines whose final record stays, send the "
+           "rest, failed lines a rerun can fix included.", "--resume", "resume"),
+    Option("retry_failed", boolean, "With --resume, send every failed line again, even those --resume keeps "
+           "(invalid_input, context_length_exceeded, ... on unchanged lines), removing the error records first.",
+           "--retry-failed", "retry_failed"),
+    Option("keep_failed", boolean, "With --resume, keep every failed record as final: send none of its lines "
+           "again.", "--keep-failed", "keep_failed"),
     Option("resume_changed", boolean, "With --resume, send input lines that changed since again, dropping their "
            "old records (without it, a changed line stops the run).", "--resume-changed", "resume_changed"),
     Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),

@@ -12,16 +12,17 @@ import asyncio
 import fcntl
 import os
 import time
-from contextlib import nullcontext
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 
-from .batchfmt import decode_batch, is_batch_line
+from .batchfmt import decode_batch, detect_format, is_batch_line
 from .config import FsyncPolicy
 from .errors import OutputFailed, OutputLocked, UsageError
-from .ids import DoneIds, HashSorter, answered_key, id_hash
+from .finals import FinalRecords, keyed_by_place, place_key, records_at
+from .ids import DoneIds, HashSorter, answered_key, id_hash, sorted_has
 from .io.jsonl import JsonlReader
 from .record import Record, decode_native, posix_time
 
@@ -165,44 +166,166 @@ class Prior:
         return span[1] - span[0] if span else 0.0
 
 
+#: Which failed records a rerun (--resume) sends again: the one place that decides it (README, "Reruns").
+#: A failure of these types comes back every time the same line is sent, so its record stays final until
+#: the line changes (then it is sent again as a matter of course), or --retry-failed sends it anyway
+#: (after raising --tpm or --max-response-bytes, say). Every other error is sent again: what it depends
+#: on may have been fixed since (the key, the URL or the model for a 401/403/404, the server, the network).
+#: --keep-failed sends none again.
+RESENT_ONLY_IF_CHANGED: dict[str, str] = {
+    "invalid_input": "the line could not become a request: nothing was sent",
+    "context_length_exceeded": "the prompt and its max_tokens do not fit the model's context",
+    "response_too_large": "an answer over --max-event-bytes or --max-response-bytes: the same request gets it again",
+    "exceeds_tpm": "the request alone needs more tokens than the --tpm quota: it is never sent",
+}
+
+
+def resent_on_rerun(record: Record) -> bool:
+    """Whether a rerun sends a final error record's line again although the line did not change."""
+    err = record.error
+    return (err.type if err is not None else None) not in RESENT_ONLY_IF_CHANGED
+
+
+class HeldRecords:
+    """Final error records that this run sends again (or may: a line changed since): the summary counts one
+    only at the end, and only if no record of its key was written meanwhile (an interrupted run, one that
+    --num-prompts stopped first), so that it counts each key's final record once (runner/finals.py).
+
+    16 bytes a held record and 8 a record written by this run, whatever their number.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lines, self._hashes = array("Q"), array("Q")  # in file order
+        self._by_place = bytearray()  # 1: keyed by its place (runner.finals.keyed_by_place)
+        self._some_by_place = False
+        self._keys, self._places = HashSorter(), HashSorter()  # of the records written by this run
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def hold(self, line: int, record: Record) -> None:
+        self._lines.append(line)
+        self._hashes.append(id_hash(record.key))
+        by_place = keyed_by_place(record)
+        self._by_place.append(by_place)
+        self._some_by_place = self._some_by_place or by_place
+
+    def written(self, record: Record) -> None:
+        """A record of this run reached the file: it supersedes the held record of its key, if any."""
+        if record.warmup:
+            return
+        key = record.key
+        self._keys.add(id_hash(key))
+        if self._some_by_place:  # then a record from that place supersedes it too
+            place = place_key(record)
+            if place is not None and place != key:
+                self._places.add(id_hash(place))
+
+    def left(self) -> Iterator[Record]:
+        """The held records that stayed final, read back from the file."""
+        keys, places = self._keys.sorted(), self._places.sorted()
+        lines = array("Q", (line for line, h, by_place in zip(self._lines, self._hashes, self._by_place)
+                            if not (sorted_has(keys, h) or (by_place and sorted_has(places, h)))))
+        return records_at(self.path, lines)
+
+
+@dataclass
+class Resume:
+    """What --resume found in the output, by final records (runner/finals.py)."""
+
+    done: DoneIds  # the keys whose final record stays: skipped
+    held: HeldRecords  # the failed records that this run may supersede
+    resend: int = 0  # final error records whose lines are sent again
+    failed: int = 0  # final error records in all
+
+
+def _drop_records(path: str, drop: Callable[[Record], bool], warn: Callable[[str], None]) -> None:
+    """Rewrite the output without the records `drop` picks (copy, fsync, atomic rename)."""
+    tmp = path + ".resume.tmp"
+    dropped = 0
+    with JsonlReader(path, warn=_quiet) as reader, open(tmp, "wb") as dst:
+        for _, raw, record in reader.decoded(decode_result):
+            if drop(record):
+                dropped += 1
+                continue
+            dst.write(raw + b"\n")
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    if dropped:
+        warn(f"{path}: {dropped} records removed, to be sent again")
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _check_format(path: str, output_format: str) -> None:
+    """One file, one record format: appending the other kind would mix them (exit 2 instead)."""
+    with JsonlReader(path, warn=_quiet) as reader:
+        for _, _, obj in reader.objects():
+            try:
+                decode_result(obj)
+            except ValueError:
+                continue
+            found = detect_format(obj)
+            if found != output_format:
+                raise UsageError(f"{path} holds {found} records, not {output_format}: resume it with "
+                                 f"--output-format {found} (job key output_format), or write another -o")
+            return
+
+
 def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
                    on_record: Callable[[Record], None] | None = None,
-                   drop: Callable[[Record], bool] | None = None) -> DoneIds:
-    """Read the ids already done; with retry_failed, first drop the error records.
+                   drop: Callable[[Record], bool] | None = None, *, keep_failed: bool = False,
+                   output_format: str | None = None,
+                   on_held: Callable[[Record], None] | None = None) -> Resume:
+    """Read the output's final records: the keys done, and the failed lines to send again.
 
-    Dropping them (copy, fsync, atomic rename) keeps one record per id once
-    the retried requests append their new outcome.  Both output formats
-    are understood (`decode_result`).  `on_record` sees every record kept,
-    so the run's summary and limits can cover the whole output.
+    A final error record's line is sent again by the rule of `resent_on_rerun`
+    (none with `keep_failed`); its new record is appended and supersedes it.
+    With `retry_failed`, or `drop`, the file is first rewritten without the
+    error records (or those `drop` picks: copy, fsync, atomic rename), so
+    every failed line is sent again. Both output formats are understood
+    (`decode_result`); `output_format`, when given, must be the file's.
+    `on_record` sees every final record that stays final (the run's summary
+    and limits cover the whole output); `on_held` the failed records that
+    stay unless their line changed; the others are held (`Resume.held`).
     """
     cut = repair_torn_tail(path)
     if cut:
         warn(f"{path}: cut a torn last line ({cut} bytes) left by an interrupted run")
-    hashes, answered = HashSorter(), HashSorter()
-    dropped = 0
-    tmp = path + ".resume.tmp"
-    rewrite = retry_failed or drop is not None
-    with JsonlReader(path, warn=warn, verb="unreadable record skipped: ") as reader, \
-            (open(tmp, "wb") if rewrite else nullcontext()) as dst:
-        for _, raw, record in reader.decoded(decode_result):
-            if rewrite:
-                if (retry_failed and not record.ok) or (drop is not None and drop(record)):
-                    dropped += 1
-                    continue
-                dst.write(raw + b"\n")
-            if not record.warmup:
-                hashes.add(id_hash(record.key))
-                answered.add(id_hash(answered_key(record.key, record.request_hash)))
-            if on_record is not None:
+    if output_format is not None:
+        _check_format(path, output_format)
+    if retry_failed or drop is not None:
+        _drop_records(path, lambda r: (retry_failed and not r.ok) or (drop is not None and drop(r)), warn)
+    done, answered, resend, if_changed = HashSorter(), HashSorter(), HashSorter(), HashSorter()
+    held = HeldRecords(path)
+    sent_again = failed = 0
+    with FinalRecords(path, warn=warn, verb="unreadable record skipped: ") as finals:
+        for number, _, record in finals:
+            if record.warmup:
+                if on_record is not None:
+                    on_record(record)
+                continue
+            h = id_hash(record.key)
+            if not record.ok:
+                failed += 1
+                if not keep_failed:
+                    held.hold(number, record)
+                    if resent_on_rerun(record):
+                        resend.add(h)
+                        sent_again += 1
+                        continue
+                    if_changed.add(h)
+                    if on_held is not None:
+                        on_held(record)
+            done.add(h)
+            answered.add(id_hash(answered_key(record.key, record.request_hash)))
+            if on_record is not None and (record.ok or keep_failed):
                 on_record(record)
-        if rewrite:
-            dst.flush()
-            os.fsync(dst.fileno())
-    if rewrite:
-        os.replace(tmp, path)
-        if dropped:
-            warn(f"{path}: {dropped} records removed, to be sent again")
-    return DoneIds(hashes, answered)
+    return Resume(DoneIds(done, answered, resend=resend, if_changed=if_changed), held, sent_again, failed)
 
 
 def open_output(path: str, *, resume: bool, overwrite: bool, cli: bool = True) -> int:
@@ -225,15 +348,19 @@ class ResultWriter:
 
     def __init__(self, fd: int, fsync: FsyncPolicy = FsyncPolicy(),
                  encode: Callable[[Record], dict] | None = None, *, name: str = "the output",
-                 on_failure: Callable[[OutputFailed], None] | None = None) -> None:
+                 on_failure: Callable[[OutputFailed], None] | None = None,
+                 on_written: Callable[[Record], None] | None = None) -> None:
         self.fd = fd
         self.fsync = fsync
         self.encode = encode
         self.name = name
         self.on_failure = on_failure  # told once, when a write or fsync fails (the run stops sending)
+        # told of each record once its line is written: the summary counts what the file (or pipe) got
+        self.on_written = on_written
         self.failed: OutputFailed | None = None
         self.written = 0
         self._buf: list[bytes] = []
+        self._records: list[Record] = []  # beside _buf, with on_written
         self._wake = asyncio.Event()
         self._closed = False
         self._last_sync = time.monotonic()
@@ -247,12 +374,15 @@ class ResultWriter:
             self._buf.append(line + b"\n")
         else:
             self._buf.append(orjson.dumps(record) + b"\n")
+        if self.on_written is not None:
+            self._records.append(record)
         self._wake.set()
 
     def _write_buffered(self) -> None:
         if not self._buf:
             return
         lines, self._buf = self._buf, []
+        records, self._records = self._records, []
         data = b"".join(lines)
         view = memoryview(data)
         done = 0
@@ -270,9 +400,17 @@ class ResultWriter:
             self.written += kept
             self._dirty = self._dirty or kept > 0
             self._buf = lines[kept:] + self._buf
+            self._records = records[kept:] + self._records
+            self._told(records[:kept])
             raise
         self.written += len(lines)
         self._dirty = True
+        self._told(records)
+
+    def _told(self, records: list[Record]) -> None:
+        if self.on_written is not None:
+            for record in records:
+                self.on_written(record)
 
     @property
     def pending(self) -> int:

@@ -29,7 +29,7 @@ from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name,
 from .ids import SeenIds, line_hash, resume_key
 from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
 from .openfiles import fit_connections
-from .outputs import Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
+from .outputs import HeldRecords, Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
 from .stream.lines import key_api
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
@@ -67,6 +67,7 @@ class Plan:
     prior: Prior  # what the output held already: --num-prompts and --duration count the whole output
     stats: object  # stats.StatsAccumulator, already holding the records of earlier runs on resume
     apis: frozenset[str] | None = None  # whose keys the lines need ("openai", "anthropic"); None: not scanned
+    held: HeldRecords | None = None  # on resume: failed records this run may supersede, counted at the end
 
 
 async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
@@ -123,24 +124,47 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
             unlock_output(os.path.realpath(cfg.output), lock_fd)
 
 
-def _changed_lines(cfg: RunConfig, paths: list[str], owns, done) -> dict[str, tuple[str, str]]:
-    """Records whose input line changed since: default ids (`file:line`) would answer the wrong prompts.
+@dataclass
+class Matched:
+    """The inputs held up against the output's final records on --resume (regular files only)."""
 
-    Only regular files can be read ahead; a pipe is not checked.
+    changed: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (id, place)
+    done: int = 0  # input lines (x stages) whose final record stays: skipped
+    resend: int = 0  # input lines (x stages) whose final record failed: sent again
+    reopened: int = 0  # of those, lines fixed since a failure that only a changed line changes
+
+
+def _match_inputs(cfg: RunConfig, paths: list[str], owns, done) -> Matched:
+    """Which final records answer input lines that changed since, and how many lines are done or sent again.
+
+    A changed line whose final record is a failure that only a changed line
+    can change (a fixed malformed line, say) is simply sent again: its new
+    record supersedes the old one. Records that answered a line that changed
+    otherwise are `changed`: default ids (`file:line`) would answer the wrong
+    prompts. Only regular files can be read ahead; a pipe is not checked.
     """
+    matched = Matched()
     if not all(is_regular(p) for p in paths):
-        return {}
+        return matched
     labels = [s.label for s in cfg.stages]
-    changed: dict[str, tuple[str, str]] = {}
     for item in iter_items(paths, cfg.limits.max_line_bytes):
-        if item.error is not None or (owns is not None and not owns(item.custom_id)):
+        if owns is not None and not owns(item.custom_id):
             continue
-        request_hash = line_hash(item.raw)
+        request_hash = line_hash(item.raw) if item.raw else None
         for label in labels:
             key = resume_key(label, item.custom_id)
-            if done.changed(key, request_hash):
-                changed[key] = (item.custom_id, item.place)
-    return changed
+            if request_hash is not None and done.changed(key, request_hash):
+                if not cfg.keep_failed and done.reopen(key):
+                    matched.reopened += 1
+                    matched.resend += 1
+                    continue
+                if item.error is None:  # a line broken since is answered as it stands: invalid
+                    matched.changed[key] = (item.custom_id, item.place)
+            if key in done:
+                matched.done += 1
+            elif done.resent(key):
+                matched.resend += 1
+    return matched
 
 
 def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
@@ -164,10 +188,16 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
         prior.add(record)
         stats.add(record)
 
+    def resume(drop=None):
+        return prepare_resume(cfg.output, cfg.retry_failed and drop is None, log.warning, earlier, drop,
+                              keep_failed=cfg.keep_failed, output_format=cfg.output_format,
+                              on_held=lambda record: prior.add(record))
+
     try:
-        done = prepare_resume(cfg.output, cfg.retry_failed, log.warning, earlier) if (
-            cfg.resume and os.path.exists(cfg.output)) else None
-        changed = _changed_lines(cfg, paths, owns, done) if done is not None and len(done) else {}
+        found = resume() if cfg.resume and os.path.exists(cfg.output) else None
+        matched = _match_inputs(cfg, paths, owns, found.done) if found is not None and (
+            len(found.done) or found.resend) else None
+        changed = matched.changed if matched is not None else {}
         if changed and not cfg.resume_changed:
             places = "; ".join(f"{cid!r} at {place}" for cid, place in list(changed.values())[:5])
             raise UsageError(f"{len(changed)} records answer input lines that have changed since they were sent "
@@ -176,7 +206,8 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
         if changed:  # drop them, and count again what stays
             prior = Prior()
             stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
-            done = prepare_resume(cfg.output, False, log.warning, earlier, drop=lambda r: r.key in changed)
+            found = resume(drop=lambda r: r.key in changed)
+            matched = _match_inputs(cfg, paths, owns, found.done)
         total = apis = None
         if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
             scan = scan_inputs(paths, owns=owns, api=cfg.api, sharegpt=cfg.sharegpt)
@@ -186,12 +217,14 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
                 more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
                 raise UsageError(f"duplicate custom_id: {shown}{more}")
             lines = scan.lines if cfg.num_prompts is None else min(scan.lines, cfg.num_prompts)
-            total = max(0, lines * len(cfg.stages) - (len(done) if done is not None else 0))
+            total = max(0, lines * len(cfg.stages) - (matched.done if matched is not None else 0))
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    if done is not None and len(done):
-        log.info("resuming %s: %d records already done are skipped", cfg.output, len(done))
-    return Plan(paths, owns, done, total, prior, stats, apis)
+    if found is not None:
+        _log_resume(cfg, paths, found, matched, total)
+    done = found.done if found is not None else None
+    held = found.held if found is not None and len(found.held) else None
+    return Plan(paths, owns, done, total, prior, stats, apis=apis, held=held)
 
 
 def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
@@ -310,7 +343,8 @@ class Run:
         # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
         self.engine = engine(cfg, headers=creds.headers, writer=None, hooks=self.hooks, secrets=creds.secrets,
                              auth=creds.auth, connector_limit=connections)
-        self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort)
+        self.writer = ResultWriter(fd, cfg.fsync, encode=encode, name=cfg.output, on_failure=self.engine.abort,
+                                   on_written=self._on_written)
         self.engine.writer = self.writer
         self.engine.prior = plan.prior
         self.lag = LagMonitor(on_sample=self.timing.sample)
@@ -334,7 +368,6 @@ class Run:
         self._lines_read = 0  # input lines read, in every stage: none at all is worth a warning
 
     def _on_record(self, record: Record) -> None:
-        self.stats.add(record)
         self.timing.observe(record)
         self.counters.on_record(record)
         if self._listener is not None:
@@ -342,6 +375,23 @@ class Run:
         err = record.error
         if err is not None and err.type == "invalid_input":
             log.error("%s", err.message)
+
+    def _on_written(self, record: Record) -> None:
+        """The summary counts the records that reached the output (not those a failed write lost)."""
+        self.stats.add(record)
+        if self.plan.held is not None:
+            self.plan.held.written(record)
+
+    def _count_held(self) -> None:
+        """The failed records of earlier runs that no record of this run superseded stay final: count them."""
+        if self.plan.held is None:
+            return
+        try:
+            for record in self.plan.held.left():
+                self.stats.add(record)
+        except OSError as exc:
+            log.error("cannot read %s again: %s; the summary leaves out its failed records", self.cfg.output,
+                      exc.strerror)
 
     def stage_items(self, stage: Stage):
         """The stage's inputs: a blocking iterator for files, or, for pipes, an async one fed as lines arrive."""
@@ -406,6 +456,7 @@ class Run:
             records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
             event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
+        self._count_held()
         summary = self.stats.summary(self.cfg.slos or None)
         facts.exit_code = _exit_code(self.cfg, summary, result.interrupted, self._signals,
                                      facts.extra["client_bound"])

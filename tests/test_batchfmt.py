@@ -370,3 +370,18 @@ def test_parsed_round_trips(tmp_path):
         result = runner.invoke(convert_command, [str(inp), "-o", str(out), "--to", to])
         assert result.exit_code == 0, result.output
     assert orjson.loads((tmp_path / "back.jsonl").read_bytes())["parsed"] == {"answer": 42}
+
+
+def test_convert_leaves_out_records_a_rerun_superseded(tmp_path):
+    failed = _error_record(RecordError("timeout", None, None, "slow"))
+    lines = [orjson.dumps(failed), orjson.dumps(_record(custom_id="req-2")), orjson.dumps(_record(text="again"))]
+    data = b"\n".join(lines) + b"\n"
+    src = tmp_path / "results.jsonl"
+    src.write_bytes(data)
+    for given, kwargs in ((src, {}), ("-", {"input": data})):  # stdin is read once: kept aside to read twice
+        res = CliRunner().invoke(convert_command, [str(given), "-o", str(tmp_path / "out.jsonl"),
+                                                   "--to", "openai-batch"], **kwargs)
+        assert res.exit_code == 0, res.output
+        assert "convert: 2 lines written, 0 skipped, 1 superseded records left out" in res.output
+        out = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+        assert [(b["custom_id"], decode_batch(b).text) for b in out] == [("req-2", "Hello there"), ("req-1", "again")]

@@ -59,6 +59,14 @@ def test_retry_failed_needs_resume():
     assert UsageError("x").exit_code == 2
 
 
+def test_keep_failed_needs_resume_and_excludes_retry_failed():
+    with pytest.raises(UsageError, match="--keep-failed goes with --resume"):
+        cfg(keep_failed=True)
+    with pytest.raises(UsageError, match="--keep-failed and --retry-failed exclude each other"):
+        cfg(resume=True, keep_failed=True, retry_failed=True)
+    assert cfg(resume=True, keep_failed=True).keep_failed
+
+
 def test_public_copy_has_no_secret_and_is_json():
     c = cfg(base_urls=("https://user:hunter2-pass@gw.example.com/v1",), api_key_env="MY_KEY",
             concurrency=(1, 2))

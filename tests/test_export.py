@@ -324,6 +324,17 @@ def test_bad_lines_are_warned_skipped_counted_and_exit_1(tmp_path):
     assert [r["custom_id"] for r in read(tmp_path / "o.parquet")] == ["q1", "q2"]
 
 
+def test_a_record_that_a_rerun_superseded_is_not_exported(tmp_path):
+    # a rerun appends the new record of a failed line; only the last record of an id is exported
+    results = write_jsonl(tmp_path / "r.jsonl", [native(error_record("q1", stage=STAGE)), native(ok_record("q2")),
+                                                 native(ok_record("q1", text="again"))])
+    res = run_cli(results, "--to", "parquet", tmp_path / "o.parquet")
+    assert res.exit_code == 0, res.output
+    assert "2 rows in 1 row groups" in res.output and "1 superseded records left out" in res.output
+    rows = read(tmp_path / "o.parquet")
+    assert [(r["custom_id"], r["status"], r["text"]) for r in rows] == [("q2", "ok", "hi there"), ("q1", "ok", "again")]
+
+
 def test_an_input_file_given_as_results_is_pointed_out(tmp_path):
     results = write_jsonl(tmp_path / "r.jsonl", [native(ok_record("q1"))])
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"custom_id": "q1", "prompt": "x"}])

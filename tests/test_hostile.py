@@ -154,6 +154,10 @@ async def test_a_second_run_over_the_same_server_resumes_cleanly(tmp_path, hosti
                     base_urls=(str(hostile_server.make_url("/v1")),), limits=LIMITS,
                     retry=RetryPolicy(max_attempts=1))
     assert await _execute(cfg, None, False) == 1
-    # the resumed run sends nothing new, and its summary (and exit code) covers the whole output
+    # the resumed run sends the failed line again, which fails again without a crash: its record is appended
+    # and supersedes the old one; the summary (and exit code) covers the whole output's final records
     assert await _execute(dataclasses.replace(cfg, resume=True), None, False) == 1
-    assert sorted(r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl")) == ["choices-null", "ok-1", "ok-2"]
+    ids = sorted(r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl"))
+    assert ids == ["choices-null", "choices-null", "ok-1", "ok-2"]
+    assert await _execute(dataclasses.replace(cfg, resume=True, keep_failed=True), None, False) == 1
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 4  # --keep-failed: nothing sent

@@ -99,6 +99,21 @@ def test_duplicate_within_one_file(tmp_path):
     assert report.duplicate_places == [("a", f"{s0}:1", f"{s0}:2")]
 
 
+def test_a_rerun_in_one_file_keeps_the_final_record_of_each_key(tmp_path):
+    # a rerun appended b's and e's new records after their errors: the last record of a key is final
+    s0 = write(tmp_path / "s0.jsonl", rec("a"), rec("b", "error"), rec("e", "error"), rec("f", "error"),
+               rec("b", text="rerun"), rec("e", "error", text="rerun"), rec("f", "error", text="failed again"))
+    s1 = write(tmp_path / "s1.jsonl", rec("c"), rec("e", text="other shard"))
+    out = tmp_path / "all.jsonl"
+    report = merge([s0, s1], str(out), warn=lambda m: None)
+    assert report.ok and (report.records, report.replaced, report.duplicates, report.written) == (9, 4, 0, 5)
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert rec("b", text="rerun") in lines and rec("b", "error") not in lines
+    assert rec("f", "error", text="failed again") in lines and rec("f", "error") not in lines  # the last, not the first
+    assert rec("e", text="other shard") in lines  # across shards, ok still beats the error
+    assert sorted(read_ids(out)) == ["a", "b", "c", "e", "f"]
+
+
 def test_torn_and_garbled_lines_are_skipped(tmp_path):
     s0 = write(tmp_path / "s0.jsonl", rec("a"), b'{"custom_id": "b", "sta\n', rec("c"),
                b"\n", b'{"custom_id": "d"}\n', b"[]\n", rec("e").rstrip(b"\n"))

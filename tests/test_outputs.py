@@ -158,15 +158,71 @@ def test_prepare_resume_skips_warmup_and_with_retry_failed_drops_errors(tmp_path
     out.write_bytes(line("a") + line("b", "error") + line("warmup:a", warmup=True) + b"not json\n"
                     + line("s", stage={"label": "c=2"}) + b'{"custom_id": "t", "st')
     warnings: list[str] = []
-    done = prepare_resume(str(out), retry_failed=False, warn=warnings.append)
+    done = prepare_resume(str(out), retry_failed=False, warn=warnings.append, keep_failed=True).done
     assert "a" in done and "b" in done and "warmup:a" not in done  # warm-up records are no answers
     assert "c=2\x00s" in done and "s" not in done  # sweeps key by stage
     assert len(done) == 3
     assert any("torn last line" in w for w in warnings) and any(":4:" in w for w in warnings)
-    done = prepare_resume(str(out), retry_failed=True, warn=warnings.append)
+    found = prepare_resume(str(out), retry_failed=False, warn=warnings.append)
+    assert "b" not in found.done and found.done.resent("b") and (found.resend, found.failed) == (1, 1)
+    done = prepare_resume(str(out), retry_failed=True, warn=warnings.append).done
     assert "b" not in done and len(done) == 2
     assert b'"b"' not in out.read_bytes() and out.read_bytes().startswith(line("a"))
     assert any("1 records removed, to be sent again" in w for w in warnings)
+
+
+def failed(custom_id: str, etype: str, status_code: int | None = None) -> bytes:
+    return line(custom_id, "error", error={"type": etype, "status_code": status_code, "message": "m"})
+
+
+def test_a_rerun_sends_again_the_failures_that_a_resend_can_fix(tmp_path):
+    out = tmp_path / "out.jsonl"
+    sent_again = {"key": failed("key", "http_error", 401), "url": failed("url", "http_error", 404),
+                  "limit": failed("limit", "http_error", 429), "slow": failed("slow", "timeout"),
+                  "empty": failed("empty", "empty_response"), "cut": failed("cut", "incomplete_stream"),
+                  "odd": failed("odd", "a_type_from_the_future")}
+    kept = {"bad": failed("bad", "invalid_input"), "long": failed("long", "context_length_exceeded", 400),
+            "big": failed("big", "response_too_large"), "tpm": failed("tpm", "exceeds_tpm")}
+    out.write_bytes(line("ok") + b"".join(sent_again.values()) + b"".join(kept.values())
+                    + failed("twice", "timeout") + line("twice"))  # already superseded by a rerun: ok
+    final: list[str] = []
+    held: list[str] = []
+    found = prepare_resume(str(out), False, lambda m: None, lambda r: final.append(r.custom_id),
+                           on_held=lambda r: held.append(r.custom_id))
+    for cid in sent_again:
+        assert cid not in found.done and found.done.resent(cid), cid
+    for cid in ("ok", "twice", *kept):
+        assert cid in found.done and not found.done.resent(cid), cid
+    assert (found.resend, found.failed, len(found.held)) == (7, 11, 11)
+    assert final == ["ok", "twice"] and held == list(kept)  # the summary counts held records at the end
+    assert all(found.done.reopen(cid) for cid in kept) and not found.done.reopen("ok")  # their lines changed
+    assert "bad" not in found.done and len(found.done) == 2
+    everything = prepare_resume(str(out), False, lambda m: None, keep_failed=True)
+    assert (everything.resend, len(everything.held), len(everything.done)) == (0, 0, 13)
+    assert not everything.done.reopen("bad")  # --keep-failed: a changed line goes by the old rule
+
+
+def test_the_rerun_table_names_real_error_types():
+    from runner.stream import errors
+
+    types = {cls.type for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.RequestError)}
+    assert set(outputs.RESENT_ONLY_IF_CHANGED) <= types
+
+
+@pytest.mark.parametrize("given, found", [("openai-batch", "streamrun"), ("streamrun", "openai-batch")])
+def test_resume_in_another_output_format_is_refused_before_anything_changes(tmp_path, given, found):
+    from runner.batchfmt import encode_batch
+    from runner.errors import UsageError
+
+    out = tmp_path / "out.jsonl"
+    record = Record("a", "error")
+    first = orjson.dumps(record if found == "streamrun" else encode_batch(record)) + b"\n"
+    out.write_bytes(b"torn?\n" + first)
+    with pytest.raises(UsageError, match=f"out.jsonl holds {found} records, not {given}: resume it with "
+                                         f"--output-format {found}") as info:
+        prepare_resume(str(out), True, lambda m: None, output_format=given)
+    assert info.value.exit_code == 2 and out.read_bytes() == b"torn?\n" + first  # not rewritten
+    assert len(prepare_resume(str(out), False, lambda m: None, output_format=found).held) == 1
 
 
 # -- the writer ------------------------------------------------------------------
@@ -242,13 +298,16 @@ async def test_full_disk_cuts_the_half_line_and_reports_output_failed(tmp_path, 
     disk = FullDisk(len(first) + extra_bytes)  # room for one line and a piece of the next
     monkeypatch.setattr(outputs, "os", disk)
     failures: list[OutputFailed] = []
-    writer = ResultWriter(fd, FsyncPolicy("never"), name="out.jsonl", on_failure=failures.append)
+    told: list[Record] = []
+    writer = ResultWriter(fd, FsyncPolicy("never"), name="out.jsonl", on_failure=failures.append,
+                          on_written=told.append)
     task = asyncio.create_task(writer.run())
     for r in batch:
         writer.put(r)
     await asyncio.wait_for(task, 10)  # the writer stops on the failure, it does not die unseen
     assert path.read_bytes() == first  # whole lines only: the piece of "b" was cut back off
     assert (writer.written, writer.pending) == (1, 2)  # "b" and "c" still queued, in order
+    assert told == batch[:1]  # the summary counts what the file got
     assert failures == [writer.failed] and isinstance(writer.failed, OutputFailed)
     assert writer.failed.exit_code == 4
     assert str(writer.failed) == "cannot write out.jsonl: No space left on device; no new requests are sent"
@@ -257,6 +316,7 @@ async def test_full_disk_cuts_the_half_line_and_reports_output_failed(tmp_path, 
     os.close(fd)
     assert path.read_bytes() == encoded(batch)
     assert writer.written == 3 and failures == [writer.failed]  # told once
+    assert told == batch
 
 
 async def test_close_on_a_still_full_disk_keeps_the_file_whole(tmp_path, monkeypatch):

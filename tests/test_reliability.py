@@ -127,3 +127,19 @@ def test_resume_refuses_answers_to_lines_that_changed_unless_told_to_resend(tmp_
     assert sorted(after) == sorted(before)  # one record per id, none duplicated
     assert after["in.jsonl:2"] != before["in.jsonl:2"]
     assert after["in.jsonl:1"] == before["in.jsonl:1"] and after["in.jsonl:3"] == before["in.jsonl:3"]
+
+
+def test_after_a_write_failure_the_end_of_run_line_counts_only_the_records_written(tmp_path, mock_process):
+    url = mock_process("--ttft", "0.3")  # one answer at a time: the later ones come well after the reader has gone
+    inp = prompts(tmp_path / "in.jsonl", 20)
+    proc = subprocess.Popen([*STREAMRUN, "run", inp, "-o", "-", "--base-url", url, "-c", "1",
+                             "--summary", tmp_path / "s.json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert orjson.loads(proc.stdout.readline())["status"] == "ok"  # `| head -n 1`: one line read, then gone
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 4, stderr
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    written = summary["records_written"]
+    assert written >= 1 and summary["records_not_written"] >= 1
+    assert summary["summary"]["counts"]["total"] == written  # not the records the pipe never took
+    assert f"streamrun: {written} record{'s' if written > 1 else ''}: {written} ok" in stderr

@@ -3,6 +3,7 @@ in the order the data flows: read, build, document, terminal, html, command."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from runner.report import FOOTNOTE, SCHEMA, InputFile, build_report, load_record
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 C1 = {"index": 0, "label": "c=1", "concurrency": 1, "rate": None}
 C2 = {"index": 1, "label": "c=2", "concurrency": 2, "rate": None}
+_IDS = itertools.count(1)
 
 
 def record(stage: dict[str, Any] | None, at: float, ttft: float, e2e: float, out: int, *, ok: bool = True,
@@ -29,7 +31,7 @@ def record(stage: dict[str, Any] | None, at: float, ttft: float, e2e: float, out
     tpot = (e2e - ttft) / (out - 1) if out > 1 else None
     gaps = [round(tpot, 6)] * (out - 1) if tpot else []
     return {
-        "custom_id": f"p.jsonl:{at}",
+        "custom_id": f"p.jsonl:{next(_IDS)}",  # one each: a second record of an id would supersede the first
         "status": "ok" if ok else "error",
         "text": "hi",
         "model": "mock-model",
@@ -89,7 +91,7 @@ def test_garbled_line_is_warned_and_skipped(results: Path) -> None:
     warnings: list[str] = []
     records = list(load_records([results], inputs=inputs, warn=warnings.append))
     assert len(records) == 5
-    assert inputs[0].as_dict() == {"path": str(results), "records": 5, "skipped_lines": 1}
+    assert inputs[0].as_dict() == {"path": str(results), "records": 5, "skipped_lines": 1, "superseded": 0}
     assert len(warnings) == 1 and ":3:" in warnings[0]
 
 
@@ -146,6 +148,18 @@ def test_batch_output_written_by_convert_keeps_its_timings(tmp_path: Path, resul
 # build + document: the JSON schema
 
 
+def test_only_final_records_are_reported(tmp_path: Path) -> None:
+    # a rerun appended the new record of a failed id: the failed one is superseded and left out
+    failed = record(C1, 0.0, 0.1, 0.5, 41, ok=False, custom_id="x")
+    path = write_lines(tmp_path / "r.jsonl", [failed, record(C1, 1.0, 0.2, 0.5, 41),
+                                              record(C1, 2.0, 0.3, 0.5, 41, custom_id="x")])
+    inputs: list[InputFile] = []
+    assert [r.custom_id for r in load_records([path], inputs=inputs)][1:] == ["x"]
+    assert inputs[0].as_dict() == {"path": str(path), "records": 2, "skipped_lines": 0, "superseded": 1}
+    (s,) = build_report([path]).summaries
+    assert (s["counts"]["total"], s["counts"]["ok"], s["counts"]["error"]) == (2, 2, 0)
+
+
 def test_json_to_stdout_follows_the_schema(results: Path) -> None:
     r = invoke(results, "--slo", "ttft=0.35", "--slo", "tpot=50ms", "--json")
     assert r.exit_code == 0, r.output
@@ -153,7 +167,7 @@ def test_json_to_stdout_follows_the_schema(results: Path) -> None:
     assert list(doc) == ["schema", "generated_at", "inputs", "slos", "stages", "sweep"]  # two stages: a sweep
     assert doc["schema"] == SCHEMA == "streamrun.report/1"
     assert datetime.fromisoformat(doc["generated_at"]).tzinfo is not None
-    assert doc["inputs"] == [{"path": str(results), "records": 5, "skipped_lines": 1}]
+    assert doc["inputs"] == [{"path": str(results), "records": 5, "skipped_lines": 1, "superseded": 0}]
     assert doc["slos"] == {"ttft": 0.35, "tpot": 0.05}
     s1, s2 = doc["stages"]
     assert s1["stage"] == C1 and s2["stage"] == C2

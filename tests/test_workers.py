@@ -32,7 +32,7 @@ from runner.workers.shapes import split_concurrency, split_rate, window, worker_
 from runner.workers.wire import (HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of,
                                  unpack)
 from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
-                            read_stderr_until, run_rows, start_run, streamrun, wait_for_lines)
+                            read_stderr_until, run_rows, start_run, streamrun, wait_for_lines, write_jsonl)
 
 
 def summary_of(path: Path) -> dict:
@@ -74,9 +74,10 @@ def test_each_worker_gets_a_seed_of_its_own_and_the_same_again():
 
 def test_a_worker_config_keeps_what_sends_and_drops_what_the_parent_does():
     cfg = RunConfig(inputs=("in.jsonl",), output="out.jsonl", concurrency=(5,), rate=(4.0,), workers=2, seed=1,
-                    num_prompts=10, resume=True, warmup=3, rpm=600, max_tokens=8)
-    w = worker_config(cfg, 1, 2)
+                    num_prompts=10, resume=True, keep_failed=True, warmup=3, rpm=600, max_tokens=8)
+    w = worker_config(cfg, 1, 2)  # resume and what goes with it stay with the parent
     assert (w.workers, w.max_concurrency, w.num_prompts, w.resume, w.seed) == (1, 2, None, False, worker_seed(1, 1))
+    assert not w.keep_failed
     assert (w.warmup, w.rpm, w.params, w.output) == (3, 600, {"max_tokens": 8}, "out.jsonl")
     assert window(2) > 2  # a worker holds more than it sends at once, so its slots never wait for the parent
 
@@ -293,6 +294,20 @@ def test_a_killed_worker_ends_the_run_with_exit_1_and_resume_completes(tmp_path,
     assert_one_ok_record_per_input(out, n)
 
 
+def test_a_rerun_with_workers_sends_the_failed_lines_again_and_counts_final_records(tmp_path, mock_process):
+    url = mock_process("--ttft", "0", "--tokens-per-s", "0")
+    rows = [chat(f"p{i}", mock={"key": f"p{i}", "faults": ["500"]} if i % 3 == 0 else None) for i in range(9)]
+    inp, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    run = ("run", inp, "-o", out, "--base-url", url, "-c", "4", "--workers", "2", "--max-attempts", "1")
+    assert streamrun(*run).returncode == 1
+    again = streamrun(*run, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "6 records done are skipped, 3 failed lines are sent again" in again.stderr
+    summary = summary_of(tmp_path / "out.summary.json")
+    assert summary["requests_sent"] == 3 and len(read_jsonl(out)) == 12
+    assert (summary["summary"]["counts"]["total"], summary["summary"]["counts"]["ok"]) == (9, 9)
+
+
 def test_kill_9_of_the_parent_takes_the_workers_with_it_and_resume_completes(tmp_path, mock_process):
     url = mock_process("--ttft", "0.3", "--tokens-per-s", "400", "--output-tokens", "16")
     n = 200
@@ -307,6 +322,6 @@ def test_kill_9_of_the_parent_takes_the_workers_with_it_and_resume_completes(tmp
     written = read_jsonl(out)
     res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", n, "--resume", "--workers", "2")
     assert res.returncode == 0, res.stderr
-    assert f"{len(written)} records already done" in res.stderr
+    assert f"{len(written)} records done are skipped" in res.stderr
     assert_one_ok_record_per_input(out, n)
     assert json.loads((tmp_path / "out.summary.json").read_text())["requests_sent"] == n - len(written)

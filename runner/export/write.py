@@ -11,9 +11,10 @@ writes nothing.
 Streaming
 ---------
 The results are read line by line (``runner.io.jsonl.JsonlReader``: bad
-lines are warned about with file:line, skipped and counted) and written with
-``pyarrow.parquet.ParquetWriter`` one batch at a time: a batch is written as
-one row group when it holds ``row_group_size`` rows (50,000 by default) or
+lines are warned about with file:line, skipped and counted), final records
+only (``runner.finals``: a failed record that a rerun's record superseded
+is left out), and written with ``pyarrow.parquet.ParquetWriter`` one
+batch at a time: a batch is written as one row group when it holds ``row_group_size`` rows (50,000 by default) or
 about 32 MiB of result lines (and joined input lines), whichever comes
 first, so memory stays flat however large the results file, even with long
 texts or logprobs: about 300 MB at most, pyarrow included (measured: 300k
@@ -57,8 +58,7 @@ from typing import TYPE_CHECKING
 import click
 
 from runner.inputs import STDIN
-from runner.io.jsonl import JsonlReader
-from runner.outputs import decode_result
+from runner.finals import FinalRecords
 
 from .join import InputIndex
 from .packages import load_datasets, load_pyarrow
@@ -93,10 +93,13 @@ class ExportReport:
     joined: int = 0  # rows that found their input line
     unmatched: int = 0  # rows whose id is in no input
     duplicate_inputs: int = 0  # input lines repeating an id
+    superseded: int = 0  # records a later record of their key replaced (runner/finals.py): not exported
 
     def summary(self, to: str, out: str) -> str:
         text = (f"export: {self.rows} rows in {self.row_groups} row groups written to {out} ({to}), "
                 f"{self.bad_lines} bad lines skipped")
+        if self.superseded:
+            text += f", {self.superseded} superseded records left out"
         if self.input_lines is not None:
             text += f"; inputs: {self.joined} joined, {self.unmatched} without an input line"
         return text
@@ -227,9 +230,9 @@ def write_parquet(results: Sequence[str], path: str, inputs: Sequence[str] = (),
         with pa.parquet.ParquetWriter(path, schema, compression="zstd") as writer:
             batches = _Batches(writer, schema, row_group_size, batch_bytes, report)
             for results_path in results:
-                with JsonlReader(results_path, warn=warn, prefix="export: ", verb="skipped, ") as reader:
+                with FinalRecords(results_path, warn=warn, prefix="export: ", verb="skipped, ") as reader:
                     found = 0
-                    for _, raw, record in reader.decoded(decode_result):
+                    for _, raw, record in reader:  # final records only: a rerun's supersedes the failed one
                         found += 1
                         row = record_row(record)
                         size = len(raw)
@@ -242,6 +245,7 @@ def write_parquet(results: Sequence[str], path: str, inputs: Sequence[str] = (),
                             size += add_input_cells(row, item)
                         batches.add(row, size)
                 report.bad_lines += reader.bad_lines
+                report.superseded += reader.superseded
                 if not found and reader.bad_lines:
                     warn(f"export: {results_path}: no result records in it (an input file? "
                          f"give each input file its own --inputs)")

@@ -4,9 +4,10 @@ Each line goes through the one JSONL reader (:mod:`runner.io.jsonl`) and
 the one results decoder (:func:`runner.outputs.decode_result`), which reads
 streamrun records and OpenAI Batch API output lines alike; anything else (a
 torn last line after a crash, a garbled write) is skipped with a warning
-naming ``file:line``, so the rest of a long run still gets its report. Lines
-are read one at a time: a million-request file costs no more memory than
-one line.
+naming ``file:line``, so the rest of a long run still gets its report. Only
+final records count (:mod:`runner.finals`): a record that a rerun superseded
+is left out. Lines are read one at a time, twice: a million-request file
+costs 16 MB of hashes, not its records.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import click
 
 from runner.batchfmt import SIDE, is_batch_line
-from runner.io.jsonl import JsonlReader
+from runner.finals import FinalRecords
 from runner.outputs import decode_result
 from runner.record import Record
 
@@ -31,9 +32,11 @@ class InputFile:
     path: str
     records: int = 0
     skipped_lines: int = 0
+    superseded: int = 0  # records a later record of their key replaced (a rerun's): left out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "records": self.records, "skipped_lines": self.skipped_lines}
+        return {"path": self.path, "records": self.records, "skipped_lines": self.skipped_lines,
+                "superseded": self.superseded}
 
 
 def warn_stderr(message: str) -> None:
@@ -54,9 +57,10 @@ def load_records(
 ) -> Iterator[Record]:
     """Yield the result records of ``paths``, one line at a time.
 
-    A line that is not a result record is skipped with a one-line warning
-    naming ``file:line`` (the first few of a file; then one line says how
-    many more). OpenAI Batch output lines are converted; those without
+    Only final records are yielded (a rerun's record supersedes the failed
+    one before it). A line that is not a result record is skipped with a
+    one-line warning naming ``file:line`` (the first few of a file; then one
+    line says how many more). OpenAI Batch output lines are converted; those without
     timings are noted once per file. Pass ``inputs`` to get per-file counts
     appended to it.
     """
@@ -65,19 +69,22 @@ def load_records(
         if inputs is not None:
             inputs.append(info)
         untimed = 0
+        last_untimed = False  # the line decoded last, which is the one yielded next
 
         def decode(obj: Any) -> Record:
-            nonlocal untimed
+            nonlocal last_untimed
             record = decode_result(obj)
-            untimed += _untimed(obj)  # converted from the Batch API's own output
+            last_untimed = _untimed(obj)  # converted from the Batch API's own output
             return record
 
-        with JsonlReader(path, name=info.path, warn=warn, prefix="warning: ",
-                         verb="skipped unreadable result line: ") as reader:
-            for _, _, record in reader.decoded(decode):
+        with FinalRecords(path, name=info.path, warn=warn, prefix="warning: ",
+                          verb="skipped unreadable result line: ", decode=decode) as reader:
+            for _, _, record in reader:
                 info.records += 1
+                untimed += last_untimed
                 yield record
         info.skipped_lines = reader.bad_lines
+        info.superseded = reader.superseded
         if untimed:
             warn(f"note: {path}: {untimed} OpenAI Batch output lines carry no timings: "
                  "they count as requests and tokens, not in latencies or throughput")

@@ -79,5 +79,5 @@ def worker_config(cfg: RunConfig, index: int, count: int) -> RunConfig:
         start = (start or 1.0) / count
     return dataclasses.replace(
         cfg, workers=1, stages=(Stage(0, max(1, slots)),), concurrency=(max(1, slots),), rate=(None,),
-        num_prompts=None, duration_s=None, resume=False, overwrite=False, retry_failed=False,
+        num_prompts=None, duration_s=None, resume=False, overwrite=False, retry_failed=False, keep_failed=False,
         resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=start, server_metrics=())
