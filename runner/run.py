@@ -227,6 +227,28 @@ def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
     return Plan(paths, owns, done, total, prior, stats, apis=apis, held=held)
 
 
+def _log_resume(cfg: RunConfig, paths: list[str], found, matched: Matched | None, total: int | None) -> None:
+    """One line: what the rerun skips and sends again, or that it has nothing to send."""
+    if total == 0:
+        inputs = paths[0] if len(paths) == 1 else f"{len(paths)} input files"
+        stages = f" (x {len(cfg.stages)} stages)" if len(cfg.stages) > 1 else ""
+        lines = matched.done if matched is not None else len(found.done)
+        hint = " (--retry-failed sends them again)" if found.failed else ""
+        log.info("nothing to send: all %d lines%s of %s have final records in %s; %d failed%s",
+                 lines // len(cfg.stages), stages, inputs, cfg.output, found.failed, hint)
+        return
+    regular = matched is not None and all(is_regular(p) for p in paths)  # else the inputs were not read ahead
+    done = matched.done if regular else len(found.done)
+    resend = matched.resend if regular else found.resend
+    if resend:
+        log.info("resuming %s: %d records done are skipped, %d failed lines are sent again "
+                 "(--keep-failed to keep them)", cfg.output, done, resend)
+    elif done:
+        kept = found.failed if cfg.keep_failed else 0
+        log.info("resuming %s: %d records done are skipped%s", cfg.output, done,
+                 f", {kept} failed kept (--keep-failed)" if kept else "")
+
+
 def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
     """Misconfiguration caught before anything is sent: exit 2, with the fix.
 
