@@ -287,9 +287,9 @@ async def test_an_8_record_run_and_a_run_whose_every_request_failed_are_not_call
     assert doc["timing"]["rule"]["min_requests"] == 20
     assert "client-bound" not in capsys.readouterr().err
 
-    dead = "http://127.0.0.1:9/v1"  # nothing listens: every request fails to connect
-    code, records = await run_rows(tmp_path, dead, [chat(f"f{i}") for i in range(30)], strict_timing=True,
-                                   max_failed=30)
+    # every request fails (a 400 each attempt; a closed port would stop the run before writing anything)
+    failing = [chat(f"f{i}", mock={"key": f"f{i}", "faults": ["400"] * 5}) for i in range(30)]
+    code, records = await run_rows(tmp_path, url, failing, strict_timing=True, max_failed=30)
     assert code == EXIT_OK and len(records) == 30 and all(r["status"] == "error" for r in records)
     doc = orjson.loads((tmp_path / "out.summary.json").read_bytes())
     assert doc["client_bound"] is False and doc["timing"]["stages"][0]["requests"] == 0
