@@ -1,4 +1,4 @@
-"""The Python API: the README's example runs, stream/run/config behave as the CLI, and the CLI goes through it."""
+"""The Python API: the docs' example (docs/python-api.md) runs, stream/run/config behave as the CLI, and the CLI goes through it."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import streamrun
 from runner import api
 from tests.conftest import read_jsonl, write_jsonl
 
-README = Path(__file__).parent.parent / "README.md"
+API_PAGE = Path(__file__).parent.parent / "docs" / "python-api.md"
 
 
-def test_the_readme_example_runs_as_it_is(tmp_path):
-    text = README.read_text()
+def test_the_documented_example_runs_as_it_is(tmp_path):
+    text = API_PAGE.read_text()
     code = re.search(r"<!-- python-api-example -->\n```python\n(.*?)```", text, re.S).group(1)
     (tmp_path / "example.py").write_text(code)
     root = str(Path(__file__).parent.parent)
