@@ -1,4 +1,4 @@
-# streamrun as a container image (README: "Containers and clusters").
+# streamrun as a container image (docs/scaling-out.md: "Containers").
 #
 #   docker build -t streamrun .
 #   docker run --rm -e OPENAI_API_KEY -v "$PWD/jobs:/jobs:ro" -v "$PWD/data:/data" \

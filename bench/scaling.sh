@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's 16-core tables: `make bench` with --workers 1..15, the single-process
+# The 16-core tables of docs/performance.md: `make bench` with --workers 1..15, the single-process
 # parse-ceiling ratio at 200 streams with the client alone on its core, and
 # `make bench-accuracy` at 100 and 1,000 streams (one and four sending processes).
-# Usage: bench/scaling.sh OUTDIR [PYTHON] [SCALE]  (SCALE 1 = the README's sizes; 0.05 for a smoke run)
+# Usage: bench/scaling.sh OUTDIR [PYTHON] [SCALE]  (SCALE 1 = docs/performance.md's sizes; 0.05 for a smoke run)
 set -u
 out=${1:?OUTDIR}; py=${2:-python3}; scale=${3:-1}
 mkdir -p "$out"

@@ -5,7 +5,7 @@ Why it is thin: a run from Python is the same run as from the command line
 with its resume and crash guarantees, and the same summary.  The CLI calls
 `run` too (`runner.cli.start`), so this API cannot drift from it.
 
-Options are the job-file keys (README, "Options"), as keyword arguments::
+Options are the job-file keys (docs/cli.md, "Job-file keys"), as keyword arguments::
 
     summary = streamrun.run("prompts.jsonl", output="results.jsonl", base_url="http://127.0.0.1:8000/v1",
                             concurrency=8, params={"max_tokens": 64})

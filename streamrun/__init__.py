@@ -1,7 +1,7 @@
 """streamrun's Python API: `import streamrun`, then `streamrun.run(...)` or `async for r in streamrun.stream(...)`.
 
 The implementation lives in the `runner` package (runner/api.py); this name
-is the one users import.  See README.md, "Python API".
+is the one users import.  See docs/python-api.md.
 """
 
 from runner.api import Record, RunConfig, arun, config, run, stream

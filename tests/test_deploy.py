@@ -248,11 +248,11 @@ def test_dockerfile_install_in_a_fresh_venv(tmp_path):
 
 
 def test_docker_run_with_separate_jobs_and_data_mounts(tmp_path):
-    """The README's `docker run ... -v jobs:/jobs:ro -v data:/data ... job /jobs/nightly.toml --set ...`:
+    """The docs' `docker run ... -v jobs:/jobs:ro -v data:/data ... job /jobs/nightly.toml --set ...`:
     with the overrides the paths land on /data (the shipped file's are relative to it: /sample_inputs)."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")  # continuation lines joined
+    text = (ROOT / "docs" / "scaling-out.md").read_text().replace("\\\n", " ")  # continuation lines joined
     m = re.search(r"docker run [^\n]*job /jobs/nightly\.toml[^\n]*", text)
-    assert m, "README section: no `docker run ... job /jobs/nightly.toml` command"
+    assert m, "docs/scaling-out.md: no `docker run ... job /jobs/nightly.toml` command"
     words = shlex.split(m.group(0))
     sets = tuple(words[i + 1] for i, w in enumerate(words) if w == "--set")
     cfg, _ = load_job(str(JOBS / "nightly.toml"), sets, environ={})
@@ -571,7 +571,7 @@ def test_units_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
     service = UNITS[0].read_text()
     m = re.search(r"^ExecStart=(\S+)", service, re.M)
-    assert m and m.group(1) == "/srv/streamrun/.venv/bin/streamrun", "the README's layout: a checkout at /srv/streamrun"
+    assert m and m.group(1) == "/srv/streamrun/.venv/bin/streamrun", "docs/unattended.md's layout: a checkout at /srv/streamrun"
     stub = tmp_path / "streamrun"
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
@@ -587,15 +587,16 @@ def test_units_verify(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# The README section
+# The docs pages (docs/scaling-out.md, docs/unattended.md)
 # ---------------------------------------------------------------------------
 
-def test_readme_section_names_files_that_exist():
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_name_files_that_exist():
+    text = "".join((ROOT / "docs" / page).read_text() for page in ("scaling-out.md", "unattended.md"))
     named = set(re.findall(r"(?<![\w/.-])((?:jobs|deploy)/[\w.-]+\.(?:yaml|sh|toml|service|timer))", text))
     assert {"jobs/k8s-cronjob.yaml", "jobs/k8s-indexed-job.yaml", "jobs/slurm-array.sh",
             "deploy/streamrun-nightly.service", "deploy/streamrun-nightly.timer", "deploy/slurm-up.sh"} <= named
-    for rel in named:
+    written = set(re.findall(r"<!-- example: file (\S+) -->", text))  # a job file the page itself writes
+    for rel in named - written:
         if Path(rel).stem.isupper():  # a placeholder such as jobs/NAME.toml
             continue
         assert (ROOT / rel).exists(), rel

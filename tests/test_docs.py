@@ -1,22 +1,28 @@
-"""docs/FORMATS.md and the code name the same error types and the same record fields, both ways.
+"""The docs and the code agree: docs/FORMATS.md names the record's fields and error types both ways,
+the generated CLI reference covers every option and command, the site lists every page, and the
+README stays a short first screen.
 
-(docs/SUMMARY.md's keys against the written summary: tests/test_summary_doc.py.)
+(docs/SUMMARY.md's keys against the written summary: tests/test_summary_doc.py; every example of
+the docs runs: tests/test_examples.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import pkgutil
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import runner
 import runner.record as record_module
+from runner.options import OPTIONS
 from runner.record import Metrics, Record, RecordError
 from runner.stream.errors import RequestError
 from tests.conftest import read_jsonl, streamrun
@@ -142,9 +148,9 @@ def test_every_documented_error_type_is_produced_and_every_produced_one_document
 
 
 def test_the_readmes_rerun_of_missing_inputs_works_for_the_sample_job_as_written(tmp_path):
-    """Beyond one machine: shards of jobs/sharded.toml, merge --missing, then the README's rerun command."""
-    readme = (ROOT / "README.md").read_text()
-    (command,) = {line.split("#")[0].strip() for line in readme.splitlines()
+    """Scaling out: shards of jobs/sharded.toml, merge --missing, then the docs' rerun command."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    (command,) = {line.split("#")[0].strip() for page in pages for line in page.read_text().splitlines()
                   if line.startswith("streamrun run out/missing.jsonl")}
     env = {"PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_MODEL": ""}
     out = tmp_path / "out"
@@ -162,3 +168,76 @@ def test_the_readmes_rerun_of_missing_inputs_works_for_the_sample_job_as_written
     assert res.returncode == 0, res.stderr
     records = read_jsonl(out / "rerun.jsonl")
     assert len(records) == len(missing) and all(r["status"] == "ok" for r in records)
+
+
+# -- the site, the CLI reference, the README -------------------------------------------
+
+
+def _cli_reference():
+    """docs/hooks/cli_reference.py, the mkdocs hook that writes the CLI reference (loaded without mkdocs)."""
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "hooks" / "cli_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_reference_has_every_command_and_every_option_of_each():
+    import click
+
+    from runner.cli import main
+
+    page = _cli_reference().markdown()
+    root = click.Context(main, info_name="streamrun")
+    for name in main.list_commands(root):
+        command = main.get_command(root, name)
+        section = page.split(f"\n## streamrun {name}\n", 1)[1].split("\n## ", 1)[0]
+        for param in command.get_params(click.Context(command, parent=root)):
+            if isinstance(param, click.Option) and not param.hidden:
+                for flag in [*param.opts, *param.secondary_opts]:
+                    assert f"`{flag}`" in section, f"streamrun {name} {flag}: not in the CLI reference"
+    for option in OPTIONS:
+        if option.key:
+            assert f"| `{option.key}` |" in page, option.key
+
+
+def test_the_site_lists_every_page_and_generates_the_cli_reference():
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads mkdocs.yml: pip install pyyaml")
+    site = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def pages(nav):
+        for entry in nav:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            yield from (pages(value) if isinstance(value, list) else [value])
+
+    listed = set(pages(site["nav"]))
+    written = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert listed - written == {_cli_reference().PAGE}, "nav names a page that is neither written nor generated"
+    assert written - listed == set(), "pages not in mkdocs.yml's nav"
+    assert site["hooks"] == ["docs/hooks/cli_reference.py"] and site["strict"] is True
+    assert not (ROOT / "docs" / _cli_reference().PAGE).exists(), "the CLI reference is generated, never committed"
+
+
+def test_make_docs_builds_strictly_with_its_own_extra():
+    makefile = (ROOT / "Makefile").read_text()
+    docs = makefile.split("\ndocs:", 1)[1].split("\n\n", 1)[0]
+    assert "mkdocs build --strict" in docs
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {d.split(">")[0].split("[")[0] for d in extras["docs"]} == {"mkdocs-material", "mkdocstrings"}
+    for stamp in (".run", ".test"):  # what `make run` and `make test` install
+        recipe = makefile.split(f"$(VENV)/{stamp}:", 1)[1].split("\n\n", 1)[0]
+        assert "docs" not in re.search(r"-e '\.\[([^\]]*)\]'", recipe).group(1).split(","), stamp
+    assert "/site/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_the_readme_is_a_first_screen_that_links_the_docs():
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 300, f"README.md: {len(lines)} lines; the details go to docs/"
+    first_block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "run"], ["make", "test"]]
+    top = "\n".join(lines[:60])
+    assert "PATH" in top and ".venv/bin" in top, "the first screen says how to put streamrun on PATH"
+    assert "streamrun mock" in top and "--mock" in top, "the first screen says how to start the mock"
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test"), "CI runs the README's test command"
+    for target in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (ROOT / target).exists(), f"README.md links {target}, which does not exist"

@@ -180,6 +180,8 @@ def test_the_report_of_a_rate_sweep_names_its_knee_everywhere(tmp_path: Path) ->
     table = invoke(results).stdout
     (line,) = [x for x in table.splitlines() if x.startswith("knee:")]
     assert line.startswith("knee: rate=7 at 5.82 req/s, p99 E2E 1300.00 ms, p99 TTFT 325.00 ms")
+    whole = knee_line(build_report([results], warn=lambda m: None).summaries)  # the line unwrapped, as shown:
+    assert f"\n{whole}\n" in (Path(__file__).resolve().parent.parent / "docs" / "REPORT.md").read_text()
 
     page = tmp_path / "r.html"
     assert invoke(results, "--html", page).exit_code == 0

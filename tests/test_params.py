@@ -10,7 +10,7 @@ from runner.stream import protocol_anthropic, protocol_responses
 from runner.stream.params import ANTHROPIC, RESPONSES, RULES, RefusedParameter, markdown_table, translate
 from runner.stream.protocol import InvalidRequestLine
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parent.parent / "docs" / "other-apis.md"
 USER = {"role": "user", "content": "hi"}
 
 
@@ -19,7 +19,7 @@ def test_the_readme_table_is_the_code_s():
     start, end = "<!-- params-table:start -->", "<!-- params-table:end -->"
     assert start in text and end in text
     assert text.split(start)[1].split(end)[0].strip() == markdown_table().strip(), \
-        "README parameter table is stale: paste runner.stream.params.markdown_table() between the markers"
+        "docs/other-apis.md parameter table is stale: paste runner.stream.params.markdown_table() between the markers"
 
 
 def test_a_synth_line_to_the_responses_api():

@@ -1,4 +1,4 @@
-"""The Python API: the README's example runs, stream/run/config behave as the CLI, and the CLI goes through it."""
+"""The Python API: the docs' example (docs/python-api.md) runs, stream/run/config behave as the CLI, and the CLI goes through it."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from runner import api
 from tests.conftest import HANG_GUARD_S, read_jsonl, read_stderr_until, wait_for_requests, write_jsonl
 from tests.conftest import streamrun as streamrun_cli
 
-README = Path(__file__).parent.parent / "README.md"
 ROOT = Path(__file__).parent.parent
+API_PAGE = ROOT / "docs" / "python-api.md"
 
 
-def test_the_readme_example_runs_as_it_is(tmp_path):
-    text = README.read_text()
+def test_the_documented_example_runs_as_it_is(tmp_path):
+    text = API_PAGE.read_text()
     code = re.search(r"<!-- python-api-example -->\n```python\n(.*?)```", text, re.S).group(1)
     (tmp_path / "example.py").write_text(code)
     root = str(Path(__file__).parent.parent)

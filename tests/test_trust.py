@@ -193,6 +193,9 @@ def test_the_timing_section_names_each_stage_its_figures_and_its_verdict():
         "stage c=64: client-bound: loop lag p99 23 ms (TTFT may be inflated by up to that), max 23 ms, CPU 98 %",
         "these numbers include the client's own delays: lower -c, add --workers, or run the client on a less busy "
         "machine"]
+    for page in ("SUMMARY.md", "benchmarking.md"):  # the docs show these very lines
+        shown = (SUMMARY_DOC.parent / page).read_text()
+        assert all(f"  warning: {line}\n" in shown for line in trust.bound_lines(doc)), page
 
 
 def test_a_stage_of_a_few_requests_or_of_failures_only_is_not_judged():
