@@ -153,8 +153,10 @@ OPTIONS: tuple[Option, ...] = (
            "SLURM_ARRAY_TASK_ID).", "--shard", "shard"),
     Option("rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
     Option("tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
-    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once (servers often enforce "
-           "a per-minute quota per second).", "--burst", "burst"),
+    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once after a lull (servers "
+           "often enforce a per-minute quota per second); pacing starts from the first request. A server counting "
+           "fixed one-second windows may refuse up to a burst's worth after a lull: 1ms paces strictly.",
+           "--burst", "burst"),
     Option("adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
            "--adaptive/--no-adaptive", "adaptive"),
     Option("price_input", non_negative_number, "USD per million prompt tokens (for the cost line).", "--price-input",
