@@ -97,7 +97,7 @@ OPTIONS: tuple[Option, ...] = (
            "ramp_up_duration"),
     Option("ramp_up_start", positive_number, "Rate (req/s) or concurrency the ramp-up starts from (default 1).",
            "--ramp-up-start", "ramp_up_start"),
-    Option("replay", boolean, "Send each line at its \"timestamp\" (ms from the trace's start), open loop.",
+    Option("replay", boolean, "Send each line at its \"timestamp\" (ms, counted from the first line's), open loop.",
            "--replay", "replay"),
     Option("replay_speed", positive_number, "Time scale of --replay: 2 replays twice as fast.", "--replay-speed",
            "replay_speed"),

@@ -116,6 +116,36 @@ def worker_start_offsets(concurrency: int, start: float, duration: float, kind: 
     return offsets
 
 
+class TraceTimes:
+    """--replay: each line's time as milliseconds from the trace's first line, never before the line before it.
+
+    Why relative: traces stamp lines in whatever clock they were captured
+    with (ms from the start, as Mooncake's; or epoch milliseconds, as a
+    gateway log), and only the spacing matters.  The first timestamp read
+    is the trace's start, 0.  A line stamped earlier than the line before it
+    goes right after that line (the schedule never runs backwards, so the
+    reordering does not show as the client's lag in `queue_s`); `place`
+    says so, for a warning.  Every line of the input is read through one
+    instance in file order, whichever lines this process then sends (a
+    shard's, those --resume has not answered), so every shard, every worker
+    and every rerun gives a line the same time.
+    """
+
+    def __init__(self) -> None:
+        self.origin: float | None = None
+        self.latest = 0.0  # the latest time given so far, ms from the origin
+
+    def place(self, timestamp_ms: float) -> tuple[float, bool]:
+        """(this line's time, ms from the trace's start; whether it was stamped before the line before it)."""
+        if self.origin is None:
+            self.origin = timestamp_ms
+        offset = timestamp_ms - self.origin
+        if offset < self.latest:
+            return self.latest, True
+        self.latest = offset
+        return offset, False
+
+
 def replay_offset(timestamp_ms: float | None, previous: float, speed: float) -> float:
     """A trace line's send time, seconds from the replay's start; a line without one goes with the previous."""
     if timestamp_ms is None:

@@ -9,8 +9,8 @@ from itertools import islice
 
 import pytest
 
-from runner.schedule import (EXPONENTIAL, LINEAR, ramp_area, ramp_time, ramped, ramped_gaps, replay_offset,
-                             sweep_rates, worker_start_offsets)
+from runner.schedule import (EXPONENTIAL, LINEAR, TraceTimes, ramp_area, ramp_time, ramped, ramped_gaps,
+                             replay_offset, sweep_rates, worker_start_offsets)
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 
 
@@ -114,6 +114,64 @@ def test_replay_sends_no_line_before_its_time_and_keeps_the_schedule(tmp_path):
         assert due[f"r{i}"] - due["r0"] == pytest.approx(ts / 1000 / 2, abs=0.002)  # the trace's spacing
     summary = (tmp_path / "out.summary.json").read_text()
     assert '"queue_s"' in summary  # the schedule lag's percentiles
+
+
+def test_trace_times_count_from_the_first_line_and_never_run_backwards():
+    times = TraceTimes()
+    epoch = 1_700_000_000_000.0  # epoch milliseconds, as a gateway log stamps its lines
+    placed = [times.place(epoch + ms) for ms in (0, 150, 100, 400, 400)]
+    assert placed == [(0.0, False), (150.0, False), (150.0, True), (400.0, False), (400.0, False)]
+
+
+EPOCH_MS = 1_700_000_000_000
+
+
+def replay_rows(stamps) -> list[dict]:
+    return [{"custom_id": f"r{i}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+             "timestamp": ts} for i, ts in enumerate(stamps)]
+
+
+def test_replay_of_epoch_milliseconds_counts_from_the_first_line_in_every_worker(tmp_path):
+    # It slept ~55 years, showing progress 0/4.  Line 3 is stamped before line 2: it goes right after it.
+    stamps = [EPOCH_MS, EPOCH_MS + 150, EPOCH_MS + 100, EPOCH_MS + 300]
+    inp = write_jsonl(tmp_path / "in.jsonl", replay_rows(stamps))
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--mock", "--replay", "-c", "4", "--workers", "2",
+                    timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert f"{inp}:3: its timestamp is before the line before it" in res.stderr
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert [records[f"r{i}"]["metrics"]["scheduled_s"] for i in range(4)] == [0.0, 0.15, 0.15, 0.3]
+    due = {k: datetime.fromisoformat(r["metrics"]["started_at"]).timestamp() - r["metrics"]["queue_s"]
+           for k, r in records.items()}
+    for i, offset in enumerate([0.0, 0.15, 0.15, 0.3]):  # one schedule, whichever worker sent the line
+        # (loosely: started_at is read just after the send's stamp, by as much as a loaded machine makes it;
+        # a worker counting from its own first line would be 150 ms off)
+        assert due[f"r{i}"] - due["r0"] == pytest.approx(offset, abs=0.05)
+
+
+def test_a_resumed_replay_starts_from_the_first_line_still_to_send(tmp_path):
+    stamps = [EPOCH_MS, EPOCH_MS + 100, EPOCH_MS + 20_000, EPOCH_MS + 20_100]
+    inp = write_jsonl(tmp_path / "in.jsonl", replay_rows(stamps))
+    out = tmp_path / "out.jsonl"
+    res = streamrun("run", inp, "-o", out, "--mock", "--replay", "--num-prompts", "2")
+    assert res.returncode == 0, res.stderr
+    res = streamrun("run", inp, "-o", out, "--mock", "--replay", "--resume", timeout=60)
+    assert res.returncode == 0, res.stderr
+    records = {r["custom_id"]: r for r in read_jsonl(out)}
+    assert len(records) == 4  # the 20 s already past in the trace are not waited for again; the spacing stays
+    assert [records[k]["metrics"]["scheduled_s"] for k in ("r2", "r3")] == [0.0, 0.1]
+
+
+def test_replay_answers_a_negative_or_non_numeric_timestamp_with_an_error_record(tmp_path):
+    rows = replay_rows([0, -5, "soon", 100])
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--mock", "--replay")
+    assert res.returncode == 1, res.stderr  # two failed records, over the default budget of none
+    records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    for cid, line in (("r1", 2), ("r2", 3)):
+        assert records[cid]["error"]["type"] == "invalid_input" and records[cid]["attempts"] == 0
+        assert f"{inp}:{line}: 'timestamp' must be a number of milliseconds" in res.stderr
+    assert records["r3"]["status"] == "ok" and records["r3"]["metrics"]["scheduled_s"] == 0.1
 
 
 def test_replay_refuses_a_rate(tmp_path):
