@@ -106,8 +106,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
            "--burstiness", "burstiness"),
     Option("num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts", "num_prompts"),
-    Option("duration_s", positive_duration, "Stop sending new requests after this long (per stage), e.g. 10m.",
-           "--duration", "duration"),
+    Option("duration_s", positive_duration, "No request starts after this long (per stage), e.g. 10m; those in "
+           "flight finish, cut at --drain-timeout.", "--duration", "duration"),
     Option("warmup", non_negative_int, "Warm-up requests sent first, marked in records, excluded from statistics.",
            "--warmup", "warmup"),
     Option("seed", integer, "Seed for arrival times.", "--seed", "seed"),
@@ -137,8 +137,8 @@ OPTIONS: tuple[Option, ...] = (
            "old records (without it, a changed line stops the run).", "--resume-changed", "resume_changed"),
     Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
     Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
-    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",
-           "--drain-timeout", "drain_timeout"),
+    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM or at --duration's end, how long in-flight requests "
+           "may finish (0: none).", "--drain-timeout", "drain_timeout"),
     Option("log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
            "--log-format json), log progress this often: done/total, errors, rate, in flight, ETA (0: never).",
            "--log-every", "log_every"),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import ERROR, OK, Record, Turn
+from .stream.errors import PastDeadline
 from .stream.protocol import MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
 
 SESSION_KEYS = ("turns", "think_time_s")
@@ -108,6 +109,13 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     A turn that fails (after its retries) ends the session: the record is an
     error with the turns that did happen.  The top-level text, metrics and
     finish_reason are the last turn's; usage and attempts add up every turn's.
+
+    --duration: a turn that would start after the deadline is not sent, and
+    the session ends with the turns that did happen (its record has fewer
+    `turns` than its line; their status is the record's).  So the record's
+    `metrics.started_at`, the last turn's, is never after the deadline.  A
+    session whose first turn would start after it has no record at all
+    (PastDeadline goes up to the engine), as a single prompt would.
     """
     session: Session = item.session
     model = await sender.model_for(item.body or {})
@@ -115,6 +123,8 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     turns: list[Turn] = []
     last: Record | None = None
     for k, user in enumerate(session.turns):
+        if k and sender.too_late(session.think_time_s):  # the turn would start after --duration's deadline
+            break
         if k and session.think_time_s:
             await think(session.think_time_s)
         history.append({"role": "user", "content": user})
@@ -122,7 +132,12 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
             request = sender.build(item.path, turn_body(item.path, item.body or {}, history), model)
         except InvalidRequestLine as exc:
             return sender.invalid_record(item, stage, f"turn {k}: {exc}")
-        reply = await sender.request(item.path, request, due if k == 0 else None)
+        try:
+            reply = await sender.request(item.path, request, due if k == 0 else None)
+        except PastDeadline:
+            if not k:
+                raise
+            break
         last = sender.record(item, stage, warmup, reply)
         turns.append(Turn(k, last.text, last.reasoning, last.finish_reason, last.usage, last.metrics,
                           last.attempts, last.error))

@@ -62,11 +62,16 @@ class RecordPipe:
 
 
 class WorkerEngine(Engine):
-    """The Engine, except that a run-level failure is told to the parent at once."""
+    """The Engine, except that a run-level failure is told to the parent at once, and the stage's
+    --duration deadline is the parent's (one time.perf_counter value for every worker)."""
 
     def __init__(self, *args, on_abort, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.on_abort = on_abort
+        self.phase_deadline: float | None = None
+
+    def stage_deadline(self, stage, warmup: bool, start: float) -> float | None:
+        return None if warmup else self.phase_deadline
 
     def abort(self, error: RunError) -> None:
         first = self.fatal is None
@@ -118,8 +123,8 @@ class Worker:
     async def _phase(self, phase: dict) -> None:
         """Its share of one stage, from the common start, until its items end or the parent says STOP."""
         stage = phase["stage"]
-        self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,),
-                                              duration_s=phase["duration_s"])
+        self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,))
+        self.engine.phase_deadline = phase["deadline"]
         self.pipe.stage_record = phase["stage_record"]
         self._ended = False
         delay = phase["start_at"] - time.perf_counter()

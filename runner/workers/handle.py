@@ -87,14 +87,14 @@ class WorkerHandle:
         """Its config, headers (the key among them) and log settings: over the socket, never on a command line."""
         self.link.send(Kind.INIT, pack(settings))
 
-    def begin_phase(self, stage: Stage, warmup: bool, start_at: float, duration_s: float | None,
+    def begin_phase(self, stage: Stage, warmup: bool, start_at: float, deadline: float | None,
                     stage_record: dict) -> None:
         self.phase_over.clear()
         self.accepting = True
         self.window = window(stage.concurrency)
         self.outstanding = 0
         self.link.send(Kind.PHASE, pack({"stage": stage, "warmup": warmup, "start_at": start_at,
-                                         "duration_s": duration_s, "stage_record": stage_record}))
+                                         "deadline": deadline, "stage_record": stage_record}))
 
     def send_item(self, item) -> None:
         self.outstanding += 1

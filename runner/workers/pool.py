@@ -14,7 +14,9 @@ stage (`_run_stage_inner`), which here is a *phase* across workers:
    `--replay` timestamps count from one start;
 2. the parent feeds the stage's items, each to the worker with the most
    room (at most `shapes.window` items held per worker: memory stays
-   flat), applying --num-prompts and --duration as the engine would;
+   flat), applying --num-prompts and --duration as the engine would
+   (--duration's deadline is one time.perf_counter value, which every
+   worker's engine keeps as well: no request starts after it);
 3. each record that comes back goes through the Engine's own `_emit`:
    the rejection guard, the writer, the statistics and progress hooks;
 4. the stage ends when every worker has finished its part (a barrier), so
@@ -191,20 +193,18 @@ class WorkerPool(Engine):
             return
         self._stage_record = stage.to_record()  # records carry the stage, not a worker's share of it
         limit = self.cfg.warmup if warmup else self.cfg.num_prompts
-        duration = None if warmup else self.cfg.duration_s
-        if not warmup:  # --num-prompts and --duration count the whole output, earlier runs included
-            if limit is not None:
-                limit = max(0, limit - self.prior.sent(stage.label))
-            if duration is not None:
-                duration = max(0.0, duration - self.prior.elapsed(stage.label))
+        if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
+            limit = max(0, limit - self.prior.sent(stage.label))
         start = time.perf_counter() + PHASE_LEAD_S
+        deadline = self.stage_deadline(stage, warmup, start)  # one deadline, the same in every worker
         handles = [h for h, _ in phase]
         for h, share in phase:
-            h.begin_phase(share, warmup, start, duration, self._stage_record)
-        feeder = asyncio.ensure_future(self._feed(handles, items, limit, duration, start))
+            h.begin_phase(share, warmup, start, deadline, self._stage_record)
+        feeder = asyncio.ensure_future(self._feed(handles, items, limit, deadline))
         stopped = asyncio.ensure_future(self.stopping.wait())
-        try:  # a stop ends the feeding at once, even while a pipe's next line has not come
-            await asyncio.wait([feeder, stopped], return_when=asyncio.FIRST_COMPLETED)
+        try:  # a stop or the deadline ends the feeding at once, even while a pipe's next line has not come
+            await asyncio.wait([feeder, stopped], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=None if deadline is None else max(0.0, deadline - time.perf_counter()))
             if feeder.done():
                 feeder.result()  # re-raise a crash
         finally:
@@ -215,8 +215,7 @@ class WorkerPool(Engine):
                 h.end_items()
         await self._phase_over(handles)
 
-    async def _feed(self, handles: list[WorkerHandle], items, limit: int | None, duration: float | None,
-                    start: float) -> None:
+    async def _feed(self, handles: list[WorkerHandle], items, limit: int | None, deadline: float | None) -> None:
         """Each item to the worker with the most room, as the engine's producer takes them."""
         source = items if hasattr(items, "__aiter__") else aiter_items(items)
         sent = 0
@@ -226,7 +225,7 @@ class WorkerPool(Engine):
             if item.error is None:  # invalid lines are answered (by a worker) without a request
                 if limit is not None and sent >= limit:
                     break
-                if duration is not None and time.perf_counter() - start >= duration:
+                if deadline is not None and time.perf_counter() >= deadline:
                     break
                 sent += 1
             handle = await self._room(handles)

@@ -69,7 +69,7 @@ def worker_config(cfg: RunConfig, index: int, count: int) -> RunConfig:
 
     The parent keeps --num-prompts, resume, the output, the summary and the
     server-metrics scraper; each phase then sets the worker's stage
-    (`worker_stage`) and the time left of --duration.  --warmup stays the
+    (`worker_stage`) and --duration's deadline.  --warmup stays the
     run's total: the parent sends each worker its part, the engine's limit is
     never the one that stops it.
     """
