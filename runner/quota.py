@@ -478,6 +478,14 @@ class AdaptiveConcurrency:
     async def __aexit__(self, *exc: object) -> None:
         self.release()
 
+    def grow(self, max_concurrency: int) -> None:
+        """A larger cap (a --workers worker taking over a dead one's share of -c): the limit
+        rises by as much, so a limit no throttle has cut stays at the cap."""
+        if max_concurrency > self.max_concurrency:
+            self._limit += max_concurrency - self.max_concurrency
+            self.max_concurrency = max_concurrency
+            self._wake_head()
+
     def on_success(self) -> None:
         """Additive increase: +1/limit, capped at ``max_concurrency``."""
         if self.adaptive and self._limit < self.max_concurrency:

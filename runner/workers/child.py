@@ -123,8 +123,13 @@ class Worker:
     async def _phase(self, phase: dict) -> None:
         """Its share of one stage, from the common start, until its items end or the parent says STOP."""
         stage = phase["stage"]
-        self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,))
+        self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,),
+                                              ramp_up_start=phase["ramp_up_start"])
         self.engine.phase_deadline = phase["deadline"]
+        # After another worker died its share may be larger than the one it started for: room for it.
+        self.engine.connector_limit = max(self.engine.connector_limit, stage.concurrency)
+        if self.engine.hooks.adaptive is not None:
+            self.engine.hooks.adaptive.grow(stage.concurrency)
         self.pipe.stage_record = phase["stage_record"]
         self._ended = False
         delay = phase["start_at"] - time.perf_counter()

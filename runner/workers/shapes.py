@@ -9,6 +9,8 @@
   same way: the sum of the ramped processes is the ramped process);
 - seeds: `--seed S` gives each worker a seed of its own derived from S, so
   a run is repeatable for the same N and the workers' streams differ;
+- a worker that dies: each later stage splits over the workers left
+  (`pool.py`), so the stage still runs at its whole load;
 - quotas are not split: the parent grants them (`quota.py`).
 """
 
@@ -35,6 +37,13 @@ def split_rate(rate: float | None, active: int) -> float | None:
     if rate is None or math.isinf(rate):
         return rate
     return rate / active
+
+
+def ramp_start(cfg: RunConfig, count: int) -> float | None:
+    """Each of `count` workers' --ramp-up-start: its share of the run's (each ramps its share)."""
+    if cfg.ramp_up is None:
+        return cfg.ramp_up_start
+    return (cfg.ramp_up_start or 1.0) / count
 
 
 def worker_stage(stage: Stage, index: int, count: int) -> Stage | None:
@@ -74,10 +83,8 @@ def worker_config(cfg: RunConfig, index: int, count: int) -> RunConfig:
     never the one that stops it.
     """
     slots = share(max(s.concurrency for s in cfg.stages), count, index)
-    start = cfg.ramp_up_start
-    if cfg.ramp_up is not None:  # every worker ramps its share from its share of the start
-        start = (start or 1.0) / count
     return dataclasses.replace(
         cfg, workers=1, stages=(Stage(0, max(1, slots)),), concurrency=(max(1, slots),), rate=(None,),
         num_prompts=None, duration_s=None, resume=False, overwrite=False, retry_failed=False,
-        resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=start, server_metrics=())
+        resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=ramp_start(cfg, count),
+        server_metrics=())
