@@ -154,7 +154,7 @@ class RunConfig:
     ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
     sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
     workers: int = 1  # processes that send (--workers N | auto, resolved here); this one reads and writes
-    replay: bool = False  # send each line at its "timestamp" (ms from the trace's start)
+    replay: bool = False  # send each line at its "timestamp" (ms, counted from the first line's)
     replay_speed: float = 1.0  # 2: twice as fast as the trace
     sharegpt: str = "prompts"  # ShareGPT lines: each its first user turn ("prompts"), or whole "sessions"
     num_prompts: int | None = None

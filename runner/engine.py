@@ -32,6 +32,7 @@ from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, wor
 from .send import Sender
 from .session import run_session
 from .stream.connection import session_connector
+from .stream.errors import PastDeadline
 
 _STOP = object()
 log = logging.getLogger("streamrun")
@@ -164,23 +165,44 @@ class Engine:
         if not warmup and elapsed > 0:
             self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed
 
+    def stage_deadline(self, stage: Stage, warmup: bool, start: float) -> float | None:
+        """--duration: the time.perf_counter value from which the stage starts no request; None without one.
+
+        --duration counts the whole output: what earlier runs spent on this
+        stage (outputs.Prior, on --resume) is taken off.
+        """
+        if warmup or self.cfg.duration_s is None:
+            return None
+        return start + max(0.0, self.cfg.duration_s - self.prior.elapsed(stage.label))
+
     async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+        """The stage until its items end, a stop, or --duration's deadline.
+
+        At the deadline no request starts any more, wherever it waits (the
+        producer's schedule, the queue, quota, a retry's back-off: see
+        runner/send.py), and nothing is written for what did not start, so a
+        rerun can send it; what is in flight drains as on a stop, cut at
+        --drain-timeout.
+        """
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
         cfg = self.cfg
         ramp_workers = cfg.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
         offsets = (worker_start_offsets(stage.concurrency, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s,
                                         cfg.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
         begin = time.perf_counter()
-        workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset)) for offset in offsets]
-        producer = asyncio.create_task(self._produce(queue, items, stage, warmup))
+        deadline = self.sender.deadline = self.stage_deadline(stage, warmup, begin)
+        workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset, deadline))
+                   for offset in offsets]
+        producer = asyncio.create_task(self._produce(queue, items, stage, warmup, deadline))
         stop_wait = asyncio.create_task(self.stopping.wait())
         everything = asyncio.gather(producer, *workers)
         try:
-            await asyncio.wait([everything, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([everything, stop_wait], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=None if deadline is None else max(0.0, deadline - time.perf_counter()))
             if everything.done():
                 everything.result()  # re-raise a crash
                 return
-            producer.cancel()
+            producer.cancel()  # a stop, or the deadline
             for w in workers:  # idle workers wait for input that will not come: only busy ones drain
                 if w not in self._busy:
                     w.cancel()
@@ -200,7 +222,8 @@ class Engine:
             # print as "exception was never retrieved" on every drain.
             await asyncio.gather(everything, return_exceptions=True)
 
-    async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool) -> None:
+    async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool,
+                       deadline: float | None) -> None:
         cfg = self.cfg
         gaps = self._gaps(stage, warmup)
         replay = cfg.replay and not warmup
@@ -208,12 +231,8 @@ class Engine:
         due = start
         sent = 0
         limit = cfg.warmup if warmup else cfg.num_prompts
-        duration = cfg.duration_s
-        if not warmup:  # --num-prompts and --duration count the whole output, earlier runs included
-            if limit is not None:
-                limit = max(0, limit - self.prior.sent(stage.label))
-            if duration is not None:
-                duration = max(0.0, duration - self.prior.elapsed(stage.label))
+        if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
+            limit = max(0, limit - self.prior.sent(stage.label))
         source = items if hasattr(items, "__aiter__") else aiter_items(items)  # live inputs come async
         async for item in source:
             if self.stopping.is_set():
@@ -223,12 +242,12 @@ class Engine:
                 continue
             if limit is not None and sent >= limit:
                 break
-            if not warmup and duration is not None and time.perf_counter() - start >= duration:
-                break
             if replay:  # at the trace's own time, open loop
                 due = start + replay_offset(item.timestamp_ms, due - start, cfg.replay_speed)
             elif sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
                 due += next(gaps)
+            if deadline is not None and max(due, time.perf_counter()) >= deadline:
+                break  # it would start after --duration's deadline
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -245,14 +264,17 @@ class Engine:
                                cfg.burstiness, self._rng)
         return arrival_gaps(rate, cfg.burstiness, self._rng)
 
-    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0) -> None:
+    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0,
+                      deadline: float | None = None) -> None:
         task = asyncio.current_task()
         delay = start_at - time.perf_counter()
         if delay > 0:  # a concurrency ramp-up: this worker joins later
             await asyncio.sleep(delay)
         while True:
+            if self.stopping.is_set() or (deadline is not None and time.perf_counter() >= deadline):
+                return  # (an item it would take now would not be sent: it stays for a rerun)
             entry = await queue.get()
-            if entry is _STOP or self.stopping.is_set():
+            if entry is _STOP or self.stopping.is_set() or (deadline is not None and time.perf_counter() >= deadline):
                 return
             item, due = entry
             self._busy.add(task)
@@ -264,6 +286,8 @@ class Engine:
                     record = await self.sender.process(item, due, stage, warmup)
             except RunError as exc:  # e.g. no model could be found: nothing was sent for this item
                 self.abort(exc)
+                return
+            except PastDeadline:  # the deadline came while it waited for quota or a slot: not sent, no record
                 return
             finally:
                 self.in_flight -= 1

@@ -42,7 +42,7 @@ class InputItem:
     body: dict | None = None
     error: str | None = None  # why the line is invalid
     raw: bytes = b""
-    timestamp_ms: float | None = None  # when a trace sent it, ms from the trace's start (--replay)
+    timestamp_ms: float | None = None  # when a trace sent it, ms (--replay: the run counts from the first line's)
     session: Session | None = None  # a line with "turns": a multi-turn session (runner.session)
 
     @property

@@ -100,7 +100,7 @@ OPTIONS: tuple[Option, ...] = (
            "ramp_up_duration"),
     Option("ramp_up_start", positive_number, "Rate (req/s) or concurrency the ramp-up starts from (default 1).",
            "--ramp-up-start", "ramp_up_start"),
-    Option("replay", boolean, "Send each line at its \"timestamp\" (ms from the trace's start), open loop.",
+    Option("replay", boolean, "Send each line at its \"timestamp\" (ms, counted from the first line's), open loop.",
            "--replay", "replay"),
     Option("replay_speed", positive_number, "Time scale of --replay: 2 replays twice as fast.", "--replay-speed",
            "replay_speed"),
@@ -109,8 +109,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
            "--burstiness", "burstiness"),
     Option("num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts", "num_prompts"),
-    Option("duration_s", positive_duration, "Stop sending new requests after this long (per stage), e.g. 10m.",
-           "--duration", "duration"),
+    Option("duration_s", positive_duration, "No request starts after this long (per stage), e.g. 10m; those in "
+           "flight finish, cut at --drain-timeout.", "--duration", "duration"),
     Option("warmup", non_negative_int, "Warm-up requests sent first, marked in records, excluded from statistics.",
            "--warmup", "warmup"),
     Option("seed", integer, "Seed for arrival times.", "--seed", "seed"),
@@ -144,8 +144,8 @@ OPTIONS: tuple[Option, ...] = (
            "old records (without it, a changed line stops the run).", "--resume-changed", "resume_changed"),
     Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
     Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
-    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM, how long in-flight requests may finish (0: none).",
-           "--drain-timeout", "drain_timeout"),
+    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM or at --duration's end, how long in-flight requests "
+           "may finish (0: none).", "--drain-timeout", "drain_timeout"),
     Option("log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
            "--log-format json), log progress this often: done/total, errors, rate, in flight, ETA (0: never).",
            "--log-every", "log_every"),
@@ -160,8 +160,10 @@ OPTIONS: tuple[Option, ...] = (
            "SLURM_ARRAY_TASK_ID).", "--shard", "shard"),
     Option("rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
     Option("tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
-    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once (servers often enforce "
-           "a per-minute quota per second).", "--burst", "burst"),
+    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once after a lull (servers "
+           "often enforce a per-minute quota per second); pacing starts from the first request. A server counting "
+           "fixed one-second windows may refuse up to a burst's worth after a lull: 1ms paces strictly.",
+           "--burst", "burst"),
     Option("adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
            "--adaptive/--no-adaptive", "adaptive"),
     Option("price_input", non_negative_number, "USD per million prompt tokens (for the cost line).", "--price-input",

@@ -140,9 +140,11 @@ class QuotaLimiter:
         initial_fill: float = 0.1,
         burst_s: float | None = None,
     ) -> None:
-        """``burst_s``: the bucket holds that many seconds' worth (full at start),
-        for servers that enforce a per-minute quota per second, as OpenAI
-        documents; None keeps a whole minute, ``initial_fill`` full at start."""
+        """``burst_s``: the bucket holds that many seconds' worth, for servers
+        that enforce a per-minute quota per second, as OpenAI documents; it
+        starts with just the first request's worth at the first ``acquire``,
+        so pacing starts from the first request (see ``_start_pacing``).
+        None keeps a whole minute, ``initial_fill`` full at start."""
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -156,13 +158,11 @@ class QuotaLimiter:
         self._sleep = sleep
         t = now()
         self._requests = self._tokens = None
-        if burst_s is not None:
+        if burst_s is not None:  # empty until the first acquire (_start_pacing)
             if rpm:
-                cap = max(1.0, rpm / 60.0 * burst_s)
-                self._requests = TokenBucket(cap, rpm / 60.0, cap, t)
+                self._requests = TokenBucket(max(1.0, rpm / 60.0 * burst_s), rpm / 60.0, 0.0, t)
             if tpm:
-                cap = max(1.0, tpm / 60.0 * burst_s)
-                self._tokens = TokenBucket(cap, tpm / 60.0, cap, t)
+                self._tokens = TokenBucket(max(1.0, tpm / 60.0 * burst_s), tpm / 60.0, 0.0, t)
         else:
             if rpm:
                 self._requests = TokenBucket(rpm, rpm / 60.0, max(min(1.0, rpm), rpm * initial_fill), t)
@@ -173,6 +173,7 @@ class QuotaLimiter:
         self.throttles = 0
         self._request_hint: _Hint | None = None
         self._token_hint: _Hint | None = None
+        self._unstarted = burst_s is not None  # the buckets start at the first acquire
         self._lock = asyncio.Lock()  # FIFO: one waiter computes/sleeps at a time
         #: Summary counters: acquires that had to wait, and total seconds waited.
         self.waits = 0
@@ -197,6 +198,8 @@ class QuotaLimiter:
         ):
             return
         async with self._lock:
+            if self._unstarted:
+                self._start_pacing(tokens)
             start = None
             while True:
                 now = self._now()
@@ -212,6 +215,24 @@ class QuotaLimiter:
                 # Re-check after sleeping: headers may have lowered a level
                 # meanwhile, or an earlier settle() may have refunded tokens.
                 await self._sleep(wait)
+
+    def _start_pacing(self, tokens: int) -> None:
+        """The first request's worth, no more, at the first acquire: pacing starts with it.
+
+        A bucket that started full would send a whole burst at once and then
+        refill at the steady rate: against a server that counts requests in
+        fixed one-second windows, the burst's window gets a burst's worth
+        on top of the window's own refill (up to twice the limit with a
+        one-second burst).  Starting from the first request, the sends of any
+        window of length T are at most 1 + T * rate.  The bucket still fills
+        up to ``burst_s`` when the run sends less than the limit, and that
+        fill may then go at once (what ``--burst`` allows).
+        """
+        self._unstarted = False
+        now = self._now()
+        for bucket, first in ((self._requests, 1.0), (self._tokens, float(tokens))):
+            if bucket is not None:
+                bucket.level, bucket.stamp = min(bucket.capacity, first), now
 
     def _wait_time(self, tokens: int, now: float) -> float:
         """Seconds until ``tokens`` (and one request) fit; 0 when they do now."""
@@ -456,6 +477,14 @@ class AdaptiveConcurrency:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+    def grow(self, max_concurrency: int) -> None:
+        """A larger cap (a --workers worker taking over a dead one's share of -c): the limit
+        rises by as much, so a limit no throttle has cut stays at the cap."""
+        if max_concurrency > self.max_concurrency:
+            self._limit += max_concurrency - self.max_concurrency
+            self.max_concurrency = max_concurrency
+            self._wake_head()
 
     def on_success(self) -> None:
         """Additive increase: +1/limit, capped at ``max_concurrency``."""

@@ -31,6 +31,7 @@ from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, ite
 from .openfiles import fit_connections
 from .outputs import HeldRecords, Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
 from .record import Record
+from .schedule import TraceTimes
 from .stream.lines import key_api
 from .summary import RunFacts, build_document, render, summary_path_for, write_document
 from .servermetrics import scraper_for
@@ -422,8 +423,18 @@ class Run:
 
     def _stage_items(self, stage: Stage) -> Iterator[InputItem]:
         plan = self.plan
+        trace = TraceTimes() if self.cfg.replay else None
+        resumed = trace is not None and plan.done is not None and len(plan.done) > 0
+        skip: float | None = None  # --resume: the time of the first line still to send, not waited for again
+        late = 0
         for item in iter_items(plan.paths, self.cfg.limits.max_line_bytes, self.cfg.api, self.cfg.sharegpt):
             self._lines_read += 1
+            if trace is not None and item.timestamp_ms is not None:  # every line, before any is left out
+                item.timestamp_ms, backwards = trace.place(item.timestamp_ms)
+                if backwards and not late:
+                    log.warning("%s: its timestamp is before the line before it: sent right after that line "
+                                "(--replay keeps file order; sort the trace by timestamp)", item.place)
+                late += backwards
             if self._seen_stdin is not None:
                 earlier = self._seen_stdin.check(item.custom_id, item.place)
                 if earlier is not None:
@@ -433,7 +444,12 @@ class Run:
                 continue
             if plan.done is not None and resume_key(stage.label, item.custom_id) in plan.done:
                 continue
+            if resumed and item.timestamp_ms is not None:
+                skip = item.timestamp_ms if skip is None else skip
+                item.timestamp_ms -= skip
             yield item
+        if late > 1:
+            log.warning("--replay: %d lines were stamped before the line before them; each went right after it", late)
 
     def _warmup_items(self) -> Iterator[InputItem] | None:
         if not self.cfg.warmup or self._live:

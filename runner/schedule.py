@@ -45,19 +45,56 @@ def ramped(start: float, target: float, elapsed: float, duration: float, kind: s
     return start + (target - start) * share
 
 
+def ramp_area(start: float, target: float, duration: float, kind: str) -> float:
+    """Arrivals a ramp's rate adds up to over the ramp: the integral of `ramped` from 0 to `duration`."""
+    if start == target:
+        return start * duration
+    if kind == EXPONENTIAL:
+        return start * duration * (target / start - 1.0) / math.log(target / start)
+    return (start + target) * duration / 2.0
+
+
+def ramp_time(arrivals: float, start: float, target: float, duration: float, kind: str) -> float:
+    """When a ramp's integrated rate, from 0, reaches `arrivals`: the inverse of the rate's integral.
+
+    The integral is a*t + (b - a)*t^2/(2D) for a linear ramp and
+    a*D*(r^(t/D) - 1)/ln r (r = b/a) for an exponential one, then grows by
+    the target rate after the ramp; each is inverted in closed form.
+    """
+    whole = ramp_area(start, target, duration, kind)
+    if arrivals >= whole:
+        return duration + (arrivals - whole) / target
+    if start == target:
+        return arrivals / target
+    if kind == EXPONENTIAL:
+        log_ratio = math.log(target / start)
+        return duration * math.log1p(arrivals * log_ratio / (start * duration)) / log_ratio
+    slope = (target - start) / duration
+    # the root of slope/2 t^2 + start t - arrivals written without the cancellation of -start + sqrt(...)
+    return 2.0 * arrivals / (start + math.sqrt(start * start + 2.0 * slope * arrivals))
+
+
 def ramped_gaps(target: float, start: float, duration: float, kind: str, burstiness: float,
                 rng: random.Random) -> Iterator[float]:
     """Arrival gaps whose rate rises from `start` to `target` req/s over `duration`, then holds.
 
-    Each gap is drawn at the rate reached at the schedule's own time (not
-    the wall clock), so the same seed gives the same arrivals.
+    Time rescaling: a renewal process of rate 1 (gamma gaps of mean 1 and
+    shape `burstiness`; exponential, i.e. Poisson, at 1) counted in the
+    ramp's integrated rate, each arrival mapped back to the time at which
+    the integral reaches it (`ramp_time`).  So the expected arrivals follow
+    the rate curve (by any time t, the integral of the rate up to t), and a
+    gamma's burstiness is kept.  Drawing each gap at the rate reached at the
+    previous arrival would not: a long first gap drawn at the slow start
+    rate skips the part of the ramp where the rate has already risen.
+    Seeded by `rng` and independent of the wall clock: the same seed gives
+    the same arrivals.
     """
-    elapsed = 0.0
+    arrivals = now = 0.0
     while True:
-        rate = ramped(start, target, elapsed, duration, kind)
-        gap = rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
-        elapsed += gap
-        yield gap
+        arrivals += rng.gammavariate(burstiness, 1.0 / burstiness)
+        then = ramp_time(arrivals, start, target, duration, kind)
+        yield then - now
+        now = then
 
 
 def worker_start_offsets(concurrency: int, start: float, duration: float, kind: str) -> list[float]:
@@ -77,6 +114,36 @@ def worker_start_offsets(concurrency: int, start: float, duration: float, kind: 
         else:
             offsets.append(duration * (level - start) / (concurrency - start))
     return offsets
+
+
+class TraceTimes:
+    """--replay: each line's time as milliseconds from the trace's first line, never before the line before it.
+
+    Why relative: traces stamp lines in whatever clock they were captured
+    with (ms from the start, as Mooncake's; or epoch milliseconds, as a
+    gateway log), and only the spacing matters.  The first timestamp read
+    is the trace's start, 0.  A line stamped earlier than the line before it
+    goes right after that line (the schedule never runs backwards, so the
+    reordering does not show as the client's lag in `queue_s`); `place`
+    says so, for a warning.  Every line of the input is read through one
+    instance in file order, whichever lines this process then sends (a
+    shard's, those --resume has not answered), so every shard, every worker
+    and every rerun gives a line the same time.
+    """
+
+    def __init__(self) -> None:
+        self.origin: float | None = None
+        self.latest = 0.0  # the latest time given so far, ms from the origin
+
+    def place(self, timestamp_ms: float) -> tuple[float, bool]:
+        """(this line's time, ms from the trace's start; whether it was stamped before the line before it)."""
+        if self.origin is None:
+            self.origin = timestamp_ms
+        offset = timestamp_ms - self.origin
+        if offset < self.latest:
+            return self.latest, True
+        self.latest = offset
+        return offset, False
 
 
 def replay_offset(timestamp_ms: float | None, previous: float, speed: float) -> float:

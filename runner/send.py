@@ -13,7 +13,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
 import orjson
@@ -27,7 +27,7 @@ from .inputs import InputItem
 from .record import ERROR, OK, Choice, Metrics, Record, RecordError
 from .stream import embeddings, protocol, protocol_anthropic, protocol_responses
 from .stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
-from .stream.errors import (NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, RequestError,
+from .stream.errors import (NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, PastDeadline, RequestError,
                             TooManyOpenFiles, UnwantedFinish, redact)
 from .stream.protocol import (CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine,
                               StreamState)
@@ -89,6 +89,8 @@ class Sender:
         self._connections = (asyncio.Semaphore(engine.connector_limit)
                              if engine.connector_limit < self.cfg.max_concurrency else None)
         self._out_of_files_said = False
+        #: --duration: no attempt starts at or after this time.perf_counter value; set per stage by the engine.
+        self.deadline: float | None = None
 
     async def default_model(self) -> str:
         """The model for lines that name none and a run without --model: the server's only one.
@@ -164,18 +166,31 @@ class Sender:
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
         timing: Timing | None = None
+        failure: RequestError | None = None  # the last attempt's, should a retry come too late
         self.counters.sent += 1
 
         async def one_attempt():
-            nonlocal attempts, timing
-            attempts += 1
+            nonlocal attempts, timing, failure
+            previous, attempts = timing, attempts + 1
             timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
-            done = await self._attempt(path, body, timing, estimate)
-            return done, self.accept(fmt, done.state)  # a reply the run does not accept is retried
+            try:
+                done = await self._attempt(path, body, timing, estimate)
+                return done, self.accept(fmt, done.state)  # a reply the run does not accept is retried
+            except PastDeadline:  # this attempt never started
+                attempts, timing = attempts - 1, previous
+                raise
+            except RequestError as exc:
+                failure = exc
+                raise
 
         try:
-            attempt, parsed = await call_with_retries(self.cfg.retry, one_attempt)
-        except RequestError as exc:
+            attempt, parsed = await call_with_retries(self.cfg.retry, one_attempt, self.deadline)
+        except (RequestError, PastDeadline) as exc:
+            if isinstance(exc, PastDeadline):
+                if failure is None:  # nothing was sent: no record
+                    self.counters.sent -= 1
+                    raise
+                exc = failure  # the retry would have started after the deadline: the failure before it stands
             state = exc.partial
             return Reply(state, timing, attempts, exc, request_id(getattr(exc, "headers", None), state))
         return Reply(attempt.state, timing, attempts, None, attempt.request_id, parsed)
@@ -204,11 +219,13 @@ class Sender:
         """One try: wait for quota and a slot, pick an endpoint, send; feed back what was learnt."""
         hooks = self.hooks
         if hooks.quota is not None:
-            await hooks.quota.acquire(estimate)  # ExceedsTPM is a RequestError: an error record
+            await self._by_deadline(hooks.quota.acquire(estimate))  # ExceedsTPM is a RequestError: an error record
         attempt = None
         try:
             async with (hooks.adaptive.slot() if hooks.adaptive is not None else nullcontext()), \
                     (self._connections or nullcontext()):
+                if self.too_late():
+                    raise PastDeadline
                 endpoint = self.pool.acquire()
                 timing.endpoint = self.public_urls[endpoint.url]
                 failed = True
@@ -268,6 +285,20 @@ class Sender:
             await asyncio.sleep(wait)
             waited += wait
             wait = min(1.0, wait * 2)
+
+    def too_late(self, after: float = 0.0) -> bool:
+        """Whether a request started `after` seconds from now would start at or after --duration's deadline."""
+        return self.deadline is not None and time.perf_counter() + after >= self.deadline
+
+    async def _by_deadline(self, waiting: Awaitable) -> None:
+        """Wait for quota, but not past --duration's deadline (PastDeadline; the waiter takes nothing)."""
+        if self.deadline is None:
+            await waiting
+            return
+        try:
+            await asyncio.wait_for(waiting, self.deadline - time.perf_counter())
+        except TimeoutError:
+            raise PastDeadline from None
 
     async def _send(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
         url = endpoint_url(base_url, path)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import ERROR, OK, Record, Turn
+from .stream.errors import PastDeadline
 from .stream.protocol import RESPONSES_PATH, InvalidRequestLine
 
 SESSION_KEYS = ("turns", "think_time_s")
@@ -108,6 +109,13 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     the actual history); the session is `cached` when every turn was (a
     cached turn has 0 attempts and no metrics of its own), and a turn after
     a cached one follows without the think time.
+
+    --duration: a turn that would start after the deadline is not sent, and
+    the session ends with the turns that did happen (its record has fewer
+    `turns` than its line; their status is the record's).  So the record's
+    `metrics.started_at`, the last turn's, is never after the deadline.  A
+    session whose first turn would start after it has no record at all
+    (PastDeadline goes up to the engine), as a single prompt would.
     """
     session: Session = item.session
     model = await sender.model_for(item.body or {})
@@ -116,14 +124,22 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     last: Record | None = None
     cached = True
     for k, user in enumerate(session.turns):
-        if k and session.think_time_s and not last.cached:  # no pause after a reply that was never sent
-            await think(session.think_time_s)
+        pause = session.think_time_s if k and not last.cached else 0.0  # no pause after a reply never sent
+        if k and sender.too_late(pause):  # the turn would start after --duration's deadline
+            break
+        if pause:
+            await think(pause)
         history.append({"role": "user", "content": user})
         try:
             request = sender.build(item.path, turn_body(item.path, item.body or {}, history), model)
         except InvalidRequestLine as exc:
             return sender.invalid_record(item, stage, f"turn {k}: {exc}")
-        last = await sender.answer(item, request, due if k == 0 else None, stage, warmup)
+        try:
+            last = await sender.answer(item, request, due if k == 0 else None, stage, warmup)
+        except PastDeadline:
+            if not k:
+                raise
+            break
         cached = cached and last.cached
         turns.append(Turn(k, last.text, last.reasoning, last.finish_reason, last.usage, last.metrics,
                           last.attempts, last.error))

@@ -156,12 +156,24 @@ def log_fields(doc: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _warnings(doc: dict[str, Any]) -> list[str]:
-    """The warnings of the end-of-run lines: a line per client-bound stage (runner/trust.py) and what to do,
-    else the run-wide event-loop lag warning, if any (and if there were latencies to inflate)."""
+    """The warnings of the end-of-run lines: a line per stage a worker died in (--workers), a line per
+    client-bound stage (runner/trust.py) and what to do, else the run-wide event-loop lag warning, if any
+    (and if there were latencies to inflate)."""
     from .trust import bound_lines
 
     lag = _lag_warning(doc)
-    return bound_lines(doc) or ([lag.removeprefix("warning: ")] if lag else [])
+    return _degraded_lines(doc) + (bound_lines(doc) or ([lag.removeprefix("warning: ")] if lag else []))
+
+
+def _degraded_lines(doc: dict[str, Any]) -> list[str]:
+    """A line per stage that a worker died in: from then on it ran short of its load (runner/workers/pool.py)."""
+    lines = []
+    for entry in (doc.get("workers") or {}).get("degraded_stages") or []:
+        name = f"stage {entry['label']}" if entry.get("label") else "the run"
+        died = ", ".join(str(i) for i in entry["workers_died"])
+        marked = " (its records from then on carry \"degraded\": true in their stage)" if entry.get("label") else ""
+        lines.append(f"{name} ran degraded: worker {died} died during it, and it went on short of its load{marked}")
+    return lines
 
 
 def _lag_warning(doc: dict[str, Any]) -> str | None:
@@ -263,12 +275,14 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
         from rich.console import Console
 
         from .report import build_report, render_table
+        from .report.degraded import mark_stages as mark_degraded
         from .report.timing import mark_stages
 
         config = doc.get("config") or {}
         report = build_report([doc["output"]], doc["summary"].get("slos") or None,
                               percentiles=config.get("percentiles") or RunConfig.percentiles)
         mark_stages(report.summaries, (doc.get("timing") or {}).get("stages") or [])  # this run's client timing
+        mark_degraded(report.summaries, (doc.get("workers") or {}).get("degraded_stages") or [])
         render_table(report.summaries, Console(file=out))
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import time
 from collections import Counter
+from datetime import datetime
 
 import orjson
 import pytest
 
 from runner.config import Stage, make_stages
 from runner.schedule import arrival_gaps
-from tests.conftest import amock_stats, chat, run_rows, write_jsonl
+from tests.conftest import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 
 def take(gen, n):
@@ -58,6 +60,94 @@ async def test_num_prompts_and_duration_stop_sending(tmp_path, mock_server):
     code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(50)],
                                    stages=(Stage(0, 4, 2.0),), duration_s=0.2, overwrite=True)
     assert code == 0 and 1 <= len(records) < 50  # at 2 req/s, 0.2 s leaves room for a handful at most
+
+
+def started(record: dict) -> float:
+    return datetime.fromisoformat(record["metrics"]["started_at"]).timestamp()
+
+
+def assert_started_by_the_deadline(records: list[dict], duration: float) -> None:
+    """Every record's request started within `duration` of the first one (which starts at the stage's start,
+    or after it: a bound that holds however slow the machine), give or take scheduling."""
+    first = min(started(r) for r in records)
+    assert all(started(r) <= first + duration + 0.05 for r in records), [started(r) - first for r in records]
+
+
+async def test_duration_starts_nothing_after_its_deadline_and_lets_the_started_finish(tmp_path, mock_server):
+    # Each request holds its slot for 3 s, so only the first 4 can start within the 1 s.  The deadline was
+    # checked only as items entered the queue: those queued by then were all sent afterwards.
+    url = await mock_server(ttft=3.0, output_tokens=2)
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(20)], stages=(Stage(0, 4),),
+                                   duration_s=1.0)
+    requests = (await amock_stats(url))["requests"]
+    assert code == 0 and 1 <= requests <= 4
+    assert len(records) == requests and all(r["status"] == "ok" for r in records)  # in flight: finished
+    assert_started_by_the_deadline(records, 1.0)
+
+
+async def test_duration_sends_nothing_still_waiting_for_quota(tmp_path, mock_server):
+    # --rpm 60: one request a second.  Requests queued for quota at the deadline were all sent after it.
+    url = await mock_server(output_tokens=2)
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(12)], stages=(Stage(0, 8),),
+                                   duration_s=1.5, rpm=60)
+    requests = (await amock_stats(url))["requests"]
+    assert code == 0 and 1 <= requests <= 3 and len(records) == requests  # at 0 s and 1 s (one more of slack)
+    assert_started_by_the_deadline(records, 1.5)
+
+
+async def test_a_retry_that_would_start_after_the_deadline_is_not_made(tmp_path, mock_server):
+    url = await mock_server(output_tokens=2)
+    rows = [chat("r0", {"key": "r0", "faults": ["429"], "retry_after": 5})]
+    code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0)
+    assert code == 1 and record["status"] == "error" and record["attempts"] == 1  # the 429 stands
+    assert record["error"]["status_code"] == 429
+    assert (await amock_stats(url))["requests"] == 1
+
+
+async def test_a_session_ends_at_the_deadline_with_the_turns_it_had(tmp_path, mock_server):
+    url = await mock_server(output_tokens=2)
+    rows = [{"custom_id": "s", "turns": ["a", "b", "c"], "think_time_s": 2.0}]
+    code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0)
+    assert code == 0 and record["status"] == "ok" and len(record["turns"]) == 1  # turn 1 would start at 2 s
+    assert (await amock_stats(url))["requests"] == 1
+
+
+async def test_duration_starts_nothing_after_its_deadline_with_workers(tmp_path, mock_server):
+    url = await mock_server(ttft=3.0, output_tokens=2)
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(20)], stages=(Stage(0, 4),),
+                                   duration_s=1.0, workers=2)
+    requests = (await amock_stats(url))["requests"]
+    assert code == 0 and 1 <= requests <= 4 and len(records) == requests
+    assert_started_by_the_deadline(records, 1.0)
+
+
+async def test_duration_counts_the_whole_output_across_resumes(tmp_path, mock_server):
+    # The first run's records span over 1 s (its last request started before 1 s and took 0.4 s), so a
+    # rerun of the same command has no time left: it sends nothing, with one process or several.
+    url = await mock_server(ttft=0.4, output_tokens=2)
+    rows = [chat(f"r{i}") for i in range(40)]
+    code, records = await run_rows(tmp_path, url, rows, stages=(Stage(0, 2),), duration_s=1.0)
+    sent = (await amock_stats(url))["requests"]
+    assert code == 0 and len(records) == sent
+    for workers in (1, 2):
+        code, again = await run_rows(tmp_path, url, rows, stages=(Stage(0, 2),), duration_s=1.0, resume=True,
+                                     overwrite=False, workers=workers)
+        assert code == 0 and len(again) == len(records) and (await amock_stats(url))["requests"] == sent
+
+
+def test_duration_cuts_what_is_in_flight_at_the_drain_timeout(tmp_path, mock_process):
+    # A 30 s TTFT: what started before the deadline is cut 1 s after it, as on a stop, instead of
+    # holding the run for 30 s; it has no record, so a rerun sends it.
+    url = mock_process("--ttft", "30", "--output-tokens", "2")
+    inp = write_jsonl(tmp_path / "in.jsonl", [chat(f"r{i}") for i in range(10)])
+    began = time.monotonic()
+    res = streamrun("run", inp, "-o", tmp_path / "out.jsonl", "--base-url", url, "--model", "mock-model", "-c", "2",
+                    "--duration", "0.5s", "--drain-timeout", "1s", "--workers", "2", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - began < 20  # 30 s when the drain waited for the replies
+    assert read_jsonl(tmp_path / "out.jsonl") == []
+    summary = orjson.loads((tmp_path / "out.summary.json").read_bytes())
+    assert 1 <= summary["cancelled_in_flight"] <= 2
 
 
 async def test_warmup_records_are_marked_and_excluded_from_stats(tmp_path, mock_server):

@@ -478,16 +478,62 @@ async def test_not_adaptive_is_a_fixed_semaphore(clock):
     assert clock.sleeps == []
 
 
-async def test_burst_of_one_second_paces_a_per_second_enforcer(clock):
-    """rpm=600 with a 1 s burst: 10 go at once, then one every 0.1 s, as a per-second limiter allows."""
+async def test_burst_of_one_second_paces_from_the_first_request(clock):
+    """rpm=600 with a 1 s burst: the first goes at once, then one every 0.1 s; after an idle second, a burst."""
     q = QuotaLimiter(rpm=600, now=clock.now, sleep=clock.sleep, burst_s=1.0)
-    for _ in range(10):
-        await q.acquire()
+    await clock.advance(5.0)  # time before the first request (start-up) fills nothing
+    await q.acquire()
     task = asyncio.create_task(q.acquire())
+    await released_after(clock, task, 0.1, early=0.01)
+    await clock.advance(1.0)  # idle: the bucket fills to its one second's worth, which may go at once
+    tasks = [asyncio.create_task(q.acquire()) for _ in range(11)]
     await settle()
-    assert not task.done()
-    await clock.advance(0.1)
-    assert task.done()
+    assert sum(t.done() for t in tasks) == 10
+
+
+class FixedWindowServer:
+    """A server that admits `limit` requests per fixed one-second window of its clock, whose windows
+    start `phase` seconds into the client's: a model of a gateway's per-second enforcement."""
+
+    def __init__(self, clock: FakeClock, limit: int, phase: float) -> None:
+        self.clock, self.limit, self.phase = clock, limit, phase
+        self.seen: dict[int, int] = {}
+        self.refused = 0
+
+    def admit(self) -> bool:
+        window = int((self.clock.now() + self.phase) // 1)
+        self.seen[window] = self.seen.get(window, 0) + 1
+        if self.seen[window] > self.limit:
+            self.refused += 1
+            return False
+        return True
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.05, 0.5, 0.95])
+async def test_rpm_against_fixed_one_second_windows_is_almost_never_refused(clock, phase):
+    # --rpm 600 against a server enforcing 10 a second in fixed windows, 120 requests queued at once:
+    # a bucket that started full sent 10 at once and 9 more refills in the same window.
+    q = QuotaLimiter(rpm=600, now=clock.now, sleep=clock.sleep, burst_s=1.0)
+    server = FixedWindowServer(clock, 10, phase)
+    await clock.advance(3.0)  # start-up
+    left = list(range(120))
+
+    async def send() -> None:
+        while left:
+            left.pop()
+            await q.acquire()
+            while not server.admit():  # a 429: retried, the limiter slows down
+                q.throttled()
+                await q.acquire()
+            q.succeeded()
+
+    tasks = [asyncio.create_task(send()) for _ in range(16)]
+    for _ in range(60_000):  # 10 minutes of fake time: ample, however slow the 429s made the limiter
+        if all(t.done() for t in tasks):
+            break
+        await clock.advance(0.01)
+    assert all(t.done() for t in tasks)
+    assert server.refused <= 3, f"{server.refused} refused; per window: {server.seen}"
 
 
 async def test_a_request_larger_than_the_burst_waits_for_a_full_bucket_not_forever(clock):

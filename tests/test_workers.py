@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -325,3 +326,68 @@ def test_kill_9_of_the_parent_takes_the_workers_with_it_and_resume_completes(tmp
     assert f"{len(written)} records done are skipped" in res.stderr
     assert_one_ok_record_per_input(out, n)
     assert json.loads((tmp_path / "out.summary.json").read_text())["requests_sent"] == n - len(written)
+
+
+def max_overlap(records: list[dict]) -> int:
+    """The most requests in flight at once, from the records' own start and end times."""
+    edges = []
+    for r in records:
+        start = datetime.fromisoformat(r["metrics"]["started_at"]).timestamp()
+        edges += [(start, 1), (start + r["metrics"]["e2e_s"], -1)]
+    most = now = 0
+    for _, step in sorted(edges):
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_after_a_worker_dies_later_stages_run_at_their_whole_load_and_the_stage_it_died_in_is_marked(
+        tmp_path, mock_process):
+    # -c 8,16 over 2 workers, worker 0 killed during c=8: c=16 ran with at most 8 in flight under its label.
+    url = mock_process("--ttft", "1", "--output-tokens", "4")
+    n = 32
+    inp, out = prompts(tmp_path / "in.jsonl", n), tmp_path / "out.jsonl"
+    proc = start_run(inp, "-o", out, "--base-url", url, "-c", "8,16", "--workers", "2", "--fsync", "never")
+    victim, _ = worker_pids(proc)
+    wait_for_lines(out, 4, proc)
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(timeout=HANG_GUARD_S) == 1
+    summary = summary_of(tmp_path / "out.summary.json")
+    assert summary["workers"]["degraded_stages"] == [{"index": 0, "label": "c=8", "workers_died": [0]}]
+    records = read_jsonl(out)
+    first = [r for r in records if r["stage"]["label"] == "c=8"]
+    second = [r for r in records if r["stage"]["label"] == "c=16"]
+    assert any(r["stage"].get("degraded") is True for r in first)  # those written after the death say so
+    assert len(second) == n and not any("degraded" in r["stage"] for r in second)
+    assert max_overlap(second) > 8  # each request holds its slot 1 s: the survivor ran the whole 16
+    report = streamrun("report", out)
+    assert report.returncode == 0, report.stderr
+    assert "c=8 (degraded)" in report.stdout and "c=16 (degraded)" not in report.stdout
+    assert "c=8: degraded: a worker died during it" in report.stdout
+    res = streamrun("run", inp, "-o", out, "--base-url", url, "-c", "8,16", "--resume", "--workers", "2")
+    assert res.returncode == 0, res.stderr  # what the dead worker held is sent again
+    assert Counter(r["stage"]["label"] for r in read_jsonl(out)) == {"c=8": n, "c=16": n}
+
+
+def test_a_degraded_run_of_one_stage_is_marked_from_its_summary():
+    from runner.report.degraded import mark_stages
+
+    unnamed = [{"stage": None}]
+    mark_stages(unnamed, [{"index": 0, "label": None, "workers_died": [1]}])
+    sweep = [{"stage": {"index": 0, "label": "c=4"}}, {"stage": {"index": 1, "label": "c=8", "degraded": True}},
+             {"stage": {"index": 2, "label": "c=16"}}]
+    mark_stages(sweep, [{"index": 0, "label": "c=4", "workers_died": [0]}])
+    assert unnamed[0]["degraded"] is True
+    assert [s.get("degraded") for s in sweep] == [True, True, None]  # the summary's word, the records'
+
+
+def test_a_worker_taking_over_a_share_grows_its_adaptive_cap():
+    from runner.quota import AdaptiveConcurrency
+
+    grown = AdaptiveConcurrency(8)
+    grown.grow(16)
+    assert (grown.limit, grown.max_concurrency) == (16, 16)
+    cut = AdaptiveConcurrency(8)
+    cut.on_throttle()  # halved to 4: it keeps the cut, raised by the 8 slots it took over
+    cut.grow(16)
+    assert (cut.limit, cut.max_concurrency) == (12, 16)

@@ -23,6 +23,7 @@ from .html import write_html
 from .read import warn_stderr
 from .server import find_side_files, load_server_view, terminal_lines as server_lines
 from .terminal import render_report, report_grids
+from .degraded import attach_degraded
 from .timing import attach_timing
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def report_command(paths: tuple[str, ...], slo_specs: tuple[str, ...], json_stdo
         raise click.ClickException("no result records found in " + ", ".join(paths))
     report.server = load_server_view(find_side_files(paths, server_files), warn_stderr)  # None without samples
     attach_timing(report)  # each stage's client_timing, from the run summaries beside the files
+    attach_degraded(report)  # the stages a --workers worker died in
     if to_stdout:
         write_json(report, "-")
     elif csv_path == "-":

@@ -22,6 +22,7 @@ from runner.stats import format_time
 from . import figures
 from . import server as server_panel
 from .build import Report
+from .degraded import note as degraded_note
 from .document import SCHEMA
 from .figures_knee import knee_figure
 from .figures_turns import turn_figure
@@ -189,7 +190,8 @@ def _details(report: Report) -> list[StageDetail]:
                  f"mean {_tokens(tok['mean'])}, {lo} {_tokens(tok.get(lo))}, {hi} {_tokens(tok.get(hi))}"
                  + (f" · {s['tokens']['output']:,} output tokens, {reasoning:,} of them reasoning"
                     if reasoning else "")
-                 + (f" · {c['turns']:,} turns of sessions, each a request in the latencies" if c.get("turns") else ""))
+                 + (f" · {c['turns']:,} turns of sessions, each a request in the latencies" if c.get("turns") else "")
+                 + (f" · {degraded_note(s)}" if degraded_note(s) else ""))
         rows = _stat_rows(s["metrics"], long_names=False, columns=columns) if many else []
         out.append(StageDetail(report.label(i), facts, s["sampled"], rows, client_detail(s), _bound(s)))
     return out

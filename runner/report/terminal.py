@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .degraded import note as degraded_note, shown as degraded_shown
 from .grids import Grid
 from .knee import knee_line
 from .labels import (FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label,
@@ -60,7 +61,7 @@ def throughput_grid(summaries: list[dict[str, Any]], slos: dict[str, float]) -> 
     for i, s in enumerate(summaries):
         c = s["counts"]
         row = [
-            stage_label(s, i),
+            degraded_shown(stage_label(s, i), s),
             str(c["ok"]),
             str(c["error"]),
             str(c["retried"]),
@@ -170,7 +171,8 @@ def turn_grid(summaries: list[dict[str, Any]], names: list[str] | None = None, f
 
 
 def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> list[str]:
-    """Per stage: errors by type, warm-ups left out, sampled percentiles, sessions, a client-bound stage."""
+    """Per stage: errors by type, warm-ups left out, sampled percentiles, sessions, a client-bound or degraded
+    stage."""
     names = _names(summaries, names)
     lines = []
     for i, s in enumerate(summaries):
@@ -189,6 +191,9 @@ def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> li
         bound = client_note(s)
         if bound:
             found.append(bound)
+        degraded = degraded_note(s)
+        if degraded:
+            found.append(degraded)
         if found:
             prefix = f"{names[i]}: " if len(summaries) > 1 else ""
             lines.append(f"{prefix}{'; '.join(found)}")

@@ -48,6 +48,8 @@ def accumulate_by_stage(
             acc = stages[key] = StatsAccumulator(stage=info, max_exact=max_exact, seed=seed,
                                                  percentiles=tuple(percentiles), window_s=window_s)
             positions[key] = len(positions)
+        elif isinstance(raw, dict) and raw.get("degraded") is True and acc.stage is not None:
+            acc.stage["degraded"] = True  # records written after a worker died in the stage say so (--workers)
         acc.add(record)
         if observe is not None:
             observe(record, positions[key])

@@ -32,6 +32,15 @@ class RequestError(Exception):
         self.partial: Any = None  # the attempt's StreamState, so partial text is kept
 
 
+class PastDeadline(Exception):
+    """--duration's deadline came before this request could start (waiting for quota or a slot): not sent.
+
+    Not a RequestError: nothing was tried, so there is no error to record.
+    The engine leaves such an item without a record (a rerun sends it); a
+    retry that would start after the deadline is not made, and the record
+    keeps the failure before it (runner/send.py `Sender.request`)."""
+
+
 class HTTPStatusError(RequestError):
     """A non-200 answer. 408, 409, 429 and 5xx are worth another try; other 4xx are not."""
 

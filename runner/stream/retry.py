@@ -7,9 +7,11 @@ burst of failures does not come back as a synchronized burst of retries.
 
 from __future__ import annotations
 
+import time
 from typing import Awaitable, Callable, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from ..config import RetryPolicy
@@ -31,14 +33,30 @@ class wait_retry_after_or_backoff(wait_base):
         return self.backoff(retry_state)
 
 
+class stop_at_deadline(stop_base):
+    """No retry whose wait would end at or after `deadline` (time.perf_counter): --duration's end.
+
+    Tenacity computes the wait before it asks the stop, so a Retry-After of
+    two minutes ten seconds before the deadline ends the request at once
+    with its last error instead of parking the worker past the deadline.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.perf_counter() + (retry_state.upcoming_sleep or 0.0) >= self.deadline
+
+
 def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RequestError) and exc.retryable
 
 
-def retrying(policy: RetryPolicy, before_sleep=None) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, before_sleep=None, deadline: float | None = None) -> AsyncRetrying:
     """A fresh tenacity loop for one request; the last error is re-raised as is."""
+    stop = stop_after_attempt(max(1, policy.max_attempts))
     return AsyncRetrying(
-        stop=stop_after_attempt(max(1, policy.max_attempts)),
+        stop=stop if deadline is None else stop | stop_at_deadline(deadline),
         wait=wait_retry_after_or_backoff(policy),
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,
@@ -46,8 +64,10 @@ def retrying(policy: RetryPolicy, before_sleep=None) -> AsyncRetrying:
     )
 
 
-async def call_with_retries(policy: RetryPolicy, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt` until it succeeds, fails for good, or the attempts run out.
+async def call_with_retries(policy: RetryPolicy, attempt: Callable[[], Awaitable[T]],
+                            deadline: float | None = None) -> T:
+    """Run `attempt` until it succeeds, fails for good, or the attempts run out (or the
+    next would start at or after `deadline`, a time.perf_counter value: --duration's end).
 
     The first try runs bare and tenacity takes over only after a retryable
     failure: the retry loop costs about as much CPU as a short stream, and
@@ -66,4 +86,4 @@ async def call_with_retries(policy: RetryPolicy, attempt: Callable[[], Awaitable
             raise replay.pop()
         return await attempt()
 
-    return await retrying(policy)(again)
+    return await retrying(policy, deadline=deadline)(again)

@@ -62,11 +62,16 @@ class RecordPipe:
 
 
 class WorkerEngine(Engine):
-    """The Engine, except that a run-level failure is told to the parent at once."""
+    """The Engine, except that a run-level failure is told to the parent at once, and the stage's
+    --duration deadline is the parent's (one time.perf_counter value for every worker)."""
 
     def __init__(self, *args, on_abort, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.on_abort = on_abort
+        self.phase_deadline: float | None = None
+
+    def stage_deadline(self, stage, warmup: bool, start: float) -> float | None:
+        return None if warmup else self.phase_deadline
 
     def abort(self, error: RunError) -> None:
         first = self.fatal is None
@@ -120,7 +125,12 @@ class Worker:
         """Its share of one stage, from the common start, until its items end or the parent says STOP."""
         stage = phase["stage"]
         self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,),
-                                              duration_s=phase["duration_s"])
+                                              ramp_up_start=phase["ramp_up_start"])
+        self.engine.phase_deadline = phase["deadline"]
+        # After another worker died its share may be larger than the one it started for: room for it.
+        self.engine.connector_limit = max(self.engine.connector_limit, stage.concurrency)
+        if self.engine.hooks.adaptive is not None:
+            self.engine.hooks.adaptive.grow(stage.concurrency)
         self.pipe.stage_record = phase["stage_record"]
         self._ended = False
         delay = phase["start_at"] - time.perf_counter()

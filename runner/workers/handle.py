@@ -51,6 +51,7 @@ class WorkerHandle:
         self.quota = None  # quota.QuotaGrants with --rpm/--tpm
         self.ready = asyncio.Event()
         self.phase_over = asyncio.Event()  # its part of the current stage is done (or it died)
+        self.in_phase = False  # between its PHASE and its PHASE_DONE: a death now leaves the stage short
         self.finished = False  # it sent DONE: it ended as told
         self.gone = asyncio.Event()  # its process has exited
         self.exit_code: int | None = None
@@ -87,14 +88,15 @@ class WorkerHandle:
         """Its config, headers (the key among them) and log settings: over the socket, never on a command line."""
         self.link.send(Kind.INIT, pack(settings))
 
-    def begin_phase(self, stage: Stage, warmup: bool, start_at: float, duration_s: float | None,
-                    stage_record: dict) -> None:
+    def begin_phase(self, stage: Stage, warmup: bool, start_at: float, deadline: float | None,
+                    stage_record: dict, ramp_up_start: float | None) -> None:
         self.phase_over.clear()
-        self.accepting = True
+        self.in_phase = self.accepting = True
         self.window = window(stage.concurrency)
         self.outstanding = 0
         self.link.send(Kind.PHASE, pack({"stage": stage, "warmup": warmup, "start_at": start_at,
-                                         "duration_s": duration_s, "stage_record": stage_record}))
+                                         "deadline": deadline, "stage_record": stage_record,
+                                         "ramp_up_start": ramp_up_start}))
 
     def send_item(self, item) -> None:
         self.outstanding += 1
@@ -148,7 +150,7 @@ class WorkerHandle:
         elif kind is Kind.PHASE_DONE:
             self.counters = message(payload)
             self.timing += self.counters.pop("timing", None) or []
-            self.accepting = False
+            self.in_phase = self.accepting = False
             self.outstanding = 0  # what it still held was never sent: no record will come for it
             self.phase_over.set()
             pool.on_change()

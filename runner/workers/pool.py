@@ -14,7 +14,9 @@ stage (`_run_stage_inner`), which here is a *phase* across workers:
    `--replay` timestamps count from one start;
 2. the parent feeds the stage's items, each to the worker with the most
    room (at most `shapes.window` items held per worker: memory stays
-   flat), applying --num-prompts and --duration as the engine would;
+   flat), applying --num-prompts and --duration as the engine would
+   (--duration's deadline is one time.perf_counter value, which every
+   worker's engine keeps as well: no request starts after it);
 3. each record that comes back goes through the Engine's own `_emit`:
    the rejection guard, the writer, the statistics and progress hooks;
 4. the stage ends when every worker has finished its part (a barrier), so
@@ -23,7 +25,11 @@ stage (`_run_stage_inner`), which here is a *phase* across workers:
 A worker that dies (kill -9, OOM) costs only what it held: the parent sees
 its socket close, logs it, counts the items it held as unanswered (no
 record: `--resume` sends them again), and the run goes on with the others
-and ends with exit 1.  On SIGINT/SIGTERM (`stop`) every worker drains as a
+and ends with exit 1.  The stage it died in runs short of its load from
+then on, and is marked degraded (`degraded_stages` in the summary's
+`workers`; `"degraded": true` in the stage of the records written after
+the death; the report's tables); every later stage splits over the
+workers left, so it runs at its whole load under its label.  On SIGINT/SIGTERM (`stop`) every worker drains as a
 single-process run does; one that outlives the drain timeout by
 `KILL_GRACE_S` is killed.
 """
@@ -44,7 +50,7 @@ from ..inputs import InputItem, aiter_items
 from ..record import Record
 from .handle import WorkerHandle
 from .quota import QuotaGrants
-from .shapes import worker_config, worker_stage
+from .shapes import ramp_start, worker_config, worker_stage
 from .wire import record_of
 
 log = logging.getLogger("streamrun")
@@ -78,6 +84,9 @@ class WorkerPool(Engine):
         self.lost_in_flight = 0  # requests that workers which died had in flight (their last report)
         self._changed = asyncio.Event()  # any worker's state changed: a record, a stage done, a death
         self._stage_record: dict | None = None
+        self._stage: Stage | None = None  # the stage of the phase running (None: none, or the warm-up)
+        self._degraded_record: dict | None = None  # the stage's record once a worker died in it
+        self.degraded: list[dict] = []  # the stages a worker died in (the summary's workers.degraded_stages)
         self._lines: dict[int, bytes] = {}  # id(record) -> its results line, until `_put` writes it
         self._stopped_at: float | None = None
         if hooks.adaptive is not None:  # the display and the summary show the workers' limits added up
@@ -117,7 +126,7 @@ class WorkerPool(Engine):
         """The summary's `workers`: per worker, what it sent and answered, how it ended, its event-loop lag;
         and this process's lag (it feeds and writes: a busy parent slows every worker)."""
         return {"count": len(self.handles), "parent_event_loop_lag": parent_lag,
-                "processes": [h.section() for h in self.handles]}
+                "processes": [h.section() for h in self.handles], "degraded_stages": self.degraded}
 
     def worker_timing(self) -> list[list[dict]]:
         """Each worker's loop lag and CPU per stage (runner/trust.py): they stamped the requests."""
@@ -190,26 +199,29 @@ class WorkerPool(Engine):
     # -- one stage across the workers
 
     async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
-        phase = [(h, s) for h in self.handles if h.alive
-                 for s in [worker_stage(stage, h.index, len(self.handles))] if s is not None]
+        alive = [h for h in self.handles if h.alive]  # a dead worker's share goes to those left
+        phase = [(h, s) for i, h in enumerate(alive) for s in [worker_stage(stage, i, len(alive))] if s is not None]
         if self.stopping.is_set() or not phase:
             return
+        if len(alive) < len(self.handles) and not warmup:
+            log.warning("%s runs on the %d workers left of %d, each with a larger share", _named(stage),
+                        len(alive), len(self.handles))
         self._stage_record = stage.to_record()  # records carry the stage, not a worker's share of it
+        self._stage, self._degraded_record = (None if warmup else stage), None
         limit = self.cfg.warmup if warmup else self.cfg.num_prompts
-        duration = None if warmup else self.cfg.duration_s
-        if not warmup:  # --num-prompts and --duration count the whole output, earlier runs included
-            if limit is not None:
-                limit = max(0, limit - self.prior.sent(stage.label))
-            if duration is not None:
-                duration = max(0.0, duration - self.prior.elapsed(stage.label))
+        if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
+            limit = max(0, limit - self.prior.sent(stage.label))
         start = time.perf_counter() + PHASE_LEAD_S
+        deadline = self.stage_deadline(stage, warmup, start)  # one deadline, the same in every worker
         handles = [h for h, _ in phase]
+        ramp = ramp_start(self.cfg, len(alive))
         for h, share in phase:
-            h.begin_phase(share, warmup, start, duration, self._stage_record)
-        feeder = asyncio.ensure_future(self._feed(handles, items, limit, duration, start))
+            h.begin_phase(share, warmup, start, deadline, self._stage_record, ramp)
+        feeder = asyncio.ensure_future(self._feed(handles, items, limit, deadline))
         stopped = asyncio.ensure_future(self.stopping.wait())
-        try:  # a stop ends the feeding at once, even while a pipe's next line has not come
-            await asyncio.wait([feeder, stopped], return_when=asyncio.FIRST_COMPLETED)
+        try:  # a stop or the deadline ends the feeding at once, even while a pipe's next line has not come
+            await asyncio.wait([feeder, stopped], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=None if deadline is None else max(0.0, deadline - time.perf_counter()))
             if feeder.done():
                 feeder.result()  # re-raise a crash
         finally:
@@ -220,8 +232,7 @@ class WorkerPool(Engine):
                 h.end_items()
         await self._phase_over(handles)
 
-    async def _feed(self, handles: list[WorkerHandle], items, limit: int | None, duration: float | None,
-                    start: float) -> None:
+    async def _feed(self, handles: list[WorkerHandle], items, limit: int | None, deadline: float | None) -> None:
         """Each item to the worker with the most room, as the engine's producer takes them."""
         source = items if hasattr(items, "__aiter__") else aiter_items(items)
         sent = 0
@@ -231,7 +242,7 @@ class WorkerPool(Engine):
             if item.error is None:  # invalid lines are answered (by a worker) without a request
                 if limit is not None and sent >= limit:
                     break
-                if duration is not None and time.perf_counter() - start >= duration:
+                if deadline is not None and time.perf_counter() >= deadline:
                     break
                 sent += 1
             handle = await self._room(handles)
@@ -289,7 +300,10 @@ class WorkerPool(Engine):
 
     def on_record(self, handle: WorkerHandle, payload: bytes) -> None:
         record = record_of(payload)  # it carries the stage, not the worker's share of it (child.RecordPipe)
-        self._lines[id(record)] = payload  # written as the worker encoded it: one encode per record, not two
+        if self._degraded_record is not None and record.stage is not None:
+            record.stage = self._degraded_record  # encoded again: the line as it came does not say so
+        else:
+            self._lines[id(record)] = payload  # written as the worker encoded it: one encode per record, not two
         handle.outstanding = max(0, handle.outstanding - 1)
         handle.records += 1
         self._emit(record)  # the guard, the writer, stats and progress: as with one process
@@ -319,9 +333,23 @@ class WorkerPool(Engine):
             if self.fatal is None:
                 self.fatal = WorkerDied(f"worker {handle.index} {handle.how_it_ended()}: the {handle.unanswered} "
                                         "items it held have no record, and --resume sends them again")
+            if handle.in_phase and self._stage is not None:
+                self._degrade(handle, left)
             if not left:
                 self.stop()
         self.on_change()
+
+    def _degrade(self, handle: WorkerHandle, left: int) -> None:
+        """A worker died mid-stage: the stage runs short of its load from now on; say so wherever it is reported."""
+        stage = self._stage
+        if self.degraded and self.degraded[-1]["index"] == stage.index:
+            self.degraded[-1]["workers_died"].append(handle.index)
+        else:
+            self.degraded.append({"index": stage.index, "label": stage.label, "workers_died": [handle.index]})
+        if self._stage_record is not None:
+            self._degraded_record = {**self._stage_record, "degraded": True}
+        log.warning("%s is degraded: it goes on with %d of its %d workers, short of its load; later stages split "
+                    "over the workers left", _named(stage), left, len(self.handles))
 
 
 class AdaptiveTotals:
@@ -349,6 +377,10 @@ class AdaptiveTotals:
     @property
     def decreases(self) -> int:
         return self._sum("decreases")
+
+
+def _named(stage: Stage) -> str:
+    return f"stage {stage.label}" if stage.label else "the run"
 
 
 def _merged_endpoints(reports: list[list[dict]]) -> list[dict]:

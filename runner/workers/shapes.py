@@ -9,6 +9,8 @@
   same way: the sum of the ramped processes is the ramped process);
 - seeds: `--seed S` gives each worker a seed of its own derived from S, so
   a run is repeatable for the same N and the workers' streams differ;
+- a worker that dies: each later stage splits over the workers left
+  (`pool.py`), so the stage still runs at its whole load;
 - quotas are not split: the parent grants them (`quota.py`).
 """
 
@@ -35,6 +37,13 @@ def split_rate(rate: float | None, active: int) -> float | None:
     if rate is None or math.isinf(rate):
         return rate
     return rate / active
+
+
+def ramp_start(cfg: RunConfig, count: int) -> float | None:
+    """Each of `count` workers' --ramp-up-start: its share of the run's (each ramps its share)."""
+    if cfg.ramp_up is None:
+        return cfg.ramp_up_start
+    return (cfg.ramp_up_start or 1.0) / count
 
 
 def worker_stage(stage: Stage, index: int, count: int) -> Stage | None:
@@ -69,15 +78,13 @@ def worker_config(cfg: RunConfig, index: int, count: int) -> RunConfig:
 
     The parent keeps --num-prompts, resume, the output, the summary and the
     server-metrics scraper; each phase then sets the worker's stage
-    (`worker_stage`) and the time left of --duration.  --warmup stays the
+    (`worker_stage`) and --duration's deadline.  --warmup stays the
     run's total: the parent sends each worker its part, the engine's limit is
     never the one that stops it.
     """
     slots = share(max(s.concurrency for s in cfg.stages), count, index)
-    start = cfg.ramp_up_start
-    if cfg.ramp_up is not None:  # every worker ramps its share from its share of the start
-        start = (start or 1.0) / count
     return dataclasses.replace(
         cfg, workers=1, stages=(Stage(0, max(1, slots)),), concurrency=(max(1, slots),), rate=(None,),
         num_prompts=None, duration_s=None, resume=False, overwrite=False, retry_failed=False, keep_failed=False,
-        resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=start, server_metrics=())
+        resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=ramp_start(cfg, count),
+        server_metrics=())
