@@ -90,7 +90,7 @@ say "streamrun merge ${shards[*]} -o out/all.jsonl --inputs sample_inputs/prompt
     --inputs sample_inputs/prompts.jsonl --missing out/missing.jsonl
 "$PY" - "${shards[@]}" <<'EOF'
 import collections, json, sys
-from runner.inputs import iter_items
+from runner.inputs.items import iter_items
 
 expected = [item.custom_id for item in iter_items(["sample_inputs/prompts.jsonl"])]
 assert len(expected) == len(set(expected)), "the inputs repeat an id"

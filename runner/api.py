@@ -3,7 +3,7 @@
 Why it is thin: a run from Python is the same run as from the command line
 (`runner.run.run_document`), with the same `RunConfig`, the same output file
 with its resume and crash guarantees, and the same summary.  The CLI calls
-`run` too (`runner.cli.start`), so this API cannot drift from it.
+`run` too (`runner.cli.main.start`), so this API cannot drift from it.
 
 Options are the job-file keys (docs/cli.md, "Job-file keys"), as keyword arguments::
 
@@ -49,8 +49,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator
 import orjson
 
 from .aio import loop_factory
-from .config import RunConfig
-from .jobfile import config_from_mapping
+from .config.run_config import RunConfig
+from .config.jobfile import config_from_mapping
 from .record import Record
 from .run import run_document
 

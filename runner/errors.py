@@ -7,11 +7,34 @@ and nothing else maps exceptions to exit codes.
 
 from __future__ import annotations
 
+# The exit codes: cron, CI and the Python API read them. The CLI's help table is made from EXIT_CODES.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_OUTPUT = 4
+EXIT_CLIENT_BOUND = 5
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+EXIT_CODES: tuple[tuple[str, str], ...] = (
+    ("0", "every record ok, or failures within the failure budget"),
+    ("1", "failures over the budget (default budget: none), counted by final records"),
+    ("2", "usage or configuration error (nothing sent), or the first 20 answers were all 401/403/404 "
+          "(wrong key, URL or model), or the server was never reachable (nothing written for those prompts)"),
+    ("3", "the output is locked by another run"),
+    ("4", "the output could not be written (full disk): sending stopped, in-flight requests drained; "
+          "--resume completes the file"),
+    ("5", "--strict-timing and a stage was client-bound: the client's own event-loop lag or CPU made its "
+          "latencies untrustworthy"),
+    ("130", "interrupted by SIGINT (Ctrl-C); 143 by SIGTERM"),
+)
+
 
 class RunError(Exception):
     """A failure of the run as a whole, not of one request: it carries the exit code the CLI returns."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UsageError(RunError):
@@ -21,7 +44,7 @@ class UsageError(RunError):
 class OutputLocked(RunError):
     """Another run holds the lock of this output (exit 3)."""
 
-    exit_code = 3
+    exit_code = EXIT_LOCKED
 
 
 class OutputFailed(RunError):
@@ -31,7 +54,7 @@ class OutputFailed(RunError):
     the disk takes it, so as little paid work as possible is lost.
     """
 
-    exit_code = 4
+    exit_code = EXIT_OUTPUT
 
 
 class AuthRejected(RunError):

@@ -8,8 +8,8 @@ Dicts exist only at the file edge:
 - native lines (``results.jsonl``): ``orjson.dumps(record)`` is the encoder
   (orjson writes a dataclass's fields in their declared order, which is the
   documented key order) and :func:`decode_native` the decoder;
-- OpenAI Batch API lines: ``runner.batchfmt.encode_batch`` / ``decode_batch``;
-- either, recognised per line: ``runner.outputs.decode_result``.
+- OpenAI Batch API lines: ``runner.outputs.batch.encode_batch`` / ``decode_batch``;
+- either, recognised per line: ``runner.outputs.batch.decode_result``.
 
 Decoding is lenient about age and strict about types: a record written
 before a key existed (``request_id``, ``error.code``, ``metrics.connect_s``,
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .ids import resume_key
+from .inputs.ids import resume_key
 
 if TYPE_CHECKING:
     from .stream.timing import Timing

@@ -14,65 +14,34 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 import anyio
 
-from .config import FsyncPolicy, RunConfig, Stage
-from .dataset import Answers, response_format
-from .endpoints import check_base_url, is_loopback, url_secrets
-from .engine import Engine, EngineHooks
-from .errors import UsageError
-from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
-from .ids import SeenIds, line_hash, resume_key
-from .inputs import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items, scan_inputs
-from .openfiles import fit_connections
-from .outputs import HeldRecords, Prior, ResultWriter, lock_output, open_output, prepare_resume, unlock_output
+from .config.run_config import FsyncPolicy, RunConfig, Stage
+from .engine.answers import Answers
+from .engine.hooks import open_cache, quota_hooks
+from .engine.loop import Engine, EngineHooks
+from .workers.openfiles import fit_connections
+from .engine.schedule import TraceTimes
+from .errors import (EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM,
+                     UsageError)
+from .inputs.ids import SeenIds, resume_key
+from .inputs.items import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items
+from .observe.client_timing import ClientTiming, LagMonitor
+from .observe.server_metrics import scraper_for
+from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
+from .report.end_of_run import render
+from .outputs.writer import ResultWriter, lock_output, open_output, unlock_output
+from .plan import Plan, make_plan
+from .preflight import check_keys, credentials
 from .record import Record
-from .schedule import TraceTimes
-from .stream.lines import key_api
-from .summary import RunFacts, build_document, render, summary_path_for, write_document
-from .servermetrics import scraper_for
-from .structured import format_problem
-from .trust import ClientTiming, LagMonitor
+from .stream.headers import Credentials
 
 log = logging.getLogger("streamrun")
 STDOUT = "-"  # -o -: records to stdout
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_OUTPUT = 4
-EXIT_CLIENT_BOUND = 5  # --strict-timing: a stage's numbers were client-bound (runner/trust.py)
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-
-# The end-of-run summary keeps at most this many values per metric (exact up to
-# it, a uniform sample beyond), so a run of millions of prompts stays flat in
-# memory; `streamrun report` recomputes exact figures from the results file.
-SUMMARY_MAX_EXACT = 200_000
-DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
-
-
-@dataclass
-class Plan:
-    """What is known before the first request: the inputs, the shard, what is done already, the total."""
-
-    paths: list[str]
-    owns: Callable[[str], bool] | None
-    done: object | None  # outputs.DoneIds on resume
-    total: int | None
-    prior: Prior  # what the output held already: --num-prompts and --duration count the whole output
-    stats: object  # stats.StatsAccumulator, already holding the records of earlier runs on resume
-    apis: frozenset[str] | None = None  # whose keys the lines need ("openai", "anthropic"); None: not scanned
-    held: HeldRecords | None = None  # on resume: failed records this run may supersede, counted at the end
-
-
-async def _execute(cfg: RunConfig, mock, show_progress: bool | None) -> int:
-    return (await run_document(cfg, mock=mock, show_progress=show_progress))["exit_code"]
 
 
 async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None = None,
@@ -102,7 +71,7 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
         except OSError as exc:
             raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
     try:
-        plan = _plan(cfg, paths)
+        plan = make_plan(cfg, paths)
         check_keys(cfg, creds, plan.apis, local=mock is not None)
         if lock_fd is not None:
             try:
@@ -125,210 +94,12 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
             unlock_output(os.path.realpath(cfg.output), lock_fd)
 
 
-@dataclass
-class Matched:
-    """The inputs held up against the output's final records on --resume (regular files only)."""
-
-    changed: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (id, place)
-    done: int = 0  # input lines (x stages) whose final record stays: skipped
-    resend: int = 0  # input lines (x stages) whose final record failed: sent again
-    reopened: int = 0  # of those, lines fixed since a failure that only a changed line changes
-
-
-def _match_inputs(cfg: RunConfig, paths: list[str], owns, done) -> Matched:
-    """Which final records answer input lines that changed since, and how many lines are done or sent again.
-
-    A changed line whose final record is a failure that only a changed line
-    can change (a fixed malformed line, say) is simply sent again: its new
-    record supersedes the old one. Records that answered a line that changed
-    otherwise are `changed`: default ids (`file:line`) would answer the wrong
-    prompts. Only regular files can be read ahead; a pipe is not checked.
-    """
-    matched = Matched()
-    if not all(is_regular(p) for p in paths):
-        return matched
-    labels = [s.label for s in cfg.stages]
-    for item in iter_items(paths, cfg.limits.max_line_bytes):
-        if owns is not None and not owns(item.custom_id):
-            continue
-        request_hash = line_hash(item.raw) if item.raw else None
-        for label in labels:
-            key = resume_key(label, item.custom_id)
-            if request_hash is not None and done.changed(key, request_hash):
-                if not cfg.keep_failed and done.reopen(key):
-                    matched.reopened += 1
-                    matched.resend += 1
-                    continue
-                if item.error is None:  # a line broken since is answered as it stands: invalid
-                    matched.changed[key] = (item.custom_id, item.place)
-            if key in done:
-                matched.done += 1
-            elif done.resent(key):
-                matched.resend += 1
-    return matched
-
-
 def _refuse_output_over_input(cfg: RunConfig, paths: list[str]) -> None:
     """`-o in.jsonl --overwrite` would truncate the input; `--resume` would append into it."""
     inputs = {os.path.realpath(p) for p in paths if p != STDIN}
     for what, path in (("output", cfg.output), ("summary", summary_path_for(cfg))):
         if path not in (None, STDOUT) and os.path.realpath(path) in inputs:
             raise UsageError(f"the {what} {path} is one of the input files: choose another -o")
-
-
-def _plan(cfg: RunConfig, paths: list[str]) -> Plan:
-    """Scan the inputs and the existing output; an unreadable file is a usage error, before anything is sent."""
-    from .stats import StatsAccumulator
-
-    owns = _shard_filter(cfg.shard)
-    prior = Prior()
-    # the summary covers the whole output, across runs
-    stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
-
-    def earlier(record) -> None:
-        prior.add(record)
-        stats.add(record)
-
-    def resume(drop=None):
-        return prepare_resume(cfg.output, cfg.retry_failed and drop is None, log.warning, earlier, drop,
-                              keep_failed=cfg.keep_failed, output_format=cfg.output_format,
-                              on_held=lambda record: prior.add(record))
-
-    try:
-        found = resume() if cfg.resume and os.path.exists(cfg.output) else None
-        matched = _match_inputs(cfg, paths, owns, found.done) if found is not None and (
-            len(found.done) or found.resend) else None
-        changed = matched.changed if matched is not None else {}
-        if changed and not cfg.resume_changed:
-            places = "; ".join(f"{cid!r} at {place}" for cid, place in list(changed.values())[:5])
-            raise UsageError(f"{len(changed)} records answer input lines that have changed since they were sent "
-                             f"({places}{' ...' if len(changed) > 5 else ''}): pass --resume-changed to drop "
-                             "those records and send the lines again, or restore the inputs")
-        if changed:  # drop them, and count again what stays
-            prior = Prior()
-            stats = StatsAccumulator(max_exact=SUMMARY_MAX_EXACT, percentiles=cfg.percentiles, window_s=cfg.window_s)
-            found = resume(drop=lambda r: r.key in changed)
-            matched = _match_inputs(cfg, paths, owns, found.done)
-        total = apis = None
-        if all(is_regular(p) for p in paths):  # a pipe would be used up by the scan
-            scan = scan_inputs(paths, owns=owns, api=cfg.api, sharegpt=cfg.sharegpt)
-            apis = frozenset(key_api(path) for path in scan.paths)
-            if scan.duplicates:
-                shown = "; ".join(f"{cid!r} at {a} and {b}" for cid, a, b in scan.duplicates[:5])
-                more = f" (and {len(scan.duplicates) - 5} more)" if len(scan.duplicates) > 5 else ""
-                raise UsageError(f"duplicate custom_id: {shown}{more}")
-            lines = scan.lines if cfg.num_prompts is None else min(scan.lines, cfg.num_prompts)
-            total = max(0, lines * len(cfg.stages) - (matched.done if matched is not None else 0))
-    except OSError as exc:
-        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    if found is not None:
-        _log_resume(cfg, paths, found, matched, total)
-    done = found.done if found is not None else None
-    held = found.held if found is not None and len(found.held) else None
-    return Plan(paths, owns, done, total, prior, stats, apis=apis, held=held)
-
-
-def _log_resume(cfg: RunConfig, paths: list[str], found, matched: Matched | None, total: int | None) -> None:
-    """One line: what the rerun skips and sends again, or that it has nothing to send."""
-    if total == 0:
-        inputs = paths[0] if len(paths) == 1 else f"{len(paths)} input files"
-        stages = f" (x {len(cfg.stages)} stages)" if len(cfg.stages) > 1 else ""
-        lines = matched.done if matched is not None else len(found.done)
-        hint = " (--retry-failed sends them again)" if found.failed else ""
-        log.info("nothing to send: all %d lines%s of %s have final records in %s; %d failed%s",
-                 lines // len(cfg.stages), stages, inputs, cfg.output, found.failed, hint)
-        return
-    regular = matched is not None and all(is_regular(p) for p in paths)  # else the inputs were not read ahead
-    done = matched.done if regular else len(found.done)
-    resend = matched.resend if regular else found.resend
-    if resend:
-        log.info("resuming %s: %d records done are skipped, %d failed lines are sent again "
-                 "(--keep-failed to keep them)", cfg.output, done, resend)
-    elif done:
-        kept = found.failed if cfg.keep_failed else 0
-        log.info("resuming %s: %d records done are skipped%s", cfg.output, done,
-                 f", {kept} failed kept (--keep-failed)" if kept else "")
-
-
-def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
-    """Misconfiguration caught before anything is sent: exit 2, with the fix.
-
-    `local` is a run against the embedded mock, whose URL is known to be
-    loopback.  `apis`: whose keys the input lines need ("openai",
-    "anthropic"), when the inputs were scanned; None: the key of --api's.
-    """
-    creds = credentials(cfg, local=local)
-    check_keys(cfg, creds, apis, local=local)
-    return creds
-
-
-def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
-    """The headers and keys, checked before any input is read (a bad URL, header or variable name: exit 2).
-
-    A run-wide --param response_format whose schema is invalid is refused here
-    too: every line would be answered invalid_input with it.
-    """
-    problem = format_problem(response_format(cfg.params))
-    if problem is not None:
-        raise UsageError(f"--param: {problem}")
-    try:
-        if not local:
-            for url in cfg.base_urls:
-                check_base_url(url)
-        check_env_name(cfg.api_key_env)
-        creds = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ)
-    except (ValueError, HeaderError) as exc:
-        raise UsageError(str(exc)) from None
-    passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
-    if passwords:
-        creds = Credentials(creds.headers, creds.secrets + passwords, creds.auth, creds.unusable)
-    return creds
-
-
-def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
-    """Every key the lines need is set: each API's lines take their own (`RunConfig.key_env_for`), and one
-    missing for a remote URL is exit 2 naming its variable, before anything is sent.
-
-    `apis`: whose keys the scanned inputs need; None (a pipe, not scanned)
-    or none (no line to send): the key of the lines --api names, as ever.
-    """
-    needed = sorted(apis or {cfg.key_api}, key=lambda api: api != cfg.key_api)  # --api's first
-    for api in needed:
-        if api in creds.unusable:
-            raise UsageError(creds.unusable[api])
-    if any(url_secrets(url) for url in cfg.base_urls):
-        sent = {name.lower() for name in creds.headers} | {
-            name.lower() for api in needed for name in creds.auth.get(api, {})}
-        if sent & {"authorization", "x-api-key"}:
-            raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
-                             "--no-auth to use the URL's credentials, or remove them from the URL")
-    if not cfg.auth or local:
-        return
-    remote = [u for u in cfg.base_urls if not is_loopback(u)]
-    if not remote:
-        return
-    for api in needed:
-        variable = cfg.key_env_for(api)
-        if os.environ.get(variable):
-            continue
-        if api == cfg.key_api:
-            raise UsageError(
-                f"the environment variable {variable} is not set, and {remote[0]} is not on this machine: "
-                f"export {variable}=..., name another variable with --api-key-env, "
-                "or pass --no-auth for a server that needs no key")
-        whose = "/v1/messages (Anthropic's API)" if api == ANTHROPIC else "OpenAI's APIs"
-        raise UsageError(
-            f"the environment variable {variable} is not set, and {remote[0]} is not on this machine: "
-            f"the inputs have lines for {whose}, which take their key from {variable}: "
-            f"export {variable}=..., or pass --no-auth for a server that needs no key")
-
-
-def _shard_filter(shard: str | None):
-    if not shard:
-        return None
-    from .ids import parse_shard
-
-    return parse_shard(shard).owns
 
 
 class Run:
@@ -344,7 +115,7 @@ class Run:
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
                  *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None,
                  cli: bool = False, connections: int | None = None) -> None:
-        from .progress import LiveCounters, ProgressLog, json_logs
+        from .observe.progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
         self.cli = cli
@@ -357,7 +128,7 @@ class Run:
         quota_hooks(cfg, self.hooks)
         encode = None
         if cfg.output_format == "openai-batch":
-            from .batchfmt import encode_batch
+            from .outputs.batch import encode_batch
 
             encode = encode_batch
         engine = Engine
@@ -473,7 +244,7 @@ class Run:
                     tg.start_soon(self.ticker.run)
                 if self.scraper is not None:
                     tg.start_soon(self.scraper.run, started, t0)
-                with self.display if self.display is not None else _nothing():
+                with self.display if self.display is not None else nullcontext():
                     result = await self.engine.run(self.stage_items, self._warmup_items())
                 await self.writer.close()
                 tg.cancel_scope.cancel()
@@ -543,45 +314,11 @@ class Run:
         return extra
 
 
-async def open_cache(cfg: RunConfig):
-    """--cache: opened before the first request (it may wait on another process's setup)."""
-    if not cfg.cache:
-        return None
-    from .cache import ResponseCache
-
-    return await asyncio.to_thread(ResponseCache.open, cfg.cache, cfg.cache_mode)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def quota_hooks(cfg: RunConfig, hooks: EngineHooks) -> None:
-    """Wire RPM/TPM limits, adaptive concurrency and token counting (runner/quota.py, runner/tokens.py)."""
-    from .tokens import count_text_tokens, estimate_prompt_tokens, requested_output_tokens
-
-    hooks.count_tokens = lambda text: count_text_tokens(text, cfg.model)
-    if cfg.rpm or cfg.tpm:
-        from .quota import QuotaLimiter
-
-        hooks.quota = QuotaLimiter(cfg.rpm, cfg.tpm, now=time.perf_counter, burst_s=cfg.burst_s)
-        hooks.estimate_tokens = lambda body: (estimate_prompt_tokens(body, body.get("model"))
-                                              + requested_output_tokens(body, DEFAULT_OUTPUT_ESTIMATE))
-    if cfg.adaptive:
-        from .quota import AdaptiveConcurrency
-
-        hooks.adaptive = AdaptiveConcurrency(cfg.max_concurrency, now=time.perf_counter)
-
-
 def _cost(cfg: RunConfig, summary: dict, doc: dict) -> None:
     """Token totals are in the summary already; add the price when one was given."""
     if cfg.price_input is None and cfg.price_output is None:
         return
-    from .tokens import Pricing, cost
+    from .inputs.tokens import Pricing, cost
 
     tokens = summary.get("tokens") or {}
     pricing = Pricing(cfg.price_input or 0.0, cfg.price_output or 0.0)
@@ -605,7 +342,7 @@ def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: li
 def _progress(show: bool | None, counters, total, engine, hooks):
     if show is False or (show is None and not sys.stderr.isatty()):
         return None
-    from .progress import ProgressDisplay
+    from .observe.progress import ProgressDisplay
 
     adaptive = hooks.adaptive
     conc = (lambda: str(adaptive.limit)) if adaptive is not None else (lambda: str(engine.cfg.max_concurrency))

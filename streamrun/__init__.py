@@ -6,7 +6,7 @@ is the one users import.  See docs/python-api.md.
 
 from runner.api import Record, RunConfig, arun, config, run, stream
 from runner.errors import OutputLocked, RunError, UsageError
-from runner.outputs import OutputExists
+from runner.outputs.writer import OutputExists
 
 __all__ = ["run", "arun", "stream", "config", "RunConfig", "Record", "RunError", "UsageError", "OutputExists",
            "OutputLocked"]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import RetryPolicy, RunConfig, Stage
+from runner.stream.config import RetryPolicy
+from runner.config.run_config import RunConfig, Stage
 from runner.mock import MockConfig, serve
 
 DATA = Path(__file__).parent / "data"
@@ -158,7 +159,7 @@ def no_tiktoken(monkeypatch, tmp_path):
     """tiktoken absent (None in sys.modules makes the import fail), an empty
     cache dir, no download permission, a fresh encoding cache: token counts
     are the chars/4 estimate whatever is installed."""
-    from runner import tokens
+    from runner.inputs import tokens
 
     monkeypatch.setitem(sys.modules, "tiktoken", None)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
@@ -171,15 +172,21 @@ def no_tiktoken(monkeypatch, tmp_path):
 # -- runs ----------------------------------------------------------------------
 
 
+async def execute(cfg: RunConfig, mock=None, show_progress: bool | None = False) -> int:
+    """One run of `cfg` in this process, as the Python API runs it: its exit code."""
+    from runner.run import run_document
+
+    return (await run_document(cfg, mock=mock, show_progress=show_progress))["exit_code"]
+
+
 async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
     """Run input rows (or an input file) through the Python API into tmp_path/out.jsonl: (exit code, records)."""
-    from runner.run import _execute
 
     inp = rows if isinstance(rows, Path) else write_jsonl(tmp_path / "in.jsonl", rows)
     cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
                     model="mock-model", retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
     cfg = dataclasses.replace(cfg, **overrides)
-    code = await _execute(cfg, None, False)
+    code = await execute(cfg)
     return code, read_jsonl(tmp_path / "out.jsonl")
 
 

@@ -222,9 +222,9 @@ def test_a_missing_key_for_lines_that_need_it_is_exit_2_naming_its_variable(tmp_
 
 
 def test_only_the_keys_the_scanned_lines_need_are_required(monkeypatch):
-    from runner.config import RunConfig
+    from runner.config.run_config import RunConfig
     from runner.errors import UsageError
-    from runner.run import check_keys, credentials
+    from runner.preflight import check_keys, credentials
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
@@ -253,9 +253,9 @@ def test_no_auth_and_a_header_of_the_keys_name_win_over_the_keys():
 
 
 def test_a_broken_key_counts_only_where_its_lines_are(monkeypatch):
-    from runner.config import RunConfig
+    from runner.config.run_config import RunConfig
     from runner.errors import UsageError
-    from runner.run import check_keys, credentials
+    from runner.preflight import check_keys, credentials
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-0123456789\n")  # from a file, newline and all

@@ -1,4 +1,4 @@
-"""The OpenAI Batch API output format (runner/batchfmt.py): encode_batch / decode_batch and `streamrun convert`."""
+"""The OpenAI Batch API output format (runner/outputs/batch.py): encode_batch / decode_batch and `streamrun convert`."""
 
 from datetime import datetime
 
@@ -6,7 +6,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.batchfmt import convert_command, decode_batch, encode_batch
+from runner.cli.convert import convert_command
+from runner.outputs.batch import decode_batch, encode_batch
 from runner.record import Choice, Metrics, Record, RecordError
 
 

@@ -1,4 +1,4 @@
-"""runner/cache.py: keys, modes, durability and several processes sharing one SQLite file."""
+"""runner/engine/cache.py: keys, modes, durability and several processes sharing one SQLite file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runner.cache import MODES, SCHEMA_VERSION, CacheError, ResponseCache, cache_key
+from runner.engine.cache import MODES, SCHEMA_VERSION, CacheError, ResponseCache, cache_key
 from runner.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,7 +391,7 @@ async def test_corrupt_pages_are_a_clear_error(tmp_path):
 WRITER = textwrap.dedent(
     """
     import asyncio, os, sys, time
-    from runner.cache import ResponseCache
+    from runner.engine.cache import ResponseCache
 
     async def main(path, tag, n, flush_rows):
         print("ready", flush=True)

@@ -9,13 +9,13 @@ the engine and the writers).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from runner.batchfmt import convert_command, decode_batch
+from runner.cli.convert import convert_command
+from runner.outputs.batch import decode_batch
 from runner.record import decode_native
 from tests.conftest import by_id, read_jsonl, run_rows
 

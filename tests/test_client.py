@@ -20,11 +20,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.config import Timeouts
+from runner.stream.config import Timeouts
 from runner.stream import client, connection
 from runner.stream.client import endpoint_url, list_models, parse_retry_after, status_error, stream_once
-from runner.stream.errors import (ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError,
-                                  IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent)
+from runner.stream.errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent
 from runner.stream.headers import resolve_headers
 from runner.stream.timing import Timing
 from tests.conftest import freeze_now

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.report import build_report, csv_rows, report_command
+from runner.report import build_report, csv_rows
+from runner.cli.report import report_command
 from runner.report.runs import group_runs
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""runner.config: RunConfig (stages, exclusive flags, the public copy), stages, fsync policies, path templates."""
+"""runner.config.run_config: RunConfig (stages, exclusive flags, the public copy), stages, fsync policies, path templates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from runner.config import FsyncPolicy, RunConfig, Stage, make_stages, render_paths
+from runner.config.run_config import FsyncPolicy, RunConfig, Stage, make_stages, render_paths
 from runner.errors import UsageError
 from tests.conftest import freeze_now
 

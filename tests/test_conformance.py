@@ -26,15 +26,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.stream.headers import HeaderError, resolve_headers
-from runner.inputs import expand_inputs, iter_items
-from runner.jobfile import load_job
-from runner.stream.protocol import CHAT_PATH, COMPLETIONS_PATH, build_body, defaults_for, parse_line
-from runner.synth import write_synthetic
+from runner.inputs.items import expand_inputs, iter_items
+from runner.config.jobfile import load_job
+from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
+from runner.stream.protocol import build_body, defaults_for
+from runner.inputs.lines import parse_line
+from runner.inputs.synth import write_synthetic
 
-try:  # the one parser `--param` and job files share
-    from runner.options import params as _parse_params
-except ImportError:  # before runner/options.py
-    from runner.cli import parse_params as _parse_params
+from runner.config.parsers import params as _parse_params  # the one parser `--param` and job files share
 
 ROOT = Path(__file__).parent.parent
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -69,7 +68,7 @@ def send(line: dict, *, params: dict | None = None, model: str | None = None,
          include_usage: bool = True) -> tuple[str, dict]:
     """(endpoint path, body) that streamrun posts for one decoded input line.
 
-    Mirrors runner/engine.py: `Engine._model = cfg.model or cfg.params.get("model")`; a line that
+    Mirrors runner/engine/loop.py: `Engine._model = cfg.model or cfg.params.get("model")`; a line that
     names no model, in a run that names none, gets the server's only model (GET /models).
     """
     _, path, body = parse_line(line, file="conformance.jsonl", line=1)
@@ -659,8 +658,9 @@ def canonical(body: dict) -> bytes:
 async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
     """What streamrun really sends, captured by the server: the bodies are exactly those the tests above
     build (so those checks speak for the wire), and every body and header set conforms."""
-    from runner.config import RetryPolicy, RunConfig, Stage
-    from runner.run import _execute
+    from runner.stream.config import RetryPolicy
+    from runner.config.run_config import RunConfig, Stage
+    from tests.conftest import execute
 
     start, seen = recording_server
     monkeypatch.setenv("CONF_KEY", KEY)
@@ -677,7 +677,7 @@ async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
                               shard=None, **overrides)
     configured = cfg.model or cfg.params.get("model")
     cfg = dataclasses.replace(cfg, base_urls=(await start(configured or SERVED_MODEL),))
-    assert await _execute(cfg, None, False) == 0
+    assert await execute(cfg, None, False) == 0
 
     expected = []
     for item in iter_items(expand_inputs(cfg.inputs)):

@@ -1,4 +1,4 @@
-"""What dataset builders add around a request (runner/dataset.py): the response cache, validated JSON replies."""
+"""What dataset builders add around a request (runner/engine/answers.py): the response cache, validated JSON replies."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.config import RetryPolicy, RunConfig, Stage
+from runner.stream.config import RetryPolicy
+from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
-from runner.run import _execute
+from tests.conftest import execute
 from tests.conftest import amock_stats, mock_stats, read_jsonl, run_rows, streamrun, write_jsonl
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "schema": {
@@ -67,7 +68,7 @@ async def run_once(tmp_path, url: str, attempts: int, line: dict | None = None, 
     cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m", stages=(Stage(0, 1),),
                     base_urls=(url,), overwrite=True,
                     retry=RetryPolicy(max_attempts=attempts, backoff_initial=0.001, backoff_max=0.01), **overrides)
-    code = await _execute(cfg, None, False)
+    code = await execute(cfg, None, False)
     return code, read_jsonl(tmp_path / "out.jsonl")
 
 
@@ -111,13 +112,13 @@ async def test_a_cached_answer_cut_by_length_is_sent_again_under_retry_finish_re
 
 
 async def test_a_cached_answer_its_schema_refuses_is_sent_again(tmp_path, aiohttp_server, monkeypatch):
-    import runner.dataset
+    import runner.engine.answers
 
     seen: list = []
     url = await json_server(aiohttp_server, ['{"nom": 1}', '{"name": "Ada"}'], seen)
     cache = str(tmp_path / "answers.db")
     with monkeypatch.context() as m:  # a looser check (an older streamrun's, say) let a bad answer into the cache
-        m.setattr(runner.dataset, "check_output", lambda fmt, text: (None, None))
+        m.setattr(runner.engine.answers, "check_output", lambda fmt, text: (None, None))
         code, (r,) = await run_once(tmp_path, url, 3, cache=cache)
     assert code == 0 and r["text"] == '{"nom": 1}' and len(seen) == 1
     code, (r,) = await run_once(tmp_path, url, 3, cache=cache)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.jobfile import load_job
+from runner.config.jobfile import load_job
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
@@ -55,7 +55,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def sample_ids() -> list[str]:
-    from runner.inputs import iter_items
+    from runner.inputs.items import iter_items
     return [item.custom_id for item in iter_items([str(SAMPLE)])]
 
 
@@ -170,7 +170,7 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in():
             for src in words[:-1]:
                 assert (ROOT / src).exists(), f"COPY {src}: not in the checkout"
                 assert not docker_ignored(src, patterns), f"COPY {src}: excluded by .dockerignore"
-    for rel in ("pyproject.toml", "README.md", "runner/cli.py", "runner/report/__init__.py"):
+    for rel in ("pyproject.toml", "README.md", "runner/cli/main.py", "runner/report/__init__.py"):
         assert not docker_ignored(rel, patterns), rel
     for rel in (".venv/bin/python", "out/x.jsonl", "results.jsonl", "runner/__pycache__/x.pyc", ".git/HEAD"):
         assert docker_ignored(rel, patterns), rel

@@ -22,7 +22,7 @@ import pytest
 
 import runner
 import runner.record as record_module
-from runner.options import OPTIONS
+from runner.config.options import OPTIONS
 from runner.record import Metrics, Record, RecordError
 from runner.stream.errors import RequestError
 from tests.conftest import read_jsonl, streamrun
@@ -184,7 +184,7 @@ def _cli_reference():
 def test_the_cli_reference_has_every_command_and_every_option_of_each():
     import click
 
-    from runner.cli import main
+    from runner.cli.main import main
 
     page = _cli_reference().markdown()
     root = click.Context(main, info_name="streamrun")

@@ -11,9 +11,9 @@ import logging
 
 import orjson
 
-from runner import trust
-from runner.summary import render
-from runner.trust import Rule
+from runner.observe import client_timing as trust
+from runner.report.end_of_run import render
+from runner.observe.client_timing import Rule
 from tests.conftest import chat, prompts, run_rows, streamrun, write_jsonl
 
 

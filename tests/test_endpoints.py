@@ -1,4 +1,4 @@
-"""runner.endpoints: base URL checks, loopback detection, credentials in URLs, and the endpoint pool.
+"""runner.stream.endpoints: base URL checks, loopback detection, credentials in URLs, and the endpoint pool.
 
 (Joining a base URL with an API path is the client's: tests/test_client.py.
 The pool's least-in-flight choice is also exercised end to end in tests/test_scale_out.py.)
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.endpoints import EndpointPool, check_base_url, is_loopback, public_url, url_secrets
+from runner.stream.endpoints import EndpointPool, check_base_url, is_loopback, public_url, url_secrets
 
 
 @pytest.mark.parametrize("url", [

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runner.config import RetryPolicy, Stage, Timeouts
+from runner.stream.config import RetryPolicy, Timeouts
+from runner.config.run_config import Stage
 from tests.conftest import FAST_RETRY, by_id, chat, run_rows
 
 SAMPLE = Path(__file__).parent.parent / "sample_inputs" / "prompts.jsonl"
@@ -111,7 +112,7 @@ async def test_bad_lines_get_invalid_input_records_and_run_goes_on(tmp_path, moc
 
 
 async def test_duplicate_ids_stop_before_sending(tmp_path, mock_server):
-    from runner.run import UsageError
+    from runner.errors import UsageError
 
     url = await mock_server()
     with pytest.raises(UsageError, match=r"'x' at .*in.jsonl:1 and .*in.jsonl:3"):
@@ -127,7 +128,7 @@ async def test_usage_missing_counts_events(tmp_path, mock_server):
 
 
 def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
-    from runner.engine import env_proxy
+    from runner.engine.loop import env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")

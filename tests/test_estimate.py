@@ -1,11 +1,11 @@
-"""runner.estimate: `streamrun estimate` counts prompts, tokens and the cost range without sending."""
+"""runner.cli.estimate: `streamrun estimate` counts prompts, tokens and the cost range without sending."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from runner.estimate import estimate_inputs
+from runner.cli.estimate import estimate_inputs
 from tests.conftest import streamrun, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("no_tiktoken")

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from runner.batchfmt import encode_batch  # noqa: E402
+from runner.outputs.batch import encode_batch  # noqa: E402
 from runner.export import join as export_module  # noqa: E402
-from runner.export import (INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex, export, export_command,  # noqa: E402
-                           export_schema)
+from runner.export import INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex, export, export_schema
+from runner.cli.export import export_command
 from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402
 
 from runner.extras import install_hint  # noqa: E402
@@ -482,10 +482,10 @@ def test_a_mock_run_exports_with_its_prompts(tmp_path):
 
 
 def export_cli(*args):
-    """`streamrun export ARGS` as a subprocess; until runner.cli registers the command, the command itself."""
-    from runner.cli import LAZY_COMMANDS
+    """`streamrun export ARGS` as a subprocess; until runner.cli.main registers the command, the command itself."""
+    from runner.cli.main import LAZY_COMMANDS
 
     if "export" in LAZY_COMMANDS:
         return streamrun("export", *args)
-    code = "import sys; from runner.export import export_command; export_command(sys.argv[1:])"
+    code = "import sys; from runner.cli.export import export_command; export_command(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""runner.finals: of a results file's records for one key, the last is final; every reader reads through it."""
+"""runner.outputs.finals: of a results file's records for one key, the last is final; every reader reads through it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from array import array
 import orjson
 import pytest
 
-from runner import finals
-from runner.finals import FinalRecords, records_at
+from runner.outputs import finals
+from runner.outputs.finals import FinalRecords, records_at
 
 
 def line(custom_id: str, status: str = "ok", **extra) -> bytes:

@@ -15,8 +15,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.config import Limits, RetryPolicy, RunConfig, Stage
-from runner.run import _execute
+from runner.stream.config import Limits, RetryPolicy
+from runner.config.run_config import RunConfig, Stage
+from tests.conftest import execute
 from tests.conftest import read_jsonl, write_jsonl
 
 KIB = 1024
@@ -130,7 +131,7 @@ async def test_every_hostile_reply_is_one_error_record_and_the_run_goes_on(tmp_p
     cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m",
                     base_urls=(str(hostile_server.make_url("/v1")),), stages=(Stage(0, 4),), limits=LIMITS,
                     retry=RetryPolicy(max_attempts=2, backoff_initial=0.001, backoff_max=0.01))
-    code = await _execute(cfg, None, False)
+    code = await execute(cfg, None, False)
     records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
     assert code == 1 and len(records) == len(cases)
     wrong = {c: (r["status"], r["error"] and r["error"]["type"]) for c, r in records.items()
@@ -153,11 +154,11 @@ async def test_a_second_run_over_the_same_server_resumes_cleanly(tmp_path, hosti
     cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m",
                     base_urls=(str(hostile_server.make_url("/v1")),), limits=LIMITS,
                     retry=RetryPolicy(max_attempts=1))
-    assert await _execute(cfg, None, False) == 1
+    assert await execute(cfg, None, False) == 1
     # the resumed run sends the failed line again, which fails again without a crash: its record is appended
     # and supersedes the old one; the summary (and exit code) covers the whole output's final records
-    assert await _execute(dataclasses.replace(cfg, resume=True), None, False) == 1
+    assert await execute(dataclasses.replace(cfg, resume=True), None, False) == 1
     ids = sorted(r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl"))
     assert ids == ["choices-null", "choices-null", "ok-1", "ok-2"]
-    assert await _execute(dataclasses.replace(cfg, resume=True, keep_failed=True), None, False) == 1
+    assert await execute(dataclasses.replace(cfg, resume=True, keep_failed=True), None, False) == 1
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 4  # --keep-failed: nothing sent

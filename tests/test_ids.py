@@ -1,11 +1,11 @@
-"""runner.ids: shards, id hashes and the sets built from them (done-sets for resume, duplicate checks)."""
+"""runner.inputs.ids: shards, id hashes and the sets built from them (done-sets for resume, duplicate checks)."""
 
 import random
 from collections import Counter
 
 import pytest
 
-from runner.ids import DoneIds, HashSorter, SeenIds, Shard, id_hash, parse_shard, resume_key, shard_from_env, shard_of
+from runner.inputs.ids import DoneIds, HashSorter, SeenIds, Shard, id_hash, parse_shard, resume_key, shard_from_env, shard_of
 
 
 def test_parse_shard():

@@ -1,4 +1,4 @@
-"""runner.inputs: input lines to requests (each line form, each invalid form, default ids),
+"""runner.inputs.items: input lines to requests (each line form, each invalid form, default ids),
 globs to files, and the scan for duplicate ids before anything is sent."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from runner.inputs import STDIN, InputError, default_id, expand_inputs, iter_items, parse_item, scan_inputs
-from runner.stream.protocol import CHAT_PATH, COMPLETIONS_PATH
+from runner.inputs.items import STDIN, InputError, default_id, expand_inputs, iter_items, parse_item, scan_inputs
+from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from tests.conftest import write_jsonl
 
 CHAT = b'{"custom_id": "c1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}'

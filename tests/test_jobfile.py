@@ -1,4 +1,4 @@
-"""runner.jobfile: TOML job files for unattended runs (keys, errors, relative paths, templates, [mock]).
+"""runner.config.jobfile: TOML job files for unattended runs (keys, errors, relative paths, templates, [mock]).
 
 The first tests run `streamrun job` as users do (one line on stderr, exit 2);
 the rest call `load_job` directly.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import FsyncPolicy, Timeouts
-from runner.jobfile import JobFileError, deep_merge, load_job
+from runner.config.run_config import FsyncPolicy
+from runner.stream.config import Timeouts
+from runner.config.jobfile import JobFileError, deep_merge, load_job
 from runner.mock import MockConfig
 from tests.conftest import prompts, read_jsonl, streamrun
 
@@ -82,7 +83,7 @@ INTEGERS = {"string", "integer", "negative"}
 
 def _right_types(option) -> set[str]:
     """The sample types `option` may be given as; every other one must be refused."""
-    from runner import parsers as p
+    from runner.config import parsers as p
 
     kinds = {p.strings: {"string", "strings"}, p.urls: {"string", "strings"}, p.metrics_urls: {"string", "strings"},
              p.strings_list: {"string", "strings"}, p.string: {"string"}, p.env_name: {"string"},
@@ -101,8 +102,8 @@ def _right_types(option) -> set[str]:
 
 def test_every_key_refuses_every_wrong_toml_type_in_one_line():
     """A job file may give any TOML value for any key: a wrong one is a JobFileError (exit 2) naming the key."""
-    from runner.jobfile import config_from_mapping
-    from runner.options import OPTIONS
+    from runner.config.jobfile import config_from_mapping
+    from runner.config.options import OPTIONS
 
     for option in (o for o in OPTIONS if o.key):
         right = _right_types(option)

@@ -155,7 +155,7 @@ def test_warner_alone() -> None:
 
 
 def test_inputs_read_through_it(tmp_path: Path) -> None:
-    from runner.inputs import iter_items
+    from runner.inputs.items import iter_items
 
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"custom_id": "a", "prompt": "x"}\r\n\r\n'

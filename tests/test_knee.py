@@ -12,7 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.report import build_report, report_command
+from runner.report import build_report
+from runner.cli.report import report_command
 from runner.report.figures_knee import knee_figure
 from runner.report.knee import FACTOR, find_knee, knee_line, load_order, sweep_section
 from runner.report.labels import sweep_axis

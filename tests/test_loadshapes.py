@@ -12,8 +12,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from runner.config import Stage, make_stages
-from runner.schedule import arrival_gaps
+from runner.config.run_config import Stage, make_stages
+from runner.engine.schedule import arrival_gaps
 from tests.conftest import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 

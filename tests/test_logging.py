@@ -18,8 +18,8 @@ import time
 import orjson
 import pytest
 
-from runner.cli import _JsonFormatter
-from runner.summary import render
+from runner.logs import JsonFormatter
+from runner.report.end_of_run import render
 from tests.conftest import HANG_GUARD_S, STREAMRUN, count_lines, write_jsonl
 
 
@@ -168,7 +168,7 @@ def _record(msg: str, data=None, exc_info=None) -> logging.LogRecord:
 
 
 def test_json_formatter_adds_the_fields_of_extra_data():
-    fmt = _JsonFormatter(secrets=("sk-test-0123456789",))
+    fmt = JsonFormatter(secrets=("sk-test-0123456789",))
     out = json.loads(fmt.format(_record("progress", {"done": 3, "msg": "not this", "url": "x sk-test-0123456789"})))
     assert out["msg"] == "progress" and out["done"] == 3 and out["level"] == "info" and "ts" in out
     assert out["url"] == "x ***"  # fields are redacted like messages
@@ -199,7 +199,7 @@ def test_render_as_json_is_one_record_and_text_is_unchanged(tmp_path):
     logger = logging.getLogger("streamrun")
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonFormatter())
     old_level = logger.level
     logger.addHandler(handler)
     try:

@@ -6,11 +6,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.merge import MergeReport, merge, merge_command
+from runner.outputs.merge import MergeReport, merge
+from runner.cli.merge import merge_command
 
 
 def stand_in_iter_input_ids(paths):
-    """Stand-in for runner.inputs.iter_input_ids, same id rule.
+    """Stand-in for runner.inputs.items.iter_input_ids, same id rule.
 
     The id is the line's custom_id when it is a non-empty string, else
     "<file basename>:<1-based line number>".
@@ -28,9 +29,9 @@ def stand_in_iter_input_ids(paths):
 
 @pytest.fixture(autouse=True)
 def fake_inputs(monkeypatch):
-    module = types.ModuleType("runner.inputs")
+    module = types.ModuleType("runner.inputs.items")
     module.iter_input_ids = stand_in_iter_input_ids
-    monkeypatch.setitem(sys.modules, "runner.inputs", module)
+    monkeypatch.setitem(sys.modules, "runner.inputs.items", module)
 
 
 def rec(cid, status="ok", text="t"):
@@ -224,9 +225,9 @@ def test_warnings_are_capped(tmp_path):
 
 
 def test_stand_in_agrees_with_real_iter_input_ids(tmp_path, monkeypatch):
-    """Once runner.inputs exists, its ids must follow the same rule."""
-    monkeypatch.delitem(sys.modules, "runner.inputs")
-    real = pytest.importorskip("runner.inputs")
+    """Once runner.inputs.items exists, its ids must follow the same rule."""
+    monkeypatch.delitem(sys.modules, "runner.inputs.items")
+    real = pytest.importorskip("runner.inputs.items")
     path = write(
         tmp_path / "in.jsonl",
         b'{"custom_id": "x1", "messages": [{"role": "user", "content": "hi"}]}\n',
@@ -274,7 +275,7 @@ def test_warmup_records_pass_through_unchecked(tmp_path):
 
 
 def test_openai_batch_outputs_merge_too(tmp_path):
-    from runner.batchfmt import encode_batch
+    from runner.outputs.batch import encode_batch
     from runner.record import decode_native
 
     def batch(cid, status="ok", text="t"):

@@ -13,9 +13,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.config import RetryPolicy, RunConfig, Stage
+from runner.stream.config import RetryPolicy
+from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
-from runner.run import _execute, preflight
+from runner.preflight import preflight
+from tests.conftest import execute
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
@@ -30,7 +32,7 @@ async def run_rows(tmp_path, url, lines, **overrides):
     inp = write_jsonl(tmp_path / "in.jsonl", lines)
     cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
                     retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
-    code = await _execute(dataclasses.replace(cfg, **overrides), None, False)
+    code = await execute(dataclasses.replace(cfg, **overrides), None, False)
     out = tmp_path / "out.jsonl"
     return code, (read_jsonl(out) if out.exists() else [])
 
@@ -216,7 +218,7 @@ async def test_a_dead_replica_among_live_ones_does_not_stop_the_run(tmp_path, mo
 def test_the_guard_holds_what_failed_to_connect_until_a_connection_and_drops_it_on_a_trip():
     from types import SimpleNamespace
 
-    from runner.rejections import ConnectGuard
+    from runner.engine.guards import ConnectGuard
 
     def record(kind):
         err = None if kind == "ok" else SimpleNamespace(type=kind, status_code=None, message="m")

@@ -16,16 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from runner.mock import (
-    STATE_KEY,
-    MockConfig,
-    ScriptEntry,
-    build_app,
-    format_reset,
-    load_script,
-    prompt_tokens_estimate,
-    serve,
-)
+from runner.mock import STATE_KEY, MockConfig, ScriptEntry, build_app, format_reset, load_script, prompt_tokens_estimate, serve
 from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
@@ -536,9 +527,9 @@ async def test_serve_exits_with_a_stalled_stream_in_flight():
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_cli_announces_and_serves(workers):
-    """`python -m runner.mock` prints the listening line, then serves."""
+    """`python -m runner.cli mock` prints the listening line, then serves."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.mock", "--port", "0", "--ttft", "0", "--tokens-per-s", "0", "--workers", str(workers)],
+        [sys.executable, "-m", "runner.cli", "mock", "--port", "0", "--ttft", "0", "--tokens-per-s", "0", "--workers", str(workers)],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,8 +13,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import runner.mock.server as mock_server_module
-from runner.mock import STATE_KEY, MockConfig, build_app, mock_command, prompt_tokens_estimate
+import runner.cli.mock as cli_mock
+from runner.mock import STATE_KEY, MockConfig, build_app, prompt_tokens_estimate
+from runner.cli.mock import mock_command
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
 MODEL = "mock-model"
@@ -480,7 +481,7 @@ def test_every_cli_option_has_help():
 
 def test_cli_flags_reach_the_config(monkeypatch):
     seen = []
-    monkeypatch.setattr(mock_server_module, "run_server", lambda config, host, port, workers: seen.append(config))
+    monkeypatch.setattr(cli_mock, "run_server", lambda config, host, port, workers: seen.append(config))
     runner = CliRunner()
     result = runner.invoke(mock_command, ["--lenient", "--alias", "a", "--alias", "b", "--max-context", "0"])
     assert result.exit_code == 0, result.output
@@ -491,7 +492,7 @@ def test_cli_flags_reach_the_config(monkeypatch):
 
 
 def test_job_file_mock_table_takes_the_new_fields(tmp_path):
-    from runner.jobfile import load_job
+    from runner.config.jobfile import load_job
 
     job = tmp_path / "job.toml"
     job.write_text('inputs = ["in.jsonl"]\noutput = "out.jsonl"\n'

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from runner.config import RetryPolicy
+from runner.stream.config import RetryPolicy
 from tests.conftest import HANG_GUARD_S, STREAMRUN, chat, read_jsonl, run_rows, write_jsonl
 
 N = 300
@@ -53,7 +53,7 @@ def test_a_soft_limit_below_c_is_raised_without_a_word(tmp_path, mock_process):
 
 async def test_out_of_file_descriptors_is_never_a_failed_attempt(tmp_path, mock_server, monkeypatch):
     """EMFILE is this process's limit: the request waits for a descriptor and is sent, its attempts untouched."""
-    from runner.send import Sender
+    from runner.engine.send import Sender
     from runner.stream.client import connect_failure
 
     url = await mock_server()

@@ -101,8 +101,8 @@ from typing import Callable
 
 import pytest
 
-from runner.options import OPTIONS
-from runner.outputs import decode_result
+from runner.config.options import OPTIONS
+from runner.outputs.batch import decode_result
 from runner.record import Record, posix_time
 from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
 

@@ -1,4 +1,4 @@
-"""The option table (runner/options.py): one parser per kind, the CLI and job files agree, docs generated."""
+"""The option table (runner/config/options.py): one parser per kind, the CLI and job files agree, docs generated."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import config_from_options, main
-from runner.jobfile import JobFileError, load_job
-from runner.options import (OPTIONS, OptionError, default_of, duration, markdown_table, rate_list, slos,
-                            timeout)
+from runner.config.options import config_from_options
+from runner.cli.main import main
+from runner.config.jobfile import JobFileError, load_job
+from runner.config.options import OPTIONS, OptionError, default_of, duration, markdown_table, rate_list, slos, timeout
 from tests.conftest import streamrun, write_jsonl
 
 DOCS_HOOK = Path(__file__).parent.parent / "docs" / "hooks" / "cli_reference.py"

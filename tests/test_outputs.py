@@ -1,7 +1,7 @@
-"""runner.outputs: the lock, opening (refusal, overwrite, resume), torn tails, the done-set, and the
+"""runner.outputs.writer: the lock, opening (refusal, overwrite, resume), torn tails, the done-set, and the
 one writer: whole lines, and on a failing disk a half-written line cut back off and OutputFailed reported.
 
-A full disk is simulated by a stand-in for the `os` module that `runner.outputs` uses: its `write`
+A full disk is simulated by a stand-in for the `os` module that `runner.outputs.writer` uses: its `write`
 takes a set number of bytes, then raises ENOSPC.
 """
 
@@ -15,11 +15,10 @@ import os
 import orjson
 import pytest
 
-from runner import outputs
-from runner.config import FsyncPolicy
+from runner.outputs import writer as outputs
+from runner.config.run_config import FsyncPolicy
 from runner.errors import OutputFailed, OutputLocked
-from runner.outputs import (OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail,
-                            unlock_output)
+from runner.outputs.writer import OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail, unlock_output
 from runner.record import Record
 from tests.conftest import prompts, streamrun
 
@@ -211,7 +210,7 @@ def test_the_rerun_table_names_real_error_types():
 
 @pytest.mark.parametrize("given, found", [("openai-batch", "streamrun"), ("streamrun", "openai-batch")])
 def test_resume_in_another_output_format_is_refused_before_anything_changes(tmp_path, given, found):
-    from runner.batchfmt import encode_batch
+    from runner.outputs.batch import encode_batch
     from runner.errors import UsageError
 
     out = tmp_path / "out.jsonl"
@@ -229,7 +228,7 @@ def test_resume_in_another_output_format_is_refused_before_anything_changes(tmp_
 
 
 class FullDisk:
-    """`os` for runner.outputs, whose `write` takes `room` more bytes and then raises ENOSPC."""
+    """`os` for runner.outputs.writer, whose `write` takes `room` more bytes and then raises ENOSPC."""
 
     def __init__(self, room: int) -> None:
         self.room = room

@@ -8,7 +8,7 @@ import pytest
 
 from runner.stream import protocol_anthropic, protocol_responses
 from runner.stream.params import ANTHROPIC, RESPONSES, RULES, RefusedParameter, markdown_table, translate
-from runner.stream.protocol import InvalidRequestLine
+from runner.stream.paths import InvalidRequestLine
 
 README = Path(__file__).parent.parent / "docs" / "other-apis.md"
 USER = {"role": "user", "content": "hi"}

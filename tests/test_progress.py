@@ -1,4 +1,4 @@
-"""runner.progress: the live bar on stderr, its counters, no bar when stderr is not a TTY, and the log ticker."""
+"""runner.observe.progress: the live bar on stderr, its counters, no bar when stderr is not a TTY, and the log ticker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from rich.progress import TimeRemainingColumn
 
-from runner.progress import LiveCounters, ProgressDisplay, ProgressLog, json_logs
+from runner.observe.progress import LiveCounters, ProgressDisplay, ProgressLog, json_logs
 from runner.record import Metrics, Record
 from tests.conftest import streamrun, write_jsonl
 
@@ -178,14 +178,14 @@ def test_progress_log_records_text_or_json():
 
 
 def test_json_logs_reads_the_handler():
-    from runner.cli import _JsonFormatter
+    from runner.logs import JsonFormatter
 
     logger = logging.getLogger("streamrun.test_json_logs")
     handler = logging.StreamHandler(io.StringIO())
     logger.addHandler(handler)
     try:
         assert not json_logs(logger)
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
         assert json_logs(logger)
     finally:
         logger.handlers.clear()

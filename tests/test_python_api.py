@@ -75,7 +75,7 @@ def test_a_bad_option_raises_naming_the_key(tmp_path):
 
 
 def test_the_cli_runs_through_the_python_api(tmp_path, monkeypatch):
-    from runner.cli import main
+    from runner.cli.main import main
 
     seen = []
 

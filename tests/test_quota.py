@@ -1,4 +1,4 @@
-"""Tests for runner.quota on a fake clock: no test depends on real time."""
+"""Tests for runner.engine.quota on a fake clock: no test depends on real time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from runner.quota import MAX_SERVER_WAIT_S, AdaptiveConcurrency, ExceedsTPM, QuotaLimiter, parse_reset_duration
+from runner.engine.quota import MAX_SERVER_WAIT_S, AdaptiveConcurrency, ExceedsTPM, QuotaLimiter, parse_reset_duration
 
 
 class FakeClock:

@@ -2,7 +2,7 @@
 
 The mock's limiter (fixed one-second windows, runner/mock/state.py) is a
 second implementation, apart from the client's token buckets
-(runner/quota.py), so these tests check the client against an independent
+(runner/engine/quota.py), so these tests check the client against an independent
 reading of "N per minute".  No assertion depends on this machine's speed:
 a client that paces itself must get no 429 at all, whatever the timing;
 where 429s do happen, the tests check what holds for any number of them.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import orjson
 
-from runner.config import RetryPolicy, Stage
+from runner.stream.config import RetryPolicy
+from runner.config.run_config import Stage
 from tests.conftest import amock_stats, by_id, chat, run_rows
 
 PATIENT = RetryPolicy(max_attempts=100, backoff_initial=0.05, backoff_max=0.5)

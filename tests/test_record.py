@@ -12,13 +12,13 @@ from datetime import datetime
 import orjson
 import pytest
 
-from runner.batchfmt import decode_batch, encode_batch
-from runner.config import Stage
-from runner.config import RunConfig
-from runner.engine import EngineHooks
-from runner.send import Reply, Sender
-from runner.inputs import InputItem
-from runner.outputs import decode_result
+from runner.outputs.batch import decode_batch, encode_batch
+from runner.config.run_config import Stage
+from runner.config.run_config import RunConfig
+from runner.engine.loop import EngineHooks
+from runner.engine.send import Reply, Sender
+from runner.inputs.items import InputItem
+from runner.outputs.batch import decode_result
 from runner.record import Choice, Metrics, Record, RecordError, decode_native
 from runner.stream.errors import HTTPStatusError
 from runner.stream.protocol import ChoiceState, StreamState

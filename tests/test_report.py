@@ -16,9 +16,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.batchfmt import encode_batch
+from runner.outputs.batch import encode_batch
 from runner.record import decode_native
-from runner.report import FOOTNOTE, SCHEMA, InputFile, build_report, load_records, report_command
+from runner.report import FOOTNOTE, SCHEMA, InputFile, build_report, load_records
+from runner.cli.report import report_command
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 C1 = {"index": 0, "label": "c=1", "concurrency": 1, "rate": None}

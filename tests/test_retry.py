@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState
 
-from runner.config import RetryPolicy
+from runner.stream.config import RetryPolicy
 from runner.stream.errors import ConnectError, HTTPStatusError
 from runner.stream.retry import is_retryable, wait_retry_after_or_backoff
 

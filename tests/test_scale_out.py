@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from runner.config import Stage
-from runner.endpoints import EndpointPool
+from runner.config.run_config import Stage
+from runner.stream.endpoints import EndpointPool
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 from tests.test_engine import chat, run_rows
 

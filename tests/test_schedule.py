@@ -9,8 +9,7 @@ from itertools import islice
 
 import pytest
 
-from runner.schedule import (EXPONENTIAL, LINEAR, TraceTimes, ramp_area, ramp_time, ramped, ramped_gaps,
-                             replay_offset, sweep_rates, worker_start_offsets)
+from runner.engine.schedule import EXPONENTIAL, LINEAR, TraceTimes, ramp_area, ramp_time, ramped, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 
 

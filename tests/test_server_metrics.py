@@ -22,12 +22,12 @@ from aiohttp import web
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner.config import RunConfig
+from runner.config.run_config import RunConfig
 from runner.mock import MockConfig, build_app
 from runner.mock.metrics import FAKE_KV_SLOTS
-from runner.options import OptionError, metrics_urls
-from runner.promseries import PREFIX_HIT_RATE, ServerFigures, known_values, parse
-from runner.servermetrics import Scraper, resolve_urls, side_path_for
+from runner.config.parsers import OptionError, metrics_urls
+from runner.observe.prometheus import PREFIX_HIT_RATE, ServerFigures, known_values, parse
+from runner.observe.server_metrics import Scraper, resolve_urls, side_path_for
 from tests.conftest import HANG_GUARD_S, chat, count_lines, read_jsonl, run_rows
 
 RUNNING = "vllm:num_requests_running"
@@ -183,8 +183,9 @@ def test_urls_auto_and_side_paths(tmp_path):
 
 
 def test_the_cli_and_a_job_file_mean_the_same(tmp_path):
-    from runner.cli import config_from_options, main
-    from runner.jobfile import load_job
+    from runner.config.options import config_from_options
+    from runner.cli.main import main
+    from runner.config.jobfile import load_job
 
     args = ["in.jsonl", "-o", "out.jsonl", "--server-metrics", "auto", "--server-metrics", "http://g:8000",
             "--server-metrics-interval", "250ms"]
@@ -331,7 +332,7 @@ def write_run(tmp_path: Path) -> Path:
 
 
 def test_the_report_finds_the_side_file_and_draws_the_server_panel(tmp_path):
-    from runner.report import report_command
+    from runner.cli.report import report_command
 
     res = write_run(tmp_path)
     html = tmp_path / "report.html"
@@ -348,7 +349,7 @@ def test_the_report_finds_the_side_file_and_draws_the_server_panel(tmp_path):
 
 
 def test_the_report_takes_a_named_side_file_and_has_no_panel_without_one(tmp_path):
-    from runner.report import report_command
+    from runner.cli.report import report_command
 
     res = write_run(tmp_path)
     moved = tmp_path / "elsewhere.jsonl"
@@ -362,7 +363,7 @@ def test_the_report_takes_a_named_side_file_and_has_no_panel_without_one(tmp_pat
 
 
 def test_the_report_json_carries_the_server_figures_only_when_a_side_file_was_read(tmp_path):
-    from runner.report import report_command
+    from runner.cli.report import report_command
 
     res = write_run(tmp_path)
     out = CliRunner().invoke(report_command, [str(res), "--json"], catch_exceptions=False)
@@ -381,7 +382,7 @@ def test_the_report_json_carries_the_server_figures_only_when_a_side_file_was_re
 
 
 def test_in_a_comparison_the_server_table_names_stages_with_their_run(tmp_path):
-    from runner.report import report_command
+    from runner.cli.report import report_command
 
     runs = []
     for name in ("a", "b"):  # both bench.jsonl: told apart by their folders

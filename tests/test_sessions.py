@@ -6,10 +6,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.inputs import parse_item
-from runner.session import from_sharegpt, turn_body
+from runner.inputs.items import parse_item
+from runner.engine.session import turn_body
+from runner.inputs.sessions import from_sharegpt
 from runner.stream import protocol_anthropic
-from runner.stream.protocol import CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
+from runner.stream.paths import CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
 from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
 
 
@@ -78,7 +79,7 @@ async def test_a_failed_turn_ends_the_session_as_an_error_with_the_turns_that_ha
 
 
 async def test_sessions_are_cached_turn_by_turn_keyed_by_the_actual_history(tmp_path, aiohttp_server, monkeypatch):
-    import runner.session as session
+    import runner.engine.session as session
 
     waits: list[float] = []
 
@@ -111,7 +112,7 @@ async def test_sessions_are_cached_turn_by_turn_keyed_by_the_actual_history(tmp_
 
 
 async def test_think_time_pauses_before_each_later_turn(tmp_path, aiohttp_server, monkeypatch):
-    import runner.session as session
+    import runner.engine.session as session
 
     waits: list[float] = []
 

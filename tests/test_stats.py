@@ -10,18 +10,9 @@ from typing import Any
 
 import pytest
 
-from runner.parsers import OptionError, percentile_list
+from runner.config.parsers import OptionError, percentile_list
 from runner.record import Record, decode_native
-from runner.stats import (
-    MAX_TURNS,
-    Reservoir,
-    SortedRuns,
-    StatsAccumulator,
-    describe,
-    percentile,
-    percentile_key,
-    summarize_by_stage,
-)
+from runner.stats import MAX_TURNS, Reservoir, SortedRuns, StatsAccumulator, describe, percentile, percentile_key, summarize_by_stage
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -377,7 +368,7 @@ def test_ttfat_and_reasoning_tokens_are_summarised() -> None:
 
 
 def session(turn_ttfts: list[float], *, failed_at: int | None = None, at: float = 0.0) -> Record:
-    """A session record as runner/session.py writes it: the turns, the top level = the last turn's."""
+    """A session record as runner/engine/session.py writes it: the turns, the top level = the last turn's."""
     turns = []
     for k, ttft in enumerate(turn_ttfts):
         turns.append({"index": k, "text": "t", "usage": {"prompt_tokens": 10 * (k + 1), "completion_tokens": 4},

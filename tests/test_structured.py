@@ -1,4 +1,4 @@
-"""runner/structured.py: replies checked against json_object and json_schema response formats."""
+"""runner/engine/structured.py: replies checked against json_object and json_schema response formats."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 import orjson
 import pytest
 
-from runner import structured
-from runner.structured import MESSAGE_LIMIT, check_output, format_problem
+from runner.engine import structured
+from runner.engine.structured import MESSAGE_LIMIT, check_output, format_problem
 
 JSON_OBJECT = {"type": "json_object"}
 

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from runner.mock import prompt_tokens_estimate
-from runner.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_prefixes, synth_lines, write_synthetic
-from runner.synth_trace import BlockTexts, TraceRequest, trace_lines
-from runner.tokenizer import CharEstimate, TokenizerError, load_tokenizer
-from runner.tokens import estimate_prompt_tokens, estimate_text_tokens
+from runner.inputs.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_prefixes, synth_lines, write_synthetic
+from runner.inputs.synth_trace import BlockTexts, TraceRequest, trace_lines
+from runner.inputs.tokenizer import CharEstimate, TokenizerError, load_tokenizer
+from runner.inputs.tokens import estimate_prompt_tokens, estimate_text_tokens
 from tests.conftest import streamrun, write_jsonl
 
 ROOT = Path(__file__).parent.parent
@@ -79,7 +79,7 @@ def content(line: dict) -> str:
 
 
 def cli(*args: str):
-    from runner.synth_cli import synth_command
+    from runner.cli.synth import synth_command
 
     return CliRunner().invoke(synth_command, list(args))
 
@@ -338,7 +338,7 @@ def test_tiktoken_encodings_load_offline_only(no_tiktoken, monkeypatch, tmp_path
     module = types.ModuleType("tiktoken")
     module.get_encoding = lambda name: WordEncoding()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tiktoken", module)
-    from runner import tokens
+    from runner.inputs import tokens
 
     tokens.reset_tokenizer_cache()
     with pytest.raises(TokenizerError, match="STREAMRUN_TIKTOKEN_DOWNLOAD=1"):

@@ -1,4 +1,4 @@
-"""Tests for runner.tokens: estimates, chat overhead, cost, optional tiktoken."""
+"""Tests for runner.inputs.tokens: estimates, chat overhead, cost, optional tiktoken."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ import types
 
 import pytest
 
-from runner import tokens
-from runner.tokens import (
-    Pricing,
-    cached_prompt_tokens,
-    cost,
-    count_text_tokens,
-    encoding_name_for_model,
-    estimate_prompt_tokens,
-    reasoning_tokens,
-    requested_output_tokens,
-)
+from runner.inputs import tokens
+from runner.inputs.tokens import Pricing, cached_prompt_tokens, cost, count_text_tokens, encoding_name_for_model, estimate_prompt_tokens, reasoning_tokens, requested_output_tokens
 
 
 # No real tiktoken in any test here (conftest.no_tiktoken); the tests that want one install a fake.
@@ -237,5 +228,5 @@ def test_tiktoken_encode_error_falls_back_for_that_call(monkeypatch, tmp_path):
 
 
 def test_import_does_not_import_tiktoken():
-    code = "import sys, runner.tokens, runner.quota; assert 'tiktoken' not in sys.modules"
+    code = "import sys, runner.inputs.tokens, runner.engine.quota; assert 'tiktoken' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""The client certifies its own numbers (runner/trust.py): per stage, its loop lag and CPU, and a verdict.
+"""The client certifies its own numbers (runner/observe/client_timing.py): per stage, its loop lag and CPU, and a verdict.
 
 The verdict and the attribution of lag samples to stages are pure: checked on
 synthetic samples with an injected clock, never on the machine's speed.  The
@@ -15,14 +15,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner import trust
-from runner.config import RunConfig, Stage, make_stages
+from runner.observe import client_timing as trust
+from runner.config.run_config import RunConfig, Stage, make_stages
 from runner.record import Metrics, Record
-from runner.report import build_report, report_command
+from runner.report import build_report
+from runner.cli.report import report_command
 from runner.report.document import report_document
 from runner.report.timing import KEY, attach_timing, mark_stages
-from runner.run import EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, _exit_code
-from runner.trust import ClientTiming, LagMonitor, Rule, StageTimer, describe_lags, judge
+from runner.errors import EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK
+from runner.run import _exit_code
+from runner.observe.client_timing import ClientTiming, LagMonitor, Rule, StageTimer, describe_lags, judge
 from tests.conftest import chat, run_rows
 
 MS = 0.001

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.record import Record, decode_native
-from runner.report import report_command
+from runner.cli.report import report_command
 from runner.stats import MAX_WINDOWS, StatsAccumulator
 from tests.conftest import streamrun, write_jsonl
 

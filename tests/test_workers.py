@@ -24,14 +24,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runner.config import RunConfig, Stage, make_stages
+from runner.config.run_config import RunConfig, Stage, make_stages
 from runner.errors import UsageError
-from runner.inputs import parse_item
-from runner.options import OptionError
-from runner.parsers import workers_count
+from runner.inputs.items import parse_item
+from runner.config.parsers import OptionError
+from runner.config.parsers import workers_count
 from runner.workers.shapes import split_concurrency, split_rate, window, worker_config, worker_seed, worker_stage
-from runner.workers.wire import (HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of,
-                                 unpack)
+from runner.workers.wire import HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of, unpack
 from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
                             read_stderr_until, run_rows, start_run, streamrun, wait_for_lines, write_jsonl)
 
@@ -382,7 +381,7 @@ def test_a_degraded_run_of_one_stage_is_marked_from_its_summary():
 
 
 def test_a_worker_taking_over_a_share_grows_its_adaptive_cap():
-    from runner.quota import AdaptiveConcurrency
+    from runner.engine.quota import AdaptiveConcurrency
 
     grown = AdaptiveConcurrency(8)
     grown.grow(16)

@@ -72,8 +72,8 @@ def markdown() -> str:
     root_dir = str(Path(__file__).resolve().parents[2])
     if root_dir not in sys.path:  # mkdocs loads this file by path: the checkout's runner, installed or not
         sys.path.insert(0, root_dir)
-    from runner.cli import main
-    from runner.options import markdown_table
+    from runner.cli.main import main
+    from runner.config.options import markdown_table
 
     root = click.Context(main, info_name="streamrun")
     out = [

@@ -19,19 +19,16 @@ The package follows the data, one module a step::
               one a usage error that says what to install
     command   the click command wiring them
 
-This module re-exports what the CLI (``runner.export:export_command``), the
-tests and users import. Importing it loads neither pyarrow nor datasets.
+This module re-exports what the CLI (``runner.cli.export``), the tests and
+users import. Importing it loads neither pyarrow nor datasets.
 """
 
 from __future__ import annotations
 
-from .command import export_command
 from .join import InputIndex
 from .packages import MissingPackage
-from .schema import (INPUT_COLUMNS, JSON_COLUMNS, METADATA_KEY, SCHEMA_VERSION, export_schema, prompt_of, record_row,
-                     to_json)
-from .write import (BATCH_BYTES, FORMATS, HF_DATASET, PARQUET, ROW_GROUP_SIZE, ExportError, ExportReport, NoRows,
-                    export, usage_problem, write_parquet)
+from .schema import INPUT_COLUMNS, JSON_COLUMNS, METADATA_KEY, SCHEMA_VERSION, export_schema, prompt_of, record_row, to_json
+from .write import BATCH_BYTES, FORMATS, HF_DATASET, PARQUET, ROW_GROUP_SIZE, ExportError, ExportReport, NoRows, export, usage_problem, write_parquet
 
 __all__ = [
     "BATCH_BYTES",
@@ -49,7 +46,6 @@ __all__ = [
     "MissingPackage",
     "NoRows",
     "export",
-    "export_command",
     "export_schema",
     "prompt_of",
     "record_row",

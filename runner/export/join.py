@@ -9,7 +9,7 @@ The join with the inputs (``--inputs``)
 ---------------------------------------
 Each record gets the input line with its ``custom_id`` (the line's own, or
 the default ``file:line`` id, exactly as ``streamrun run`` gave it:
-``runner.inputs.parse_item`` decides both times): ``prompt`` is what the
+``runner.inputs.items.parse_item`` decides both times): ``prompt`` is what the
 line asks, for every kind of line: chat or Anthropic ``messages`` as JSON
 text (Anthropic's ``system`` first, as a system message), a Responses
 ``input`` (its ``instructions`` first), a session's prefix and user
@@ -21,7 +21,7 @@ in it). Both are null for a record whose id is in no input, and for an
 invalid input line (it has no body).
 
 The index is built in one pass over the inputs and holds, per input line, a
-64-bit hash of its id (``runner.ids.id_hash``), the byte offset of the line
+64-bit hash of its id (``runner.inputs.ids.id_hash``), the byte offset of the line
 and its file and line number: three unsigned 64-bit arrays, 24 bytes a line
 (24 MB per million lines), sorted by hash in 256 buckets so that sorting
 never makes Python ints of more than 1/256 of them. A record's row then
@@ -40,8 +40,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from runner.ids import id_hash
-from runner.inputs import InputItem, parse_item
+from runner.inputs.ids import id_hash
+from runner.inputs.items import InputItem, parse_item
 from runner.io.jsonl import BOM, MAX_LINE, JsonlReader
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-import click
-
+from ..errors import UsageError
 from ..extras import install_hint
 
 
-class MissingPackage(click.ClickException):
+class MissingPackage(UsageError):
     """pyarrow or datasets is not installed: a configuration error (exit 2)."""
 
     exit_code = 2

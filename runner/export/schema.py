@@ -9,7 +9,7 @@ arrays (``write`` builds those), pyarrow only for the schema object.
 Rows and schema
 ---------------
 Every line of the results files that is a record, in either output format
-(``runner.outputs.decode_result``: native records and OpenAI Batch lines,
+(``runner.outputs.batch.decode_result``: native records and OpenAI Batch lines,
 warm-ups included), becomes one row, in file order. The schema is fixed
 (:func:`export_schema`), never inferred from the rows, so every export of
 every run has the same columns and types, and two exports concatenate:
@@ -77,9 +77,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from runner.inputs import InputItem
+from runner.inputs.items import InputItem
 from runner.record import Record
-from runner.stream.protocol import CHAT_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH
+from runner.stream.paths import CHAT_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH
 
 from .packages import load_pyarrow
 

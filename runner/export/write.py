@@ -12,7 +12,7 @@ Streaming
 ---------
 The results are read line by line (``runner.io.jsonl.JsonlReader``: bad
 lines are warned about with file:line, skipped and counted), final records
-only (``runner.finals``: a failed record that a rerun's record superseded
+only (``runner.outputs.finals``: a failed record that a rerun's record superseded
 is left out), and written with ``pyarrow.parquet.ParquetWriter`` one
 batch at a time: a batch is written as one row group when it holds ``row_group_size`` rows (50,000 by default) or
 about 32 MiB of result lines (and joined input lines), whichever comes
@@ -55,10 +55,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import click
+import sys
 
-from runner.inputs import STDIN
-from runner.finals import FinalRecords
+from ..errors import RunError
+
+from runner.inputs.items import STDIN
+from runner.outputs.finals import FinalRecords
 
 from .join import InputIndex
 from .packages import load_datasets, load_pyarrow
@@ -78,8 +80,10 @@ class ExportError(ValueError):
     """The arguments cannot work (exit 2): nothing has been written."""
 
 
-class NoRows(click.ClickException):
+class NoRows(RunError):
     """--to hf-dataset of results with no record (exit 1)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -93,7 +97,7 @@ class ExportReport:
     joined: int = 0  # rows that found their input line
     unmatched: int = 0  # rows whose id is in no input
     duplicate_inputs: int = 0  # input lines repeating an id
-    superseded: int = 0  # records a later record of their key replaced (runner/finals.py): not exported
+    superseded: int = 0  # records a later record of their key replaced (runner/outputs/finals.py): not exported
 
     def summary(self, to: str, out: str) -> str:
         text = (f"export: {self.rows} rows in {self.row_groups} row groups written to {out} ({to}), "
@@ -106,7 +110,7 @@ class ExportReport:
 
 
 def _stderr(message: str) -> None:
-    click.echo(message, err=True)
+    print(message, file=sys.stderr, flush=True)
 
 
 def _same(a: str, b: str) -> bool:

@@ -85,7 +85,7 @@ Text and token counts
     quoted word and a newline, to exercise clients' decoding), picked by a
     walk seeded by the CRC32 of the prompt text: the same prompt always
     gets the same text.  ``prompt_tokens`` uses the same chars/4 cookbook
-    estimate as the client's fallback (``runner.tokens`` without tiktoken),
+    estimate as the client's fallback (``runner.inputs.tokens`` without tiktoken),
     so TPM quota tests agree with the client's own accounting; the context
     window check uses it too.
 
@@ -99,7 +99,7 @@ Faults (see ``MockConfig`` and the ``"mock"`` request-body field)
 from .app import build_app
 from .config import MockConfig, ScriptEntry, load_script
 from .request import prompt_tokens_estimate
-from .server import mock_command, run_server, serve
+from .server import run_server, serve
 from .state import FAULTS, STATE_KEY, MockState, MockStats, format_reset
 
 __all__ = [
@@ -113,7 +113,6 @@ __all__ = [
     "serve",
     "run_server",
     "load_script",
-    "mock_command",
     "prompt_tokens_estimate",
     "format_reset",
 ]

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..stream.paths import MESSAGES_PATH
 from .config import MockConfig
 from .endpoint import handle
 from .plan import ApiRequest, Plan, mock_reasoning, read_body, seed_and_tokens, text_pieces
@@ -52,7 +53,6 @@ from .validate import Refusal, is_int, is_number
 
 __all__ = ["MESSAGES_PATH", "MIN_THINKING_BUDGET", "anthropic_error", "messages"]
 
-MESSAGES_PATH = "/v1/messages"
 MIN_THINKING_BUDGET = 1024  # Anthropic's least thinking.budget_tokens
 
 _MESSAGES_FIELDS = frozenset({

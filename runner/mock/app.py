@@ -29,17 +29,8 @@ from .metrics import install_metrics
 from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .request import Request, parse
 from .responses import RESPONSES_PATH, responses
-from .send import answer, bearer_refused, hold, stream, tracked
-from .state import (
-    STATE_KEY,
-    STATUS_FAULTS,
-    MockState,
-    admit,
-    random_fault,
-    script_index,
-    scripted_fault,
-    seconds_header,
-)
+from .reply import answer, bearer_refused, hold, stream, tracked
+from .state import STATE_KEY, STATUS_FAULTS, MockState, admit, random_fault, script_index, scripted_fault, seconds_header
 from .embeddings import PATH as EMBEDDINGS_PATH, embeddings
 from .validate import Refusal
 

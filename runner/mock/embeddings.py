@@ -20,13 +20,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..tokens import estimate_text_tokens
+from ..stream.paths import EMBEDDINGS_PATH
+from ..inputs.tokens import estimate_text_tokens
 from .config import MockConfig
-from .send import answer, bearer_refused, tracked
+from .reply import answer, bearer_refused, tracked
 from .state import STATUS_FAULTS, scripted_fault, seconds_header
 from .validate import Refusal, bad_type, check_content_type, check_model, decode, is_int, missing
 
-PATH = "/v1/embeddings"
+PATH = EMBEDDINGS_PATH
 DEFAULT_DIMENSIONS = 8
 _FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "mock"})
 

@@ -30,7 +30,7 @@ from aiohttp import web
 from .config import MockConfig
 from .frames import Schedule
 from .plan import ApiRequest, Plan, plan
-from .send import StreamFrames, answer, hold, stream, tracked
+from .reply import StreamFrames, answer, hold, stream, tracked
 from .state import STATUS_FAULTS, MockState, admit, random_fault, script_index, scripted_fault, seconds_header
 from .validate import Refusal
 

@@ -1,6 +1,6 @@
 """``GET /metrics``: the mock's state in Prometheus text, named as vLLM names it.
 
-Why: ``--server-metrics`` (``runner.servermetrics``) and the report's server
+Why: ``--server-metrics`` (``runner.observe.server_metrics``) and the report's server
 panel need a server to scrape in tests and in ``make run``; a mock that
 answered with canned numbers would test nothing.  These are read from the
 app's live ``MockState`` at each scrape (a collector, not gauges updated on

@@ -48,16 +48,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..stream.paths import RESPONSES_PATH
 from .config import MockConfig
 from .endpoint import handle
 from .plan import ApiRequest, Plan, mock_reasoning, read_body, seed_and_tokens, text_pieces
 from .request import bad_request
-from .send import bearer_refusal
+from .reply import bearer_refusal
 from .validate import MAX_TOP_LOGPROBS, Refusal, bad_type, check_model, decimal, integer_between, is_int, missing
 
 __all__ = ["RESPONSES_PATH", "MIN_OUTPUT_TOKENS", "responses"]
 
-RESPONSES_PATH = "/v1/responses"
 MIN_OUTPUT_TOKENS = 16  # the Responses API's least max_output_tokens
 
 # Chat parameters the Responses API refuses: "Unsupported" with where they moved, else "Unknown".

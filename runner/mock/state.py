@@ -6,7 +6,7 @@ per-key fault counters, the random stream, the script's arrival order)
 lives here, with the decisions made from it (which fault, admitted or not).
 
 Quotas are fixed one-second windows, one limiter per limit, written apart
-from the client's token buckets (``runner.quota``) so that the tests check
+from the client's token buckets (``runner.engine.quota``) so that the tests check
 the client against a second, independent reading of "N per minute": each
 clock second (``floor(clock())``) grants ``limit / 60`` (a fraction is
 carried exactly, in sixtieths, so that 60 seconds grant exactly the limit),

@@ -27,13 +27,13 @@ Importing it loads neither rich, plotly nor jinja2: the CLI imports it, and
 from __future__ import annotations
 
 from .build import TIMELINE_POINTS, Report, RunPart, Timeline, build_report
-from .command import parse_slo, report_command
 from .csvout import csv_rows, write_csv
 from .document import SCHEMA, report_document, write_json
 from .html import render_html, write_html
 from .labels import FOOTNOTE, LATENCIES, STAT_COLUMNS, SWEEP_LATENCIES, stage_label
 from .read import InputFile, load_records
-from .terminal import render_report, render_table
+from .tables import render_report
+from .terminal import render_table
 
 __all__ = [
     "FOOTNOTE",
@@ -49,11 +49,9 @@ __all__ = [
     "build_report",
     "csv_rows",
     "load_records",
-    "parse_slo",
     "render_html",
     "render_report",
     "render_table",
-    "report_command",
     "report_document",
     "stage_label",
     "write_csv",

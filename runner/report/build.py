@@ -23,15 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.record import OK, Record, posix_time
-from runner.stats import (
-    DEFAULT_MAX_EXACT,
-    PERCENTILES,
-    Reservoir,
-    StatsAccumulator,
-    accumulate_by_stage,
-    validate_percentiles,
-    validate_slos,
-)
+from runner.stats import DEFAULT_MAX_EXACT, PERCENTILES, Reservoir, StatsAccumulator, accumulate_by_stage, validate_percentiles, validate_slos
 
 from .labels import stage_label
 from .read import InputFile, load_records, warn_stderr

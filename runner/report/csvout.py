@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-import click
+import sys
 
 from .build import Report
 from .labels import stage_label, stat_columns
@@ -51,6 +51,7 @@ def write_csv(report: Report, path: str | Path) -> None:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(csv_rows(report))
     if str(path) == "-":
-        click.echo(buf.getvalue(), nl=False)
+        sys.stdout.write(buf.getvalue())
+        sys.stdout.flush()
     else:
         Path(path).write_text(buf.getvalue(), encoding="utf-8")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
+import sys
 import orjson
 
 from .build import Report
@@ -58,6 +58,7 @@ def write_json(report: Report, path: str | Path) -> None:
     """Write :func:`report_document` to ``path`` (``"-"`` = stdout)."""
     data = orjson.dumps(report_document(report), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     if str(path) == "-":
-        click.echo(data.decode(), nl=False)
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
     else:
         Path(path).write_bytes(data)

@@ -79,7 +79,7 @@ def stage_label(summary: dict[str, Any], position: int = 0) -> str:
     return " ".join(parts) or f"stage {stage.get('index', position)}"
 
 
-#: The stages ``--rate sweep`` measures before its constant rates (runner/config.py).
+#: The stages ``--rate sweep`` measures before its constant rates (runner/config/run_config.py).
 SWEEP_ENDS = ("synchronous", "throughput")
 
 

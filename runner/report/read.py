@@ -1,11 +1,11 @@
 """Result files in, result records out.
 
 Each line goes through the one JSONL reader (:mod:`runner.io.jsonl`) and
-the one results decoder (:func:`runner.outputs.decode_result`), which reads
+the one results decoder (:func:`runner.outputs.batch.decode_result`), which reads
 streamrun records and OpenAI Batch API output lines alike; anything else (a
 torn last line after a crash, a garbled write) is skipped with a warning
 naming ``file:line``, so the rest of a long run still gets its report. Only
-final records count (:mod:`runner.finals`): a record that a rerun superseded
+final records count (:mod:`runner.outputs.finals`): a record that a rerun superseded
 is left out. Lines are read one at a time, twice: a million-request file
 costs 16 MB of hashes, not its records.
 """
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
+import sys
 
-from runner.batchfmt import SIDE, is_batch_line
-from runner.finals import FinalRecords
-from runner.outputs import decode_result
+from runner.outputs.batch import SIDE, is_batch_line
+from runner.outputs.finals import FinalRecords
+from runner.outputs.batch import decode_result
 from runner.record import Record
 
 
@@ -40,7 +40,7 @@ class InputFile:
 
 
 def warn_stderr(message: str) -> None:
-    click.echo(message, err=True)
+    print(message, file=sys.stderr, flush=True)
 
 
 def _untimed(obj: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from runner.summary import sidecar_path
+from runner.outputs.summary import sidecar_path
 
 # A sidecar is a few kB; one larger than this is not a summary and is not read.
 _MAX_SIDECAR_BYTES = 16 * 1024 * 1024

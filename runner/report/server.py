@@ -1,9 +1,9 @@
 """The server's own view in the report: its /metrics samples on the client's timeline.
 
 A run with ``--server-metrics`` leaves ``<output base>.server_metrics.jsonl``
-beside its results (``runner.servermetrics``); ``streamrun report`` finds it
+beside its results (``runner.observe.server_metrics``); ``streamrun report`` finds it
 there (or takes ``--server-metrics FILE``) and shows the known gauges
-(``runner.promseries.KNOWN``: running and waiting requests, KV-cache usage,
+(``runner.observe.prometheus.KNOWN``: running and waiting requests, KV-cache usage,
 prefix-cache hit rate) over time, under the client's own requests in flight
 and TTFT, all against seconds since the run started, so a TTFT that climbs
 can be read against the queue that made it.  Samples are placed by their
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.io.jsonl import JsonlReader
-from runner.promseries import BY_NAME, PREFIX_HIT_RATE, counter_delta, known_values, prefix_counts
+from runner.observe.prometheus import BY_NAME, PREFIX_HIT_RATE, counter_delta, known_values, prefix_counts
 from runner.record import OK, posix_time
 from runner.stats import percentile
 

@@ -13,15 +13,13 @@ from typing import TYPE_CHECKING, Any
 from .degraded import note as degraded_note, shown as degraded_shown
 from .grids import Grid
 from .knee import knee_line
-from .labels import (FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label,
-                     stat_columns)
+from .labels import FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label, stat_columns
 from .timing import KEY as CLIENT_TIMING, cell as client_cell, note as client_note
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from .build import Report
 
 #: Rows of the per-window table on a terminal; longer runs show evenly spaced windows (all are in --json / --csv).
 WINDOW_ROWS = 60
@@ -217,15 +215,6 @@ def summary_grids(summaries: list[dict[str, Any]]) -> tuple[list[Grid], list[str
     return grids, [*lines, FOOTNOTE]
 
 
-def report_grids(report: Report) -> tuple[list[Grid], list[str]]:
-    """The tables of a report: a run's, or runs side by side (:mod:`.compare_tables`)."""
-    if report.compare:
-        from .compare_tables import comparison_grids
-
-        return comparison_grids(report)
-    return summary_grids(report.summaries)
-
-
 def print_whole(console: Console, table: Table) -> None:
     """Print a table at its natural width, never squeezed to the console's.
 
@@ -246,7 +235,7 @@ def print_whole(console: Console, table: Table) -> None:
     wide.print(table)
 
 
-def _draw(grids: list[Grid], lines: list[str], console: Console | None) -> None:
+def draw(grids: list[Grid], lines: list[str], console: Console | None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -264,9 +253,4 @@ def render_table(summaries: list[dict[str, Any]], console: Console | None = None
     stage), then latencies in ms: a row per metric for a single stage, or a
     table per metric with a row per stage for a sweep; TTFT by turn and the
     per-window table when the summaries hold them."""
-    _draw(*summary_grids(summaries), console)
-
-
-def render_report(report: Report, console: Console | None = None) -> None:
-    """Print a report: :func:`render_table` of its run, or its runs side by side."""
-    _draw(*report_grids(report), console)
+    draw(*summary_grids(summaries), console)

@@ -2,7 +2,7 @@
 
 `streamrun run` writes into `<base>.summary.json`, per stage, the loop lag
 and CPU of the client while the stage ran and whether that made the
-stage's latencies untrustworthy (`timing.stages`, :mod:`runner.trust`).
+stage's latencies untrustworthy (`timing.stages`, :mod:`runner.observe.client_timing`).
 The records cannot say it, so the report reads the sidecar, matches its
 entries to the report's stages (by stage index; a run of one unnamed stage
 to its one entry) and puts each under its stage's summary as
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.trust import figures
+from runner.observe.client_timing import figures
 
 from .runs import read_sidecar
 

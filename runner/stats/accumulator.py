@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Any
 
-from ..parsers import SLO_METRICS
+from ..config.parsers import SLO_METRICS
 from ..record import OK, REQUEST_METRICS, SUMMARY_METRICS, Metrics, Record, posix_time
 from .percentiles import PERCENTILES, SortedRuns, describe_sorted, empty_description
 from .reservoir import Reservoir
@@ -58,7 +58,7 @@ def validate_slos(slos: dict[str, float] | None) -> dict[str, float]:
     """Check SLO names and values; returns a plain dict (empty for None)."""
     out: dict[str, float] = {}
     for key, value in (slos or {}).items():
-        if key not in SLO_METRICS:  # the SLO names of runner/parsers.py, all in seconds
+        if key not in SLO_METRICS:  # the SLO names of runner/config/parsers.py, all in seconds
             raise ValueError(f"unknown SLO {key!r}: expected one of {', '.join(SLO_METRICS)}")
         v = _num(value)
         if v is None or v <= 0:

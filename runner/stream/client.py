@@ -23,16 +23,13 @@ from typing import Callable, Mapping
 import aiohttp
 import orjson
 
-from ..config import Limits, Timeouts
-from .errors import (NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError,
-                     IncompleteStream, MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge,
-                     StreamErrorEvent, TooManyOpenFiles)
+from .config import Limits, Timeouts
+from .errors import NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent, TooManyOpenFiles
 from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
 from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
 from .timing import Timing
 from .plain import apply_plain
-from .protocol import (StreamState, apply_whole, error_body, error_body_message, handle_data,
-                       is_context_length_error)
+from .protocol import StreamState, apply_whole, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import EventTooLarge, SSEDecoder
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused

@@ -16,11 +16,12 @@ from typing import Any, Mapping
 import aiohttp
 import orjson
 
-from ..config import Limits, Timeouts
+from .config import Limits, Timeouts
 from .client import CONNECT_TIMEOUTS, Attempt, connect_failure, read_bounded, status_error
 from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
-from .protocol import EMBEDDINGS_PATH, checked_usage, defaults_for
+from .paths import EMBEDDINGS_PATH
+from .protocol import checked_usage, defaults_for
 from .timing import Timing
 
 PATH = EMBEDDINGS_PATH

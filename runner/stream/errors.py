@@ -38,7 +38,7 @@ class PastDeadline(Exception):
     Not a RequestError: nothing was tried, so there is no error to record.
     The engine leaves such an item without a record (a rerun sends it); a
     retry that would start after the deadline is not made, and the record
-    keeps the failure before it (runner/send.py `Sender.request`)."""
+    keeps the failure before it (runner/engine/send.py `Sender.request`)."""
 
 
 class HTTPStatusError(RequestError):
@@ -80,7 +80,7 @@ class ConnectError(RequestError):
     """No answer because no connection: refused, DNS, TLS, the connect timeout, or a reset before any status.
 
     `reason` is the short cause ("connection refused"), for the one line
-    that stops a run whose server was never reachable (runner/rejections.py).
+    that stops a run whose server was never reachable (runner/engine/guards.py).
     """
 
     type = "connect_error"
@@ -95,7 +95,7 @@ class TooManyOpenFiles(ConnectError):
     """This process is out of file descriptors (EMFILE): a local limit, not the server's answer.
 
     Never an attempt that fails a prompt: the sender waits for a descriptor
-    to free up and sends again (runner/send.py).
+    to free up and sends again (runner/engine/send.py).
     """
 
 

@@ -17,9 +17,7 @@ import orjson
 
 from .errors import IncompleteStream, MalformedResponse, ResponseTooLarge, StreamErrorEvent
 
-from .lines import (  # noqa: F401  (re-exported: the paths and the line parser are imported from here)
-    APIS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, ENDPOINT_PATHS, MESSAGES_PATH, RESPONSES_PATH,
-    InvalidRequestLine, parse_line)
+from .paths import CHAT_PATH, COMPLETIONS_PATH
 
 
 # Run-wide defaults (`--param`, a job's [params]) meet both endpoints in one run;

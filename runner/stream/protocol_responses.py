@@ -37,14 +37,14 @@ from typing import Any, Callable
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
-from .lines import InvalidRequestLine
+from .paths import RESPONSES_PATH, InvalidRequestLine
 from .params import RESPONSES, RefusedParameter, responses_input, translate
 from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 
 __all__ = ["PATH", "paths", "EventStreamState", "apply_whole", "build_body", "error_text", "handle_event",
            "normalise_usage"]
 
-PATH = "/v1/responses"
+PATH = RESPONSES_PATH
 paths = (PATH,)
 
 

@@ -14,7 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
-from ..config import RetryPolicy
+from .config import RetryPolicy
 from .errors import RequestError
 
 T = TypeVar("T")

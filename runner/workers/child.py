@@ -30,12 +30,12 @@ import time
 import anyio
 
 from ..aio import loop_factory
-from ..dataset import Answers
-from ..engine import Engine, EngineHooks
+from ..engine.answers import Answers
+from ..engine.loop import Engine, EngineHooks
 from ..errors import RunError
-from ..rejections import RejectionGuard
-from ..trust import LagMonitor, StageTimer
-from ..run import open_cache, quota_hooks
+from ..engine.guards import RejectionGuard
+from ..observe.client_timing import LagMonitor, StageTimer
+from ..engine.hooks import open_cache, quota_hooks
 from .quota import QuotaClient
 from .wire import Kind, Link, item_of, record_bytes, unpack
 
@@ -195,7 +195,7 @@ async def _no_items():
 
 def _setup_logging(settings: dict, secrets: tuple[str, ...], index: int) -> None:
     """Log as the parent does, to the same stderr, each line naming the worker."""
-    from ..cli import setup_logging
+    from ..logs import setup_logging
 
     level = settings["level"]
     setup_logging("json" if settings["json"] else "text",

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import Stage
+from ..config.run_config import Stage
 from .shapes import window
 from .wire import Kind, Link, item_frame, message, pack
 
@@ -63,7 +63,7 @@ class WorkerHandle:
         self.unanswered = 0  # items it held when it died: no record, so --resume sends them again
         self.counters: dict[str, Any] = {}
         self.lag: dict | None = None
-        self.timing: list[dict] = []  # its loop lag and CPU per stage (runner/trust.py), one entry per PHASE_DONE
+        self.timing: list[dict] = []  # its loop lag and CPU per stage (runner/observe/client_timing.py), one entry per PHASE_DONE
         self.cache: dict | None = None
         self._eof = False  # its socket closed: it is gone, or going
 

@@ -43,10 +43,10 @@ from typing import Callable, Iterator
 
 import anyio
 
-from ..config import Stage
-from ..engine import Engine, EngineResult
+from ..config.run_config import Stage
+from ..engine.loop import Engine, EngineResult
 from ..errors import RunError
-from ..inputs import InputItem, aiter_items
+from ..inputs.items import InputItem, aiter_items
 from ..record import Record
 from .handle import WorkerHandle
 from .quota import QuotaGrants
@@ -129,7 +129,7 @@ class WorkerPool(Engine):
                 "processes": [h.section() for h in self.handles], "degraded_stages": self.degraded}
 
     def worker_timing(self) -> list[list[dict]]:
-        """Each worker's loop lag and CPU per stage (runner/trust.py): they stamped the requests."""
+        """Each worker's loop lag and CPU per stage (runner/observe/client_timing.py): they stamped the requests."""
         return [h.timing for h in self.handles]
 
     def lag_summary(self) -> dict:
@@ -396,6 +396,6 @@ def _merged_endpoints(reports: list[list[dict]]) -> list[dict]:
 
 def _log_settings() -> dict:
     """How the parent logs, for the workers to log the same way (to the same stderr)."""
-    from ..progress import json_logs
+    from ..observe.progress import json_logs
 
     return {"json": json_logs(), "level": log.getEffectiveLevel()}

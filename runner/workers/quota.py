@@ -3,7 +3,7 @@
 Why not limit/N per worker: a hosted API's quota is one budget, and
 splitting it would refuse a request that fits the whole TPM limit but not
 a worker's share (`exceeds_tpm`), and idle a worker's share while another
-waits.  So the parent keeps the run's one `runner.quota.QuotaLimiter` (as a
+waits.  So the parent keeps the run's one `runner.engine.quota.QuotaLimiter` (as a
 single-process run does: its waits and throttles are the summary's), and a
 worker's `QuotaClient` stands in for it in the worker's engine: `acquire`
 is a round trip to the parent (only when --rpm or --tpm is set, i.e. for

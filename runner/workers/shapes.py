@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import math
 
-from ..config import RunConfig, Stage
+from ..config.run_config import RunConfig, Stage
 
 
 def share(total: int, count: int, index: int) -> int:

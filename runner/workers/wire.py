@@ -10,7 +10,7 @@ socket::
     per stage:
     parent -> worker   PHASE (its share of the stage, the common start), ITEM ..., END
     worker -> parent   RECORD ..., PHASE_DONE           (STATUS every 0.25 s throughout)
-                       (PHASE_DONE: its counters, and its loop lag and CPU over the stage, runner/trust.py)
+                       (PHASE_DONE: its counters, and its loop lag and CPU over the stage, runner/observe/client_timing.py)
     at the end:
     parent -> worker   EXIT
     worker -> parent   DONE (its counters), then it exits
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from ..inputs import InputItem
+from ..inputs.items import InputItem
 from ..record import Record, decode_native
 
 HEADER = struct.Struct("!IB")  # payload length, kind

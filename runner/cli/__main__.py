@@ -1,0 +1,5 @@
+"""``python -m runner.cli``: the same as ``streamrun``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,169 @@
+"""`streamrun stream "prompt"`: one streamed request, its tokens printed as they arrive.
+
+Why: it replaces the `curl -N` and SDK loop people write to smoke-test an
+endpoint, with the same client, retries, key handling and checks as `run`,
+so what works here works in a batch.  It writes no file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+import aiohttp
+import click
+import orjson
+
+from ..config.run_config import RunConfig
+from ..errors import RunError
+from ..config.options import BY_FIELD, config_from_options
+from ..config.parsers import OptionError
+from ..logs import setup_logging
+from ..preflight import secrets_of
+from .flags import flag_decorator
+from .help import examples
+from ..engine.send import only_model
+from ..stream.client import endpoint_url, stream_once
+from ..stream.errors import RequestError, redact
+from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
+from ..stream.protocol import StreamState, build_body
+from ..stream.retry import call_with_retries
+from ..stream.timing import Timing
+
+# The run options that make sense for one request.
+FIELDS = ("base_urls", "model", "api_key_env", "auth", "headers", "params", "include_usage", "retry.max_attempts",
+          "timeouts.connect", "timeouts.first_byte", "timeouts.idle", "timeouts.total")
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away (`streamrun stream ... | head -c 5`).
+
+    Not a ConnectionError, as the BrokenPipeError it stands for is: the
+    client would take that for a lost connection and send the request again.
+    """
+
+
+def _out(text: str) -> None:
+    """Text on stdout, now; StdoutClosed when nobody reads it any more."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
+class _Echo(list):
+    """The text parts of a stream, printed to stdout as each arrives."""
+
+    def append(self, part: str) -> None:
+        super().append(part)
+        _out(part)
+
+
+# One request goes to one server: the run's --base-url row, but not repeatable.
+BASE_URL = dataclasses.replace(BY_FIELD["base_urls"], multiple=False,
+                               help="OpenAI-compatible base URL (one: a single request is sent).")
+
+
+def _options(f):
+    for name in reversed(FIELDS):
+        f = flag_decorator(BASE_URL if name == "base_urls" else BY_FIELD[name])(f)
+    f = click.option("--max-tokens", type=click.IntRange(min=1), help="Shortcut for --param max_tokens=N.")(f)
+    f = click.option("--completion", is_flag=True, help="Send to /v1/completions with a prompt (default: chat).")(f)
+    f = click.option("--system", help="A system message before the prompt (chat).")(f)
+    return f
+
+
+@click.command("stream", epilog=examples(
+    'streamrun stream "Say hello" --mock',
+    'streamrun stream "Write a haiku" --base-url https://api.openai.com/v1 --model gpt-4o-mini --max-tokens 60',
+    'echo "Once upon a time" | streamrun stream - --completion --base-url http://localhost:8080/v1'))
+@click.argument("prompt")
+@_options
+@click.option("--mock", is_flag=True, help="Start the embedded mock server and stream from it.")
+@click.pass_context
+def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | None, completion: bool,
+                   max_tokens: int | None, **opts) -> None:
+    """Stream one PROMPT (or - for stdin): tokens as they arrive, then TTFT, ITL, tokens, finish reason."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    try:  # the run's path from flags to a RunConfig, over the few options a single request takes
+        cfg = config_from_options(("-",), {**opts, "output": "-"}, only=(*FIELDS, "output"))
+    except (OptionError, RunError) as exc:
+        raise click.UsageError(str(exc)) from None
+    params = dict(cfg.params)
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    if completion:
+        path, body = COMPLETIONS_PATH, {"prompt": prompt}
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        path, body = CHAT_PATH, {"messages": messages}
+    setup_logging(ctx.find_root().obj["log_format"], ctx.find_root().obj["verbosity"], secrets_of(cfg))
+    try:
+        code = asyncio.run(_main(cfg, path, body, params, mock))
+    except RunError as exc:
+        click.echo(f"streamrun: {exc}", err=True)
+        code = exc.exit_code
+    except StdoutClosed:  # the reader has what it wanted: stop quietly, after one request
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is buffered goes nowhere at exit
+        code = 0
+    sys.exit(code)
+
+
+async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool) -> int:
+    if mock:
+        from ..mock import MockConfig, serve
+
+        async with serve(MockConfig(any_model=True)) as url:  # a dry run, as `run --mock`: any model
+            return await _stream(dataclasses.replace(cfg, base_urls=(url,)), path, body, params, local=True)
+    return await _stream(cfg, path, body, params, local=False)
+
+
+async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local: bool) -> int:
+    from ..preflight import preflight
+
+    creds = preflight(cfg, local=local)
+    base = cfg.base_urls[0]
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
+    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
+        model = body.get("model") or cfg.model or params.get("model")
+        if model is None:
+            model = await only_model(session, [base], {}, creds.secrets)
+        request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.include_usage)
+        payload = orjson.dumps(request)
+        timings: list[Timing] = []
+
+        async def attempt():
+            if timings:
+                print(f"\n[retrying after: {redact(str(last[0]), creds.secrets)}]", file=sys.stderr)
+            timing = Timing(due=time.perf_counter())
+            timings.append(timing)
+            try:
+                return await stream_once(session, endpoint_url(base, path), payload, cfg.timeouts, timing,
+                                         state=StreamState(text_parts=_Echo()), limits=cfg.limits)
+            except RequestError as exc:
+                last[:] = [exc]
+                raise
+
+        last: list = [None]
+        try:
+            result = await call_with_retries(cfg.retry, attempt)
+        except RequestError as exc:
+            print(f"\nstreamrun: {exc.type}: {redact(exc.message, creds.secrets)}", file=sys.stderr)
+            return 1
+    _out("\n")
+    t = result.timing
+    ttft = (t.first_text - t.sent) if t.first_text is not None else None
+    itl = statistics.median(t.itl) if t.itl else None
+    usage = result.state.usage or {}
+    tokens = usage.get("completion_tokens") or result.state.text_events
+    fmt = lambda x: "-" if x is None else f"{x * 1000:.0f} ms"
+    print(f"TTFT {fmt(ttft)}  ITL p50 {fmt(itl)}  E2E {fmt(t.end - t.sent if t.end else None)}  "
+          f"{tokens} tokens  finish {result.state.finish_reason}  attempts {len(timings)}  model {model}",
+          file=sys.stderr)
+    return 0

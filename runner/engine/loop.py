@@ -1,0 +1,318 @@
+"""The loop: pull inputs, shape the load, run requests, hand records to the writer.
+
+A fixed pool of worker tasks (one per concurrency slot) pulls from a small
+bounded queue, so memory is flat however long the input is: never one task
+per line.  With a rate, a producer releases items at Poisson (or gamma)
+arrival times computed on an absolute schedule (open loop: slow responses do
+not slow arrivals; the lag shows up as `queue_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import logging
+
+import aiohttp
+
+from ..config.run_config import RunConfig, Stage
+from ..stream.endpoints import EndpointPool, public_url
+from ..errors import AuthRejected, RunError, Unreachable
+from ..inputs.items import InputItem, aiter_items
+from .answers import Answers
+from ..outputs.writer import Prior
+from ..record import Record
+from .guards import ConnectGuard, RejectionGuard
+from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
+from .send import Sender
+from .session import run_session
+from ..stream.connection import session_connector
+from ..stream.errors import PastDeadline
+
+_STOP = object()
+log = logging.getLogger("streamrun")
+
+
+@dataclass
+class EngineHooks:
+    """Optional collaborators; each is None (on_stage: a no-op) when the run does not use it."""
+
+    quota: Any = None  # runner.engine.quota.QuotaLimiter
+    adaptive: Any = None  # runner.engine.quota.AdaptiveConcurrency
+    estimate_tokens: Callable[[dict], int] | None = None  # request body -> tokens for TPM
+    count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
+    on_record: Callable[[Record], None] | None = None  # stats, progress
+    on_start: Callable[[], None] | None = None
+    on_finish: Callable[[], None] | None = None
+    on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/observe/client_timing.py
+
+
+@dataclass
+class EngineResult:
+    interrupted: bool = False
+    sent: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    completed: int = 0  # records written
+    endpoints: list = field(default_factory=list)
+    stage_rates: dict = field(default_factory=dict)  # stage index -> records per second it completed
+    sweep: dict | None = None  # --rate sweep: the measured ends and the rates chosen
+
+
+def env_proxy(url: str) -> str | None:
+    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return str(get_env_proxy_for_url(URL(url))[0])
+    except LookupError:
+        return None
+
+
+class Engine:
+    def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer: Any, hooks: EngineHooks,
+                 secrets: tuple[str, ...] = (), connector_limit: int | None = None,
+                 auth: dict[str, dict[str, str]] | None = None) -> None:
+        self.cfg = cfg
+        self.headers = headers  # every request's
+        self.auth = auth or {}  # each API's key header, sent with its requests only (runner.stream.headers)
+        self.writer = writer
+        self.hooks = hooks
+        self.secrets = secrets
+        self.pool = EndpointPool(list(cfg.base_urls))
+        self.connector_limit = connector_limit or cfg.max_concurrency
+        self.stopping = asyncio.Event()
+        self.in_flight = 0
+        self._busy: set[asyncio.Task] = set()  # workers with a request in flight
+        self.result = EngineResult()
+        self._rng = random.Random(cfg.seed)
+        self.guard = RejectionGuard()
+        self.reach = ConnectGuard(tuple(e.url for e in self.pool.endpoints))  # was the server ever reachable?
+        self.answers = Answers(None)  # the response cache, set by the run with --cache
+        self.prior = Prior()  # what the output held before this run (set by the run on --resume)
+        self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
+        self.sender: Sender | None = None  # once the session is open
+
+    def stop(self) -> None:
+        """First signal: stop reading, let in-flight requests drain."""
+        self.stopping.set()
+
+    def abort(self, error: RunError) -> None:
+        """Stop sending because the run as a whole cannot succeed; in-flight requests drain."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stopping.set()
+
+    async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
+                  warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
+        # A connector that times the connections it opens (metrics.connect_s) without aiohttp's
+        # per-request tracing (about 20 us a request); plain tracing where it cannot.
+        connector, traces = session_connector(limit=self.connector_limit, limit_per_host=0,
+                                              ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
+        # Proxies from the environment are resolved once here, not per request
+        # as trust_env=True would (two thread hops per request).
+        self.proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
+        self.public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
+                                             auto_decompress=True, trace_configs=traces) as session:
+                self.sender = Sender(self, session)
+                first = self.cfg.stages[0]
+                if warmup_items is not None and self.cfg.warmup:
+                    await self._run_stage(first, warmup_items, warmup=True)
+                stages = list(self.cfg.stages)
+                while stages:
+                    stage = stages.pop(0)
+                    if self.stopping.is_set():
+                        break
+                    await self._run_stage(stage, stage_items(stage), warmup=False)
+                    if self.cfg.sweep and stage.index == 1:  # both ends measured: the rates between them
+                        stages = self._sweep_stages(stage)
+        finally:
+            never = self.reach.finish()  # nothing ever connected: what failed to connect is not written
+            if never is not None:
+                self.abort(Unreachable(never))
+            for record in self.reach.release():
+                self._emit(record)
+            for record in self.guard.release():
+                self._write(record)
+            self.result.endpoints = self.pool.stats()
+        self.result.interrupted = self.stopping.is_set()
+        return self.result
+
+    def _sweep_stages(self, throughput: Stage) -> list[Stage]:
+        """--rate sweep: the constant-rate stages between the synchronous and the maximum rate just measured."""
+        sync, peak = (self.result.stage_rates.get(i, 0.0) for i in (0, 1))
+        rates = sweep_rates(sync, peak, self.cfg.sweep_points)
+        self.result.sweep = {"synchronous_rps": sync, "max_rps": peak, "rates": rates}
+        log.info("sweep: synchronous %.3g req/s, maximum %.3g req/s; running %d rates between them",
+                 sync, peak, len(rates))
+        return [Stage(2 + i, throughput.concurrency, r, f"rate={r:g}") for i, r in enumerate(rates)]
+
+    async def _run_stage(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+        started, done_before = time.perf_counter(), self.result.completed
+        self.hooks.on_stage(stage, warmup, True)
+        await self._run_stage_inner(stage, items, warmup)
+        self.hooks.on_stage(stage, warmup, False)
+        elapsed = time.perf_counter() - started
+        if not warmup and elapsed > 0:
+            self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed
+
+    def stage_deadline(self, stage: Stage, warmup: bool, start: float) -> float | None:
+        """--duration: the time.perf_counter value from which the stage starts no request; None without one.
+
+        --duration counts the whole output: what earlier runs spent on this
+        stage (outputs.Prior, on --resume) is taken off.
+        """
+        if warmup or self.cfg.duration_s is None:
+            return None
+        return start + max(0.0, self.cfg.duration_s - self.prior.elapsed(stage.label))
+
+    async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+        """The stage until its items end, a stop, or --duration's deadline.
+
+        At the deadline no request starts any more, wherever it waits (the
+        producer's schedule, the queue, quota, a retry's back-off: see
+        runner/engine/send.py), and nothing is written for what did not start, so a
+        rerun can send it; what is in flight drains as on a stop, cut at
+        --drain-timeout.
+        """
+        queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
+        cfg = self.cfg
+        ramp_workers = cfg.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
+        offsets = (worker_start_offsets(stage.concurrency, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s,
+                                        cfg.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
+        begin = time.perf_counter()
+        deadline = self.sender.deadline = self.stage_deadline(stage, warmup, begin)
+        workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset, deadline))
+                   for offset in offsets]
+        producer = asyncio.create_task(self._produce(queue, items, stage, warmup, deadline))
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        everything = asyncio.gather(producer, *workers)
+        try:
+            await asyncio.wait([everything, stop_wait], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=None if deadline is None else max(0.0, deadline - time.perf_counter()))
+            if everything.done():
+                everything.result()  # re-raise a crash
+                return
+            producer.cancel()  # a stop, or the deadline
+            for w in workers:  # idle workers wait for input that will not come: only busy ones drain
+                if w not in self._busy:
+                    w.cancel()
+            # A server never reached has nothing in flight worth waiting for: no backoff is waited out.
+            drain = 0 if self.reach.nothing_to_drain() else self.cfg.drain_timeout_s
+            _, pending = await asyncio.wait(workers, timeout=drain)
+            self.result.cancelled += sum(1 for w in pending if w in self._busy)
+            for w in pending:
+                w.cancel()
+            await asyncio.gather(*workers, producer, return_exceptions=True)
+        finally:
+            stop_wait.cancel()
+            if not everything.done():
+                everything.cancel()
+            # Retrieve its outcome even when done: a gather whose children were
+            # cancelled holds a CancelledError that asyncio would otherwise
+            # print as "exception was never retrieved" on every drain.
+            await asyncio.gather(everything, return_exceptions=True)
+
+    async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool,
+                       deadline: float | None) -> None:
+        cfg = self.cfg
+        gaps = self._gaps(stage, warmup)
+        replay = cfg.replay and not warmup
+        start = time.perf_counter()
+        due = start
+        sent = 0
+        limit = cfg.warmup if warmup else cfg.num_prompts
+        if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
+            limit = max(0, limit - self.prior.sent(stage.label))
+        source = items if hasattr(items, "__aiter__") else aiter_items(items)  # live inputs come async
+        async for item in source:
+            if self.stopping.is_set():
+                break
+            if item.error is not None:  # invalid lines are answered at once, no request
+                self._emit(self.sender.invalid_record(item, stage))
+                continue
+            if limit is not None and sent >= limit:
+                break
+            if replay:  # at the trace's own time, open loop
+                due = start + replay_offset(item.timestamp_ms, due - start, cfg.replay_speed)
+            elif sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
+                due += next(gaps)
+            if deadline is not None and max(due, time.perf_counter()) >= deadline:
+                break  # it would start after --duration's deadline
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent += 1
+            await queue.put((item, due if (stage.rate or replay) else None))
+        for _ in range(stage.concurrency):
+            await queue.put(_STOP)
+
+    def _gaps(self, stage: Stage, warmup: bool) -> Iterator[float]:
+        cfg = self.cfg
+        rate = None if warmup else stage.rate
+        if cfg.ramp_up is not None and rate is not None and not math.isinf(rate):
+            return ramped_gaps(rate, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s, cfg.ramp_up,
+                               cfg.burstiness, self._rng)
+        return arrival_gaps(rate, cfg.burstiness, self._rng)
+
+    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0,
+                      deadline: float | None = None) -> None:
+        task = asyncio.current_task()
+        delay = start_at - time.perf_counter()
+        if delay > 0:  # a concurrency ramp-up: this worker joins later
+            await asyncio.sleep(delay)
+        while True:
+            if self.stopping.is_set() or (deadline is not None and time.perf_counter() >= deadline):
+                return  # (an item it would take now would not be sent: it stays for a rerun)
+            entry = await queue.get()
+            if entry is _STOP or self.stopping.is_set() or (deadline is not None and time.perf_counter() >= deadline):
+                return
+            item, due = entry
+            self._busy.add(task)
+            self.in_flight += 1
+            try:
+                if item.session is not None:
+                    record = await run_session(self.sender, item, due, stage, warmup)
+                else:
+                    record = await self.sender.process(item, due, stage, warmup)
+            except RunError as exc:  # e.g. no model could be found: nothing was sent for this item
+                self.abort(exc)
+                return
+            except PastDeadline:  # the deadline came while it waited for quota or a slot: not sent, no record
+                return
+            finally:
+                self.in_flight -= 1
+                self._busy.discard(task)
+            self._emit(record)
+
+    def _emit(self, record: Record) -> None:
+        for connected in self.reach.offer(record):  # held while no attempt has connected yet
+            self._emit_answered(connected)
+
+    def _emit_answered(self, record: Record) -> None:
+        ready, tripped = self.guard.offer(record)
+        for r in ready:
+            self._write(r)
+        if tripped is not None:
+            self.abort(AuthRejected(
+                f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 or web pages ({tripped}); "
+                f"check the key (${self.cfg.key_env}), --base-url and --model. Nothing was written "
+                "for those requests, so a rerun sends them again"))
+
+    def _write(self, record: Record) -> None:
+        self.result.completed += 1
+        self._put(record)
+        if self.hooks.on_record is not None:
+            self.hooks.on_record(record)
+
+    def _put(self, record: Record) -> None:
+        self.writer.put(record)
