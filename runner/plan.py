@@ -50,7 +50,6 @@ class Matched:
     changed: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (id, place)
     done: int = 0  # input lines (x stages) whose final record stays: skipped
     resend: int = 0  # input lines (x stages) whose final record failed: sent again
-    reopened: int = 0  # of those, lines fixed since a failure that only a changed line changes
 
 
 def _match_inputs(cfg: RunConfig, paths: list[str], owns, done) -> Matched:
@@ -74,7 +73,6 @@ def _match_inputs(cfg: RunConfig, paths: list[str], owns, done) -> Matched:
             key = resume_key(label, item.custom_id)
             if request_hash is not None and done.changed(key, request_hash):
                 if not cfg.keep_failed and done.reopen(key):
-                    matched.reopened += 1
                     matched.resend += 1
                     continue
                 if item.error is None:  # a line broken since is answered as it stands: invalid

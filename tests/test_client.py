@@ -24,7 +24,7 @@ from runner.stream.config import Timeouts
 from runner.stream import client, connection
 from runner.stream.client import endpoint_url, list_models, parse_retry_after, status_error, stream_once
 from runner.stream.errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent
-from runner.stream.headers import resolve_headers
+from runner.stream.headers import OPENAI, resolve_credentials
 from runner.stream.timing import Timing
 from tests.conftest import freeze_now
 
@@ -101,8 +101,8 @@ def test_endpoint_url_joins_base_with_or_without_v1():
 async def test_headers_and_body_are_sent_as_given(aiohttp_server):
     server = Server()
     base = await serve(aiohttp_server, lambda r: server.stream(r, [HELLO]))
-    creds = resolve_headers(("X-Team: ${TEAM}",), api_key_env="KEY", environ={"KEY": "sk-abc", "TEAM": "blue"})
-    async with aiohttp.ClientSession(headers=creds.headers) as session:
+    creds = resolve_credentials(("X-Team: ${TEAM}",), key_envs={OPENAI: "KEY"}, environ={"KEY": "sk-abc", "TEAM": "blue"})
+    async with aiohttp.ClientSession(headers=creds.for_api(OPENAI)) as session:
         result = await attempt(base, session)
     ((method, path, headers, body),) = server.requests
     assert (method, path, body) == ("POST", "/v1/chat/completions", BODY)

@@ -6,7 +6,7 @@ CreateChatCompletionRequest and CreateCompletionRequest, one file per endpoint i
 (each file's `$comment` names the exact source).  The bodies are built the way the engine builds
 them: `runner.stream.protocol.parse_line` on the input line, the engine's choice of model, then
 `runner.stream.protocol.build_body` with the `--param` defaults (parsed by the CLI's `--param` parser, or
-taken from a job file's [params]).  The headers are those of `runner.stream.headers.resolve_headers`.
+taken from a job file's [params]).  The headers are those of `runner.stream.headers.resolve_credentials`.
 A last test runs streamrun against a recording mock and checks what actually went over the wire.
 
 A case streamrun gets wrong is marked `xfail(strict=True)` with the reason; the schemas are not
@@ -25,13 +25,13 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.stream.headers import HeaderError, resolve_headers
+from runner.stream.headers import OPENAI, Credentials, HeaderError, resolve_credentials
 from runner.inputs.items import expand_inputs, iter_items
 from runner.config.jobfile import load_job
 from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from runner.stream.protocol import build_body, defaults_for
 from runner.inputs.lines import parse_line
-from runner.inputs.synth import write_synthetic
+from runner.inputs.synth import SynthSpec, synth_lines, write_lines
 
 from runner.config.parsers import params as _parse_params  # the one parser `--param` and job files share
 
@@ -348,7 +348,8 @@ def test_every_job_file_is_covered():
 @pytest.mark.parametrize("ignore_eos, model", [(False, None), (True, "m")], ids=["synth", "synth-ignore_eos-model"])
 def test_synth_lines(ignore_eos, model):
     out = io.BytesIO()
-    write_synthetic(out, count=3, input_tokens=16, output_tokens=8, seed=1, ignore_eos=ignore_eos, model=model)
+    write_lines(out, synth_lines(SynthSpec(count=3, input_tokens=16, output_tokens=8, seed=1, ignore_eos=ignore_eos,
+                                           model=model)))  # as `streamrun synth` writes them
     for raw in out.getvalue().splitlines():
         path, body = send(orjson.loads(raw), model="cli-model")
         check_sent(path, body, include_usage=True)
@@ -503,6 +504,17 @@ def check_headers(headers: dict[str, str]) -> None:
     assert len(lowered) == len(set(lowered)), f"a header is sent twice (names are case-insensitive): {list(headers)}"
 
 
+def openai_headers(templates: tuple[str, ...], *, api_key_env: str | None, environ: dict,
+                   auth: str = "bearer") -> Credentials:
+    """What a request to OpenAI's APIs carries, as the run resolves it (`auth`: "bearer" or "none");
+    a key it cannot send is refused, as the run's checks refuse it."""
+    creds = resolve_credentials(templates, key_envs={OPENAI: api_key_env if auth == "bearer" else None},
+                                environ=environ)
+    for why in creds.unusable.values():
+        raise HeaderError(why)
+    return Credentials(creds.for_api(OPENAI), creds.secrets)
+
+
 @pytest.mark.parametrize("environ, api_key_env, auth, authorization", [
     pytest.param({"OPENAI_API_KEY": KEY}, "OPENAI_API_KEY", "bearer", f"Bearer {KEY}", id="bearer-key-set"),
     pytest.param({"OTHER_KEY": KEY}, "OTHER_KEY", "bearer", f"Bearer {KEY}", id="bearer-other-variable"),
@@ -513,7 +525,7 @@ def check_headers(headers: dict[str, str]) -> None:
     pytest.param({"OPENAI_API_KEY": KEY}, None, "bearer", None, id="no-key-variable"),
 ])
 def test_builtin_headers(environ, api_key_env, auth, authorization):
-    creds = resolve_headers((), api_key_env=api_key_env, environ=environ, auth=auth)
+    creds = openai_headers((), api_key_env=api_key_env, environ=environ, auth=auth)
     check_headers(creds.headers)
     assert creds.headers.get("Authorization") == authorization
     assert creds.secrets == ((KEY,) if authorization else ())
@@ -534,7 +546,7 @@ def test_builtin_headers(environ, api_key_env, auth, authorization):
                  (KEY, "gw-token"), id="replaces-authorization"),
 ])
 def test_user_headers(templates, environ, expected, secrets):
-    creds = resolve_headers(templates, api_key_env="OPENAI_API_KEY", environ={"OPENAI_API_KEY": KEY, **environ})
+    creds = openai_headers(templates, api_key_env="OPENAI_API_KEY", environ={"OPENAI_API_KEY": KEY, **environ})
     check_headers(creds.headers)
     for name, value in expected.items():
         assert creds.headers[name] == value
@@ -546,7 +558,7 @@ def test_user_headers(templates, environ, expected, secrets):
 
 def test_missing_variable_is_an_error():
     with pytest.raises(HeaderError, match="NOPE"):
-        resolve_headers(("X-Token: ${NOPE}",), api_key_env="OPENAI_API_KEY", environ={})
+        openai_headers(("X-Token: ${NOPE}",), api_key_env="OPENAI_API_KEY", environ={})
 
 
 @pytest.mark.parametrize("template", [
@@ -561,7 +573,7 @@ def test_missing_variable_is_an_error():
 ])
 def test_invalid_header_templates_are_refused(template):
     with pytest.raises(HeaderError):
-        resolve_headers((template,), api_key_env="OPENAI_API_KEY", environ={})
+        openai_headers((template,), api_key_env="OPENAI_API_KEY", environ={})
 
 
 
@@ -577,7 +589,7 @@ def test_invalid_header_templates_are_refused(template):
 def test_line_breaks_from_the_environment_are_refused(templates, environ):
     """Either refused up front, or the header set that comes back is well formed."""
     try:
-        creds = resolve_headers(templates, api_key_env="OPENAI_API_KEY", environ=environ)
+        creds = openai_headers(templates, api_key_env="OPENAI_API_KEY", environ=environ)
     except HeaderError:
         return
     check_headers(creds.headers)
@@ -589,7 +601,7 @@ def test_line_breaks_from_the_environment_are_refused(templates, environ):
     pytest.param("ACCEPT: text/event-stream", id="accept-uppercase"),
 ])
 def test_a_header_is_sent_once_whatever_its_case(template):
-    creds = resolve_headers((template,), api_key_env="OPENAI_API_KEY", environ={"OPENAI_API_KEY": KEY, "OTHER": "o"})
+    creds = openai_headers((template,), api_key_env="OPENAI_API_KEY", environ={"OPENAI_API_KEY": KEY, "OTHER": "o"})
     check_headers(creds.headers)
 
 
@@ -597,8 +609,8 @@ def test_a_header_is_sent_once_whatever_its_case(template):
 def test_job_file_headers(job):
     cfg, _mock = load_job(str(job))
     for environ in ({cfg.api_key_env: KEY}, {}):
-        creds = resolve_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=environ,
-                                auth="bearer" if cfg.auth else "none")
+        creds = openai_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=environ,
+                               auth="bearer" if cfg.auth else "none")
         check_headers(creds.headers)
         assert creds.headers.get("Authorization") == (f"Bearer {KEY}" if environ and cfg.auth else None)
 

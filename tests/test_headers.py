@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from runner.stream.headers import HeaderError, check_env_name, parse_header, resolve_headers
+from runner.stream.headers import OPENAI, HeaderError, check_env_name, parse_header, resolve_credentials
 
 
 def test_json_in_sse_out_and_who_we_are():
-    h = resolve_headers((), api_key_env="K", environ={}).headers
+    h = resolve_credentials((), key_envs={OPENAI: "K"}, environ={}).for_api(OPENAI)
     assert h["Content-Type"] == "application/json"  # the bug: bytes bodies went out as octet-stream
     assert h["Accept"] == "text/event-stream"
     assert re.fullmatch(r"streamrun/\S+", h["User-Agent"])
@@ -18,22 +18,23 @@ def test_json_in_sse_out_and_who_we_are():
 
 
 def test_bearer_key_from_the_environment_only_when_asked():
-    creds = resolve_headers((), api_key_env="K", environ={"K": "sk-secret"})
-    assert creds.headers["Authorization"] == "Bearer sk-secret" and creds.secrets == ("sk-secret",)
-    none = resolve_headers((), api_key_env="K", environ={"K": "sk-secret"}, auth="none")
-    assert "Authorization" not in none.headers and none.secrets == ()
+    creds = resolve_credentials((), key_envs={OPENAI: "K"}, environ={"K": "sk-secret"})
+    assert creds.for_api(OPENAI)["Authorization"] == "Bearer sk-secret" and creds.secrets == ("sk-secret",)
+    assert "Authorization" not in creds.headers  # the key goes only with its own API's requests
+    none = resolve_credentials((), key_envs={OPENAI: None}, environ={"K": "sk-secret"})  # --no-auth
+    assert "Authorization" not in none.for_api(OPENAI) and none.secrets == ()
 
 
 def test_user_headers_fill_env_references_and_count_them_as_secrets():
-    creds = resolve_headers(("OpenAI-Organization: ${ORG}", "X-Route: pool-${POOL}-a", "X-Plain: 1"),
-                            api_key_env="K", environ={"ORG": "org-123", "POOL": "7"})
+    creds = resolve_credentials(("OpenAI-Organization: ${ORG}", "X-Route: pool-${POOL}-a", "X-Plain: 1"),
+                                key_envs={OPENAI: "K"}, environ={"ORG": "org-123", "POOL": "7"})
     assert creds.headers["OpenAI-Organization"] == "org-123"
     assert creds.headers["X-Route"] == "pool-7-a" and creds.headers["X-Plain"] == "1"
     assert set(creds.secrets) == {"org-123", "7"}
 
 
 def test_a_user_header_may_replace_a_default():
-    h = resolve_headers(("User-Agent: my-pipeline/2",), api_key_env="K", environ={}).headers
+    h = resolve_credentials(("User-Agent: my-pipeline/2",), key_envs={OPENAI: "K"}, environ={}).headers
     assert h["User-Agent"] == "my-pipeline/2"
 
 
@@ -50,7 +51,7 @@ def test_malformed_headers_are_refused(text, fragment):
 
 def test_a_missing_variable_is_named():
     with pytest.raises(HeaderError, match="ORG_ID is not set"):
-        resolve_headers(("OpenAI-Organization: ${ORG_ID}",), api_key_env="K", environ={})
+        resolve_credentials(("OpenAI-Organization: ${ORG_ID}",), key_envs={OPENAI: "K"}, environ={})
 
 
 @pytest.mark.parametrize("name, ok", [("OPENAI_API_KEY", True), ("my_key2", True),

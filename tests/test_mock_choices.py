@@ -240,7 +240,7 @@ async def test_streamrun_parser_assembles_the_choices(aiohttp_client):
         handle_data(state, event.data)
     assert state.done
     json_reply = json.loads((await post(client, {**body, "stream": False, "stream_options": None}))[1])
-    got = state.all_choices()
+    got = [state, *(state.others[i] for i in sorted(state.others))]  # choice 0 is the state's own fields
     assert [c.text for c in got] == [c["message"]["content"] for c in json_reply["choices"]]
     assert [c.finish_reason for c in got] == [c["finish_reason"] for c in json_reply["choices"]]
     assert [c.logprobs for c in got] == [c["logprobs"]["content"] for c in json_reply["choices"]]

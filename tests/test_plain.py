@@ -4,8 +4,7 @@
 to `handle_data`, as the client does; whatever the events, the outcome must
 be the one `handle_data` alone gives: the same state (text parts, reasoning,
 tool calls, finish_reason, usage, model, counters), the same per-event
-"carried text" flags (TTFT and ITL come from them) and the same error.  Both
-implementations (msgspec structs, orjson dicts) are held to it.
+"carried text" flags (TTFT and ITL come from them) and the same error.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from runner.stream import plain
 from runner.stream.errors import RequestError
 from runner.stream.protocol import StreamState, handle_data
 from tests.conftest import json_values
-
-IMPLEMENTATIONS = {"orjson": plain.apply_plain_orjson, plain.PARSER: plain.apply_plain}
 
 
 def snapshot(state: StreamState) -> tuple:
@@ -67,9 +64,7 @@ def hot(apply, datas: list[bytes]) -> tuple:
 
 
 def check(datas: list[bytes]) -> None:
-    want = reference(datas)
-    for name, apply in IMPLEMENTATIONS.items():
-        assert hot(apply, datas) == want, name
+    assert hot(plain.apply_plain, datas) == reference(datas)
 
 
 def chunk(content="x", **top) -> dict:
@@ -87,13 +82,12 @@ def test_a_usual_stream_takes_the_hot_path_after_the_first_chunk():
              orjson.dumps(chunk(None, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])),
              b'{"id":"c1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":3}}', b"[DONE]", PLAIN]
     check(datas)
-    for apply in IMPLEMENTATIONS.values():
-        state = StreamState()
-        assert apply(state, datas) == 0  # no model yet: the first chunk is handle_data's
-        handle_data(state, ROLE.decode())
-        assert apply(state, datas, 1) == 4  # three plain chunks, then finish_reason
-        assert state.text == "Hello wörld 🙂" and state.text_events == 3 and state.events == 4
-        assert apply(state, datas, 6) == 7 and state.done and state.events == 5  # [DONE], and no further
+    apply, state = plain.apply_plain, StreamState()
+    assert apply(state, datas) == 0  # no model yet: the first chunk is handle_data's
+    handle_data(state, ROLE.decode())
+    assert apply(state, datas, 1) == 4  # three plain chunks, then finish_reason
+    assert state.text == "Hello wörld 🙂" and state.text_events == 3 and state.events == 4
+    assert apply(state, datas, 6) == 7 and state.done and state.events == 5  # [DONE], and no further
 
 
 # Edge payloads spliced in where a plain chunk would be: each must come out as handle_data says.

@@ -61,6 +61,19 @@ async def released_after(clock: FakeClock, task: asyncio.Task, seconds: float, e
     assert task.done()
 
 
+async def at_once(q: QuotaLimiter, tokens: int = 0, requests: int = 1) -> bool:
+    """Whether `requests` acquires of `tokens` each go through now, without waiting (taking what they take);
+    the first that would wait is cancelled, which takes nothing."""
+    for _ in range(requests):
+        task = asyncio.create_task(q.acquire(tokens))
+        await settle()
+        if not task.done():
+            task.cancel()
+            await settle()
+            return False
+    return True
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -125,7 +138,7 @@ async def test_default_start_is_a_modest_burst(clock):
 async def test_bucket_never_exceeds_capacity(clock):
     q = QuotaLimiter(rpm=60, now=clock.now, sleep=clock.sleep, initial_fill=1.0)
     await clock.advance(3600)
-    assert q.request_level == pytest.approx(60)
+    assert await at_once(q, requests=60) and not await at_once(q)
 
 
 # -- QuotaLimiter: TPM ----------------------------------------------------------
@@ -133,23 +146,22 @@ async def test_bucket_never_exceeds_capacity(clock):
 
 async def test_tpm_waits_for_tokens(clock):
     q = QuotaLimiter(tpm=600, now=clock.now, sleep=clock.sleep, initial_fill=1.0)  # 10 tokens/s
-    await q.acquire(500)
-    assert q.token_level == pytest.approx(100)
+    await q.acquire(500)  # 100 left
     task = asyncio.create_task(q.acquire(200))  # needs 100 more: 10 s
     await released_after(clock, task, 10, early=0.1)
-    assert q.token_level == pytest.approx(0)
+    assert not await at_once(q, tokens=1)
 
 
 async def test_settle_refunds_and_charges(clock):
     q = QuotaLimiter(tpm=1000, now=clock.now, sleep=clock.sleep, initial_fill=1.0)
     await q.acquire(800)  # estimate: prompt + max output
-    assert q.token_level == pytest.approx(200)
+    assert await at_once(q, tokens=200) and not await at_once(q, tokens=1)  # 200 were left
     q.settle(estimated=800, actual=300)  # refund 500
-    assert q.token_level == pytest.approx(700)
-    q.settle(estimated=100, actual=400)  # charge 300 more
-    assert q.token_level == pytest.approx(400)
+    assert await at_once(q, tokens=500) and not await at_once(q, tokens=1)
+    q.settle(estimated=100, actual=400)  # charge 300 more: a debt, waited off at 1000/60 tokens a second
+    await released_after(clock, asyncio.create_task(q.acquire(0)), 18, early=0.1)
     q.settle(estimated=10_000, actual=0)  # a refund cannot overfill the bucket
-    assert q.token_level == pytest.approx(1000)
+    assert await at_once(q, tokens=1000) and not await at_once(q, tokens=1)
 
 
 async def test_settle_debt_is_waited_off(clock):
@@ -196,17 +208,13 @@ async def test_fifo_big_request_not_starved(clock):
 async def test_cancelled_waiter_takes_nothing(clock):
     q = QuotaLimiter(rpm=60, now=clock.now, sleep=clock.sleep, initial_fill=0.0)
     await q.acquire()  # a fresh bucket always holds at least one request
-    level = q.request_level
     waiter = asyncio.create_task(q.acquire())
     await settle()
     waiter.cancel()
     await settle()
     assert waiter.cancelled()
-    assert q.request_level == pytest.approx(level)
-    nxt = asyncio.create_task(q.acquire())  # the line is not stuck
-    await settle()
-    await clock.advance(1)
-    assert nxt.done()
+    nxt = asyncio.create_task(q.acquire())  # the line is not stuck, and the waiter took no request
+    await released_after(clock, nxt, 1, early=0.01)
 
 
 async def test_no_limits_is_a_noop(clock):
@@ -229,18 +237,18 @@ async def test_observe_headers_lowers_level(clock):
             "x-ratelimit-reset-tokens": "6m0s",
         }
     )
-    assert q.request_level == pytest.approx(5)
-    assert q.token_level == pytest.approx(1234)
     # A higher remaining never raises our level.
     q.observe_headers({"x-ratelimit-remaining-requests": "500", "x-ratelimit-remaining-tokens": "99999"})
-    assert q.request_level == pytest.approx(5)
-    assert q.token_level == pytest.approx(1234)
+    assert await at_once(q, tokens=1234) and not await at_once(q, tokens=1)  # 4 requests left, no token
+    assert await at_once(q, requests=4) and not await at_once(q)
     # Header names are case-insensitive; junk is ignored.
+    q = QuotaLimiter(rpm=600, tpm=100_000, now=clock.now, sleep=clock.sleep, initial_fill=1.0)
     q.observe_headers({"X-RateLimit-Remaining-Requests": "0", "x-ratelimit-remaining-tokens": "lots"})
-    assert q.request_level == pytest.approx(0)
-    assert q.token_level == pytest.approx(1234)
+    assert not await at_once(q)
     task = asyncio.create_task(q.acquire(10))  # 600 rpm refills 1 request per 0.1 s
     await released_after(clock, task, 0.1, early=0.01)
+    await clock.advance(0.1)
+    assert await at_once(q, tokens=99_000)  # the tokens stayed
 
 
 async def test_hint_only_waits_until_reset(clock):

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
+import anyio
 import orjson
 import pytest
 from aiohttp import web
@@ -211,8 +212,10 @@ async def test_the_scraper_writes_a_line_per_scrape_and_stops_cleanly(tmp_path):
     async with serve_app(build_app(MockConfig())) as root:
         scraper = Scraper([root + "/metrics"], str(path), interval_s=0.01)
         started = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        async with scraper.running(started):
+        async with anyio.create_task_group() as tg:  # as the run scrapes: a task beside it, cancelled at its end
+            tg.start_soon(scraper.run, started)
             await poll(lambda: count_lines(path) >= 5)
+            tg.cancel_scope.cancel()
     lines = read_jsonl(path)
     assert scraper._file is None and scraper.lines == len(lines) >= 5  # closed; nothing written after
     assert [set(line) for line in lines] == [{"t", "at", "url", "metrics"}] * len(lines)
@@ -243,9 +246,11 @@ async def test_failing_urls_are_counted_and_logged_once_never_fatal(tmp_path, ca
         refused = refused_url().replace("http://", "http://user:hunter2pass@")
         urls = [refused, root + "/500", root + "/garbage", mock_root + "/metrics"]
         scraper = Scraper(urls, str(path), interval_s=0.01)
-        async with scraper.running():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scraper.run)
             await poll(lambda: all(t.figures.failures >= 2 for t in scraper.targets[:3])
                        and scraper.targets[3].figures.scrapes >= 2)
+            tg.cancel_scope.cancel()
     servers = scraper.section()["servers"]
     assert [s["scrapes"] for s in servers[:3]] == [0, 0, 0] and servers[3]["failures"] == 0
     errors = {line["url"]: line["error"] for line in read_jsonl(path) if "error" in line}

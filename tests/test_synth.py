@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.mock import prompt_tokens_estimate
-from runner.inputs.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_prefixes, synth_lines, write_synthetic
+from runner.inputs.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_prefixes, synth_lines, write_lines
 from runner.inputs.synth_trace import BlockTexts, TraceRequest, trace_lines
 from runner.inputs.tokenizer import CharEstimate, TokenizerError, load_tokenizer
 from runner.inputs.tokens import estimate_prompt_tokens, estimate_text_tokens
@@ -114,10 +114,11 @@ def test_fallback_counts_match_estimate_and_mock(no_tiktoken, n):
         assert len(content(line)) > 4 * (n - 1)
 
 
-def test_old_keyword_call_and_determinism():
+def test_the_same_spec_writes_the_same_lines():
     a, b = io.BytesIO(), io.BytesIO()
-    write_synthetic(a, count=5, input_tokens=50, output_tokens=7, seed=9, ignore_eos=True)
-    write_synthetic(b, count=5, input_tokens=50, output_tokens=7, seed=9, ignore_eos=True)
+    spec = SynthSpec(count=5, input_tokens=50, output_tokens=7, seed=9, ignore_eos=True)
+    write_lines(a, synth_lines(spec))
+    write_lines(b, synth_lines(spec))
     assert a.getvalue() == b.getvalue()
     out = [orjson.loads(x) for x in a.getvalue().splitlines()]
     assert len(out) == 5 and len({line["custom_id"] for line in out}) == 5

@@ -29,7 +29,7 @@ from runner.errors import UsageError
 from runner.inputs.items import parse_item
 from runner.config.parsers import OptionError
 from runner.config.parsers import workers_count
-from runner.workers.shapes import split_concurrency, split_rate, window, worker_config, worker_seed, worker_stage
+from runner.workers.shapes import split_rate, window, worker_config, worker_seed, worker_stage
 from runner.workers.wire import HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of, unpack
 from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
                             read_stderr_until, run_rows, start_run, streamrun, wait_for_lines, write_jsonl)
@@ -43,10 +43,13 @@ def summary_of(path: Path) -> dict:
 
 
 def test_concurrency_splits_with_the_remainder_to_the_first_workers():
-    assert split_concurrency(3, 2) == [2, 1]
-    assert split_concurrency(16, 3) == [6, 5, 5]
-    assert split_concurrency(4, 4) == [1, 1, 1, 1]
-    assert sum(split_concurrency(1001, 7)) == 1001
+    def shares(concurrency: int, count: int) -> list[int]:
+        return [worker_stage(Stage(0, concurrency), i, count).concurrency for i in range(count)]
+
+    assert shares(3, 2) == [2, 1]
+    assert shares(16, 3) == [6, 5, 5]
+    assert shares(4, 4) == [1, 1, 1, 1]
+    assert sum(shares(1001, 7)) == 1001
 
 
 def test_rate_splits_into_equal_poisson_streams():

@@ -46,12 +46,6 @@ def _parsed(parse, value, hint: str):
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
-def parse_slo(spec: str) -> tuple[str, float]:
-    """``ttft=500ms`` -> ``("ttft", 0.5)``: one ``--slo``, read by `run --slo`'s parser (runner/config/parsers.py)."""
-    ((name, seconds),) = _parsed(slos, spec, "--slo").items()
-    return name, seconds
-
-
 def _console() -> Console:
     from rich.console import Console
 

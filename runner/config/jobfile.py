@@ -19,9 +19,6 @@ from ..errors import RunError, UsageError
 from .options import BY_KEY, TABLE_KEYS, build_config, did_you_mean, parse_values
 from .parsers import OptionError
 
-PATH_KEYS = ("inputs", "output", "summary")
-
-
 class JobFileError(UsageError):
     pass
 

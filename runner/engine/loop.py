@@ -47,8 +47,6 @@ class EngineHooks:
     estimate_tokens: Callable[[dict], int] | None = None  # request body -> tokens for TPM
     count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
     on_record: Callable[[Record], None] | None = None  # stats, progress
-    on_start: Callable[[], None] | None = None
-    on_finish: Callable[[], None] | None = None
     on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/observe/client_timing.py
 
 

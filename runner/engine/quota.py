@@ -346,22 +346,6 @@ class QuotaLimiter:
                     pass
             setattr(self, hint_attr, _Hint(remaining, now + reset))
 
-    @property
-    def request_level(self) -> float | None:
-        """Requests available now in the RPM bucket (None without ``rpm``)."""
-        if self._requests is None:
-            return None
-        self._requests.refill(self._now())
-        return self._requests.level
-
-    @property
-    def token_level(self) -> float | None:
-        """Tokens available now in the TPM bucket (None without ``tpm``)."""
-        if self._tokens is None:
-            return None
-        self._tokens.refill(self._now())
-        return self._tokens.level
-
 
 class AdaptiveConcurrency:
     """AIMD concurrency limit, used in place of ``asyncio.Semaphore(-c)``.

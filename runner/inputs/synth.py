@@ -121,11 +121,6 @@ def exact_text(tok: TextTokenizer, rng: random.Random, n: int, head: str = "", l
     return tok.fit(head, lead, body, n)
 
 
-def synthetic_prompt(rng: random.Random, tokens: int, tok: TextTokenizer | None = None) -> str:
-    """A prompt of ``tokens`` tokens (chars/4 unless ``tok`` says otherwise)."""
-    return exact_text(tok or CharEstimate(), rng, tokens)[0]
-
-
 def spread(rng: random.Random, mean: int, stddev: float, low: int = 1) -> int:
     """``mean`` itself, or a normal draw around it rounded and clipped to >= ``low``."""
     if stddev <= 0:
@@ -202,11 +197,3 @@ def write_lines(out: BinaryIO, lines: Iterable[dict[str, Any]]) -> int:
         n += 1
     out.flush()
     return n
-
-
-def write_synthetic(out: BinaryIO, *, tokenizer: TextTokenizer | None = None, **spec: Any) -> Shortfall:
-    """``synth_lines(SynthSpec(**spec))`` as JSONL; keeps the old keyword call
-    (count, input_tokens, output_tokens, seed, ignore_eos, model) working."""
-    shortfall = Shortfall()
-    write_lines(out, synth_lines(SynthSpec(**spec), tokenizer, shortfall))
-    return shortfall

@@ -24,7 +24,7 @@ suffixes that a regex gets wrong.  What is kept of a scrape:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,9 +212,3 @@ class ServerFigures:
         return {"url": self.url, "scrapes": self.scrapes, "failures": self.failures,
                 "gauges": {name: g.as_dict() for name, g in self.gauges.items()},
                 PREFIX_HIT_RATE: self.prefix.rate}
-
-
-def known_in(names: Iterable[str]) -> list[Known]:
-    """The known gauges among ``names``, in the table's order (for stable columns and panels)."""
-    present = set(names)
-    return [k for k in KNOWN if k.name in present]

@@ -34,8 +34,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
@@ -167,16 +166,6 @@ class Scraper:
             with anyio.CancelScope(shield=True):  # the run's task group cancels this task: close all the same
                 await session.close()
 
-    @asynccontextmanager
-    async def running(self, started: datetime | None = None, t0: float | None = None) -> AsyncIterator[Scraper]:
-        """Scrape in the background while the block runs; on leaving, stop and close the file."""
-        task = asyncio.create_task(self.run(started, t0))
-        try:
-            yield self
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
     async def scrape_once(self, session: Any) -> None:
         """Every URL at once; the texts parsed on a thread (a large /metrics would otherwise stall the
         event loop that times the requests); one line each, written and flushed."""
@@ -307,15 +296,3 @@ def scraper_for(cfg: RunConfig, *, clock: Callable[[], float] = time.perf_counte
     log.info("server metrics: %s every %gs into %s", ", ".join(public_url(u) for u in urls),
              cfg.server_metrics_interval_s, path)
     return Scraper(urls, path, cfg.server_metrics_interval_s, append=cfg.resume, clock=clock)
-
-
-@asynccontextmanager
-async def scraping(cfg: RunConfig, started: datetime | None = None, t0: float | None = None, *,
-                   clock: Callable[[], float] = time.perf_counter) -> AsyncIterator[Scraper | None]:
-    """``async with scraping(cfg, started, t0) as scraper:`` scrapes while the block runs (None: not asked)."""
-    scraper = scraper_for(cfg, clock=clock)
-    if scraper is None:
-        yield None
-        return
-    async with scraper.running(started, t0):
-        yield scraper

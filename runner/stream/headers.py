@@ -100,17 +100,6 @@ def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, st
     return Credentials(common.headers, tuple(dict.fromkeys(secrets)), auth, unusable)
 
 
-def resolve_headers(templates: tuple[str, ...], *, api_key_env: str | None, environ: Mapping[str, str],
-                    auth: str = "bearer") -> Credentials:
-    """One API's headers, the key among them: `auth` is "bearer" (Authorization: Bearer KEY),
-    "x-api-key" (Anthropic) or "none"."""
-    api = {"bearer": OPENAI, "x-api-key": ANTHROPIC}.get(auth)
-    creds = resolve_credentials(templates, key_envs={api: api_key_env} if api else {}, environ=environ)
-    for why in creds.unusable.values():
-        raise HeaderError(why)
-    return Credentials(creds.for_api(api) if api else creds.headers, creds.secrets)
-
-
 def _common_headers(templates: tuple[str, ...], environ: Mapping[str, str]) -> Credentials:
     """JSON in, SSE out, who we are, and the user's own headers (their `${VAR}`s filled, and secret)."""
     headers = {

@@ -15,7 +15,6 @@ RESPONSES_PATH = "/v1/responses"
 MESSAGES_PATH = "/v1/messages"  # Anthropic
 EMBEDDINGS_PATH = "/v1/embeddings"  # Batch lines only; one plain POST (runner/stream/embeddings.py)
 ENDPOINT_PATHS = (CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, MESSAGES_PATH, EMBEDDINGS_PATH)
-APIS = ("chat", "responses", "anthropic")  # where shorthand {"messages": [...]} lines go
 
 
 def key_api(path: str) -> str:

@@ -16,32 +16,66 @@ would make of those events (tests/test_plain.py compares the two on
 arbitrary JSON), so the state, the records and the errors never depend on
 which path an event took.
 
-Two implementations of the same function: with msgspec installed, chunks are
-decoded straight into typed structs that keep only the fields read here
-(the others are skipped, not built: 0.66 against 1.13 us an event for
-decoding and checks, measured on the mock's chunks, and no garbage for the
-cyclic GC); without it, `orjson.loads` and dict lookups.  `PARSER` says which
-one is in use.  Where the two parsers differ: msgspec skips an unread field
-without converting its numbers, so a number beyond a double's range (1e999)
-there passes, where orjson refuses the whole chunk; `handle_data` reads such
-a chunk as Python's json does (inf), so both paths agree.  Nesting is kept far
-from either parser's depth limit by a bound on the size of what msgspec gets.
+Chunks are decoded straight into typed msgspec structs that keep only the
+fields read here (the others are skipped, not built: 0.66 against 1.13 us an
+event for `orjson.loads` and dict lookups, measured on the mock's chunks, and
+no garbage for the cyclic GC).  msgspec skips an unread field without
+converting its numbers, so a number beyond a double's range (1e999) there
+passes, where a full parse would refuse the whole chunk; `handle_data` reads
+such a chunk as Python's json does (inf), so both paths agree.  Nesting is
+kept far from the parsers' depth limits by a bound on the size of what
+msgspec gets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import msgspec
 
 from .protocol import StreamState
 
-__all__ = ["PARSER", "apply_plain", "apply_plain_orjson"]
+__all__ = ["apply_plain"]
 
-_loads = orjson.loads
+# Only the fields _apply_chunk reads; any other is skipped unbuilt.  `Any` where a wrong
+# type must reach the check below (and then handle_data) rather than fail the decode.
+# gc=False: these hold no reference cycles, so the cyclic GC need not track them.
 
 
-def apply_plain_orjson(state: StreamState, datas: list[bytes], start: int = 0) -> int:
+class _Delta(msgspec.Struct, gc=False):
+    content: Any = None
+    reasoning_content: Any = None
+    reasoning: Any = None
+    tool_calls: Any = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    delta: _Delta | None = None
+    text: Any = None
+    index: Any = 0
+    finish_reason: Any = None
+    logprobs: Any = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    choices: list[_Choice] | None = None
+    usage: Any = None
+    error: Any = None
+
+
+_decode = msgspec.json.Decoder(_Chunk).decode
+# Longer data goes to handle_data.  The bound keeps nesting (2 bytes a level) far below
+# where msgspec and handle_data's parser stop: msgspec at the interpreter's recursion
+# limit (less the frames in use), orjson at 1024 levels, so they agree on what is too
+# deep.  Content chunks are a few hundred bytes.
+MAX_PLAIN_BYTES = 1536
+# A chunk that is not valid JSON of that shape: DecodeError (ValidationError is one);
+# invalid UTF-8 in a decoded string: UnicodeDecodeError (a ValueError); deep nesting:
+# RecursionError.  The rest are the checks below meeting another shape.
+_NOT_PLAIN = (msgspec.DecodeError, ValueError, TypeError, AttributeError, RecursionError)
+
+
+def apply_plain(state: StreamState, datas: list[bytes], start: int = 0) -> int:
     """Apply `datas[start:]` (events' data) while each is a plain content chunk or `[DONE]`.
 
     Plain: what `_apply_chunk` does with it is append one text (choice 0's
@@ -54,7 +88,7 @@ def apply_plain_orjson(state: StreamState, datas: list[bytes], start: int = 0) -
     """
     if state.model is None:
         return start
-    loads = _loads
+    decode = _decode
     parts = state.text_parts
     end = len(datas)
     i = start
@@ -66,113 +100,25 @@ def apply_plain_orjson(state: StreamState, datas: list[bytes], start: int = 0) -
                 state.done = done = True
                 i += 1
                 break
-            # The checks _apply_chunk makes, for this shape: no error, no usage, the model known;
-            # one choice, index 0, no finish_reason, no logprobs; a delta with text and no
-            # reasoning or tool calls (or completions' text).  Another type where a dict or a
-            # list belongs raises here (only a dict takes a str key and has .get; only a one-item
-            # list unpacks to one value), and so stops the run at this event.
-            chunk = loads(data)
-            (choice,) = chunk["choices"]
-            delta = choice.get("delta")
+            if len(data) > MAX_PLAIN_BYTES:
+                break
+            chunk = decode(data)
+            (choice,) = chunk.choices  # None: TypeError; not one choice: ValueError
+            delta = choice.delta
             if delta is None:  # completions: the text is the choice's own
-                content = choice["text"]
+                content = choice.text
             else:
-                content = delta["content"]
-                if len(delta) != 1 and (delta.get("reasoning_content") or delta.get("reasoning")
-                                        or delta.get("tool_calls")):
+                content = delta.content
+                if delta.reasoning_content or delta.reasoning or delta.tool_calls:
                     break
-            if (type(content) is not str or not content or chunk.get("usage") or chunk.get("error")
-                    or choice.get("finish_reason") or choice.get("logprobs") or choice.get("index", 0) != 0):
+            if (type(content) is not str or not content or chunk.usage or chunk.error
+                    or choice.finish_reason or choice.logprobs or choice.index != 0):
                 break
             parts.append(content)
             i += 1
-    except (ValueError, TypeError, KeyError, AttributeError):  # orjson.JSONDecodeError is a ValueError
+    except _NOT_PLAIN:
         pass
     n = i - start
     state.events += n
     state.text_events += n - done
     return i
-
-
-try:
-    import msgspec
-except ImportError:  # pragma: no cover - the orjson implementation is tested on its own
-    msgspec = None
-
-if msgspec is not None:
-    # Only the fields _apply_chunk reads; any other is skipped unbuilt.  `Any` where a wrong
-    # type must reach the check below (and then handle_data) rather than fail the decode.
-    # gc=False: these hold no reference cycles, so the cyclic GC need not track them.
-
-    class _Delta(msgspec.Struct, gc=False):
-        content: Any = None
-        reasoning_content: Any = None
-        reasoning: Any = None
-        tool_calls: Any = None
-
-    class _Choice(msgspec.Struct, gc=False):
-        delta: _Delta | None = None
-        text: Any = None
-        index: Any = 0
-        finish_reason: Any = None
-        logprobs: Any = None
-
-    class _Chunk(msgspec.Struct, gc=False):
-        choices: list[_Choice] | None = None
-        usage: Any = None
-        error: Any = None
-
-    _decode = msgspec.json.Decoder(_Chunk).decode
-    # Longer data goes to handle_data.  The bound keeps nesting (2 bytes a level) far below
-    # where msgspec and orjson stop: msgspec at the interpreter's recursion limit (less the
-    # frames in use), orjson at 1024 levels, so they agree on what is too deep.  Content
-    # chunks are a few hundred bytes.
-    MAX_PLAIN_BYTES = 1536
-    # A chunk that is not valid JSON of that shape: DecodeError (ValidationError is one);
-    # invalid UTF-8 in a decoded string: UnicodeDecodeError (a ValueError); deep nesting:
-    # RecursionError.  The rest are the checks below meeting another shape.
-    _NOT_PLAIN = (msgspec.DecodeError, ValueError, TypeError, AttributeError, RecursionError)
-
-    def apply_plain(state: StreamState, datas: list[bytes], start: int = 0) -> int:
-        """`apply_plain_orjson`, decoding into structs (same contract, same results)."""
-        if state.model is None:
-            return start
-        decode = _decode
-        parts = state.text_parts
-        end = len(datas)
-        i = start
-        done = False
-        try:
-            while i < end:
-                data = datas[i]
-                if data == b"[DONE]":
-                    state.done = done = True
-                    i += 1
-                    break
-                if len(data) > MAX_PLAIN_BYTES:
-                    break
-                chunk = decode(data)
-                (choice,) = chunk.choices  # None: TypeError; not one choice: ValueError
-                delta = choice.delta
-                if delta is None:  # completions: the text is the choice's own
-                    content = choice.text
-                else:
-                    content = delta.content
-                    if delta.reasoning_content or delta.reasoning or delta.tool_calls:
-                        break
-                if (type(content) is not str or not content or chunk.usage or chunk.error
-                        or choice.finish_reason or choice.logprobs or choice.index != 0):
-                    break
-                parts.append(content)
-                i += 1
-        except _NOT_PLAIN:
-            pass
-        n = i - start
-        state.events += n
-        state.text_events += n - done
-        return i
-
-    PARSER = "msgspec"
-else:  # pragma: no cover
-    apply_plain = apply_plain_orjson
-    PARSER = "orjson"

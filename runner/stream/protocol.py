@@ -172,10 +172,6 @@ class StreamState:
             found = self.others[index] = ChoiceState(index)
         return found
 
-    def all_choices(self) -> list:
-        """Every choice in index order, choice 0 (this state) first."""
-        return [self, *(self.others[i] for i in sorted(self.others))] if self.others else [self]
-
 
 def handle_data(state: StreamState, data: str) -> bool:
     """Apply one event's data; return True when it carried generated text.

@@ -28,10 +28,6 @@ def share(total: int, count: int, index: int) -> int:
     return total // count + (1 if index < total % count else 0)
 
 
-def split_concurrency(total: int, count: int) -> list[int]:
-    return [share(total, count, i) for i in range(count)]
-
-
 def split_rate(rate: float | None, active: int) -> float | None:
     """Each active worker's arrival rate: None stays closed-loop, inf stays all-at-once."""
     if rate is None or math.isinf(rate):
