@@ -7,27 +7,30 @@ and nothing else maps exceptions to exit codes.
 
 from __future__ import annotations
 
-# The exit codes: cron, CI and the Python API read them. The CLI's help table is made from EXIT_CODES.
+# The exit codes: cron, CI and the Python API read them; every command returns one of these names.
 EXIT_OK = 0
-EXIT_FAILED = 1
+EXIT_FAILED = 1  # a run: failures over budget; merge, convert, export, synth: some lines were skipped
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_OUTPUT = 4
 EXIT_CLIENT_BOUND = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_ORPHANED = 70  # a --workers process whose parent is gone (the parent's run is over: no command returns it)
 
+# The run's exit codes as its --help shows them (runner/cli/help.py makes the table from these rows).
 EXIT_CODES: tuple[tuple[str, str], ...] = (
-    ("0", "every record ok, or failures within the failure budget"),
-    ("1", "failures over the budget (default budget: none), counted by final records"),
-    ("2", "usage or configuration error (nothing sent), or the first 20 answers were all 401/403/404 "
-          "(wrong key, URL or model), or the server was never reachable (nothing written for those prompts)"),
-    ("3", "the output is locked by another run"),
-    ("4", "the output could not be written (full disk): sending stopped, in-flight requests drained; "
-          "--resume completes the file"),
-    ("5", "--strict-timing and a stage was client-bound: the client's own event-loop lag or CPU made its "
-          "latencies untrustworthy"),
-    ("130", "interrupted by SIGINT (Ctrl-C); 143 by SIGTERM"),
+    (str(EXIT_OK), "every record ok, or failures within the failure budget"),
+    (str(EXIT_FAILED), "failures over the budget (default budget: none), counted by final records"),
+    (str(EXIT_USAGE), "usage or configuration error (nothing sent), or the first 20 answers were all 401/403/404 "
+                      "(wrong key, URL or model), or the server was never reachable (nothing written for those "
+                      "prompts)"),
+    (str(EXIT_LOCKED), "the output is locked by another run"),
+    (str(EXIT_OUTPUT), "the output could not be written (full disk): sending stopped, in-flight requests drained; "
+                       "--resume completes the file"),
+    (str(EXIT_CLIENT_BOUND), "--strict-timing and a stage was client-bound: the client's own event-loop lag or CPU "
+                             "made its latencies untrustworthy"),
+    (str(EXIT_SIGINT), f"interrupted by SIGINT (Ctrl-C); {EXIT_SIGTERM} by SIGTERM"),
 )
 
 

@@ -15,7 +15,7 @@ from .config.run_config import RunConfig
 from .engine.answers import response_format
 from .engine.structured import format_problem
 from .errors import UsageError
-from .stream.endpoints import check_base_url, is_loopback, url_secrets
+from .stream.endpoints import check_base_url, is_loopback, public_url, url_secrets
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
 
 
@@ -32,7 +32,8 @@ def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None
 
 
 def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
-    """The headers and keys, checked before any input is read (a bad URL, header or variable name: exit 2).
+    """The headers and keys, checked before any input is read (a bad URL, header or variable name: exit 2);
+    their `secrets` are `secrets_of(cfg)`'s, everything the run redacts.
 
     A run-wide --param response_format whose schema is invalid is refused here
     too: every line would be answered invalid_input with it.
@@ -45,13 +46,9 @@ def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
             for url in cfg.base_urls:
                 check_base_url(url)
         check_env_name(cfg.api_key_env)
-        creds = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ)
+        return _resolved(cfg)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
-    passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
-    if passwords:
-        creds = Credentials(creds.headers, creds.secrets + passwords, creds.auth, creds.unusable)
-    return creds
 
 
 def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
@@ -73,7 +70,7 @@ def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, 
                              "--no-auth to use the URL's credentials, or remove them from the URL")
     if not cfg.auth or local:
         return
-    remote = [u for u in cfg.base_urls if not is_loopback(u)]
+    remote = [public_url(u) for u in cfg.base_urls if not is_loopback(u)]
     if not remote:
         return
     for api in needed:
@@ -94,9 +91,15 @@ def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, 
 
 def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
     """Every string the logs, records and summaries must never show: the keys, header values taken from the
-    environment, and passwords in base URLs (what the log filter redacts from the first line on)."""
+    environment, and the credentials in base URLs.  The one place they are gathered: the log filter (from
+    the first line on), the records' error messages and every worker process redact these."""
     try:
-        secrets = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ).secrets
+        return _resolved(cfg).secrets
     except HeaderError:  # preflight reports it; redact what can be known
-        secrets = tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
-    return secrets + tuple(p for url in cfg.base_urls for p in url_secrets(url))
+        keys = tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
+        return keys + tuple(s for url in cfg.base_urls for s in url_secrets(url))
+
+
+def _resolved(cfg: RunConfig) -> Credentials:
+    """The headers, keys and secrets from the environment, as the config names them."""
+    return resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ, base_urls=cfg.base_urls)

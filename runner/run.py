@@ -260,7 +260,7 @@ class Run:
                 await cache.aclose()
         facts = RunFacts(
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
-            exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,
+            exit_code=EXIT_OK, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
             records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
             event_loop_lag=self.lag.summary() if self.cfg.workers == 1 else self.engine.lag_summary(),

@@ -153,3 +153,71 @@ def test_the_install_hint_names_the_pip_and_the_source_that_are_running(tmp_path
     assert install_hint("tokens", package_dir=site / "runner", prefix="/usr", base_prefix="/usr",
                         executable="/usr/bin/python3", cwd=str(elsewhere)) == \
         "/usr/bin/python3 -m pip install 'streamrun[tokens]'"
+
+
+def test_every_exit_code_is_a_name_from_runner_errors():
+    """Exit codes are defined once (runner/errors.py, which the --help table is made from): no command,
+    run or worker returns a number of its own."""
+    import re
+
+    import runner.errors as errors
+
+    root = Path(__file__).parent.parent / "runner"
+    literal = re.compile(r"(?:sys\.exit|\.exit|os\._exit)\(\s*\d+\s*\)|\bexit_code\s*=\s*\d+")
+    returned = re.compile(r"^\s*return\s+\d+\s*$", re.M)  # a click command's code (runner/cli only)
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).as_posix()
+        if rel in ("runner/errors.py",) or rel.startswith("runner/mock/"):
+            continue
+        text = path.read_text()
+        found += [f"{rel}: {m.group(0).strip()}" for m in literal.finditer(text)]
+        if rel.startswith("runner/cli/"):
+            found += [f"{rel}: {m.group(0).strip()}" for m in returned.finditer(text)]
+    assert found == []
+    names = {value for name, value in vars(errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    assert {int(code) for code, _ in errors.EXIT_CODES} <= names
+    assert f"{errors.EXIT_SIGTERM} by SIGTERM" in streamrun("--help").stdout
+
+
+async def test_a_password_in_the_base_url_never_reaches_a_log_line_a_record_or_the_summary(tmp_path, aiohttp_server):
+    """`user:pass@` in --base-url is a secret in every form (runner.preflight.secrets_of): as typed, and as the
+    Basic token aiohttp sends for it, which a gateway that echoes the request's headers in its errors hands
+    back. Not in text or JSON log lines, records, the summary, nor from worker processes."""
+    import asyncio
+    import base64
+
+    from aiohttp import web
+
+    user, password = "leakuser", "hunter2-Pa55word"
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    async def echo(request: web.Request) -> web.Response:  # a debugging gateway: every header in the error
+        sent = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
+        return web.json_response({"error": {"message": f"unauthorized (you sent {sent})"}}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/v1/{api:.*}", echo)
+    server = await aiohttp_server(app)
+    url = f"http://{user}:{password}@127.0.0.1:{server.port}/v1"
+    env = {"OPENAI_API_KEY": ""}
+    few = write_jsonl(tmp_path / "few.jsonl", [{"custom_id": f"r{i}", "prompt": "x"} for i in range(3)])
+    many = write_jsonl(tmp_path / "many.jsonl", [{"custom_id": f"r{i}", "prompt": "x"} for i in range(25)])
+    runs = [  # records with the echo (from two worker processes); the rejection guard's stop, logged as JSON
+        await asyncio.to_thread(streamrun, "-v", "run", few, "-o", tmp_path / "few.out.jsonl", "--base-url", url,
+                                "--no-auth", "--model", "m", "--workers", "2", "-c", "2", "--max-attempts", "1",
+                                env=env),
+        await asyncio.to_thread(streamrun, "-v", "--log-format", "json", "run", many, "-o",
+                                tmp_path / "many.out.jsonl", "--base-url", url, "--no-auth", "--model", "m", "-c", "1",
+                                "--max-attempts", "1", env=env),
+        # a remote URL without the key it needs: refused, naming the URL
+        await asyncio.to_thread(streamrun, "run", few, "-o", tmp_path / "remote.jsonl", "--base-url",
+                                f"https://{user}:{password}@gw.example.invalid/v1", env=env),
+    ]
+    assert [r.returncode for r in runs] == [1, 2, 2], [r.stderr for r in runs]
+    few_records = read_jsonl(tmp_path / "few.out.jsonl")
+    assert len(few_records) == 3 and all("unauthorized (you sent" in r["error"]["message"] for r in few_records)
+    assert "stopped: the first 20 answers" in runs[1].stderr and "https://gw.example.invalid/v1" in runs[2].stderr
+    shown = [r.stdout + r.stderr for r in runs] + [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    for text in shown:
+        assert password not in text and token not in text and f"{user}:" not in text

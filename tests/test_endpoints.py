@@ -58,9 +58,16 @@ def test_other_urls_are_not_loopback(url):
 
 
 def test_credentials_in_a_url_are_stripped_and_secret():
+    import aiohttp
+    from yarl import URL
+
     url = "https://user:s3cr3t-pass@gw.example.com/v1"
     assert public_url(url) == "https://gw.example.com/v1"
-    assert url_secrets(url) == ("s3cr3t-pass",)
+    basic = aiohttp.BasicAuth.from_url(URL(url)).encode().removeprefix("Basic ")  # what the server is sent
+    assert url_secrets(url) == ("s3cr3t-pass", basic)
+    escaped = "https://user:p%40ss-w0rd@gw.example.com/v1"  # as written, and as sent: p@ss-w0rd
+    assert set(url_secrets(escaped)) == {"p@ss-w0rd", "p%40ss-w0rd",
+                                         aiohttp.BasicAuth.from_url(URL(escaped)).encode().removeprefix("Basic ")}
     assert public_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"  # untouched without them
     assert url_secrets("http://user@h/v1") == ()
 

@@ -355,6 +355,15 @@ def test_load_script_jsonl_and_list(tmp_path):
     negative.write_text('{"ttft": 0.1, "gaps": [-1]}\n')
     with pytest.raises(ValueError):
         load_script(negative)
+    # Read as every JSONL file is (runner/io/jsonl): a BOM and CRLF line ends from Windows tools, and a
+    # line that is not JSON named by its number.
+    windows = tmp_path / "win.jsonl"
+    windows.write_bytes(b'\xef\xbb\xbf{"ttft": 0.2, "gaps": [0.5]}\r\n{"ttft": 0}\r\n')
+    assert load_script(windows) == (ScriptEntry(0.2, (0.5,)), ScriptEntry(0.0, ()))
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"ttft": 0.1}\n{"ttft": 0.')
+    with pytest.raises(ValueError, match=r"torn.jsonl: line 2: a torn last line"):
+        load_script(torn)
 
 
 async def test_script_mode_event_counts(aiohttp_client):

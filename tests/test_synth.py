@@ -262,8 +262,14 @@ def test_bad_trace_lines_are_reported_with_file_and_line_and_skipped(tmp_path):
     assert "hash_ids has 1" in errors[1] and "output_length" in errors[2] and "timestamp" in errors[3]
     res = streamrun("synth", "--from-trace", path)
     assert res.returncode == 1, res.stderr
-    assert f"{path}:2: not JSON" in res.stderr and "skipped 4 bad line(s)" in res.stderr
+    assert f"{path}:2: not valid JSON" in res.stderr and "skipped 4 bad line(s)" in res.stderr
     assert [orjson.loads(x)["custom_id"] for x in res.stdout.splitlines()] == ["trace-0-1", "trace-0-7"]
+    # Read as every JSONL file is (runner/io/jsonl): a BOM, CRLF line ends, and a torn last line said as such.
+    windows = tmp_path / "windows.jsonl"
+    windows.write_bytes(b"\xef\xbb\xbf" + orjson.dumps(row(0, 10, [1])) + b"\r\n" + orjson.dumps(row(5, 10, [1]))[:-9])
+    out, errors = convert(windows)
+    assert [x["custom_id"] for x in out] == ["trace-0-1"]
+    assert errors == [f"{windows}:2: a torn last line (no newline, not valid JSON), as an interrupted write leaves"]
 
 
 def test_sample_trace_converts_cleanly():

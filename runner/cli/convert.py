@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..errors import EXIT_FAILED
 from ..outputs.batch import OPENAI_BATCH, STREAMRUN
 from ..outputs.convert import convert_stream
 from ..stream.paths import CHAT_PATH
@@ -41,7 +42,7 @@ def convert_command(in_path: str, out_path: str, to: str, request_url: str) -> N
     left_out = f", {superseded} superseded records left out" if superseded else ""
     click.echo(f"convert: {written} lines written, {bad} skipped{left_out}", err=True)
     if bad:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_FAILED)
 
 
 def _same_file(a: str, b: str) -> bool:

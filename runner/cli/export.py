@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import RunError
+from ..errors import EXIT_FAILED, RunError
 from ..export.write import FORMATS, ROW_GROUP_SIZE, ExportError, export
 from ..inputs.items import InputError, expand_inputs
 from .help import click_error, examples
@@ -54,4 +54,4 @@ def export_command(results: tuple[str, ...], target: tuple[str, str], inputs: tu
         raise click_error(exc) from None
     click.echo(report.summary(to, out), err=True)
     if report.bad_lines:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_FAILED)

@@ -154,7 +154,7 @@ def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bo
     except JobFileError as exc:  # logged, so that --log-format json gets a JSON line as every run error does
         setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"])
         logging.getLogger("streamrun").error("%s", exc)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     sys.exit(start(ctx, cfg, mock=mock, progress=progress))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import EXIT_FAILED
 from ..outputs.merge import merge, usage_problem
 from .help import examples
 
@@ -43,4 +44,4 @@ def merge_command(
     report = merge(outputs, out_path, inputs or None, missing_path)
     click.echo(report.summary(), err=True)
     if not report.ok:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_FAILED)

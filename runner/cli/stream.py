@@ -19,7 +19,7 @@ import click
 import orjson
 
 from ..config.run_config import RunConfig
-from ..errors import RunError
+from ..errors import EXIT_FAILED, EXIT_OK, RunError
 from ..config.options import BY_FIELD, config_from_options
 from ..config.parsers import OptionError
 from ..logs import setup_logging
@@ -111,7 +111,7 @@ def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | No
         code = exc.exit_code
     except StdoutClosed:  # the reader has what it wanted: stop quietly, after one request
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is buffered goes nowhere at exit
-        code = 0
+        code = EXIT_OK
     sys.exit(code)
 
 
@@ -155,7 +155,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
             result = await call_with_retries(cfg.retry, attempt)
         except RequestError as exc:
             print(f"\nstreamrun: {exc.type}: {redact(exc.message, creds.secrets)}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
     _out("\n")
     t = result.timing
     ttft = (t.first_text - t.sent) if t.first_text is not None else None
@@ -166,4 +166,4 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
     print(f"TTFT {fmt(ttft)}  ITL p50 {fmt(itl)}  E2E {fmt(t.end - t.sent if t.end else None)}  "
           f"{tokens} tokens  finish {result.state.finish_reason}  attempts {len(timings)}  model {model}",
           file=sys.stderr)
-    return 0
+    return EXIT_OK

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .help import examples
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def synth_command(ctx: click.Context, count: int, tokenizer: str | None, from_tr
         tok = load_tokenizer(tokenizer)
     except TokenizerError as exc:
         click.echo(f"streamrun synth: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     shortfall = Shortfall()
     if from_trace:
         sys.exit(_write_trace(from_trace, tok, count if _given(ctx, "count") else None, block_tokens=block_tokens,
@@ -129,8 +130,8 @@ def _write_trace(path: str, tok: TextTokenizer, limit: int | None, *, shortfall:
     if bad:
         more = f" ({bad - MAX_REPORTED} not shown)" if bad > MAX_REPORTED else ""
         click.echo(f"streamrun synth: skipped {bad} bad line(s) of {path}{more}; wrote {written}", err=True)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _warn_shortfall(shortfall: Shortfall, name: str) -> None:

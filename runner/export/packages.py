@@ -17,9 +17,7 @@ from ..extras import install_hint
 
 
 class MissingPackage(UsageError):
-    """pyarrow or datasets is not installed: a configuration error (exit 2)."""
-
-    exit_code = 2
+    """pyarrow or datasets is not installed: a configuration error (exit 2, as every UsageError)."""
 
 
 def _require(module: str, needs: str) -> ModuleType:

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 
 import sys
 
-from ..errors import RunError
+from ..errors import EXIT_FAILED, RunError
 
 from runner.inputs.items import STDIN
 from runner.outputs.finals import FinalRecords
@@ -83,7 +83,7 @@ class ExportError(ValueError):
 class NoRows(RunError):
     """--to hf-dataset of results with no record (exit 1)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from ..io.jsonl import JsonlReader
 from .synth import Shortfall, custom_id, default_id_prefix, exact_text, finish_line
 from .tokenizer import TextTokenizer
 
@@ -58,12 +59,8 @@ def _int(obj: dict, key: str, low: int) -> int:
     return value
 
 
-def parse_trace_line(raw: bytes, line: int, block_tokens: int = BLOCK_TOKENS) -> TraceRequest:
-    """A trace line as a TraceRequest, or TraceLineError."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise TraceLineError(f"not JSON ({exc})") from None
+def trace_request(obj: Any, line: int, block_tokens: int = BLOCK_TOKENS) -> TraceRequest:
+    """A trace line's JSON as a TraceRequest, or TraceLineError."""
     if not isinstance(obj, dict):
         raise TraceLineError("not a JSON object")
     stamp = obj.get("timestamp")
@@ -83,18 +80,14 @@ def parse_trace_line(raw: bytes, line: int, block_tokens: int = BLOCK_TOKENS) ->
 
 def read_trace(path: str, on_error: Callable[[str], None],
                block_tokens: int = BLOCK_TOKENS) -> Iterator[TraceRequest]:
-    """The good lines of the trace at ``path``; each bad one goes to ``on_error``
-    as ``PATH:LINE: why`` and is skipped.  Blank lines are ignored."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM from Windows tools
-            if not raw.strip():
-                continue
+    """The good lines of the trace at ``path``, read by the one JSONL reader (a BOM, blank lines, a torn
+    last line); each bad one goes to ``on_error`` as ``PATH:LINE: why`` and is skipped."""
+    with JsonlReader(path, on_bad=lambda number, why: on_error(f"{path}:{number}: {why}")) as reader:
+        for number, _raw, obj in reader.objects():
             try:
-                yield parse_trace_line(raw, number, block_tokens)
+                yield trace_request(obj, number, block_tokens)
             except TraceLineError as exc:
-                on_error(f"{path}:{number}: {exc}")
+                reader.bad(number, str(exc))
 
 
 class BlockTexts:

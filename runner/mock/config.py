@@ -8,6 +8,7 @@ import aiohttp handlers.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from ..io.jsonl import JsonlReader
 
 __all__ = ["MockConfig", "ScriptEntry", "load_script", "finite_nonneg"]
 
@@ -124,18 +127,19 @@ def load_script(path: str | os.PathLike[str]) -> tuple[ScriptEntry, ...]:
     """Read timing entries from a JSONL file (one object per line) or a
     JSON list of objects: ``{"ttft": 0.1, "gaps": [0.01, 0.02]}``.
     Raises ValueError naming the bad entry."""
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    items: list[tuple[str, Any]] = []
-    try:
-        if stripped.startswith("["):
-            items = [(f"item {i}", obj) for i, obj in enumerate(orjson.loads(stripped))]
-        else:
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    items.append((f"line {lineno}", orjson.loads(line)))
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON/JSONL: {exc}") from None
+    data = Path(path).read_bytes()
+    items: list[tuple[str, Any]]
+    if data.lstrip().startswith(b"["):
+        try:
+            items = [(f"item {i}", obj) for i, obj in enumerate(orjson.loads(data))]
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON: {exc}") from None
+    else:
+        def refuse(line: int, why: str) -> None:
+            raise ValueError(f"{path}: line {line}: {why}")
+
+        with JsonlReader(io.BytesIO(data), name=os.fspath(path), on_bad=refuse) as reader:
+            items = [(f"line {line}", obj) for line, _raw, obj in reader.objects()]
     entries = []
     for where, obj in items:
         try:

@@ -116,14 +116,25 @@ def public_url(url: str) -> str:
 
 
 def url_secrets(url: str) -> tuple[str, ...]:
-    """A password in a base URL is a secret like the key: redacted wherever it might be echoed."""
+    """A password in a base URL is a secret like the key: redacted wherever it might be echoed.
+
+    In every form it can take: as decoded and as written in the URL
+    (`p%40ss`), and as the `Authorization: Basic` token aiohttp sends for it,
+    which a gateway that echoes the request's headers in its error hands back.
+    """
+    import base64
+
     from yarl import URL
 
     try:
-        password = URL(url).password
+        parsed = URL(url)
+        password, raw = parsed.password, parsed.raw_password
     except (ValueError, TypeError):
         return ()
-    return (password,) if password else ()
+    if not password:
+        return ()
+    token = base64.b64encode(f"{parsed.user or ''}:{password}".encode("latin1", "replace")).decode()
+    return tuple(dict.fromkeys((password, raw or password, token)))
 
 
 def is_loopback(url: str) -> bool:

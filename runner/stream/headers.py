@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
+
+from .endpoints import url_secrets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
@@ -71,8 +73,9 @@ class Credentials:
 
 
 def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, str | None],
-                        environ: Mapping[str, str]) -> Credentials:
-    """The headers of every request, and each API's key (`key_envs`: API -> variable, None for no key).
+                        environ: Mapping[str, str], base_urls: Sequence[str] = ()) -> Credentials:
+    """The headers of every request, and each API's key (`key_envs`: API -> variable, None for no key);
+    `secrets`: every one of them, and the credentials in `base_urls` (`user:password@`).
 
     A missing or unusable key is not an error here (loopback servers need
     none; a run whose lines are all OpenAI's needs no Anthropic key): the
@@ -97,6 +100,7 @@ def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, st
         if name.lower() not in names:
             auth[api] = {name: key if api == ANTHROPIC else f"Bearer {key}"}
     secrets.extend(common.secrets)
+    secrets.extend(s for url in base_urls for s in url_secrets(url))
     return Credentials(common.headers, tuple(dict.fromkeys(secrets)), auth, unusable)
 
 

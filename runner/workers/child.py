@@ -32,7 +32,7 @@ import anyio
 from ..aio import loop_factory
 from ..engine.answers import Answers
 from ..engine.loop import Engine, EngineHooks
-from ..errors import RunError
+from ..errors import EXIT_ORPHANED, RunError
 from ..engine.guards import RejectionGuard
 from ..observe.client_timing import LagMonitor, StageTimer
 from ..engine.hooks import open_cache, quota_hooks
@@ -40,7 +40,6 @@ from .quota import QuotaClient
 from .wire import Kind, Link, item_of, record_bytes, unpack
 
 HEARTBEAT_S = 0.25  # how often the parent hears what is in flight (the progress display, the drain log)
-EXIT_ORPHANED = 70  # the parent is gone
 _END = object()
 
 

@@ -45,7 +45,7 @@ import anyio
 
 from ..config.run_config import Stage
 from ..engine.loop import Engine, EngineResult
-from ..errors import RunError
+from ..errors import EXIT_FAILED, RunError
 from ..inputs.items import InputItem, aiter_items
 from ..record import Record
 from .handle import WorkerHandle
@@ -68,7 +68,7 @@ class WorkerFailed(RunError):
 class WorkerDied(RunError):
     """A worker ended before its work did: what it held has no record, and --resume sends it again (exit 1)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class WorkerPool(Engine):
