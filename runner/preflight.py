@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .config.run_config import RunConfig
+from .config.run_config import RunConfig, TransportConfig
 from .engine.answers import response_format
 from .engine.structured import format_problem
 from .errors import UsageError
@@ -38,46 +38,48 @@ def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
     A run-wide --param response_format whose schema is invalid is refused here
     too: every line would be answered invalid_input with it.
     """
-    problem = format_problem(response_format(cfg.params))
+    transport = cfg.transport
+    problem = format_problem(response_format(cfg.request.params))
     if problem is not None:
         raise UsageError(f"--param: {problem}")
     try:
         if not local:
-            for url in cfg.base_urls:
+            for url in transport.base_urls:
                 check_base_url(url)
-        check_env_name(cfg.api_key_env)
-        return _resolved(cfg)
+        check_env_name(transport.api_key_env)
+        return _resolved(transport)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
 
 
 def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
-    """Every key the lines need is set: each API's lines take their own (`RunConfig.key_env_for`), and one
-    missing for a remote URL is exit 2 naming its variable, before anything is sent.
+    """Every key the lines need is set: each API's lines take their own (`TransportConfig.key_env_for`), and
+    one missing for a remote URL is exit 2 naming its variable, before anything is sent.
 
     `apis`: whose keys the scanned inputs need; None (a pipe, not scanned)
     or none (no line to send): the key of the lines --api names, as ever.
     """
-    needed = sorted(apis or {cfg.key_api}, key=lambda api: api != cfg.key_api)  # --api's first
+    transport = cfg.transport
+    needed = sorted(apis or {transport.key_api}, key=lambda api: api != transport.key_api)  # --api's first
     for api in needed:
         if api in creds.unusable:
             raise UsageError(creds.unusable[api])
-    if any(url_secrets(url) for url in cfg.base_urls):
+    if any(url_secrets(url) for url in transport.base_urls):
         sent = {name.lower() for name in creds.headers} | {
             name.lower() for api in needed for name in creds.auth.get(api, {})}
         if sent & {"authorization", "x-api-key"}:
             raise UsageError("a base URL with user:password@ and an API key cannot both be sent: pass "
                              "--no-auth to use the URL's credentials, or remove them from the URL")
-    if not cfg.auth or local:
+    if not transport.auth or local:
         return
-    remote = [public_url(u) for u in cfg.base_urls if not is_loopback(u)]
+    remote = [public_url(u) for u in transport.base_urls if not is_loopback(u)]
     if not remote:
         return
     for api in needed:
-        variable = cfg.key_env_for(api)
+        variable = transport.key_env_for(api)
         if os.environ.get(variable):
             continue
-        if api == cfg.key_api:
+        if api == transport.key_api:
             raise UsageError(
                 f"the environment variable {variable} is not set, and {remote[0]} is not on this machine: "
                 f"export {variable}=..., name another variable with --api-key-env, "
@@ -93,13 +95,15 @@ def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
     """Every string the logs, records and summaries must never show: the keys, header values taken from the
     environment, and the credentials in base URLs.  The one place they are gathered: the log filter (from
     the first line on), the records' error messages and every worker process redact these."""
+    transport = cfg.transport
     try:
-        return _resolved(cfg).secrets
+        return _resolved(transport).secrets
     except HeaderError:  # preflight reports it; redact what can be known
-        keys = tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
-        return keys + tuple(s for url in cfg.base_urls for s in url_secrets(url))
+        keys = tuple(s for s in (os.environ.get(v) for v in transport.key_envs().values() if v) if s)
+        return keys + tuple(s for url in transport.base_urls for s in url_secrets(url))
 
 
-def _resolved(cfg: RunConfig) -> Credentials:
-    """The headers, keys and secrets from the environment, as the config names them."""
-    return resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ, base_urls=cfg.base_urls)
+def _resolved(transport: TransportConfig) -> Credentials:
+    """The headers, keys and secrets from the environment, as the transport names them."""
+    return resolve_credentials(transport.headers, key_envs=transport.key_envs(), environ=os.environ,
+                               base_urls=transport.base_urls)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from runner.stream.config import RetryPolicy
-from runner.config.run_config import RunConfig, Stage
+from runner.config.run_config import LoadConfig, OutputConfig, RequestConfig, RunConfig, Stage, TransportConfig
 from runner.mock import MockConfig, serve
 
 DATA = Path(__file__).parent / "data"
@@ -179,14 +179,27 @@ async def execute(cfg: RunConfig, mock=None, show_progress: bool | None = False)
     return (await run_document(cfg, mock=mock, show_progress=show_progress))["exit_code"]
 
 
-async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
-    """Run input rows (or an input file) through the Python API into tmp_path/out.jsonl: (exit code, records)."""
+def replace_fields(cfg: RunConfig, **fields) -> RunConfig:
+    """`cfg` with each field changed wherever it sits: in RunConfig itself or in the one group that has a field
+    of that name (`seed=3` is `load.seed`), all at once."""
+    own: dict = {}
+    groups: dict[str, dict] = {}
+    for name, value in fields.items():
+        group = next((f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))
+                      and name in {g.name for g in dataclasses.fields(getattr(cfg, f.name))}), None)
+        (groups.setdefault(group, {}) if group else own)[name] = value
+    return dataclasses.replace(cfg, **own, **{group: dataclasses.replace(getattr(cfg, group), **changes)
+                                              for group, changes in groups.items()})
 
+
+async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
+    """Run input rows (or an input file) through the Python API into tmp_path/out.jsonl: (exit code, records).
+    `overrides`: fields by name (`replace_fields`)."""
     inp = rows if isinstance(rows, Path) else write_jsonl(tmp_path / "in.jsonl", rows)
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
-                    model="mock-model", retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
-    cfg = dataclasses.replace(cfg, **overrides)
-    code = await execute(cfg)
+    cfg = RunConfig(inputs=(str(inp),), output=OutputConfig(str(tmp_path / "out.jsonl"), overwrite=True),
+                    transport=TransportConfig(base_urls=(url,), retry=FAST_RETRY),
+                    request=RequestConfig(model="mock-model"), load=LoadConfig(stages=(Stage(0, 4),)))
+    code = await execute(replace_fields(cfg, **overrides))
     return code, read_jsonl(tmp_path / "out.jsonl")
 
 

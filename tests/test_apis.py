@@ -222,19 +222,20 @@ def test_a_missing_key_for_lines_that_need_it_is_exit_2_naming_its_variable(tmp_
 
 
 def test_only_the_keys_the_scanned_lines_need_are_required(monkeypatch):
-    from runner.config.run_config import RunConfig
+    from runner.config.run_config import RunConfig, TransportConfig
     from runner.errors import UsageError
     from runner.preflight import check_keys, credentials
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
-    cfg = RunConfig(inputs=("x",), output="o", base_urls=("https://gw.example.com/v1",))
+    cfg = RunConfig(inputs=("x",), transport=TransportConfig(base_urls=("https://gw.example.com/v1",)))
     creds = credentials(cfg, local=False)
     check_keys(cfg, creds, frozenset({"openai"}), local=False)  # chat lines only: no Anthropic key needed
     check_keys(cfg, creds, frozenset(), local=False)  # nothing to send: --api's key, which is set
     with pytest.raises(UsageError, match="ANTHROPIC_API_KEY"):
         check_keys(cfg, creds, frozenset({"openai", "anthropic"}), local=False)
-    check_keys(dataclasses.replace(cfg, auth=False), creds, frozenset({"anthropic"}), local=False)  # --no-auth
+    no_auth = dataclasses.replace(cfg, transport=dataclasses.replace(cfg.transport, auth=False))
+    check_keys(no_auth, creds, frozenset({"anthropic"}), local=False)  # --no-auth
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-0123456789")
     monkeypatch.delenv("OPENAI_API_KEY")
     check_keys(cfg, credentials(cfg, local=False), frozenset({"anthropic"}), local=False)  # /v1/messages lines only
@@ -253,13 +254,13 @@ def test_no_auth_and_a_header_of_the_keys_name_win_over_the_keys():
 
 
 def test_a_broken_key_counts_only_where_its_lines_are(monkeypatch):
-    from runner.config.run_config import RunConfig
+    from runner.config.run_config import RunConfig, TransportConfig
     from runner.errors import UsageError
     from runner.preflight import check_keys, credentials
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-0123456789\n")  # from a file, newline and all
-    cfg = RunConfig(inputs=("x",), output="o", base_urls=("http://127.0.0.1:8000/v1",))
+    cfg = RunConfig(inputs=("x",), transport=TransportConfig(base_urls=("http://127.0.0.1:8000/v1",)))
     creds = credentials(cfg, local=False)
     check_keys(cfg, creds, frozenset({"openai"}), local=False)  # a chat file never sends it
     with pytest.raises(UsageError, match="ANTHROPIC_API_KEY contains a line break"):

@@ -113,7 +113,7 @@ async def test_drop_logprobs_keeps_the_text_and_drops_the_logprobs(tmp_path, moc
 async def test_batch_output_holds_every_choice_and_converts_back(tmp_path, mock_server, path):
     url = await mock_server(tokens_per_chunk=2)
     row = line(path, "a", n=2, **logprob_params(path))
-    code, (batch,) = await run_rows(tmp_path, url, [row], output_format="openai-batch")
+    code, (batch,) = await run_rows(tmp_path, url, [row], format="openai-batch")
     assert code == 0
     body, want = batch["response"]["body"], await non_streamed(url, row)
     assert body["object"] == want["object"] and len(body["choices"]) == 2

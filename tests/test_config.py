@@ -8,13 +8,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from runner.config.run_config import FsyncPolicy, RunConfig, Stage, make_stages, render_paths
+from runner.config.run_config import (FsyncPolicy, LoadConfig, OutputConfig, RunConfig, Stage, TransportConfig,
+                                      make_stages, render_paths)
 from runner.errors import UsageError
 from tests.conftest import freeze_now
 
 
 def cfg(**kw) -> RunConfig:
-    return RunConfig(inputs=("in.jsonl",), output="out.jsonl", **kw)
+    return RunConfig(**{"inputs": ("in.jsonl",), "output": OutputConfig("out.jsonl"), **kw})
 
 
 def test_make_stages():
@@ -28,17 +29,17 @@ def test_make_stages():
 
 
 def test_stages_derive_from_concurrency_and_rate():
-    assert cfg().stages == (Stage(0, 16),)
-    assert cfg(concurrency=(4,), rate=(2.5,)).stages == (Stage(0, 4, 2.5),)
-    sweep = cfg(concurrency=(1, 8, 2))
+    assert cfg().load.stages == (Stage(0, 16),)
+    assert LoadConfig(concurrency=(4,), rate=(2.5,)).stages == (Stage(0, 4, 2.5),)
+    sweep = LoadConfig(concurrency=(1, 8, 2))
     assert [(s.index, s.concurrency, s.label) for s in sweep.stages] == [(0, 1, "c=1"), (1, 8, "c=8"), (2, 2, "c=2")]
     assert sweep.max_concurrency == 8
-    rates = cfg(concurrency=(4,), rate=(0.5, math.inf))
+    rates = LoadConfig(concurrency=(4,), rate=(0.5, math.inf))
     assert [(s.rate, s.label) for s in rates.stages] == [(0.5, "rate=0.5"), (math.inf, "rate=inf")]
     given = (Stage(0, 3),)
-    assert cfg(concurrency=(99,), stages=given).stages == given  # given stages win
+    assert LoadConfig(concurrency=(99,), stages=given).stages == given  # given stages win
     with pytest.raises(UsageError, match="not both"):
-        cfg(concurrency=(1, 2), rate=(1.0, 2.0))
+        LoadConfig(concurrency=(1, 2), rate=(1.0, 2.0))
 
 
 def test_a_stage_outside_a_sweep_is_not_recorded():
@@ -48,32 +49,43 @@ def test_a_stage_outside_a_sweep_is_not_recorded():
 
 def test_resume_and_overwrite_exclude_each_other():
     with pytest.raises(UsageError, match="--resume and --overwrite exclude each other"):
-        cfg(resume=True, overwrite=True)
-    assert cfg(resume=True).resume and cfg(overwrite=True).overwrite
+        OutputConfig("out.jsonl", resume=True, overwrite=True)
+    assert OutputConfig("out.jsonl", resume=True).resume and OutputConfig("out.jsonl", overwrite=True).overwrite
+
+
+def test_a_sweep_is_measured_afresh_not_resumed():
+    """The one check across groups: the load's --rate sweep against the output's --resume."""
+    with pytest.raises(UsageError, match="not --resume"):
+        cfg(load=LoadConfig(rate=("sweep",)), output=OutputConfig("out.jsonl", resume=True))
+    assert cfg(load=LoadConfig(rate=("sweep",)), output=OutputConfig("out.jsonl", overwrite=True)).load.sweep
 
 
 def test_retry_failed_needs_resume():
     with pytest.raises(UsageError, match="--retry-failed goes with --resume"):
-        cfg(retry_failed=True)
-    assert cfg(resume=True, retry_failed=True).retry_failed
+        OutputConfig("out.jsonl", retry_failed=True)
+    assert OutputConfig("out.jsonl", resume=True, retry_failed=True).retry_failed
     assert UsageError("x").exit_code == 2
 
 
 def test_keep_failed_needs_resume_and_excludes_retry_failed():
     with pytest.raises(UsageError, match="--keep-failed goes with --resume"):
-        cfg(keep_failed=True)
+        OutputConfig("out.jsonl", keep_failed=True)
     with pytest.raises(UsageError, match="--keep-failed and --retry-failed exclude each other"):
-        cfg(resume=True, keep_failed=True, retry_failed=True)
-    assert cfg(resume=True, keep_failed=True).keep_failed
+        OutputConfig("out.jsonl", resume=True, keep_failed=True, retry_failed=True)
+    assert OutputConfig("out.jsonl", resume=True, keep_failed=True).keep_failed
 
 
-def test_public_copy_has_no_secret_and_is_json():
-    c = cfg(base_urls=("https://user:hunter2-pass@gw.example.com/v1",), api_key_env="MY_KEY",
-            concurrency=(1, 2))
-    doc = c.public()
-    assert doc["base_urls"] == ["https://gw.example.com/v1"]
+def test_the_summarys_copy_is_keyed_as_job_files_are_and_has_no_secret():
+    from runner.config.options import BY_KEY, summary_config
+
+    c = cfg(transport=TransportConfig(base_urls=("https://user:hunter2-pass@gw.example.com/v1",),
+                                      api_key_env="MY_KEY"), load=LoadConfig(concurrency=(1, 2)))
+    doc = summary_config(c)
+    assert doc["base_url"] == ["https://gw.example.com/v1"]
     assert doc["api_key_env"] == "MY_KEY"  # the variable's name, never its value
     assert [s["label"] for s in doc["stages"]] == ["c=1", "c=2"]
+    assert doc["timeouts"]["idle"] == 120.0 and doc["concurrency"] == [1, 2] and doc["output"] == "out.jsonl"
+    assert set(doc) == {key.split(".")[0] for key in BY_KEY} | {"stages"}
     assert "hunter2-pass" not in json.dumps(doc)
 
 
@@ -95,14 +107,14 @@ def test_fsync_policy_refuses_other_words():
 
 def test_render_paths_fills_date_job_and_shard(monkeypatch):
     freeze_now(monkeypatch, datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone.utc))
-    c = cfg(job="nightly", shard="3/8")
-    c = RunConfig(**{**c.__dict__, "output": "out/{job}-{date}-{shard}.jsonl", "summary_path": "s/{date}.json"})
+    c = cfg(job="nightly", shard="3/8", output=OutputConfig("out/{job}-{date}-{shard}.jsonl",
+                                                            summary_path="s/{date}.json"))
     rendered = render_paths(c)
-    assert rendered.output == "out/nightly-2024-02-29-3of8.jsonl"
-    assert rendered.summary_path == "s/2024-02-29.json"
-    plain = render_paths(RunConfig(inputs=("i",), output="o-{shard}-{job}.jsonl"))
-    assert plain.output == "o-all-run.jsonl" and plain.summary_path is None  # defaults: no shard, no job name
-    assert render_paths(cfg()).output == "out.jsonl"  # nothing to fill
+    assert rendered.output.path == "out/nightly-2024-02-29-3of8.jsonl"
+    assert rendered.output.summary_path == "s/2024-02-29.json"
+    plain = render_paths(RunConfig(inputs=("i",), output=OutputConfig("o-{shard}-{job}.jsonl")))
+    assert plain.output.path == "o-all-run.jsonl" and plain.output.summary_path is None  # no shard, no job name
+    assert render_paths(cfg()).output.path == "out.jsonl"  # nothing to fill
 
 
 @pytest.mark.parametrize("path", [
@@ -113,4 +125,4 @@ def test_render_paths_fills_date_job_and_shard(monkeypatch):
 ])
 def test_render_paths_refuses_unknown_fields(path):
     with pytest.raises(UsageError, match=r"unknown template field .* \(use \{date\}, \{job\}, \{shard\}\)"):
-        render_paths(RunConfig(inputs=("i",), output=path))
+        render_paths(RunConfig(inputs=("i",), output=OutputConfig(path)))

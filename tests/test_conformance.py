@@ -15,7 +15,6 @@ loosened to let it pass.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import re
@@ -332,11 +331,13 @@ def _job_requests():
 def test_job_files(cfg, item):
     """Each job's [params], model and include_usage over each of its input lines."""
     assert item.error is None, item.error
-    configured = cfg.model or cfg.params.get("model")
+    configured = cfg.request.model or cfg.request.params.get("model")
     model = configured if ("model" in item.body or configured is not None) else SERVED_MODEL
-    body = build_body(item.body, path=item.path, defaults=cfg.params, model=model, include_usage=cfg.include_usage)
-    check_sent(item.path, body, include_usage=cfg.include_usage)
-    for key, value in cfg.params.items():
+    request = cfg.request
+    body = build_body(item.body, path=item.path, defaults=request.params, model=model,
+                      include_usage=request.include_usage)
+    check_sent(item.path, body, include_usage=request.include_usage)
+    for key, value in request.params.items():
         assert body[key] == item.body.get(key, value)
 
 
@@ -608,11 +609,12 @@ def test_a_header_is_sent_once_whatever_its_case(template):
 @pytest.mark.parametrize("job", JOB_FILES, ids=lambda p: p.name)
 def test_job_file_headers(job):
     cfg, _mock = load_job(str(job))
-    for environ in ({cfg.api_key_env: KEY}, {}):
-        creds = openai_headers(cfg.headers, api_key_env=cfg.api_key_env, environ=environ,
-                               auth="bearer" if cfg.auth else "none")
+    transport = cfg.transport
+    for environ in ({transport.api_key_env: KEY}, {}):
+        creds = openai_headers(transport.headers, api_key_env=transport.api_key_env, environ=environ,
+                               auth="bearer" if transport.auth else "none")
         check_headers(creds.headers)
-        assert creds.headers.get("Authorization") == (f"Bearer {KEY}" if environ and cfg.auth else None)
+        assert creds.headers.get("Authorization") == (f"Bearer {KEY}" if environ and transport.auth else None)
 
 
 # --------------------------------------------------------------------------
@@ -672,7 +674,7 @@ async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
     build (so those checks speak for the wire), and every body and header set conforms."""
     from runner.stream.config import RetryPolicy
     from runner.config.run_config import RunConfig, Stage
-    from tests.conftest import execute
+    from tests.conftest import execute, replace_fields
 
     start, seen = recording_server
     monkeypatch.setenv("CONF_KEY", KEY)
@@ -681,25 +683,23 @@ async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
     if job:
         cfg, _mock = load_job(str(ROOT / "jobs" / job))
     else:
-        cfg = RunConfig(inputs=tuple(str(p) for p in SAMPLE_FILES), output="")
-    if "concurrency" in {f.name for f in dataclasses.fields(RunConfig)}:
-        overrides = {"concurrency": (4,), **overrides}
-    cfg = dataclasses.replace(cfg, output=str(tmp_path / "out.jsonl"), summary_path=str(tmp_path / "summary.json"),
-                              api_key_env="CONF_KEY", stages=(Stage(0, 4),), retry=RetryPolicy(max_attempts=1),
-                              shard=None, **overrides)
-    configured = cfg.model or cfg.params.get("model")
-    cfg = dataclasses.replace(cfg, base_urls=(await start(configured or SERVED_MODEL),))
+        cfg = RunConfig(inputs=tuple(str(p) for p in SAMPLE_FILES))
+    cfg = replace_fields(cfg, path=str(tmp_path / "out.jsonl"), summary_path=str(tmp_path / "summary.json"),
+                         api_key_env="CONF_KEY", concurrency=(4,), stages=(Stage(0, 4),),
+                         retry=RetryPolicy(max_attempts=1), shard=None, **overrides)
+    configured = cfg.request.model or cfg.request.params.get("model")
+    cfg = replace_fields(cfg, base_urls=(await start(configured or SERVED_MODEL),))
     assert await execute(cfg, None, False) == 0
 
     expected = []
     for item in iter_items(expand_inputs(cfg.inputs)):
         model = configured if ("model" in item.body or configured is not None) else SERVED_MODEL
-        expected.append((item.path, canonical(build_body(item.body, path=item.path, defaults=cfg.params, model=model,
-                                                         include_usage=cfg.include_usage))))
+        expected.append((item.path, canonical(build_body(item.body, path=item.path, defaults=cfg.request.params,
+                                                         model=model, include_usage=cfg.request.include_usage))))
     assert sorted((path, canonical(orjson.loads(raw))) for path, _h, raw in seen) == sorted(expected)
 
     for path, header_items, raw in seen:
-        check_sent(path, orjson.loads(raw), include_usage=cfg.include_usage)
+        check_sent(path, orjson.loads(raw), include_usage=cfg.request.include_usage)
         names = [name.lower() for name, _ in header_items]
         assert len(names) == len(set(names)), f"a header went out twice: {header_items}"
         headers = dict(header_items)
@@ -707,6 +707,6 @@ async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
         assert headers["Accept"] == "text/event-stream"
         assert UA.fullmatch(headers["User-Agent"]), headers["User-Agent"]
         assert headers["Authorization"] == f"Bearer {KEY}"
-        for template in cfg.headers:
+        for template in cfg.transport.headers:
             name = template.split(":", 1)[0].strip()
             assert headers[name] == WIRE_HEADER_VALUES[name]

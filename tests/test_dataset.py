@@ -9,7 +9,7 @@ from aiohttp import web
 from runner.stream.config import RetryPolicy
 from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
-from tests.conftest import execute
+from tests.conftest import execute, replace_fields
 from tests.conftest import amock_stats, mock_stats, read_jsonl, run_rows, streamrun, write_jsonl
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "schema": {
@@ -65,9 +65,9 @@ async def json_server(aiohttp_server, replies: list[str], seen: list) -> str:
 async def run_once(tmp_path, url: str, attempts: int, line: dict | None = None, **overrides):
     inp = write_jsonl(tmp_path / "in.jsonl", [line or {"custom_id": "p", "messages": [{"role": "user", "content": "x"}],
                                                        "response_format": SCHEMA}])
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m", stages=(Stage(0, 1),),
-                    base_urls=(url,), overwrite=True,
-                    retry=RetryPolicy(max_attempts=attempts, backoff_initial=0.001, backoff_max=0.01), **overrides)
+    cfg = replace_fields(RunConfig(inputs=(str(inp),)), path=str(tmp_path / "out.jsonl"), model="m",
+                         stages=(Stage(0, 1),), base_urls=(url,), overwrite=True,
+                         retry=RetryPolicy(max_attempts=attempts, backoff_initial=0.001, backoff_max=0.01), **overrides)
     code = await execute(cfg, None, False)
     return code, read_jsonl(tmp_path / "out.jsonl")
 

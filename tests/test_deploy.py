@@ -256,7 +256,7 @@ def test_docker_run_with_separate_jobs_and_data_mounts(tmp_path):
     words = shlex.split(m.group(0))
     sets = tuple(words[i + 1] for i, w in enumerate(words) if w == "--set")
     cfg, _ = load_job(str(JOBS / "nightly.toml"), sets, environ={})
-    for path in (*cfg.inputs, cfg.output, cfg.summary_path):
+    for path in (*cfg.inputs, cfg.output.path, cfg.output.summary_path):
         assert path.startswith("/data/"), path
     plain, _ = load_job(str(JOBS / "nightly.toml"), environ={})
     assert not plain.inputs[0].startswith("/data/")  # which is why the overrides are there
@@ -344,12 +344,12 @@ def test_k8s_job_file_is_mounted_and_its_paths_are_on_the_volumes(name, tmp_path
     local = tmp_path / Path(job_path).name
     local.write_text(files[job_path])
     cfg, _ = load_job(str(local), environ={})  # validates every key, as `streamrun job` does
-    assert cfg.inputs == tuple(raw["inputs"]) and cfg.output == raw["output"]
+    assert cfg.inputs == tuple(raw["inputs"]) and cfg.output.path == raw["output"]
 
     sec = pod["securityContext"]
     assert sec["runAsNonRoot"] is True and sec["runAsUser"] == image_uid() and sec["fsGroup"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["terminationGracePeriodSeconds"] > cfg.drain_timeout_s, "drain, then write the summary"
+    assert pod["terminationGracePeriodSeconds"] > cfg.load.drain_timeout_s, "drain, then write the summary"
 
 
 def test_k8s_indexed_job_shard_count_and_sample_inputs():

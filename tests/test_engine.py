@@ -128,7 +128,7 @@ async def test_usage_missing_counts_events(tmp_path, mock_server):
 
 
 def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
-    from runner.engine.loop import env_proxy
+    from runner.engine.send import env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
@@ -168,3 +168,32 @@ async def test_a_retry_after_a_cut_connection_opens_a_new_one(tmp_path, mock_ser
     assert code == 0
     r = by_id(records)["cut"]
     assert r["attempts"] == 2 and r["metrics"]["connect_s"] is not None  # the metrics are the last attempt's
+
+
+async def test_the_engine_is_built_in_one_step_and_runs_each_load_it_is_given(mock_server):
+    """Everything the engine works with is given when it is built (nothing is set on it afterwards); `run`
+    is given the load, so one engine can run a whole load or, as a worker does, one share after another."""
+    from runner.config.run_config import ChecksConfig, LoadConfig, RequestConfig, TransportConfig
+    from runner.engine.answers import Answers
+    from runner.engine.hooks import EngineHooks
+    from runner.engine.loop import Engine
+    from runner.inputs.items import parse_item
+    from runner.outputs.writer import Prior
+    from runner.stream.headers import OPENAI, resolve_credentials
+
+    url = await mock_server()
+    written = []
+
+    class Sink:
+        def put(self, record, line=None) -> None:
+            written.append(record)
+
+    engine = Engine(TransportConfig(base_urls=(url,), retry=FAST_RETRY), RequestConfig(model="mock-model"),
+                    ChecksConfig(), creds=resolve_credentials((), key_envs={OPENAI: None}, environ={}),
+                    hooks=EngineHooks(), writer=Sink(), answers=Answers(None), prior=Prior())
+    items = [parse_item("in.jsonl", i + 1, orjson.dumps(chat(f"p{i}"))) for i in range(6)]
+    result = await engine.run(LoadConfig(concurrency=(2,), num_prompts=3), lambda stage: iter(items))
+    assert sorted(r.custom_id for r in written) == ["p0", "p1", "p2"] and all(r.ok for r in written)
+    assert (result.sent, result.completed) == (3, 3)
+    result = await engine.run(LoadConfig(concurrency=(1,)), lambda stage: iter(items[3:]))  # the next share
+    assert sorted(r.custom_id for r in written[3:]) == ["p3", "p4", "p5"] and (result.sent, result.completed) == (6, 6)

@@ -8,7 +8,6 @@ every hostile reply with normal ones.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 
 import orjson
@@ -17,7 +16,7 @@ from aiohttp import web
 
 from runner.stream.config import Limits, RetryPolicy
 from runner.config.run_config import RunConfig, Stage
-from tests.conftest import execute
+from tests.conftest import execute, replace_fields
 from tests.conftest import read_jsonl, write_jsonl
 
 KIB = 1024
@@ -128,9 +127,9 @@ async def test_every_hostile_reply_is_one_error_record_and_the_run_goes_on(tmp_p
         cases += [f"ok-{i}", name]
     inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": c, "messages": [{"role": "user", "content": c}]}
                                               for c in cases])
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m",
-                    base_urls=(str(hostile_server.make_url("/v1")),), stages=(Stage(0, 4),), limits=LIMITS,
-                    retry=RetryPolicy(max_attempts=2, backoff_initial=0.001, backoff_max=0.01))
+    cfg = replace_fields(RunConfig(inputs=(str(inp),)), path=str(tmp_path / "out.jsonl"), model="m",
+                         base_urls=(str(hostile_server.make_url("/v1")),), stages=(Stage(0, 4),), limits=LIMITS,
+                         retry=RetryPolicy(max_attempts=2, backoff_initial=0.001, backoff_max=0.01))
     code = await execute(cfg, None, False)
     records = {r["custom_id"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
     assert code == 1 and len(records) == len(cases)
@@ -151,14 +150,14 @@ async def test_a_second_run_over_the_same_server_resumes_cleanly(tmp_path, hosti
     """A hostile reply used to crash every --resume on the same request; now the file completes."""
     inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": c, "messages": [{"role": "user", "content": c}]}
                                               for c in ("ok-1", "choices-null", "ok-2")])
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), model="m",
-                    base_urls=(str(hostile_server.make_url("/v1")),), limits=LIMITS,
-                    retry=RetryPolicy(max_attempts=1))
+    cfg = replace_fields(RunConfig(inputs=(str(inp),)), path=str(tmp_path / "out.jsonl"), model="m",
+                         base_urls=(str(hostile_server.make_url("/v1")),), limits=LIMITS,
+                         retry=RetryPolicy(max_attempts=1))
     assert await execute(cfg, None, False) == 1
     # the resumed run sends the failed line again, which fails again without a crash: its record is appended
     # and supersedes the old one; the summary (and exit code) covers the whole output's final records
-    assert await execute(dataclasses.replace(cfg, resume=True), None, False) == 1
+    assert await execute(replace_fields(cfg, resume=True), None, False) == 1
     ids = sorted(r["custom_id"] for r in read_jsonl(tmp_path / "out.jsonl"))
     assert ids == ["choices-null", "choices-null", "ok-1", "ok-2"]
-    assert await execute(dataclasses.replace(cfg, resume=True, keep_failed=True), None, False) == 1
+    assert await execute(replace_fields(cfg, resume=True, keep_failed=True), None, False) == 1
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 4  # --keep-failed: nothing sent

@@ -145,7 +145,7 @@ def test_shipped_job_files_validate():
     assert paths, "no job files shipped in jobs/"
     for path in paths:
         cfg, _ = load_job(str(path))
-        assert cfg.inputs and cfg.output
+        assert cfg.inputs and cfg.output.path
 
 
 # -- load_job ------------------------------------------------------------------
@@ -156,12 +156,12 @@ def test_keys_become_the_config_and_paths_are_relative_to_the_file(tmp_path):
     cfg, mock = load_job(str(path), environ={})
     assert mock is None
     assert cfg.inputs == (str(tmp_path / "in.jsonl"),)
-    assert cfg.output == str(tmp_path / "out" / "{job}-{date}.jsonl")  # templates are filled at run time
-    assert cfg.summary_path == str(tmp_path / "out" / "{job}-{date}.summary.json")
-    assert cfg.job == "nightly" and cfg.concurrency == (4,) and cfg.retry.max_attempts == 1
-    assert cfg.params == {"max_tokens": 8} and cfg.rpm == 60 and cfg.price_input == 2.5
-    assert cfg.fsync == FsyncPolicy("never")
-    assert cfg.timeouts == Timeouts(idle=7)  # one key of the table; the others keep their defaults
+    assert cfg.output.path == str(tmp_path / "out" / "{job}-{date}.jsonl")  # templates are filled at run time
+    assert cfg.output.summary_path == str(tmp_path / "out" / "{job}-{date}.summary.json")
+    assert cfg.job == "nightly" and cfg.load.concurrency == (4,) and cfg.transport.retry.max_attempts == 1
+    assert cfg.request.params == {"max_tokens": 8} and cfg.load.rpm == 60 and cfg.observe.price_input == 2.5
+    assert cfg.output.fsync == FsyncPolicy("never")
+    assert cfg.transport.timeouts == Timeouts(idle=7)  # one key of the table; the others keep their defaults
 
 
 def test_name_defaults_to_the_file_name_and_absolute_paths_stay(tmp_path):
@@ -169,15 +169,15 @@ def test_name_defaults_to_the_file_name_and_absolute_paths_stay(tmp_path):
     path.write_text(f'inputs = ["{tmp_path}/a.jsonl", "-"]\noutput = "/abs/out.jsonl"\n')
     cfg, _ = load_job(str(path), environ={})
     assert cfg.job == "weekly"
-    assert cfg.inputs == (f"{tmp_path}/a.jsonl", "-") and cfg.output == "/abs/out.jsonl"
+    assert cfg.inputs == (f"{tmp_path}/a.jsonl", "-") and cfg.output.path == "/abs/out.jsonl"
 
 
 def test_set_overrides_merge_into_tables(tmp_path):
     path = job_file(tmp_path, "[timeouts]\nidle = 7\nconnect = 3")
     cfg, _ = load_job(str(path), ("params.temperature = 0.5", "timeouts.idle = 9", "concurrency = 2"), environ={})
-    assert cfg.params == {"max_tokens": 8, "temperature": 0.5}  # one key changed, not the whole table
-    assert (cfg.timeouts.idle, cfg.timeouts.connect) == (9, 3)
-    assert cfg.concurrency == (2,)
+    assert cfg.request.params == {"max_tokens": 8, "temperature": 0.5}  # one key changed, not the whole table
+    assert (cfg.transport.timeouts.idle, cfg.transport.timeouts.connect) == (9, 3)
+    assert cfg.load.concurrency == (2,)
     with pytest.raises(JobFileError, match="--set 'oops': not a TOML key = value"):
         load_job(str(path), ("oops",), environ={})
 
@@ -186,9 +186,9 @@ def test_environment_fills_keys_the_file_leaves_out(tmp_path):
     path = job_file(tmp_path)
     env = {"OPENAI_BASE_URL": "http://10.1.2.3:8000/v1", "OPENAI_MODEL": "m-from-env"}
     cfg, _ = load_job(str(path), environ=env)
-    assert cfg.base_urls == ("http://10.1.2.3:8000/v1",) and cfg.model == "m-from-env"
+    assert cfg.transport.base_urls == ("http://10.1.2.3:8000/v1",) and cfg.request.model == "m-from-env"
     path.write_text(path.read_text().replace("concurrency = 4", 'concurrency = 4\nmodel = "m-from-file"'))
-    assert load_job(str(path), environ=env)[0].model == "m-from-file"  # the file wins
+    assert load_job(str(path), environ=env)[0].request.model == "m-from-file"  # the file wins
 
 
 def test_mock_table_gives_a_mock_config(tmp_path):

@@ -7,17 +7,16 @@ input, no model named, an over-long prompt, an empty 200.
 
 from __future__ import annotations
 
-import dataclasses
 
 import orjson
 import pytest
 from aiohttp import web
 
 from runner.stream.config import RetryPolicy
-from runner.config.run_config import RunConfig, Stage
+from runner.config.run_config import LoadConfig, OutputConfig, RunConfig, Stage, TransportConfig
 from runner.errors import UsageError
 from runner.preflight import preflight
-from tests.conftest import execute
+from tests.conftest import execute, replace_fields
 from tests.conftest import read_jsonl, streamrun, write_jsonl
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
@@ -30,9 +29,10 @@ def rows(n: int, **extra) -> list[dict]:
 
 async def run_rows(tmp_path, url, lines, **overrides):
     inp = write_jsonl(tmp_path / "in.jsonl", lines)
-    cfg = RunConfig(inputs=(str(inp),), output=str(tmp_path / "out.jsonl"), base_urls=(url,),
-                    retry=FAST_RETRY, stages=(Stage(0, 4),), overwrite=True)
-    code = await execute(dataclasses.replace(cfg, **overrides), None, False)
+    cfg = RunConfig(inputs=(str(inp),), output=OutputConfig(str(tmp_path / "out.jsonl"), overwrite=True),
+                    transport=TransportConfig(base_urls=(url,), retry=FAST_RETRY),
+                    load=LoadConfig(stages=(Stage(0, 4),)))
+    code = await execute(replace_fields(cfg, **overrides), None, False)
     out = tmp_path / "out.jsonl"
     return code, (read_jsonl(out) if out.exists() else [])
 
@@ -99,17 +99,18 @@ def test_an_unset_key_for_a_remote_url_exits_2_naming_the_variable(tmp_path):
 
 
 def test_preflight_rules():
-    remote = RunConfig(inputs=("x",), output="o", base_urls=("https://api.example.com/v1",), api_key_env="NOPE_KEY")
+    remote = RunConfig(inputs=("x",), transport=TransportConfig(base_urls=("https://api.example.com/v1",),
+                                                                api_key_env="NOPE_KEY"))
     with pytest.raises(UsageError, match="NOPE_KEY is not set"):
         preflight(remote, local=False)
-    no_auth = preflight(dataclasses.replace(remote, auth=False), local=False)
+    no_auth = preflight(replace_fields(remote, auth=False), local=False)
     assert "Authorization" not in no_auth.headers
     for local_url in ("http://127.0.0.1:8000/v1", "http://localhost:8080/v1", "http://[::1]:9000/v1"):
-        assert preflight(dataclasses.replace(remote, base_urls=(local_url,)), local=False).secrets == ()
+        assert preflight(replace_fields(remote, base_urls=(local_url,)), local=False).secrets == ()
     with pytest.raises(UsageError, match="not a variable name"):
-        preflight(dataclasses.replace(remote, api_key_env="sk-proj-0123456789"), local=False)
+        preflight(replace_fields(remote, api_key_env="sk-proj-0123456789"), local=False)
     with pytest.raises(UsageError, match="ORG is not set"):
-        preflight(dataclasses.replace(remote, auth=False, headers=("OpenAI-Organization: ${ORG}",)), local=False)
+        preflight(replace_fields(remote, auth=False, headers=("OpenAI-Organization: ${ORG}",)), local=False)
 
 
 # ---- the first answers say the key, URL or model is wrong

@@ -80,15 +80,33 @@ def job_config(tmp_path, body: str):
 def test_the_cli_and_a_job_file_mean_the_same(tmp_path, cli, toml):
     a = cli_config("-o", str(tmp_path / "out.jsonl"), *cli, inputs=(str(tmp_path / "in.jsonl"),))
     b = job_config(tmp_path, toml)
-    for name in ("timeouts", "drain_timeout_s", "slos", "stages", "params", "headers", "auth", "include_usage",
-                 "adaptive", "retry", "price_input"):
-        assert getattr(a, name) == getattr(b, name), name
+    for group in ("transport", "request", "load", "output", "checks", "observe"):
+        assert getattr(a, group) == getattr(b, group), group
+    assert a.inputs == b.inputs
 
 
 def test_defaults_live_on_the_config_once():
     cfg = cli_config("-o", "out.jsonl")
-    assert cfg.drain_timeout_s == 30.0 and cfg.retry.max_attempts == 5 and cfg.timeouts.idle == 120.0
-    assert default_of(next(o for o in OPTIONS if o.field == "timeouts.idle")) == 120.0
+    assert cfg.load.drain_timeout_s == 30.0 and cfg.transport.retry.max_attempts == 5
+    assert cfg.transport.timeouts.idle == 120.0
+    assert default_of(next(o for o in OPTIONS if o.field == "transport.timeouts.idle")) == 120.0
+
+
+def test_each_option_names_its_field_by_its_path_in_the_config_groups():
+    """`field` is a dotted path into RunConfig's groups, at any depth, and build_config fills each level."""
+    from runner.config.options import build_config, field_value
+    from runner.config.run_config import RunConfig
+
+    groups = {"transport", "request", "load", "output", "checks", "observe"}
+    for option in OPTIONS:
+        head, dot, _ = option.field.partition(".")
+        assert (head in groups) == bool(dot), option.field  # grouped, or one of the run's own few fields
+        assert field_value(RunConfig(), option.field) == default_of(option), option.field
+    cfg = build_config({"inputs": ("in.jsonl",), "output.path": "o.jsonl", "load.concurrency": (1, 4),
+                        "transport.timeouts.idle": 5.0, "transport.retry.max_attempts": 2})
+    assert (cfg.output.path, cfg.transport.timeouts.idle, cfg.transport.retry.max_attempts) == ("o.jsonl", 5.0, 2)
+    assert cfg.transport.timeouts.connect == 10.0 and cfg.transport.retry.backoff_initial == 0.5  # the rest: defaults
+    assert [s.concurrency for s in cfg.load.stages] == [1, 4]  # derived from the values given
 
 
 def test_every_option_has_help_and_a_job_key():
@@ -101,7 +119,7 @@ def test_job_file_set_merges_tables_deeply(tmp_path):
     path = tmp_path / "job.toml"
     path.write_text('inputs = ["in.jsonl"]\noutput = "o.jsonl"\n[params]\nmax_tokens = 64\ntemperature = 0.0\n')
     cfg, _ = load_job(str(path), ("params.temperature = 1",), environ={})
-    assert cfg.params == {"max_tokens": 64, "temperature": 1}
+    assert cfg.request.params == {"max_tokens": 64, "temperature": 1}
 
 
 @pytest.mark.parametrize("body, message", [
@@ -146,7 +164,7 @@ def test_base_dir_moves_where_relative_paths_are_taken_from(tmp_path, monkeypatc
     (jobs / "job.toml").write_text('inputs = ["in/*.jsonl"]\noutput = "out/o.jsonl"\nbase_dir = "../data"\n')
     cfg, _ = load_job(str(jobs / "job.toml"), environ={})
     assert cfg.inputs == (str(tmp_path / "data" / "in" / "*.jsonl"),)
-    assert cfg.output == str(tmp_path / "data" / "out" / "o.jsonl")
+    assert cfg.output.path == str(tmp_path / "data" / "out" / "o.jsonl")
     (jobs / "job.toml").write_text('inputs = ["in/*.jsonl"]\noutput = "out/o.jsonl"\n')
     cfg, _ = load_job(str(jobs / "job.toml"), environ={"STREAMRUN_BASE_DIR": "/data"})
-    assert cfg.inputs == ("/data/in/*.jsonl",) and cfg.output == "/data/out/o.jsonl"
+    assert cfg.inputs == ("/data/in/*.jsonl",) and cfg.output.path == "/data/out/o.jsonl"

@@ -65,7 +65,7 @@ def test_a_bad_option_raises_naming_the_key(tmp_path):
     with pytest.raises(streamrun.UsageError, match="unknown key 'concurency'.*concurrency"):
         streamrun.config("x.jsonl", output=tmp_path / "o.jsonl", concurency=4)
     cfg = streamrun.config(["a.jsonl"], output="o.jsonl", concurrency=4, timeouts={"idle": "5s"})
-    assert isinstance(cfg, streamrun.RunConfig) and cfg.timeouts.idle == 5.0 and cfg.concurrency == (4,)
+    assert isinstance(cfg, streamrun.RunConfig) and cfg.transport.timeouts.idle == 5.0 and cfg.load.concurrency == (4,)
     with pytest.raises(TypeError, match="not both"):  # a config holds its inputs: others beside it would be lost
         streamrun.run([{"messages": []}], config=cfg)
     with pytest.raises(streamrun.RunError) as err:  # the output exists: as the CLI, exit 2
@@ -86,7 +86,7 @@ def test_the_cli_runs_through_the_python_api(tmp_path, monkeypatch):
     monkeypatch.setattr(api, "run", fake_run)
     inp = write_jsonl(tmp_path / "in.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
     res = CliRunner().invoke(main, ["run", str(inp), "-o", str(tmp_path / "o.jsonl"), "-c", "3"])
-    assert res.exit_code == 7 and seen[0].concurrency == (3,)
+    assert res.exit_code == 7 and seen[0].load.concurrency == (3,)
 
 
 # -- the Python API speaks Python: its own words, its caller's event loop and signal handlers

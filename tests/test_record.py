@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -14,9 +13,14 @@ import pytest
 
 from runner.outputs.batch import decode_batch, encode_batch
 from runner.config.run_config import Stage
-from runner.config.run_config import RunConfig
-from runner.engine.loop import EngineHooks
+from runner.config.run_config import ChecksConfig, RequestConfig, TransportConfig
+from runner.engine.answers import Answers
+from runner.engine.guards import ConnectGuard
+from runner.engine.hooks import EngineHooks
+from runner.engine.result import EngineResult
 from runner.engine.send import Reply, Sender
+from runner.stream.endpoints import EndpointPool
+from runner.stream.headers import Credentials
 from runner.inputs.items import InputItem
 from runner.outputs.batch import decode_result
 from runner.record import Choice, Metrics, Record, RecordError, decode_native
@@ -70,9 +74,10 @@ def with_choices(**over) -> Record:
 
 def engine_record(error=None, state: StreamState | None = None, count_tokens=None) -> Record:
     """A record as Sender.record builds it, from stamps and stream state."""
-    fake = types.SimpleNamespace(hooks=EngineHooks(count_tokens=count_tokens), model="m", secrets=("sk-secret",),
-                                 cfg=RunConfig(inputs=(), output=""), record_error=None)
-    fake.record_error = lambda err: Sender.record_error(fake, err)
+    sender = Sender(None, TransportConfig(), RequestConfig(model="m"), ChecksConfig(),
+                    creds=Credentials({}, ("sk-secret",)), hooks=EngineHooks(count_tokens=count_tokens),
+                    pool=EndpointPool(["http://e/v1"]), answers=Answers(None), result=EngineResult(),
+                    reach=ConnectGuard())
     if state is None:
         state = StreamState(text_parts=["a", "b"], finish_reason="stop", model="mock-model", text_events=2,
                             usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
@@ -84,7 +89,7 @@ def engine_record(error=None, state: StreamState | None = None, count_tokens=Non
     t.end = 11.0
     t.endpoint = "http://e/v1"
     item = InputItem("in.jsonl:1", "in.jsonl", 1, "/v1/chat/completions", {"model": "m"})
-    return Sender.record(fake, item, Stage(0, 4), False, Reply(state, t, 1, error, "rid-1"))
+    return sender.record(item, Stage(0, 4), False, Reply(state, t, 1, error, "rid-1"))
 
 
 # ---------------------------------------------------------------- the JSON shape

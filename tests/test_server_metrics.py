@@ -174,13 +174,14 @@ def test_urls_auto_and_side_paths(tmp_path):
     assert "hunter2pass" not in str(err.value)
     assert resolve_urls(("auto", "http://b:1/metrics"), ("http://a:8000/v1", "http://b:1/v1")) == (
         "http://a:8000/metrics", "http://b:1/metrics")
-    cfg = RunConfig(inputs=("in.jsonl",), output="out/res.jsonl", server_metrics=("auto",))
-    assert side_path_for(cfg) == "out/res.server_metrics.jsonl"
-    assert side_path_for(RunConfig(inputs=(), output="-", summary_path="s/run.summary.json")) == \
-        "s/run.server_metrics.jsonl"
-    assert side_path_for(RunConfig(inputs=(), output="-")) is None
-    secret = RunConfig(inputs=(), output="o.jsonl", server_metrics=("http://u:hunter2pass@gpu:8000/metrics",))
-    assert "hunter2pass" not in json.dumps(secret.public())
+    from runner.config.options import summary_config
+    from runner.config.run_config import ObserveConfig, OutputConfig
+
+    assert side_path_for(OutputConfig("out/res.jsonl")) == "out/res.server_metrics.jsonl"
+    assert side_path_for(OutputConfig("-", summary_path="s/run.summary.json")) == "s/run.server_metrics.jsonl"
+    assert side_path_for(OutputConfig("-")) is None
+    secret = RunConfig(observe=ObserveConfig(server_metrics=("http://u:hunter2pass@gpu:8000/metrics",)))
+    assert "hunter2pass" not in json.dumps(summary_config(secret))
 
 
 def test_the_cli_and_a_job_file_mean_the_same(tmp_path):
@@ -200,8 +201,8 @@ def test_the_cli_and_a_job_file_mean_the_same(tmp_path):
     job.write_text('inputs = ["in.jsonl"]\noutput = "out.jsonl"\nserver_metrics = ["auto", "http://g:8000"]\n'
                    'server_metrics_interval = "250ms"\n')
     b = load_job(str(job), environ={})[0]
-    assert a.server_metrics == b.server_metrics == ("auto", "http://g:8000/metrics")
-    assert a.server_metrics_interval_s == b.server_metrics_interval_s == 0.25
+    assert a.observe.server_metrics == b.observe.server_metrics == ("auto", "http://g:8000/metrics")
+    assert a.observe.server_metrics_interval_s == b.observe.server_metrics_interval_s == 0.25
 
 
 # -- the scraper -----------------------------------------------------------------------

@@ -46,4 +46,12 @@ def test_the_documented_keys_are_the_written_keys(tmp_path):
         value = summary[key]
         written = set(value[0]) if isinstance(value, list) else set(value)
         assert written <= doc[key], f"{key}: undocumented {written - doc[key]}"
+    # config: every option under its job key (docs/cli.md's table, checked against the option table by
+    # tests/test_options.py), with the tables and the stages the row names, and nothing else
+    from runner.config.options import OPTIONS
+
+    config = summary["config"]
+    assert set(config) == {option.key.split(".")[0] for option in OPTIONS} | {"stages"}
+    assert {"timeouts", "pricing", "stages"} | set(config["stages"][0]) <= doc["config"]
+    assert set(config["timeouts"]) == {o.key.split(".")[1] for o in OPTIONS if o.key.startswith("timeouts.")}
     assert summary["schema"] == "streamrun.summary/1"

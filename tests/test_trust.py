@@ -161,7 +161,7 @@ def ok_record(stage: dict | None, ttft: float, **kw) -> Record:
 def timed_run(stages: list[Stage], per_stage: list[tuple[float, float, list[float]]]) -> ClientTiming:
     """A ClientTiming fed stage by stage: (wall s, cpu s, lag samples) each, one sample every 50 ms."""
     clock = Clock()
-    timing = ClientTiming(RunConfig(inputs=(), output="o", stages=tuple(stages)), clock=clock, cpu=lambda: clock.cpu)
+    timing = ClientTiming(tuple(stages), clock=clock, cpu=lambda: clock.cpu)
     for stage, (wall, cpu, samples) in zip(stages, per_stage):
         timing.on_stage(stage, False, True)
         for k, lag in enumerate(samples):
@@ -237,8 +237,10 @@ def test_with_workers_their_figures_count_and_the_parent_stands_in_for_a_stage_n
 
 def test_a_client_bound_run_fails_only_under_strict_timing_and_only_where_it_would_pass():
     summary = {"counts": {"total": 10, "error": 0}}
-    strict = RunConfig(inputs=(), output="o", strict_timing=True)
-    lax = RunConfig(inputs=(), output="o")
+    from runner.config.run_config import ObserveConfig
+
+    strict = RunConfig(observe=ObserveConfig(strict_timing=True))
+    lax = RunConfig()
     assert _exit_code(strict, summary, False, [], True) == EXIT_CLIENT_BOUND == 5
     assert _exit_code(strict, summary, False, [], False) == EXIT_OK
     assert _exit_code(lax, summary, False, [], True) == EXIT_OK

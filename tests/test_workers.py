@@ -76,12 +76,16 @@ def test_each_worker_gets_a_seed_of_its_own_and_the_same_again():
 
 
 def test_a_worker_config_keeps_what_sends_and_drops_what_the_parent_does():
-    cfg = RunConfig(inputs=("in.jsonl",), output="out.jsonl", concurrency=(5,), rate=(4.0,), workers=2, seed=1,
-                    num_prompts=10, resume=True, keep_failed=True, warmup=3, rpm=600, max_tokens=8)
-    w = worker_config(cfg, 1, 2)  # resume and what goes with it stay with the parent
-    assert (w.workers, w.max_concurrency, w.num_prompts, w.resume, w.seed) == (1, 2, None, False, worker_seed(1, 1))
-    assert not w.keep_failed
-    assert (w.warmup, w.rpm, w.params, w.output) == (3, 600, {"max_tokens": 8}, "out.jsonl")
+    from runner.config.run_config import LoadConfig, OutputConfig, RequestConfig
+
+    cfg = RunConfig(inputs=("in.jsonl",), output=OutputConfig("out.jsonl", resume=True, keep_failed=True),
+                    load=LoadConfig(concurrency=(5,), rate=(4.0,), workers=2, seed=1, num_prompts=10, warmup=3,
+                                    rpm=600), request=RequestConfig(max_tokens=8))
+    w = worker_config(cfg, 1, 2)  # the output, resume and what goes with it stay with the parent
+    load = w.load
+    assert (load.workers, load.max_concurrency, load.num_prompts, load.seed) == (1, 2, None, worker_seed(1, 1))
+    assert w.output == OutputConfig()
+    assert (load.warmup, load.rpm, w.request.params) == (3, 600, {"max_tokens": 8})
     assert window(2) > 2  # a worker holds more than it sends at once, so its slots never wait for the parent
 
 
@@ -90,17 +94,21 @@ def test_workers_option_takes_a_count_or_auto():
     for bad in ("0", "-1", "many", True):
         with pytest.raises(OptionError):
             workers_count(bad)
-    auto = RunConfig(inputs=(), output="o", concurrency=(2,), workers="auto")
+    from runner.config.run_config import LoadConfig
+
+    auto = LoadConfig(concurrency=(2,), workers="auto")
     assert 1 <= auto.workers <= 2  # cores - 1, at least 1, at most -c
 
 
 def test_more_workers_than_concurrency_or_a_shaped_burst_is_refused():
+    from runner.config.run_config import LoadConfig
+
     with pytest.raises(UsageError, match="--workers 3 needs -c 3 or more"):
-        RunConfig(inputs=(), output="o", concurrency=(2,), workers=3)
+        LoadConfig(concurrency=(2,), workers=3)
     with pytest.raises(UsageError, match="--workers 2 needs -c 2"):
-        RunConfig(inputs=(), output="o", concurrency=(1, 4), workers=2)  # a sweep's every stage must split
+        LoadConfig(concurrency=(1, 4), workers=2)  # a sweep's every stage must split
     with pytest.raises(UsageError, match="burstiness"):
-        RunConfig(inputs=(), output="o", concurrency=(4,), rate=(2.0,), burstiness=0.5, workers=2)
+        LoadConfig(concurrency=(4,), rate=(2.0,), burstiness=0.5, workers=2)
 
 
 def test_what_crosses_the_socket_comes_out_the_same():

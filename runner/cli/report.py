@@ -65,7 +65,8 @@ def _check_outputs(paths: tuple[str, ...], outputs: dict[str, str | None]) -> No
 
 @click.command("report", epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--slo", "slo_specs", multiple=True, metavar=BY_FIELD["slos"].metavar, help=BY_FIELD["slos"].help)
+@click.option("--slo", "slo_specs", multiple=True, metavar=BY_FIELD["observe.slos"].metavar,
+              help=BY_FIELD["observe.slos"].help)
 @click.option("--json", "json_stdout", is_flag=True,
               help="Print the summary as JSON (schema streamrun.report/1, docs/REPORT.md) on stdout "
                    "instead of the tables.")

@@ -35,8 +35,9 @@ from ..stream.retry import call_with_retries
 from ..stream.timing import Timing
 
 # The run options that make sense for one request.
-FIELDS = ("base_urls", "model", "api_key_env", "auth", "headers", "params", "include_usage", "retry.max_attempts",
-          "timeouts.connect", "timeouts.first_byte", "timeouts.idle", "timeouts.total")
+FIELDS = ("transport.base_urls", "request.model", "transport.api_key_env", "transport.auth", "transport.headers",
+          "request.params", "request.include_usage", "transport.retry.max_attempts", "transport.timeouts.connect",
+          "transport.timeouts.first_byte", "transport.timeouts.idle", "transport.timeouts.total")
 
 
 class StdoutClosed(Exception):
@@ -65,13 +66,13 @@ class _Echo(list):
 
 
 # One request goes to one server: the run's --base-url row, but not repeatable.
-BASE_URL = dataclasses.replace(BY_FIELD["base_urls"], multiple=False,
+BASE_URL = dataclasses.replace(BY_FIELD["transport.base_urls"], multiple=False,
                                help="OpenAI-compatible base URL (one: a single request is sent).")
 
 
 def _options(f):
     for name in reversed(FIELDS):
-        f = flag_decorator(BASE_URL if name == "base_urls" else BY_FIELD[name])(f)
+        f = flag_decorator(BASE_URL if name == "transport.base_urls" else BY_FIELD[name])(f)
     f = click.option("--max-tokens", type=click.IntRange(min=1), help="Shortcut for --param max_tokens=N.")(f)
     f = click.option("--completion", is_flag=True, help="Send to /v1/completions with a prompt (default: chat).")(f)
     f = click.option("--system", help="A system message before the prompt (chat).")(f)
@@ -92,10 +93,10 @@ def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | No
     if prompt == "-":
         prompt = sys.stdin.read()
     try:  # the run's path from flags to a RunConfig, over the few options a single request takes
-        cfg = config_from_options(("-",), {**opts, "output": "-"}, only=(*FIELDS, "output"))
+        cfg = config_from_options(("-",), {**opts, "output__path": "-"}, only=(*FIELDS, "output.path"))
     except (OptionError, RunError) as exc:
         raise click.UsageError(str(exc)) from None
-    params = dict(cfg.params)
+    params = dict(cfg.request.params)
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
     if completion:
@@ -120,7 +121,8 @@ async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool)
         from ..mock import MockConfig, serve
 
         async with serve(MockConfig(any_model=True)) as url:  # a dry run, as `run --mock`: any model
-            return await _stream(dataclasses.replace(cfg, base_urls=(url,)), path, body, params, local=True)
+            transport = dataclasses.replace(cfg.transport, base_urls=(url,))
+            return await _stream(dataclasses.replace(cfg, transport=transport), path, body, params, local=True)
     return await _stream(cfg, path, body, params, local=False)
 
 
@@ -128,13 +130,14 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
     from ..preflight import preflight
 
     creds = preflight(cfg, local=local)
-    base = cfg.base_urls[0]
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
-        model = body.get("model") or cfg.model or params.get("model")
+    transport = cfg.transport
+    base = transport.base_urls[0]
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=transport.timeouts.connect)
+    async with aiohttp.ClientSession(headers=creds.for_api(transport.key_api), timeout=timeout) as session:
+        model = body.get("model") or cfg.request.model or params.get("model")
         if model is None:
             model = await only_model(session, [base], {}, creds.secrets)
-        request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.include_usage)
+        request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.request.include_usage)
         payload = orjson.dumps(request)
         timings: list[Timing] = []
 
@@ -144,15 +147,15 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
             timing = Timing(due=time.perf_counter())
             timings.append(timing)
             try:
-                return await stream_once(session, endpoint_url(base, path), payload, cfg.timeouts, timing,
-                                         state=StreamState(text_parts=_Echo()), limits=cfg.limits)
+                return await stream_once(session, endpoint_url(base, path), payload, transport.timeouts, timing,
+                                         state=StreamState(text_parts=_Echo()), limits=transport.limits)
             except RequestError as exc:
                 last[:] = [exc]
                 raise
 
         last: list = [None]
         try:
-            result = await call_with_retries(cfg.retry, attempt)
+            result = await call_with_retries(transport.retry, attempt)
         except RequestError as exc:
             print(f"\nstreamrun: {exc.type}: {redact(exc.message, creds.secrets)}", file=sys.stderr)
             return EXIT_FAILED

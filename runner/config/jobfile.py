@@ -94,9 +94,9 @@ def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: 
         values["base_dir"] = base
     here = lambda p: p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
     values["inputs"] = tuple(here(p) for p in values["inputs"])
-    values["output"] = here(values["output"])
-    if "summary_path" in values:
-        values["summary_path"] = here(values["summary_path"])
+    for path in ("output.path", "output.summary_path"):
+        if path in values:
+            values[path] = here(values[path])
     if default_job is not None:
         values.setdefault("job", default_job)
     try:

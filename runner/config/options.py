@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Option:
-    """One option.  `field` is its place in RunConfig (`timeouts.idle` for a nested one)."""
+    """One option.  `field` is its place in RunConfig, a dotted path (`load.concurrency`,
+    `transport.timeouts.idle`)."""
 
     field: str
     parse: Callable[[Any], Any]
@@ -55,135 +56,141 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("inputs", strings, "JSONL input files or globs (relative to the job file).", key="inputs"),
-    Option("output", string, "Results JSONL (one record per input line); with -o - the records go to stdout, logs "
+    Option("output.path", string, "Results JSONL (one record per input line); with -o - the records go to stdout, logs "
            "and the summary to stderr (and no summary file unless --summary names one).", "-o/--output", "output"),
-    Option("summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
+    Option("output.summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
     Option("job", string, "The job's name (default: the job file's name).", key="name"),
     Option("label", string, "This run's name in reports (default: the output's file name): `streamrun report "
            "a.jsonl b.jsonl` shows runs side by side under their labels.", "--label", "label"),
     Option("base_dir", string, "Folder that the job file's relative paths are taken from (default: the job file's "
            "own folder); for job files mounted apart from their data, e.g. /jobs and /data.", key="base_dir",
            envvar="STREAMRUN_BASE_DIR"),
-    Option("base_urls", urls, "OpenAI-compatible base URL, repeatable for several replicas.", "--base-url",
+    Option("transport.base_urls", urls, "OpenAI-compatible base URL, repeatable for several replicas.", "--base-url",
            "base_url", multiple=True, envvar="OPENAI_BASE_URL"),
-    Option("model", string, "Model for lines that name none (default: the server's only model).", "--model",
+    Option("request.model", string, "Model for lines that name none (default: the server's only model).", "--model",
            "model", envvar="OPENAI_MODEL"),
-    Option("api_key_env", env_name, "Environment variable that holds the API key of the API --api names (never "
-           "printed or written); Batch lines to the other vendor's take its own (OPENAI_API_KEY, ANTHROPIC_API_KEY).",
-           "--api-key-env", "api_key_env"),
-    Option("api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines go (Batch "
-           "lines go to their url); anthropic: key from ANTHROPIC_API_KEY, sent as x-api-key.", "--api", "api"),
-    Option("anthropic_version", string, "The anthropic-version header of /v1/messages requests.",
+    Option("transport.api_key_env", env_name, "Environment variable that holds the API key of the API --api names "
+           "(never printed or written); Batch lines to the other vendor's take its own (OPENAI_API_KEY, "
+           "ANTHROPIC_API_KEY).", "--api-key-env", "api_key_env"),
+    Option("transport.api", choice("chat", "responses", "anthropic"), "Where shorthand {\"messages\": [...]} lines "
+           "go (Batch lines go to their url); anthropic: key from ANTHROPIC_API_KEY, sent as x-api-key.", "--api",
+           "api"),
+    Option("transport.anthropic_version", string, "The anthropic-version header of /v1/messages requests.",
            "--anthropic-version", "anthropic_version"),
-    Option("auth", boolean, "Send no key (for a server that needs none); without it a non-local URL needs the key.",
-           "--no-auth", "auth"),
-    Option("headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is read from "
-           "the environment and treated as a secret.", "--header", "headers", multiple=True, metavar="'NAME: VALUE'"),
-    Option("params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
+    Option("transport.auth", boolean, "Send no key (for a server that needs none); without it a non-local URL needs "
+           "the key.", "--no-auth", "auth"),
+    Option("transport.headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is "
+           "read from the environment and treated as a secret.", "--header", "headers", multiple=True,
+           metavar="'NAME: VALUE'"),
+    Option("request.params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
            "params", multiple=True, metavar="KEY=VALUE"),
-    Option("max_tokens", positive_int, "Shortcut for --param max_tokens=N (a line's own max_tokens wins).",
+    Option("request.max_tokens", positive_int, "Shortcut for --param max_tokens=N (a line's own max_tokens wins).",
            "--max-tokens", "max_tokens"),
-    Option("include_usage", boolean, "Do not ask for stream_options.include_usage.", "--no-usage", "include_usage"),
-    Option("drop_logprobs", boolean, "Do not keep logprobs in records (for runs that ask for them only to load "
+    Option("request.include_usage", boolean, "Do not ask for stream_options.include_usage.", "--no-usage",
+           "include_usage"),
+    Option("request.drop_logprobs", boolean, "Do not keep logprobs in records (for runs that ask for them only to load "
            "the server).", "--drop-logprobs", "drop_logprobs"),
-    Option("concurrency", int_list, "Requests in flight at most; a list (1,4,16) runs a sweep.", "-c/--concurrency",
-           "concurrency"),
-    Option("rate", rate_list, "Arrivals per second (Poisson), 'inf', a list for a sweep, or 'sweep': measure the "
+    Option("load.concurrency", int_list, "Requests in flight at most; a list (1,4,16) runs a sweep.",
+           "-c/--concurrency", "concurrency"),
+    Option("load.rate", rate_list, "Arrivals per second (Poisson), 'inf', a list for a sweep, or 'sweep': measure the "
            "synchronous and the maximum rate, then run --sweep-points rates between them.", "--rate", "rate"),
-    Option("workers", workers_count, "Processes that send (auto: one per core but one): this process reads the "
+    Option("load.workers", workers_count, "Processes that send (auto: one per core but one): this process reads the "
            "inputs and writes the records; each worker sends its share of -c, --rate and --replay, under one "
            "shared --rpm/--tpm.", "--workers", "workers"),
-    Option("sweep_points", positive_int, "Constant-rate stages of --rate sweep.", "--sweep-points", "sweep_points"),
-    Option("ramp_up", choice("linear", "exponential"), "Raise the rate (with --rate) or else the concurrency "
+    Option("load.sweep_points", positive_int, "Constant-rate stages of --rate sweep.", "--sweep-points",
+           "sweep_points"),
+    Option("load.ramp_up", choice("linear", "exponential"), "Raise the rate (with --rate) or else the concurrency "
            "from --ramp-up-start to its target over --ramp-up-duration.", "--ramp-up", "ramp_up"),
-    Option("ramp_up_duration_s", positive_duration, "How long the ramp-up takes, e.g. 30s.", "--ramp-up-duration",
+    Option("load.ramp_up_duration_s", positive_duration, "How long the ramp-up takes, e.g. 30s.", "--ramp-up-duration",
            "ramp_up_duration"),
-    Option("ramp_up_start", positive_number, "Rate (req/s) or concurrency the ramp-up starts from (default 1).",
+    Option("load.ramp_up_start", positive_number, "Rate (req/s) or concurrency the ramp-up starts from (default 1).",
            "--ramp-up-start", "ramp_up_start"),
-    Option("replay", boolean, "Send each line at its \"timestamp\" (ms, counted from the first line's), open loop.",
-           "--replay", "replay"),
-    Option("replay_speed", positive_number, "Time scale of --replay: 2 replays twice as fast.", "--replay-speed",
+    Option("load.replay", boolean, "Send each line at its \"timestamp\" (ms, counted from the first line's), open "
+           "loop.", "--replay", "replay"),
+    Option("load.replay_speed", positive_number, "Time scale of --replay: 2 replays twice as fast.", "--replay-speed",
            "replay_speed"),
     Option("sharegpt", choice("prompts", "sessions"), "ShareGPT lines (conversations of from/value): each its "
            "first user turn, or each a multi-turn session.", "--sharegpt", "sharegpt"),
-    Option("burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
+    Option("load.burstiness", positive_number, "Gamma shape of the arrival gaps (1 = Poisson, <1 burstier).",
            "--burstiness", "burstiness"),
-    Option("num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts", "num_prompts"),
-    Option("duration_s", positive_duration, "No request starts after this long (per stage), e.g. 10m; those in "
+    Option("load.num_prompts", positive_int, "Send at most this many prompts (per stage).", "--num-prompts",
+           "num_prompts"),
+    Option("load.duration_s", positive_duration, "No request starts after this long (per stage), e.g. 10m; those in "
            "flight finish, cut at --drain-timeout.", "--duration", "duration"),
-    Option("warmup", non_negative_int, "Warm-up requests sent first, marked in records, excluded from statistics.",
+    Option("load.warmup", non_negative_int, "Warm-up requests sent first, marked in records, excluded from statistics.",
            "--warmup", "warmup"),
-    Option("seed", integer, "Seed for arrival times.", "--seed", "seed"),
-    Option("retry.max_attempts", positive_int, "Attempts per request, the first included.", "--max-attempts",
+    Option("load.seed", integer, "Seed for arrival times.", "--seed", "seed"),
+    Option("transport.retry.max_attempts", positive_int, "Attempts per request, the first included.", "--max-attempts",
            "max_attempts"),
-    Option("retry_finish_reasons", strings_list, "Retry replies that end for these reasons, e.g. "
+    Option("checks.retry_finish_reasons", strings_list, "Retry replies that end for these reasons, e.g. "
            "length,content_filter (after the last attempt: an unwanted_finish_reason error, text kept).",
            "--retry-finish-reason", "retry_finish_reason"),
-    Option("timeouts.total", timeout, "Limit on a whole attempt (0 or none: no limit).", "--timeout",
+    Option("transport.timeouts.total", timeout, "Limit on a whole attempt (0 or none: no limit).", "--timeout",
            "timeouts.total"),
-    Option("timeouts.connect", timeout, "Limit on opening a connection (0: none).", "--connect-timeout",
+    Option("transport.timeouts.connect", timeout, "Limit on opening a connection (0: none).", "--connect-timeout",
            "timeouts.connect"),
-    Option("timeouts.first_byte", timeout, "From sending to the first byte, the prefill (0: none).",
+    Option("transport.timeouts.first_byte", timeout, "From sending to the first byte, the prefill (0: none).",
            "--first-byte-timeout", "timeouts.first_byte"),
-    Option("timeouts.idle", timeout, "Longest gap between chunks once streaming (0: none).", "--idle-timeout",
+    Option("transport.timeouts.idle", timeout, "Longest gap between chunks once streaming (0: none).", "--idle-timeout",
            "timeouts.idle"),
-    Option("limits.max_event_bytes", byte_size, "Largest SSE line or event a server may send; over it the "
+    Option("transport.limits.max_event_bytes", byte_size, "Largest SSE line or event a server may send; over it the "
            "request fails as response_too_large.", "--max-event-bytes", "max_event_bytes"),
-    Option("limits.max_response_bytes", byte_size, "Largest response body, after decompression (gzip bombs).",
+    Option("transport.limits.max_response_bytes", byte_size, "Largest response body, after decompression (gzip bombs).",
            "--max-response-bytes", "max_response_bytes"),
-    Option("limits.max_line_bytes", byte_size, "Largest input line; a longer one is an invalid_input record.",
+    Option("transport.limits.max_line_bytes", byte_size, "Largest input line; a longer one is an invalid_input record.",
            "--max-line-bytes", "max_line_bytes"),
-    Option("resume", boolean, "Continue an existing output: skip the lines whose final record stays, send the "
+    Option("output.resume", boolean, "Continue an existing output: skip the lines whose final record stays, send the "
            "rest, failed lines a rerun can fix included.", "--resume", "resume"),
-    Option("retry_failed", boolean, "With --resume, send every failed line again, even those --resume keeps "
+    Option("output.retry_failed", boolean, "With --resume, send every failed line again, even those --resume keeps "
            "(invalid_input, context_length_exceeded, ... on unchanged lines), removing the error records first.",
            "--retry-failed", "retry_failed"),
-    Option("keep_failed", boolean, "With --resume, keep every failed record as final: send none of its lines "
+    Option("output.keep_failed", boolean, "With --resume, keep every failed record as final: send none of its lines "
            "again.", "--keep-failed", "keep_failed"),
-    Option("resume_changed", boolean, "With --resume, send input lines that changed since again, dropping their "
+    Option("output.resume_changed", boolean, "With --resume, send input lines that changed since again, dropping their "
            "old records (without it, a changed line stops the run).", "--resume-changed", "resume_changed"),
-    Option("overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
-    Option("fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync", "fsync"),
-    Option("drain_timeout_s", duration, "On SIGINT/SIGTERM or at --duration's end, how long in-flight requests "
+    Option("output.overwrite", boolean, "Replace an existing output.", "--overwrite", "overwrite"),
+    Option("output.fsync", fsync, "always | interval | never | SECONDS: how often results are fsynced.", "--fsync",
+           "fsync"),
+    Option("load.drain_timeout_s", duration, "On SIGINT/SIGTERM or at --duration's end, how long in-flight requests "
            "may finish (0: none).", "--drain-timeout", "drain_timeout"),
-    Option("log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
+    Option("observe.log_every_s", duration, "Without a progress bar (stderr not a terminal: cron, systemd, CI; or "
            "--log-format json), log progress this often: done/total, errors, rate, in flight, ETA (0: never).",
            "--log-every", "log_every"),
-    Option("server_metrics", metrics_urls, "Prometheus /metrics URL of the server, scraped during the run into "
+    Option("observe.server_metrics", metrics_urls, "Prometheus /metrics URL of the server, scraped during the run into "
            "the output's .server_metrics.jsonl side file (repeatable); auto: each --base-url's server's /metrics "
            "(the embedded mock's with --mock).", "--server-metrics", "server_metrics", multiple=True, metavar="URL"),
-    Option("server_metrics_interval_s", positive_duration, "How often --server-metrics is scraped.",
+    Option("observe.server_metrics_interval_s", positive_duration, "How often --server-metrics is scraped.",
            "--server-metrics-interval", "server_metrics_interval"),
-    Option("output_format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
+    Option("output.format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
            "output_format"),
     Option("shard", string, "I/N: run only the ids of shard I of N (default: from JOB_COMPLETION_INDEX or "
            "SLURM_ARRAY_TASK_ID).", "--shard", "shard"),
-    Option("rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
-    Option("tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
-    Option("burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once after a lull (servers "
+    Option("load.rpm", positive_int, "Requests-per-minute limit.", "--rpm", "rpm"),
+    Option("load.tpm", positive_int, "Tokens-per-minute limit.", "--tpm", "tpm"),
+    Option("load.burst_s", positive_duration, "How much of the --rpm/--tpm quota may go at once after a lull (servers "
            "often enforce a per-minute quota per second); pacing starts from the first request. A server counting "
            "fixed one-second windows may refuse up to a burst's worth after a lull: 1ms paces strictly.",
            "--burst", "burst"),
-    Option("adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
+    Option("load.adaptive", boolean, "Lower concurrency on 429/503 and recover slowly (never above -c).",
            "--adaptive/--no-adaptive", "adaptive"),
-    Option("price_input", non_negative_number, "USD per million prompt tokens (for the cost line).", "--price-input",
-           "pricing.input"),
-    Option("price_output", non_negative_number, "USD per million completion tokens.", "--price-output",
+    Option("observe.price_input", non_negative_number, "USD per million prompt tokens (for the cost line).",
+           "--price-input", "pricing.input"),
+    Option("observe.price_output", non_negative_number, "USD per million completion tokens.", "--price-output",
            "pricing.output"),
-    Option("slos", slos, f"Goodput SLO, repeatable: METRIC=DURATION with METRIC one of {', '.join(SLO_METRICS)} "
-           "(itl: a request's longest gap), e.g. ttft=500ms, tpot=0.05 (seconds).", "--slo", "slo",
-           multiple=True, metavar="METRIC=DURATION"),
-    Option("percentiles", percentile_list, "Percentiles in the summary and its tables, e.g. 50,90,99,99.9.",
+    Option("observe.slos", slos, f"Goodput SLO, repeatable: METRIC=DURATION with METRIC one of "
+           f"{', '.join(SLO_METRICS)} (itl: a request's longest gap), e.g. ttft=500ms, tpot=0.05 (seconds).", "--slo",
+           "slo", multiple=True, metavar="METRIC=DURATION"),
+    Option("observe.percentiles", percentile_list, "Percentiles in the summary and its tables, e.g. 50,90,99,99.9.",
            "--percentiles", "percentiles"),
-    Option("window_s", positive_duration, "Also summarise per time window of this width (by completion time), "
+    Option("observe.window_s", positive_duration, "Also summarise per time window of this width (by completion time), "
            "e.g. 10s: throughput and latency percentiles per window show drift.", "--window", "window"),
-    Option("cache", string, "Response cache (a SQLite file): a request whose identical twin has an ok answer "
+    Option("checks.cache", string, "Response cache (a SQLite file): a request whose identical twin has an ok answer "
            "there is not sent; its record is marked cached.", "--cache", "cache"),
-    Option("cache_mode", choice("read-write", "read-only", "write-only", "refresh"), "How --cache is used.",
+    Option("checks.cache_mode", choice("read-write", "read-only", "write-only", "refresh"), "How --cache is used.",
            "--cache-mode", "cache_mode"),
-    Option("max_failed", failure_budget, "Failure budget: a fraction (<1) or a count of failed records.",
+    Option("checks.max_failed", failure_budget, "Failure budget: a fraction (<1) or a count of failed records.",
            "--max-failed", "max_failed"),
-    Option("strict_timing", boolean, "Exit 5 when a stage was client-bound: the client's own event-loop lag or "
+    Option("observe.strict_timing", boolean, "Exit 5 when a stage was client-bound: the client's own event-loop lag or "
            "CPU made its latencies untrustworthy (the summary's timing says by how much).", "--strict-timing",
            "strict_timing"),
 )
@@ -196,28 +203,32 @@ METAVARS: dict[Callable[[Any], Any], str] = {
     string: "TEXT", fsync: "POLICY", byte_size: "SIZE", strings_list: "A[,B...]",
     percentile_list: "P[,P...]", workers_count: "N|auto",
 }
-REQUIRED = ("inputs", "output")
+REQUIRED = ("inputs", "output.path")
 
 BY_FIELD = {o.field: o for o in OPTIONS}
 BY_KEY = {o.key: o for o in OPTIONS if o.key}
 TABLE_KEYS = {k.split(".")[0] for k in BY_KEY if "." in k}  # [timeouts], [pricing]
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The default of dataclass `cls`'s field `name` (a fresh one where it has a factory), None for none."""
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
 def default_of(option: Option) -> Any:
-    """The default lives on the config dataclass field, once."""
+    """The default lives on the config dataclass field, once (a group's field: on the group's dataclass)."""
     from .run_config import RunConfig
 
-    cls: Any = RunConfig
-    *parents, last = option.field.split(".")
-    for part in parents:
-        f = next(f for f in fields(cls) if f.name == part)
-        cls = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-    f = next(f for f in fields(cls) if f.name == last)
-    if f.default is not MISSING:
-        return getattr(cls, last) if not isinstance(cls, type) else f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
+    cls: type = RunConfig
+    *groups, last = option.field.split(".")
+    for group in groups:
+        cls = type(_field_default(cls, group))
+    return _field_default(cls, last)
 
 
 def parse_values(raw: Mapping[str, Any], where: Callable[[Option], str]) -> dict[str, Any]:
@@ -232,24 +243,65 @@ def parse_values(raw: Mapping[str, Any], where: Callable[[Option], str]) -> dict
     return out
 
 
-def build_config(values: Mapping[str, Any]):
-    """A RunConfig from parsed values (field -> value); nested fields go into their dataclass."""
-    import dataclasses
-
+def build_config(values: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from parsed values (field path -> value), at any depth: `transport.timeouts.idle` goes into
+    the TransportConfig's Timeouts.  Each dataclass is built afresh from what was given (the rest keep their
+    defaults), so what one derives from others (the load's stages) is derived from the values given."""
     from .run_config import RunConfig
 
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
+    return _build(RunConfig, values)
+
+
+def _build(cls: type, values: Mapping[str, Any]) -> Any:
+    own: dict[str, Any] = {}
+    inner: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
-        if "." in name:
-            parent, child = name.split(".", 1)
-            nested.setdefault(parent, {})[child] = value
+        group, dot, rest = name.partition(".")
+        if dot:
+            inner.setdefault(group, {})[rest] = value
         else:
-            top[name] = value
-    base = RunConfig(inputs=(), output="")
-    for parent, changes in nested.items():
-        top[parent] = dataclasses.replace(getattr(base, parent), **changes)
-    return RunConfig(**top)
+            own[name] = value
+    for group, given in inner.items():
+        own[group] = _build(type(_field_default(cls, group)), given)
+    return cls(**own)
+
+
+def summary_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as the summary writes it: every option under its job key (`[timeouts]` and `[pricing]` as
+    tables), as parsed (durations in seconds), and the stages the load makes.
+
+    Why job keys: they are the names users write (docs/cli.md), the same
+    whatever group a field sits in here.  It holds no secret: the name of the
+    key's variable, never the key, and URLs without their credentials.
+    """
+    from ..stream.endpoints import public_url
+
+    doc: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = _plain(field_value(cfg, option.field))
+        if option.field in ("transport.base_urls", "observe.server_metrics"):
+            value = [public_url(u) for u in value]
+        table, dot, key = (option.key or option.field).rpartition(".")
+        (doc.setdefault(table, {}) if dot else doc)[key] = value
+    doc["stages"] = [_plain(s) for s in cfg.load.stages]
+    return doc
+
+
+def field_value(cfg: RunConfig, path: str) -> Any:
+    """The value at a dotted field path (`load.concurrency`)."""
+    value: Any = cfg
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """JSON's shapes: a dataclass (a stage, the fsync policy) as an object, a tuple as a list."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

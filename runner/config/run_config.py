@@ -1,7 +1,13 @@
-"""The run's configuration: one frozen dataclass, built by the CLI or a job file.
+"""The run's configuration: one frozen dataclass of frozen groups, built by the CLI, a job file or the API.
+
+Why groups: each part of the pipeline reads the concern it has (the sender
+its transport and request defaults, the engine its load, the writer its
+output, the checks and the observers theirs) and is handed that group
+alone, not the whole run's settings.  Job-file keys and flags name options,
+not places here: the option table (`options.py`) maps each to its field.
 
 It holds the *name* of the environment variable with the key, never the key,
-so the whole config can be written into the summary as it is.
+so the config can be written into the summary as it is.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..stream.config import Limits, RetryPolicy, Timeouts
@@ -87,109 +93,22 @@ def _fmt(rate: float | None) -> str:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """One run, whoever built it (the CLI, a job file, the Python API).
+class TransportConfig:
+    """Where requests go and how each one travels: the servers, the API they speak and its credentials, the
+    limits on what a server may send, the timeouts and the retries (runner.stream's own config types).
 
-    Each field that users set is an option in `options.py` (flag, job key,
-    parser, help); its default is here, once.  `stages` is derived from
-    `concurrency` and `rate` unless given.
+    It holds the *name* of the environment variable with the key, never the key.
     """
 
-    inputs: tuple[str, ...]
-    output: str
     base_urls: tuple[str, ...] = (DEFAULT_BASE_URL,)
-    model: str | None = None
+    api: str = "chat"  # where shorthand {"messages": [...]} lines go: chat, responses, anthropic
     api_key_env: str = "OPENAI_API_KEY"
     auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
-    api: str = "chat"  # where shorthand {"messages": [...]} lines go: chat, responses, anthropic
     anthropic_version: str = "2023-06-01"  # the anthropic-version header of /v1/messages requests
-    params: dict = field(default_factory=dict)
-    max_tokens: int | None = None  # --max-tokens N: the same as --param max_tokens=N
-    include_usage: bool = True
-    drop_logprobs: bool = False  # asked for only to load the server: not kept in records
-    concurrency: tuple[int, ...] = (16,)
-    rate: tuple[float | None, ...] = (None,)
-    stages: tuple[Stage, ...] = ()
-    burstiness: float = 1.0
-    ramp_up: str | None = None  # linear | exponential: the rate (or concurrency) rises to its target
-    ramp_up_duration_s: float | None = None
-    ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
-    sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
-    workers: int = 1  # processes that send (--workers N | auto, resolved here); this one reads and writes
-    replay: bool = False  # send each line at its "timestamp" (ms, counted from the first line's)
-    replay_speed: float = 1.0  # 2: twice as fast as the trace
-    sharegpt: str = "prompts"  # ShareGPT lines: each its first user turn ("prompts"), or whole "sessions"
-    num_prompts: int | None = None
-    duration_s: float | None = None
-    warmup: int = 0
-    seed: int | None = None
-    retry: RetryPolicy = RetryPolicy()
-    retry_finish_reasons: tuple[str, ...] = ()  # replies that end for these reasons are tried again
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
-    resume: bool = False
-    overwrite: bool = False
-    retry_failed: bool = False
-    keep_failed: bool = False  # with --resume: failed records stay final, none of their lines is sent again
-    resume_changed: bool = False  # with --resume: drop answers to input lines that changed, send them again
-    fsync: FsyncPolicy = FsyncPolicy()
-    drain_timeout_s: float = 30.0
-    log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
-    server_metrics: tuple[str, ...] = ()  # Prometheus /metrics URLs scraped during the run ("auto": the base URLs')
-    server_metrics_interval_s: float = 1.0
-    output_format: str = "streamrun"  # or "openai-batch"
-    shard: str | None = None  # "I/N", resolved by the CLI
-    rpm: int | None = None
-    tpm: int | None = None
-    burst_s: float = 1.0  # how much of the RPM/TPM quota may go at once: one second's worth
-    adaptive: bool = True
-    price_input: float | None = None  # USD per million tokens
-    price_output: float | None = None
-    summary_path: str | None = None
-    cache: str | None = None  # a SQLite file of answers, keyed by the normalised request (--cache)
-    cache_mode: str = "read-write"  # read-write | read-only | write-only | refresh
-    slos: dict = field(default_factory=dict)
-    percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
-    window_s: float | None = None  # statistics per time window of this width (--window)
-    max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
-    strict_timing: bool = False  # exit 5 when a stage's numbers were client-bound (runner/observe/client_timing.py)
-    job: str | None = None
-    label: str | None = None  # this run's name in `streamrun report` comparisons (--label)
-    base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
-
-    def __post_init__(self) -> None:
-        if self.max_tokens is not None:
-            object.__setattr__(self, "params", {**self.params, "max_tokens": self.max_tokens})
-        if not self.stages:
-            object.__setattr__(self, "stages", make_stages(list(self.concurrency), list(self.rate)))
-        if self.sweep and self.resume:
-            raise UsageError("--rate sweep measures its rates afresh each time: run it again with --overwrite, "
-                             "not --resume")
-        if self.sweep and len(self.concurrency) > 1:
-            raise UsageError("--rate sweep runs at one --concurrency (the cap of every stage), not a list")
-        if self.replay and (self.sweep or len(self.stages) > 1 or self.rate != (None,)):
-            raise UsageError("--replay sends each line at its own timestamp: it takes no --rate or sweep")
-        if (self.ramp_up is None) != (self.ramp_up_duration_s is None):
-            raise UsageError("--ramp-up and --ramp-up-duration go together")
-        if self.workers == "auto":  # the parser's word: one worker per core but one, for this process
-            object.__setattr__(self, "workers", auto_workers(min(self.concurrency)))
-        if self.workers > 1 and self.workers > min(self.concurrency):
-            raise UsageError(f"--workers {self.workers} needs -c {self.workers} or more (each worker keeps at least "
-                             f"one request in flight), not -c {min(self.concurrency)}: raise -c or lower --workers")
-        if self.workers > 1 and self.burstiness != 1.0:
-            raise UsageError("--burstiness keeps its shape only in one process (the sum of several gamma arrival "
-                             "streams is not one): use --workers 1")
-        if self.resume and self.overwrite:
-            raise UsageError("--resume and --overwrite exclude each other")
-        if self.retry_failed and not self.resume:
-            raise UsageError("--retry-failed goes with --resume")
-        if self.keep_failed and not self.resume:
-            raise UsageError("--keep-failed goes with --resume")
-        if self.keep_failed and self.retry_failed:
-            raise UsageError("--keep-failed and --retry-failed exclude each other")
-        if self.resume_changed and not self.resume:
-            raise UsageError("--resume-changed goes with --resume")
+    retry: RetryPolicy = RetryPolicy()
 
     @property
     def key_env(self) -> str:
@@ -215,6 +134,68 @@ class RunConfig:
         """Each API's key variable, None for all with --no-auth (runner.stream.headers.resolve_credentials)."""
         return {api: self.key_env_for(api) if self.auth else None for api in (OPENAI, ANTHROPIC)}
 
+
+@dataclass(frozen=True)
+class RequestConfig:
+    """What each request asks for where its line says nothing: the model, default parameters, usage; and
+    whether its logprobs are kept."""
+
+    model: str | None = None
+    params: dict = field(default_factory=dict)
+    max_tokens: int | None = None  # --max-tokens N: the same as --param max_tokens=N
+    include_usage: bool = True
+    drop_logprobs: bool = False  # asked for only to load the server: not kept in records
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None:
+            object.__setattr__(self, "params", {**self.params, "max_tokens": self.max_tokens})
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """The load's shape: how many requests at once and how fast, in which stages, for how long, from how
+    many processes, under which quotas; and how a stop drains.  `stages` is derived from `concurrency`
+    and `rate` unless given."""
+
+    concurrency: tuple[int, ...] = (16,)
+    rate: tuple[float | None, ...] = (None,)
+    stages: tuple[Stage, ...] = ()
+    burstiness: float = 1.0
+    ramp_up: str | None = None  # linear | exponential: the rate (or concurrency) rises to its target
+    ramp_up_duration_s: float | None = None
+    ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
+    sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
+    workers: int = 1  # processes that send (--workers N | auto, resolved here); this one reads and writes
+    replay: bool = False  # send each line at its "timestamp" (ms, counted from the first line's)
+    replay_speed: float = 1.0  # 2: twice as fast as the trace
+    num_prompts: int | None = None
+    duration_s: float | None = None
+    warmup: int = 0
+    seed: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    burst_s: float = 1.0  # how much of the RPM/TPM quota may go at once: one second's worth
+    adaptive: bool = True
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            object.__setattr__(self, "stages", make_stages(list(self.concurrency), list(self.rate)))
+        if self.sweep and len(self.concurrency) > 1:
+            raise UsageError("--rate sweep runs at one --concurrency (the cap of every stage), not a list")
+        if self.replay and (self.sweep or len(self.stages) > 1 or self.rate != (None,)):
+            raise UsageError("--replay sends each line at its own timestamp: it takes no --rate or sweep")
+        if (self.ramp_up is None) != (self.ramp_up_duration_s is None):
+            raise UsageError("--ramp-up and --ramp-up-duration go together")
+        if self.workers == "auto":  # the parser's word: one worker per core but one, for this process
+            object.__setattr__(self, "workers", auto_workers(min(self.concurrency)))
+        if self.workers > 1 and self.workers > min(self.concurrency):
+            raise UsageError(f"--workers {self.workers} needs -c {self.workers} or more (each worker keeps at least "
+                             f"one request in flight), not -c {min(self.concurrency)}: raise -c or lower --workers")
+        if self.workers > 1 and self.burstiness != 1.0:
+            raise UsageError("--burstiness keeps its shape only in one process (the sum of several gamma arrival "
+                             "streams is not one): use --workers 1")
+
     @property
     def sweep(self) -> bool:
         """--rate sweep: stages measured first (synchronous, then maximum throughput), then rates between."""
@@ -224,15 +205,90 @@ class RunConfig:
     def max_concurrency(self) -> int:
         return max(s.concurrency for s in self.stages)
 
-    def public(self) -> dict:
-        """The config for the summary file; it holds no secret by construction."""
-        from ..stream.endpoints import public_url
 
-        d = asdict(self)
-        d["stages"] = [asdict(s) for s in self.stages]
-        d["base_urls"] = [public_url(u) for u in self.base_urls]
-        d["server_metrics"] = [public_url(u) for u in self.server_metrics]
-        return d
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the records and the summary go, in which format, how often they are synced, and what an
+    existing output means to this run (resume, overwrite, which of its records stay)."""
+
+    path: str = ""  # the results file; "-": stdout
+    summary_path: str | None = None
+    format: str = "streamrun"  # or "openai-batch"
+    fsync: FsyncPolicy = FsyncPolicy()
+    resume: bool = False
+    overwrite: bool = False
+    retry_failed: bool = False
+    keep_failed: bool = False  # with --resume: failed records stay final, none of their lines is sent again
+    resume_changed: bool = False  # with --resume: drop answers to input lines that changed, send them again
+
+    def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other")
+        if self.retry_failed and not self.resume:
+            raise UsageError("--retry-failed goes with --resume")
+        if self.keep_failed and not self.resume:
+            raise UsageError("--keep-failed goes with --resume")
+        if self.keep_failed and self.retry_failed:
+            raise UsageError("--keep-failed and --retry-failed exclude each other")
+        if self.resume_changed and not self.resume:
+            raise UsageError("--resume-changed goes with --resume")
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    """What the run checks of the answers and of the whole: answers taken from the response cache, replies
+    tried again for their finish reason, and the failure budget the exit code holds the run to."""
+
+    cache: str | None = None  # a SQLite file of answers, keyed by the normalised request (--cache)
+    cache_mode: str = "read-write"  # read-write | read-only | write-only | refresh
+    retry_finish_reasons: tuple[str, ...] = ()  # replies that end for these reasons are tried again
+    max_failed: float | None = None  # fraction (< 1) or count (>= 1) of failed records allowed
+
+
+@dataclass(frozen=True)
+class ObserveConfig:
+    """What the run watches and reports beside its records: progress log lines, the server's metrics, goodput
+    SLOs, percentiles and windows, whether its own timing can be trusted, and the cost."""
+
+    log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
+    server_metrics: tuple[str, ...] = ()  # Prometheus /metrics URLs scraped during the run ("auto": the base URLs')
+    server_metrics_interval_s: float = 1.0
+    slos: dict = field(default_factory=dict)
+    percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
+    window_s: float | None = None  # statistics per time window of this width (--window)
+    strict_timing: bool = False  # exit 5 when a stage's numbers were client-bound (runner/observe/client_timing.py)
+    price_input: float | None = None  # USD per million tokens
+    price_output: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run, whoever built it (the CLI, a job file, the Python API): its inputs and name, and one group
+    of settings per concern, each read by the part of the pipeline that has that concern.
+
+    Each field that users set is an option in `options.py` (flag, job key,
+    parser, help), whose `field` is its dotted path here (`load.concurrency`);
+    its default is here, once.  A new option is a field in its group and a
+    row in that table.
+    """
+
+    inputs: tuple[str, ...] = ()
+    sharegpt: str = "prompts"  # ShareGPT lines: each its first user turn ("prompts"), or whole "sessions"
+    shard: str | None = None  # "I/N", resolved by the CLI
+    job: str | None = None
+    label: str | None = None  # this run's name in `streamrun report` comparisons (--label)
+    base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    request: RequestConfig = field(default_factory=RequestConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+
+    def __post_init__(self) -> None:
+        if self.load.sweep and self.output.resume:
+            raise UsageError("--rate sweep measures its rates afresh each time: run it again with --overwrite, "
+                             "not --resume")
 
 
 def auto_workers(concurrency: int) -> int:
@@ -259,7 +315,8 @@ def render_paths(cfg: RunConfig) -> RunConfig:
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise UsageError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
 
-    return dataclasses.replace(cfg, output=fill(cfg.output), summary_path=fill(cfg.summary_path))
+    output = dataclasses.replace(cfg.output, path=fill(cfg.output.path), summary_path=fill(cfg.output.summary_path))
+    return dataclasses.replace(cfg, output=output)
 
 
 def resolve_shard(cfg: RunConfig, environ: Mapping[str, str] = os.environ) -> RunConfig:

@@ -13,89 +13,88 @@ import asyncio
 import math
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, Protocol
 
 import logging
 
 import aiohttp
 
-from ..config.run_config import RunConfig, Stage
-from ..stream.endpoints import EndpointPool, public_url
+from ..config.run_config import ChecksConfig, LoadConfig, RequestConfig, Stage, TransportConfig
+from ..stream.endpoints import EndpointPool
 from ..errors import AuthRejected, RunError, Unreachable
 from ..inputs.items import InputItem, aiter_items
 from .answers import Answers
 from ..outputs.writer import Prior
 from ..record import Record
 from .guards import ConnectGuard, RejectionGuard
+from .hooks import EngineHooks
+from .quota import AdaptiveFigures
+from .result import EngineResult
 from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from .send import Sender
 from .session import run_session
 from ..stream.connection import session_connector
 from ..stream.errors import PastDeadline
+from ..stream.headers import Credentials
 
 _STOP = object()
 log = logging.getLogger("streamrun")
 
-
-@dataclass
-class EngineHooks:
-    """Optional collaborators; each is None (on_stage: a no-op) when the run does not use it."""
-
-    quota: Any = None  # runner.engine.quota.QuotaLimiter
-    adaptive: Any = None  # runner.engine.quota.AdaptiveConcurrency
-    estimate_tokens: Callable[[dict], int] | None = None  # request body -> tokens for TPM
-    count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
-    on_record: Callable[[Record], None] | None = None  # stats, progress
-    on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/observe/client_timing.py
+Items = Iterator[InputItem] | AsyncIterator[InputItem]  # a file's lines, or a pipe's as they come
 
 
-@dataclass
-class EngineResult:
-    interrupted: bool = False
-    sent: int = 0
-    skipped: int = 0
-    cancelled: int = 0
-    completed: int = 0  # records written
-    endpoints: list = field(default_factory=list)
-    stage_rates: dict = field(default_factory=dict)  # stage index -> records per second it completed
-    sweep: dict | None = None  # --rate sweep: the measured ends and the rates chosen
+class RecordSink(Protocol):
+    """Where the engine's records go: the results file's writer, or a worker's pipe to its parent.
+    `line`: the record as its results line, when the caller has it already."""
 
-
-def env_proxy(url: str) -> str | None:
-    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
-    from aiohttp.helpers import get_env_proxy_for_url
-    from yarl import URL
-
-    try:
-        return str(get_env_proxy_for_url(URL(url))[0])
-    except LookupError:
-        return None
+    def put(self, record: Record, line: bytes | None = None) -> None: ...
 
 
 class Engine:
-    def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer: Any, hooks: EngineHooks,
-                 secrets: tuple[str, ...] = (), connector_limit: int | None = None,
-                 auth: dict[str, dict[str, str]] | None = None) -> None:
-        self.cfg = cfg
-        self.headers = headers  # every request's
-        self.auth = auth or {}  # each API's key header, sent with its requests only (runner.stream.headers)
-        self.writer = writer
+    """Sends the stages of a load and hands each record to its writer.
+
+    Built in one step with everything it works with: the settings of the
+    transport, the requests and their checks; the credentials, the hooks, the
+    writer, the answers (the response cache), what the output held before this
+    run (`prior`: --num-prompts and --duration count the whole output), the
+    guards, and the random numbers of the arrival times (`rng`, seeded by
+    --seed).  `run` is given the load to send: a run's whole load, or a
+    worker's share of one stage (runner/workers/child.py).  `connections`
+    caps the connections a run may open (the open-file limit); `on_abort`
+    hears the first run-level error as it happens.
+    """
+
+    def __init__(self, transport: TransportConfig, request: RequestConfig, checks: ChecksConfig, *,
+                 creds: Credentials, hooks: EngineHooks, writer: RecordSink, answers: Answers, prior: Prior,
+                 guard: RejectionGuard | None = None, reach: ConnectGuard | None = None,
+                 connections: int | None = None, on_abort: Callable[[RunError], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.transport = transport
+        self.request = request
+        self.checks = checks
+        self.creds = creds
         self.hooks = hooks
-        self.secrets = secrets
-        self.pool = EndpointPool(list(cfg.base_urls))
-        self.connector_limit = connector_limit or cfg.max_concurrency
+        self.writer = writer
+        self.answers = answers
+        self.prior = prior
+        self.pool = EndpointPool(list(transport.base_urls))
+        self.guard = guard if guard is not None else RejectionGuard()
+        # Was the server ever reachable?
+        self.reach = reach if reach is not None else ConnectGuard(tuple(e.url for e in self.pool.endpoints))
+        self.connections = connections
+        self.on_abort = on_abort
+        self.rng = rng if rng is not None else random.Random()  # the arrival times', seeded by --seed
         self.stopping = asyncio.Event()
         self.in_flight = 0
         self._busy: set[asyncio.Task] = set()  # workers with a request in flight
         self.result = EngineResult()
-        self._rng = random.Random(cfg.seed)
-        self.guard = RejectionGuard()
-        self.reach = ConnectGuard(tuple(e.url for e in self.pool.endpoints))  # was the server ever reachable?
-        self.answers = Answers(None)  # the response cache, set by the run with --cache
-        self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
         self.sender: Sender | None = None  # once the session is open
+
+    @property
+    def adaptive(self) -> AdaptiveFigures | None:
+        """The adaptive concurrency the progress display and the summary show (None: --no-adaptive)."""
+        return self.hooks.adaptive
 
     def stop(self) -> None:
         """First signal: stop reading, let in-flight requests drain."""
@@ -103,36 +102,47 @@ class Engine:
 
     def abort(self, error: RunError) -> None:
         """Stop sending because the run as a whole cannot succeed; in-flight requests drain."""
-        if self.fatal is None:
+        first = self.fatal is None
+        if first:
             self.fatal = error
         self.stopping.set()
+        if first and self.on_abort is not None:
+            self.on_abort(error)
 
-    async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
-                  warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
+    async def run(self, load: LoadConfig, stage_items: Callable[[Stage], Items], warmup_items: Items | None = None,
+                  *, deadline: float | None = None) -> EngineResult:
+        """Send `load`'s stages (its warm-up first), each stage's items from `stage_items`.
+
+        `deadline`: a time.perf_counter value from which no stage starts a
+        request, the same for every worker (the parent's --duration); None:
+        each stage's own, from the load's --duration.
+        """
+        # Fewer connections than -c when the open-file limit allows no more (runner/workers/openfiles.py).
+        capped = self.connections is not None and self.connections < load.max_concurrency
+        limit = self.connections if capped else load.max_concurrency
         # A connector that times the connections it opens (metrics.connect_s) without aiohttp's
         # per-request tracing (about 20 us a request); plain tracing where it cannot.
-        connector, traces = session_connector(limit=self.connector_limit, limit_per_host=0,
+        connector, traces = session_connector(limit=limit, limit_per_host=0,
                                               ttl_dns_cache=300, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
-        # Proxies from the environment are resolved once here, not per request
-        # as trust_env=True would (two thread hops per request).
-        self.proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
-        self.public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.transport.timeouts.connect)
         try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.creds.headers,
                                              auto_decompress=True, trace_configs=traces) as session:
-                self.sender = Sender(self, session)
-                first = self.cfg.stages[0]
-                if warmup_items is not None and self.cfg.warmup:
-                    await self._run_stage(first, warmup_items, warmup=True)
-                stages = list(self.cfg.stages)
+                self.sender = Sender(session, self.transport, self.request, self.checks, creds=self.creds,
+                                     hooks=self.hooks, pool=self.pool, answers=self.answers, result=self.result,
+                                     reach=self.reach, connections=limit if capped else None,
+                                     replay_speed=load.replay_speed if load.replay else None)
+                first = load.stages[0]
+                if warmup_items is not None and load.warmup:
+                    await self._run_stage(load, first, warmup_items, True, deadline)
+                stages = list(load.stages)
                 while stages:
                     stage = stages.pop(0)
                     if self.stopping.is_set():
                         break
-                    await self._run_stage(stage, stage_items(stage), warmup=False)
-                    if self.cfg.sweep and stage.index == 1:  # both ends measured: the rates between them
-                        stages = self._sweep_stages(stage)
+                    await self._run_stage(load, stage, stage_items(stage), False, deadline)
+                    if load.sweep and stage.index == 1:  # both ends measured: the rates between them
+                        stages = self._sweep_stages(load, stage)
         finally:
             never = self.reach.finish()  # nothing ever connected: what failed to connect is not written
             if never is not None:
@@ -145,35 +155,37 @@ class Engine:
         self.result.interrupted = self.stopping.is_set()
         return self.result
 
-    def _sweep_stages(self, throughput: Stage) -> list[Stage]:
+    def _sweep_stages(self, load: LoadConfig, throughput: Stage) -> list[Stage]:
         """--rate sweep: the constant-rate stages between the synchronous and the maximum rate just measured."""
         sync, peak = (self.result.stage_rates.get(i, 0.0) for i in (0, 1))
-        rates = sweep_rates(sync, peak, self.cfg.sweep_points)
+        rates = sweep_rates(sync, peak, load.sweep_points)
         self.result.sweep = {"synchronous_rps": sync, "max_rps": peak, "rates": rates}
         log.info("sweep: synchronous %.3g req/s, maximum %.3g req/s; running %d rates between them",
                  sync, peak, len(rates))
         return [Stage(2 + i, throughput.concurrency, r, f"rate={r:g}") for i, r in enumerate(rates)]
 
-    async def _run_stage(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+    async def _run_stage(self, load: LoadConfig, stage: Stage, items: Items, warmup: bool,
+                         deadline: float | None) -> None:
         started, done_before = time.perf_counter(), self.result.completed
         self.hooks.on_stage(stage, warmup, True)
-        await self._run_stage_inner(stage, items, warmup)
+        await self._run_stage_inner(load, stage, items, warmup, deadline)
         self.hooks.on_stage(stage, warmup, False)
         elapsed = time.perf_counter() - started
         if not warmup and elapsed > 0:
             self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed
 
-    def stage_deadline(self, stage: Stage, warmup: bool, start: float) -> float | None:
+    def stage_deadline(self, load: LoadConfig, stage: Stage, warmup: bool, start: float) -> float | None:
         """--duration: the time.perf_counter value from which the stage starts no request; None without one.
 
         --duration counts the whole output: what earlier runs spent on this
         stage (outputs.Prior, on --resume) is taken off.
         """
-        if warmup or self.cfg.duration_s is None:
+        if warmup or load.duration_s is None:
             return None
-        return start + max(0.0, self.cfg.duration_s - self.prior.elapsed(stage.label))
+        return start + max(0.0, load.duration_s - self.prior.elapsed(stage.label))
 
-    async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+    async def _run_stage_inner(self, load: LoadConfig, stage: Stage, items: Items, warmup: bool,
+                               deadline: float | None) -> None:
         """The stage until its items end, a stop, or --duration's deadline.
 
         At the deadline no request starts any more, wherever it waits (the
@@ -183,15 +195,16 @@ class Engine:
         --drain-timeout.
         """
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
-        cfg = self.cfg
-        ramp_workers = cfg.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
-        offsets = (worker_start_offsets(stage.concurrency, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s,
-                                        cfg.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
+        ramp_workers = load.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
+        offsets = (worker_start_offsets(stage.concurrency, load.ramp_up_start or 1.0, load.ramp_up_duration_s,
+                                        load.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
         begin = time.perf_counter()
-        deadline = self.sender.deadline = self.stage_deadline(stage, warmup, begin)
+        if deadline is None or warmup:
+            deadline = self.stage_deadline(load, stage, warmup, begin)
+        self.sender.start_stage(deadline)
         workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset, deadline))
                    for offset in offsets]
-        producer = asyncio.create_task(self._produce(queue, items, stage, warmup, deadline))
+        producer = asyncio.create_task(self._produce(load, queue, items, stage, warmup, deadline))
         stop_wait = asyncio.create_task(self.stopping.wait())
         everything = asyncio.gather(producer, *workers)
         try:
@@ -205,7 +218,7 @@ class Engine:
                 if w not in self._busy:
                     w.cancel()
             # A server never reached has nothing in flight worth waiting for: no backoff is waited out.
-            drain = 0 if self.reach.nothing_to_drain() else self.cfg.drain_timeout_s
+            drain = 0 if self.reach.nothing_to_drain() else load.drain_timeout_s
             _, pending = await asyncio.wait(workers, timeout=drain)
             self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
@@ -220,15 +233,14 @@ class Engine:
             # print as "exception was never retrieved" on every drain.
             await asyncio.gather(everything, return_exceptions=True)
 
-    async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool,
+    async def _produce(self, load: LoadConfig, queue: asyncio.Queue, items: Items, stage: Stage, warmup: bool,
                        deadline: float | None) -> None:
-        cfg = self.cfg
-        gaps = self._gaps(stage, warmup)
-        replay = cfg.replay and not warmup
+        gaps = self._gaps(load, stage, warmup)
+        replay = load.replay and not warmup
         start = time.perf_counter()
         due = start
         sent = 0
-        limit = cfg.warmup if warmup else cfg.num_prompts
+        limit = load.warmup if warmup else load.num_prompts
         if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
             limit = max(0, limit - self.prior.sent(stage.label))
         source = items if hasattr(items, "__aiter__") else aiter_items(items)  # live inputs come async
@@ -241,7 +253,7 @@ class Engine:
             if limit is not None and sent >= limit:
                 break
             if replay:  # at the trace's own time, open loop
-                due = start + replay_offset(item.timestamp_ms, due - start, cfg.replay_speed)
+                due = start + replay_offset(item.timestamp_ms, due - start, load.replay_speed)
             elif sent:  # the first request goes at once, then the gaps (as vLLM's benchmark does)
                 due += next(gaps)
             if deadline is not None and max(due, time.perf_counter()) >= deadline:
@@ -254,13 +266,12 @@ class Engine:
         for _ in range(stage.concurrency):
             await queue.put(_STOP)
 
-    def _gaps(self, stage: Stage, warmup: bool) -> Iterator[float]:
-        cfg = self.cfg
+    def _gaps(self, load: LoadConfig, stage: Stage, warmup: bool) -> Iterator[float]:
         rate = None if warmup else stage.rate
-        if cfg.ramp_up is not None and rate is not None and not math.isinf(rate):
-            return ramped_gaps(rate, cfg.ramp_up_start or 1.0, cfg.ramp_up_duration_s, cfg.ramp_up,
-                               cfg.burstiness, self._rng)
-        return arrival_gaps(rate, cfg.burstiness, self._rng)
+        if load.ramp_up is not None and rate is not None and not math.isinf(rate):
+            return ramped_gaps(rate, load.ramp_up_start or 1.0, load.ramp_up_duration_s, load.ramp_up,
+                               load.burstiness, self.rng)
+        return arrival_gaps(rate, load.burstiness, self.rng)
 
     async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0,
                       deadline: float | None = None) -> None:
@@ -303,7 +314,7 @@ class Engine:
         if tripped is not None:
             self.abort(AuthRejected(
                 f"stopped: the first {self.guard.limit} answers were all HTTP 401/403/404 or web pages ({tripped}); "
-                f"check the key (${self.cfg.key_env}), --base-url and --model. Nothing was written "
+                f"check the key (${self.transport.key_env}), --base-url and --model. Nothing was written "
                 "for those requests, so a rerun sends them again"))
 
     def _write(self, record: Record) -> None:

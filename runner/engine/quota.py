@@ -27,11 +27,37 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..stream.errors import ExceedsTPM
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
+
+
+class Quota(Protocol):
+    """What sending asks of the RPM/TPM budget: `QuotaLimiter` in one process; in a worker process, its
+    stand-in that asks the parent's limiter (runner/workers/quota.py)."""
+
+    async def acquire(self, tokens: int = 0) -> None: ...
+    def settle(self, estimated: int, actual: int) -> None: ...
+    def observe_headers(self, headers: Mapping[str, str]) -> None: ...
+    def throttled(self) -> None: ...
+    def succeeded(self) -> None: ...
+
+
+class AdaptiveFigures(Protocol):
+    """What the progress display and the summary read of adaptive concurrency: one process's
+    `AdaptiveConcurrency`, or the workers' added up (runner/workers/pool.py)."""
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def min_limit_seen(self) -> int: ...
+    @property
+    def throttles(self) -> int: ...
+    @property
+    def decreases(self) -> int: ...
 
 #: Float slack when comparing bucket levels, so a refill that lands at
 #: 0.9999999 instead of 1.0 does not cost another sleep round.

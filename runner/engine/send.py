@@ -18,9 +18,9 @@ from typing import Any, Awaitable, Callable, Mapping
 import aiohttp
 import orjson
 
-from ..config.run_config import RunConfig, Stage
+from ..config.run_config import ChecksConfig, RequestConfig, Stage, TransportConfig
 from .answers import Answers, checked, response_format
-from ..stream.endpoints import public_url
+from ..stream.endpoints import EndpointPool, public_url
 from ..errors import OutOfFiles, Unreachable, UsageError
 from ..inputs.ids import line_hash
 from ..inputs.items import InputItem
@@ -30,11 +30,14 @@ from ..stream.client import Attempt, endpoint_url, list_models, request_id, stre
 from ..stream.errors import NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, PastDeadline, RequestError, TooManyOpenFiles, UnwantedFinish, redact
 from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
 from ..stream.protocol import StreamState
-from ..stream.headers import ANTHROPIC, OPENAI
+from ..stream.headers import ANTHROPIC, OPENAI, Credentials
 from ..stream.paths import key_api
 from ..stream.protocol_responses import EventStreamState
 from ..stream.retry import call_with_retries
 from ..stream.timing import Timing
+from .guards import ConnectGuard
+from .hooks import EngineHooks
+from .result import EngineResult
 from .structured import format_problem
 from ..inputs.tokens import reasoning_tokens
 
@@ -49,11 +52,15 @@ NAMED_EVENTS = {RESPONSES_PATH: protocol_responses.handle_event, MESSAGES_PATH: 
 WHOLE = {RESPONSES_PATH: protocol_responses.apply_whole, MESSAGES_PATH: protocol_anthropic.apply_whole}
 
 
+# What a reply is read into: chat/completions' stream, the Responses and Messages APIs' named events, embeddings.
+ReplyState = StreamState | EventStreamState | embeddings.Result
+
+
 @dataclass
 class Reply:
     """What one request (with its retries) came to: the stream's state or the error, and its stamps."""
 
-    state: Any  # StreamState / EventStreamState / embeddings.Result, or None when nothing came back
+    state: ReplyState | None  # None when nothing came back
     timing: Timing | None
     attempts: int
     error: RequestError | None
@@ -62,34 +69,51 @@ class Reply:
 
 
 class Sender:
-    """What sending needs, shared by every request of a run: the session, the endpoints, the hooks."""
+    """What sending needs, shared by every request of one session: the settings of the transport, the
+    requests and the checks of their answers; the session, the endpoints, the credentials and the hooks.
 
-    def __init__(self, engine, session: aiohttp.ClientSession) -> None:
-        self.cfg: RunConfig = engine.cfg
-        self.hooks = engine.hooks
-        self.pool = engine.pool
-        self.secrets = engine.secrets
-        self.answers: Answers = engine.answers
-        self.counters = engine.result
+    `result` is the engine's: the Sender counts the requests it sends there.
+    `reach` (runner/engine/guards.ConnectGuard) hears whether any attempt
+    connected.  `connections`: fewer connections than requests in flight, when
+    the open-file limit allows no more (runner/workers/openfiles.py): a request
+    waits for one before it is sent, so the wait shows as queue_s, never in
+    TTFT.  `replay_speed`: --replay's time scale (None without --replay), for
+    each record's scheduled time.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, transport: TransportConfig, request: RequestConfig,
+                 checks: ChecksConfig, *, creds: Credentials, hooks: EngineHooks, pool: EndpointPool,
+                 answers: Answers, result: EngineResult, reach: ConnectGuard, connections: int | None = None,
+                 replay_speed: float | None = None) -> None:
         self.session = session
-        self.proxies = engine.proxies
-        self.public_urls = engine.public_urls
+        self.transport = transport
+        self.request_defaults = request
+        self.hooks = hooks
+        self.pool = pool
+        self.secrets = creds.secrets
+        self.answers = answers
+        self.counters = result
+        self.reach = reach
+        self.replay_speed = replay_speed
+        # Proxies from the environment are resolved once here, not per request
+        # as trust_env=True would (two thread hops per request).
+        self.proxies = {e.url: env_proxy(e.url) for e in pool.endpoints}
+        self.public_urls = {e.url: public_url(e.url) for e in pool.endpoints}
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
-        openai = engine.auth.get(OPENAI) or None
-        anthropic = {**engine.auth.get(ANTHROPIC, {}), "anthropic-version": self.cfg.anthropic_version}
+        openai = creds.auth.get(OPENAI) or None
+        anthropic = {**creds.auth.get(ANTHROPIC, {}), "anthropic-version": transport.anthropic_version}
         self._headers = {path: anthropic if key_api(path) == ANTHROPIC else openai for path in PROTOCOLS}
         self._dropped: set[tuple[str, str]] = set()  # (parameter, why) already warned of
-        self._retry_finish = frozenset(self.cfg.retry_finish_reasons)
-        self.model: str | None = self.cfg.model or self.cfg.params.get("model")
+        self._retry_finish = frozenset(checks.retry_finish_reasons)
+        self.model: str | None = request.model or request.params.get("model")
         self._model_lock = asyncio.Lock()
-        self.reach = engine.reach  # runner/engine/guards.ConnectGuard: has any attempt connected?
-        # Fewer connections than -c when the open-file limit allows no more (runner/workers/openfiles.py): a
-        # request waits for one before it is sent, so the wait shows as queue_s, never in TTFT.
-        self._connections = (asyncio.Semaphore(engine.connector_limit)
-                             if engine.connector_limit < self.cfg.max_concurrency else None)
+        self._connections = asyncio.Semaphore(connections) if connections is not None else None
         self._out_of_files_said = False
-        #: --duration: no attempt starts at or after this time.perf_counter value; set per stage by the engine.
-        self.deadline: float | None = None
+        self.deadline: float | None = None  # --duration's, for the stage running (`start_stage`)
+
+    def start_stage(self, deadline: float | None) -> None:
+        """A stage begins: from `deadline` (a time.perf_counter value; None: none) no attempt starts."""
+        self.deadline = deadline
 
     async def default_model(self) -> str:
         """The model for lines that name none and a run without --model: the server's only one.
@@ -101,7 +125,7 @@ class Sender:
             return self.model
         async with self._model_lock:
             if self.model is None:
-                own = MESSAGES_PATH if self.cfg.key_api == ANTHROPIC else CHAT_PATH
+                own = MESSAGES_PATH if self.transport.key_api == ANTHROPIC else CHAT_PATH
                 self.model = await only_model(self.session, [e.url for e in self.pool.endpoints], self.proxies,
                                               self.secrets, headers=self._headers[own])
         return self.model
@@ -115,8 +139,9 @@ class Sender:
         A response_format whose schema is itself invalid is such a request: no
         reply could pass it, so it is the line's fault, not worth an attempt.
         """
-        request = PROTOCOLS[path].build_body(body, path=path, defaults=self.cfg.params, model=model,
-                                             include_usage=self.cfg.include_usage, on_drop=self._warn)
+        defaults = self.request_defaults
+        request = PROTOCOLS[path].build_body(body, path=path, defaults=defaults.params, model=model,
+                                             include_usage=defaults.include_usage, on_drop=self._warn)
         problem = format_problem(response_format(request))
         if problem is not None:
             raise InvalidRequestLine(problem)
@@ -183,7 +208,7 @@ class Sender:
                 raise
 
         try:
-            attempt, parsed = await call_with_retries(self.cfg.retry, one_attempt, self.deadline)
+            attempt, parsed = await call_with_retries(self.transport.retry, one_attempt, self.deadline)
         except (RequestError, PastDeadline) as exc:
             if isinstance(exc, PastDeadline):
                 if failure is None:  # nothing was sent: no record
@@ -302,14 +327,15 @@ class Sender:
     async def _send(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
         url = endpoint_url(base_url, path)
         proxy = self.proxies[base_url]
+        transport = self.transport
         if path == embeddings.PATH:
-            return await embeddings.post(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
+            return await embeddings.post(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
                                          self._headers[path])
         named = NAMED_EVENTS.get(path)
-        keep = not self.cfg.drop_logprobs
+        keep = not self.request_defaults.drop_logprobs
         state = (EventStreamState(keep_logprobs=keep) if named is not None else
                  StreamState(keep_logprobs=False) if not keep else None)
-        return await stream_once(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
+        return await stream_once(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
                                  state, named, self._headers[path], WHOLE.get(path))
 
     def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
@@ -340,7 +366,7 @@ class Sender:
             model = (item.body or {}).get("model") or self.model
         metrics = Metrics.from_timing(timing, tokens, source)
         metrics.reasoning_tokens = reasoning_tokens(usage, missing=None)
-        metrics.scheduled_s = scheduled(self.cfg, item)
+        metrics.scheduled_s = scheduled(item, self.replay_speed)
         return Record(
             ("warmup:" + item.custom_id) if warmup else item.custom_id,
             OK if error is None else ERROR,
@@ -382,7 +408,7 @@ class Sender:
         metrics = Metrics.from_timing(reply.timing, None, None)
         metrics.ttft_s = metrics.ttfb_s = metrics.ttfat_s = None  # no stream: nothing comes first
         metrics.itl_s = []
-        metrics.scheduled_s = scheduled(self.cfg, item)
+        metrics.scheduled_s = scheduled(item, self.replay_speed)
         return Record(
             ("warmup:" + item.custom_id) if warmup else item.custom_id,
             OK if reply.error is None else ERROR,
@@ -401,6 +427,17 @@ class Sender:
             embedding=result.vectors[0] if one and result.vectors else None,
             embeddings=None if one else result.vectors,
         )
+
+
+def env_proxy(url: str) -> str | None:
+    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return str(get_env_proxy_for_url(URL(url))[0])
+    except LookupError:
+        return None
 
 
 async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: dict[str, str | None],
@@ -434,11 +471,11 @@ async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: d
     raise UsageError("cannot connect to " + "; nor to ".join(unreachable))
 
 
-def scheduled(cfg: RunConfig, item: InputItem) -> float | None:
+def scheduled(item: InputItem, replay_speed: float | None) -> float | None:
     """--replay: when the trace sent this line, in this run's time (seconds from the stage's start)."""
-    if item.timestamp_ms is None or not cfg.replay:
+    if item.timestamp_ms is None or replay_speed is None:
         return None
-    return item.timestamp_ms / 1000.0 / cfg.replay_speed
+    return item.timestamp_ms / 1000.0 / replay_speed
 
 
 def output_tokens(state, text: str, choices: list[Choice] | None,

@@ -33,10 +33,14 @@ import asyncio
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..stats.percentiles import percentile
 from ..stats.reservoir import Reservoir
+
+if TYPE_CHECKING:
+    from ..config.run_config import Stage
+    from ..record import Record
 
 LAG_INTERVAL_S = 0.05  # how often the loop's lag is sampled
 KEEP = 10_000  # lag samples and TTFTs kept per stage: all of them up to this, a uniform sample beyond
@@ -153,7 +157,7 @@ class StageTimer:
         self._open: StageRun | None = None
         self._sent = 0
 
-    def on_stage(self, stage: Any, warmup: bool, begin: bool) -> None:
+    def on_stage(self, stage: Stage, warmup: bool, begin: bool) -> None:
         if warmup:
             return
         if begin:
@@ -235,15 +239,15 @@ def pct(share: float) -> str:
 class ClientTiming:
     """The run's timing section: its StageTimer (fed by the engine and the lag monitor) and each stage's TTFTs."""
 
-    def __init__(self, cfg: Any, clock: Callable[[], float] = time.perf_counter,
+    def __init__(self, stages: Sequence[Stage], clock: Callable[[], float] = time.perf_counter,
                  cpu: Callable[[], float] = time.process_time) -> None:
         self.timer = StageTimer(clock, cpu)
         self.on_stage, self.sample = self.timer.on_stage, self.timer.sample
-        self._unnamed = cfg.stages[0].index  # records of a single unnamed stage carry no stage
+        self._unnamed = stages[0].index  # records of a single unnamed stage carry no stage
         self._ttft: dict[int, Kept] = {}
         self._measured: dict[int, int] = {}  # stage index -> ok requests this run sent (not warm-ups, not cached)
 
-    def observe(self, record: Any) -> None:
+    def observe(self, record: Record) -> None:
         """A record of this run: a measured request of its stage, and its TTFT for the stage's p50."""
         if record.warmup or record.cached or record.status != "ok":
             return

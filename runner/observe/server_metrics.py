@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ..config.run_config import RunConfig
+from ..config.run_config import OutputConfig, RunConfig
 from ..stream.endpoints import public_url, url_secrets
 from .prometheus import MAX_SERIES, Scrape, ServerFigures, parse
 
@@ -53,13 +53,13 @@ MAX_BYTES = 16 * 1024 * 1024  # a /metrics body larger than this is a failed scr
 ACCEPT = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"  # the classic text format, which every server speaks
 
 
-def side_path_for(cfg: RunConfig) -> str | None:
+def side_path_for(output: OutputConfig) -> str | None:
     """``<output base>.server_metrics.jsonl``; for ``-o -`` beside ``--summary``; None when there is neither."""
-    if cfg.output != "-":
-        base = cfg.output
+    if output.path != "-":
+        base = output.path
         return (base[:-6] if base.endswith(".jsonl") else base) + SUFFIX
-    if cfg.summary_path:
-        base = cfg.summary_path
+    if output.summary_path:
+        base = output.summary_path
         for ending in (".summary.json", ".json"):
             if base.endswith(ending):
                 base = base[: -len(ending)]
@@ -285,14 +285,15 @@ def _parse_all(texts: list[str], max_series: int) -> list[Scrape | str]:
 
 def scraper_for(cfg: RunConfig, *, clock: Callable[[], float] = time.perf_counter) -> Scraper | None:
     """The run's scraper, or None: no ``--server-metrics``, or ``-o -`` with no ``--summary`` to sit beside."""
-    if not cfg.server_metrics:
+    observe = cfg.observe
+    if not observe.server_metrics:
         return None
-    path = side_path_for(cfg)
+    path = side_path_for(cfg.output)
     if path is None:
         log.warning("--server-metrics: with -o - the samples need a file: give --summary PATH and they go "
                     "beside it; not scraping")
         return None
-    urls = resolve_urls(cfg.server_metrics, cfg.base_urls)
+    urls = resolve_urls(observe.server_metrics, cfg.transport.base_urls)
     log.info("server metrics: %s every %gs into %s", ", ".join(public_url(u) for u in urls),
-             cfg.server_metrics_interval_s, path)
-    return Scraper(urls, path, cfg.server_metrics_interval_s, append=cfg.resume, clock=clock)
+             observe.server_metrics_interval_s, path)
+    return Scraper(urls, path, observe.server_metrics_interval_s, append=cfg.output.resume, clock=clock)

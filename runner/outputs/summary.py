@@ -15,18 +15,19 @@ from typing import Any
 
 import orjson
 
-from ..config.run_config import RunConfig
+from ..config.options import summary_config
+from ..config.run_config import OutputConfig, RunConfig
 
 SCHEMA = "streamrun.summary/1"
 
 
-def summary_path_for(cfg: RunConfig) -> str | None:
+def summary_path_for(output: OutputConfig) -> str | None:
     """Beside the output; None for `-o -` (records on stdout) unless --summary names a file."""
-    if cfg.summary_path:
-        return cfg.summary_path
-    if cfg.output == "-":
+    if output.summary_path:
+        return output.summary_path
+    if output.path == "-":
         return None
-    return sidecar_path(cfg.output)
+    return sidecar_path(output.path)
 
 
 def sidecar_path(output: str) -> str:
@@ -60,7 +61,7 @@ def build_document(cfg: RunConfig, stats: dict, facts: RunFacts) -> dict[str, An
         "schema": SCHEMA,
         "job": cfg.job,
         "label": cfg.label,
-        "output": cfg.output,
+        "output": cfg.output.path,
         "started_at": facts.started_at.isoformat(),
         "ended_at": facts.ended_at.isoformat(),
         "duration_s": facts.duration_s,
@@ -74,7 +75,7 @@ def build_document(cfg: RunConfig, stats: dict, facts: RunFacts) -> dict[str, An
         "summary": stats,
         "event_loop_lag": facts.event_loop_lag,
         "endpoints": facts.endpoints,
-        "config": cfg.public(),
+        "config": summary_config(cfg),
         **facts.extra,
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from ..config.run_config import RunConfig
+from ..config.run_config import ObserveConfig
 
 
 def _ms(x: float | None) -> str:
@@ -29,7 +29,7 @@ def _shown(doc: dict[str, Any]) -> tuple[str, ...]:
     from ..stats import percentile_key
 
     chosen = (doc.get("config") or {}).get("percentiles")
-    if not chosen or tuple(chosen) == RunConfig.percentiles:
+    if not chosen or tuple(chosen) == ObserveConfig.percentiles:
         return _LOG_PERCENTILES
     return tuple(percentile_key(q) for q in chosen)
 
@@ -206,7 +206,7 @@ def render(doc: dict[str, Any], path: str, stage_table: bool = False, out: TextI
 
         config = doc.get("config") or {}
         report = build_report([doc["output"]], doc["summary"].get("slos") or None,
-                              percentiles=config.get("percentiles") or RunConfig.percentiles)
+                              percentiles=config.get("percentiles") or ObserveConfig.percentiles)
         mark_stages(report.summaries, (doc.get("timing") or {}).get("stages") or [])  # this run's client timing
         mark_degraded(report.summaries, (doc.get("workers") or {}).get("degraded_stages") or [])
         render_table(report.summaries, Console(file=out))

@@ -11,9 +11,10 @@ socket closes (the parent died: nobody would write its records).
 
 Each stage is one `Engine.run` with the worker's share of the stage (a
 fresh connection pool per stage), started at the common start the parent
-gave.  The engine's own rejection guard is off: the parent's sees every
-answer.  A run-level error (no --model and several served) is told to the
-parent at once, which stops every worker.
+gave, under the parent's --duration deadline.  The engine's own rejection
+guard is off: the parent's sees every answer.  A run-level error (no
+--model and several served) is told to the parent at once, which stops
+every worker.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ import socket
 import sys
 import time
 
+import random
+
 import anyio
 
 from ..aio import loop_factory
+from ..config.run_config import RunConfig
 from ..engine.answers import Answers
-from ..engine.loop import Engine, EngineHooks
+from ..engine.loop import Engine
 from ..errors import EXIT_ORPHANED, RunError
 from ..engine.guards import RejectionGuard
 from ..observe.client_timing import LagMonitor, StageTimer
-from ..engine.hooks import open_cache, quota_hooks
+from ..engine.hooks import engine_hooks, open_answers
+from ..outputs.writer import Prior
+from ..record import Record
 from .quota import QuotaClient
 from .wire import Kind, Link, item_of, record_bytes, unpack
 
@@ -54,45 +60,31 @@ class RecordPipe:
         self.link = link
         self.stage_record: dict | None = None
 
-    def put(self, record) -> None:
+    def put(self, record: Record, line: bytes | None = None) -> None:
         if record.stage is not None:
             record.stage = self.stage_record
         self.link.send(Kind.RECORD, record_bytes(record))
 
 
-class WorkerEngine(Engine):
-    """The Engine, except that a run-level failure is told to the parent at once, and the stage's
-    --duration deadline is the parent's (one time.perf_counter value for every worker)."""
-
-    def __init__(self, *args, on_abort, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_abort = on_abort
-        self.phase_deadline: float | None = None
-
-    def stage_deadline(self, stage, warmup: bool, start: float) -> float | None:
-        return None if warmup else self.phase_deadline
-
-    def abort(self, error: RunError) -> None:
-        first = self.fatal is None
-        super().abort(error)
-        if first:
-            self.on_abort(error)
-
-
 class Worker:
-    def __init__(self, link: Link, init: dict) -> None:
+    """One worker process: its engine, fed by the parent's socket, and what it tells the parent."""
+
+    def __init__(self, link: Link, init: dict, answers: Answers) -> None:
         self.link = link
-        self.cfg = init["cfg"]
-        hooks = EngineHooks()
-        quota_hooks(self.cfg, hooks)  # token counting and adaptive concurrency as the parent's would be
-        self.quota = None
-        if hooks.quota is not None:  # one budget for all workers: the parent grants
-            self.quota = hooks.quota = QuotaClient(link, self.cfg.tpm)
+        self.cfg: RunConfig = init["cfg"]
+        load = self.cfg.load
+        # Token counting and adaptive concurrency as the parent's would be; one RPM/TPM budget for all
+        # workers: the parent grants.
+        hooks = engine_hooks(load, self.cfg.request.model)
+        self.quota = QuotaClient(link, load.tpm) if hooks.quota is not None else None
+        hooks = dataclasses.replace(hooks, quota=self.quota)
+        self.answers = answers
         self.pipe = RecordPipe(link)
-        self.engine = WorkerEngine(self.cfg, headers=init["headers"], writer=self.pipe, hooks=hooks,
-                                   secrets=init["secrets"], auth=init["auth"], on_abort=self._tell_fatal,
-                                   connector_limit=init.get("connections"))
-        self.engine.guard = RejectionGuard(armed=False)  # the parent's guard sees every answer
+        self.engine = Engine(self.cfg.transport, self.cfg.request, self.cfg.checks, creds=init["creds"], hooks=hooks,
+                             writer=self.pipe, answers=answers, prior=Prior(),
+                             guard=RejectionGuard(armed=False),  # the parent's guard sees every answer
+                             connections=init.get("connections"), on_abort=self._tell_fatal,
+                             rng=random.Random(load.seed))
         self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
         self.lag = LagMonitor(on_sample=self.timer.sample)
         self.items: asyncio.Queue = asyncio.Queue()  # bounded by the parent's window
@@ -100,34 +92,30 @@ class Worker:
         self._ended = True  # the current stage's END was read
 
     async def run(self) -> None:
-        cache = await open_cache(self.cfg)
-        self.engine.answers = Answers(cache)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._listen)
-                tg.start_soon(self.lag.run)
-                tg.start_soon(self._heartbeat)
-                self.link.send(Kind.READY)
-                while (phase := await self.control.get()) is not None:
-                    await self._phase(phase)
-                    self.link.send_json(Kind.PHASE_DONE, {**self._counters(), "timing": self.timer.wire()})
-                    await self._skip_to_end()
-                tg.cancel_scope.cancel()
-        finally:
-            if cache is not None:
-                await cache.aclose()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen)
+            tg.start_soon(self.lag.run)
+            tg.start_soon(self._heartbeat)
+            self.link.send(Kind.READY)
+            while (phase := await self.control.get()) is not None:
+                await self._phase(phase)
+                self.link.send_json(Kind.PHASE_DONE, {**self._counters(), "timing": self.timer.wire()})
+                await self._skip_to_end()
+            tg.cancel_scope.cancel()
+
+    def done(self) -> None:
+        """Its last word, once its cache is closed: what it sent, its loop's lag, its cache's counts."""
+        cache = self.answers.cache
         self.link.send_json(Kind.DONE, {**self._counters(), "lag": self.lag.summary(),
                                         "cache": cache.stats.as_dict() if cache is not None else None})
-        await self.link.close()
 
     async def _phase(self, phase: dict) -> None:
         """Its share of one stage, from the common start, until its items end or the parent says STOP."""
         stage = phase["stage"]
-        self.engine.cfg = dataclasses.replace(self.cfg, stages=(stage,), concurrency=(stage.concurrency,),
-                                              ramp_up_start=phase["ramp_up_start"])
-        self.engine.phase_deadline = phase["deadline"]
-        # After another worker died its share may be larger than the one it started for: room for it.
-        self.engine.connector_limit = max(self.engine.connector_limit, stage.concurrency)
+        # After another worker died its share may be larger than the one it started for: the load is the
+        # share (its connections follow), and adaptive concurrency grows to it.
+        load = dataclasses.replace(self.cfg.load, stages=(stage,), concurrency=(stage.concurrency,),
+                                   ramp_up_start=phase["ramp_up_start"])
         if self.engine.hooks.adaptive is not None:
             self.engine.hooks.adaptive.grow(stage.concurrency)
         self.pipe.stage_record = phase["stage_record"]
@@ -137,10 +125,10 @@ class Worker:
             await asyncio.sleep(delay)
         items = self._stage_items()
         if phase["warmup"]:
-            await self.engine.run(lambda _: _no_items(), items)
+            await self.engine.run(load, lambda _: _no_items(), items)
         else:
             self.timer.on_stage(stage, False, True)
-            await self.engine.run(lambda _: items, None)
+            await self.engine.run(load, lambda _: items, None, deadline=phase["deadline"])
             self.timer.on_stage(stage, False, False)
 
     async def _stage_items(self):
@@ -210,8 +198,12 @@ async def serve(sock: socket.socket) -> None:
     if frame is None or frame[0] is not Kind.INIT:
         return
     init = unpack(frame[1])
-    _setup_logging(init["log"], init["secrets"], init["index"])
-    await Worker(link, init).run()
+    _setup_logging(init["log"], init["creds"].secrets, init["index"])  # the parent's secrets_of
+    async with open_answers(init["cfg"].checks) as answers:
+        worker = Worker(link, init, answers)
+        await worker.run()
+    worker.done()
+    await link.close()
 
 
 def main(argv: list[str] | None = None) -> None:

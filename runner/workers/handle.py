@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config.run_config import Stage
+from .quota import QuotaGrants
 from .shapes import window
 from .wire import Kind, Link, item_frame, message, pack
 
@@ -48,7 +49,7 @@ class WorkerHandle:
         self.proc: asyncio.subprocess.Process | None = None
         self.link: Link | None = None
         self.pid: int | None = None
-        self.quota = None  # quota.QuotaGrants with --rpm/--tpm
+        self.quota: QuotaGrants | None = None  # with --rpm/--tpm
         self.ready = asyncio.Event()
         self.phase_over = asyncio.Event()  # its part of the current stage is done (or it died)
         self.in_phase = False  # between its PHASE and its PHASE_DONE: a death now leaves the stage short

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config.run_config import RunConfig
+from ..config.run_config import LoadConfig
 
 log = logging.getLogger("streamrun")
 
@@ -24,7 +24,7 @@ RESERVE = 32
 PER_WORKER = 2  # the parent's socket to each worker process, and the process itself
 
 
-def fit_connections(cfg: RunConfig, *, in_process_server: bool = False) -> int | None:
+def fit_connections(load: LoadConfig, *, in_process_server: bool = False) -> int | None:
     """Connections each sending process may open at once: None for all it needs (-c, or its --workers
     share), or fewer when the open-file limit cannot be raised that far (said in one warning).
 
@@ -37,7 +37,7 @@ def fit_connections(cfg: RunConfig, *, in_process_server: bool = False) -> int |
         return None
     from .shapes import share
 
-    total, workers = cfg.max_concurrency, cfg.workers
+    total, workers = load.max_concurrency, load.workers
     wanted = total if workers == 1 else share(total, workers, 0)  # the first worker has the largest share
     if workers == 1:
         need = RESERVE + total * (2 if in_process_server else 1)

@@ -39,15 +39,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import anyio
 
-from ..config.run_config import Stage
-from ..engine.loop import Engine, EngineResult
+from ..config.run_config import LoadConfig, RunConfig, Stage
+from ..engine.answers import Answers
+from ..engine.guards import ConnectGuard, RejectionGuard
+from ..engine.hooks import EngineHooks
+from ..engine.loop import Engine, Items, RecordSink
+from ..engine.result import EngineResult
 from ..errors import EXIT_FAILED, RunError
-from ..inputs.items import InputItem, aiter_items
+from ..inputs.items import aiter_items
+from ..outputs.writer import Prior
 from ..record import Record
+from ..stream.headers import Credentials
 from .handle import WorkerHandle
 from .quota import QuotaGrants
 from .shapes import ramp_start, worker_config, worker_stage
@@ -72,15 +78,22 @@ class WorkerDied(RunError):
 
 
 class WorkerPool(Engine):
-    """Engine's surface and stage loop; each stage's requests sent by `cfg.workers` processes."""
+    """Engine's surface and stage loop; each stage's requests sent by `cfg.load.workers` processes.
 
-    def __init__(self, cfg, *, headers: dict[str, str], writer, hooks, secrets: tuple[str, ...] = (),
-                 connector_limit: int | None = None, auth: dict[str, dict[str, str]] | None = None) -> None:
-        super().__init__(cfg, headers=headers, writer=writer, hooks=hooks, secrets=secrets, connector_limit=1,
-                         auth=auth)
-        self.reach.armed = False  # each worker's guard watches its own attempts (the parent sends none)
-        self.worker_connections = connector_limit  # each worker's cap when the open-file limit is low
-        self.handles = [WorkerHandle(i) for i in range(cfg.workers)]
+    Built as the Engine is, from the whole run's config (each worker is sent
+    its own, `shapes.worker_config`); `connections` is each worker's cap.
+    """
+
+    def __init__(self, cfg: RunConfig, *, creds: Credentials, hooks: EngineHooks, writer: RecordSink,
+                 answers: Answers, prior: Prior, connections: int | None = None) -> None:
+        # The parent sends nothing: one connection for its session, and no guard on connections of its own
+        # (each worker's watches its own attempts); the rejection guard sees every answer, as in one process.
+        super().__init__(cfg.transport, cfg.request, cfg.checks, creds=creds, hooks=hooks, writer=writer,
+                         answers=answers, prior=prior, guard=RejectionGuard(), reach=ConnectGuard(armed=False),
+                         connections=1)
+        self.cfg = cfg
+        self.worker_connections = connections
+        self.handles = [WorkerHandle(i) for i in range(cfg.load.workers)]
         self.lost_in_flight = 0  # requests that workers which died had in flight (their last report)
         self._changed = asyncio.Event()  # any worker's state changed: a record, a stage done, a death
         self._stage_record: dict | None = None
@@ -89,8 +102,12 @@ class WorkerPool(Engine):
         self.degraded: list[dict] = []  # the stages a worker died in (the summary's workers.degraded_stages)
         self._lines: dict[int, bytes] = {}  # id(record) -> its results line, until `_put` writes it
         self._stopped_at: float | None = None
-        if hooks.adaptive is not None:  # the display and the summary show the workers' limits added up
-            hooks.adaptive = AdaptiveTotals(self.handles)
+        self._adaptive = AdaptiveTotals(self.handles) if hooks.adaptive is not None else None
+
+    @property
+    def adaptive(self) -> AdaptiveTotals | None:
+        """The workers' adaptive concurrency added up, for the display and the summary."""
+        return self._adaptive
 
     # -- Engine's surface
 
@@ -108,12 +125,12 @@ class WorkerPool(Engine):
             self.fatal = error
         self.stop()
 
-    async def run(self, stage_items: Callable[[Stage], Iterator[InputItem]],
-                  warmup_items: Iterator[InputItem] | None = None) -> EngineResult:
+    async def run(self, load: LoadConfig, stage_items: Callable[[Stage], Items], warmup_items: Items | None = None,
+                  *, deadline: float | None = None) -> EngineResult:
         try:
             async with anyio.create_task_group() as tg:
                 await self._start(tg)
-                await super().run(stage_items, warmup_items)  # the stages, each a phase (_run_stage_inner)
+                await super().run(load, stage_items, warmup_items)  # the stages, each a phase (_run_stage_inner)
                 await self._shutdown()
                 tg.cancel_scope.cancel()  # quota grants still waiting
         finally:
@@ -157,8 +174,7 @@ class WorkerPool(Engine):
             if self.hooks.quota is not None:
                 h.quota = QuotaGrants(self.hooks.quota, h.link, tg)
             h.init({"index": h.index, "cfg": worker_config(self.cfg, h.index, len(self.handles)),
-                    "headers": self.headers, "auth": self.auth, "secrets": self.secrets, "log": settings,
-                    "connections": self.worker_connections})
+                    "creds": self.creds, "log": settings, "connections": self.worker_connections})
         spawned = [h for h in self.handles if h.proc is not None]
         started = await self._until(lambda: all(h.ready.is_set() or h.gone.is_set() for h in spawned),
                                     START_TIMEOUT_S)
@@ -198,7 +214,8 @@ class WorkerPool(Engine):
 
     # -- one stage across the workers
 
-    async def _run_stage_inner(self, stage: Stage, items: Iterator[InputItem], warmup: bool) -> None:
+    async def _run_stage_inner(self, load: LoadConfig, stage: Stage, items: Items, warmup: bool,
+                               deadline: float | None) -> None:
         alive = [h for h in self.handles if h.alive]  # a dead worker's share goes to those left
         phase = [(h, s) for i, h in enumerate(alive) for s in [worker_stage(stage, i, len(alive))] if s is not None]
         if self.stopping.is_set() or not phase:
@@ -208,13 +225,13 @@ class WorkerPool(Engine):
                         len(alive), len(self.handles))
         self._stage_record = stage.to_record()  # records carry the stage, not a worker's share of it
         self._stage, self._degraded_record = (None if warmup else stage), None
-        limit = self.cfg.warmup if warmup else self.cfg.num_prompts
+        limit = load.warmup if warmup else load.num_prompts
         if not warmup and limit is not None:  # --num-prompts counts the whole output, earlier runs included
             limit = max(0, limit - self.prior.sent(stage.label))
         start = time.perf_counter() + PHASE_LEAD_S
-        deadline = self.stage_deadline(stage, warmup, start)  # one deadline, the same in every worker
+        deadline = self.stage_deadline(load, stage, warmup, start)  # one deadline, the same in every worker
         handles = [h for h, _ in phase]
-        ramp = ramp_start(self.cfg, len(alive))
+        ramp = ramp_start(load, len(alive))
         for h, share in phase:
             h.begin_phase(share, warmup, start, deadline, self._stage_record, ramp)
         feeder = asyncio.ensure_future(self._feed(handles, items, limit, deadline))
@@ -230,7 +247,7 @@ class WorkerPool(Engine):
             await asyncio.gather(feeder, stopped, return_exceptions=True)
             for h in handles:
                 h.end_items()
-        await self._phase_over(handles)
+        await self._phase_over(handles, load.drain_timeout_s)
 
     async def _feed(self, handles: list[WorkerHandle], items, limit: int | None, deadline: float | None) -> None:
         """Each item to the worker with the most room, as the engine's producer takes them."""
@@ -263,13 +280,13 @@ class WorkerPool(Engine):
             await self._next_change(None)
         return None
 
-    async def _phase_over(self, handles: list[WorkerHandle]) -> None:
+    async def _phase_over(self, handles: list[WorkerHandle], drain_timeout_s: float) -> None:
         """Until every worker finished its part; after a stop, one that outlives the drain is killed."""
         killed = False
         while not all(h.phase_over.is_set() for h in handles):
             timeout = None
             if self._stopped_at is not None and not killed:
-                timeout = self._stopped_at + self.cfg.drain_timeout_s + KILL_GRACE_S - time.perf_counter()
+                timeout = self._stopped_at + drain_timeout_s + KILL_GRACE_S - time.perf_counter()
                 if timeout <= 0:
                     for h in handles:
                         if not h.phase_over.is_set():

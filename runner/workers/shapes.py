@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import math
 
-from ..config.run_config import RunConfig, Stage
+from ..config.run_config import LoadConfig, OutputConfig, RunConfig, Stage
 
 
 def share(total: int, count: int, index: int) -> int:
@@ -35,11 +35,11 @@ def split_rate(rate: float | None, active: int) -> float | None:
     return rate / active
 
 
-def ramp_start(cfg: RunConfig, count: int) -> float | None:
+def ramp_start(load: LoadConfig, count: int) -> float | None:
     """Each of `count` workers' --ramp-up-start: its share of the run's (each ramps its share)."""
-    if cfg.ramp_up is None:
-        return cfg.ramp_up_start
-    return (cfg.ramp_up_start or 1.0) / count
+    if load.ramp_up is None:
+        return load.ramp_up_start
+    return (load.ramp_up_start or 1.0) / count
 
 
 def worker_stage(stage: Stage, index: int, count: int) -> Stage | None:
@@ -78,9 +78,10 @@ def worker_config(cfg: RunConfig, index: int, count: int) -> RunConfig:
     run's total: the parent sends each worker its part, the engine's limit is
     never the one that stops it.
     """
-    slots = share(max(s.concurrency for s in cfg.stages), count, index)
+    load = cfg.load
+    slots = max(1, share(load.max_concurrency, count, index))
     return dataclasses.replace(
-        cfg, workers=1, stages=(Stage(0, max(1, slots)),), concurrency=(max(1, slots),), rate=(None,),
-        num_prompts=None, duration_s=None, resume=False, overwrite=False, retry_failed=False, keep_failed=False,
-        resume_changed=False, seed=worker_seed(cfg.seed, index), ramp_up_start=ramp_start(cfg, count),
-        server_metrics=())
+        cfg, output=OutputConfig(), observe=dataclasses.replace(cfg.observe, server_metrics=()),
+        load=dataclasses.replace(load, workers=1, stages=(Stage(0, slots),), concurrency=(slots,), rate=(None,),
+                                 num_prompts=None, duration_s=None, seed=worker_seed(load.seed, index),
+                                 ramp_up_start=ramp_start(load, count)))
