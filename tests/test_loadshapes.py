@@ -14,6 +14,7 @@ import pytest
 
 from runner.config import Stage, make_stages
 from runner.schedule import arrival_gaps
+from runner.send import NOT_RETRIED
 from tests.conftest import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 
@@ -101,7 +102,29 @@ async def test_a_retry_that_would_start_after_the_deadline_is_not_made(tmp_path,
     code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0)
     assert code == 1 and record["status"] == "error" and record["attempts"] == 1  # the 429 stands
     assert record["error"]["status_code"] == 429
+    assert record["error"]["message"].endswith(" " + NOT_RETRIED)  # and says why it is the record's last word
     assert (await amock_stats(url))["requests"] == 1
+    # Its type is a retryable one: a rerun sends it again (the mock's fault is used up: this time it is answered).
+    code, records = await run_rows(tmp_path, url, rows, duration_s=1.0, resume=True, overwrite=False)
+    assert code == 0 and [r["status"] for r in records] == ["error", "ok"]
+
+
+async def test_a_retry_still_waiting_for_quota_at_the_deadline_says_why_it_was_not_made(tmp_path, mock_server):
+    # --rpm 20: the retry's turn comes 3 s after the first request, after the 1 s deadline.
+    url = await mock_server(output_tokens=2)
+    rows = [chat("r0", {"key": "r0", "faults": ["500"]})]
+    code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0, rpm=20)
+    assert code == 1 and record["attempts"] == 1 and record["error"]["status_code"] == 500
+    assert record["error"]["message"].endswith(" " + NOT_RETRIED)
+    assert (await amock_stats(url))["requests"] == 1
+
+
+async def test_retries_used_up_under_duration_say_nothing_of_the_deadline(tmp_path, mock_server):
+    url = await mock_server(output_tokens=2)
+    rows = [chat("r0", {"key": "r0", "faults": ["500"] * 4}), chat("r1", {"key": "r1", "faults": ["400"]})]
+    code, records = await run_rows(tmp_path, url, rows, duration_s=30.0)
+    assert code == 1 and sorted((r["custom_id"], r["attempts"]) for r in records) == [("r0", 4), ("r1", 1)]
+    assert not any("--duration" in r["error"]["message"] for r in records)
 
 
 async def test_a_session_ends_at_the_deadline_with_the_turns_it_had(tmp_path, mock_server):
