@@ -103,7 +103,8 @@ def make_plan(cfg: RunConfig, paths: list[str]) -> Plan:
     def resume(drop=None):
         return prepare_resume(cfg.output, cfg.retry_failed and drop is None, log.warning, earlier, drop,
                               keep_failed=cfg.keep_failed, output_format=cfg.output_format,
-                              on_held=lambda record: prior.add(record))
+                              on_held=lambda record: prior.add(record),
+                              on_resent=lambda record: prior.add(record, count=False))
 
     try:
         found = resume() if cfg.resume and os.path.exists(cfg.output) else None

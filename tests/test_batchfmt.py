@@ -1,14 +1,18 @@
 """The OpenAI Batch API output format (runner/outputs/batch.py): encode_batch / decode_batch and `streamrun convert`."""
 
-from datetime import datetime
+from dataclasses import fields
+from datetime import datetime, timezone
 
 import orjson
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runner.cli.convert import convert_command
 from runner.outputs.batch import decode_batch, encode_batch
-from runner.record import Choice, Metrics, Record, RecordError
+from runner.record import Choice, Metrics, Record, RecordError, Turn, decode_native
+from tests.conftest import json_values
 
 
 def _metrics(**over):
@@ -127,11 +131,10 @@ def test_ok_round_trip(path):
 
 
 @pytest.mark.parametrize("url", ["/v1/chat/completions", "/v1/completions"])
-def test_record_without_url_gains_the_one_its_body_implies(url):
-    back = decode_batch(_json(encode_batch(_record(request_url=None), url)))
-    assert back.request_url == url
-    back.request_url = None
-    assert back == _record(request_url=None)
+def test_record_without_url_keeps_none_and_its_body_follows_the_argument(url):
+    line = _json(encode_batch(_record(request_url=None), url))
+    assert line["response"]["body"]["object"] == ("text_completion" if url == "/v1/completions" else "chat.completion")
+    assert decode_batch(line) == _record(request_url=None)  # a round trip adds nothing either
 
 
 def test_http_500_is_a_response_with_that_status():
@@ -379,10 +382,94 @@ def test_convert_leaves_out_records_a_rerun_superseded(tmp_path):
     data = b"\n".join(lines) + b"\n"
     src = tmp_path / "results.jsonl"
     src.write_bytes(data)
-    for given, kwargs in ((src, {}), ("-", {"input": data})):  # stdin is read once: kept aside to read twice
-        res = CliRunner().invoke(convert_command, [str(given), "-o", str(tmp_path / "out.jsonl"),
+    for source, kwargs in ((src, {}), ("-", {"input": data})):  # stdin is read once: kept aside to read twice
+        res = CliRunner().invoke(convert_command, [str(source), "-o", str(tmp_path / "out.jsonl"),
                                                    "--to", "openai-batch"], **kwargs)
         assert res.exit_code == 0, res.output
         assert "convert: 2 lines written, 0 skipped, 1 superseded records left out" in res.output
         out = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
         assert [(b["custom_id"], decode_batch(b).text) for b in out] == [("req-2", "Hello there"), ("req-1", "again")]
+
+
+# ---- the promise, for every field: decode_batch(encode_batch(r)) == r (through the file's JSON)
+
+_json_value = json_values(max_leaves=6, finite=True)
+_text = st.text(max_size=8)
+_float = st.floats(allow_nan=False, allow_infinity=False)
+_int = st.integers(-2**63, 2**63 - 1)
+_object = st.dictionaries(_text, _json_value, max_size=3)
+_time = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.none() | st.just(timezone.utc))
+_error = st.builds(RecordError, st.none() | _text, st.none() | st.integers(100, 599), st.none() | _text,
+                   st.none() | _text)
+_logprobs = st.none() | st.lists(_json_value, max_size=3) | _object
+
+# One strategy per field of each record type (keyword: field name). A field added to any of them fails
+# test_every_record_field_has_a_strategy until it has one here, and then the round trip checks it.
+METRICS = dict(ttft_s=_float, ttfb_s=_float, e2e_s=_float, tpot_s=_float, itl_s=st.lists(_float, max_size=3),
+               queue_s=_float, output_tokens=_int, output_tokens_source=_text, started_at=_time, connect_s=_float,
+               ttfat_s=_float, reasoning_tokens=_int, scheduled_s=_float)
+_metrics_st = st.builds(Metrics, **{k: v if k == "itl_s" else st.none() | v for k, v in METRICS.items()})
+CHOICE = dict(index=_int, text=_text, reasoning=st.none() | _text, tool_calls=st.none() | st.lists(_object, max_size=2),
+              finish_reason=st.none() | _text, logprobs=_logprobs)
+TURN = dict(index=_int, text=_text, reasoning=st.none() | _text, finish_reason=st.none() | _text,
+            usage=st.none() | _object, metrics=_metrics_st, attempts=_int, error=st.none() | _error)
+RECORD = dict(
+    custom_id=st.text(min_size=1, max_size=8), status=st.sampled_from(["ok", "error"]), text=_text,
+    reasoning=st.none() | _text, tool_calls=st.none() | st.lists(_object, max_size=2),
+    finish_reason=st.none() | _text, model=st.none() | _text, usage=st.none() | _object, metrics=_metrics_st,
+    attempts=_int, error=st.none() | _error, source=st.none() | _object, endpoint=st.none() | _text,
+    stage=st.none() | _object | st.fixed_dictionaries({"index": _int, "label": _text, "degraded": st.booleans()}),
+    warmup=st.booleans(),
+    request_url=st.none() | st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/responses"]) | st.text(
+        min_size=1, max_size=8),  # "" reads back as None in either format: no path
+    request_id=st.none() | _text, logprobs=_logprobs,
+    choices=st.none() | st.lists(st.builds(Choice, **CHOICE), max_size=3), request_hash=st.none() | _text,
+    parsed=_json_value, cached=st.booleans(), cached_metrics=st.none() | _metrics_st,
+    turns=st.none() | st.lists(st.builds(Turn, **TURN), max_size=2),
+    embedding=st.none() | st.lists(_float, max_size=3),
+    embeddings=st.none() | st.lists(st.lists(_float, max_size=3), max_size=2),
+)
+
+
+def test_every_record_field_has_a_strategy():
+    for cls, strategies in ((Record, RECORD), (Metrics, METRICS), (Choice, CHOICE), (Turn, TURN)):
+        assert set(strategies) == {f.name for f in fields(cls)}, f"{cls.__name__}: give every field a strategy"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.builds(Record, **RECORD), st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+def test_every_field_of_every_record_round_trips(record, url):
+    assert decode_native(_json(record)) == record  # the native format's own round trip: the same domain
+    assert decode_batch(_json(encode_batch(record, url))) == record
+
+
+def _every_field_set() -> Record:
+    """A record none of whose fields is at its default (a new field must be set here too)."""
+    m = _metrics(connect_s=0.002, ttfat_s=0.06, reasoning_tokens=3, scheduled_s=1.5)
+    turn = Turn(0, "first", "hm", "stop", {"total_tokens": 3}, _metrics(), 2, RecordError("http_error", 500, "x", "y"))
+    return _record(
+        text="Hi", reasoning="r", tool_calls=[{"id": "t", "type": "function"}], stage={
+            "index": 1, "label": "c=4", "concurrency": 4, "rate": None, "degraded": True},
+        warmup=True, attempts=0, error=RecordError("timeout", None, None, "partly"), metrics=m,
+        logprobs=[{"token": "Hi", "logprob": -0.1}], choices=[Choice(0, "Hi", "r", None, "stop", None)],
+        request_hash="h", parsed={"a": 1}, cached=True, cached_metrics=_metrics(e2e_s=0.9), turns=[turn],
+        embedding=[0.5, -1.0], embeddings=[[0.5], [0.25, 2.0]])
+
+
+@pytest.mark.parametrize("status", ["ok", "error"])
+def test_a_record_with_every_field_set_round_trips(status):
+    record = _every_field_set()
+    record.status = status
+    unset = [f.name for f in fields(Record) if getattr(record, f.name) == getattr(Record("", ""), f.name)]
+    assert unset == [], f"set these in _every_field_set: {unset}"
+    line = _json(encode_batch(record))
+    assert decode_batch(line) == record
+    side = line["streamrun"]
+    assert side["cached"] is True and side["turns"][0]["error"]["status_code"] == 500 and side["embeddings"]
+    assert side["stage"]["degraded"] is True
+
+
+def test_what_is_at_its_default_adds_nothing_to_the_side_field():
+    side = _json(encode_batch(_record()))["streamrun"]
+    assert set(side) == {"metrics", "attempts", "endpoint", "source", "stage", "warmup", "request_url",
+                         "request_id", "request_hash"}

@@ -7,13 +7,15 @@ import random
 import statistics
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
 from runner.config.run_config import Stage, make_stages
 from runner.engine.schedule import arrival_gaps
+from runner.engine.send import NOT_RETRIED
+from runner.record import Metrics, Record, RecordError
 from tests.conftest import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 
@@ -101,7 +103,29 @@ async def test_a_retry_that_would_start_after_the_deadline_is_not_made(tmp_path,
     code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0)
     assert code == 1 and record["status"] == "error" and record["attempts"] == 1  # the 429 stands
     assert record["error"]["status_code"] == 429
+    assert record["error"]["message"].endswith(" " + NOT_RETRIED)  # and says why it is the record's last word
     assert (await amock_stats(url))["requests"] == 1
+    # Its type is a retryable one: a rerun sends it again (the mock's fault is used up: this time it is answered).
+    code, records = await run_rows(tmp_path, url, rows, duration_s=1.0, resume=True, overwrite=False)
+    assert code == 0 and [r["status"] for r in records] == ["error", "ok"]
+
+
+async def test_a_retry_still_waiting_for_quota_at_the_deadline_says_why_it_was_not_made(tmp_path, mock_server):
+    # --rpm 20: the retry's turn comes 3 s after the first request, after the 1 s deadline.
+    url = await mock_server(output_tokens=2)
+    rows = [chat("r0", {"key": "r0", "faults": ["500"]})]
+    code, (record,) = await run_rows(tmp_path, url, rows, duration_s=1.0, rpm=20)
+    assert code == 1 and record["attempts"] == 1 and record["error"]["status_code"] == 500
+    assert record["error"]["message"].endswith(" " + NOT_RETRIED)
+    assert (await amock_stats(url))["requests"] == 1
+
+
+async def test_retries_used_up_under_duration_say_nothing_of_the_deadline(tmp_path, mock_server):
+    url = await mock_server(output_tokens=2)
+    rows = [chat("r0", {"key": "r0", "faults": ["500"] * 4}), chat("r1", {"key": "r1", "faults": ["400"]})]
+    code, records = await run_rows(tmp_path, url, rows, duration_s=30.0)
+    assert code == 1 and sorted((r["custom_id"], r["attempts"]) for r in records) == [("r0", 4), ("r1", 1)]
+    assert not any("--duration" in r["error"]["message"] for r in records)
 
 
 async def test_a_session_ends_at_the_deadline_with_the_turns_it_had(tmp_path, mock_server):
@@ -133,6 +157,25 @@ async def test_duration_counts_the_whole_output_across_resumes(tmp_path, mock_se
         code, again = await run_rows(tmp_path, url, rows, stages=(Stage(0, 2),), duration_s=1.0, resume=True,
                                      overwrite=False, workers=workers)
         assert code == 0 and len(again) == len(records) and (await amock_stats(url))["requests"] == sent
+
+
+async def test_duration_counts_the_time_of_a_failed_record_that_a_rerun_sends_again(tmp_path, mock_server):
+    # The output's stage spans 1.5 s of the 2 s: r0 answered at its start, r1 failed 1.5 s later (a 500: a rerun
+    # sends its line again). The rerun has 0.5 s: it resends r1 (1 s at c=1) and starts nothing more; counting
+    # only r0's time it had 2 s, and sent r2 at 1 s. For --num-prompts r1 is no prompt done: it is sent again.
+    url = await mock_server(ttft=1.0, output_tokens=2)
+    begin = datetime.now(timezone.utc) - timedelta(minutes=5)
+    done = Record("r0", "ok", "hi", metrics=Metrics(e2e_s=0.0, started_at=begin))
+    failed = Record("r1", "error", error=RecordError("http_error", 500, None, "HTTP 500"),
+                    metrics=Metrics(started_at=begin + timedelta(seconds=1.5)))
+    (tmp_path / "out.jsonl").write_bytes(orjson.dumps(done) + b"\n" + orjson.dumps(failed) + b"\n")
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(4)], stages=(Stage(0, 1),),
+                                   duration_s=2.0, resume=True, overwrite=False)
+    assert code == 0 and [(r["custom_id"], r["status"]) for r in records[2:]] == [("r1", "ok")]
+    assert (await amock_stats(url))["requests"] == 1
+    code, records = await run_rows(tmp_path, url, [chat(f"r{i}") for i in range(4)], stages=(Stage(0, 4),),
+                                   num_prompts=2, resume=True, overwrite=False)
+    assert code == 0 and len(records) == 3  # r0 and r1 are the 2 prompts: nothing more
 
 
 def test_duration_cuts_what_is_in_flight_at_the_drain_timeout(tmp_path, mock_process):

@@ -40,6 +40,9 @@ from ..inputs.tokens import reasoning_tokens
 
 log = logging.getLogger("streamrun")
 OUT_OF_FILES_PATIENCE_S = 60.0  # EMFILE this long for one request: the open-file limit leaves no room at all
+#: The end of the error message of a request whose retry --duration's deadline stopped: the failure is one a
+#: retry could have mended (its type says so, and a rerun sends the line again), not the request's last word.
+NOT_RETRIED = "(not retried: the retry would have started after --duration's deadline)"
 
 # Each API path's wire protocol; the APIs that name their events stream through their handle_event, and
 # read a whole JSON answer (a server that ignored "stream": true) with their apply_whole.
@@ -190,6 +193,10 @@ class Sender:
                     self.counters.sent -= 1
                     raise
                 exc = failure  # the retry would have started after the deadline: the failure before it stands
+            if exc.retryable and attempts < self.cfg.retry.max_attempts and self.deadline is not None:
+                # Only the deadline stops a retryable failure with attempts left (its wait would end after
+                # it, or the retry, once due, found it passed): the record says so.
+                exc.message = f"{exc.message} {NOT_RETRIED}"
             state = exc.partial
             return Reply(state, timing, attempts, exc, request_id(getattr(exc, "headers", None), state))
         return Reply(attempt.state, timing, attempts, None, attempt.request_id, parsed)
