@@ -7,17 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import streamrun
 from runner import api
-from tests.conftest import HANG_GUARD_S, read_jsonl, read_stderr_until, wait_for_requests, write_jsonl
-from tests.conftest import streamrun as streamrun_cli
+from tests.helpers import HANG_GUARD_S, ROOT, read_jsonl, read_stderr_until, wait_for_requests, write_jsonl
+from tests.helpers import streamrun as streamrun_cli
 
-ROOT = Path(__file__).parent.parent
 API_PAGE = ROOT / "docs" / "python-api.md"
 
 
@@ -25,7 +23,7 @@ def test_the_documented_example_runs_as_it_is(tmp_path):
     text = API_PAGE.read_text()
     code = re.search(r"<!-- python-api-example -->\n```python\n(.*?)```", text, re.S).group(1)
     (tmp_path / "example.py").write_text(code)
-    root = str(Path(__file__).parent.parent)
+    root = str(ROOT)
     res = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": root})
     assert res.returncode == 0, res.stderr

@@ -20,7 +20,7 @@ import pytest
 
 from runner.logs import JsonFormatter
 from runner.report.end_of_run import render
-from tests.conftest import HANG_GUARD_S, STREAMRUN, count_lines, write_jsonl
+from tests.helpers import HANG_GUARD_S, STREAMRUN, count_lines, write_jsonl
 
 
 class Stderr:

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from runner.cli.estimate import estimate_inputs
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import streamrun, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("no_tiktoken")
 

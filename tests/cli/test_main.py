@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 FAKE_KEY = "sk-test-Zq8r5SECRETKEYfor-streamrun-0042"
 

@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 
-from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, streamrun, write_jsonl
+from tests.helpers import HANG_GUARD_S, STREAMRUN, mock_stats, streamrun, write_jsonl
 
 
 def test_tokens_on_stdout_metrics_on_stderr():

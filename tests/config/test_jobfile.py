@@ -17,7 +17,7 @@ from runner.config.run_config import FsyncPolicy
 from runner.stream.config import Timeouts
 from runner.config.jobfile import JobFileError, deep_merge, load_job
 from runner.mock import MockConfig
-from tests.conftest import prompts, read_jsonl, streamrun
+from tests.helpers import ROOT, prompts, read_jsonl, streamrun
 
 JOB = """
 name = "nightly"
@@ -141,7 +141,7 @@ def test_job_runs_with_templates_summary_and_failure_budget(tmp_path, mock_proce
 
 
 def test_shipped_job_files_validate():
-    paths = sorted(Path(__file__).parent.parent.joinpath("jobs").glob("*.toml"))
+    paths = sorted(ROOT.joinpath("jobs").glob("*.toml"))
     assert paths, "no job files shipped in jobs/"
     for path in paths:
         cfg, _ = load_job(str(path))

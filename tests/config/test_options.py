@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,9 @@ from runner.config.options import config_from_options
 from runner.cli.main import main
 from runner.config.jobfile import JobFileError, load_job
 from runner.config.options import OPTIONS, OptionError, default_of, duration, markdown_table, rate_list, slos, timeout
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import ROOT, streamrun, write_jsonl
 
-DOCS_HOOK = Path(__file__).parent.parent / "docs" / "hooks" / "cli_reference.py"
+DOCS_HOOK = ROOT / "docs" / "hooks" / "cli_reference.py"
 
 
 @pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0),

@@ -10,7 +10,7 @@ import pytest
 
 from runner.config.run_config import FsyncPolicy, RunConfig, Stage, make_stages, render_paths
 from runner.errors import UsageError
-from tests.conftest import freeze_now
+from tests.helpers import freeze_now
 
 
 def cfg(**kw) -> RunConfig:

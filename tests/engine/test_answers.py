@@ -9,8 +9,8 @@ from aiohttp import web
 from runner.stream.config import RetryPolicy
 from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
-from tests.conftest import execute
-from tests.conftest import amock_stats, mock_stats, read_jsonl, run_rows, streamrun, write_jsonl
+from tests.helpers import execute
+from tests.helpers import amock_stats, mock_stats, read_jsonl, run_rows, streamrun, write_jsonl
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "schema": {
     "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}

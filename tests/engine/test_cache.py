@@ -16,8 +16,8 @@ import pytest
 
 from runner.engine.cache import MODES, SCHEMA_VERSION, CacheError, ResponseCache, cache_key
 from runner.errors import UsageError
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "stream": True}
 

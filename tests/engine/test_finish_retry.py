@@ -5,7 +5,7 @@ from __future__ import annotations
 from runner.stream.protocol import StreamState
 from runner.engine.send import Sender
 from runner.stream.errors import UnwantedFinish
-from tests.conftest import run_rows
+from tests.helpers import run_rows
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Load shapes: arrival gaps, open-loop rate, num-prompts, duration, warm-up, sweeps (synth: test_synth.py)."""
+"""Load shapes: arrival gaps, open-loop rate, num-prompts, duration, warm-up, sweeps (synth: tests/inputs/test_synth.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from runner.config.run_config import Stage, make_stages
 from runner.engine.schedule import arrival_gaps
-from tests.conftest import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
+from tests.helpers import amock_stats, chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 
 def take(gen, n):

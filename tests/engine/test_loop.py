@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import orjson
 import pytest
 
 from runner.stream.config import RetryPolicy, Timeouts
 from runner.config.run_config import Stage
-from tests.conftest import FAST_RETRY, by_id, chat, run_rows
+from tests.helpers import FAST_RETRY, ROOT, by_id, chat, run_rows
 
-SAMPLE = Path(__file__).parent.parent / "sample_inputs" / "prompts.jsonl"
+SAMPLE = ROOT / "sample_inputs" / "prompts.jsonl"
 
 
 async def test_sample_inputs_every_record_ok(tmp_path, mock_server):

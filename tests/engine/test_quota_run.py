@@ -14,7 +14,7 @@ import orjson
 
 from runner.stream.config import RetryPolicy
 from runner.config.run_config import Stage
-from tests.conftest import amock_stats, by_id, chat, run_rows
+from tests.helpers import amock_stats, by_id, chat, run_rows
 
 PATIENT = RetryPolicy(max_attempts=100, backoff_initial=0.05, backoff_max=0.5)
 

@@ -10,7 +10,7 @@ from itertools import islice
 import pytest
 
 from runner.engine.schedule import EXPONENTIAL, LINEAR, TraceTimes, ramp_area, ramp_time, ramped, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 
 def test_ramps_start_at_the_start_and_hold_the_target():

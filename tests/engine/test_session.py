@@ -11,7 +11,7 @@ from runner.engine.session import turn_body
 from runner.inputs.sessions import from_sharegpt
 from runner.stream import protocol_anthropic
 from runner.stream.paths import CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
-from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
+from tests.helpers import read_jsonl, run_rows, streamrun, write_jsonl
 
 
 def item(line: dict, **kw):

@@ -23,7 +23,7 @@ from runner.cli.export import export_command
 from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402
 
 from runner.extras import install_hint  # noqa: E402
-from tests.conftest import streamrun, write_jsonl  # noqa: E402
+from tests.helpers import ROOT, streamrun, write_jsonl  # noqa: E402
 
 STARTED = datetime.fromisoformat("2026-11-25T14:50:01.123456+00:00")
 CHAT_LOGPROBS = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]
@@ -408,7 +408,7 @@ def test_without_pyarrow_from_this_checkout_it_names_the_checkout_and_its_venv_p
     assert res.exit_code == 2 and not (tmp_path / "o.parquet").exists()
     hint = install_hint("export")
     assert res.output == f"Error: export needs pyarrow: {hint}\n"
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = ROOT
     assert hint.endswith(" install -e '.[export]'" if Path.cwd().resolve() == checkout
                          else f" install -e '{checkout}[export]'")
     if sys.prefix != sys.base_prefix and (Path(sys.prefix) / "bin" / "pip").exists():  # a venv's own pip

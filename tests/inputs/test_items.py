@@ -9,7 +9,7 @@ import pytest
 
 from runner.inputs.items import STDIN, InputError, default_id, expand_inputs, iter_items, parse_item, scan_inputs
 from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 CHAT = b'{"custom_id": "c1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}'
 

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from tests.conftest import STREAMRUN, read_jsonl, streamrun, write_jsonl
+from tests.helpers import STREAMRUN, read_jsonl, streamrun, write_jsonl
 
 
 def lines(n: int) -> str:

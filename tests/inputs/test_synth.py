@@ -23,9 +23,8 @@ from runner.inputs.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_
 from runner.inputs.synth_trace import BlockTexts, TraceRequest, trace_lines
 from runner.inputs.tokenizer import CharEstimate, TokenizerError, load_tokenizer
 from runner.inputs.tokens import estimate_prompt_tokens, estimate_text_tokens
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import ROOT, streamrun, write_jsonl
 
-ROOT = Path(__file__).parent.parent
 SAMPLE_TRACE = ROOT / "sample_inputs" / "traces" / "mooncake_trace.jsonl"
 
 

@@ -1,4 +1,4 @@
-"""Tests for the embedded mock server (runner/mock/); its refusals are in test_mock_strict.py.
+"""Tests for the embedded mock server (runner/mock/); its refusals are in tests/mock/test_strict.py.
 
 Most run with ttft=0 and tokens_per_s=0 (no sleeps); timing checks only
 assert lower bounds, never that something was fast."""
@@ -11,18 +11,16 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from runner.mock import STATE_KEY, MockConfig, ScriptEntry, build_app, format_reset, load_script, prompt_tokens_estimate, serve
-from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
+from tests.helpers import ROOT, read_jsonl, run_rows, streamrun, write_jsonl
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
 CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
 COMPLETION = {"model": "mock-model", "prompt": "Say hello", "stream": True}
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_sse(raw: bytes) -> list[object]:
@@ -530,10 +528,10 @@ def test_cli_announces_and_serves(workers):
     """`python -m runner.cli mock` prints the listening line, then serves."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.cli", "mock", "--port", "0", "--ttft", "0", "--tokens-per-s", "0", "--workers", str(workers)],
-        cwd=REPO,
+        cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         line = proc.stderr.readline()

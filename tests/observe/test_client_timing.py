@@ -25,13 +25,13 @@ from runner.report.timing import KEY, attach_timing, mark_stages
 from runner.errors import EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK
 from runner.run import _exit_code
 from runner.observe.client_timing import ClientTiming, LagMonitor, Rule, StageTimer, describe_lags, judge
-from tests.conftest import chat, run_rows
+from tests.helpers import ROOT, chat, run_rows
 
 MS = 0.001
 ALWAYS = Rule(cpu_share=0.0, min_cpu_wall_s=0.0, min_requests=0)  # any CPU use is "90 % of a core": every stage
 # is client-bound
 FEW = Rule(cpu_share=0.0, min_cpu_wall_s=0.0)  # the same, but judged only from the default number of requests
-SUMMARY_DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
+SUMMARY_DOC = ROOT / "docs" / "SUMMARY.md"
 
 
 def lags(*values_ms: float) -> dict:

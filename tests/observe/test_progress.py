@@ -11,7 +11,7 @@ from rich.progress import TimeRemainingColumn
 
 from runner.observe.progress import LiveCounters, ProgressDisplay, ProgressLog, json_logs
 from runner.record import Metrics, Record
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import streamrun, write_jsonl
 
 
 def test_progress_bar_ticks_and_only_on_a_tty(tmp_path, mock_process):

@@ -28,7 +28,7 @@ from runner.mock.metrics import FAKE_KV_SLOTS
 from runner.config.parsers import OptionError, metrics_urls
 from runner.observe.prometheus import PREFIX_HIT_RATE, ServerFigures, known_values, parse
 from runner.observe.server_metrics import Scraper, resolve_urls, side_path_for
-from tests.conftest import HANG_GUARD_S, chat, count_lines, read_jsonl, run_rows
+from tests.helpers import HANG_GUARD_S, chat, count_lines, read_jsonl, run_rows
 
 RUNNING = "vllm:num_requests_running"
 

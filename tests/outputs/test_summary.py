@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
 
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import ROOT, streamrun, write_jsonl
 
-DOC = Path(__file__).parent.parent / "docs" / "SUMMARY.md"
+DOC = ROOT / "docs" / "SUMMARY.md"
 NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics",
           "workers", "sweep", "timing")
 

@@ -8,7 +8,6 @@ takes a set number of bytes, then raises ENOSPC.
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import os
 
@@ -20,7 +19,7 @@ from runner.config.run_config import FsyncPolicy
 from runner.errors import OutputFailed, OutputLocked
 from runner.outputs.writer import OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail, unlock_output
 from runner.record import Record
-from tests.conftest import prompts, streamrun
+from tests.helpers import FullDisk, prompts, streamrun
 
 
 def line(custom_id: str, status: str = "ok", **extra) -> bytes:
@@ -225,23 +224,6 @@ def test_resume_in_another_output_format_is_refused_before_anything_changes(tmp_
 
 
 # -- the writer ------------------------------------------------------------------
-
-
-class FullDisk:
-    """`os` for runner.outputs.writer, whose `write` takes `room` more bytes and then raises ENOSPC."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-
-    def __getattr__(self, name):
-        return getattr(os, name)
-
-    def write(self, fd: int, data) -> int:
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = os.write(fd, bytes(data[:self.room]))
-        self.room -= n
-        return n
 
 
 def records(*ids: str) -> list[Record]:

@@ -14,7 +14,7 @@ import orjson
 from runner.observe import client_timing as trust
 from runner.report.end_of_run import render
 from runner.observe.client_timing import Rule
-from tests.conftest import chat, prompts, run_rows, streamrun, write_jsonl
+from tests.helpers import chat, prompts, run_rows, streamrun, write_jsonl
 
 
 def _summary(path) -> dict:

@@ -17,7 +17,7 @@ from runner.cli.report import report_command
 from runner.report.figures_knee import knee_figure
 from runner.report.knee import FACTOR, find_knee, knee_line, load_order, sweep_section
 from runner.report.labels import sweep_axis
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import ROOT, read_jsonl, streamrun, write_jsonl
 
 
 def stage(label: str, rps: float | None, e2e: float | None, *, concurrency: int | None = None,
@@ -182,7 +182,7 @@ def test_the_report_of_a_rate_sweep_names_its_knee_everywhere(tmp_path: Path) ->
     (line,) = [x for x in table.splitlines() if x.startswith("knee:")]
     assert line.startswith("knee: rate=7 at 5.82 req/s, p99 E2E 1300.00 ms, p99 TTFT 325.00 ms")
     whole = knee_line(build_report([results], warn=lambda m: None).summaries)  # the line unwrapped, as shown:
-    assert f"\n{whole}\n" in (Path(__file__).resolve().parent.parent / "docs" / "REPORT.md").read_text()
+    assert f"\n{whole}\n" in (ROOT / "docs" / "REPORT.md").read_text()
 
     page = tmp_path / "r.html"
     assert invoke(results, "--html", page).exit_code == 0
@@ -248,7 +248,7 @@ def test_a_rate_sweep_run_against_the_mock_reports_its_knee(tmp_path: Path) -> N
 
 
 def test_docs_name_every_key_of_the_sweep_section() -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "REPORT.md").read_text()
+    doc = (ROOT / "docs" / "REPORT.md").read_text()
     section = sweep_section([conc(1, 1.0, 1.0), conc(4, 4.0, 1.2), conc(8, 6.0, 3.0)])
     for key in [*section, *section["knee_rule"]]:
         assert f'"{key}"' in doc, key

@@ -20,6 +20,7 @@ from runner.outputs.batch import encode_batch
 from runner.record import decode_native
 from runner.report import FOOTNOTE, SCHEMA, InputFile, build_report, load_records
 from runner.cli.report import report_command
+from tests.helpers import ROOT
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 C1 = {"index": 0, "label": "c=1", "concurrency": 1, "rate": None}
@@ -239,7 +240,7 @@ def test_connections_opened_and_connect_s(tmp_path: Path) -> None:
 
 
 def test_report_doc_names_every_count_and_metric(results: Path) -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "REPORT.md").read_text()
+    doc = (ROOT / "docs" / "REPORT.md").read_text()
     (s, _) = build_report([results], warn=lambda m: None).summaries
     for key in s["counts"]:
         assert f"`counts.{key}`" in doc, key

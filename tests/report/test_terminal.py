@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from runner.report.terminal import render_table
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import streamrun, write_jsonl
 
 
 def summary(label: str) -> dict:

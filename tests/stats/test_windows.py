@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from runner.record import Record, decode_native
 from runner.cli.report import report_command
 from runner.stats import MAX_WINDOWS, StatsAccumulator
-from tests.conftest import streamrun, write_jsonl
+from tests.helpers import streamrun, write_jsonl
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 # Float rounding only: the mock schedules on perf_counter() and never sends an
 # event before its time (it re-sleeps when a timer fires early, as uvloop's may).

@@ -26,7 +26,7 @@ from runner.stream.client import endpoint_url, list_models, parse_retry_after, s
 from runner.stream.errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent
 from runner.stream.headers import resolve_headers
 from runner.stream.timing import Timing
-from tests.conftest import freeze_now
+from tests.helpers import freeze_now
 
 BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True})
 TIMEOUTS = Timeouts(connect=10, first_byte=30, idle=30)

@@ -7,7 +7,7 @@ import pytest
 from runner.mock.embeddings import vector
 from runner.stream.embeddings import parse
 from runner.stream.errors import MalformedResponse
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 
 def line(cid: str, body: dict) -> dict:

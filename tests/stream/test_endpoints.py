@@ -1,6 +1,6 @@
 """runner.stream.endpoints: base URL checks, loopback detection, credentials in URLs, and the endpoint pool.
 
-(Joining a base URL with an API path is the client's: tests/test_client.py.
+(Joining a base URL with an API path is the client's: tests/stream/test_client.py.
 The pool's least-in-flight choice is also exercised end to end in tests/test_scale_out.py.)
 """
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from runner.stream import protocol_anthropic, protocol_responses
 from runner.stream.params import ANTHROPIC, RESPONSES, RULES, RefusedParameter, markdown_table, translate
 from runner.stream.paths import InvalidRequestLine
+from tests.helpers import ROOT
 
-README = Path(__file__).parent.parent / "docs" / "other-apis.md"
+README = ROOT / "docs" / "other-apis.md"
 USER = {"role": "user", "content": "hi"}
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from runner.stream import plain
 from runner.stream.errors import RequestError
 from runner.stream.protocol import StreamState, handle_data
-from tests.conftest import json_values
+from tests.helpers import json_values
 
 IMPLEMENTATIONS = {"orjson": plain.apply_plain_orjson, plain.PARSER: plain.apply_plain}
 

@@ -13,7 +13,7 @@ from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLar
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
 from runner.stream.paths import InvalidRequestLine
 from runner.stream.protocol_anthropic import DEFAULT_VERSION, PATH, EventStreamState, apply_whole, build_body, handle_event, normalise_usage, paths
-from tests.conftest import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
+from tests.helpers import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
                "output_tokens": 1}

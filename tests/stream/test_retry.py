@@ -1,6 +1,6 @@
 """runner.stream.retry: which failures retry and how long to wait (no sleeping: the wait function is called directly).
 
-Parsing Retry-After is the client's job (tests/test_client.py); this module only uses the parsed value.
+Parsing Retry-After is the client's job (tests/stream/test_client.py); this module only uses the parsed value.
 """
 
 from __future__ import annotations

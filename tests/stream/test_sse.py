@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,9 +10,9 @@ from hypothesis import strategies as st
 from runner.stream.errors import StreamErrorEvent
 from runner.stream.protocol import StreamState, handle_data
 from runner.stream.sse import Event, EventTooLarge, SSEDecoder
-from tests.conftest import sse_decode
+from tests.helpers import DATA, sse_decode
 
-CAPTURES = Path(__file__).parent / "data" / "sse"
+CAPTURES = DATA / "sse"
 CHINESE = "你好！我是一个流式输出的示例。"
 
 # file -> (text, finish_reason, usage, error substring or None)

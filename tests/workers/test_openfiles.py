@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from runner.stream.config import RetryPolicy
-from tests.conftest import HANG_GUARD_S, STREAMRUN, chat, read_jsonl, run_rows, write_jsonl
+from tests.helpers import HANG_GUARD_S, STREAMRUN, chat, read_jsonl, run_rows, write_jsonl
 
 N = 300
 

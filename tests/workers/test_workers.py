@@ -31,7 +31,7 @@ from runner.config.parsers import OptionError
 from runner.config.parsers import workers_count
 from runner.workers.shapes import split_concurrency, split_rate, window, worker_config, worker_seed, worker_stage
 from runner.workers.wire import HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of, unpack
-from tests.conftest import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
+from tests.helpers import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
                             read_stderr_until, run_rows, start_run, streamrun, wait_for_lines, write_jsonl)
 
 
@@ -195,7 +195,7 @@ async def test_num_prompts_counts_over_all_workers(tmp_path, mock_server):
 
 
 async def test_one_rpm_budget_for_all_workers(tmp_path, mock_server):
-    # As tests/test_quota_run.py's single-process check: the mock admits 600 a minute, 10 per clock second
+    # As tests/engine/test_quota_run.py's single-process check: the mock admits 600 a minute, 10 per clock second
     # plus one second's worth at start.  Two workers with 600 each would be refused within these 4 seconds;
     # one budget granted by the parent never is, whatever the timing.
     url = await mock_server(rpm_limit=600, quota_fill=1 / 60, output_tokens=4)
