@@ -16,7 +16,7 @@ import pytest
 
 from runner.engine.cache import MODES, SCHEMA_VERSION, CacheError, ResponseCache, cache_key
 from runner.errors import UsageError
-from tests.helpers import ROOT
+from tests.helpers import HANG_GUARD_S, ROOT
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "stream": True}
@@ -33,6 +33,18 @@ def rows(path: Path) -> dict[str, tuple[str, float]]:
         return {k: (r, t) for k, r, t in conn.execute("SELECT key, record, created_at FROM responses")}
     finally:
         conn.close()
+
+
+def backdate(path: Path, key: str, created_at: float = 1_000_000.0) -> float:
+    """Set an entry's created_at (Unix time) to long ago, as another connection would; returns it."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute("UPDATE responses SET created_at = ? WHERE key = ?", (created_at, key))
+    finally:
+        conn.close()
+    assert rows(path)[key][1] == created_at
+    return created_at
 
 
 async def put_all(path: Path, mode: str, items: dict[str, dict]) -> ResponseCache:
@@ -158,8 +170,7 @@ async def test_write_only_never_serves_and_keeps_old_entries(tmp_path):
 async def test_refresh_never_serves_and_overwrites(tmp_path):
     path = tmp_path / "cache.sqlite"
     await put_all(path, "read-write", {"a": ok(1)})
-    old_time = rows(path)["a"][1]
-    time.sleep(0.01)
+    old_time = backdate(path, "a")  # an entry of long ago: its replacement is stamped later, whatever the clock's step
     async with ResponseCache.open(path, "refresh") as cache:
         assert await cache.get("a") is None
         await cache.put("a", ok(2))
@@ -291,28 +302,24 @@ async def test_close_is_idempotent_and_final(tmp_path):
 
 
 async def test_the_event_loop_keeps_running_while_sqlite_waits(tmp_path):
-    """Another connection holds the write lock: the commit waits on the cache's thread, not on the loop."""
+    """Another connection holds the write lock: the commit waits on the cache's thread, not on the loop.
+
+    No time is assumed: the lock is held until the test lets it go (the busy
+    timeout is the hang guard's), so the commit is still waiting whatever the
+    loop did meanwhile, and the loop turning at all while it waits is the point.
+    """
     path = tmp_path / "cache.sqlite"
-    cache = ResponseCache.open(path, flush_rows=1)
+    cache = ResponseCache.open(path, flush_rows=1, busy_timeout=HANG_GUARD_S)
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        t = asyncio.create_task(ticker())
-        await cache.put("a", ok())  # its commit now waits for the lock
+        await cache.put("a", ok())  # done: the cache's thread went straight on to commit it, and waits for the lock
         got = asyncio.create_task(cache.get("a"))  # queued behind the commit
-        await asyncio.sleep(0.5)
-        assert ticks >= 20 and not got.done()
+        for _ in range(20):  # twenty turns of the loop, each a real wait for a timer, while the commit waits
+            await asyncio.sleep(0.001)
+        assert not got.done()
         blocker.execute("COMMIT")
-        assert await got == ok()
-        t.cancel()
+        assert await asyncio.wait_for(got, HANG_GUARD_S) == ok()
         assert "a" in rows(path)
     finally:
         blocker.close()
