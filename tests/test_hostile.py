@@ -17,8 +17,8 @@ from aiohttp import web
 
 from runner.stream.config import Limits, RetryPolicy
 from runner.config.run_config import RunConfig, Stage
-from tests.conftest import execute
-from tests.conftest import read_jsonl, write_jsonl
+from tests.helpers import execute
+from tests.helpers import read_jsonl, write_jsonl
 
 KIB = 1024
 

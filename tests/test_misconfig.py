@@ -17,8 +17,8 @@ from runner.stream.config import RetryPolicy
 from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
 from runner.preflight import preflight
-from tests.conftest import execute
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import execute
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
 

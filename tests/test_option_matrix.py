@@ -119,7 +119,7 @@ from runner.config.options import OPTIONS
 from runner.outputs.batch import decode_result
 from runner.record import Record, posix_time
 from runner.engine.send import NOT_RETRIED
-from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
+from tests.helpers import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
 
 pytestmark = pytest.mark.matrix
 
@@ -271,7 +271,7 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
     **dict.fromkeys(("ramp_up", "ramp_up_duration_s", "ramp_up_start", "replay", "replay_speed", "burstiness",
                      "seed", "warmup", "rpm", "tpm", "burst_s", "adaptive"),
                     "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
-    "sharegpt": "an input format: test_sessions",
+    "sharegpt": "an input format: test_session",
     **dict.fromkeys(("retry_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),
     **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",
