@@ -250,7 +250,7 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "seed", "warmup", "rpm", "tpm", "burst_s", "adaptive"),
                     "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
     "sharegpt": "an input format: test_sessions",
-    **dict.fromkeys(("retry_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
+    **dict.fromkeys(("retry_failed", "keep_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),
     **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",
                      "slos", "percentiles", "window_s", "strict_timing", "shard"),
