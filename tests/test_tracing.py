@@ -11,6 +11,7 @@ spans checked are those a run flushed before it exited.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -244,7 +245,7 @@ def test_tracing_without_opentelemetry_is_one_line_with_the_pip_command(tmp_path
     assert not out.exists() and mock_stats(mock_url)["requests"] == 0
     env_only = subprocess.run([sys.executable, "-c", blocked, "run", str(tmp_path / "in.jsonl"), "-o", str(out),
                                "--base-url", mock_url], capture_output=True, text=True, timeout=120,
-                              env={**__import__("os").environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+                              env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert env_only.returncode == 2 and "unset OTEL_EXPORTER_OTLP_ENDPOINT" in env_only.stderr
 
 
