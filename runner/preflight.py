@@ -15,6 +15,7 @@ from .config.run_config import RunConfig
 from .engine.answers import response_format
 from .engine.structured import format_problem
 from .errors import UsageError
+from .observe.tracing import OTLP_URL_VARS, otlp_header_secrets
 from .stream.endpoints import check_base_url, is_loopback, url_secrets
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
 
@@ -99,4 +100,6 @@ def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
         secrets = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ).secrets
     except HeaderError:  # preflight reports it; redact what can be known
         secrets = tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
-    return secrets + tuple(p for url in cfg.base_urls for p in url_secrets(url))
+    observers = (cfg.push_gateway, cfg.otlp_endpoint, *(os.environ.get(v) for v in OTLP_URL_VARS))
+    return (secrets + tuple(p for url in cfg.base_urls for p in url_secrets(url))
+            + tuple(p for url in observers if url for p in url_secrets(url)) + otlp_header_secrets(os.environ))

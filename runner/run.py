@@ -27,10 +27,12 @@ from .engine.loop import Engine, EngineHooks
 from .workers.openfiles import fit_connections
 from .engine.schedule import TraceTimes
 from .errors import (EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM,
-                     UsageError)
+                     RunError, UsageError)
 from .inputs.ids import SeenIds, resume_key
 from .inputs.items import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items
 from .observe.client_timing import ClientTiming, LagMonitor
+from .observe.pushgateway import Outcome, PushSettings, apush
+from .observe.tracing import RequestTracer, TraceSettings
 from .observe.server_metrics import scraper_for
 from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
 from .report.end_of_run import render
@@ -51,7 +53,29 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
     `on_record` sees every record as it is written (the Python API's stream).
     `cli`: the command line runs it (its messages name flags; a second
     signal exits the process), not Python (see `_install_signals`).
+
+    Every ending passes here, so --push-gateway pushes from here: the
+    summary's numbers, or the exit code of a run that could not start.
     """
+    t0 = time.perf_counter()
+    push = PushSettings.from_config(cfg)
+    if push is None:
+        return await _run_document(cfg, mock, show_progress, on_record, cli)
+    try:
+        doc = await _run_document(cfg, mock, show_progress, on_record, cli)
+    except RunError as exc:
+        await apush(push, Outcome.of_failure(exc.exit_code, time.perf_counter() - t0))
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handlers were in place
+        await apush(push, Outcome.of_failure(EXIT_SIGINT, time.perf_counter() - t0))
+        raise
+    await apush(push, Outcome.of_summary(doc))
+    return doc
+
+
+async def _run_document(cfg: RunConfig, mock, show_progress: bool | None,
+                        on_record: Callable[[Record], None] | None, cli: bool) -> dict:
+    tracing = TraceSettings.from_config(cfg)  # asked for and not installed: exit 2 before anything
     creds = credentials(cfg, local=mock is not None)  # the keys are checked once the inputs say whose they need
     paths = expand_inputs(cfg.inputs)
     live = [p for p in paths if not is_regular(p)]
@@ -81,14 +105,14 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
         connections = fit_connections(cfg, in_process_server=mock is not None)  # the open-file limit
         if mock is None:
             return await Run(cfg, plan, fd, creds, show_progress, on_record=on_record, cli=cli,
-                             connections=connections).execute()
+                             connections=connections, tracing=tracing).execute()
         from .mock import serve
 
         # the dry run of the user's own file: the mock answers whatever model its lines or --model name
         async with serve(dataclasses.replace(mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
             return await Run(dataclasses.replace(cfg, base_urls=(url,)), plan, fd, creds, show_progress,
-                             on_record=on_record, cli=cli, connections=connections).execute()
+                             on_record=on_record, cli=cli, connections=connections, tracing=tracing).execute()
     finally:
         if lock_fd is not None:
             unlock_output(os.path.realpath(cfg.output), lock_fd)
@@ -114,7 +138,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, show_progress: bool | None,
                  *, log_json: bool | None = None, on_record: Callable[[Record], None] | None = None,
-                 cli: bool = False, connections: int | None = None) -> None:
+                 cli: bool = False, connections: int | None = None, tracing: TraceSettings | None = None) -> None:
         from .observe.progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
@@ -124,7 +148,9 @@ class Run:
         self.stats = plan.stats
         self.counters = LiveCounters()
         self.timing = ClientTiming(cfg)  # each stage's loop lag, CPU and TTFT: may its numbers be trusted?
-        self.hooks = EngineHooks(on_record=self._on_record, on_stage=self.timing.on_stage)
+        # --otlp-endpoint: spans are made where requests are sent, here or in each worker process
+        self.tracer = RequestTracer(tracing) if tracing is not None and cfg.workers == 1 else None
+        self.hooks = EngineHooks(on_record=self._on_record, on_stage=self.timing.on_stage, tracer=self.tracer)
         quota_hooks(cfg, self.hooks)
         encode = None
         if cfg.output_format == "openai-batch":
@@ -258,6 +284,8 @@ class Run:
             restore_signals()
             if cache is not None:
                 await cache.aclose()
+            if self.tracer is not None:  # the last spans exported, on every ending (a SIGTERM's drain too)
+                await self.tracer.aclose()
         facts = RunFacts(
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
             exit_code=0, interrupted=result.interrupted, requests_sent=result.sent,

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from runner.mock import MockConfig, serve
-from tests.helpers import STREAMRUN
+from tests.helpers import STREAMRUN, Recorder
 
 
 # -- the mock ------------------------------------------------------------------
@@ -70,3 +70,17 @@ def no_tiktoken(monkeypatch, tmp_path):
     tokens.reset_tokenizer_cache()
     yield
     tokens.reset_tokenizer_cache()
+
+
+@pytest.fixture
+def recorder():
+    """Start a `Recorder` (status 200 unless given); yields a factory; every one is closed after the test."""
+    started: list[Recorder] = []
+
+    def start(status: int = 200) -> Recorder:
+        started.append(Recorder(status))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.close()

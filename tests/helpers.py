@@ -293,3 +293,53 @@ def json_values(max_leaves: int = 12, finite: bool = False):
                | st.floats(allow_nan=False, allow_infinity=not finite) | st.text(max_size=8))
     return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=max_leaves)
+
+
+# ---- a small HTTP server that records what is POSTed to it (a Pushgateway, an OTLP collector)
+
+
+@dataclasses.dataclass
+class Posted:
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 in a thread of its own (so a CLI subprocess can reach it while the
+    test blocks): every request recorded, answered `status` with an empty body."""
+
+    def __init__(self, status: int = 200) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status = status
+        self.posted: list[Posted] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with recorder._lock:
+                    recorder.posted.append(Posted(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(recorder.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = do_DELETE = _record
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def requests(self) -> list[Posted]:
+        with self._lock:
+            return list(self.posted)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

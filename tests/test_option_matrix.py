@@ -274,6 +274,9 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
     "sharegpt": "an input format: test_session",
     **dict.fromkeys(("retry_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),
+    **dict.fromkeys(("push_gateway", "otlp_endpoint"),
+                    "what the run tells outside, not what it sends: test_pushgateway and test_tracing run each with "
+                    "--workers, --resume, --cache, --duration, sessions and every --api"),
     **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",
                      "slos", "percentiles", "window_s", "strict_timing", "shard"),
                     "what is reported or which share is run, not what is sent: their own tests"),

@@ -138,6 +138,8 @@ class RunConfig:
     log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
     server_metrics: tuple[str, ...] = ()  # Prometheus /metrics URLs scraped during the run ("auto": the base URLs')
     server_metrics_interval_s: float = 1.0
+    push_gateway: str | None = None  # a Prometheus Pushgateway: the run's metrics pushed when it ends
+    otlp_endpoint: str | None = None  # an OTLP/HTTP collector's base URL: one span per request (runner/observe)
     output_format: str = "streamrun"  # or "openai-batch"
     shard: str | None = None  # "I/N", resolved by the CLI
     rpm: int | None = None
@@ -232,6 +234,8 @@ class RunConfig:
         d["stages"] = [asdict(s) for s in self.stages]
         d["base_urls"] = [public_url(u) for u in self.base_urls]
         d["server_metrics"] = [public_url(u) for u in self.server_metrics]
+        for key in ("push_gateway", "otlp_endpoint"):
+            d[key] = public_url(d[key]) if d[key] else d[key]
         return d
 
 

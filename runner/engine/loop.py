@@ -50,6 +50,7 @@ class EngineHooks:
     on_start: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
     on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/observe/client_timing.py
+    tracer: Any = None  # runner.observe.tracing.RequestTracer: --otlp-endpoint's span per request
 
 
 @dataclass

@@ -77,6 +77,7 @@ class Sender:
         self.session = session
         self.proxies = engine.proxies
         self.public_urls = engine.public_urls
+        self.tracer = engine.hooks.tracer  # --otlp-endpoint: a span per request (runner.observe.tracing); or None
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
         openai = engine.auth.get(OPENAI) or None
         anthropic = {**engine.auth.get(ANTHROPIC, {}), "anthropic-version": self.cfg.anthropic_version}
@@ -155,15 +156,37 @@ class Sender:
             cached = await self.answers.lookup(key, fresh, lambda answer: self.accept(fmt, answer))
             if cached is not None:
                 return cached
-        reply = await self.request(item.path, request, due)
-        record = self.record(item, stage, warmup, reply)
+        if self.tracer is None:  # the one test tracing costs when it is off
+            reply = await self.request(item.path, request, due)
+            record = self.record(item, stage, warmup, reply)
+        else:
+            record = await self._traced(item, request, due, stage, warmup)
         await self.answers.store(key, record)
         return record
 
-    async def request(self, path: str, request: dict, due: float | None) -> Reply:
-        """Send one request until it succeeds, fails for good, or the attempts run out."""
+    async def _traced(self, item: InputItem, request: dict, due: float | None, stage: Stage, warmup: bool) -> Record:
+        """`answer`'s request in a span of its own, which every attempt names in its traceparent header."""
+        trace = self.tracer.start(item.path, request)
+        try:
+            reply = await self.request(item.path, request, due, trace)
+        except PastDeadline:  # nothing was sent: no span either
+            raise
+        except BaseException as exc:  # cancelled in flight (the drain's end), a run-level stop
+            trace.abandon(exc)
+            raise
+        record = self.record(item, stage, warmup, reply)
+        trace.end(record, reply.timing)
+        return record
+
+    async def request(self, path: str, request: dict, due: float | None, trace: Any = None) -> Reply:
+        """Send one request until it succeeds, fails for good, or the attempts run out.
+
+        `trace`: its span (runner.observe.tracing.RequestSpan), named by every
+        attempt's traceparent header; each retry is an event on it.
+        """
         fmt = response_format(request)
         body = orjson.dumps(request)
+        headers = self._headers[path] if trace is None else trace.headers(self._headers[path])
         hooks = self.hooks
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
@@ -175,8 +198,10 @@ class Sender:
             nonlocal attempts, timing, failure
             previous, attempts = timing, attempts + 1
             timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
+            if trace is not None and attempts > 1:
+                trace.retry(attempts, self.record_error(failure))
             try:
-                done = await self._attempt(path, body, timing, estimate)
+                done = await self._attempt(path, body, timing, estimate, headers)
                 return done, self.accept(fmt, done.state)  # a reply the run does not accept is retried
             except PastDeadline:  # this attempt never started
                 attempts, timing = attempts - 1, previous
@@ -221,7 +246,8 @@ class Sender:
             err.partial = answer
             raise err
 
-    async def _attempt(self, path: str, body: bytes, timing: Timing, estimate: int) -> Attempt:
+    async def _attempt(self, path: str, body: bytes, timing: Timing, estimate: int,
+                       headers: Mapping[str, str] | None) -> Attempt:
         """One try: wait for quota and a slot, pick an endpoint, send; feed back what was learnt."""
         hooks = self.hooks
         if hooks.quota is not None:
@@ -239,7 +265,7 @@ class Sender:
                 if reach is not None:
                     reach.begin(timing)
                 try:
-                    attempt = await self._send_when_possible(path, endpoint.url, body, timing)
+                    attempt = await self._send_when_possible(path, endpoint.url, body, timing, headers)
                     failed = False
                     if reach is not None:
                         reach.connected()
@@ -273,13 +299,14 @@ class Sender:
         if stop is not None:
             raise Unreachable(redact(stop, self.secrets))
 
-    async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
+    async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing,
+                                  headers: Mapping[str, str] | None) -> Attempt:
         """`_send`, waiting out EMFILE: out of file descriptors is this process's limit, not the server's
         answer, so it never fails an attempt; a descriptor frees up as other requests end."""
         wait, waited = 0.05, 0.0
         while True:
             try:
-                return await self._send(path, base_url, body, timing)
+                return await self._send(path, base_url, body, timing, headers)
             except TooManyOpenFiles as exc:
                 if waited >= OUT_OF_FILES_PATIENCE_S:
                     raise OutOfFiles(f"no file descriptor came free for a connection in {waited:.0f}s "
@@ -306,18 +333,20 @@ class Sender:
         except TimeoutError:
             raise PastDeadline from None
 
-    async def _send(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
+    async def _send(self, path: str, base_url: str, body: bytes, timing: Timing,
+                    headers: Mapping[str, str] | None) -> Attempt:
+        """One attempt over the wire; `headers`: the line's API's key (and the traceparent), with it only."""
         url = endpoint_url(base_url, path)
         proxy = self.proxies[base_url]
         if path == embeddings.PATH:
             return await embeddings.post(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
-                                         self._headers[path])
+                                         headers)
         named = NAMED_EVENTS.get(path)
         keep = not self.cfg.drop_logprobs
         state = (EventStreamState(keep_logprobs=keep) if named is not None else
                  StreamState(keep_logprobs=False) if not keep else None)
         return await stream_once(self.session, url, body, self.cfg.timeouts, timing, proxy, self.cfg.limits,
-                                 state, named, self._headers[path], WHOLE.get(path))
+                                 state, named, headers, WHOLE.get(path))
 
     def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
         if not isinstance(exc, HTTPStatusError):

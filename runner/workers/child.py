@@ -35,6 +35,7 @@ from ..engine.loop import Engine, EngineHooks
 from ..errors import RunError
 from ..engine.guards import RejectionGuard
 from ..observe.client_timing import LagMonitor, StageTimer
+from ..observe.tracing import RequestTracer
 from ..engine.hooks import open_cache, quota_hooks
 from .quota import QuotaClient
 from .wire import Kind, Link, item_of, record_bytes, unpack
@@ -86,6 +87,8 @@ class Worker:
         self.cfg = init["cfg"]
         hooks = EngineHooks()
         quota_hooks(self.cfg, hooks)  # token counting and adaptive concurrency as the parent's would be
+        # --otlp-endpoint: this process's spans, exported by it under the parent's service name (same environment)
+        self.tracer = hooks.tracer = RequestTracer.from_config(self.cfg)
         self.quota = None
         if hooks.quota is not None:  # one budget for all workers: the parent grants
             self.quota = hooks.quota = QuotaClient(link, self.cfg.tpm)
@@ -117,6 +120,8 @@ class Worker:
         finally:
             if cache is not None:
                 await cache.aclose()
+            if self.tracer is not None:  # before DONE: the parent ends this process once it has it
+                await self.tracer.aclose()
         self.link.send_json(Kind.DONE, {**self._counters(), "lag": self.lag.summary(),
                                         "cache": cache.stats.as_dict() if cache is not None else None})
         await self.link.close()
