@@ -22,7 +22,7 @@ $(VENV)/.test: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.bench: pyproject.toml | $(PY)
-	$(PIP) -e '.[bench,report]'
+	$(PIP) -e '.[bench,report,otel]'
 	touch $@
 
 $(VENV)/.docs: pyproject.toml | $(PY)

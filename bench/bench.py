@@ -14,6 +14,9 @@ process, so its CPU time and peak RSS are its own:
             results file; TTFT read back from that file.  One row per
             `--workers` value (default 1 and 2: `streamrun w=2`), its
             processes given N+1 CPUs where there are ("vs w=1": scaling).
+* streamrun+otlp  the same at --workers 1 with --otlp-endpoint: a span per
+            request exported to an OTLP/HTTP sink in this process (the
+            cost of tracing: the footer compares it with streamrun w=1).
 * naive     bench/naive.py: requests + iter_lines + json.loads per event in
             a ThreadPoolExecutor of N threads.
 
@@ -40,10 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # clients, table: when imported from elsewhere
 
 from clients import (  # noqa: E402,F401  (bench/memory.py uses these through this module)
-    BENCH, CLIENTS, PY, ROOT, Mock, Result, _vm_hwm_mib, bench_one, client_env, probe_events, startup_ms,
+    BENCH, CLIENTS, PY, ROOT, Mock, OtlpSink, Result, _vm_hwm_mib, bench_one, client_env, probe_events, startup_ms,
     streamrun_cmd,
 )
-from table import as_json, fmt, print_table, scaling_notes  # noqa: E402
+from table import as_json, fmt, print_table, scaling_notes, tracing_notes  # noqa: E402
 
 FD_MARGIN = 256  # descriptors beyond one socket per stream: files, pipes, the loop's own
 
@@ -206,8 +209,10 @@ def main(argv=None) -> int:
             notes.append(f"skipped concurrency {c}: {msg}")
     results: list[Result] = []
     tmp = Path(tempfile.mkdtemp(prefix="streamrun-bench-"))
-    mock = None
+    mock = sink = None
     try:
+        if "streamrun-otlp" in args.clients:
+            sink = OtlpSink()
         lifetime = 600 + len(runnable) * len(plan) * args.client_timeout
         mock = Mock(server_workers, args.output_tokens, args.ttft, args.tokens_per_s, server_cpus, lifetime)
         print(f"bench: mock server {mock.url} ({mock.workers} worker process(es)); {cpu_line}", file=sys.stderr)
@@ -227,13 +232,16 @@ def main(argv=None) -> int:
                 cpus = row_cpus(client_cpus, procs(client, w))
                 label = f"streamrun w={w}" if client == "streamrun" else client
                 print(f"bench: c={c:,} {label}: {n:,} requests ...", file=sys.stderr, flush=True)
-                r = bench_one(client, c, prompts, n, per_request, mock, cpus, tmp, args.client_timeout, workers=w)
+                r = bench_one(client, c, prompts, n, per_request, mock, cpus, tmp, args.client_timeout, workers=w,
+                              otlp=sink.url if sink is not None else None)
                 results.append(r)
                 state = r.failure or f"{r.events_s:,.0f} events/s, {r.errors} errors, {r.wall_s:.1f}s"
                 print(f"bench:   {state}", file=sys.stderr, flush=True)
     finally:
         if mock is not None:
             mock.stop()
+        if sink is not None:
+            sink.stop()
 
     notes.append("")
     notes.append(f"mock: ttft {args.ttft:g}s, tokens/s {args.tokens_per_s:g} (0 = no pacing), "
@@ -265,6 +273,7 @@ def main(argv=None) -> int:
                  "--workers 1.  streamrun TTFT comes from its results file "
                  "(request sent -> first content event); the others time the first chunk/line with content.")
     notes.extend(scaling_notes(results))
+    notes.extend(tracing_notes(results, sink.spans if sink is not None else None))
     if not args.no_startup:
         help_ms, bare_ms = startup_ms()
         notes.append(f"startup: `streamrun --help` {help_ms:.0f} ms (median of 5; `python -c pass` {bare_ms:.0f} ms).")

@@ -3,10 +3,11 @@
 * `Mock`: `streamrun mock --workers W` in its own session, pinned to its CPUs,
   with the CPU time of its whole process tree.
 * `bench_one`: one client run (ceiling, parse, streamrun at --workers N,
-  naive) as its own process, pinned to its CPUs; wall time, CPU time (wait4:
+  streamrun-otlp: streamrun with --otlp-endpoint, naive) as its own process, pinned to its CPUs; wall time, CPU time (wait4:
   the process and every child it reaped, so streamrun's worker processes
   count), peak RSS (VmHWM, summed over the process tree), the mock's CPU
   during the run, and the client's own counts and TTFTs.
+* `OtlpSink`: the collector streamrun-otlp exports its spans to (it counts them).
 * `startup_ms`: `streamrun --help` timing.
 """
 
@@ -33,7 +34,8 @@ except ImportError:  # pragma: no cover - the bench extra installs it
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
-CLIENTS = ("ceiling", "parse", "streamrun", "naive")
+CLIENTS = ("ceiling", "parse", "streamrun", "streamrun-otlp", "naive")
+STREAMRUNS = ("streamrun", "streamrun-otlp")  # the real CLI; -otlp: with tracing on (a span per request)
 
 
 def streamrun_cmd() -> list[str]:
@@ -142,6 +144,8 @@ class Result:
 
     @property
     def label(self) -> str:
+        if self.client == "streamrun-otlp":
+            return "streamrun+otlp"
         return f"streamrun w={self.workers}" if self.client == "streamrun" else self.client
 
     @property
@@ -266,8 +270,10 @@ def probe_events(url: str, prompts: Path) -> int:
 
 
 def bench_one(client: str, concurrency: int, prompts: Path, n_requests: int, events_per_request: int,
-              mock: Mock, cpus: set[int] | None, tmp: Path, timeout: float, workers: int = 1) -> Result:
-    """One client run: `client` at `concurrency` (streamrun at `--workers workers`), pinned to `cpus`."""
+              mock: Mock, cpus: set[int] | None, tmp: Path, timeout: float, workers: int = 1,
+              otlp: str | None = None) -> Result:
+    """One client run: `client` at `concurrency` (streamrun at `--workers workers`), pinned to `cpus`;
+    streamrun-otlp exports its spans to `otlp` (an OtlpSink's URL)."""
     res = Result(client, concurrency, n_requests, workers=workers, client_cpus=len(cpus) if cpus else 0)
     tag = f"{client}-w{workers}-c{concurrency}" if client == "streamrun" else f"{client}-c{concurrency}"
     stdout, stderr = tmp / f"{tag}.out", tmp / f"{tag}.err"
@@ -283,10 +289,12 @@ def bench_one(client: str, concurrency: int, prompts: Path, n_requests: int, eve
                "-c", str(concurrency), "--no-progress", "--overwrite"]
         if workers > 1:  # --workers 1 is the default: the command stays exactly what users run
             cmd += ["--workers", str(workers)]
+        if client == "streamrun-otlp":
+            cmd += ["--otlp-endpoint", otlp]
     code = run_client(cmd, env, mock, cpus, timeout, stdout, stderr, res, tree=workers > 1)
     if res.failure:
         return res
-    if client == "streamrun":
+    if client in STREAMRUNS:
         if code not in (0, 1):
             res.failure = f"exit {code}: " + stderr.read_text(errors="replace")[-500:]
             return res
@@ -315,6 +323,47 @@ def bench_one(client: str, concurrency: int, prompts: Path, n_requests: int, eve
         res.ok, res.errors, res.events, res.ttfts = data["ok"], data["errors"], data["events"], data["ttft_s"]
         res.active_s = data["run_s"]
     return res
+
+
+# --------------------------------------------------------------------------
+# the OTLP collector of streamrun-otlp
+
+
+class OtlpSink:
+    """An OTLP/HTTP collector on 127.0.0.1 that answers every export at once and counts its spans
+    (decoded with opentelemetry-proto): what tracing costs the client, not a collector's speed."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        sink = self
+        self.spans = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+                with sink._lock:
+                    sink.spans += n
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # --------------------------------------------------------------------------

@@ -99,6 +99,27 @@ def scaling_notes(results: list[Result]) -> list[str]:
     return notes
 
 
+def tracing_notes(results: list[Result], spans: int | None) -> list[str]:
+    """What --otlp-endpoint costs: streamrun+otlp against streamrun w=1 at each concurrency."""
+    if spans is None:
+        return []
+    plain = {r.concurrency: r for r in results if r.client == "streamrun" and r.workers == 1 and not r.failure}
+    notes = []
+    for r in results:
+        base = plain.get(r.concurrency)
+        if r.client != "streamrun-otlp" or r.failure or base is None or not base.events_s \
+                or not r.cpu_per_1k_events or not base.cpu_per_1k_events:
+            continue
+        notes.append(f"tracing at c={r.concurrency:,}: streamrun+otlp {r.events_s / base.events_s:.2f}x the events/s "
+                     f"of streamrun w=1, CPU s/1k ev {fmt(r.cpu_per_1k_events, '.4f')} vs "
+                     f"{fmt(base.cpu_per_1k_events, '.4f')} "
+                     f"({100 * (r.cpu_per_1k_events / base.cpu_per_1k_events - 1):+.0f} %), "
+                     f"TTFT p50 {fmt(1000 * (percentile(sorted(r.ttfts), 50) or 0), '.1f')} ms vs "
+                     f"{fmt(1000 * (percentile(sorted(base.ttfts), 50) or 0), '.1f')} ms.")
+    notes.append(f"tracing: the OTLP sink received {spans:,} spans in all (one per streamrun+otlp request).")
+    return notes
+
+
 def as_json(results: list[Result]) -> list[dict]:
     single = one_worker(results)
     out = []

@@ -105,7 +105,8 @@ def make_plan(cfg: RunConfig, paths: list[str]) -> Plan:
     def resume(drop=None):
         return prepare_resume(output.path, output.retry_failed and drop is None, log.warning, earlier, drop,
                               keep_failed=output.keep_failed, output_format=output.format,
-                              on_held=lambda record: prior.add(record))
+                              on_held=lambda record: prior.add(record),
+                              on_resent=lambda record: prior.add(record, count=False))
 
     try:
         found = resume() if output.resume and os.path.exists(output.path) else None

@@ -9,12 +9,14 @@ base URL).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from .config.run_config import RunConfig, TransportConfig
+from .config.run_config import ObserveConfig, RunConfig
 from .engine.answers import response_format
 from .engine.structured import format_problem
 from .errors import UsageError
+from .observe.tracing import OTLP_URL_VARS, otlp_header_secrets
 from .stream.endpoints import check_base_url, is_loopback, public_url, url_secrets
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
 
@@ -47,7 +49,7 @@ def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
             for url in transport.base_urls:
                 check_base_url(url)
         check_env_name(transport.api_key_env)
-        return _resolved(transport)
+        return _resolved(cfg)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -93,17 +95,29 @@ def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, 
 
 def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
     """Every string the logs, records and summaries must never show: the keys, header values taken from the
-    environment, and the credentials in base URLs.  The one place they are gathered: the log filter (from
-    the first line on), the records' error messages and every worker process redact these."""
+    environment, and the credentials in base URLs and in the observers' URLs.  The one place they are
+    gathered: the log filter (from the first line on), the records' error messages and every worker process
+    redact these."""
     transport = cfg.transport
     try:
-        return _resolved(transport).secrets
+        return _resolved(cfg).secrets
     except HeaderError:  # preflight reports it; redact what can be known
         keys = tuple(s for s in (os.environ.get(v) for v in transport.key_envs().values() if v) if s)
-        return keys + tuple(s for url in transport.base_urls for s in url_secrets(url))
+        return (keys + tuple(s for url in transport.base_urls for s in url_secrets(url))
+                + _observer_secrets(cfg.observe))
 
 
-def _resolved(transport: TransportConfig) -> Credentials:
-    """The headers, keys and secrets from the environment, as the transport names them."""
-    return resolve_credentials(transport.headers, key_envs=transport.key_envs(), environ=os.environ,
-                               base_urls=transport.base_urls)
+def _resolved(cfg: RunConfig) -> Credentials:
+    """The headers, keys and secrets from the environment, as the transport names them; the secrets also
+    those of where the run is watched from (`_observer_secrets`), so the workers redact them too."""
+    transport = cfg.transport
+    creds = resolve_credentials(transport.headers, key_envs=transport.key_envs(), environ=os.environ,
+                                base_urls=transport.base_urls)
+    return dataclasses.replace(creds, secrets=tuple(dict.fromkeys(creds.secrets + _observer_secrets(cfg.observe))))
+
+
+def _observer_secrets(observe: ObserveConfig) -> tuple[str, ...]:
+    """user:pass in the Pushgateway's and the OTLP collector's URLs (flag or environment), and the values of
+    the OTLP headers (a collector's key)."""
+    urls = (observe.push_gateway, observe.otlp_endpoint, *(os.environ.get(v) for v in OTLP_URL_VARS))
+    return tuple(p for url in urls if url for p in url_secrets(url)) + otlp_header_secrets(os.environ)

@@ -33,6 +33,8 @@ from .errors import (EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_
 from .inputs.ids import SeenIds, resume_key
 from .inputs.items import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items
 from .observe.client_timing import ClientTiming, LagMonitor
+from .observe.pushgateway import Outcome, PushSettings, apush
+from .observe.tracing import RequestTracer, TraceSettings
 from .observe.server_metrics import scraper_for
 from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
 from .report.end_of_run import render
@@ -58,8 +60,25 @@ async def run_document(cfg: RunConfig, *, mock: MockConfig | None = None, show_p
     `on_record` sees every record as it is written (the Python API's stream).
     `cli`: the command line runs it (its messages name flags; a second
     signal exits the process), not Python (see `_install_signals`).
+
+    Every ending passes here, so --push-gateway pushes from here: the
+    summary's numbers, or the exit code of a run that could not start.
     """
-    return await Run(cfg, mock=mock, show_progress=show_progress, on_record=on_record, cli=cli).execute()
+    t0 = time.perf_counter()
+    run = Run(cfg, mock=mock, show_progress=show_progress, on_record=on_record, cli=cli)
+    push = PushSettings.from_config(cfg.observe, cfg.job)
+    if push is None:
+        return await run.execute()
+    try:
+        doc = await run.execute()
+    except RunError as exc:
+        await apush(push, Outcome.of_failure(exc.exit_code, time.perf_counter() - t0))
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handlers were in place
+        await apush(push, Outcome.of_failure(EXIT_SIGINT, time.perf_counter() - t0))
+        raise
+    await apush(push, Outcome.of_summary(doc))
+    return doc
 
 
 class Run:
@@ -83,6 +102,7 @@ class Run:
 
     async def execute(self) -> dict:
         cfg, local = self.cfg, self.mock is not None
+        tracing = TraceSettings.from_config(cfg.observe)  # asked for and not installed: exit 2 before anything
         creds = credentials(cfg, local=local)  # the keys are checked once the inputs say whose they need
         paths = _input_paths(cfg.inputs, cfg.load)
         output = _checked_output(cfg.output, paths)
@@ -95,7 +115,7 @@ class Run:
             async with open_answers(cfg.checks) as answers, self._serving(cfg.transport) as transport:
                 cfg = dataclasses.replace(cfg, output=output, transport=transport)
                 return await Running(cfg, plan, fd, creds, answers, self.show_progress, on_record=self.on_record,
-                                     cli=self.cli, connections=connections).execute()
+                                     cli=self.cli, connections=connections, tracing=tracing).execute()
         finally:
             if lock_fd is not None:
                 unlock_output(os.path.realpath(output.path), lock_fd)
@@ -171,7 +191,7 @@ class Running:
     def __init__(self, cfg: RunConfig, plan: Plan, fd: int, creds: Credentials, answers: Answers,
                  show_progress: bool | None, *, log_json: bool | None = None,
                  on_record: Callable[[Record], None] | None = None, cli: bool = False,
-                 connections: int | None = None) -> None:
+                 connections: int | None = None, tracing: TraceSettings | None = None) -> None:
         from .observe.progress import LiveCounters, ProgressLog, json_logs
 
         self._listener = on_record
@@ -182,8 +202,10 @@ class Running:
         self.answers = answers
         self.counters = LiveCounters()
         self.timing = ClientTiming(cfg.load.stages)  # each stage's loop lag, CPU and TTFT: may they be trusted?
+        # --otlp-endpoint: spans are made where requests are sent, here or in each worker process
+        self.tracer = RequestTracer(tracing) if tracing is not None and cfg.load.workers == 1 else None
         self.hooks = engine_hooks(cfg.load, cfg.request.model, on_record=self._on_record,
-                                  on_stage=self.timing.on_stage)
+                                  on_stage=self.timing.on_stage, tracer=self.tracer)
         encode = None
         if cfg.output.format == "openai-batch":
             from .outputs.batch import encode_batch
@@ -314,6 +336,8 @@ class Running:
             raise
         finally:
             restore_signals()
+            if self.tracer is not None:  # the last spans exported, on every ending (a SIGTERM's drain too)
+                await self.tracer.aclose()
         facts = RunFacts(
             started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
             exit_code=EXIT_OK, interrupted=result.interrupted, requests_sent=result.sent,

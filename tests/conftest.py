@@ -1,104 +1,22 @@
-"""Shared helpers: mock servers (in-process and in their own process), JSONL files,
-runs through the Python API and the CLI, and waits that poll for a state.
+"""The fixtures: mock servers, in this process and in one of their own, and tiktoken made absent.
 
-Test modules import helpers from here only, never from one another.  Waits
-never assume a speed: they poll for a state (lines on disk, requests seen,
-a line on stderr) under a generous hang guard.
+pytest finds them for every folder under tests/.  Plain helper functions and
+constants live in tests/helpers.py: a test module imports those from there,
+never from here nor from another test module (tests/test_layout.py checks).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
-from collections import Counter
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 
-from runner.stream.config import RetryPolicy
-from runner.config.run_config import LoadConfig, OutputConfig, RequestConfig, RunConfig, Stage, TransportConfig
 from runner.mock import MockConfig, serve
-
-DATA = Path(__file__).parent / "data"
-STREAMRUN = [sys.executable, "-m", "runner.cli"]
-HANG_GUARD_S = 60.0  # only ever reached when something hangs; no test waits this long otherwise
-FAST_RETRY = RetryPolicy(max_attempts=4, backoff_initial=0.001, backoff_max=0.01)
-
-
-# -- files ---------------------------------------------------------------------
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    """Rows as JSONL; a str row is written as is (a broken line, say)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(row if isinstance(row, str) else json.dumps(row, ensure_ascii=False))
-            f.write("\n")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def assert_one_ok_record_per_input(out: Path, n: int) -> None:
-    """One ok record per input id p0..p{n-1}, none twice: what a resumed run must end with."""
-    records = read_jsonl(out)
-    ids = Counter(r["custom_id"] for r in records)
-    assert ids.most_common(1)[0][1] == 1, "duplicated record"
-    assert sorted(ids) == sorted(f"p{i}" for i in range(n))
-    assert all(r["status"] == "ok" for r in records)
-
-
-def count_lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def chat(cid: str, mock: dict | None = None, **extra) -> dict:
-    """A chat input line with id `cid`; `mock` is the mock's per-request fault script."""
-    row = {"custom_id": cid, "messages": [{"role": "user", "content": f"prompt {cid}"}], **extra}
-    if mock is not None:
-        row["mock"] = mock
-    return row
-
-
-def prompts(path: Path, n: int, bad_at: int | None = None) -> Path:
-    """n chat lines with ids p0..p{n-1}; the line at `bad_at` is not JSON."""
-    rows = [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(n)]
-    if bad_at is not None:
-        rows[bad_at] = "{this is not json"
-    return write_jsonl(path, rows)
-
-
-def by_id(records: list[dict]) -> dict[str, dict]:
-    return {r["custom_id"]: r for r in records}
-
-
-def freeze_now(monkeypatch, when):
-    """Make `datetime.now()` return `when` for code that does `from datetime import datetime` at call time."""
-    import datetime as datetime_module
-
-    real = datetime_module.datetime
-
-    class Frozen(real):
-        @classmethod
-        def now(cls, tz=None):
-            return when if tz is None else when.astimezone(tz)
-
-    monkeypatch.setattr(datetime_module, "datetime", Frozen)
-    return when
+from tests.helpers import STREAMRUN, Recorder
 
 
 # -- the mock ------------------------------------------------------------------
@@ -139,21 +57,6 @@ def mock_process():
             proc.kill()
 
 
-def mock_stats(url: str) -> dict:
-    """The mock's counters (GET /mock/stats); blocking, so for subprocess mocks or between runs."""
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/mock/stats", timeout=HANG_GUARD_S) as resp:
-        return json.load(resp)
-
-
-async def amock_stats(url: str) -> dict:
-    """`mock_stats` for a mock served by this process's own event loop."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url.removesuffix("/v1") + "/mock/stats") as resp:
-            return await resp.json()
-
-
 @pytest.fixture
 def no_tiktoken(monkeypatch, tmp_path):
     """tiktoken absent (None in sys.modules makes the import fail), an empty
@@ -169,174 +72,15 @@ def no_tiktoken(monkeypatch, tmp_path):
     tokens.reset_tokenizer_cache()
 
 
-# -- runs ----------------------------------------------------------------------
+@pytest.fixture
+def recorder():
+    """Start a `Recorder` (status 200 unless given); yields a factory; every one is closed after the test."""
+    started: list[Recorder] = []
 
+    def start(status: int = 200) -> Recorder:
+        started.append(Recorder(status))
+        return started[-1]
 
-async def execute(cfg: RunConfig, mock=None, show_progress: bool | None = False) -> int:
-    """One run of `cfg` in this process, as the Python API runs it: its exit code."""
-    from runner.run import run_document
-
-    return (await run_document(cfg, mock=mock, show_progress=show_progress))["exit_code"]
-
-
-def replace_fields(cfg: RunConfig, **fields) -> RunConfig:
-    """`cfg` with each field changed wherever it sits: in RunConfig itself or in the one group that has a field
-    of that name (`seed=3` is `load.seed`), all at once."""
-    own: dict = {}
-    groups: dict[str, dict] = {}
-    for name, value in fields.items():
-        group = next((f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))
-                      and name in {g.name for g in dataclasses.fields(getattr(cfg, f.name))}), None)
-        (groups.setdefault(group, {}) if group else own)[name] = value
-    return dataclasses.replace(cfg, **own, **{group: dataclasses.replace(getattr(cfg, group), **changes)
-                                              for group, changes in groups.items()})
-
-
-async def run_rows(tmp_path: Path, url: str, rows, **overrides) -> tuple[int, list[dict]]:
-    """Run input rows (or an input file) through the Python API into tmp_path/out.jsonl: (exit code, records).
-    `overrides`: fields by name (`replace_fields`)."""
-    inp = rows if isinstance(rows, Path) else write_jsonl(tmp_path / "in.jsonl", rows)
-    cfg = RunConfig(inputs=(str(inp),), output=OutputConfig(str(tmp_path / "out.jsonl"), overwrite=True),
-                    transport=TransportConfig(base_urls=(url,), retry=FAST_RETRY),
-                    request=RequestConfig(model="mock-model"), load=LoadConfig(stages=(Stage(0, 4),)))
-    code = await execute(replace_fields(cfg, **overrides))
-    return code, read_jsonl(tmp_path / "out.jsonl")
-
-
-def streamrun(*args, env=None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Run the CLI as a real subprocess (exit codes, signals, stderr as users see them)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*STREAMRUN, *map(str, args)], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, **kwargs)
-
-
-def start_run(*args) -> subprocess.Popen:
-    """`streamrun run ARGS` in the background, stdout and stderr piped."""
-    return subprocess.Popen([*STREAMRUN, "run", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-# -- waits (poll for a state, never for a time) -----------------------------------
-
-
-def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, guard: float = HANG_GUARD_S) -> None:
-    """Until `path` holds n lines; fails at once if the run ends first."""
-    end = time.monotonic() + guard
-    while count_lines(path) < n:
-        assert proc.poll() is None, f"run ended early: {proc.stderr.read()}"
-        assert time.monotonic() < end, "hang guard"
-        time.sleep(0.02)
-
-
-def wait_for_requests(url: str, n: int, guard: float = HANG_GUARD_S) -> None:
-    """Until the mock has received n requests: the run is then past start-up, signal handlers in place."""
-    end = time.monotonic() + guard
-    while mock_stats(url)["requests"] < n:
-        assert time.monotonic() < end, "hang guard"
-        time.sleep(0.02)
-
-
-def read_stderr_until(proc: subprocess.Popen, text: str, guard: float = HANG_GUARD_S) -> str:
-    """Read proc's stderr line by line until a line contains `text`; return what was read.
-
-    A thread does the blocking reads, so the hang guard holds even when no
-    line ever comes; it keeps draining stderr afterwards, so the process never
-    blocks on a full pipe.
-    """
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    end = time.monotonic() + guard
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, end - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"hang guard: no {text!r} on stderr; got {''.join(seen)!r}") from None
-        assert line is not None, f"stderr closed without {text!r}: {''.join(seen)!r}"
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-
-
-# ---- SSE helpers shared by the decoder's and the protocols' tests
-
-def sse_decode(chunks) -> list:
-    """Feed byte chunks to a fresh SSE decoder; every event, the closing ones included."""
-    from runner.stream.sse import SSEDecoder
-
-    decoder = SSEDecoder()
-    events = []
-    for chunk in chunks:
-        events.extend(decoder.feed(chunk))
-    events.extend(decoder.close())
-    return events
-
-
-def sse_splits(data: bytes):
-    """The whole body, then every two-way split, then one byte at a time."""
-    yield [data]
-    for i in range(1, len(data)):
-        yield [data[:i], data[i:]]
-    yield [data[i:i + 1] for i in range(len(data))]
-
-
-def feed_named(handle_event, events):
-    """Feed decoded events to a named-event protocol as the engine does; (state, error raised, returns)."""
-    from runner.stream.errors import RequestError
-    from runner.stream.protocol_responses import EventStreamState
-
-    state = EventStreamState()
-    carried = []
-    for event in events:
-        try:
-            carried.append(handle_event(state, event.event, event.data))
-        except RequestError as exc:
-            return state, exc, carried
-        if state.done:
-            break
-    return state, None, carried
-
-
-def named_outcome(state, err) -> tuple:
-    return (state.text, state.reasoning, state.tool_calls, state.finish_reason, state.usage, state.model,
-            state.response_id, state.done, state.events, state.text_events, state.first_answer_event,
-            type(err), str(err) if err else None)
-
-
-def check_named_events_typed(handle_event, events) -> None:
-    """Property of every named-event protocol: arbitrary events raise only typed errors,
-    and whatever got through is what a record can hold."""
-    import json
-
-    from runner.stream.errors import RequestError
-    from runner.stream.protocol_responses import EventStreamState
-
-    state = EventStreamState()
-    for name, obj in events:
-        try:
-            handle_event(state, name, json.dumps(obj) if not isinstance(obj, str) else obj)
-        except RequestError:
-            return
-    assert all(isinstance(p, str) for p in state.text_parts + state.reasoning_parts)
-    for call in state.tool_calls or []:
-        assert isinstance(call["function"]["name"], str) and isinstance(call["function"]["arguments"], str)
-    assert state.finish_reason is None or isinstance(state.finish_reason, str)
-
-
-def json_values(max_leaves: int = 12, finite: bool = False):
-    """Arbitrary JSON values (hypothesis), for the property tests of whatever parses untrusted JSON.
-
-    `finite` leaves out infinities (which json.dumps writes as the non-JSON `Infinity`).
-    """
-    from hypothesis import strategies as st
-
-    scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
-               | st.floats(allow_nan=False, allow_infinity=not finite) | st.text(max_size=8))
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=max_leaves)
+    yield start
+    for r in started:
+        r.close()

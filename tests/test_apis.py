@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 
-from tests.conftest import read_jsonl, run_rows, streamrun, write_jsonl
+from tests.helpers import read_jsonl, run_rows, streamrun, write_jsonl
 
 
 def batch(cid: str, url: str, body: dict) -> dict:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from runner.cli.convert import convert_command
 from runner.outputs.batch import decode_batch
 from runner.record import decode_native
-from tests.conftest import by_id, read_jsonl, run_rows
+from tests.helpers import by_id, read_jsonl, run_rows
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

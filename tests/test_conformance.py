@@ -33,9 +33,9 @@ from runner.inputs.lines import parse_line
 from runner.inputs.synth import SynthSpec, synth_lines, write_lines
 
 from runner.config.parsers import params as _parse_params  # the one parser `--param` and job files share
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"
 SAMPLE_FILES = sorted((ROOT / "sample_inputs").glob("*.jsonl"))
 JOB_FILES = sorted((ROOT / "jobs").glob("*.toml"))
 
@@ -674,7 +674,7 @@ async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
     build (so those checks speak for the wire), and every body and header set conforms."""
     from runner.stream.config import RetryPolicy
     from runner.config.run_config import RunConfig, Stage
-    from tests.conftest import execute, replace_fields
+    from tests.helpers import execute, replace_fields
 
     start, seen = recording_server
     monkeypatch.setenv("CONF_KEY", KEY)

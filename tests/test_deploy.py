@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from runner.config.jobfile import load_job
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
 DEPLOY = ROOT / "deploy"
 SAMPLE = ROOT / "sample_inputs" / "prompts.jsonl"

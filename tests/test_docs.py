@@ -2,7 +2,7 @@
 the generated CLI reference covers every option and command, the site lists every page, and the
 README stays a short first screen.
 
-(docs/SUMMARY.md's keys against the written summary: tests/test_summary_doc.py; every example of
+(docs/SUMMARY.md's keys against the written summary: tests/outputs/test_summary.py; every example of
 the docs runs: tests/test_examples.py.)
 """
 
@@ -16,7 +16,6 @@ import pkgutil
 import re
 import shlex
 import tomllib
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +24,8 @@ import runner.record as record_module
 from runner.config.options import OPTIONS
 from runner.record import Metrics, Record, RecordError
 from runner.stream.errors import RequestError
-from tests.conftest import read_jsonl, streamrun
+from tests.helpers import ROOT, read_jsonl, streamrun
 
-ROOT = Path(__file__).parent.parent
 FORMATS = (ROOT / "docs" / "FORMATS.md").read_text()
 
 

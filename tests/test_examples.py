@@ -39,9 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HANG_GUARD_S, STREAMRUN
+from tests.helpers import HANG_GUARD_S, ROOT, STREAMRUN
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN = {"sh", "bash", "console", "python"}
 TEXT = {"", "text"}

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.inputs.items import parse_item
-from tests.conftest import json_values as json_values_strategy
+from tests.helpers import json_values as json_values_strategy
 from runner.stream.errors import RequestError
 from runner.stream.paths import CHAT_PATH, InvalidRequestLine
 from runner.stream.protocol import StreamState, build_body, handle_data

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from runner.stream.config import Limits, RetryPolicy
 from runner.config.run_config import RunConfig, Stage
-from tests.conftest import execute, replace_fields
-from tests.conftest import read_jsonl, write_jsonl
+from tests.helpers import execute, replace_fields
+from tests.helpers import read_jsonl, write_jsonl
 
 KIB = 1024
 

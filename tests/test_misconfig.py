@@ -16,8 +16,8 @@ from runner.stream.config import RetryPolicy
 from runner.config.run_config import LoadConfig, OutputConfig, RunConfig, Stage, TransportConfig
 from runner.errors import UsageError
 from runner.preflight import preflight
-from tests.conftest import execute, replace_fields
-from tests.conftest import read_jsonl, streamrun, write_jsonl
+from tests.helpers import execute, replace_fields
+from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
 

@@ -11,8 +11,10 @@ own process (`streamrun mock`, strict; no delays unless a line asks for slow rep
 Factors (levels), and what each level passes
     workers   1 | 2                    --workers; -c is 2 per worker (one slot may stall, the other works)
     cache     off | warm               --cache FILE, filled first by a run of half the lines without faults
-    resume    no | after-sigterm       SIGTERM once p01's error record is on disk (p00 stalls in flight,
+    resume    no | after-sigterm | keep-failed
+                                       SIGTERM once p01's error record is on disk (p00 stalls in flight,
                                        so something is always cut off), then the same command + --resume
+                                       | the same, the rerun with --resume --keep-failed
     budget    none | duration | num-prompts   --duration 0.5s, 24 lines and 0.4 s replies to those
                                        without faults (the deadline cuts every stage) | --num-prompts 8
     load      c | c-sweep | rate-sweep | auto-sweep
@@ -39,6 +41,7 @@ no 429 or 503: an adaptive cut to one slot while p00's stall holds it would wait
 Constraints (pairs never generated; each is a refusal checked in `test_a_refused_combination_...`)
     sink=stdout x resume        --resume reads the output it continues; stdout cannot be read back
     load=auto-sweep x resume    --rate sweep measures its rates afresh each run
+    (resume: both after-sigterm and keep-failed)
 Refusals outside the factors: --workers 2 with -c 1 (each worker needs a slot; here -c is 2 per
 worker), and a sweep reading stdin (it reads its input once per stage).  A refusal is exit 2, its
 reason on one line, no traceback, nothing written, nothing sent.
@@ -48,19 +51,21 @@ Cases (`pairwise`'s, in its order; a test checks this list against it and prints
     00 1       off   no            none        c          chat      no       streamrun    file   recovered
     01 2       warm  no            duration    c-sweep    responses yes      openai-batch stdout permanent
     02 1       warm  after-sigterm num-prompts rate-sweep anthropic no       openai-batch file   budgeted
-    03 2       off   no            num-prompts auto-sweep anthropic yes      streamrun    stdout budgeted
-    04 2       off   after-sigterm none        rate-sweep responses yes      streamrun    file   permanent
-    05 2       warm  after-sigterm duration    c          chat      yes      openai-batch file   recovered
-    06 1       warm  no            none        auto-sweep responses no       openai-batch stdout recovered
-    07 1       off   after-sigterm duration    c-sweep    anthropic no       streamrun    file   permanent
-    08 1       off   no            duration    rate-sweep chat      yes      openai-batch stdout budgeted
-    09 1       off   no            num-prompts c          responses no       streamrun    stdout permanent
-    10 2       off   no            none        c-sweep    chat      no       streamrun    file   budgeted
-    11 1       off   no            duration    auto-sweep chat      no       streamrun    file   permanent
-    12 1       warm  no            none        c          anthropic no       streamrun    file   recovered
-    13 1       off   no            num-prompts c-sweep    chat      no       streamrun    file   recovered
-    14 1       off   no            none        c          responses no       streamrun    file   budgeted
-    15 1       off   no            none        rate-sweep chat      no       streamrun    file   recovered
+    03 2       off   keep-failed   num-prompts c          responses yes      streamrun    file   budgeted
+    04 1       off   no            duration    auto-sweep anthropic no       streamrun    stdout permanent
+    05 1       warm  keep-failed   none        c-sweep    chat      yes      openai-batch file   recovered
+    06 2       off   after-sigterm none        rate-sweep chat      yes      streamrun    file   permanent
+    07 2       warm  no            num-prompts auto-sweep chat      no       streamrun    stdout recovered
+    08 1       off   after-sigterm duration    c-sweep    responses no       streamrun    file   recovered
+    09 1       off   no            none        auto-sweep responses yes      openai-batch stdout budgeted
+    10 2       off   keep-failed   none        c          anthropic no       openai-batch file   permanent
+    11 1       warm  after-sigterm duration    c          chat      no       streamrun    file   budgeted
+    12 1       off   no            duration    rate-sweep responses no       streamrun    stdout recovered
+    13 1       off   no            num-prompts c-sweep    anthropic yes      streamrun    file   recovered
+    14 1       off   keep-failed   duration    rate-sweep chat      no       streamrun    file   recovered
+    15 1       off   no            num-prompts c          chat      no       streamrun    stdout permanent
+    16 1       off   no            none        c-sweep    chat      no       streamrun    file   budgeted
+    17 1       off   no            none        auto-sweep chat      no       streamrun    file   recovered
 
 Invariants, checked after every invocation (the interrupted one too) on the output so far; a case
 reports every one it breaks
@@ -71,11 +76,20 @@ reports every one it breaks
                     (attempts 1; a session: its first turn) started within the time its stage had
                     left (--duration less the span of the stage's earlier records) + 0.2 s
     summary         counts (total, ok, error, cached) equal the final records; exit_code,
-                    records_written, requests_sent (after SIGTERM: at least) and cache hits, what the
-                    invocation did; the end-of-run line on stderr agrees (the only summary with -o -)
-    statuses        every final record ok, but p04's first when it failed for good (and p01 when a
-                    --duration rerun had no time left to send it again); with a warm cache, every
-                    record of a line the cache held is answered from it (cached)
+                    records_written, requests_sent (after SIGTERM: at least) and cache hits (a
+                    session: each cached turn), what the invocation did; the end-of-run line on
+                    stderr agrees (the only summary with -o -)
+    statuses        every final record ok but the failures its line's faults explain: p04's 400, in
+                    the first record of the first stage that sent p04; with --duration, a recoverable
+                    fault whose retry the deadline stopped (that fault's error type and status after
+                    one attempt, a session's in its failing turn, the message saying --duration's
+                    deadline stopped the retry); p01's two 500s, from the interrupted run, when the
+                    rerun keeps that record (--keep-failed, or a --duration rerun with no time left
+                    to send it again); with a warm cache, every record of a line the cache held is
+                    answered from it (cached)
+    rerun           --resume sends every line whose final record failed again (a rerun resends each
+                    error type the faults leave; a --duration rerun left without time may not get to
+                    it); --resume --keep-failed sends none of them, their records stay final
     exit code       from the final records: 1 when errors exceed --max-failed, else 0; 143 after SIGTERM
     hygiene         no traceback or asyncio complaint on stderr, nothing but records on stdout
                     (nothing at all with -o FILE), the API key in no stream and no file
@@ -104,7 +118,8 @@ import pytest
 from runner.config.options import OPTIONS
 from runner.outputs.batch import decode_result
 from runner.record import Record, posix_time
-from tests.conftest import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
+from runner.engine.send import NOT_RETRIED
+from tests.helpers import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
 
 pytestmark = pytest.mark.matrix
 
@@ -113,7 +128,7 @@ pytestmark = pytest.mark.matrix
 FACTORS: dict[str, tuple[str, ...]] = {
     "workers": ("1", "2"),
     "cache": ("off", "warm"),
-    "resume": ("no", "after-sigterm"),
+    "resume": ("no", "after-sigterm", "keep-failed"),
     "budget": ("none", "duration", "num-prompts"),
     "load": ("c", "c-sweep", "rate-sweep", "auto-sweep"),
     "api": ("chat", "responses", "anthropic"),
@@ -142,6 +157,12 @@ REFUSALS = (
     Refusal("auto-sweep-resume", "--rate sweep measures its rates afresh each run",
             (("load", "auto-sweep"), ("resume", "after-sigterm")),
             ("--rate", "sweep", "--resume"), ("--rate sweep", "--resume")),
+    Refusal("stdout-keep-failed", "--resume reads the output it continues, and stdout cannot be read back",
+            (("sink", "stdout"), ("resume", "keep-failed")), ("-o", "-", "--resume", "--keep-failed"),
+            ("--resume", "-o -")),
+    Refusal("auto-sweep-keep-failed", "--rate sweep measures its rates afresh each run",
+            (("load", "auto-sweep"), ("resume", "keep-failed")),
+            ("--rate", "sweep", "--resume", "--keep-failed"), ("--rate sweep", "--resume")),
     Refusal("workers-over-c", "each worker keeps a request in flight (the matrix gives every worker 2 slots)",
             (), ("--workers", "2", "-c", "1"), ("--workers 2", "-c")),
     Refusal("sweep-stdin", "a sweep reads its input once per stage; stdin can be read only once",
@@ -233,7 +254,7 @@ FIXED = {  # set by every run of the matrix, to one value
 }
 IN_MATRIX = {  # option -> the factor that sets it
     "output.path": "sink", "load.workers": "workers", "checks.cache": "cache", "output.resume": "resume",
-    "load.duration_s": "budget", "load.num_prompts": "budget",
+    "output.keep_failed": "resume", "load.duration_s": "budget", "load.num_prompts": "budget",
     "load.concurrency": "load", "load.rate": "load", "load.sweep_points": "load", "transport.api": "api",
     "output.format": "format", "checks.max_failed": "failures",
 }
@@ -252,10 +273,13 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "load.replay_speed", "load.burstiness", "load.seed", "load.warmup", "load.rpm", "load.tpm",
                      "load.burst_s", "load.adaptive"),
                     "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
-    "sharegpt": "an input format: test_sessions",
-    **dict.fromkeys(("output.retry_failed", "output.keep_failed", "output.resume_changed", "output.overwrite",
-                     "output.fsync", "checks.cache_mode"),
+    "sharegpt": "an input format: test_session",
+    **dict.fromkeys(("output.retry_failed", "output.resume_changed", "output.overwrite", "output.fsync",
+                     "checks.cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),
+    **dict.fromkeys(("observe.push_gateway", "observe.otlp_endpoint"),
+                    "what the run tells outside, not what it sends: test_pushgateway and test_tracing run each with "
+                    "--workers, --resume, --cache, --duration, sessions and every --api"),
     **dict.fromkeys(("observe.log_every_s", "observe.server_metrics", "observe.server_metrics_interval_s",
                      "observe.price_input", "observe.price_output", "observe.slos", "observe.percentiles",
                      "observe.window_s", "observe.strict_timing", "shard"),
@@ -459,10 +483,18 @@ def elapsed_before(records: list[Record], label: str | None) -> float:
 
 
 def requests_in(r: Record) -> int:
-    """Requests a record stands for: none when cached or never sent, a session's turns, else one."""
+    """Requests a record stands for: none when cached or never sent, a session's turns sent, else one."""
     if r.cached or not r.attempts:
         return 0
-    return len(r.turns) if r.turns else 1
+    return sum(t.attempts > 0 for t in r.turns) if r.turns else 1
+
+
+def hits_in(r: Record) -> int:
+    """Cache hits a record stands for: a session's cached turns (0 attempts: each is a lookup of its own), else
+    one when it is cached."""
+    if r.turns:
+        return sum(t.attempts == 0 for t in r.turns)
+    return 1 if r.cached else 0
 
 
 def check_hygiene(inv: Invocation, out: Path | None, tmp: Path) -> list[str]:
@@ -552,43 +584,91 @@ def check_summary(case: dict[str, str], inv: Invocation, final: dict) -> list[st
     sent = sum(requests_in(r) for r in inv.written)  # after a signal, also those cut off in flight
     if doc["requests_sent"] != sent and not (inv.interrupted and doc["requests_sent"] > sent):
         found.append(f"summary requests_sent {doc['requests_sent']}, requests in the records written {sent}")
-    hits = sum(r.cached for r in inv.written)
+    hits = sum(hits_in(r) for r in inv.written)
     if case["cache"] != "off" and (doc.get("cache") or {}).get("hits") != hits:
-        found.append(f"summary cache hits {(doc.get('cache') or {}).get('hits')}, cached records written {hits}")
+        found.append(f"summary cache hits {(doc.get('cache') or {}).get('hits')}, cached requests written {hits}")
     return found
 
 
-RERUN_TIME_S = 0.3  # a --duration rerun with less time left than this may not get to send p01 again
+RERUN_TIME_S = 0.3  # a --duration rerun with less time left than this may not get to send a failed line again
+# The recoverable faults (a retry mends them) and the error (type, status) each leaves when it is not retried.
+FAULT_ERRORS = {"429": ("http_error", 429), "503": ("http_error", 503), "500": ("http_error", 500),
+                "drop": ("incomplete_stream", None), "error_event": ("stream_error", None)}
 
 
-def allowed_errors(case: dict[str, str], inv: Invocation, final: dict) -> tuple[set, list[str]]:
-    """The final records that may be errors: p04's first when the case makes it fail for good (its one
-    fault goes to the first stage that sends it), and p01 in a --duration rerun left without time."""
-    allowed, found = set(), []
+def left_without_time(case: dict[str, str], inv: Invocation, label: str | None) -> bool:
+    """A --duration rerun whose stage had too little time left to be sure to send its failed lines again."""
+    return case["budget"] == "duration" and DURATION_S - elapsed_before(inv.before, label) < RERUN_TIME_S
+
+
+def injected_400(case: dict[str, str], inv: Invocation, final: dict) -> tuple[Record | None, list[str]]:
+    """p04's 400 (failures permanent or budgeted) goes to the first stage that sends p04 (the mock's fault list
+    is the line's): the first record of that key, in whichever run sent it. That record, and what is wrong."""
     p04 = [key for key in final if key[1] == "p04"]
-    if case["failures"] != "recovered" and p04:
-        first = min(p04, key=lambda key: stage_order(case, key[0]))
-        if final[first].ok:
-            found.append(f"p04's first record {first} is no error: its 400 was not injected")
-        allowed.add(first)
-    if case["budget"] == "duration":
-        allowed |= {key for key in final if key[1] == "p01"
-                    and DURATION_S - elapsed_before(inv.before, key[0]) < RERUN_TIME_S}
-    return allowed, found
+    if case["failures"] == "recovered" or not p04:
+        return None, []
+    first = min(p04, key=lambda key: stage_order(case, key[0]))
+    record = next(r for r in inv.before + inv.written if not r.warmup and (r.label, r.custom_id) == first)
+    if record.ok or record.error is None or record.error.status_code != 400:
+        return None, [f"p04's first record {first} is no 400 ({record.error}): its 400 was not injected"]
+    return record, []
+
+
+def unexplained(case: dict[str, str], cid: str, r: Record, kept: bool) -> str | None:
+    """Why the faults of the line do not explain this failed record; None when they do.
+
+    `kept`: an earlier run wrote it (and this rerun left it final). p04's 400 is `injected_400`'s."""
+    err = r.error
+    if err is None:
+        return "an error record without an error"
+    attempts = r.turns[-1].attempts if r.turns else r.attempts  # a session: its failing turn's
+    if kept and cid == "p01" and case["resume"] != "no" and (err.type, err.status_code, attempts) == (
+            "http_error", 500, 2):
+        return None  # its two 500s, both attempts of the interrupted run (whose SIGTERM waited for this record)
+    kinds = {FAULT_ERRORS.get(f) for f in faults(case, int(cid[1:]))}
+    if case["budget"] != "duration" or not kinds or None in kinds:
+        return "its line has no fault that fails it"
+    if (err.type, err.status_code) not in kinds:
+        return f"not its fault's error {sorted(kinds, key=str)}"
+    if attempts != 1:
+        return f"its fault failed it after {attempts} attempts, not once"
+    if not (err.message or "").endswith(" " + NOT_RETRIED):
+        return "its retry was not made, and its message does not say --duration's deadline stopped it"
+    return None
 
 
 def check_statuses(case: dict[str, str], inv: Invocation, final: dict, warm: set[str]) -> list[str]:
-    """Every final record ok but the allowed errors; with a warm cache, the lines it held answered from it."""
-    allowed, found = allowed_errors(case, inv, final)
-    failed = [(label, cid, (r.error.type, r.error.message) if r.error else None)
-              for (label, cid), r in sorted(final.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
-              if not r.ok and (label, cid) not in allowed]
+    """Every final record ok but the failures its line's faults explain; with a warm cache, the lines it held
+    answered from it."""
+    p04, found = injected_400(case, inv, final)
+    earlier = {id(r) for r in inv.before}
+    failed = []
+    for (label, cid), r in sorted(final.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if r.ok or r is p04:
+            continue
+        why = unexplained(case, cid, r, id(r) in earlier)
+        if why is not None:
+            failed.append((label, cid, (r.error.type, r.error.message) if r.error else None, why))
     if failed:
-        found.append(f"final records failed (stage, line, error): {failed}")
+        found.append(f"final records failed (stage, line, error, why unexplained): {failed}")
     again = sorted((str(label), cid) for (label, cid), r in final.items() if cid in warm and not r.cached)
     if again:
         found.append(f"in the cache, but not answered from it (stage, line): {again}")
     return found
+
+
+def check_rerun(case: dict[str, str], inv: Invocation) -> list[str]:
+    """A rerun sends every failed line again (every error the faults leave is of a type a rerun resends:
+    runner/outputs/writer.py RESENT_ONLY_IF_CHANGED), or with --keep-failed none of them."""
+    if case["resume"] == "no" or inv.interrupted or not inv.before:
+        return []
+    failed = {key for key, r in final_records(inv.before).items() if not r.ok}
+    sent = {(r.label, r.custom_id) for r in inv.written if not r.warmup}
+    if case["resume"] == "keep-failed":
+        again = sorted(failed & sent, key=str)
+        return [f"--keep-failed, and these failed lines were sent again (stage, line): {again}"] if again else []
+    missed = sorted((key for key in failed - sent if not left_without_time(case, inv, key[0])), key=str)
+    return [f"failed lines not sent again (stage, line): {missed}"] if missed else []
 
 
 def expected_exit(case: dict[str, str], final: dict) -> int:
@@ -606,7 +686,7 @@ def check_invocation(case: dict[str, str], inv: Invocation, out: Path | None, tm
         if inv.code != 143:
             found.append(f"exit {inv.code} after SIGTERM, not 143: {inv.stderr[-1500:]!r}")
         return found
-    found += check_statuses(case, inv, final, warm)
+    found += check_statuses(case, inv, final, warm) + check_rerun(case, inv)
     if inv.code != expected_exit(case, final):
         found.append(f"exit {inv.code}; the final records say {expected_exit(case, final)}: "
                      f"{inv.stderr[-1500:]!r}")
@@ -639,13 +719,14 @@ def test_option_matrix(case, tmp_path, mock_url):
         args += ["--cache", str(cache)]
 
     runs = []
-    if case["resume"] == "after-sigterm":
+    if case["resume"] != "no":
         def sigterm_once_p01_failed(proc: subprocess.Popen) -> None:
             wait_for_record(out, "p01", proc)
             proc.send_signal(signal.SIGTERM)
 
+        rerun = ["--resume"] + (["--keep-failed"] if case["resume"] == "keep-failed" else [])
         runs.append(invoke(args, out, interrupt=sigterm_once_p01_failed, label="interrupted run"))
-        runs.append(invoke(args + ["--resume"], out, label="--resume"))
+        runs.append(invoke(args + rerun, out, label=" ".join(rerun)))
     else:
         runs.append(invoke(args, out))
     found = [f"{inv.label}: {problem}" for inv in runs

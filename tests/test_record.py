@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 from datetime import datetime
 
@@ -27,8 +26,9 @@ from runner.record import Choice, Metrics, Record, RecordError, decode_native
 from runner.stream.errors import HTTPStatusError
 from runner.stream.protocol import ChoiceState, StreamState
 from runner.stream.timing import Timing
+from tests.helpers import ROOT
 
-FORMATS = Path(__file__).resolve().parent.parent / "docs" / "FORMATS.md"
+FORMATS = ROOT / "docs" / "FORMATS.md"
 
 
 def documented_record() -> dict:

@@ -15,7 +15,7 @@ import time
 
 import orjson
 
-from tests.conftest import STREAMRUN, read_jsonl, streamrun, write_jsonl
+from tests.helpers import STREAMRUN, read_jsonl, streamrun, write_jsonl
 
 
 def prompts(path, n: int):

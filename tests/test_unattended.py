@@ -4,7 +4,7 @@ The CLI runs as a real subprocess against a mock in its own process.  Waits
 poll for a state (records on disk, requests seen, a line on stderr) with a
 generous hang guard, never a speed; mock timings leave the interrupted runs
 many seconds of work past the point where the signal is sent.  Job files are
-in tests/test_jobfile.py.
+in tests/config/test_jobfile.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import os
 import signal
 
-from tests.conftest import (assert_one_ok_record_per_input, by_id, chat, count_lines, prompts, read_jsonl,
+from tests.helpers import (assert_one_ok_record_per_input, by_id, chat, count_lines, prompts, read_jsonl,
                             read_stderr_until, start_run, streamrun, wait_for_lines, wait_for_requests, write_jsonl)
 
 

@@ -101,11 +101,14 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
     from ..config.run_config import render_paths
     from ..errors import EXIT_SIGINT
 
+    setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"], secrets_of(cfg))
     try:
         cfg = render_paths(resolve_shard(cfg))
     except RunError as exc:
+        from ..observe.pushgateway import push_failure
+
+        push_failure(cfg, exc.exit_code)  # --push-gateway: this run ended too (every later ending: run_document)
         raise click.UsageError(str(exc)) from None
-    setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"], secrets_of(cfg))
     mock_config = None
     if mock is True:
         from ..mock import MockConfig

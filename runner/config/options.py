@@ -23,6 +23,7 @@ from .parsers import OptionError, duration, positive_duration, timeout, string, 
 from .parsers import metrics_urls  # --server-metrics
 from .parsers import percentile_list  # --percentiles
 from .parsers import workers_count  # --workers
+from .parsers import http_url  # --push-gateway, --otlp-endpoint
 
 if TYPE_CHECKING:
     from .run_config import RunConfig
@@ -59,7 +60,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("output.path", string, "Results JSONL (one record per input line); with -o - the records go to stdout, logs "
            "and the summary to stderr (and no summary file unless --summary names one).", "-o/--output", "output"),
     Option("output.summary_path", string, "Summary JSON path (default: next to the output).", "--summary", "summary"),
-    Option("job", string, "The job's name (default: the job file's name).", key="name"),
+    Option("job", string, "The job's name: {job} in output paths, and the group the Pushgateway keeps its metrics "
+           "under (default: the job file's name; without a job file, run in paths and streamrun in the "
+           "Pushgateway).", "--job-name", "name"),
     Option("label", string, "This run's name in reports (default: the output's file name): `streamrun report "
            "a.jsonl b.jsonl` shows runs side by side under their labels.", "--label", "label"),
     Option("base_dir", string, "Folder that the job file's relative paths are taken from (default: the job file's "
@@ -161,6 +164,13 @@ OPTIONS: tuple[Option, ...] = (
            "(the embedded mock's with --mock).", "--server-metrics", "server_metrics", multiple=True, metavar="URL"),
     Option("observe.server_metrics_interval_s", positive_duration, "How often --server-metrics is scraped.",
            "--server-metrics-interval", "server_metrics_interval"),
+    Option("observe.push_gateway", http_url, "Prometheus Pushgateway to push the run's metrics to when it ends, "
+           "whatever the ending (POST, grouped by the job's name alone); one that cannot be reached is a warning.",
+           "--push-gateway", "push_gateway"),
+    Option("observe.otlp_endpoint", http_url, "OpenTelemetry collector (OTLP/HTTP base URL; /v1/traces is added) to "
+           "export one span per request to, its id sent in the W3C traceparent header; default from "
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT. Needs the otel extra.",
+           "--otlp-endpoint", "otlp_endpoint"),
     Option("output.format", choice("streamrun", "openai-batch"), "Record format of the output.", "--output-format",
            "output_format"),
     Option("shard", string, "I/N: run only the ids of shard I of N (default: from JOB_COMPLETION_INDEX or "
@@ -201,7 +211,7 @@ METAVARS: dict[Callable[[Any], Any], str] = {
     non_negative_int: "N", integer: "N", int_list: "N[,N...]", rate_list: "RATE[,RATE...]",
     positive_number: "X", non_negative_number: "X", failure_budget: "X", urls: "URL", env_name: "NAME",
     string: "TEXT", fsync: "POLICY", byte_size: "SIZE", strings_list: "A[,B...]",
-    percentile_list: "P[,P...]", workers_count: "N|auto",
+    percentile_list: "P[,P...]", workers_count: "N|auto", http_url: "URL",
 }
 REQUIRED = ("inputs", "output.path")
 
@@ -281,6 +291,8 @@ def summary_config(cfg: RunConfig) -> dict[str, Any]:
         value = _plain(field_value(cfg, option.field))
         if option.field in ("transport.base_urls", "observe.server_metrics"):
             value = [public_url(u) for u in value]
+        elif option.field in ("observe.push_gateway", "observe.otlp_endpoint") and value:
+            value = public_url(value)  # user:pass in a Pushgateway's URL is basic auth
         table, dot, key = (option.key or option.field).rpartition(".")
         (doc.setdefault(table, {}) if dot else doc)[key] = value
     doc["stages"] = [_plain(s) for s in cfg.load.stages]

@@ -111,6 +111,25 @@ def metrics_urls(v: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def http_url(v: Any) -> str:
+    """One http(s) URL (a Pushgateway, an OTLP collector); a bare `host:port` means http://host:port, as
+    prometheus-client reads it.  A URL's password is never echoed in the message."""
+    from yarl import URL
+
+    from ..stream.endpoints import public_url
+
+    text = string(v).strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parsed = URL(text)
+    except (ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise OptionError(f"{public_url(text)!r} is not an http(s) URL like http://pushgateway:9091")
+    return text
+
+
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
                "gib": 1024**3}

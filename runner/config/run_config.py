@@ -248,11 +248,14 @@ class ChecksConfig:
 @dataclass(frozen=True)
 class ObserveConfig:
     """What the run watches and reports beside its records: progress log lines, the server's metrics, goodput
-    SLOs, percentiles and windows, whether its own timing can be trusted, and the cost."""
+    SLOs, percentiles and windows, whether its own timing can be trusted, and the cost; and where the run is
+    seen from outside (a Pushgateway its metrics go to when it ends, an OTLP collector its spans go to)."""
 
     log_every_s: float = 30.0  # without a terminal: a progress log line this often (0: none)
     server_metrics: tuple[str, ...] = ()  # Prometheus /metrics URLs scraped during the run ("auto": the base URLs')
     server_metrics_interval_s: float = 1.0
+    push_gateway: str | None = None  # a Prometheus Pushgateway: the run's metrics pushed when it ends
+    otlp_endpoint: str | None = None  # an OTLP/HTTP collector's base URL: one span per request (runner/observe)
     slos: dict = field(default_factory=dict)
     percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
     window_s: float | None = None  # statistics per time window of this width (--window)

@@ -12,12 +12,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config.run_config import ChecksConfig, LoadConfig, Stage
 from ..record import Record
 from .answers import Answers
 from .cache import ResponseCache
 from .quota import AdaptiveConcurrency, Quota, QuotaLimiter
+
+if TYPE_CHECKING:  # OpenTelemetry's side is loaded only when --otlp-endpoint asks for it
+    from ..observe.tracing import RequestTracer
 
 DEFAULT_OUTPUT_ESTIMATE = 256  # completion tokens assumed for TPM when a request sets no max_tokens
 
@@ -32,6 +36,7 @@ class EngineHooks:
     count_tokens: Callable[[str], tuple[int, str]] | None = None  # text -> (tokens, source)
     on_record: Callable[[Record], None] | None = None  # stats, progress
     on_stage: Callable[[Stage, bool, bool], None] = lambda stage, warmup, begin: None  # runner/observe/client_timing.py
+    tracer: RequestTracer | None = None  # --otlp-endpoint's span per request (runner/observe/tracing.py)
 
 
 def engine_hooks(load: LoadConfig, model: str | None, **given) -> EngineHooks:

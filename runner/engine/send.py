@@ -13,7 +13,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import aiohttp
 import orjson
@@ -41,8 +41,14 @@ from .result import EngineResult
 from .structured import format_problem
 from ..inputs.tokens import reasoning_tokens
 
+if TYPE_CHECKING:  # OpenTelemetry's side is loaded only when --otlp-endpoint asks for it
+    from ..observe.tracing import RequestSpan
+
 log = logging.getLogger("streamrun")
 OUT_OF_FILES_PATIENCE_S = 60.0  # EMFILE this long for one request: the open-file limit leaves no room at all
+#: The end of the error message of a request whose retry --duration's deadline stopped: the failure is one a
+#: retry could have mended (its type says so, and a rerun sends the line again), not the request's last word.
+NOT_RETRIED = "(not retried: the retry would have started after --duration's deadline)"
 
 # Each API path's wire protocol; the APIs that name their events stream through their handle_event, and
 # read a whole JSON answer (a server that ignored "stream": true) with their apply_whole.
@@ -99,6 +105,7 @@ class Sender:
         # as trust_env=True would (two thread hops per request).
         self.proxies = {e.url: env_proxy(e.url) for e in pool.endpoints}
         self.public_urls = {e.url: public_url(e.url) for e in pool.endpoints}
+        self.tracer = hooks.tracer  # --otlp-endpoint: a span per request (runner.observe.tracing); or None
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
         openai = creds.auth.get(OPENAI) or None
         anthropic = {**creds.auth.get(ANTHROPIC, {}), "anthropic-version": transport.anthropic_version}
@@ -177,15 +184,37 @@ class Sender:
             cached = await self.answers.lookup(key, fresh, lambda answer: self.accept(fmt, answer))
             if cached is not None:
                 return cached
-        reply = await self.request(item.path, request, due)
-        record = self.record(item, stage, warmup, reply)
+        if self.tracer is None:  # the one test tracing costs when it is off
+            reply = await self.request(item.path, request, due)
+            record = self.record(item, stage, warmup, reply)
+        else:
+            record = await self._traced(item, request, due, stage, warmup)
         await self.answers.store(key, record)
         return record
 
-    async def request(self, path: str, request: dict, due: float | None) -> Reply:
-        """Send one request until it succeeds, fails for good, or the attempts run out."""
+    async def _traced(self, item: InputItem, request: dict, due: float | None, stage: Stage, warmup: bool) -> Record:
+        """`answer`'s request in a span of its own, which every attempt names in its traceparent header."""
+        trace = self.tracer.start(item.path, request)
+        try:
+            reply = await self.request(item.path, request, due, trace)
+        except PastDeadline:  # nothing was sent: no span either
+            raise
+        except BaseException as exc:  # cancelled in flight (the drain's end), a run-level stop
+            trace.abandon(exc)
+            raise
+        record = self.record(item, stage, warmup, reply)
+        trace.end(record, reply.timing)
+        return record
+
+    async def request(self, path: str, request: dict, due: float | None, trace: RequestSpan | None = None) -> Reply:
+        """Send one request until it succeeds, fails for good, or the attempts run out.
+
+        `trace`: its span (runner.observe.tracing.RequestSpan), named by every
+        attempt's traceparent header; each retry is an event on it.
+        """
         fmt = response_format(request)
         body = orjson.dumps(request)
+        headers = self._headers[path] if trace is None else trace.headers(self._headers[path])
         hooks = self.hooks
         estimate = hooks.estimate_tokens(request) if hooks.estimate_tokens and hooks.quota else 0
         attempts = 0
@@ -197,8 +226,10 @@ class Sender:
             nonlocal attempts, timing, failure
             previous, attempts = timing, attempts + 1
             timing = Timing(due=due if (due is not None and attempts == 1) else time.perf_counter())
+            if trace is not None and attempts > 1:
+                trace.retry(attempts, self.record_error(failure))
             try:
-                done = await self._attempt(path, body, timing, estimate)
+                done = await self._attempt(path, body, timing, estimate, headers)
                 return done, self.accept(fmt, done.state)  # a reply the run does not accept is retried
             except PastDeadline:  # this attempt never started
                 attempts, timing = attempts - 1, previous
@@ -215,6 +246,10 @@ class Sender:
                     self.counters.sent -= 1
                     raise
                 exc = failure  # the retry would have started after the deadline: the failure before it stands
+            if exc.retryable and attempts < self.transport.retry.max_attempts and self.deadline is not None:
+                # Only the deadline stops a retryable failure with attempts left (its wait would end after
+                # it, or the retry, once due, found it passed): the record says so.
+                exc.message = f"{exc.message} {NOT_RETRIED}"
             state = exc.partial
             return Reply(state, timing, attempts, exc, request_id(getattr(exc, "headers", None), state))
         return Reply(attempt.state, timing, attempts, None, attempt.request_id, parsed)
@@ -239,7 +274,8 @@ class Sender:
             err.partial = answer
             raise err
 
-    async def _attempt(self, path: str, body: bytes, timing: Timing, estimate: int) -> Attempt:
+    async def _attempt(self, path: str, body: bytes, timing: Timing, estimate: int,
+                       headers: Mapping[str, str] | None) -> Attempt:
         """One try: wait for quota and a slot, pick an endpoint, send; feed back what was learnt."""
         hooks = self.hooks
         if hooks.quota is not None:
@@ -257,7 +293,7 @@ class Sender:
                 if reach is not None:
                     reach.begin(timing)
                 try:
-                    attempt = await self._send_when_possible(path, endpoint.url, body, timing)
+                    attempt = await self._send_when_possible(path, endpoint.url, body, timing, headers)
                     failed = False
                     if reach is not None:
                         reach.connected()
@@ -291,13 +327,14 @@ class Sender:
         if stop is not None:
             raise Unreachable(redact(stop, self.secrets))
 
-    async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
+    async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing,
+                                  headers: Mapping[str, str] | None) -> Attempt:
         """`_send`, waiting out EMFILE: out of file descriptors is this process's limit, not the server's
         answer, so it never fails an attempt; a descriptor frees up as other requests end."""
         wait, waited = 0.05, 0.0
         while True:
             try:
-                return await self._send(path, base_url, body, timing)
+                return await self._send(path, base_url, body, timing, headers)
             except TooManyOpenFiles as exc:
                 if waited >= OUT_OF_FILES_PATIENCE_S:
                     raise OutOfFiles(f"no file descriptor came free for a connection in {waited:.0f}s "
@@ -324,19 +361,21 @@ class Sender:
         except TimeoutError:
             raise PastDeadline from None
 
-    async def _send(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
+    async def _send(self, path: str, base_url: str, body: bytes, timing: Timing,
+                    headers: Mapping[str, str] | None) -> Attempt:
+        """One attempt over the wire; `headers`: the line's API's key (and the traceparent), with it only."""
         url = endpoint_url(base_url, path)
         proxy = self.proxies[base_url]
         transport = self.transport
         if path == embeddings.PATH:
             return await embeddings.post(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
-                                         self._headers[path])
+                                         headers)
         named = NAMED_EVENTS.get(path)
         keep = not self.request_defaults.drop_logprobs
         state = (EventStreamState(keep_logprobs=keep) if named is not None else
                  StreamState(keep_logprobs=False) if not keep else None)
         return await stream_once(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
-                                 state, named, self._headers[path], WHOLE.get(path))
+                                 state, named, headers, WHOLE.get(path))
 
     def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
         if not isinstance(exc, HTTPStatusError):

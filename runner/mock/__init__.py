@@ -38,7 +38,8 @@ What it serves
     events, error shape and checks, reasoning / thinking when asked (see
     ``responses``, ``anthropic``), ``GET /v1/models`` (``model`` and
     ``aliases``), ``GET /metrics`` (Prometheus text, vLLM's names: ``metrics``),
-    ``GET /mock/stats`` (counters) and ``POST /mock/reset``.
+    ``GET /mock/stats`` (counters), ``GET /mock/traceparents`` (the W3C
+    ``traceparent`` headers received, the latest 10,000) and ``POST /mock/reset``.
 
 Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 

@@ -235,6 +235,11 @@ async def _stats(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(stats.to_dict()), content_type="application/json")
 
 
+async def _traceparents(request: web.Request) -> web.Response:
+    """The W3C traceparent headers the completion requests carried (the latest TRACEPARENTS_KEPT), in order."""
+    return web.Response(body=orjson.dumps(list(request.app[STATE_KEY].traceparents)), content_type="application/json")
+
+
 async def _reset(request: web.Request) -> web.Response:
     request.app[STATE_KEY].reset()
     return web.Response(body=b'{"reset":true}', content_type="application/json")
@@ -258,6 +263,7 @@ def build_app(config: MockConfig) -> web.Application:
     app.router.add_post(EMBEDDINGS_PATH, embeddings)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/mock/stats", _stats)
+    app.router.add_get("/mock/traceparents", _traceparents)
     app.router.add_post("/mock/reset", _reset)
     install_metrics(app)  # GET /metrics, vLLM's names (metrics.py)
     app.on_shutdown.append(_cancel_in_flight)

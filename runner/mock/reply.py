@@ -100,6 +100,9 @@ async def tracked(request: web.Request,
     t0 = time.perf_counter()  # not loop.time(): uvloop's clock ticks in whole milliseconds
     state = request.app[STATE_KEY]
     state.stats.requests += 1
+    traceparent = request.headers.get("traceparent")
+    if traceparent is not None:  # as a traced server would join its spans to the client's
+        state.traceparents.append(traceparent)
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)

@@ -22,6 +22,7 @@ when both fit; one that exceeds a whole minute's limit waits 60 s.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import math
 import os
@@ -55,6 +56,8 @@ __all__ = [
 #: Names accepted in ``body["mock"]["faults"]``.
 FAULTS = frozenset({"ok", "400", "429", "500", "503", "drop", "error_event", "no_done", "stall"})
 STATUS_FAULTS = frozenset({"400", "429", "500", "503"})
+#: How many W3C ``traceparent`` headers ``GET /mock/traceparents`` remembers (the latest).
+TRACEPARENTS_KEPT = 10_000
 
 
 @dataclass
@@ -112,6 +115,8 @@ class MockState:
     model_json: bytes = b""
     script_offsets: tuple[tuple[float, ...], ...] = ()
     ids: Iterator[int] = field(default_factory=itertools.count)
+    #: the ``traceparent`` header of each request that had one, oldest first (``GET /mock/traceparents``)
+    traceparents: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TRACEPARENTS_KEPT))
 
     def __post_init__(self) -> None:
         self.model_json = orjson.dumps(self.config.model)
@@ -126,6 +131,7 @@ class MockState:
         self.rng = random.Random(self.config.seed)
         self.key_counts.clear()
         self.script_arrivals = 0
+        self.traceparents.clear()
         now = self.clock()
         c = self.config
         self.rpm = WindowQuota(c.rpm_limit, c.quota_fill, now) if c.rpm_limit else None

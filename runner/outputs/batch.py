@@ -32,6 +32,7 @@ Error mapping follows the real Batch API, whose schema says ``error`` is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -42,6 +43,24 @@ from ..record import ERROR, OK, Record, decode_native, json_kind, posix_time
 SIDE = "streamrun"  # the side field, which Batch API readers ignore, that holds our own fields
 STREAMRUN = "streamrun"
 OPENAI_BATCH = "openai-batch"
+
+#: The fields an ok record's response body holds: decoded back from it, and carried in the side field
+#: only when the body would not give them back as they are (a single entry in ``choices``, say).
+BODY_FIELDS = ("text", "reasoning", "tool_calls", "finish_reason", "model", "usage", "logprobs", "choices")
+#: The side field's keys on every line (Batch readers written for earlier versions find them).
+ALWAYS_SIDE = ("metrics", "attempts", "endpoint", "source", "stage", "warmup", "request_url", "request_id",
+               "request_hash")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+#: Every other field of a record (``parsed``, ``cached``, ``turns``, ... and whatever is added to Record
+#: later), with its default: in the side field when it is not at its default, so that most lines stay
+#: short and no field is ever lost on the way to a Batch line and back.
+WHEN_SET = {f.name: _default(f) for f in dataclasses.fields(Record)
+            if f.name not in ("custom_id", "status", *BODY_FIELDS, *ALWAYS_SIDE)}
 
 
 def _stable_hex(key: str, purpose: bytes) -> str:
@@ -127,21 +146,30 @@ def encode_batch(record: Record, request_url: str = CHAT_PATH) -> dict[str, Any]
 
     The body's shape follows the record's own ``request_url``, else
     ``request_url`` (``/v1/completions`` gives a text_completion body).
+    Whatever the line has no place for goes into the side field, so that
+    ``decode_batch`` gives back the record, field for field.
     """
     key = record.key
-    side: dict[str, Any] = {
-        "metrics": record.metrics, "attempts": record.attempts, "endpoint": record.endpoint,
-        "source": record.source, "stage": record.stage, "warmup": record.warmup,
-        "request_url": record.request_url, "request_id": record.request_id, "request_hash": record.request_hash,
-    }
-    if record.parsed is not None:  # the reply as the JSON its response_format asked for (Batch has no place)
-        side["parsed"] = record.parsed
+    side: dict[str, Any] = {name: getattr(record, name) for name in ALWAYS_SIDE}
+    for name, default in WHEN_SET.items():
+        value = getattr(record, name)
+        if value != default:
+            side[name] = value
     request_id = _stable_hex(key, b"request_id")
     response: dict[str, Any] | None
     error: dict[str, Any] | None = None
     if record.status == OK:
         url = record.request_url or request_url
-        response = {"status_code": 200, "request_id": request_id, "body": _body(record, key, _is_completions(url))}
+        body = _body(record, key, _is_completions(url))
+        response = {"status_code": 200, "request_id": request_id, "body": body}
+        if record.choices is not None or record.logprobs is not None or record.tool_calls is not None:
+            # Not a plain reply (which the body always gives back): check what the body gives back, and
+            # carry what it does not (a single entry in choices, say) in the side field as it is.
+            back = decode_native({"custom_id": record.custom_id, "status": OK, **_from_body(body)})
+            for name in BODY_FIELDS:
+                value = getattr(record, name)
+                if getattr(back, name) != value:
+                    side[name] = value
     elif record.status == ERROR:
         side.update(error=record.error, text=record.text, reasoning=record.reasoning, tool_calls=record.tool_calls,
                     finish_reason=record.finish_reason, model=record.model, usage=record.usage)
@@ -183,8 +211,31 @@ def decode_batch(line: Any) -> Record:
         raise ValueError(f"a malformed field ({type(exc).__name__}: {exc})") from None
 
 
+def _first_choice(listed: list) -> Any:
+    """Choice 0 of a body's choices: the one with index 0, else the first listed."""
+    return next((c for c in listed if type(c) is dict and c.get("index") == 0), listed[0])
+
+
+def _from_body(body: dict) -> dict[str, Any]:
+    """The native fields a successful response's body holds (``BODY_FIELDS``; decode_native types them)."""
+    listed = body.get("choices") or [{}]
+    first = _native_choice(_first_choice(listed))
+    out = {"text": first.get("text"), "reasoning": first.get("reasoning"), "tool_calls": first.get("tool_calls"),
+           "logprobs": first.get("logprobs"), "finish_reason": first.get("finish_reason"),
+           "model": body.get("model"), "usage": body.get("usage")}
+    if len(listed) > 1:
+        out["choices"] = [_native_choice(c) for c in listed]
+        if all(type(c.get("index")) is int for c in out["choices"]):  # index order, as records list them
+            out["choices"].sort(key=lambda c: c["index"])
+    return out
+
+
 def _native(line: Any) -> dict[str, Any]:
-    """The native line a Batch line stands for (decode_native then types it)."""
+    """The native line a Batch line stands for (decode_native then types it).
+
+    A line of ours: its side field's keys win over what the Batch fields
+    imply (they are the record's own values).
+    """
     if type(line) is not dict:
         raise ValueError(f"a JSON {json_kind(line)}, not an object")
     side = line.get(SIDE)
@@ -198,19 +249,10 @@ def _native(line: Any) -> dict[str, Any]:
     implied_url = None
     if type(response) is dict and 200 <= (response.get("status_code") or 0) < 300:
         body = response.get("body") or {}
-        listed = body.get("choices") or [{}]
-        choice = next((c for c in listed if type(c) is dict and c.get("index") == 0), listed[0])
-        first = _native_choice(choice)
-        out.update(text=first.get("text"), reasoning=first.get("reasoning"), tool_calls=first.get("tool_calls"),
-                   logprobs=first.get("logprobs"))
-        if len(listed) > 1:
-            out["choices"] = [_native_choice(c) for c in listed]
-            if all(type(c.get("index")) is int for c in out["choices"]):  # index order, as records list them
-                out["choices"].sort(key=lambda c: c["index"])
+        out.update(_from_body(body), status=OK, error=None)
+        choice = _first_choice(body.get("choices") or [{}])
         completions = body.get("object") == "text_completion" or (type(choice) is dict and "text" in choice)
         implied_url = COMPLETIONS_PATH if completions else CHAT_PATH
-        out.update(status=OK, finish_reason=choice.get("finish_reason"), model=body.get("model"),
-                   usage=body.get("usage"), error=None)
     elif type(response) is dict or type(batch_error) is dict:
         if type(response) is dict:
             body_error = (response.get("body") or {}).get("error") or {}
@@ -218,19 +260,16 @@ def _native(line: Any) -> dict[str, Any]:
                        "code": body_error.get("code"), "message": body_error.get("message")}
         else:
             rebuilt = {"type": batch_error.get("code"), "message": batch_error.get("message")}
-        out.update(status=ERROR, error=side.get("error") or rebuilt, text=side.get("text", ""))
-        for k in ("reasoning", "tool_calls", "finish_reason", "model", "usage", "logprobs", "choices"):
-            out[k] = side.get(k)
+        out.update(status=ERROR, error=rebuilt, text="")
     else:
         raise ValueError("neither a response nor an error")
-    for k in ("metrics", "attempts", "source", "endpoint", "stage", "warmup"):
-        out[k] = side.get(k)
-    out["request_url"] = side.get("request_url") or side.get("request_path") or implied_url
-    rid = side.get("request_id") if ours else (response.get("request_id") if type(response) is dict else None)
-    out["request_id"] = rid
-    out["request_hash"] = side.get("request_hash") if ours else None
-    out["parsed"] = side.get("parsed")
+    out["request_url"] = side.get("request_path") or implied_url  # request_path: older conversions
+    out["request_id"] = None if ours else (response.get("request_id") if type(response) is dict else None)
+    out.update((k, v) for k, v in side.items() if k in _FIELDS)
     return out
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Record)) - {"custom_id", "status"}
 
 
 def is_batch_line(obj: dict) -> bool:

@@ -123,17 +123,20 @@ class Prior:
 
     `--num-prompts` and `--duration` count the whole output, so that
     rerunning the same command (after a crash, a signal, a full disk)
-    finishes the same job instead of sending that much again.
+    finishes the same job instead of sending that much again.  A failed
+    record whose line this run sends again took its time (`count=False`):
+    it is in the span, not in the count, since its line is sent again.
     """
 
     counts: dict = field(default_factory=dict)
     spans: dict = field(default_factory=dict)  # label -> [first start, last end], POSIX seconds
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, count: bool = True) -> None:
         if record.warmup or not record.attempts:  # warm-ups and invalid lines were not prompts sent
             return
         label = record.label
-        self.counts[label] = self.counts.get(label, 0) + 1
+        if count:
+            self.counts[label] = self.counts.get(label, 0) + 1
         start = posix_time(record.metrics.started_at)
         if start is None:
             return
@@ -266,7 +269,8 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
                    on_record: Callable[[Record], None] | None = None,
                    drop: Callable[[Record], bool] | None = None, *, keep_failed: bool = False,
                    output_format: str | None = None,
-                   on_held: Callable[[Record], None] | None = None) -> Resume:
+                   on_held: Callable[[Record], None] | None = None,
+                   on_resent: Callable[[Record], None] | None = None) -> Resume:
     """Read the output's final records: the keys done, and the failed lines to send again.
 
     A final error record's line is sent again by the rule of `resent_on_rerun`
@@ -277,7 +281,8 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
     (`decode_result`); `output_format`, when given, must be the file's.
     `on_record` sees every final record that stays final (the run's summary
     and limits cover the whole output); `on_held` the failed records that
-    stay unless their line changed; the others are held (`Resume.held`).
+    stay unless their line changed; `on_resent` those whose lines are sent
+    again (their time was spent: --duration); both kinds are held (`Resume.held`).
     """
     cut = repair_torn_tail(path)
     if cut:
@@ -303,6 +308,8 @@ def prepare_resume(path: str, retry_failed: bool, warn: Callable[[str], None],
                     if resent_on_rerun(record):
                         resend.add(h)
                         sent_again += 1
+                        if on_resent is not None:
+                            on_resent(record)
                         continue
                     if_changed.add(h)
                     if on_held is not None:

@@ -38,7 +38,7 @@ class PastDeadline(Exception):
     Not a RequestError: nothing was tried, so there is no error to record.
     The engine leaves such an item without a record (a rerun sends it); a
     retry that would start after the deadline is not made, and the record
-    keeps the failure before it (runner/engine/send.py `Sender.request`)."""
+    keeps the failure before it, its message saying so (runner/engine/send.py `Sender.request`, `NOT_RETRIED`)."""
 
 
 class HTTPStatusError(RequestError):

@@ -12,7 +12,7 @@ first one that is anything else: the role chunk, finish_reason, usage, tool
 calls, reasoning, logprobs, an error, malformed data.  That one goes to
 `protocol.handle_data`, the reference, which the client calls for it; then
 the run goes on.  What `apply_plain` applies is exactly what `handle_data`
-would make of those events (tests/test_plain.py compares the two on
+would make of those events (tests/stream/test_plain.py compares the two on
 arbitrary JSON), so the state, the records and the errors never depend on
 which path an event took.
 

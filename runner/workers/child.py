@@ -40,6 +40,7 @@ from ..errors import EXIT_ORPHANED, RunError
 from ..engine.guards import RejectionGuard
 from ..observe.client_timing import LagMonitor, StageTimer
 from ..engine.hooks import engine_hooks, open_answers
+from ..observe.tracing import RequestTracer
 from ..outputs.writer import Prior
 from ..record import Record
 from .quota import QuotaClient
@@ -73,9 +74,11 @@ class Worker:
         self.link = link
         self.cfg: RunConfig = init["cfg"]
         load = self.cfg.load
+        # --otlp-endpoint: this process's spans, exported by it under the parent's service name (same environment)
+        self.tracer = RequestTracer.from_config(self.cfg.observe)
         # Token counting and adaptive concurrency as the parent's would be; one RPM/TPM budget for all
         # workers: the parent grants.
-        hooks = engine_hooks(load, self.cfg.request.model)
+        hooks = engine_hooks(load, self.cfg.request.model, tracer=self.tracer)
         self.quota = QuotaClient(link, load.tpm) if hooks.quota is not None else None
         hooks = dataclasses.replace(hooks, quota=self.quota)
         self.answers = answers
@@ -92,16 +95,20 @@ class Worker:
         self._ended = True  # the current stage's END was read
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen)
-            tg.start_soon(self.lag.run)
-            tg.start_soon(self._heartbeat)
-            self.link.send(Kind.READY)
-            while (phase := await self.control.get()) is not None:
-                await self._phase(phase)
-                self.link.send_json(Kind.PHASE_DONE, {**self._counters(), "timing": self.timer.wire()})
-                await self._skip_to_end()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listen)
+                tg.start_soon(self.lag.run)
+                tg.start_soon(self._heartbeat)
+                self.link.send(Kind.READY)
+                while (phase := await self.control.get()) is not None:
+                    await self._phase(phase)
+                    self.link.send_json(Kind.PHASE_DONE, {**self._counters(), "timing": self.timer.wire()})
+                    await self._skip_to_end()
+                tg.cancel_scope.cancel()
+        finally:
+            if self.tracer is not None:  # before DONE: the parent ends this process once it has it
+                await self.tracer.aclose()
 
     def done(self) -> None:
         """Its last word, once its cache is closed: what it sent, its loop's lag, its cache's counts."""
