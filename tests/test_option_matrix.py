@@ -31,8 +31,9 @@ and has API keys in its environment, which must appear nowhere.
 
 Faults, by line (the mock's `mock.key`/`faults`: the n-th request of a key gets the n-th fault)
     p00  429 with Retry-After 0; with resume: a stall (headers, then nothing), cut off by the SIGTERM
-    p01  503; with resume: 500 twice, so the interrupted run writes a retryable error, which the
-         rerun must send again (the last record per key is the final one)
+    p01  503 (with --api anthropic a 529, Anthropic's overloaded_error); with resume: 500 twice, so
+         the interrupted run writes a retryable error, which the rerun must send again (the last
+         record per key is the final one)
     p02  a stream cut mid-way;  p03  an error event mid-stream;  p04  see `failures`
     p05  a system message (a plain line);  p07, a session: a 500 on its first turn;  the rest: none
 A fault list is used up across stages: a sweep's later stages get plain answers.  Resume cases have
@@ -596,6 +597,13 @@ RERUN_TIME_S = 0.3  # a --duration rerun with less time left than this may not g
 # The recoverable faults (a retry mends them) and the error (type, status) each leaves when it is not retried.
 FAULT_ERRORS = {"429": ("http_error", 429), "503": ("http_error", 503), "500": ("http_error", 500),
                 "drop": ("incomplete_stream", None), "error_event": ("stream_error", None)}
+# ... where the API has words of its own: Anthropic's overloaded is 529 (runner/mock/anthropic.py answers so).
+API_FAULT_ERRORS = {"anthropic": {"503": ("http_error", 529)}}
+
+
+def fault_error(case: dict[str, str], fault: str) -> tuple[str, int | None] | None:
+    """The error (type, status) a recoverable fault leaves in the case's API when it is not retried."""
+    return API_FAULT_ERRORS.get(case["api"], {}).get(fault) or FAULT_ERRORS.get(fault)
 
 
 def left_without_time(case: dict[str, str], inv: Invocation, label: str | None) -> bool:
@@ -639,7 +647,7 @@ def unexplained(case: dict[str, str], cid: str, r: Record, kept: bool) -> str | 
     if kept and cid == "p01" and case["resume"] != "no" and (err.type, err.status_code, attempts) == (
             "http_error", 500, 2):
         return None  # its two 500s, both attempts of the interrupted run (whose SIGTERM waited for this record)
-    kinds = {FAULT_ERRORS.get(f) for f in faults(case, int(cid[1:]))}
+    kinds = {fault_error(case, f) for f in faults(case, int(cid[1:]))}
     if case["budget"] != "duration" or not kinds or None in kinds:
         return "its line has no fault that fails it"
     if (err.type, err.status_code) not in kinds:
