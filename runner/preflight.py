@@ -9,6 +9,7 @@ base URL).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from .config.run_config import RunConfig
@@ -17,6 +18,10 @@ from .engine.structured import format_problem
 from .errors import UsageError
 from .stream.endpoints import check_base_url, is_loopback, url_secrets
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
+from .stream.network import Network
+from .stream.tls import TlsSettingsError, ssl_context
+
+log = logging.getLogger("streamrun")
 
 
 def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
@@ -48,10 +53,24 @@ def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
         creds = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
-    passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url))
+    passwords = tuple(p for url in cfg.base_urls for p in url_secrets(url)) + check_network(cfg)
     if passwords:
         creds = Credentials(creds.headers, creds.secrets + passwords, creds.auth, creds.unusable)
     return creds
+
+
+def check_network(cfg: RunConfig) -> tuple[str, ...]:
+    """The TLS files, loaded now (one that cannot be used is exit 2, naming the flag and the file, before
+    anything is sent), --insecure said on stderr, and the proxies' passwords (secrets to redact)."""
+    network = Network.from_config(cfg)
+    try:
+        ssl_context(network.tls)
+    except TlsSettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if network.tls.insecure:
+        log.warning("--insecure: TLS certificates are not verified; whoever sits between this machine and the "
+                    "server can read and change what is sent, the key included")
+    return network.secrets()
 
 
 def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
@@ -99,4 +118,4 @@ def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
         secrets = resolve_credentials(cfg.headers, key_envs=cfg.key_envs(), environ=os.environ).secrets
     except HeaderError:  # preflight reports it; redact what can be known
         secrets = tuple(s for s in (os.environ.get(v) for v in cfg.key_envs().values() if v) if s)
-    return secrets + tuple(p for url in cfg.base_urls for p in url_secrets(url))
+    return secrets + tuple(p for url in cfg.base_urls for p in url_secrets(url)) + Network.from_config(cfg).secrets()

@@ -128,7 +128,7 @@ async def test_usage_missing_counts_events(tmp_path, mock_server):
 
 
 def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
-    from runner.engine.loop import env_proxy
+    from runner.stream.network import env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")

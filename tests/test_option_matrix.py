@@ -250,6 +250,9 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "seed", "warmup", "rpm", "tpm", "burst_s", "adaptive"),
                     "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
     "sharegpt": "an input format: test_sessions",
+    **dict.fromkeys(("ca_cert", "insecure", "client_cert", "client_key", "proxy"),
+                    "how connections are made (TLS, proxies), not what is sent or written: test_tls and test_proxy, "
+                    "each with --workers 2, --resume, --cache, --duration and --api anthropic/responses"),
     **dict.fromkeys(("retry_failed", "resume_changed", "overwrite", "fsync", "cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),
     **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",

@@ -19,7 +19,7 @@ import click
 import orjson
 
 from ..config.run_config import RunConfig
-from ..errors import RunError
+from ..errors import RunError, UsageError
 from ..config.options import BY_FIELD, config_from_options
 from ..config.parsers import OptionError
 from ..logs import setup_logging
@@ -28,7 +28,9 @@ from .flags import flag_decorator
 from .help import examples
 from ..engine.send import only_model
 from ..stream.client import endpoint_url, stream_once
-from ..stream.errors import RequestError, redact
+from ..stream.endpoints import public_url
+from ..stream.errors import ConnectError, RequestError, redact
+from ..stream.network import Network
 from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from ..stream.protocol import StreamState, build_body
 from ..stream.retry import call_with_retries
@@ -36,7 +38,8 @@ from ..stream.timing import Timing
 
 # The run options that make sense for one request.
 FIELDS = ("base_urls", "model", "api_key_env", "auth", "headers", "params", "include_usage", "retry.max_attempts",
-          "timeouts.connect", "timeouts.first_byte", "timeouts.idle", "timeouts.total")
+          "timeouts.connect", "timeouts.first_byte", "timeouts.idle", "timeouts.total",
+          "ca_cert", "insecure", "client_cert", "client_key", "proxy")
 
 
 class StdoutClosed(Exception):
@@ -124,16 +127,29 @@ async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool)
     return await _stream(cfg, path, body, params, local=False)
 
 
+async def _conclusive(network: Network, base: str, exc: ConnectError, timeout: float | None) -> str | None:
+    """Why no attempt can connect, when none can (a certificate not trusted, a client certificate the server
+    wants: runner/stream/tls.py), as `run` stops on it; None when a retry may."""
+    if exc.conclusive:
+        return exc.reason
+    problem = await network.explain(base, timeout) if network.may_explain(base, exc) else None
+    return str(problem) if problem is not None and problem.conclusive else None
+
+
 async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local: bool) -> int:
     from ..preflight import preflight
 
     creds = preflight(cfg, local=local)
     base = cfg.base_urls[0]
+    network = Network.from_config(cfg)  # the run's TLS settings and proxies, as `run` uses them
+    proxy = network.proxy_for(base)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=creds.for_api(cfg.key_api), timeout=timeout,
+                                     connector=aiohttp.TCPConnector(ssl=network.connector_ssl())) as session:
         model = body.get("model") or cfg.model or params.get("model")
         if model is None:
-            model = await only_model(session, [base], {}, creds.secrets)
+            model = await only_model(session, [base], {base: proxy}, creds.secrets, network=network,
+                                     timeout=cfg.timeouts.connect)
         request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.include_usage)
         payload = orjson.dumps(request)
         timings: list[Timing] = []
@@ -145,9 +161,13 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
             timings.append(timing)
             try:
                 return await stream_once(session, endpoint_url(base, path), payload, cfg.timeouts, timing,
-                                         state=StreamState(text_parts=_Echo()), limits=cfg.limits)
+                                         proxy=proxy, state=StreamState(text_parts=_Echo()), limits=cfg.limits)
             except RequestError as exc:
                 last[:] = [exc]
+                if isinstance(exc, ConnectError) and len(timings) == 1:  # a TLS failure no retry fixes: exit 2
+                    reason = await _conclusive(network, base, exc, cfg.timeouts.connect)
+                    if reason is not None:
+                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}")
                 raise
 
         last: list = [None]

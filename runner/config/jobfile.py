@@ -19,7 +19,7 @@ from ..errors import RunError, UsageError
 from .options import BY_KEY, TABLE_KEYS, build_config, did_you_mean, parse_values
 from .parsers import OptionError
 
-PATH_KEYS = ("inputs", "output", "summary")
+PATH_KEYS = ("inputs", "output", "summary", "ca_cert", "client_cert", "client_key")
 
 
 class JobFileError(UsageError):
@@ -98,8 +98,9 @@ def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: 
     here = lambda p: p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
     values["inputs"] = tuple(here(p) for p in values["inputs"])
     values["output"] = here(values["output"])
-    if "summary_path" in values:
-        values["summary_path"] = here(values["summary_path"])
+    for key in ("summary_path", "ca_cert", "client_cert", "client_key"):
+        if key in values:
+            values[key] = here(values[key])
     if default_job is not None:
         values.setdefault("job", default_job)
     try:

@@ -23,6 +23,7 @@ from .parsers import OptionError, duration, positive_duration, timeout, string, 
 from .parsers import metrics_urls  # --server-metrics
 from .parsers import percentile_list  # --percentiles
 from .parsers import workers_count  # --workers
+from .parsers import proxy_url  # --proxy
 
 if TYPE_CHECKING:
     from .run_config import RunConfig
@@ -79,6 +80,17 @@ OPTIONS: tuple[Option, ...] = (
            "--no-auth", "auth"),
     Option("headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is read from "
            "the environment and treated as a secret.", "--header", "headers", multiple=True, metavar="'NAME: VALUE'"),
+    Option("ca_cert", string, "PEM bundle of CA certificates to trust besides the system's (SSL_CERT_FILE still "
+           "applies): a server behind a private CA.", "--ca-cert", "ca_cert", metavar="PATH"),
+    Option("insecure", boolean, "Do not verify TLS certificates (a test endpoint with a self-signed one); said on "
+           "stderr each run.", "--insecure", "insecure"),
+    Option("client_cert", string, "PEM client certificate for a server that requires one (mutual TLS); its key in "
+           "the same file or in --client-key.", "--client-cert", "client_cert", metavar="PATH"),
+    Option("client_key", string, "PEM private key of --client-cert (unencrypted), when not in its file.",
+           "--client-key", "client_key", metavar="PATH"),
+    Option("proxy", proxy_url, "HTTP proxy for every request, loopback included (http://[user:pass@]host:port); "
+           "without it HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply, but not to servers on this machine.", "--proxy",
+           "proxy", metavar="URL"),
     Option("params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
            "params", multiple=True, metavar="KEY=VALUE"),
     Option("max_tokens", positive_int, "Shortcut for --param max_tokens=N (a line's own max_tokens wins).",

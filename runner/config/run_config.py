@@ -102,6 +102,11 @@ class RunConfig:
     api_key_env: str = "OPENAI_API_KEY"
     auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
+    ca_cert: str | None = None  # TLS (runner/stream/tls.py): a PEM CA bundle trusted besides the system's
+    insecure: bool = False  # no certificate verification at all (warned about each run)
+    client_cert: str | None = None  # mutual TLS: the client certificate (PEM), its key in it or in client_key
+    client_key: str | None = None
+    proxy: str | None = None  # every request through this proxy; None: the environment's (runner/stream/network.py)
     api: str = "chat"  # where shorthand {"messages": [...]} lines go: chat, responses, anthropic
     anthropic_version: str = "2023-06-01"  # the anthropic-version header of /v1/messages requests
     params: dict = field(default_factory=dict)
@@ -232,6 +237,7 @@ class RunConfig:
         d["stages"] = [asdict(s) for s in self.stages]
         d["base_urls"] = [public_url(u) for u in self.base_urls]
         d["server_metrics"] = [public_url(u) for u in self.server_metrics]
+        d["proxy"] = public_url(self.proxy) if self.proxy else None
         return d
 
 

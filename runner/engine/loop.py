@@ -32,6 +32,7 @@ from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, wor
 from .send import Sender
 from .session import run_session
 from ..stream.connection import session_connector
+from ..stream.network import Network
 from ..stream.errors import PastDeadline
 
 _STOP = object()
@@ -64,17 +65,6 @@ class EngineResult:
     sweep: dict | None = None  # --rate sweep: the measured ends and the rates chosen
 
 
-def env_proxy(url: str) -> str | None:
-    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
-    from aiohttp.helpers import get_env_proxy_for_url
-    from yarl import URL
-
-    try:
-        return str(get_env_proxy_for_url(URL(url))[0])
-    except LookupError:
-        return None
-
-
 class Engine:
     def __init__(self, cfg: RunConfig, *, headers: dict[str, str], writer: Any, hooks: EngineHooks,
                  secrets: tuple[str, ...] = (), connector_limit: int | None = None,
@@ -98,6 +88,7 @@ class Engine:
         self.prior = Prior()  # what the output held before this run (set by the run on --resume)
         self.fatal: RunError | None = None  # why the run stopped on its own, with its exit code
         self.sender: Sender | None = None  # once the session is open
+        self.network = Network.from_config(cfg)  # TLS settings and proxies (runner/stream/network.py)
 
     def stop(self) -> None:
         """First signal: stop reading, let in-flight requests drain."""
@@ -114,11 +105,12 @@ class Engine:
         # A connector that times the connections it opens (metrics.connect_s) without aiohttp's
         # per-request tracing (about 20 us a request); plain tracing where it cannot.
         connector, traces = session_connector(limit=self.connector_limit, limit_per_host=0,
-                                              ttl_dns_cache=300, enable_cleanup_closed=True)
+                                              ttl_dns_cache=300, enable_cleanup_closed=True,
+                                              ssl=self.network.connector_ssl())
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect)
-        # Proxies from the environment are resolved once here, not per request
-        # as trust_env=True would (two thread hops per request).
-        self.proxies = {e.url: env_proxy(e.url) for e in self.pool.endpoints}
+        # Each base URL's proxy (--proxy, else the environment's but for loopback) is resolved once
+        # here, not per request as trust_env=True would (two thread hops per request).
+        self.proxies = {e.url: self.network.proxy_for(e.url) for e in self.pool.endpoints}
         self.public_urls = {e.url: public_url(e.url) for e in self.pool.endpoints}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
@@ -206,9 +198,7 @@ class Engine:
             for w in workers:  # idle workers wait for input that will not come: only busy ones drain
                 if w not in self._busy:
                     w.cancel()
-            # A server never reached has nothing in flight worth waiting for: no backoff is waited out.
-            drain = 0 if self.reach.nothing_to_drain() else self.cfg.drain_timeout_s
-            _, pending = await asyncio.wait(workers, timeout=drain)
+            pending = await self._drain(workers)
             self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
                 w.cancel()
@@ -221,6 +211,23 @@ class Engine:
             # cancelled holds a CancelledError that asyncio would otherwise
             # print as "exception was never retrieved" on every drain.
             await asyncio.gather(everything, return_exceptions=True)
+
+    async def _drain(self, workers: list[asyncio.Task]) -> set[asyncio.Task]:
+        """The busy workers finish, for up to --drain-timeout; the ones still running are returned.
+
+        A server never reached has nothing in flight worth waiting for: no backoff is waited out,
+        and the guard may come to say so during the drain (a worker process stopped because
+        another one's guard tripped, its own attempts failing as they end), so it is asked again
+        as the drain goes on.
+        """
+        end = time.perf_counter() + self.cfg.drain_timeout_s
+        pending = set(workers)
+        while pending and not self.reach.nothing_to_drain():
+            left = end - time.perf_counter()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
+        return {w for w in pending if not w.done()}
 
     async def _produce(self, queue: asyncio.Queue, items: Iterator[InputItem], stage: Stage, warmup: bool,
                        deadline: float | None) -> None:

@@ -34,6 +34,8 @@ from ..stream.headers import ANTHROPIC, OPENAI
 from ..stream.paths import key_api
 from ..stream.protocol_responses import EventStreamState
 from ..stream.retry import call_with_retries
+from ..stream.network import Network
+from ..stream.tls import TlsProblem
 from ..stream.timing import Timing
 from .structured import format_problem
 from ..inputs.tokens import reasoning_tokens
@@ -73,6 +75,9 @@ class Sender:
         self.counters = engine.result
         self.session = session
         self.proxies = engine.proxies
+        self.network = engine.network  # runner/stream/network.py: TLS settings and proxies
+        self._tls_said: dict[str, TlsProblem | None] = {}  # base URL -> what its TLS server objects to, asked once
+        self._tls_asking = asyncio.Lock()
         self.public_urls = engine.public_urls
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
         openai = engine.auth.get(OPENAI) or None
@@ -103,7 +108,8 @@ class Sender:
             if self.model is None:
                 own = MESSAGES_PATH if self.cfg.key_api == ANTHROPIC else CHAT_PATH
                 self.model = await only_model(self.session, [e.url for e in self.pool.endpoints], self.proxies,
-                                              self.secrets, headers=self._headers[own])
+                                              self.secrets, headers=self._headers[own], network=self.network,
+                                              timeout=self.cfg.timeouts.connect)
         return self.model
 
     async def model_for(self, body: dict) -> str | None:
@@ -240,7 +246,7 @@ class Sender:
                     failed = exc.retryable
                     self._learn_from_failure(exc, timing)
                     if reach is not None:
-                        self._watch_reach(exc, endpoint.url, timing)
+                        await self._watch_reach(exc, endpoint.url, timing)
                     raise
                 finally:
                     if reach is not None:
@@ -257,12 +263,26 @@ class Sender:
                 usage = (attempt.state.usage if attempt is not None else None) or {}
                 hooks.quota.settle(estimate, int(usage.get("total_tokens") or (estimate if attempt else 0)))
 
-    def _watch_reach(self, exc: RequestError, url: str, timing: Timing) -> None:
-        """Before any attempt connected: a failure to connect may show the server was never reachable."""
+    async def _watch_reach(self, exc: RequestError, url: str, timing: Timing) -> None:
+        """Before any attempt connected: a failure to connect may show the server was never reachable.
+
+        A TLS server that refuses this client (no client certificate) drops the connection in a
+        way aiohttp reports as a reset: the server is asked once what it objects to, and a
+        conclusive answer stops the run at once."""
         if not isinstance(exc, ConnectError):
             self.reach.connected()  # an answer of any kind: the server is there
             return
-        stop = self.reach.failed(url, exc.reason, timing.sent, time.perf_counter())
+        reason, conclusive = exc.reason, exc.conclusive
+        if self.network.may_explain(url, exc):
+            async with self._tls_asking:
+                if url not in self._tls_said:
+                    self._tls_said[url] = await self.network.explain(url, self.cfg.timeouts.connect)
+            problem = self._tls_said[url]
+            if problem is not None:
+                reason, conclusive = str(problem), problem.conclusive
+        # Its own connection may have opened and been lost before any answer: no sign that a server is there.
+        self.reach.end(timing)
+        stop = self.reach.failed(url, reason, timing.sent, time.perf_counter(), conclusive)
         if stop is not None:
             raise Unreachable(redact(stop, self.secrets))
 
@@ -404,12 +424,14 @@ class Sender:
 
 
 async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: dict[str, str | None],
-                     secrets: tuple[str, ...], headers: Mapping[str, str] | None = None) -> str:
+                     secrets: tuple[str, ...], headers: Mapping[str, str] | None = None,
+                     network: Network | None = None, timeout: float | None = None) -> str:
     """The model of a run that names none: the server's only one (GET /models, the first base URL that answers).
 
     A server with several models, or none, stops the run with exit 2 before
     anything is spent, listing what it serves; one that cannot be reached,
-    or answers with a web page instead of the API, says so in one line.
+    or answers with a web page instead of the API, says so in one line (a
+    TLS server that refused this client, as it says: `Network.explain`).
     """
     unreachable = []
     for url in urls:
@@ -417,7 +439,8 @@ async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: d
         try:
             models = await list_models(session, url, proxy=proxies.get(url), headers=headers)
         except ConnectError as exc:
-            unreachable.append(f"{shown}: {redact(exc.reason, secrets)}")
+            problem = await network.explain(url, timeout) if network and network.may_explain(url, exc) else None
+            unreachable.append(f"{shown}: {redact(str(problem) if problem else exc.reason, secrets)}")
             continue
         except RequestError as exc:
             message = redact(exc.message, secrets)
