@@ -307,8 +307,8 @@ OUTAGE_N = 12
 
 @pytest.mark.parametrize("kind", ["reset", "silence"])
 async def test_a_five_second_outage_mid_run_costs_no_record_at_default_settings(tmp_path, kind):
-    """Default retries (5 attempts, waits of 0.5-1, 1-2, 2-4 and 4-8 s: at least 7.5 s in all) outlast a
-    5 s outage of resets; the default idle timeout (120 s) outlasts 5 s of silence."""
+    """Default retries (5 attempts, waits of up to 0.5, then 1-2, 2-4 and 4-8 s: at least 7 s in all)
+    outlast a 5 s outage of resets; the default idle timeout (120 s) outlasts 5 s of silence."""
     async with serve(MockConfig(ttft=0.05, tokens_per_s=60.0)) as mock:
         host, port = mock.split("//")[1].split("/")[0].split(":")
         link = FaultyLink((host, int(port)), Faults())
@@ -357,7 +357,7 @@ async def test_a_server_never_reachable_still_stops_the_run_at_once(tmp_path):
 
 
 def test_the_default_waits_outlast_a_five_second_outage_whatever_the_jitter(monkeypatch):
-    """The proof behind the outage test: the default back-off's four waits add up to at least 7.5 s."""
+    """The proof behind the outage test: the default back-off's four waits add up to at least 7 s."""
     from types import SimpleNamespace
 
     from runner.stream import retry
@@ -370,5 +370,21 @@ def test_the_default_waits_outlast_a_five_second_outage_whatever_the_jitter(monk
 
     lowest = waits(lambda low, high: low)
     highest = waits(lambda low, high: high)
-    assert lowest == [0.5, 1.0, 2.0, 4.0] and sum(lowest) == 7.5 > OUTAGE_S
-    assert highest == [1.0, 2.0, 4.0, 8.0]
+    assert lowest == [0.0, 1.0, 2.0, 4.0] and sum(lowest) == 7.0 > OUTAGE_S
+    assert highest == [0.5, 2.0, 4.0, 8.0]  # the first retry as quick as ever
+
+
+def test_the_guards_patience_runs_out_between_failures():
+    """At -c 2 every request may be waiting out a back-off when the patience ends: the guard is asked then
+    (a timer), not only at the next failure, which may come seconds later."""
+    from runner.engine.guards import ConnectGuard
+
+    guard = ConnectGuard(("a",))
+    assert guard.failed("a", "connection reset by peer", 0.0, 0.1) is None
+    assert guard.overdue(4.9) is None
+    assert guard.overdue(5.1).startswith("cannot connect to a: connection reset by peer. Stopped after 1 attempt")
+    assert guard.overdue(9.0) is None  # tripped once
+    connected = ConnectGuard(("a",))
+    connected.failed("a", "connection reset by peer", 0.0, 0.1)
+    connected.connected()
+    assert connected.overdue(9.0) is None  # an outage after the server answered is retried as ever

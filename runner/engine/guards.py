@@ -140,6 +140,15 @@ class ConnectGuard:
             return None  # an attempt in flight did open its connection: the server is there
         return self._trip()
 
+    def overdue(self, now: float) -> str | None:
+        """The patience ran out with no failure since to notice it (at low concurrency every request may be
+        waiting out a back-off): the message that stops the run when it trips the guard now."""
+        if not self.armed or self.tripped or self.since is None or len(self.reasons) < len(self.urls):
+            return None
+        if now - self.since < self.patience_s or self._opened():
+            return None
+        return self._trip()
+
     def nothing_to_drain(self) -> bool:
         """Tripped, or attempts failed to connect and none ever did: what is in flight can only fail the same
         way, so a stop (the guard's own, another worker's, a signal) waits for none of it.  A conclusive

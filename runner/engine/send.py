@@ -78,6 +78,8 @@ class Sender:
         self.network = engine.network  # runner/stream/network.py: TLS settings and proxies
         self._tls_said: dict[str, TlsProblem | None] = {}  # base URL -> what its TLS server objects to, asked once
         self._tls_asking = asyncio.Lock()
+        self._abort = engine.abort  # the connect guard's patience, run out between failures, stops the run
+        self._patience: asyncio.TimerHandle | None = None
         self.public_urls = engine.public_urls
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
         openai = engine.auth.get(OPENAI) or None
@@ -285,6 +287,14 @@ class Sender:
         stop = self.reach.failed(url, reason, timing.sent, time.perf_counter(), conclusive)
         if stop is not None:
             raise Unreachable(redact(stop, self.secrets))
+        if self._patience is None and self.reach.since is not None:  # the guard's patience, if no failure ends it
+            delay = self.reach.since + self.reach.patience_s - time.perf_counter()
+            self._patience = asyncio.get_running_loop().call_later(max(0.0, delay) + 0.01, self._out_of_patience)
+
+    def _out_of_patience(self) -> None:
+        stop = self.reach.overdue(time.perf_counter())
+        if stop is not None:
+            self._abort(Unreachable(redact(stop, self.secrets)))
 
     async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing) -> Attempt:
         """`_send`, waiting out EMFILE: out of file descriptors is this process's limit, not the server's

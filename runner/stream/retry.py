@@ -1,13 +1,15 @@
 """Which failures are retried and how long to wait, expressed with tenacity.
 
 Retry-After from the server wins (capped, so a hostile value cannot park a
-worker for an hour); otherwise exponential backoff with equal jitter: each
-wait is between half and all of 1, 2, 4, 8 ... s (capped), random so that a
-burst of failures does not come back as a synchronized burst of retries,
-and at least half so that the waits of one request add up to a known
-minimum: at the defaults (5 attempts) 7.5 s, so a network outage of up to
-5 s costs no record.  Full jitter (anything from 0 up) could add up to
-nothing, and five attempts would all fall inside a five-second outage.
+worker for an hour); otherwise exponential backoff, random so that a burst
+of failures does not come back as a synchronized burst of retries.  The
+first retry comes within half the first step (0.5 s: a passing blip costs
+little, and a short --duration still has room for it); each later wait is
+between half and all of its step (2, 4, 8 ... s, capped), so the waits of
+one request add up to a known minimum: at the defaults (5 attempts) 7 s,
+and a network outage of up to 5 s costs no record.  Full jitter on every
+wait (anything from 0 up) could add up to nothing: five attempts inside a
+five-second outage, the record lost.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class wait_retry_after_or_backoff(wait_base):
         if retry_after is not None:
             return min(max(0.0, retry_after), self.policy.retry_after_max)
         high = self.backoff(retry_state)
+        if retry_state.attempt_number <= 1:
+            return random.uniform(0.0, high / 2)
         return random.uniform(high / 2, high)
 
 
