@@ -10,15 +10,20 @@ base URL).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
-from .config.run_config import ObserveConfig, RunConfig
+from .config.run_config import ObserveConfig, RunConfig, TransportConfig
 from .engine.answers import response_format
 from .engine.structured import format_problem
 from .errors import UsageError
 from .observe.tracing import OTLP_URL_VARS, otlp_header_secrets
 from .stream.endpoints import check_base_url, is_loopback, public_url, url_secrets
 from .stream.headers import ANTHROPIC, Credentials, HeaderError, check_env_name, resolve_credentials
+from .stream.network import Network
+from .stream.tls import TlsSettingsError, ssl_context
+
+log = logging.getLogger("streamrun")
 
 
 def preflight(cfg: RunConfig, *, local: bool, apis: frozenset[str] | None = None) -> Credentials:
@@ -49,9 +54,24 @@ def credentials(cfg: RunConfig, *, local: bool) -> Credentials:
             for url in transport.base_urls:
                 check_base_url(url)
         check_env_name(transport.api_key_env)
-        return _resolved(cfg)
+        creds = _resolved(cfg)
     except (ValueError, HeaderError) as exc:
         raise UsageError(str(exc)) from None
+    check_network(transport)
+    return creds
+
+
+def check_network(transport: TransportConfig) -> None:
+    """The TLS files, loaded now (one that cannot be used is exit 2, naming the flag and the file, before
+    anything is sent), and --insecure said on stderr.  (The proxies' passwords are secrets: `_resolved`.)"""
+    network = Network.from_config(transport)
+    try:
+        ssl_context(network.tls)
+    except TlsSettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if network.tls.insecure:
+        log.warning("--insecure: TLS certificates are not verified; whoever sits between this machine and the "
+                    "server can read and change what is sent, the key included")
 
 
 def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, *, local: bool) -> None:
@@ -95,25 +115,27 @@ def check_keys(cfg: RunConfig, creds: Credentials, apis: frozenset[str] | None, 
 
 def secrets_of(cfg: RunConfig) -> tuple[str, ...]:
     """Every string the logs, records and summaries must never show: the keys, header values taken from the
-    environment, and the credentials in base URLs and in the observers' URLs.  The one place they are
-    gathered: the log filter (from the first line on), the records' error messages and every worker process
-    redact these."""
+    environment, and the credentials in base URLs, in the proxies' URLs and in the observers' URLs.  The one
+    place they are gathered: the log filter (from the first line on), the records' error messages and every
+    worker process redact these."""
     transport = cfg.transport
     try:
         return _resolved(cfg).secrets
     except HeaderError:  # preflight reports it; redact what can be known
         keys = tuple(s for s in (os.environ.get(v) for v in transport.key_envs().values() if v) if s)
         return (keys + tuple(s for url in transport.base_urls for s in url_secrets(url))
-                + _observer_secrets(cfg.observe))
+                + _observer_secrets(cfg.observe) + Network.from_config(transport).secrets())
 
 
 def _resolved(cfg: RunConfig) -> Credentials:
     """The headers, keys and secrets from the environment, as the transport names them; the secrets also
-    those of where the run is watched from (`_observer_secrets`), so the workers redact them too."""
+    those of where the run is watched from (`_observer_secrets`) and the proxies' passwords (--proxy's and
+    the environment's: runner/stream/network.py), so the workers redact them too."""
     transport = cfg.transport
     creds = resolve_credentials(transport.headers, key_envs=transport.key_envs(), environ=os.environ,
                                 base_urls=transport.base_urls)
-    return dataclasses.replace(creds, secrets=tuple(dict.fromkeys(creds.secrets + _observer_secrets(cfg.observe))))
+    more = _observer_secrets(cfg.observe) + Network.from_config(transport).secrets()
+    return dataclasses.replace(creds, secrets=tuple(dict.fromkeys(creds.secrets + more)))
 
 
 def _observer_secrets(observe: ObserveConfig) -> tuple[str, ...]:

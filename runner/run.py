@@ -43,6 +43,7 @@ from .plan import Plan, make_plan
 from .preflight import check_keys, credentials
 from .record import Record
 from .stream.headers import Credentials
+from .stream.network import Network
 
 if TYPE_CHECKING:  # the mock only for a dry run, the progress display only for a run
     from .mock import MockConfig
@@ -215,7 +216,8 @@ class Running:
                                    on_failure=self._cannot_write, on_written=self._on_written)
         # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
         self.engine = _engine(cfg, creds=creds, hooks=self.hooks, writer=self.writer, answers=answers,
-                              prior=plan.prior, connections=connections)
+                              prior=plan.prior, connections=connections,
+                              network=Network.from_config(cfg.transport))  # TLS settings and proxies
         self.lag = LagMonitor(on_sample=self.timing.sample)
         # log_json: --log-format json (None: read from the configured log handler). Then no bar unless asked
         # for, since its escape codes are no JSON lines; progress and the summary are logged as JSON.

@@ -1,5 +1,7 @@
 """Shared helpers: the repository's paths, JSONL files, input lines, runs through the
-Python API and the CLI, waits that poll for a state, and the SSE and property-test helpers.
+Python API and the CLI, waits that poll for a state, the SSE and property-test helpers,
+and the servers that tests stand between streamrun and the mock (a recorder of POSTs, a
+throwaway CA and a TLS front, a forward proxy).
 
 Why a module of its own: test modules import helpers from here only, never
 from tests/conftest.py (the fixtures, which pytest finds by itself) nor from
@@ -21,7 +23,10 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from runner.stream.config import RetryPolicy
 from runner.config.run_config import LoadConfig, OutputConfig, RequestConfig, RunConfig, Stage, TransportConfig
@@ -356,3 +361,267 @@ class Recorder:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# ---- TLS: a throwaway CA, servers that speak TLS (runner/stream/tls.py; fixtures in tests/conftest.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pki:
+    """PEM files of a CA made for one test session: server certificates (good, expired, for another name),
+    a client certificate it signed, and one from a CA no server trusts."""
+
+    dir: Path
+
+    def cert(self, name: str) -> str:
+        return str(self.dir / f"{name}.pem")
+
+    def key(self, name: str) -> str:
+        return str(self.dir / f"{name}.key")
+
+    def server_context(self, name: str = "server", client_ca: bool = False):
+        """A server's SSL context with certificate `name`; `client_ca`: it requires a client certificate
+        signed by this CA (mutual TLS)."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert(name), self.key(name))
+        if client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.cert("ca"))
+        return context
+
+
+def make_pki(where: Path) -> Pki:
+    """A CA and the certificates `Pki` names, written under `where` (cryptography, the test extra)."""
+    import datetime
+    import ipaddress
+
+    pytest.importorskip("cryptography", reason="the TLS tests make their certificates with the cryptography "
+                                               "package (the test extra)")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def write(stem: str, cert, key) -> None:
+        (where / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (where / f"{stem}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
+
+    def authority(stem: str, common: str):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(name(common))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - day).not_valid_after(now + 30 * day)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .sign(key, hashes.SHA256()))
+        write(stem, cert, key)
+        return cert, key
+
+    def leaf(stem: str, ca, common: str, sans: list, usage, before, after) -> None:
+        ca_cert, ca_key = ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(ca_cert.subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(before).not_valid_after(after)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        write(stem, builder.sign(ca_key, hashes.SHA256()), key)
+
+    where.mkdir(parents=True, exist_ok=True)
+    ca = authority("ca", "streamrun test CA")
+    other = authority("other-ca", "a CA no server trusts")
+    here = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+    leaf("server", ca, "127.0.0.1", here, server, now - day, now + 30 * day)
+    leaf("expired", ca, "127.0.0.1", here, server, now - 30 * day, now - day)
+    leaf("wrong-name", ca, "api.example.com", [x509.DNSName("api.example.com")], server, now - day, now + 30 * day)
+    leaf("client", ca, "streamrun client", [], client, now - day, now + 30 * day)
+    leaf("stranger", other, "streamrun client", [], client, now - day, now + 30 * day)
+    key = serialization.load_pem_private_key((where / "client.key").read_bytes(), None)
+    (where / "client-encrypted.key").write_bytes(key.private_bytes(  # a key with a passphrase
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    return Pki(where)
+
+
+class ThreadedServers:
+    """Async servers (the mock over TLS, say) on an event loop of their own in a thread, so that a test can
+    run the CLI as a blocking subprocess against them; each `start` returns the server's URL."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.stack = AsyncExitStack()
+
+    def start(self, context_manager):
+        """Enter an async context manager that yields a URL (e.g. `serve(...)`) on the servers' loop."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self.stack.enter_async_context(context_manager),
+                                                self.loop).result(HANG_GUARD_S)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.stack.aclose(), self.loop).result(HANG_GUARD_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(HANG_GUARD_S)
+        self.loop.close()
+
+
+class TlsFront:
+    """A TLS server in front of a plain one, made like Go's, nginx's or envoy's: blocking OpenSSL, so a
+    client it refuses gets the alert that says why (asyncio's TLS servers close without one).  The mock
+    behind it answers the clients it accepts."""
+
+    def __init__(self, context, upstream: tuple[str, int]) -> None:
+        import socket
+
+        self.context, self.upstream = context, upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.refused: list[str] = []  # why each refused handshake failed, as the server saw it
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import select
+        import socket
+        import ssl
+
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:  # OpenSSL sent its alert already
+            self.refused.append(getattr(exc, "reason", None) or str(exc))
+            conn.close()
+            return
+        with tls, socket.create_connection(self.upstream) as up:
+            while True:
+                ready = [tls] if tls.pending() else select.select([tls, up], [], [], HANG_GUARD_S)[0]
+                if not ready:
+                    return
+                for src in ready:
+                    try:
+                        data = src.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    (up if src is tls else tls).sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+# ---- proxies: a small forward proxy of the test's own, and Debian's tinyproxy (its fixture: tests/conftest.py)
+
+
+@dataclasses.dataclass
+class ProxyLog:
+    """What a `forward_proxy` saw: one line per request ("POST http://host:port/v1/chat/completions",
+    "CONNECT host:port"), and the requests it refused (407, 502)."""
+
+    lines: list = dataclasses.field(default_factory=list)
+    refused: list = dataclasses.field(default_factory=list)
+
+
+@asynccontextmanager
+async def forward_proxy(hosts: dict | None = None, auth: tuple[str, str] | None = None):
+    """An HTTP forward proxy on 127.0.0.1 (absolute-form requests and CONNECT tunnels), one request per
+    connection (it asks both ends to close), so its log has a line for every request; yields (URL, ProxyLog).
+
+    `hosts` maps names only this proxy knows to addresses (as a corporate proxy resolves internal names):
+    a request to such a name can only have come through it.  `auth`: (user, password) it requires as
+    Proxy-Authorization, answering 407 without it.
+    """
+    import asyncio
+    import base64
+
+    hosts = hosts or {}
+    log = ProxyLog()
+    wanted = None if auth is None else "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+    async def pipe(reader, writer) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")[:-2]
+        method, target, version = request_line.split(" ", 2)
+        headers = [h for h in header_lines if h.split(":", 1)[0].strip().lower()
+                   not in ("proxy-authorization", "proxy-connection", "connection", "keep-alive")]
+        given = next((h.split(":", 1)[1].strip() for h in header_lines
+                      if h.lower().startswith("proxy-authorization:")), None)
+        if wanted is not None and given != wanted:
+            log.refused.append(f"407 {method} {target}")
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\n"
+                         b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            path = None
+        else:
+            from yarl import URL
+
+            url = URL(target)
+            host, port, path = url.host, url.port, url.raw_path_qs
+        try:
+            up_reader, up_writer = await asyncio.open_connection(hosts.get(host, host), int(port))
+        except OSError:
+            log.refused.append(f"502 {method} {target}")
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        log.lines.append(f"{method} {target}")
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            up_writer.write(("\r\n".join([f"{method} {path} {version}", *headers, "Connection: close"])
+                             + "\r\n\r\n").encode("latin-1"))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", log
+    finally:
+        server.close()
+
+
+TINYPROXY_REQUIRED = "STREAMRUN_REQUIRE_TINYPROXY"  # set by `make test-proxy`: a missing tinyproxy fails, not skips

@@ -277,6 +277,11 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "load.burst_s", "load.adaptive"),
                     "load shapes and quotas: test_loadshapes, test_quota_run (timing, not record accounting)"),
     "sharegpt": "an input format: test_session",
+    **dict.fromkeys(("transport.ca_cert", "transport.insecure", "transport.client_cert", "transport.client_key",
+                     "transport.proxy"),
+                    "how connections are made (TLS, proxies), not what is sent or written: tests/stream/test_tls and "
+                    "test_proxy run --ca-cert and --proxy with --workers 2, --resume, --cache, --duration and --api "
+                    "anthropic/responses, mutual TLS with --workers 2"),
     **dict.fromkeys(("output.retry_failed", "output.resume_changed", "output.overwrite", "output.fsync",
                      "checks.cache_mode"),
                     "variants of resume and cache with tests of their own: test_unattended, test_cache"),

@@ -19,7 +19,7 @@ import click
 import orjson
 
 from ..config.run_config import RunConfig
-from ..errors import EXIT_FAILED, EXIT_OK, RunError
+from ..errors import EXIT_FAILED, EXIT_OK, RunError, UsageError
 from ..config.options import BY_FIELD, config_from_options
 from ..config.parsers import OptionError
 from ..logs import setup_logging
@@ -28,7 +28,9 @@ from .flags import flag_decorator
 from .help import examples
 from ..engine.send import only_model
 from ..stream.client import endpoint_url, stream_once
-from ..stream.errors import RequestError, redact
+from ..stream.endpoints import public_url
+from ..stream.errors import ConnectError, RequestError, redact
+from ..stream.network import Network
 from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from ..stream.protocol import StreamState, build_body
 from ..stream.retry import call_with_retries
@@ -37,7 +39,8 @@ from ..stream.timing import Timing
 # The run options that make sense for one request.
 FIELDS = ("transport.base_urls", "request.model", "transport.api_key_env", "transport.auth", "transport.headers",
           "request.params", "request.include_usage", "transport.retry.max_attempts", "transport.timeouts.connect",
-          "transport.timeouts.first_byte", "transport.timeouts.idle", "transport.timeouts.total")
+          "transport.timeouts.first_byte", "transport.timeouts.idle", "transport.timeouts.total",
+          "transport.ca_cert", "transport.insecure", "transport.client_cert", "transport.client_key", "transport.proxy")
 
 
 class StdoutClosed(Exception):
@@ -126,17 +129,30 @@ async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool)
     return await _stream(cfg, path, body, params, local=False)
 
 
+async def _conclusive(network: Network, base: str, exc: ConnectError, timeout: float | None) -> str | None:
+    """Why no attempt can connect, when none can (a certificate not trusted, a client certificate the server
+    wants: runner/stream/tls.py), as `run` stops on it; None when a retry may."""
+    if exc.conclusive:
+        return exc.reason
+    problem = await network.explain(base, timeout) if network.may_explain(base, exc) else None
+    return str(problem) if problem is not None and problem.conclusive else None
+
+
 async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local: bool) -> int:
     from ..preflight import preflight
 
     creds = preflight(cfg, local=local)
     transport = cfg.transport
     base = transport.base_urls[0]
+    network = Network.from_config(transport)  # the run's TLS settings and proxies, as `run` uses them
+    proxy = network.proxy_for(base)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=transport.timeouts.connect)
-    async with aiohttp.ClientSession(headers=creds.for_api(transport.key_api), timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=creds.for_api(transport.key_api), timeout=timeout,
+                                     connector=aiohttp.TCPConnector(ssl=network.connector_ssl())) as session:
         model = body.get("model") or cfg.request.model or params.get("model")
         if model is None:
-            model = await only_model(session, [base], {}, creds.secrets)
+            model = await only_model(session, [base], {base: proxy}, creds.secrets, network=network,
+                                     timeout=transport.timeouts.connect)
         request = build_body(body, path=path, defaults=params, model=model, include_usage=cfg.request.include_usage)
         payload = orjson.dumps(request)
         timings: list[Timing] = []
@@ -148,9 +164,13 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
             timings.append(timing)
             try:
                 return await stream_once(session, endpoint_url(base, path), payload, transport.timeouts, timing,
-                                         state=StreamState(text_parts=_Echo()), limits=transport.limits)
+                                         proxy=proxy, state=StreamState(text_parts=_Echo()), limits=transport.limits)
             except RequestError as exc:
                 last[:] = [exc]
+                if isinstance(exc, ConnectError) and len(timings) == 1:  # a TLS failure no retry fixes: exit 2
+                    reason = await _conclusive(network, base, exc, transport.timeouts.connect)
+                    if reason is not None:
+                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}")
                 raise
 
         last: list = [None]

@@ -19,6 +19,7 @@ from ..errors import RunError, UsageError
 from .options import BY_KEY, TABLE_KEYS, build_config, did_you_mean, parse_values
 from .parsers import OptionError
 
+
 class JobFileError(UsageError):
     pass
 
@@ -94,7 +95,8 @@ def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: 
         values["base_dir"] = base
     here = lambda p: p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
     values["inputs"] = tuple(here(p) for p in values["inputs"])
-    for path in ("output.path", "output.summary_path"):
+    for path in ("output.path", "output.summary_path", "transport.ca_cert", "transport.client_cert",
+                 "transport.client_key"):
         if path in values:
             values[path] = here(values[path])
     if default_job is not None:

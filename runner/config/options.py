@@ -24,6 +24,7 @@ from .parsers import metrics_urls  # --server-metrics
 from .parsers import percentile_list  # --percentiles
 from .parsers import workers_count  # --workers
 from .parsers import http_url  # --push-gateway, --otlp-endpoint
+from .parsers import proxy_url  # --proxy
 
 if TYPE_CHECKING:
     from .run_config import RunConfig
@@ -85,6 +86,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("transport.headers", headers, "Extra request header 'Name: value' (repeatable); ${VAR} in the value is "
            "read from the environment and treated as a secret.", "--header", "headers", multiple=True,
            metavar="'NAME: VALUE'"),
+    Option("transport.ca_cert", string, "PEM bundle of CA certificates to trust besides the system's (SSL_CERT_FILE "
+           "still applies): a server behind a private CA.", "--ca-cert", "ca_cert", metavar="PATH"),
+    Option("transport.insecure", boolean, "Do not verify TLS certificates (a test endpoint with a self-signed one); "
+           "said on stderr each run.", "--insecure", "insecure"),
+    Option("transport.client_cert", string, "PEM client certificate for a server that requires one (mutual TLS); its "
+           "key in the same file or in --client-key.", "--client-cert", "client_cert", metavar="PATH"),
+    Option("transport.client_key", string, "PEM private key of --client-cert (unencrypted), when not in its file.",
+           "--client-key", "client_key", metavar="PATH"),
+    Option("transport.proxy", proxy_url, "HTTP proxy for every request, loopback included "
+           "(http://[user:pass@]host:port); without it HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply, but not to servers on "
+           "this machine.", "--proxy", "proxy", metavar="URL"),
     Option("request.params", params, "Default request parameter (JSON value), overridden by the line's own.", "--param",
            "params", multiple=True, metavar="KEY=VALUE"),
     Option("request.max_tokens", positive_int, "Shortcut for --param max_tokens=N (a line's own max_tokens wins).",
@@ -291,8 +303,8 @@ def summary_config(cfg: RunConfig) -> dict[str, Any]:
         value = _plain(field_value(cfg, option.field))
         if option.field in ("transport.base_urls", "observe.server_metrics"):
             value = [public_url(u) for u in value]
-        elif option.field in ("observe.push_gateway", "observe.otlp_endpoint") and value:
-            value = public_url(value)  # user:pass in a Pushgateway's URL is basic auth
+        elif option.field in ("observe.push_gateway", "observe.otlp_endpoint", "transport.proxy") and value:
+            value = public_url(value)  # user:pass in a Pushgateway's or a proxy's URL is its basic auth
         table, dot, key = (option.key or option.field).rpartition(".")
         (doc.setdefault(table, {}) if dot else doc)[key] = value
     doc["stages"] = [_plain(s) for s in cfg.load.stages]

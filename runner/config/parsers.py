@@ -202,6 +202,23 @@ positive_number = _at_least(_number, 0, True, "must be a positive number")
 non_negative_number = _at_least(_number, 0, False, "must be a number >= 0")
 
 
+def proxy_url(v: Any) -> str:
+    """An HTTP(S) proxy, `http://[user:password@]host:port`; its password is never echoed in the message."""
+    from yarl import URL
+
+    from ..stream.endpoints import public_url
+
+    text = string(v).strip()
+    try:
+        parsed = URL(text)
+    except (ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise OptionError(f"{public_url(text)!r} is not an HTTP proxy URL like http://proxy.internal:3128 "
+                          "(http:// or https://; SOCKS is not supported)")
+    return text
+
+
 def boolean(v: Any) -> bool:
     if isinstance(v, bool):
         return v

@@ -95,7 +95,8 @@ def _fmt(rate: float | None) -> str:
 @dataclass(frozen=True)
 class TransportConfig:
     """Where requests go and how each one travels: the servers, the API they speak and its credentials, the
-    limits on what a server may send, the timeouts and the retries (runner.stream's own config types).
+    TLS settings and the proxy (runner.stream.network reads them, in `Network.from_config`), the limits on
+    what a server may send, the timeouts and the retries (runner.stream's own config types).
 
     It holds the *name* of the environment variable with the key, never the key.
     """
@@ -105,6 +106,11 @@ class TransportConfig:
     api_key_env: str = "OPENAI_API_KEY"
     auth: bool = True  # False (--no-auth): send no key, and do not require one for remote URLs
     headers: tuple[str, ...] = ()  # "Name: value" templates; ${VAR} is filled from the environment
+    ca_cert: str | None = None  # TLS (runner/stream/tls.py): a PEM CA bundle trusted besides the system's
+    insecure: bool = False  # no certificate verification at all (warned about each run)
+    client_cert: str | None = None  # mutual TLS: the client certificate (PEM), its key in it or in client_key
+    client_key: str | None = None
+    proxy: str | None = None  # every request through this proxy; None: the environment's (runner/stream/network.py)
     anthropic_version: str = "2023-06-01"  # the anthropic-version header of /v1/messages requests
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()

@@ -78,7 +78,10 @@ class ConnectGuard:
     failed to connect and either `limit` attempts failed (a closed port, at
     any concurrency) or `patience_s` has passed since the first went out (a
     slow retry loop at -c 1; a connect timeout, which passes it at once),
-    never waiting out the backoffs of a request's remaining attempts.
+    never waiting out the backoffs of a request's remaining attempts.  A
+    `conclusive` failure (a certificate this client does not trust, a client
+    certificate the server wants: the same for every attempt) trips it at
+    once, when every base URL has failed so.
 
     It watches only until any attempt of this run, to any base URL, connects:
     after that a connect error is an outage, retried as ever (and a dead
@@ -97,6 +100,7 @@ class ConnectGuard:
     dropped: int = 0
     failures: int = 0
     reasons: dict = field(default_factory=dict)  # base URL -> why its last attempt did not connect
+    conclusive: set = field(default_factory=set)  # base URLs whose last attempt failed in a way no retry fixes
     since: float | None = None  # when the first failed attempt went out
     pending: dict = field(default_factory=dict)  # id -> Timing of the attempts in flight while armed
 
@@ -111,23 +115,45 @@ class ConnectGuard:
         self.armed = False
         self.pending.clear()
 
-    def failed(self, url: str, reason: str, sent: float, now: float) -> str | None:
-        """An attempt that could not connect; the message that stops the run when this one trips the guard."""
+    def failed(self, url: str, reason: str, sent: float, now: float, conclusive: bool = False) -> str | None:
+        """An attempt that could not connect; the message that stops the run when this one trips the guard.
+
+        `conclusive` (runner/stream/errors.py ConnectError): no retry can fix it, so neither the count nor
+        the patience is waited for, nor an attempt in flight whose connection opened (a TLS connection
+        the server then refused opened too)."""
         if not self.armed or self.tripped:
             return None
         self.failures += 1
         self.reasons[url] = reason
+        if conclusive:
+            self.conclusive.add(url)
+        else:
+            self.conclusive.discard(url)
         self.since = sent if self.since is None else min(self.since, sent)
-        if len(self.reasons) < len(self.urls) or (self.failures < self.limit and now - self.since < self.patience_s):
+        if len(self.reasons) < len(self.urls):
+            return None
+        if len(self.conclusive) == len(self.urls):
+            return self._trip()
+        if self.failures < self.limit and now - self.since < self.patience_s:
             return None
         if self._opened():
             return None  # an attempt in flight did open its connection: the server is there
         return self._trip()
 
+    def overdue(self, now: float) -> str | None:
+        """The patience ran out with no failure since to notice it (at low concurrency every request may be
+        waiting out a back-off): the message that stops the run when it trips the guard now."""
+        if not self.armed or self.tripped or self.since is None or len(self.reasons) < len(self.urls):
+            return None
+        if now - self.since < self.patience_s or self._opened():
+            return None
+        return self._trip()
+
     def nothing_to_drain(self) -> bool:
         """Tripped, or attempts failed to connect and none ever did: what is in flight can only fail the same
-        way, so a stop (the guard's own, another worker's, a signal) waits for none of it."""
-        return self.tripped or (self.armed and self.failures > 0 and not self._opened())
+        way, so a stop (the guard's own, another worker's, a signal) waits for none of it.  A conclusive
+        failure (a TLS server that refuses this client) says so even of attempts whose connection opened."""
+        return self.tripped or (self.armed and self.failures > 0 and (bool(self.conclusive) or not self._opened()))
 
     def _opened(self) -> bool:
         return any(t.connect_s is not None for t in self.pending.values())

@@ -34,6 +34,7 @@ from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, wor
 from .send import Sender
 from .session import run_session
 from ..stream.connection import session_connector
+from ..stream.network import Network
 from ..stream.errors import PastDeadline
 from ..stream.headers import Credentials
 
@@ -61,14 +62,15 @@ class Engine:
     --seed).  `run` is given the load to send: a run's whole load, or a
     worker's share of one stage (runner/workers/child.py).  `connections`
     caps the connections a run may open (the open-file limit); `on_abort`
-    hears the first run-level error as it happens.
+    hears the first run-level error as it happens; `network` is how the
+    servers are reached (TLS settings and proxies: runner/stream/network.py).
     """
 
     def __init__(self, transport: TransportConfig, request: RequestConfig, checks: ChecksConfig, *,
                  creds: Credentials, hooks: EngineHooks, writer: RecordSink, answers: Answers, prior: Prior,
                  guard: RejectionGuard | None = None, reach: ConnectGuard | None = None,
                  connections: int | None = None, on_abort: Callable[[RunError], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, network: Network | None = None) -> None:
         self.transport = transport
         self.request = request
         self.checks = checks
@@ -84,6 +86,8 @@ class Engine:
         self.connections = connections
         self.on_abort = on_abort
         self.rng = rng if rng is not None else random.Random()  # the arrival times', seeded by --seed
+        # TLS settings and proxies (runner/stream/network.py): the run's, or else the transport's own
+        self.network = network if network is not None else Network.from_config(transport)
         self.stopping = asyncio.Event()
         self.in_flight = 0
         self._busy: set[asyncio.Task] = set()  # workers with a request in flight
@@ -123,14 +127,16 @@ class Engine:
         # A connector that times the connections it opens (metrics.connect_s) without aiohttp's
         # per-request tracing (about 20 us a request); plain tracing where it cannot.
         connector, traces = session_connector(limit=limit, limit_per_host=0,
-                                              ttl_dns_cache=300, enable_cleanup_closed=True)
+                                              ttl_dns_cache=300, enable_cleanup_closed=True,
+                                              ssl=self.network.connector_ssl())
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.transport.timeouts.connect)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.creds.headers,
                                              auto_decompress=True, trace_configs=traces) as session:
                 self.sender = Sender(session, self.transport, self.request, self.checks, creds=self.creds,
                                      hooks=self.hooks, pool=self.pool, answers=self.answers, result=self.result,
-                                     reach=self.reach, connections=limit if capped else None,
+                                     reach=self.reach, network=self.network, abort=self.abort,
+                                     connections=limit if capped else None,
                                      replay_speed=load.replay_speed if load.replay else None)
                 first = load.stages[0]
                 if warmup_items is not None and load.warmup:
@@ -217,9 +223,7 @@ class Engine:
             for w in workers:  # idle workers wait for input that will not come: only busy ones drain
                 if w not in self._busy:
                     w.cancel()
-            # A server never reached has nothing in flight worth waiting for: no backoff is waited out.
-            drain = 0 if self.reach.nothing_to_drain() else load.drain_timeout_s
-            _, pending = await asyncio.wait(workers, timeout=drain)
+            pending = await self._drain(workers, load.drain_timeout_s)
             self.result.cancelled += sum(1 for w in pending if w in self._busy)
             for w in pending:
                 w.cancel()
@@ -232,6 +236,23 @@ class Engine:
             # cancelled holds a CancelledError that asyncio would otherwise
             # print as "exception was never retrieved" on every drain.
             await asyncio.gather(everything, return_exceptions=True)
+
+    async def _drain(self, workers: list[asyncio.Task], timeout_s: float) -> set[asyncio.Task]:
+        """The busy workers finish, for up to `timeout_s` (--drain-timeout); the ones still running are returned.
+
+        A server never reached has nothing in flight worth waiting for: no backoff is waited out,
+        and the guard may come to say so during the drain (a worker process stopped because
+        another one's guard tripped, its own attempts failing as they end), so it is asked again
+        as the drain goes on.
+        """
+        end = time.perf_counter() + timeout_s
+        pending = set(workers)
+        while pending and not self.reach.nothing_to_drain():
+            left = end - time.perf_counter()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
+        return {w for w in pending if not w.done()}
 
     async def _produce(self, load: LoadConfig, queue: asyncio.Queue, items: Items, stage: Stage, warmup: bool,
                        deadline: float | None) -> None:

@@ -21,7 +21,7 @@ import orjson
 from ..config.run_config import ChecksConfig, RequestConfig, Stage, TransportConfig
 from .answers import Answers, checked, response_format
 from ..stream.endpoints import EndpointPool, public_url
-from ..errors import OutOfFiles, Unreachable, UsageError
+from ..errors import OutOfFiles, RunError, Unreachable, UsageError
 from ..inputs.ids import line_hash
 from ..inputs.items import InputItem
 from ..record import ERROR, OK, Choice, Metrics, Record, RecordError
@@ -34,6 +34,8 @@ from ..stream.headers import ANTHROPIC, OPENAI, Credentials
 from ..stream.paths import key_api
 from ..stream.protocol_responses import EventStreamState
 from ..stream.retry import call_with_retries
+from ..stream.network import Network
+from ..stream.tls import TlsProblem
 from ..stream.timing import Timing
 from .guards import ConnectGuard
 from .hooks import EngineHooks
@@ -80,7 +82,9 @@ class Sender:
 
     `result` is the engine's: the Sender counts the requests it sends there.
     `reach` (runner/engine/guards.ConnectGuard) hears whether any attempt
-    connected.  `connections`: fewer connections than requests in flight, when
+    connected; `abort` (the engine's) stops the run when the guard's patience
+    runs out between failures.  `network`: how the servers are reached, their
+    TLS settings and proxies (runner/stream/network.py).  `connections`: fewer connections than requests in flight, when
     the open-file limit allows no more (runner/workers/openfiles.py): a request
     waits for one before it is sent, so the wait shows as queue_s, never in
     TTFT.  `replay_speed`: --replay's time scale (None without --replay), for
@@ -89,7 +93,8 @@ class Sender:
 
     def __init__(self, session: aiohttp.ClientSession, transport: TransportConfig, request: RequestConfig,
                  checks: ChecksConfig, *, creds: Credentials, hooks: EngineHooks, pool: EndpointPool,
-                 answers: Answers, result: EngineResult, reach: ConnectGuard, connections: int | None = None,
+                 answers: Answers, result: EngineResult, reach: ConnectGuard, network: Network | None = None,
+                 abort: Callable[[RunError], None] | None = None, connections: int | None = None,
                  replay_speed: float | None = None) -> None:
         self.session = session
         self.transport = transport
@@ -101,10 +106,15 @@ class Sender:
         self.counters = result
         self.reach = reach
         self.replay_speed = replay_speed
-        # Proxies from the environment are resolved once here, not per request
-        # as trust_env=True would (two thread hops per request).
-        self.proxies = {e.url: env_proxy(e.url) for e in pool.endpoints}
+        self.network = network if network is not None else Network()
+        # Each base URL's proxy (--proxy, else the environment's but for loopback) is resolved once
+        # here, not per request as trust_env=True would (two thread hops per request).
+        self.proxies = {e.url: self.network.proxy_for(e.url) for e in pool.endpoints}
         self.public_urls = {e.url: public_url(e.url) for e in pool.endpoints}
+        self._tls_said: dict[str, TlsProblem | None] = {}  # base URL -> what its TLS server objects to, asked once
+        self._tls_asking = asyncio.Lock()
+        self._abort = abort  # the connect guard's patience, run out between failures, stops the run
+        self._patience: asyncio.TimerHandle | None = None
         self.tracer = hooks.tracer  # --otlp-endpoint: a span per request (runner.observe.tracing); or None
         # The line's API decides how it is authenticated: each path's own headers, sent with its requests.
         openai = creds.auth.get(OPENAI) or None
@@ -134,7 +144,8 @@ class Sender:
             if self.model is None:
                 own = MESSAGES_PATH if self.transport.key_api == ANTHROPIC else CHAT_PATH
                 self.model = await only_model(self.session, [e.url for e in self.pool.endpoints], self.proxies,
-                                              self.secrets, headers=self._headers[own])
+                                              self.secrets, headers=self._headers[own], network=self.network,
+                                              timeout=self.transport.timeouts.connect)
         return self.model
 
     async def model_for(self, body: dict) -> str | None:
@@ -301,7 +312,7 @@ class Sender:
                     failed = exc.retryable
                     self._learn_from_failure(exc, timing)
                     if reach is not None:
-                        self._watch_reach(exc, endpoint.url, timing)
+                        await self._watch_reach(exc, endpoint.url, timing)
                     raise
                 finally:
                     if reach is not None:
@@ -318,14 +329,36 @@ class Sender:
                 usage = (attempt.state.usage if attempt is not None else None) or {}
                 hooks.quota.settle(estimate, int(usage.get("total_tokens") or (estimate if attempt else 0)))
 
-    def _watch_reach(self, exc: RequestError, url: str, timing: Timing) -> None:
-        """Before any attempt connected: a failure to connect may show the server was never reachable."""
+    async def _watch_reach(self, exc: RequestError, url: str, timing: Timing) -> None:
+        """Before any attempt connected: a failure to connect may show the server was never reachable.
+
+        A TLS server that refuses this client (no client certificate) drops the connection in a
+        way aiohttp reports as a reset: the server is asked once what it objects to, and a
+        conclusive answer stops the run at once."""
         if not isinstance(exc, ConnectError):
             self.reach.connected()  # an answer of any kind: the server is there
             return
-        stop = self.reach.failed(url, exc.reason, timing.sent, time.perf_counter())
+        reason, conclusive = exc.reason, exc.conclusive
+        if self.network.may_explain(url, exc):
+            async with self._tls_asking:
+                if url not in self._tls_said:
+                    self._tls_said[url] = await self.network.explain(url, self.transport.timeouts.connect)
+            problem = self._tls_said[url]
+            if problem is not None:
+                reason, conclusive = str(problem), problem.conclusive
+        # Its own connection may have opened and been lost before any answer: no sign that a server is there.
+        self.reach.end(timing)
+        stop = self.reach.failed(url, reason, timing.sent, time.perf_counter(), conclusive)
         if stop is not None:
             raise Unreachable(redact(stop, self.secrets))
+        if self._patience is None and self.reach.since is not None:  # the guard's patience, if no failure ends it
+            delay = self.reach.since + self.reach.patience_s - time.perf_counter()
+            self._patience = asyncio.get_running_loop().call_later(max(0.0, delay) + 0.01, self._out_of_patience)
+
+    def _out_of_patience(self) -> None:
+        stop = self.reach.overdue(time.perf_counter())
+        if stop is not None and self._abort is not None:
+            self._abort(Unreachable(redact(stop, self.secrets)))
 
     async def _send_when_possible(self, path: str, base_url: str, body: bytes, timing: Timing,
                                   headers: Mapping[str, str] | None) -> Attempt:
@@ -468,24 +501,15 @@ class Sender:
         )
 
 
-def env_proxy(url: str) -> str | None:
-    """HTTP(S)_PROXY / NO_PROXY for this URL, as aiohttp's trust_env would find it."""
-    from aiohttp.helpers import get_env_proxy_for_url
-    from yarl import URL
-
-    try:
-        return str(get_env_proxy_for_url(URL(url))[0])
-    except LookupError:
-        return None
-
-
 async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: dict[str, str | None],
-                     secrets: tuple[str, ...], headers: Mapping[str, str] | None = None) -> str:
+                     secrets: tuple[str, ...], headers: Mapping[str, str] | None = None,
+                     network: Network | None = None, timeout: float | None = None) -> str:
     """The model of a run that names none: the server's only one (GET /models, the first base URL that answers).
 
     A server with several models, or none, stops the run with exit 2 before
     anything is spent, listing what it serves; one that cannot be reached,
-    or answers with a web page instead of the API, says so in one line.
+    or answers with a web page instead of the API, says so in one line (a
+    TLS server that refused this client, as it says: `Network.explain`).
     """
     unreachable = []
     for url in urls:
@@ -493,7 +517,8 @@ async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: d
         try:
             models = await list_models(session, url, proxy=proxies.get(url), headers=headers)
         except ConnectError as exc:
-            unreachable.append(f"{shown}: {redact(exc.reason, secrets)}")
+            problem = await network.explain(url, timeout) if network and network.may_explain(url, exc) else None
+            unreachable.append(f"{shown}: {redact(str(problem) if problem else exc.reason, secrets)}")
             continue
         except RequestError as exc:
             message = redact(exc.message, secrets)

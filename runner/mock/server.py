@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,16 +39,20 @@ def _runner(config: MockConfig) -> web.AppRunner:
 
 
 @asynccontextmanager
-async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 0,
+                ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Run the mock in the current event loop; yields its base URL
-    (``http://HOST:PORT/v1``).  In-flight requests are cancelled on exit."""
+    (``http://HOST:PORT/v1``, ``https://`` with an `ssl_context`: a server's
+    certificate, and the CA its clients' must come from for mutual TLS).
+    In-flight requests are cancelled on exit."""
     runner = _runner(config)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=4096)
+        site = web.TCPSite(runner, host, port, backlog=4096, ssl_context=ssl_context)
         await site.start()
         bound_port = runner.addresses[0][1]
-        yield f"http://{_url_host(host)}:{bound_port}/v1"
+        scheme = "https" if ssl_context is not None else "http"
+        yield f"{scheme}://{_url_host(host)}:{bound_port}/v1"
     finally:
         await runner.cleanup()
 

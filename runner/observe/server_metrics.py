@@ -43,6 +43,7 @@ import orjson
 
 from ..config.run_config import OutputConfig, RunConfig
 from ..stream.endpoints import public_url, url_secrets
+from ..stream.network import Network
 from .prometheus import MAX_SERIES, Scrape, ServerFigures, parse
 
 log = logging.getLogger("streamrun")
@@ -112,7 +113,7 @@ class Scraper:
 
     def __init__(self, urls: Sequence[str], path: str, interval_s: float = 1.0, *, append: bool = False,
                  clock: Callable[[], float] = time.perf_counter, timeout_s: float | None = None,
-                 max_series: int = MAX_SERIES, max_bytes: int = MAX_BYTES) -> None:
+                 max_series: int = MAX_SERIES, max_bytes: int = MAX_BYTES, network: Network | None = None) -> None:
         self.targets = [_Target(u, ServerFigures(public_url(u))) for u in urls]
         self.path = path
         self.interval_s = interval_s
@@ -121,7 +122,8 @@ class Scraper:
         self.timeout_s = timeout_s if timeout_s is not None else min(5.0, max(1.0, interval_s))
         self.max_series = max_series
         self.max_bytes = max_bytes
-        self.secrets = tuple(s for u in urls for s in url_secrets(u))
+        self.network = network or Network()  # the run's TLS settings and proxies, as its requests have them
+        self.secrets = tuple(s for u in urls for s in url_secrets(u)) + self.network.secrets()
         self.series_dropped = 0
         self.lines = 0
         self._file: BinaryIO | None = None
@@ -147,7 +149,8 @@ class Scraper:
             return
         # Its own session: scrapes never wait for a connection slot of the run's requests, nor take one.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                                        headers={"Accept": ACCEPT, "User-Agent": user_agent()})
+                                        headers={"Accept": ACCEPT, "User-Agent": user_agent()},
+                                        connector=aiohttp.TCPConnector(ssl=self.network.connector_ssl()))
         try:
             tick = 0
             while True:
@@ -189,7 +192,7 @@ class Scraper:
 
         start = self.clock()
         try:
-            async with session.get(target.url) as resp:
+            async with session.get(target.url, proxy=self.network.proxy_for(target.url)) as resp:
                 if resp.status != 200:
                     raise ScrapeFailed(f"HTTP {resp.status}")
                 body = bytearray()
@@ -296,4 +299,5 @@ def scraper_for(cfg: RunConfig, *, clock: Callable[[], float] = time.perf_counte
     urls = resolve_urls(observe.server_metrics, cfg.transport.base_urls)
     log.info("server metrics: %s every %gs into %s", ", ".join(public_url(u) for u in urls),
              observe.server_metrics_interval_s, path)
-    return Scraper(urls, path, observe.server_metrics_interval_s, append=cfg.output.resume, clock=clock)
+    return Scraper(urls, path, observe.server_metrics_interval_s, append=cfg.output.resume, clock=clock,
+                   network=Network.from_config(cfg.transport))

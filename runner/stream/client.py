@@ -28,6 +28,7 @@ from .errors import NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyRespo
 from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
 from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
 from .timing import Timing
+from .tls import tls_problem
 from .plain import apply_plain
 from .protocol import StreamState, apply_whole, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import EventTooLarge, SSEDecoder
@@ -105,16 +106,27 @@ def connect_failure(exc: aiohttp.ClientError, what: str = "cannot connect", time
     os_error = getattr(exc, "os_error", None)
     if getattr(os_error, "errno", None) in (errno.EMFILE, errno.ENFILE):
         return TooManyOpenFiles(f"{what}: {exc}", reason="this process has too many open files (ulimit -n)")
-    return ConnectError(f"{what}: {exc}", reason=_connect_reason(exc, os_error))
+    return _connect_error(f"{what}: {exc}", exc, os_error)
 
 
-def _connect_reason(exc: aiohttp.ClientError, os_error: OSError | None) -> str:
-    """"connection refused", "cannot resolve host gpu-box", "TLS handshake failed (...)": a stop line's words."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert = exc.certificate_error
-        return f"TLS certificate not accepted ({getattr(cert, 'verify_message', None) or cert})"
+def _connect_error(message: str, exc: BaseException, os_error: OSError | None) -> ConnectError:
+    """A ConnectError with its reason; a TLS failure (runner/stream/tls.py) is named with the flag that fixes
+    it, and is `conclusive` when every attempt would fail the same way."""
+    problem = tls_problem(exc)
+    if problem is not None:
+        return ConnectError(message, reason=str(problem), conclusive=problem.conclusive)
+    return ConnectError(message, reason=_connect_reason(exc, os_error))
+
+
+def _connect_reason(exc: BaseException, os_error: OSError | None) -> str:
+    """"connection refused", "cannot resolve host gpu-box", "the proxy ...": a stop line's words."""
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS handshake failed ({getattr(os_error, 'reason', None) or os_error or exc})"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy answered CONNECT with an error
+        why = f"the proxy refused the tunnel: HTTP {exc.status} {exc.message}".rstrip()
+        return f"{why}: {PROXY_CREDENTIALS}" if exc.status == 407 else why
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot reach the proxy {exc.host}:{exc.port} ({_connect_reason(OSError(), os_error)})"
     host = getattr(exc, "host", None)
     if isinstance(os_error, socket.gaierror):
         return f"cannot resolve host {host}" if host else "cannot resolve the host"
@@ -126,6 +138,8 @@ def _connect_reason(exc: aiohttp.ClientError, os_error: OSError | None) -> str:
     return strerror.lower() if strerror else f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
+PROXY_CREDENTIALS = ("the proxy wants credentials: give them in --proxy or HTTP(S)_PROXY as "
+                     "http://USER:PASSWORD@HOST:PORT")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
 
 
@@ -146,6 +160,9 @@ def status_error(status: int, raw: bytes, headers: Mapping[str, str]) -> HTTPSta
     A web page (a web server's 404, a proxy's login page) is named by its
     title in one line, not dumped: it says the base URL is not the API's.
     """
+    if status == 407:  # the proxy's answer, not the server's (plain http through a proxy)
+        return HTTPStatusError(status, f"HTTP 407 Proxy Authentication Required: {PROXY_CREDENTIALS}",
+                               headers=headers)
     page = html_page(raw, headers)
     if page is not None:  # a 5xx or 429 page is a proxy's passing fault; any other, a wrong URL
         wrong_url = status < 500 and status not in (408, 409, 429)
@@ -181,7 +198,8 @@ async def list_models(session: aiohttp.ClientSession, base_url: str, timeout: fl
     except aiohttp.ClientConnectorError as exc:
         raise connect_failure(exc, "GET /models") from exc
     except aiohttp.ClientError as exc:
-        raise ConnectError(f"GET /models: {type(exc).__name__}: {exc}") from exc
+        raise _connect_error(f"GET /models: {type(exc).__name__}: {exc}", exc,
+                             exc if isinstance(exc, OSError) else None) from exc
     try:
         data = orjson.loads(raw).get("data")
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
@@ -279,10 +297,10 @@ async def stream_once(
         message = f"connection lost: {type(exc).__name__}: {exc}".rstrip(": ")
         if deadline.stage == "stream":  # the 200 had arrived
             raise _keep_partial(IncompleteStream(message), state) from exc
-        raise _keep_partial(ConnectError(message, reason=_connect_reason(exc, exc if isinstance(exc, OSError)
-                                                                         else None)), state) from exc
+        raise _keep_partial(_connect_error(message, exc, exc if isinstance(exc, OSError) else None),
+                            state) from exc
     except aiohttp.ClientError as exc:
-        raise _keep_partial(ConnectError(f"{type(exc).__name__}: {exc}"), state) from exc
+        raise _keep_partial(_connect_error(f"{type(exc).__name__}: {exc}", exc, None), state) from exc
     finally:
         reset_attempt_context(attempt)
 

@@ -45,6 +45,6 @@ class Limits:
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
-    backoff_initial: float = 0.5
+    backoff_initial: float = 1.0  # the backoff's first step (runner/stream/retry.py: waits of up to 0.5, 1-2, 2-4 s...)
     backoff_max: float = 30.0
     retry_after_max: float = 120.0

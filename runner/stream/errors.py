@@ -81,14 +81,18 @@ class ConnectError(RequestError):
 
     `reason` is the short cause ("connection refused"), for the one line
     that stops a run whose server was never reachable (runner/engine/guards.py).
+    `conclusive`: every attempt would fail the same way (a certificate this
+    client does not trust, a client certificate the server wants and did not
+    get: runner/stream/tls.py), so a run that never connected stops at once.
     """
 
     type = "connect_error"
     retryable = True
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, conclusive: bool = False) -> None:
         super().__init__(message)
         self.reason = reason or message
+        self.conclusive = conclusive
 
 
 class TooManyOpenFiles(ConnectError):

@@ -43,6 +43,7 @@ from ..engine.hooks import engine_hooks, open_answers
 from ..observe.tracing import RequestTracer
 from ..outputs.writer import Prior
 from ..record import Record
+from ..stream.network import Network
 from .quota import QuotaClient
 from .wire import Kind, Link, item_of, record_bytes, unpack
 
@@ -87,7 +88,8 @@ class Worker:
                              writer=self.pipe, answers=answers, prior=Prior(),
                              guard=RejectionGuard(armed=False),  # the parent's guard sees every answer
                              connections=init.get("connections"), on_abort=self._tell_fatal,
-                             rng=random.Random(load.seed))
+                             rng=random.Random(load.seed),
+                             network=Network.from_config(self.cfg.transport))  # its own TLS context, proxies
         self.timer = StageTimer()  # its loop lag and CPU per stage, told to the parent with PHASE_DONE
         self.lag = LagMonitor(on_sample=self.timer.sample)
         self.items: asyncio.Queue = asyncio.Queue()  # bounded by the parent's window

@@ -54,6 +54,7 @@ from ..inputs.items import aiter_items
 from ..outputs.writer import Prior
 from ..record import Record
 from ..stream.headers import Credentials
+from ..stream.network import Network
 from .handle import WorkerHandle
 from .quota import QuotaGrants
 from .shapes import ramp_start, worker_config, worker_stage
@@ -85,12 +86,14 @@ class WorkerPool(Engine):
     """
 
     def __init__(self, cfg: RunConfig, *, creds: Credentials, hooks: EngineHooks, writer: RecordSink,
-                 answers: Answers, prior: Prior, connections: int | None = None) -> None:
+                 answers: Answers, prior: Prior, connections: int | None = None, network: Network | None = None
+                 ) -> None:
         # The parent sends nothing: one connection for its session, and no guard on connections of its own
         # (each worker's watches its own attempts); the rejection guard sees every answer, as in one process.
+        # Each worker builds its own network (TLS context, proxies) from the transport settings it is sent.
         super().__init__(cfg.transport, cfg.request, cfg.checks, creds=creds, hooks=hooks, writer=writer,
                          answers=answers, prior=prior, guard=RejectionGuard(), reach=ConnectGuard(armed=False),
-                         connections=1)
+                         connections=1, network=network)
         self.cfg = cfg
         self.worker_connections = connections
         self.handles = [WorkerHandle(i) for i in range(cfg.load.workers)]

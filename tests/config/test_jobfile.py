@@ -87,6 +87,7 @@ def _right_types(option) -> set[str]:
 
     kinds = {p.strings: {"string", "strings"}, p.urls: {"string", "strings"}, p.metrics_urls: {"string", "strings"},
              p.strings_list: {"string", "strings"}, p.string: {"string"}, p.env_name: {"string"}, p.http_url: {"string"},
+             p.proxy_url: {"string"},
              p.boolean: {"string", "boolean"}, p.timeout: NUMBERS | {"boolean"}, p.duration: NUMBERS,
              p.positive_duration: NUMBERS, p.positive_number: NUMBERS, p.non_negative_number: NUMBERS,
              p.failure_budget: NUMBERS, p.integer: INTEGERS, p.positive_int: INTEGERS, p.non_negative_int: INTEGERS,

@@ -104,7 +104,7 @@ def test_each_option_names_its_field_by_its_path_in_the_config_groups():
     cfg = build_config({"inputs": ("in.jsonl",), "output.path": "o.jsonl", "load.concurrency": (1, 4),
                         "transport.timeouts.idle": 5.0, "transport.retry.max_attempts": 2})
     assert (cfg.output.path, cfg.transport.timeouts.idle, cfg.transport.retry.max_attempts) == ("o.jsonl", 5.0, 2)
-    assert cfg.transport.timeouts.connect == 10.0 and cfg.transport.retry.backoff_initial == 0.5  # the rest: defaults
+    assert cfg.transport.timeouts.connect == 10.0 and cfg.transport.retry.backoff_initial == 1.0  # the rest: defaults
     assert [s.concurrency for s in cfg.load.stages] == [1, 4]  # derived from the values given
 
 

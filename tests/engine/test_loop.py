@@ -126,17 +126,6 @@ async def test_usage_missing_counts_events(tmp_path, mock_server):
     assert r["metrics"]["output_tokens"] == 5 and r["metrics"]["output_tokens_source"] == "events"
 
 
-def test_proxy_from_environment_is_resolved_once_per_endpoint(monkeypatch):
-    from runner.engine.send import env_proxy
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-    monkeypatch.delenv("https_proxy", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
-    assert env_proxy("http://127.0.0.1:8000/v1") is None
-
-
 # ---------------------------------------------------------------- connect_s (the session's connection trace)
 
 
