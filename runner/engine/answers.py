@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from .cache import ResponseCache, cache_key
 from ..record import Metrics, Record, decode_native
 from ..stream.errors import InvalidOutput, RequestError
+from .cache import ResponseCache, cache_key
 from .structured import check_output
 
 log = logging.getLogger("streamrun")

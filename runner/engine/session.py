@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
+from ..inputs.sessions import Session
 from ..record import ERROR, OK, Record, Turn
 from ..stream.errors import PastDeadline
-from ..inputs.sessions import Session
 from ..stream.paths import RESPONSES_PATH, InvalidRequestLine
 
 think = asyncio.sleep  # the pause before a later turn (a name of its own, so a test can stand in for it)

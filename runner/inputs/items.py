@@ -13,18 +13,18 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import AsyncIterator, Callable, Iterable, Iterator
 
 import orjson
 
 from ..errors import UsageError
-from .ids import HashSorter, id_hash
 from ..io.jsonl import MAX_LINE, JsonlReader
-from .sessions import Session, from_sharegpt, split_session
 from ..stream.paths import InvalidRequestLine
+from .ids import HashSorter, id_hash
 from .lines import parse_line
+from .sessions import Session, from_sharegpt, split_session
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -95,7 +95,7 @@ def _raw_lines(paths: list[str], max_line: int = MAX_LINE) -> Iterator[tuple[str
         source = os.fdopen(os.dup(sys.stdin.fileno()), "rb") if path == STDIN else path
         try:
             with JsonlReader(source, name=path, max_line=max_line,
-                             on_bad=lambda n, why: refused.append((n, why))) as reader:
+                             on_bad=lambda n, why, refused=refused: refused.append((n, why))) as reader:
                 for number, raw in reader.lines():
                     for bad, why in refused:
                         yield path, bad, b"", why

@@ -105,7 +105,7 @@ class BlockTexts:
     def prompt(self, req: TraceRequest) -> str:
         last = req.input_length - self.block_tokens * (len(req.hash_ids) - 1)
         sizes = [self.block_tokens] * (len(req.hash_ids) - 1) + [last]
-        return "".join(self.text(block, size) for block, size in zip(req.hash_ids, sizes))
+        return "".join(self.text(block, size) for block, size in zip(req.hash_ids, sizes, strict=True))
 
 
 def trace_lines(path: str, tok: TextTokenizer, *, on_error: Callable[[str], None], seed: int = 0,

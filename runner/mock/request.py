@@ -16,7 +16,17 @@ from typing import Any
 
 from ..inputs.tokens import content_text
 from .config import MockConfig
-from .validate import MAX_COMPLETION_LOGPROBS, MAX_N, MAX_TOP_LOGPROBS, Refusal, check_body, check_content_type, check_context, check_model, decode
+from .validate import (
+    MAX_COMPLETION_LOGPROBS,
+    MAX_N,
+    MAX_TOP_LOGPROBS,
+    Refusal,
+    check_body,
+    check_content_type,
+    check_context,
+    check_model,
+    decode,
+)
 
 __all__ = ["Request", "parse", "prompt_tokens_estimate", "bad_request"]
 

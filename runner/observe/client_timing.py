@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..stats.percentiles import percentile
 from ..stats.reservoir import Reservoir

@@ -12,7 +12,7 @@ import logging
 import statistics
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ..record import OK, Record
 
@@ -171,7 +171,7 @@ class ProgressDisplay:
         info = "  ".join(fields.values())
         self.progress.update(self.task, completed=c.done, info=info, **fields)
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         self.progress.start()
         return self
 

@@ -29,9 +29,10 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from ..config.run_config import ObserveConfig, RunConfig
 from ..errors import EXIT_OK

@@ -103,7 +103,7 @@ def latency_grids(report: Report, rows: list[tuple[str, list[int | None]]]) -> l
                     left=2 if staged else 1)
         for name, places in rows:
             for stat in stats:
-                cells = _row(report, places, lambda s, stat=stat: s["metrics"][key].get(stat), _ms, scale=1000)
+                cells = _row(report, places, lambda s, key=key, stat=stat: s["metrics"][key].get(stat), _ms, scale=1000)
                 grid.rows.append(([name] if staged else []) + [stat, *cells])
         grids.append(grid)
     return grids

@@ -29,9 +29,19 @@ from .figures_turns import turn_figure
 from .figures_windows import window_figure
 from .html_compare import compare_tables, compare_tiles
 from .knee import FACTOR, find_knee
-from .labels import FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, pair_keys, shown_latencies, stat_columns, sweep_axis
+from .labels import (
+    FOOTNOTE,
+    STAT_COLUMNS,
+    SWEEP_LATENCIES,
+    duration,
+    pair_keys,
+    shown_latencies,
+    stat_columns,
+    sweep_axis,
+)
 from .terminal import turn_label
-from .timing import KEY as CLIENT_TIMING, detail as client_detail
+from .timing import KEY as CLIENT_TIMING
+from .timing import detail as client_detail
 
 TEMPLATE = "template.html.j2"
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .degraded import note as degraded_note, shown as degraded_shown
+from .degraded import note as degraded_note
+from .degraded import shown as degraded_shown
 from .grids import Grid
 from .knee import knee_line
 from .labels import FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label, stat_columns
-from .timing import KEY as CLIENT_TIMING, cell as client_cell, note as client_note
+from .timing import KEY as CLIENT_TIMING
+from .timing import cell as client_cell
+from .timing import note as client_note
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -91,7 +91,7 @@ class WindowCounts:
 def _group(times: Sequence[float], values: Sequence[float], key_of: Any) -> dict[int, list[float]]:
     """Values by window; a value or a time that is NaN (unknown) is left out."""
     out: dict[int, list[float]] = {}
-    for t, v in zip(times, values):
+    for t, v in zip(times, values, strict=True):
         if t == t and v == v:
             out.setdefault(key_of(t), []).append(v)
     return out

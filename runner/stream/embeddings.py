@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 import orjson
 
-from .config import Limits, Timeouts
 from .client import CONNECT_TIMEOUTS, Attempt, connect_failure, read_bounded, status_error
+from .config import Limits, Timeouts
 from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
 from .paths import EMBEDDINGS_PATH

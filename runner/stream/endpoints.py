@@ -8,8 +8,8 @@ requests each one is serving, which is the best balancing signal there is.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(slots=True)

@@ -30,8 +30,9 @@ how to warn (`on_drop`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 RESPONSES = "responses"
 ANTHROPIC = "anthropic"

@@ -16,9 +16,7 @@ from typing import Any
 import orjson
 
 from .errors import IncompleteStream, MalformedResponse, ResponseTooLarge, StreamErrorEvent
-
 from .paths import CHAT_PATH, COMPLETIONS_PATH
-
 
 # Run-wide defaults (`--param`, a job's [params]) meet both endpoints in one run;
 # these keys exist on one of them only, and the API refuses them on the other.

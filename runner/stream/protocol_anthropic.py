@@ -29,15 +29,22 @@ output_tokens once `message_delta` has given the final count,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from .params import ANTHROPIC, RefusedParameter, translate
-from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 from .paths import MESSAGES_PATH, InvalidRequestLine
-from .protocol_responses import EventStreamState, append_reasoning, apply_guarded, decode_named, error_text, take_identity
+from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
+from .protocol_responses import (
+    EventStreamState,
+    append_reasoning,
+    apply_guarded,
+    decode_named,
+    error_text,
+    take_identity,
+)
 
 __all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "apply_whole", "build_body",
            "handle_event", "normalise_usage"]

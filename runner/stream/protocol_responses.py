@@ -31,14 +31,15 @@ which `state.text_parts` first became non-empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
-from .paths import RESPONSES_PATH, InvalidRequestLine
 from .params import RESPONSES, RefusedParameter, responses_input, translate
+from .paths import RESPONSES_PATH, InvalidRequestLine
 from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 
 __all__ = ["PATH", "paths", "EventStreamState", "apply_whole", "build_body", "error_text", "handle_event",

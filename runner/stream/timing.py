@@ -20,7 +20,7 @@ of TTFT and E2E, which count from `sent`, before the connection is taken.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(slots=True)
@@ -39,7 +39,7 @@ class Timing:
 
     def mark_sent(self, now: float) -> None:
         self.sent = now
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
 
     def on_event(self, arrived: float, carried_text: bool) -> None:
         if self.first_event is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Mapping
+from collections.abc import Mapping
 
 import anyio
 
