@@ -65,7 +65,7 @@ class JsonlReader:
     (inputs turn bad lines into records).
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, *, name: str | None = None,
+    def __init__(self, source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None,
                  warn: Callable[[str], None] | None = None, prefix: str = "", verb: str = "",
                  max_line: int = MAX_LINE, limit: int = WARN_LIMIT,
                  on_bad: Callable[[int, str], None] | None = None) -> None:

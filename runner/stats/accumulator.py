@@ -240,7 +240,8 @@ class StatsAccumulator:
         rows = self._rows
         if rows.seen >= rows.capacity:  # this row is not stored for sure
             self._start_running("rows")
-            for running, v in zip(self._running_list, row, strict=False):  # row goes on past REQUEST_METRICS: itl_max, done, turn
+            # the row goes on past REQUEST_METRICS (itl_max, done, turn), which keep no running totals
+            for running, v in zip(self._running_list, row, strict=False):
                 if v == v:
                     running.add(v)
         n_append, replace = rows.offer(1)

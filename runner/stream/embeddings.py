@@ -36,14 +36,14 @@ class Result:
 
     vectors: list[list[float]] = field(default_factory=list)
     model: str | None = None
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
     response_id: str | None = None
     finish_reason: str | None = None  # never set: --retry-finish-reason has nothing to see here
     text: str = ""
 
 
-def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | None, include_usage: bool,
-               on_drop: Any = None) -> dict:
+def build_body(body: dict[str, Any], *, path: str = PATH, defaults: dict[str, Any], model: str | None,
+               include_usage: bool, on_drop: Any = None) -> dict[str, Any]:
     """The line's body (its `input` checked by `protocol.parse_line`) over the run's embedding-relevant defaults.
 
     `on_drop` is accepted for the same call as the other APIs' (a line is sent as it is)."""

@@ -84,7 +84,9 @@ def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, st
     """
     common = _common_headers(templates, environ)
     names = {name.lower() for name in common.headers}
-    secrets, auth, unusable = [], {}, {}
+    secrets: list[str] = []
+    auth: dict[str, dict[str, str]] = {}
+    unusable: dict[str, str] = {}
     for api, variable in key_envs.items():
         key = environ.get(variable) if variable else None
         auth[api] = {}

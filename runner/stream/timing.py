@@ -45,7 +45,7 @@ class Timing:
         if self.first_event is None:
             self.first_event = arrived
         if carried_text:
-            if self.first_text is None:
+            if self.last_text is None:  # set with first_text, and only here
                 self.first_text = arrived
             else:
                 self.itl.append(arrived - self.last_text)
@@ -57,7 +57,7 @@ class Timing:
         if events and self.first_event is None:
             self.first_event = arrived
         if text_events:
-            if self.first_text is None:
+            if self.last_text is None:  # set with first_text, and only here
                 self.first_text = arrived
             else:
                 self.itl.append(arrived - self.last_text)
