@@ -64,7 +64,7 @@ def trace_request(obj: Any, line: int, block_tokens: int = BLOCK_TOKENS) -> Trac
     if not isinstance(obj, dict):
         raise TraceLineError("not a JSON object")
     stamp = obj.get("timestamp")
-    if type(stamp) not in (int, float) or not math.isfinite(stamp) or stamp < 0:
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp) or stamp < 0:
         raise TraceLineError(f"timestamp must be a number of milliseconds >= 0, got {orjson.dumps(stamp).decode()}")
     input_length = _int(obj, "input_length", 1)
     output_length = _int(obj, "output_length", 1)

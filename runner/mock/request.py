@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..inputs.tokens import content_text
 from .config import MockConfig
@@ -86,7 +86,7 @@ def parse(raw: bytes, content_type: str | None, chat: bool, config: MockConfig) 
     )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
