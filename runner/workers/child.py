@@ -154,7 +154,7 @@ class Worker:
                 self.items.put_nowait(item_of(payload))
             elif kind is Kind.END:
                 self.items.put_nowait(_END)
-            elif kind is Kind.GRANT:
+            elif kind is Kind.GRANT and self.quota is not None:
                 self.quota.granted(payload)
             elif kind is Kind.PHASE:
                 self.control.put_nowait(unpack(payload))
