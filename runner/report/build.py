@@ -179,8 +179,8 @@ def build_report(
     """
     slos = validate_slos(slos)
     percentiles = validate_percentiles(percentiles)
-    paths = [str(p) for p in paths]
-    groups = group_runs(paths, warn) if by_run else [pooled(paths)]
+    names = [str(p) for p in paths]
+    groups = group_runs(names, warn) if by_run else [pooled(names)]
     inputs: list[InputFile] = []
     stages: list[StatsAccumulator] = []
     runs: list[RunPart] = []

@@ -42,7 +42,7 @@ def report_document(report: Report) -> dict[str, Any]:
     else:
         doc["runs"] = []
         for run, diff in zip(report.runs, comparison(report), strict=True):
-            entry = {"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run)}
+            entry: dict[str, Any] = {"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run)}
             if run.count > 1:
                 entry["sweep"] = sweep_section(report.run_summaries(run))
             doc["runs"].append({**entry, "vs_first": diff})

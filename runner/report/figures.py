@@ -299,7 +299,7 @@ def _slo_hline(fig: Any, slo_ms: float, *, log_y: bool = False, row: int | None 
     """A dashed red line at an SLO, labelled at its right end (by hand, so
     the label also lands right on a log axis)."""
     fig.add_hline(y=slo_ms, line_dash="dash", line_color=_SLO_COLOR, line_width=1.5, row=row, col=col)
-    axis = 1 if row is None else (row - 1) * 3 + col  # sweep grid is 2x3; single plots use axis 1
+    axis = 1 if row is None or col is None else (row - 1) * 3 + col  # sweep grid is 2x3; single plots use axis 1
     suffix = "" if axis == 1 else str(axis)
     fig.add_annotation(
         x=0, y=math.log10(slo_ms) if log_y else slo_ms, xref=f"x{suffix} domain", yref=f"y{suffix}",

@@ -51,7 +51,7 @@ def window_figure(report: Report, colors: list[str]) -> Any:
         line = {"color": color, "width": 2}
 
         def add(ys: list[float | None], row: int, col: int, dash: str = "solid", legend: bool = False,
-                what: str = "", xs: list[float] = xs, name: str = name, line: dict = line) -> None:
+                what: str = "", xs: list[float | None] = xs, name: str = name, line: dict = line) -> None:
             fig.add_trace(go.Scatter(x=xs, y=[_round(y) for y in ys], name=name, legendgroup=name,
                                      showlegend=legend, mode="lines+markers", marker={"size": 4},
                                      line={**line, "dash": dash},

@@ -273,7 +273,7 @@ def _charts(report: Report) -> list[dict[str, Any]]:
          + (", each run from its own start" if report.compare else "") + f": throughput, errors, {lo} (solid) and "
          f"{hi} (dotted) latencies. A drift shows as a slope.", window_figure(report, colors)),
     ]
-    charts = []
+    charts: list[dict[str, Any]] = []
     for anchor, title, explain, fig in sections:
         if fig is not None:
             div = figures.embed(fig, include_plotlyjs=not charts)  # the template inserts it unescaped

@@ -70,9 +70,9 @@ def side_file_for(results: str | Path) -> Path:
 
 def find_side_files(results: Iterable[str | Path], named: Iterable[str | Path] = ()) -> list[Path]:
     """The files named with ``--server-metrics``, else those beside the results files that exist."""
-    named = [Path(p) for p in named]
-    if named:
-        return named
+    given = [Path(p) for p in named]
+    if given:
+        return given
     return [p for p in dict.fromkeys(side_file_for(r) for r in results) if p.is_file()]
 
 
@@ -325,7 +325,7 @@ def server_figure(view: ServerView, report: Any, bins: ClientBins | None) -> Any
                                  line={"color": _SERVER_COLORS[i % len(_SERVER_COLORS)], "width": 1.8,
                                        "dash": "dot" if s.kind == "waiting" else "solid"},
                                  hovertemplate=hover), row=row, col=1)
-    if has_ttft:
+    if bins is not None and has_ttft:
         xs, p50s, p90s = [], [], []
         for x, chunk in zip(bins.centers(), bins.ttfts, strict=True):
             if chunk:

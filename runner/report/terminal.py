@@ -203,7 +203,7 @@ def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> li
 
 def summary_grids(summaries: list[dict[str, Any]]) -> tuple[list[Grid], list[str]]:
     """Every table of a run and the lines printed under them (the footnote last)."""
-    slos = next((s["slos"] for s in summaries if s.get("slos")), {})
+    slos: dict[str, float] = next((s["slos"] for s in summaries if s.get("slos")), {})
     grids = [throughput_grid(summaries, slos), *latency_grids(summaries)]
     windows, window_notes = window_grid(summaries)
     turns = turn_grid(summaries)
@@ -233,8 +233,9 @@ def print_whole(console: Console, table: Table) -> None:
     if needed <= console.width:
         console.print(table)
         return
+    # rich types Console.color_system as str | None, though it is one of the names its constructor takes
     wide = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
-                   color_system=console.color_system, highlight=False)
+                   color_system=console.color_system, highlight=False)  # type: ignore[arg-type]
     wide.print(table)
 
 

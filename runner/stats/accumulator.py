@@ -30,7 +30,7 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, overload
 
 from ..config.parsers import SLO_METRICS
 from ..record import OK, REQUEST_METRICS, SUMMARY_METRICS, Metrics, Record, posix_time
@@ -45,6 +45,10 @@ _NAN = float("nan")
 _request_values = attrgetter(*REQUEST_METRICS)
 
 
+@overload
+def format_time(ts: float) -> str: ...
+@overload
+def format_time(ts: float | None) -> str | None: ...
 def format_time(ts: float | None) -> str | None:
     if ts is None:
         return None

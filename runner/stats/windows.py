@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .percentiles import describe
@@ -102,7 +102,7 @@ def build_windows(
     first_start: float | None,
     last_end: float | None,
     done: array,
-    columns: dict[str, Sequence[float]],
+    columns: Mapping[str, Sequence[float]],
     itl: Sequence[float],
     itl_done: array,
     percentiles: Sequence[float],
