@@ -33,6 +33,8 @@ run: $(VENV)/.run
 	$(VENV)/bin/streamrun job jobs/sample.toml
 
 test: $(VENV)/.test
+	$(PY) -m ruff check runner streamrun tests
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.bench

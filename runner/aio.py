@@ -6,7 +6,7 @@ and serve on the same kind of loop.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def loop_factory() -> Callable | None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .config.run_config import RunConfig
 from .errors import UsageError
@@ -155,9 +156,10 @@ def _log_resume(cfg: RunConfig, paths: list[str], found, matched: Matched | None
         log.info("nothing to send: all %d lines%s of %s have final records in %s; %d failed%s",
                  lines // n_stages, stages, inputs, output.path, found.failed, hint)
         return
-    regular = matched is not None and all(is_regular(p) for p in paths)  # else the inputs were not read ahead
-    done = matched.done if regular else len(found.done)
-    resend = matched.resend if regular else found.resend
+    # the inputs were read ahead only where all are regular files
+    ahead = matched if matched is not None and all(is_regular(p) for p in paths) else None
+    done = ahead.done if ahead is not None else len(found.done)
+    resend = ahead.resend if ahead is not None else found.resend
     if resend:
         log.info("resuming %s: %d records done are skipped, %d failed lines are sent again "
                  "(--keep-failed to keep them)", output.path, done, resend)

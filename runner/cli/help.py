@@ -29,6 +29,9 @@ def examples(*lines: str, exit_codes: bool = False) -> str:
 
 def click_error(exc: RunError) -> click.ClickException:
     """A run-level error as click shows it: `Error: ...` on stderr, the error's own exit code."""
-    error = click.ClickException(str(exc))
-    error.exit_code = exc.exit_code
-    return error
+    code = exc.exit_code
+
+    class RunFailed(click.ClickException):
+        exit_code = code  # a class variable in click: each exception class has its own
+
+    return RunFailed(str(exc))

@@ -10,20 +10,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from runner.extras import install_hint
 from runner.config.options import BY_FIELD
 from runner.config.parsers import OptionError, percentile_list, positive_duration, slos
+from runner.extras import install_hint
 from runner.stats import PERCENTILES
 
 from ..report.build import build_report
 from ..report.csvout import write_csv
+from ..report.degraded import attach_degraded
 from ..report.document import write_json
 from ..report.grids import to_markdown
 from ..report.html import write_html
 from ..report.read import warn_stderr
-from ..report.server import find_side_files, load_server_view, terminal_lines as server_lines
+from ..report.server import find_side_files, load_server_view
+from ..report.server import terminal_lines as server_lines
 from ..report.tables import render_report, report_grids
-from ..report.degraded import attach_degraded
 from ..report.timing import attach_timing
 
 if TYPE_CHECKING:

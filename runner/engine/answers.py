@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from .cache import ResponseCache, cache_key
 from ..record import Metrics, Record, decode_native
 from ..stream.errors import InvalidOutput, RequestError
+from .cache import ResponseCache, cache_key
 from .structured import check_output
 
 log = logging.getLogger("streamrun")
@@ -44,9 +45,10 @@ class Answers:
         length`, JSON its schema refuses) is no answer: None, so it is sent
         again, and the lookup counts as a miss.
         """
-        if key is None or not self.serves:
+        cache = self.cache
+        if key is None or cache is None or not self.serves:
             return None
-        hit = await self.cache.get(key)
+        hit = await cache.get(key)
         if hit is None:
             return None
         old = decode_native(hit)
@@ -54,8 +56,8 @@ class Answers:
             parsed = accept(old)
         except RequestError as exc:
             log.debug("%s: the cached answer is not accepted (%s): sent again", fresh.custom_id, exc)
-            self.cache.stats.hits -= 1
-            self.cache.stats.misses += 1
+            cache.stats.hits -= 1
+            cache.stats.misses += 1
             return None
         return dataclasses.replace(
             old, custom_id=fresh.custom_id, source=fresh.source, stage=fresh.stage, warmup=fresh.warmup,
@@ -65,7 +67,8 @@ class Answers:
                             output_tokens_source=old.metrics.output_tokens_source))
 
     async def store(self, key: str | None, record: Record) -> None:
-        if key is not None and self.stores and record.ok and not record.cached and not record.warmup:
+        if (key is not None and self.cache is not None and self.stores and record.ok and not record.cached
+                and not record.warmup):
             await self.cache.put(key, orjson.loads(orjson.dumps(record)))
 
 

@@ -306,13 +306,13 @@ class QuotaLimiter:
         if self._requests is None and self._tokens is None:
             return
         self.throttles += 1
-        for bucket, base in zip((self._requests, self._tokens), self._base_rates):
+        for bucket, base in zip((self._requests, self._tokens), self._base_rates, strict=True):
             if bucket is not None:
                 bucket.refill(self._now())
                 bucket.rate = max(base * self.MIN_RATE_SHARE, bucket.rate * self.THROTTLE_FACTOR)
 
     def succeeded(self) -> None:
-        for bucket, base in zip((self._requests, self._tokens), self._base_rates):
+        for bucket, base in zip((self._requests, self._tokens), self._base_rates, strict=True):
             if bucket is not None and bucket.rate < base:
                 bucket.refill(self._now())
                 bucket.rate = min(base, bucket.rate + (base - bucket.rate) * self.RECOVERY)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 LINEAR = "linear"
 EXPONENTIAL = "exponential"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
+from ..inputs.sessions import Session
 from ..record import ERROR, OK, Record, Turn
 from ..stream.errors import PastDeadline
-from ..inputs.sessions import Session
 from ..stream.paths import RESPONSES_PATH, InvalidRequestLine
 
 think = asyncio.sleep  # the pause before a later turn (a name of its own, so a test can stand in for it)
@@ -52,7 +52,7 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
     last: Record | None = None
     cached = True
     for k, user in enumerate(session.turns):
-        pause = session.think_time_s if k and not last.cached else 0.0  # no pause after a reply never sent
+        pause = session.think_time_s if last is not None and not last.cached else 0.0  # none after a reply never sent
         if k and sender.too_late(pause):  # the turn would start after --duration's deadline
             break
         if pause:
@@ -74,6 +74,8 @@ async def run_session(sender, item, due: float | None, stage, warmup: bool) -> R
         if not last.ok:
             break
         history.append({"role": "assistant", "content": last.text})
+    if last is None:  # turn 0 answers, returns or raises; a Session has at least one turn (runner.inputs.sessions)
+        raise ValueError("a session without turns")
     last.turns = turns
     last.cached = cached
     if not cached:

@@ -27,8 +27,29 @@ from __future__ import annotations
 
 from .join import InputIndex
 from .packages import MissingPackage
-from .schema import INPUT_COLUMNS, JSON_COLUMNS, METADATA_KEY, SCHEMA_VERSION, export_schema, prompt_of, record_row, to_json
-from .write import BATCH_BYTES, FORMATS, HF_DATASET, PARQUET, ROW_GROUP_SIZE, ExportError, ExportReport, NoRows, export, usage_problem, write_parquet
+from .schema import (
+    INPUT_COLUMNS,
+    JSON_COLUMNS,
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    export_schema,
+    prompt_of,
+    record_row,
+    to_json,
+)
+from .write import (
+    BATCH_BYTES,
+    FORMATS,
+    HF_DATASET,
+    PARQUET,
+    ROW_GROUP_SIZE,
+    ExportError,
+    ExportReport,
+    NoRows,
+    export,
+    usage_problem,
+    write_parquet,
+)
 
 __all__ = [
     "BATCH_BYTES",

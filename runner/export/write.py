@@ -49,19 +49,17 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import sys
-
-from ..errors import EXIT_FAILED, RunError
-
 from runner.inputs.items import STDIN
 from runner.outputs.finals import FinalRecords
 
+from ..errors import EXIT_FAILED, RunError
 from .join import InputIndex
 from .packages import load_datasets, load_pyarrow
 from .schema import add_input_cells, export_schema, record_row
@@ -189,7 +187,7 @@ class _Batches:
     def add(self, row: list, size: int) -> None:
         itl = row[self.itl_at]
         row[self.itl_at] = None
-        for column, cell in zip(self.columns, row):
+        for column, cell in zip(self.columns, row, strict=True):
             column.append(cell)
         self.itl_values.extend(itl)
         self.itl_offsets.append(len(self.itl_values))
@@ -211,7 +209,7 @@ class _Batches:
             return
         pa = self.pa
         arrays = [self._itl() if i == self.itl_at else pa.array(column, type=t)
-                  for i, (column, t) in enumerate(zip(self.columns, self.types))]
+                  for i, (column, t) in enumerate(zip(self.columns, self.types, strict=True))]
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema), row_group_size=self.rows)
         self.report.rows += self.rows
         self.report.row_groups += 1

@@ -13,18 +13,19 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import AsyncIterator, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import orjson
 
 from ..errors import UsageError
-from .ids import HashSorter, id_hash
 from ..io.jsonl import MAX_LINE, JsonlReader
-from .sessions import Session, from_sharegpt, split_session
 from ..stream.paths import InvalidRequestLine
+from .ids import HashSorter, id_hash
 from .lines import parse_line
+from .sessions import Session, from_sharegpt, split_session
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -88,24 +89,27 @@ def _raw_lines(paths: list[str], max_line: int = MAX_LINE) -> Iterator[tuple[str
     lazily, BOM and line ends dropped); (path, number, b"", why) for a line too
     long to load, which becomes an invalid-input record like any bad line."""
     for path in paths:
-        refused: list[tuple[int, str]] = []
-        # stdin is read once, as it comes, through a reader of its own over a copy of
-        # fd 0: interpreter shutdown flushes sys.stdin, whose lock a reader thread
-        # blocked on an open pipe would hold (a fatal error after SIGTERM).
-        source = os.fdopen(os.dup(sys.stdin.fileno()), "rb") if path == STDIN else path
-        try:
-            with JsonlReader(source, name=path, max_line=max_line,
-                             on_bad=lambda n, why: refused.append((n, why))) as reader:
-                for number, raw in reader.lines():
-                    for bad, why in refused:
-                        yield path, bad, b"", why
-                    refused.clear()
-                    yield path, number, raw.strip(), None
-        finally:
-            if path == STDIN:
-                source.close()
-        for bad, why in refused:
-            yield path, bad, b"", why
+        if path == STDIN:
+            # stdin is read once, as it comes, through a reader of its own over a copy of
+            # fd 0: interpreter shutdown flushes sys.stdin, whose lock a reader thread
+            # blocked on an open pipe would hold (a fatal error after SIGTERM).
+            with os.fdopen(os.dup(sys.stdin.fileno()), "rb") as stdin:
+                yield from _lines_of(stdin, path, max_line)
+        else:
+            yield from _lines_of(path, path, max_line)
+
+
+def _lines_of(source: str | BinaryIO, path: str, max_line: int) -> Iterator[tuple[str, int, bytes, str | None]]:
+    refused: list[tuple[int, str]] = []
+    with JsonlReader(source, name=path, max_line=max_line,
+                     on_bad=lambda n, why: refused.append((n, why))) as reader:
+        for number, raw in reader.lines():
+            for bad, why in refused:
+                yield path, bad, b"", why
+            refused.clear()
+            yield path, number, raw.strip(), None
+    for bad, why in refused:
+        yield path, bad, b"", why
 
 
 def parse_item(path: str, number: int, raw: bytes, api: str = "chat", sharegpt: str = "prompts") -> InputItem:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, ENDPOINT_PATHS, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
+from ..stream.paths import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    ENDPOINT_PATHS,
+    MESSAGES_PATH,
+    RESPONSES_PATH,
+    InvalidRequestLine,
+)
 
 
 def parse_line(obj: Any, *, file: str, line: int, api: str = "chat") -> tuple[str | None, str, dict]:

@@ -63,7 +63,8 @@ def from_sharegpt(obj: dict, mode: str) -> dict:
         raise InvalidRequestLine("'conversations' must be a list of {\"from\", \"value\"} objects (ShareGPT)")
     system, humans = [], []
     for i, turn in enumerate(conversation):
-        role = _SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        speaker = turn.get("from") if isinstance(turn, dict) else None
+        role = _SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None  # a list is no key: no TypeError
         if role is None or not isinstance(turn.get("value"), str):
             raise InvalidRequestLine(f"conversations[{i}] must be {{\"from\": \"human\"|\"gpt\"|\"system\", "
                                      "\"value\": \"...\"}")

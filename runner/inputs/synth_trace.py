@@ -64,7 +64,7 @@ def trace_request(obj: Any, line: int, block_tokens: int = BLOCK_TOKENS) -> Trac
     if not isinstance(obj, dict):
         raise TraceLineError("not a JSON object")
     stamp = obj.get("timestamp")
-    if type(stamp) not in (int, float) or not math.isfinite(stamp) or stamp < 0:
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp) or stamp < 0:
         raise TraceLineError(f"timestamp must be a number of milliseconds >= 0, got {orjson.dumps(stamp).decode()}")
     input_length = _int(obj, "input_length", 1)
     output_length = _int(obj, "output_length", 1)
@@ -105,7 +105,7 @@ class BlockTexts:
     def prompt(self, req: TraceRequest) -> str:
         last = req.input_length - self.block_tokens * (len(req.hash_ids) - 1)
         sizes = [self.block_tokens] * (len(req.hash_ids) - 1) + [last]
-        return "".join(self.text(block, size) for block, size in zip(req.hash_ids, sizes))
+        return "".join(self.text(block, size) for block, size in zip(req.hash_ids, sizes, strict=True))
 
 
 def trace_lines(path: str, tok: TextTokenizer, *, on_error: Callable[[str], None], seed: int = 0,

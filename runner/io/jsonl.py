@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import orjson
 
@@ -54,6 +54,12 @@ class Warner:
             self.limit = self.count  # said once
 
 
+class LineSource(Protocol):
+    """What a reader needs of a stream it is given: a binary file, or anything that reads lines like one."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
 class JsonlReader:
     """One file of JSON lines; use as a context manager, iterate :meth:`lines`,
     :meth:`objects` or :meth:`decoded`.
@@ -65,17 +71,17 @@ class JsonlReader:
     (inputs turn bad lines into records).
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, *, name: str | None = None,
+    def __init__(self, source: str | os.PathLike[str] | LineSource, *, name: str | None = None,
                  warn: Callable[[str], None] | None = None, prefix: str = "", verb: str = "",
                  max_line: int = MAX_LINE, limit: int = WARN_LIMIT,
                  on_bad: Callable[[int, str], None] | None = None) -> None:
+        self._own: IO[bytes] | None = None  # the file this reader opened, and closes
         if isinstance(source, (str, os.PathLike)):
-            self._file: BinaryIO = open(source, "rb")
-            self._own = True
+            self._own = owned = open(source, "rb")
+            self._file: LineSource = owned
             self.name = name if name is not None else os.fspath(source)
         else:
             self._file = source
-            self._own = False
             self.name = name if name is not None else str(getattr(source, "name", "<stream>"))
         self.max_line = max_line
         self.bad_lines = 0
@@ -94,8 +100,8 @@ class JsonlReader:
     def close(self) -> None:
         """Say how many warnings were not shown; close the file if this reader opened it."""
         self._warner.close()
-        if self._own:
-            self._file.close()
+        if self._own is not None:
+            self._own.close()
 
     def _tail(self, hidden: int) -> str:
         return f"{self._prefix}{self.name}: … and {hidden} more bad lines ({self.bad_lines} in all)"

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..stream.paths import EMBEDDINGS_PATH
 from ..inputs.tokens import estimate_text_tokens
+from ..stream.paths import EMBEDDINGS_PATH
 from .config import MockConfig
 from .reply import answer, bearer_refused, tracked
 from .state import STATUS_FAULTS, scripted_fault, seconds_header

@@ -284,6 +284,7 @@ class Frames:
         first, last = j * self.k, min(c.n_tokens, (j + 1) * self.k)
         text = "".join(_text(p, _token_index(c.seed, p)) for p in range(first, last))
         top = self.logprobs
+        lps: dict[str, Any] | None
         if self.chat:
             lps = None if top is None else {"content": _chat_entries(c.seed, first, last, top), "refusal": None}
             choice = {"index": c.index, "delta": {"content": text}, "logprobs": lps, "finish_reason": None}

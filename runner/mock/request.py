@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..inputs.tokens import content_text
 from .config import MockConfig
-from .validate import MAX_COMPLETION_LOGPROBS, MAX_N, MAX_TOP_LOGPROBS, Refusal, check_body, check_content_type, check_context, check_model, decode
+from .validate import (
+    MAX_COMPLETION_LOGPROBS,
+    MAX_N,
+    MAX_TOP_LOGPROBS,
+    Refusal,
+    check_body,
+    check_content_type,
+    check_context,
+    check_model,
+    decode,
+)
 
 __all__ = ["Request", "parse", "prompt_tokens_estimate", "bad_request"]
 
@@ -76,7 +86,7 @@ def parse(raw: bytes, content_type: str | None, chat: bool, config: MockConfig) 
     )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -52,8 +52,8 @@ from ..stream.paths import RESPONSES_PATH
 from .config import MockConfig
 from .endpoint import handle
 from .plan import ApiRequest, Plan, mock_reasoning, read_body, seed_and_tokens, text_pieces
-from .request import bad_request
 from .reply import bearer_refusal
+from .request import bad_request
 from .validate import MAX_TOP_LOGPROBS, Refusal, bad_type, check_model, decimal, integer_between, is_int, missing
 
 __all__ = ["RESPONSES_PATH", "MIN_OUTPUT_TOKENS", "responses"]
@@ -288,7 +288,9 @@ class _ResponsesFrames:
 
     def response(self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
         body = self.req.body
-        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        reasoning = body.get("reasoning")
+        if not isinstance(reasoning, dict):
+            reasoning = {}
         incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
         return {
             "id": self.id, "object": "response", "created_at": self.created, "status": status,

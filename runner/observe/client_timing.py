@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..stats.percentiles import percentile
 from ..stats.reservoir import Reservoir
@@ -206,9 +207,9 @@ def judge(lag: dict[str, Any], cpu_share: float | None, wall_s: float, ttft_p50_
     limit = lag_limit(ttft_p50_s, rule)
     p99 = lag["p99_s"]
     lag_judged = lag["samples"] >= rule.min_lag_samples and p99 is not None
-    cpu_judged = cpu_share is not None and wall_s >= rule.min_cpu_wall_s
+    judged_share = cpu_share if cpu_share is not None and wall_s >= rule.min_cpu_wall_s else None
     lag_bound = lag_judged and p99 > limit
-    cpu_bound = cpu_judged and cpu_share >= rule.cpu_share
+    cpu_bound = judged_share is not None and judged_share >= rule.cpu_share
     basis = f"{ms(limit)} ms limit" + (f" ({pct(rule.ttft_share)} of TTFT p50 {ms(ttft_p50_s)} ms)"
                                        if limit > rule.lag_floor_s else "")
     parts = []
@@ -217,8 +218,8 @@ def judge(lag: dict[str, Any], cpu_share: float | None, wall_s: float, ttft_p50_
                      if lag_bound else f"loop lag p99 {ms(p99)} ms within the {basis}")
     else:
         parts.append(f"{lag['samples']} loop-lag samples, too few to judge ({rule.min_lag_samples} needed)")
-    if cpu_judged:
-        parts.append(f"CPU {pct(cpu_share)} of one core" + (" (limit " if cpu_bound else " (under ")
+    if judged_share is not None:
+        parts.append(f"CPU {pct(judged_share)} of one core" + (" (limit " if cpu_bound else " (under ")
                      + f"{pct(rule.cpu_share)})")
     elif cpu_share is not None:
         parts.append(f"stage too short ({wall_s:.2f} s) to judge its CPU {pct(cpu_share)}")

@@ -12,9 +12,14 @@ import logging
 import statistics
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..record import OK, Record
+
+if TYPE_CHECKING:  # rich is imported when the display starts
+    from rich.console import JustifyMethod
+    from rich.progress import ProgressColumn, TextColumn
 
 LOGGER = "streamrun"
 
@@ -106,12 +111,12 @@ class ProgressDisplay:
                                  refresh_per_second=4)
         self.task = self.progress.add_task("run", total=total, info="", inflight="", rate="", ttft="", errors="")
 
-    def _columns(self, width: int) -> list:
+    def _columns(self, width: int) -> list[ProgressColumn]:
         """The columns that fit `width`, in display order; the bar takes what is left, up to BAR_MAX."""
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.table import Column
 
-        def text(fmt: str, w: int, justify: str = "left"):
+        def text(fmt: str, w: int, justify: JustifyMethod = "left") -> TextColumn:
             return TextColumn(fmt, table_column=Column(no_wrap=True, min_width=w, justify=justify))
 
         digits = len(str(self.total)) if self.total is not None else 7
@@ -132,7 +137,7 @@ class ProgressDisplay:
                 chosen.add(name)
                 used += cost
         bar = self.BAR_MIN + min(self.BAR_MAX - self.BAR_MIN, max(0, budget - used))
-        make = {
+        make: dict[str, Callable[[], list[ProgressColumn]]] = {
             "label": lambda: [text("[bold]streamrun", 9)],
             "bar": lambda: [BarColumn(bar_width=bar, table_column=Column(no_wrap=True, width=bar))],
             "mofn": lambda: [MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=widths["mofn"],
@@ -162,7 +167,7 @@ class ProgressDisplay:
         c = self.counters
         elapsed = max(1e-9, time.monotonic() - c.started)
         p50 = c.ttft_p50()
-        fields = {
+        fields: dict[str, Any] = {  # rich's task fields
             "inflight": f"in flight {self.in_flight()}/{self.concurrency()}",
             "rate": _rate_text(c.done / elapsed),
             "ttft": f"TTFT p50 {p50 * 1000:.0f} ms" if p50 is not None else "TTFT p50 -",
@@ -171,7 +176,7 @@ class ProgressDisplay:
         info = "  ".join(fields.values())
         self.progress.update(self.task, completed=c.done, info=info, **fields)
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         self.progress.start()
         return self
 

@@ -29,9 +29,10 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from ..config.run_config import ObserveConfig, RunConfig
 from ..errors import EXIT_OK
@@ -160,10 +161,10 @@ def push(settings: PushSettings, outcome: Outcome, timeout: float = PUSH_TIMEOUT
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(families(outcome)))  # type: ignore[arg-type]
+    registry.register(_Fixed(families(outcome)))
     handler = default_handler
     if settings.username is not None or settings.password is not None:
-        def handler(url, method, timeout, headers, data):  # type: ignore[no-redef]
+        def handler(url, method, timeout, headers, data):
             return basic_auth_handler(url, method, timeout, headers, data, settings.username or "",
                                       settings.password or "")
     shown = public_url(settings.gateway)

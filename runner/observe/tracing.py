@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from ..config.run_config import ObserveConfig
@@ -138,7 +138,7 @@ class RequestTracer:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
         from opentelemetry.trace import SpanKind
 
         self.settings = settings
@@ -146,7 +146,8 @@ class RequestTracer:
         resource = Resource.create({"service.name": settings.service_name, "service.version": _version(),
                                     "process.pid": os.getpid()})
         self._provider = TracerProvider(resource=resource)
-        self._provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        # a SpanExporter by its methods: the class is defined without importing the optional SDK
+        self._provider.add_span_processor(BatchSpanProcessor(cast(SpanExporter, self.exporter)))
         self._tracer = self._provider.get_tracer("streamrun", _version())
         self._client = SpanKind.CLIENT
         # perf_counter stamps (the requests' timing) -> epoch nanoseconds (OpenTelemetry's), from one pair

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -13,7 +13,7 @@ from .batch import OPENAI_BATCH, STREAMRUN, decode_batch, detect_format, encode_
 from .finals import FinalRecords
 
 
-def convert_stream(src: BinaryIO, dst: BinaryIO, to: str, name: str,
+def convert_stream(src: IO[bytes], dst: IO[bytes], to: str, name: str,
                    request_url: str = CHAT_PATH) -> tuple[int, int, int]:
     """Convert line by line; returns (lines written, bad lines, superseded records left out).
 

@@ -32,7 +32,7 @@ import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -66,7 +66,7 @@ def _silent(message: str) -> None:
     pass
 
 
-def _rereadable(f: BinaryIO) -> bool:
+def _rereadable(f: IO[bytes]) -> bool:
     try:
         fd = f.fileno()
     except (OSError, AttributeError, ValueError):  # an in-memory stream
@@ -88,16 +88,17 @@ class FinalRecords:
     counted in ``bad_lines``; ``superseded`` counts the records left out.
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, *, name: str | None = None,
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None,
                  warn: Callable[[str], None] | None = None, prefix: str = "", verb: str = "",
                  decode: Callable[[Any], Record] | None = None, max_line: int = MAX_LINE) -> None:
         if decode is None:
-            from .batch import decode_result as decode
+            from .batch import decode_result
+            decode = decode_result
         self._decode = decode
         self._warn = warn
         self._prefix, self._verb, self._max_line = prefix, verb, max_line
         if isinstance(source, (str, os.PathLike)):
-            self._file: BinaryIO = open(source, "rb")
+            self._file: IO[bytes] = open(source, "rb")
             self._own = True
             self.name = name if name is not None else os.fspath(source)
         else:
@@ -231,7 +232,8 @@ def _merged(by_key: tuple[array, array], by_place: list[tuple[int, int]]) -> tup
 def records_at(path: str, numbers: array, decode: Callable[[Any], Record] | None = None) -> Iterator[Record]:
     """The records at these line numbers (ascending) of ``path``, read again; a line gone bad is skipped."""
     if decode is None:
-        from .batch import decode_result as decode
+        from .batch import decode_result
+        decode = decode_result
     if not numbers:
         return
     at, n = 0, len(numbers)

@@ -13,18 +13,18 @@ import fcntl
 import os
 import time
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import orjson
 
-from .batch import decode_result, detect_format
 from ..config.run_config import FsyncPolicy
 from ..errors import OutputFailed, OutputLocked, UsageError
-from .finals import FinalRecords, keyed_by_place, place_key, records_at
 from ..inputs.ids import DoneIds, HashSorter, answered_key, id_hash, sorted_has
 from ..io.jsonl import JsonlReader
 from ..record import Record, posix_time
+from .batch import decode_result, detect_format
+from .finals import FinalRecords, keyed_by_place, place_key, records_at
 
 
 class OutputExists(UsageError):
@@ -214,7 +214,7 @@ class HeldRecords:
     def left(self) -> Iterator[Record]:
         """The held records that stayed final, read back from the file."""
         keys, places = self._keys.sorted(), self._places.sorted()
-        lines = array("Q", (line for line, h, by_place in zip(self._lines, self._hashes, self._by_place)
+        lines = array("Q", (line for line, h, by_place in zip(self._lines, self._hashes, self._by_place, strict=True)
                             if not (sorted_has(keys, h) or (by_place and sorted_has(places, h)))))
         return records_at(self.path, lines)
 

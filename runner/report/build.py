@@ -18,12 +18,20 @@ import itertools
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runner.record import OK, Record, posix_time
-from runner.stats import DEFAULT_MAX_EXACT, PERCENTILES, Reservoir, StatsAccumulator, accumulate_by_stage, validate_percentiles, validate_slos
+from runner.stats import (
+    DEFAULT_MAX_EXACT,
+    PERCENTILES,
+    Reservoir,
+    StatsAccumulator,
+    accumulate_by_stage,
+    validate_percentiles,
+    validate_slos,
+)
 
 from .labels import stage_label
 from .read import InputFile, load_records, warn_stderr
@@ -107,7 +115,7 @@ class Report:
     stages: list[StatsAccumulator]
     summaries: list[dict[str, Any]]
     timeline: Timeline
-    generated_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     server: Any = None  # server.ServerView: the run's /metrics samples (--server-metrics), when found
     percentiles: tuple[float, ...] = PERCENTILES
     window_s: float | None = None
@@ -171,8 +179,8 @@ def build_report(
     """
     slos = validate_slos(slos)
     percentiles = validate_percentiles(percentiles)
-    paths = [str(p) for p in paths]
-    groups = group_runs(paths, warn) if by_run else [pooled(paths)]
+    names = [str(p) for p in paths]
+    groups = group_runs(names, warn) if by_run else [pooled(names)]
     inputs: list[InputFile] = []
     stages: list[StatsAccumulator] = []
     runs: list[RunPart] = []
@@ -192,7 +200,7 @@ def build_report(
                       default=None) for r in runs]
         origin = min((s for s in starts if s is not None), default=0.0)
         timeline = Timeline.merged([(tl, origin - (s if s is not None else origin), r.first)
-                                    for tl, s, r in zip(timelines, starts, runs)])
+                                    for tl, s, r in zip(timelines, starts, runs, strict=True)])
     summaries = [acc.summary(slos) for acc in stages]
     return Report(inputs, slos, stages, summaries, timeline, percentiles=percentiles, window_s=window_s,
                   runs=runs)

@@ -10,7 +10,7 @@ difference reads the same everywhere.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from runner.stats import stage_key
 
@@ -21,7 +21,12 @@ from .labels import percentile_columns, stat_columns
 RATES: tuple[str, ...] = ("request_throughput", "output_token_throughput", "total_token_throughput", "goodput")
 
 
-def difference(value: float | None, base: float | None) -> dict[str, float | None] | None:
+class Difference(TypedDict):
+    abs: float
+    pct: float | None
+
+
+def difference(value: float | None, base: float | None) -> Difference | None:
     """``{"abs", "pct"}`` of ``value`` against ``base``; None when either is unknown."""
     if value is None or base is None:
         return None

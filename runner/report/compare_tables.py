@@ -93,6 +93,11 @@ def throughput_grid(report: Report, rows: list[tuple[str, list[int | None]]]) ->
     return grid
 
 
+def _stat_of(key: str, stat: str) -> Callable[[dict[str, Any]], float | None]:
+    """A stage's ``stat`` of the latency ``key``."""
+    return lambda s: s["metrics"][key].get(stat)
+
+
 def latency_grids(report: Report, rows: list[tuple[str, list[int | None]]]) -> list[Grid]:
     """A table per latency, a row per statistic (per stage), a column per run."""
     staged = len(rows) > 1
@@ -103,7 +108,7 @@ def latency_grids(report: Report, rows: list[tuple[str, list[int | None]]]) -> l
                     left=2 if staged else 1)
         for name, places in rows:
             for stat in stats:
-                cells = _row(report, places, lambda s, stat=stat: s["metrics"][key].get(stat), _ms, scale=1000)
+                cells = _row(report, places, _stat_of(key, stat), _ms, scale=1000)
                 grid.rows.append(([name] if staged else []) + [stat, *cells])
         grids.append(grid)
     return grids

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Any
-
-import sys
 
 from .build import Report
 from .labels import stage_label, stat_columns

@@ -11,10 +11,10 @@ under ``sweep``; the server's gauges, when a side file was read, under
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import sys
 import orjson
 
 from .build import Report
@@ -41,8 +41,8 @@ def report_document(report: Report) -> dict[str, Any]:
             doc["sweep"] = sweep_section(report.summaries)
     else:
         doc["runs"] = []
-        for run, diff in zip(report.runs, comparison(report)):
-            entry = {"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run)}
+        for run, diff in zip(report.runs, comparison(report), strict=True):
+            entry: dict[str, Any] = {"label": run.label, "inputs": list(run.paths), "stages": report.run_summaries(run)}
             if run.count > 1:
                 entry["sweep"] = sweep_section(report.run_summaries(run))
             doc["runs"].append({**entry, "vs_first": diff})

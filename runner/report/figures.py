@@ -91,18 +91,18 @@ def _distributions(report: Report, metric: str, colors: list[str]) -> tuple[list
     if use_log:
         llo, lhi = math.log10(lo), math.log10(hi)
         edges = [10 ** (llo + (lhi - llo) * i / bins) for i in range(bins + 1)]
-        centers = [math.sqrt(a * b) for a, b in zip(edges, edges[1:])]
+        centers = [math.sqrt(a * b) for a, b in itertools.pairwise(edges)]
     else:
         edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-        centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+        centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
     edges[0], edges[-1] = lo, hi
     out = []
-    for i, (values, summary) in enumerate(zip(sorted_sets, report.summaries)):
+    for i, values in enumerate(sorted_sets):
         n = len(values)
         if not n:
             continue
         below = [values.count_below(e) for e in edges[:-1]] + [values.rank(hi)]
-        counts = [b - a for a, b in zip(below, below[1:])]
+        counts = [b - a for a, b in itertools.pairwise(below)]
         cdf_x = [percentile(values, q) or 0.0 for q in _CDF_QS]
         out.append(
             _Dist(
@@ -152,8 +152,8 @@ def _slo_vline(fig: Any, slo_ms: float | None, cols: Iterable[int], log_x: bool)
 
 def distribution_figure(report: Report, metric: str, name: str, colors: list[str], slo_key: str | None) -> Any:
     """Histogram (share of requests) beside the CDF, one trace per stage."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     dists, use_log, axis_max = _distributions(report, metric, colors)
     if not dists:
@@ -177,8 +177,8 @@ def distribution_figure(report: Report, metric: str, name: str, colors: list[str
                 # offset/width in data units: each bar spans its bin exactly,
                 # on a log axis too
                 go.Bar(x=d.centers, y=d.share, customdata=d.counts, name=d.label, legendgroup=d.label,
-                       offset=[a - c for a, c in zip(d.edges, d.centers)],
-                       width=[b - a for a, b in zip(d.edges, d.edges[1:])],
+                       offset=[a - c for a, c in zip(d.edges[:-1], d.centers, strict=True)],
+                       width=[b - a for a, b in itertools.pairwise(d.edges)],
                        marker={"color": d.color, "line": {"width": 1, "color": "#ffffff"}}, opacity=0.9,
                        hovertemplate=hover),
                 row=1, col=1,
@@ -224,7 +224,7 @@ def itl_figure(report: Report, colors: list[str]) -> Any:
     fig = go.Figure()
     labels = [report.label(i) for i in range(len(report.summaries))]
     by_stage: dict[int, tuple[list[float], list[float]]] = {}
-    for t, g, st in zip(tl.times, tl.gaps, tl.stages):
+    for t, g, st in zip(tl.times, tl.gaps, tl.stages, strict=True):
         xs, ys = by_stage.setdefault(st, ([], []))
         xs.append(t - t0)
         ys.append(g * 1000)
@@ -238,7 +238,7 @@ def itl_figure(report: Report, colors: list[str]) -> Any:
         )
     # Rolling median and p90 over time bins of ~150 gaps (at most 100 bins),
     # on top. Not p99: from a sample of a bin it would be mostly noise.
-    points = sorted(zip(tl.times, tl.gaps))
+    points = sorted(zip(tl.times, tl.gaps, strict=True))
     bins = max(1, min(100, len(points) // 150))
     first_t = points[0][0]
     span = (points[-1][0] - first_t) or 1.0
@@ -299,7 +299,7 @@ def _slo_hline(fig: Any, slo_ms: float, *, log_y: bool = False, row: int | None 
     """A dashed red line at an SLO, labelled at its right end (by hand, so
     the label also lands right on a log axis)."""
     fig.add_hline(y=slo_ms, line_dash="dash", line_color=_SLO_COLOR, line_width=1.5, row=row, col=col)
-    axis = 1 if row is None else (row - 1) * 3 + col  # sweep grid is 2x3; single plots use axis 1
+    axis = 1 if row is None or col is None else (row - 1) * 3 + col  # sweep grid is 2x3; single plots use axis 1
     suffix = "" if axis == 1 else str(axis)
     fig.add_annotation(
         x=0, y=math.log10(slo_ms) if log_y else slo_ms, xref=f"x{suffix} domain", yref=f"y{suffix}",
@@ -312,8 +312,8 @@ def sweep_figure(report: Report) -> Any:
     """Two percentiles (p50 and p99 by default) of the latencies and the
     throughput against the swept load, one panel each, SLOs as dashed lines;
     in a comparison, a line per run (its colour) for each."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     lo, hi = pair_keys(stat_columns(report.summaries))
     groups = []
@@ -323,7 +323,7 @@ def sweep_figure(report: Report) -> Any:
     many = len(groups) > 1
     run_colors = stage_colors(len(groups)) if many else []
     axes = [sweep_axis(sums) for _, sums in groups]
-    title = next((t for (t, _, _), (run, _) in zip(axes, groups) if run.count > 1), axes[0][0])
+    title = next((t for (t, _, _), (run, _) in zip(axes, groups, strict=True) if run.count > 1), axes[0][0])
     numeric = all(n for _, _, n in axes)
     every_x = [x for _, xs, _ in axes for x in xs]
     fig = make_subplots(
@@ -333,7 +333,7 @@ def sweep_figure(report: Report) -> Any:
     )
     panels = (("ttft_s", "ttft", 1, 1), ("tpot_s", "tpot", 1, 2), ("e2e_s", "e2e", 1, 3), ("itl_s", None, 2, 1))
     line = {"width": 2.5}
-    for k, ((run, summaries), (_, xs, _)) in enumerate(zip(groups, axes)):
+    for k, ((run, summaries), (_, xs, _)) in enumerate(zip(groups, axes, strict=True)):
         prefix = f"{run.label} " if many else ""
         for metric, _, row, col in panels:
             for stat, color, dash in ((lo, _P50_COLOR, "solid"), (hi, _P99_COLOR, "dot")):
@@ -369,7 +369,7 @@ def sweep_figure(report: Report) -> Any:
                            hovertemplate=f"{title} %{{x}}: goodput %{{y:.4g}} req/s<extra></extra>"),
                 row=2, col=3,
             )
-    for metric, slo_key, row, col in panels:
+    for _, slo_key, row, col in panels:
         slo = report.slos.get(slo_key) if slo_key else None
         if slo:
             _slo_hline(fig, slo * 1000, row=row, col=col)

@@ -36,8 +36,8 @@ def _ms(summary: dict[str, Any], metric: str, stat: str) -> float | None:
 def knee_figure(report: Report) -> Any:
     """The four latency panels against req/s, a line per run; None when no run has two stages with a
     throughput."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     lo, hi = pair_keys(stat_columns(report.summaries))
     groups = []

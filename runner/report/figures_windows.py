@@ -29,8 +29,8 @@ def _origin(report: Report, position: int) -> float | None:
 
 def window_figure(report: Report, colors: list[str]) -> Any:
     """A 2×3 grid of panels, x = seconds since the run started; None without windows."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     parts = [i for i, s in enumerate(report.summaries) if s.get("windows")]
     if not parts:
@@ -51,7 +51,7 @@ def window_figure(report: Report, colors: list[str]) -> Any:
         line = {"color": color, "width": 2}
 
         def add(ys: list[float | None], row: int, col: int, dash: str = "solid", legend: bool = False,
-                what: str = "") -> None:
+                what: str = "", xs: list[float | None] = xs, name: str = name, line: dict = line) -> None:
             fig.add_trace(go.Scatter(x=xs, y=[_round(y) for y in ys], name=name, legendgroup=name,
                                      showlegend=legend, mode="lines+markers", marker={"size": 4},
                                      line={**line, "dash": dash},

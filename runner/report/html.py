@@ -29,9 +29,19 @@ from .figures_turns import turn_figure
 from .figures_windows import window_figure
 from .html_compare import compare_tables, compare_tiles
 from .knee import FACTOR, find_knee
-from .labels import FOOTNOTE, STAT_COLUMNS, SWEEP_LATENCIES, duration, pair_keys, shown_latencies, stat_columns, sweep_axis
+from .labels import (
+    FOOTNOTE,
+    STAT_COLUMNS,
+    SWEEP_LATENCIES,
+    duration,
+    pair_keys,
+    shown_latencies,
+    stat_columns,
+    sweep_axis,
+)
 from .terminal import turn_label
-from .timing import KEY as CLIENT_TIMING, detail as client_detail
+from .timing import KEY as CLIENT_TIMING
+from .timing import detail as client_detail
 
 TEMPLATE = "template.html.j2"
 
@@ -263,7 +273,7 @@ def _charts(report: Report) -> list[dict[str, Any]]:
          + (", each run from its own start" if report.compare else "") + f": throughput, errors, {lo} (solid) and "
          f"{hi} (dotted) latencies. A drift shows as a slope.", window_figure(report, colors)),
     ]
-    charts = []
+    charts: list[dict[str, Any]] = []
     for anchor, title, explain, fig in sections:
         if fig is not None:
             div = figures.embed(fig, include_plotlyjs=not charts)  # the template inserts it unescaped

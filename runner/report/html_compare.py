@@ -23,8 +23,8 @@ def compare_tables(report: Report) -> list[dict[str, Any]]:
     out = []
     for g in grids:
         heads = [" · ".join(h for h in g.headers[: g.left] if h) or "", *g.headers[g.left :]]
-        rows = [{"name": " · ".join(c for c in row[: g.left] if c), "cells": row[g.left :]} for row in g.rows]
-        out.append({"title": g.title, "heads": heads, "rows": rows})
+        body = [{"name": " · ".join(c for c in row[: g.left] if c), "cells": row[g.left :]} for row in g.rows]
+        out.append({"title": g.title, "heads": heads, "rows": body})
     return out
 
 

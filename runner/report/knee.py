@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import is_number, stage_field, is_rate_sweep, offered_rates, pair_keys, stage_label, stat_columns
+from .labels import is_number, is_rate_sweep, offered_rates, pair_keys, stage_field, stage_label, stat_columns
 
 #: A stage is within budget while its p99 E2E is at most this many times the lowest load's.
 FACTOR = 2.0

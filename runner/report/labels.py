@@ -8,7 +8,7 @@ are defined here once, so that a stage or a metric reads the same in each.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 FOOTNOTE = "ITL here = per-chunk gap (vLLM's ITL); AIPerf/guidellm 'ITL' = our TPOT; ttfb = vLLM's TTFT"
 
@@ -83,7 +83,7 @@ def stage_label(summary: dict[str, Any], position: int = 0) -> str:
 SWEEP_ENDS = ("synchronous", "throughput")
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -12,16 +12,14 @@ costs 16 MB of hashes, not its records.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sys
-
-from runner.outputs.batch import SIDE, is_batch_line
+from runner.outputs.batch import SIDE, decode_result, is_batch_line
 from runner.outputs.finals import FinalRecords
-from runner.outputs.batch import decode_result
 from runner.record import Record
 
 

@@ -96,7 +96,7 @@ def _distinct(paths: list[str], taken: set[str]) -> list[str]:
     names = [file_name(p) for p in paths]
     counts = {n: names.count(n) for n in names}
     out = []
-    for path, name in zip(paths, names):
+    for path, name in zip(paths, names, strict=True):
         if counts[name] > 1 or name in taken:
             parent = Path(path).resolve().parent.name
             name = f"{parent}/{name}" if parent else name

@@ -70,9 +70,9 @@ def side_file_for(results: str | Path) -> Path:
 
 def find_side_files(results: Iterable[str | Path], named: Iterable[str | Path] = ()) -> list[Path]:
     """The files named with ``--server-metrics``, else those beside the results files that exist."""
-    named = [Path(p) for p in named]
-    if named:
-        return named
+    given = [Path(p) for p in named]
+    if given:
+        return given
     return [p for p in dict.fromkeys(side_file_for(r) for r in results) if p.is_file()]
 
 
@@ -144,7 +144,7 @@ def _shown(series: Series, value: float | None, digits: int = 3) -> str:
 
 
 def _mean_max(series: Series, lo: float | None = None, hi: float | None = None) -> tuple[float | None, float | None]:
-    values = [v for t, v in zip(series.times, series.values)
+    values = [v for t, v in zip(series.times, series.values, strict=True)
               if (lo is None or t >= lo) and (hi is None or t <= hi)]
     if not values:
         return None, None
@@ -209,7 +209,7 @@ def terminal_lines(view: ServerView, report: Any) -> list[str]:
     for row in table["rows"]:
         line = f"  {row.name:<{width}}  mean / max {row.cells[0]}"
         if stages:
-            line += "   " + "  ".join(f"{label}: {cell}" for label, cell in zip(stages, row.cells[1:]))
+            line += "   " + "  ".join(f"{label}: {cell}" for label, cell in zip(stages, row.cells[1:], strict=True))
         lines.append(line)
     return lines
 
@@ -292,8 +292,8 @@ def _span(view: ServerView, report: Any) -> tuple[float, float] | None:
 def server_figure(view: ServerView, report: Any, bins: ClientBins | None) -> Any:
     """Stacked panels on one time axis: requests (client in flight, server running and waiting), cache
     use and hit rates in %, the client's TTFT; a sweep's stages as shaded bands."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     from .figures import _layout, _round
 
@@ -325,9 +325,9 @@ def server_figure(view: ServerView, report: Any, bins: ClientBins | None) -> Any
                                  line={"color": _SERVER_COLORS[i % len(_SERVER_COLORS)], "width": 1.8,
                                        "dash": "dot" if s.kind == "waiting" else "solid"},
                                  hovertemplate=hover), row=row, col=1)
-    if has_ttft:
+    if bins is not None and has_ttft:
         xs, p50s, p90s = [], [], []
-        for x, chunk in zip(bins.centers(), bins.ttfts):
+        for x, chunk in zip(bins.centers(), bins.ttfts, strict=True):
             if chunk:
                 values = sorted(chunk)
                 xs.append(x - t0)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .degraded import note as degraded_note, shown as degraded_shown
+from .degraded import note as degraded_note
+from .degraded import shown as degraded_shown
 from .grids import Grid
 from .knee import knee_line
 from .labels import FOOTNOTE, SWEEP_LATENCIES, pair_keys, percentile_columns, shown_latencies, stage_label, stat_columns
-from .timing import KEY as CLIENT_TIMING, cell as client_cell, note as client_note
+from .timing import KEY as CLIENT_TIMING
+from .timing import cell as client_cell
+from .timing import note as client_note
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -200,7 +203,7 @@ def notes(summaries: list[dict[str, Any]], names: list[str] | None = None) -> li
 
 def summary_grids(summaries: list[dict[str, Any]]) -> tuple[list[Grid], list[str]]:
     """Every table of a run and the lines printed under them (the footnote last)."""
-    slos = next((s["slos"] for s in summaries if s.get("slos")), {})
+    slos: dict[str, float] = next((s["slos"] for s in summaries if s.get("slos")), {})
     grids = [throughput_grid(summaries, slos), *latency_grids(summaries)]
     windows, window_notes = window_grid(summaries)
     turns = turn_grid(summaries)
@@ -230,8 +233,9 @@ def print_whole(console: Console, table: Table) -> None:
     if needed <= console.width:
         console.print(table)
         return
+    # rich types Console.color_system as str | None, though it is one of the names its constructor takes
     wide = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
-                   color_system=console.color_system, highlight=False)
+                   color_system=console.color_system, highlight=False)  # type: ignore[arg-type]
     wide.print(table)
 
 

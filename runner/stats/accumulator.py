@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, overload
 
 from ..config.parsers import SLO_METRICS
 from ..record import OK, REQUEST_METRICS, SUMMARY_METRICS, Metrics, Record, posix_time
@@ -45,10 +45,14 @@ _NAN = float("nan")
 _request_values = attrgetter(*REQUEST_METRICS)
 
 
+@overload
+def format_time(ts: float) -> str: ...
+@overload
+def format_time(ts: float | None) -> str | None: ...
 def format_time(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 _num = finite  # the name this module has always used
@@ -240,16 +244,17 @@ class StatsAccumulator:
         rows = self._rows
         if rows.seen >= rows.capacity:  # this row is not stored for sure
             self._start_running("rows")
-            for running, v in zip(self._running_list, row):
+            # the row goes on past REQUEST_METRICS (itl_max, done, turn), which keep no running totals
+            for running, v in zip(self._running_list, row, strict=False):
                 if v == v:
                     running.add(v)
         n_append, replace = rows.offer(1)
         if n_append:
-            for col, v in zip(self._col_list, row):
+            for col, v in zip(self._col_list, row, strict=True):
                 col.append(v)
         elif replace:
             slot = replace[0][1]
-            for col, v in zip(self._col_list, row):
+            for col, v in zip(self._col_list, row, strict=True):
                 col[slot] = v
         if gaps:
             res = self._itl_res
@@ -284,7 +289,7 @@ class StatsAccumulator:
         if which == "itl":
             self._running["itl_s"].add_many(self._itl)
             return
-        for name, running in zip(REQUEST_METRICS, self._running_list):
+        for name, running in zip(REQUEST_METRICS, self._running_list, strict=True):
             running.add_many(array("d", (v for v in self._cols[name] if v == v)))
 
     # ---- reading

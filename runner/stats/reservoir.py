@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+
 class Reservoir:
     """Decides which items of a stream to keep in ``capacity`` slots so that
     the kept ones are a uniform sample of everything offered (Li's

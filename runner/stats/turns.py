@@ -27,7 +27,7 @@ def ttft_by_turn(turns: Sequence[float], ttft: Sequence[float], percentiles: Seq
     rows that are not a session's turn."""
     groups: dict[int, list[float]] = {}
     later = False
-    for t, v in zip(turns, ttft):
+    for t, v in zip(turns, ttft, strict=True):
         if t == t and v == v:
             index = int(t)
             if index >= MAX_TURNS - 1:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .percentiles import describe
@@ -91,7 +91,7 @@ class WindowCounts:
 def _group(times: Sequence[float], values: Sequence[float], key_of: Any) -> dict[int, list[float]]:
     """Values by window; a value or a time that is NaN (unknown) is left out."""
     out: dict[int, list[float]] = {}
-    for t, v in zip(times, values):
+    for t, v in zip(times, values, strict=True):
         if t == t and v == v:
             out.setdefault(key_of(t), []).append(v)
     return out
@@ -102,7 +102,7 @@ def build_windows(
     first_start: float | None,
     last_end: float | None,
     done: array,
-    columns: dict[str, Sequence[float]],
+    columns: Mapping[str, Sequence[float]],
     itl: Sequence[float],
     itl_done: array,
     percentiles: Sequence[float],

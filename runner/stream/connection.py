@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import functools
 import time
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+
+if TYPE_CHECKING:
+    from aiohttp.tracing import Trace
 
 from .timing import Timing
 
@@ -34,7 +40,8 @@ class StampingHandler(ResponseHandler):
 
     received_at = 0.0
 
-    def data_received(self, data: bytes, _now=time.perf_counter, _base=ResponseHandler.data_received) -> None:
+    def data_received(self, data: bytes, _now: Callable[[], float] = time.perf_counter,
+                      _base: Callable[[ResponseHandler, bytes], None] = ResponseHandler.data_received) -> None:
         self.received_at = _now()
         _base(self, data)
 
@@ -55,11 +62,13 @@ def stamping(resp: aiohttp.ClientResponse) -> StampingHandler | None:
     return proto if type(proto) is StampingHandler else None
 
 
-async def _on_connect_start(session, ctx, params) -> None:
+async def _on_connect_start(session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                            params: aiohttp.TraceConnectionCreateStartParams) -> None:
     ctx.connect_start = time.perf_counter()
 
 
-async def _on_connect_end(session, ctx, params) -> None:
+async def _on_connect_end(session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                          params: aiohttp.TraceConnectionCreateEndParams) -> None:
     timing = ctx.trace_request_ctx
     if timing is not None:
         timing.connect_s = time.perf_counter() - ctx.connect_start
@@ -103,13 +112,16 @@ class TimedConnector(aiohttp.TCPConnector):
     falls back on `connection_trace` where an aiohttp lacks it.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         factory = getattr(self, "_factory", None)
         if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
-            self._factory = functools.partial(StampingHandler, *factory.args, **factory.keywords)
+            # typeshed's partial is invariant in what it makes; one making the subclass is the factory aiohttp wants
+            self._factory = functools.partial(  # type: ignore[assignment]
+                StampingHandler, *factory.args, **factory.keywords)
 
-    async def _create_connection(self, req, traces, timeout):
+    async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Trace],
+                                 timeout: aiohttp.ClientTimeout) -> ResponseHandler:
         start = time.perf_counter()
         proto = await super()._create_connection(req, traces, timeout)
         timing = _ATTEMPT.get()
@@ -118,7 +130,7 @@ class TimedConnector(aiohttp.TCPConnector):
         return proto
 
 
-def session_connector(**kwargs) -> tuple[aiohttp.TCPConnector, list[aiohttp.TraceConfig]]:
+def session_connector(**kwargs: Any) -> tuple[aiohttp.TCPConnector, list[aiohttp.TraceConfig]]:
     """The connector and trace configs for a session: `TimedConnector` and no tracing, or,
     where this aiohttp has no `_create_connection` to wrap, a plain one with `connection_trace`."""
     if callable(getattr(aiohttp.TCPConnector, "_create_connection", None)):
@@ -126,10 +138,10 @@ def session_connector(**kwargs) -> tuple[aiohttp.TCPConnector, list[aiohttp.Trac
     return aiohttp.TCPConnector(**kwargs), [connection_trace()]
 
 
-def attempt_context(timing: Timing):
+def attempt_context(timing: Timing) -> Token[Timing | None]:
     """Make `timing` the running attempt's, for `TimedConnector`; returns the token to reset."""
     return _ATTEMPT.set(timing)
 
 
-def reset_attempt_context(token) -> None:
+def reset_attempt_context(token: Token[Timing | None]) -> None:
     _ATTEMPT.reset(token)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 import orjson
 
-from .config import Limits, Timeouts
 from .client import CONNECT_TIMEOUTS, Attempt, connect_failure, read_bounded, status_error
+from .config import Limits, Timeouts
 from .connection import attempt_context, reset_attempt_context
 from .errors import ConnectError, MalformedResponse, RequestError, RequestTimeout
 from .paths import EMBEDDINGS_PATH
@@ -35,14 +36,14 @@ class Result:
 
     vectors: list[list[float]] = field(default_factory=list)
     model: str | None = None
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
     response_id: str | None = None
     finish_reason: str | None = None  # never set: --retry-finish-reason has nothing to see here
     text: str = ""
 
 
-def build_body(body: dict, *, path: str = PATH, defaults: dict, model: str | None, include_usage: bool,
-               on_drop: Any = None) -> dict:
+def build_body(body: dict[str, Any], *, path: str = PATH, defaults: dict[str, Any], model: str | None,
+               include_usage: bool, on_drop: Any = None) -> dict[str, Any]:
     """The line's body (its `input` checked by `protocol.parse_line`) over the run's embedding-relevant defaults.
 
     `on_drop` is accepted for the same call as the other APIs' (a line is sent as it is)."""

@@ -8,8 +8,9 @@ requests each one is serving, which is the best balancing signal there is.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -71,7 +72,7 @@ class EndpointPool:
             backoff = min(self.max_backoff, self.base_backoff * 2 ** (ep.streak - self.threshold))
             ep.down_until = self.now() + backoff
 
-    def stats(self) -> list[dict]:
+    def stats(self) -> list[dict[str, Any]]:
         return [{"url": public_url(e.url), "requests": e.requests, "failures": e.failures} for e in self.endpoints]
 
 

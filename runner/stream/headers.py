@@ -15,8 +15,8 @@ The config keeps the template, not the value.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from .endpoints import url_secrets
 
@@ -84,7 +84,9 @@ def resolve_credentials(templates: tuple[str, ...], *, key_envs: Mapping[str, st
     """
     common = _common_headers(templates, environ)
     names = {name.lower() for name in common.headers}
-    secrets, auth, unusable = [], {}, {}
+    secrets: list[str] = []
+    auth: dict[str, dict[str, str]] = {}
+    unusable: dict[str, str] = {}
     for api, variable in key_envs.items():
         key = environ.get(variable) if variable else None
         auth[api] = {}
@@ -115,7 +117,7 @@ def _common_headers(templates: tuple[str, ...], environ: Mapping[str, str]) -> C
     for template in templates:
         name, value = parse_header(template)
 
-        def fill(match: re.Match) -> str:
+        def fill(match: re.Match[str], name: str = name) -> str:
             var = match.group(1)
             if var not in environ:
                 raise HeaderError(f"header {name!r} uses ${{{var}}}, but the environment variable {var} is not set")

@@ -30,8 +30,9 @@ how to warn (`on_drop`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 RESPONSES = "responses"
 ANTHROPIC = "anthropic"
@@ -58,7 +59,7 @@ class Rule:
 
     action: str
     to: str = ""
-    put: Callable[[Any, dict], None] | None = None
+    put: Callable[[Any, dict[str, Any]], None] | None = None
     why: str = ""
     idle: Callable[[Any], bool] | None = None
     native: Callable[[Any], bool] | None = None
@@ -70,14 +71,14 @@ class Rule:
 
 
 def _rename(to: str) -> Rule:
-    def put(value: Any, out: dict) -> None:
+    def put(value: Any, out: dict[str, Any]) -> None:
         out.setdefault(to, value)
     return Rule(RENAMED, to, put)
 
 
-def _nested(key: str, sub: str) -> Callable[[Any, dict], None]:
+def _nested(key: str, sub: str) -> Callable[[Any, dict[str, Any]], None]:
     """The value under `key.sub`, beside whatever `key` holds already (its own `sub` wins)."""
-    def put(value: Any, out: dict) -> None:
+    def put(value: Any, out: dict[str, Any]) -> None:
         inner = out.get(key)
         inner = dict(inner) if isinstance(inner, dict) else {}
         inner.setdefault(sub, value)
@@ -93,12 +94,12 @@ def _chat_tools(value: Any) -> bool:
     return isinstance(value, list) and any(_chat_tool(t) for t in value)
 
 
-def _flat_tools(value: Any, out: dict) -> None:
+def _flat_tools(value: Any, out: dict[str, Any]) -> None:
     """Chat's `{"type": "function", "function": {name, ...}}` as the Responses API's `{"type": "function", name, ...}`."""
     out["tools"] = [{"type": "function", **t["function"]} if _chat_tool(t) else t for t in value]
 
 
-def _anthropic_tools(value: Any, out: dict) -> None:
+def _anthropic_tools(value: Any, out: dict[str, Any]) -> None:
     """Chat's function tools as Anthropic's `{name, description, input_schema}`."""
     def one(tool: Any) -> Any:
         if not _chat_tool(tool):
@@ -117,7 +118,7 @@ def _chat_tool_choice(value: Any) -> bool:
                                                                                           dict))
 
 
-def _flat_tool_choice(value: Any, out: dict) -> None:
+def _flat_tool_choice(value: Any, out: dict[str, Any]) -> None:
     out["tool_choice"] = ({"type": "function", "name": value["function"].get("name")} if isinstance(value, dict)
                           else value)
 
@@ -125,14 +126,14 @@ def _flat_tool_choice(value: Any, out: dict) -> None:
 _ANTHROPIC_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 
-def _anthropic_tool_choice(value: Any, out: dict) -> None:
+def _anthropic_tool_choice(value: Any, out: dict[str, Any]) -> None:
     choice = ({"type": "tool", "name": value["function"].get("name")} if isinstance(value, dict)
               else {"type": _ANTHROPIC_CHOICES[value]})
     before = out.get("tool_choice")
     out["tool_choice"] = {**choice, **before} if isinstance(before, dict) else choice
 
 
-def _no_parallel_tools(value: Any, out: dict) -> None:
+def _no_parallel_tools(value: Any, out: dict[str, Any]) -> None:
     """`parallel_tool_calls: false` is Anthropic's `tool_choice.disable_parallel_tool_use: true`."""
     choice = out.get("tool_choice")
     choice = dict(choice) if isinstance(choice, dict) else {"type": "auto"}
@@ -140,7 +141,7 @@ def _no_parallel_tools(value: Any, out: dict) -> None:
     out["tool_choice"] = choice
 
 
-def _text_format(value: Any, out: dict) -> None:
+def _text_format(value: Any, out: dict[str, Any]) -> None:
     """Chat's `response_format` as the Responses API's `text.format` (json_schema's fields one level up)."""
     fmt = value
     if isinstance(value, dict) and value.get("type") == "json_schema" and isinstance(value.get("json_schema"), dict):
@@ -151,7 +152,7 @@ def _text_format(value: Any, out: dict) -> None:
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
-def _include_logprobs(value: Any, out: dict) -> None:
+def _include_logprobs(value: Any, out: dict[str, Any]) -> None:
     include = out.get("include")
     include = list(include) if isinstance(include, list) else []
     if _LOGPROBS_INCLUDE not in include:
@@ -159,18 +160,18 @@ def _include_logprobs(value: Any, out: dict) -> None:
     out["include"] = include
 
 
-def _stop_sequences(value: Any, out: dict) -> None:
+def _stop_sequences(value: Any, out: dict[str, Any]) -> None:
     out.setdefault("stop_sequences", [value] if isinstance(value, str) else value)
 
 
-def _user_id(value: Any, out: dict) -> None:
+def _user_id(value: Any, out: dict[str, Any]) -> None:
     _nested("metadata", "user_id")(value, out)
 
 
 _SYSTEM_ROLES = ("system", "developer")
 
 
-def _move_system(messages: Any, out: dict) -> None:
+def _move_system(messages: Any, out: dict[str, Any]) -> None:
     """Anthropic keeps the system prompt apart: system (and developer) messages go to `system`, in order,
     after the body's own `system`; the conversation keeps the rest."""
     if not isinstance(messages, list):
@@ -185,7 +186,7 @@ def _move_system(messages: Any, out: dict) -> None:
     if all(isinstance(p, str) for p in parts):
         out["system"] = "\n\n".join(parts)
         return
-    blocks: list = []
+    blocks: list[Any] = []
     for part in parts:  # Anthropic's text blocks, where a message had chat's content parts
         if isinstance(part, str):
             blocks.append({"type": "text", "text": part})
@@ -223,7 +224,7 @@ def responses_input(value: Any) -> Any:
     return out
 
 
-def _input(messages: Any, out: dict) -> None:
+def _input(messages: Any, out: dict[str, Any]) -> None:
     out.setdefault("input", responses_input(messages))
 
 
@@ -232,7 +233,7 @@ def _input(messages: Any, out: dict) -> None:
 
 
 def _one(value: Any) -> bool:
-    return value == 1
+    return bool(value == 1)
 
 
 def _off(value: Any) -> bool:
@@ -240,7 +241,7 @@ def _off(value: Any) -> bool:
 
 
 def _text_only(value: Any) -> bool:
-    return value == ["text"]
+    return bool(value == ["text"])
 
 
 def _text_format_only(value: Any) -> bool:
@@ -336,8 +337,8 @@ _FOREIGN_DEFAULTS = {
 }
 
 
-def translate(api: str, params: dict, *, line: bool,
-              on_drop: Callable[[str, str], None] | None = None) -> dict:
+def translate(api: str, params: dict[str, Any], *, line: bool,
+              on_drop: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """`params` (a line's body, or the run's defaults with `line=False`) as `api` takes them.
 
     Raises RefusedParameter for a line's refused parameter; `on_drop(key,

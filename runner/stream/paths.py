@@ -6,7 +6,6 @@ Batch format, the mock) imports them from here.
 
 from __future__ import annotations
 
-
 from .headers import ANTHROPIC, OPENAI
 
 CHAT_PATH = "/v1/chat/completions"

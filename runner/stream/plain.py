@@ -103,7 +103,7 @@ def apply_plain(state: StreamState, datas: list[bytes], start: int = 0) -> int:
             if len(data) > MAX_PLAIN_BYTES:
                 break
             chunk = decode(data)
-            (choice,) = chunk.choices  # None: TypeError; not one choice: ValueError
+            (choice,) = chunk.choices or []  # None or not one choice: ValueError
             delta = choice.delta
             if delta is None:  # completions: the text is the choice's own
                 content = choice.text

@@ -16,9 +16,7 @@ from typing import Any
 import orjson
 
 from .errors import IncompleteStream, MalformedResponse, ResponseTooLarge, StreamErrorEvent
-
 from .paths import CHAT_PATH, COMPLETIONS_PATH
-
 
 # Run-wide defaults (`--param`, a job's [params]) meet both endpoints in one run;
 # these keys exist on one of them only, and the API refuses them on the other.
@@ -28,7 +26,7 @@ CHAT_ONLY = frozenset({"messages", "response_format", "tools", "tool_choice", "p
 COMPLETIONS_ONLY = frozenset({"prompt", "suffix", "echo", "best_of"})
 
 
-def defaults_for(path: str, defaults: dict) -> dict:
+def defaults_for(path: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """The run's defaults as this endpoint takes them.
 
     `logprobs` is a boolean on chat and a count on completions, so it is
@@ -56,8 +54,8 @@ def defaults_for(path: str, defaults: dict) -> dict:
     return out
 
 
-def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str | None,
-               include_usage: bool, on_drop: Any = None) -> dict:
+def build_body(body: dict[str, Any], *, path: str = CHAT_PATH, defaults: dict[str, Any], model: str | None,
+               include_usage: bool, on_drop: Any = None) -> dict[str, Any]:
     """Merge the run's defaults under the line's own params and force streaming.
 
     With `include_usage` every request asks for usage, whatever its line
@@ -79,7 +77,7 @@ def build_body(body: dict, *, path: str = CHAT_PATH, defaults: dict, model: str 
     return merged
 
 
-def apply_whole(state: StreamState, obj: dict) -> None:
+def apply_whole(state: StreamState, obj: dict[str, Any]) -> None:
     """A whole chat.completion / text_completion (a server that ignored `"stream": true`): choice 0's
     text, reasoning and tool calls, the finish_reason, usage and identity, as its stream would give them."""
     choices = obj.get("choices")
@@ -103,11 +101,11 @@ def apply_whole(state: StreamState, obj: dict) -> None:
         state.tool_calls = message["tool_calls"]
 
 
-def _joined_text(state) -> str:
+def _joined_text(state: StreamState | ChoiceState) -> str:
     return "".join(state.text_parts)
 
 
-def _joined_reasoning(state) -> str | None:
+def _joined_reasoning(state: StreamState | ChoiceState) -> str | None:
     return "".join(state.reasoning_parts) if state.reasoning_parts else None
 
 
@@ -122,9 +120,9 @@ class ChoiceState:
     index: int
     text_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
-    logprobs: list | dict | None = None
+    logprobs: list[Any] | dict[str, Any] | None = None
 
     text = property(_joined_text)
     reasoning = property(_joined_reasoning)
@@ -143,10 +141,10 @@ class StreamState:
 
     text_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
-    tool_calls: list[dict] | None = None  # assembled from delta.tool_calls fragments
+    tool_calls: list[dict[str, Any]] | None = None  # assembled from delta.tool_calls fragments
     finish_reason: str | None = None
-    logprobs: list | dict | None = None
-    usage: dict | None = None
+    logprobs: list[Any] | dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
     model: str | None = None
     response_id: str | None = None
     done: bool = False  # saw `data: [DONE]`
@@ -203,7 +201,7 @@ def handle_data(state: StreamState, data: str) -> bool:
         raise MalformedResponse(f"a chunk of the wrong shape ({type(exc).__name__}): {data[:200]!r}") from None
 
 
-def _apply_chunk(state: StreamState, chunk: dict) -> bool:
+def _apply_chunk(state: StreamState, chunk: dict[str, Any]) -> bool:
     get = chunk.get
     if get("error"):
         raise StreamErrorEvent(_error_message(chunk["error"]))
@@ -224,6 +222,7 @@ def _apply_chunk(state: StreamState, chunk: dict) -> bool:
         if type(choice) is not dict:
             raise MalformedResponse(f"a choice is a {type(choice).__name__}, not an object")
         index = choice.get("index", 0)
+        target: StreamState | ChoiceState
         if index == 0:
             target = state
         elif type(index) is int and index > 0:
@@ -237,7 +236,7 @@ def _apply_chunk(state: StreamState, chunk: dict) -> bool:
     return carried
 
 
-def _apply_choice(state: Any, choice: dict, keep_logprobs: bool) -> bool:
+def _apply_choice(state: Any, choice: dict[str, Any], keep_logprobs: bool) -> bool:
     """One choice's delta (chat) or text (completions) onto its state; True when it carried output."""
     carried = False
     delta = choice.get("delta")
@@ -345,7 +344,7 @@ MAX_TOOL_CALLS = 128
 MAX_CHOICES = 128
 
 
-def checked_usage(usage: Any) -> dict:
+def checked_usage(usage: Any) -> dict[str, Any]:
     """`usage` as the API defines it: an object whose counts are integers in range."""
     if type(usage) is not dict:
         raise MalformedResponse(f"'usage' is a {type(usage).__name__}, not an object")
@@ -356,7 +355,7 @@ def checked_usage(usage: Any) -> dict:
     return usage
 
 
-def merge_tool_calls(state: StreamState, fragments: list) -> None:
+def merge_tool_calls(state: StreamState, fragments: list[Any]) -> None:
     """Join streamed tool-call fragments by their `index`: the id, type and name
     come once, the JSON `arguments` arrive in pieces to be concatenated."""
     calls = state.tool_calls if state.tool_calls is not None else []

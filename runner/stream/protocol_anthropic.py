@@ -29,15 +29,23 @@ output_tokens once `message_delta` has given the final count,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from .params import ANTHROPIC, RefusedParameter, translate
-from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 from .paths import MESSAGES_PATH, InvalidRequestLine
-from .protocol_responses import EventStreamState, append_reasoning, apply_guarded, decode_named, error_text, take_identity
+from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
+from .protocol_responses import (
+    EventStreamState,
+    append_reasoning,
+    apply_guarded,
+    decode_named,
+    error_text,
+    take_identity,
+)
 
 __all__ = ["PATH", "paths", "DEFAULT_VERSION", "EventStreamState", "STOP_REASONS", "apply_whole", "build_body",
            "handle_event", "normalise_usage"]
@@ -60,8 +68,8 @@ STOP_REASONS = {
 # --------------------------------------------------------------------------
 # Request bodies
 
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH,
-               on_drop: Callable[[str, str], None] | None = None) -> dict:
+def build_body(body: dict[str, Any], *, defaults: dict[str, Any], model: str | None, include_usage: bool,
+               path: str = PATH, on_drop: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """The run's defaults under the line's own params, each as the Messages API takes them; streaming forced.
 
     Chat parameters are translated by `params` (system messages to
@@ -114,7 +122,7 @@ def handle_event(state: EventStreamState, event: str, data: str) -> bool:
     return apply_guarded(_apply, state, event, obj, data)
 
 
-def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
+def _apply(state: EventStreamState, event: str, obj: dict[str, Any]) -> bool:
     if event == "content_block_delta":
         return _delta(state, obj)
     if event == "error" or obj.get("error"):
@@ -147,21 +155,21 @@ def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
     return False  # content_block_stop, unknown events
 
 
-def _object(obj: dict, key: str) -> dict:
+def _object(obj: dict[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key)
     if type(value) is not dict:
         raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not an object")
     return value
 
 
-def _index(obj: dict) -> int:
+def _index(obj: dict[str, Any]) -> int:
     index = obj.get("index")
     if type(index) is not int or index < 0:
         raise MalformedResponse(f"content block index {index!r} is not an integer >= 0")
     return index
 
 
-def _delta(state: EventStreamState, obj: dict) -> bool:
+def _delta(state: EventStreamState, obj: dict[str, Any]) -> bool:
     delta = _object(obj, "delta")
     kind = delta.get("type")
     if kind == "text_delta":
@@ -172,15 +180,15 @@ def _delta(state: EventStreamState, obj: dict) -> bool:
         partial = _text(delta, "partial_json")
         if not partial:
             return False
-        found = state.open_calls.get(_index(obj))
-        if found is not None:  # else a server tool's input (web search, ...): output, not a tool call of ours
-            state.tool_calls[found]["function"]["arguments"] += partial
+        call = state.open_call(_index(obj))
+        if call is not None:  # else a server tool's input (web search, ...): output, not a tool call of ours
+            call["function"]["arguments"] += partial
         state.text_events += 1
         return True
     return False  # signature_delta, citations_delta
 
 
-def _text(obj: dict, key: str) -> str | None:
+def _text(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is not None and type(value) is not str:
         raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not text")
@@ -197,7 +205,7 @@ def _append_text(state: EventStreamState, text: str | None) -> bool:
     return True
 
 
-def _block_start(state: EventStreamState, obj: dict) -> bool:
+def _block_start(state: EventStreamState, obj: dict[str, Any]) -> bool:
     """A block opens: tool_use starts a tool call; text or thinking may already carry text."""
     index = _index(obj)
     block = _object(obj, "content_block")
@@ -226,7 +234,7 @@ def _block_start(state: EventStreamState, obj: dict) -> bool:
     return True
 
 
-def apply_whole(state: EventStreamState, obj: dict) -> None:
+def apply_whole(state: EventStreamState, obj: dict[str, Any]) -> None:
     """A whole Message object (a server that ignored `"stream": true`): what its events would have given.
 
     Its content blocks in order (text, thinking, tool_use with its whole
@@ -239,7 +247,7 @@ def apply_whole(state: EventStreamState, obj: dict) -> None:
     apply_guarded(_whole, state, "message", obj, orjson.dumps(obj).decode()[:200])
 
 
-def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
+def _whole(state: EventStreamState, _event: str, obj: dict[str, Any]) -> bool:
     take_identity(state, obj)
     content = obj.get("content")
     if content is None:
@@ -250,8 +258,9 @@ def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
         if type(block) is not dict:
             raise MalformedResponse(f"a content block is a {type(block).__name__}, not an object")
         _block_start(state, {"index": index, "content_block": block})
-        if block.get("type") == "tool_use" and not state.tool_calls[-1]["function"]["arguments"]:
-            state.tool_calls[-1]["function"]["arguments"] = orjson.dumps(block.get("input") or {}).decode()
+        call = state.open_call(index) if block.get("type") == "tool_use" else None
+        if call is not None and not call["function"]["arguments"]:
+            call["function"]["arguments"] = orjson.dumps(block.get("input") or {}).decode()
     reason = obj.get("stop_reason")
     if reason is not None:
         if type(reason) is not str:
@@ -267,7 +276,7 @@ def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
 _OURS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"})
 
 
-def normalise_usage(usage: dict, final: bool = True) -> dict:
+def normalise_usage(usage: dict[str, Any], final: bool = True) -> dict[str, Any]:
     """Anthropic's usage with OpenAI chat's keys added beside its own (see the module's docstring).
 
     Before the final count (`final=False`: `message_start`'s usage, whose

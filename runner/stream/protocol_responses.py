@@ -31,14 +31,15 @@ which `state.text_parts` first became non-empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from .errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
-from .paths import RESPONSES_PATH, InvalidRequestLine
 from .params import RESPONSES, RefusedParameter, responses_input, translate
+from .paths import RESPONSES_PATH, InvalidRequestLine
 from .protocol import MAX_TOOL_CALLS, StreamState, checked_usage
 
 __all__ = ["PATH", "paths", "EventStreamState", "apply_whole", "build_body", "error_text", "handle_event",
@@ -62,12 +63,17 @@ class EventStreamState(StreamState):
     first_answer_event: int | None = None
     open_calls: dict[Any, int] = field(default_factory=dict)
 
+    def open_call(self, handle: Any) -> dict[str, Any] | None:
+        """The tool call opened under `handle` (an item id, an output or block index), None when none was."""
+        found = self.open_calls.get(handle)
+        return None if found is None or self.tool_calls is None else self.tool_calls[found]
+
 
 # --------------------------------------------------------------------------
 # Request bodies
 
-def build_body(body: dict, *, defaults: dict, model: str | None, include_usage: bool, path: str = PATH,
-               on_drop: Callable[[str, str], None] | None = None) -> dict:
+def build_body(body: dict[str, Any], *, defaults: dict[str, Any], model: str | None, include_usage: bool,
+               path: str = PATH, on_drop: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """The run's defaults under the line's own params, each as the Responses API takes them; streaming forced.
 
     Chat parameters are translated by `params` (`max_tokens` becomes
@@ -118,7 +124,7 @@ def handle_event(state: EventStreamState, event: str, data: str) -> bool:
 _loads = orjson.loads
 
 
-def decode_named(event: str, data: str) -> tuple[str, dict]:
+def decode_named(event: str, data: str) -> tuple[str, dict[str, Any]]:
     """A named event's JSON object and its name (from `type` when the server sent no `event:` line).
 
     Shared by the APIs whose streams name their events (Responses, Anthropic).
@@ -139,7 +145,7 @@ def decode_named(event: str, data: str) -> tuple[str, dict]:
     return event, obj
 
 
-def take_identity(state: EventStreamState, obj: dict) -> None:
+def take_identity(state: EventStreamState, obj: dict[str, Any]) -> None:
     """The response's (or message's) id and model, where they are text."""
     rid, model = obj.get("id"), obj.get("model")
     if type(rid) is str:
@@ -148,7 +154,7 @@ def take_identity(state: EventStreamState, obj: dict) -> None:
         state.model = model
 
 
-def append_reasoning(state: EventStreamState, text: str) -> bool:
+def append_reasoning(state: EventStreamState, text: str | None) -> bool:
     """A reasoning delta: kept apart from the answer, and output for TTFT/ITL all the same."""
     if not text:
         return False
@@ -157,7 +163,8 @@ def append_reasoning(state: EventStreamState, text: str) -> bool:
     return True
 
 
-def apply_guarded(apply: Any, state: Any, event: str, obj: dict, data: str) -> bool:
+def apply_guarded(apply: Callable[[Any, str, dict[str, Any]], bool], state: Any, event: str, obj: dict[str, Any],
+                  data: str) -> bool:
     """Apply an event; a shape that no check foresaw is a MalformedResponse, never a crash."""
     try:
         return apply(state, event, obj)
@@ -180,7 +187,7 @@ def error_text(error: Any) -> str:
     return ": ".join([*parts, message]) if parts and message else ": ".join(parts) or message
 
 
-def _apply(state: EventStreamState, event: str, obj: dict) -> bool:
+def _apply(state: EventStreamState, event: str, obj: dict[str, Any]) -> bool:
     if event == "response.output_text.delta":
         return _text(state, obj, refusal=False)
     if event in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
@@ -214,7 +221,7 @@ _LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_prog
                         "response.incomplete", "response.failed"})
 
 
-def _text(state: EventStreamState, obj: dict, refusal: bool) -> bool:
+def _text(state: EventStreamState, obj: dict[str, Any], refusal: bool) -> bool:
     delta = _str(obj, "delta")
     if not delta:
         return False
@@ -227,20 +234,20 @@ def _text(state: EventStreamState, obj: dict, refusal: bool) -> bool:
         if logprobs and state.keep_logprobs:
             if type(logprobs) is not list:
                 raise MalformedResponse(f"'logprobs' is a {type(logprobs).__name__}, not a list")
-            if state.logprobs is None:
+            if not isinstance(state.logprobs, list):  # None until the first (a dict is completions', not here)
                 state.logprobs = []
             state.logprobs.extend(logprobs)
     return True
 
 
-def _str(obj: dict, key: str) -> str | None:
+def _str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is not None and type(value) is not str:
         raise MalformedResponse(f"'{key}' is a {type(value).__name__}, not text")
     return value
 
 
-def _lifecycle(state: EventStreamState, event: str, obj: dict) -> bool:
+def _lifecycle(state: EventStreamState, event: str, obj: dict[str, Any]) -> bool:
     response = obj.get("response")
     if response is None:
         response = {}
@@ -268,7 +275,7 @@ def _lifecycle(state: EventStreamState, event: str, obj: dict) -> bool:
     return False
 
 
-def _item(state: EventStreamState, obj: dict, added: bool) -> bool:
+def _item(state: EventStreamState, obj: dict[str, Any], added: bool) -> bool:
     """A function_call item opens a tool call (added) or settles it (done); other items carry no output here."""
     item = obj.get("item")
     if type(item) is not dict:
@@ -289,28 +296,28 @@ def _item(state: EventStreamState, obj: dict, added: bool) -> bool:
     return False
 
 
-def _call_for(state: EventStreamState, obj: dict, item: dict | None = None, create: bool = False) -> dict:
+def _call_for(state: EventStreamState, obj: dict[str, Any], item: dict[str, Any] | None = None,
+              create: bool = False) -> dict[str, Any]:
     """The tool call an event is about: by item id, else by output index; a new one when none is open."""
     item_id = item.get("id") if item is not None else obj.get("item_id")
     index = obj.get("output_index")
     handles = [h for h in (item_id, index) if type(h) in (str, int)]
-    open_calls = state.open_calls
     if not create:
         for handle in handles:
-            found = open_calls.get(handle)
-            if found is not None:
-                return state.tool_calls[found]
+            call = state.open_call(handle)
+            if call is not None:
+                return call
     calls = state.tool_calls if state.tool_calls is not None else []
     state.tool_calls = calls
     if len(calls) >= MAX_TOOL_CALLS:
         raise ResponseTooLarge(f"more than {MAX_TOOL_CALLS} tool calls")
     calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
     for handle in handles:
-        open_calls[handle] = len(calls) - 1
+        state.open_calls[handle] = len(calls) - 1
     return calls[-1]
 
 
-def apply_whole(state: EventStreamState, obj: dict) -> None:
+def apply_whole(state: EventStreamState, obj: dict[str, Any]) -> None:
     """A whole Response object (a server that ignored `"stream": true`): what its events would have given.
 
     Its `output` items in order: message text (`output_text`, a `refusal`)
@@ -324,7 +331,7 @@ def apply_whole(state: EventStreamState, obj: dict) -> None:
     apply_guarded(_whole, state, "response", obj, orjson.dumps(obj).decode()[:200])
 
 
-def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
+def _whole(state: EventStreamState, _event: str, obj: dict[str, Any]) -> bool:
     output = obj.get("output")
     if output is None:
         output = []
@@ -347,12 +354,13 @@ def _whole(state: EventStreamState, _event: str, obj: dict) -> bool:
         elif kind == "function_call":
             _item(state, {"item": item}, added=True)
     status = obj.get("status")
-    event = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(status, "response.completed")
+    ends: dict[Any, str] = {"incomplete": "response.incomplete", "failed": "response.failed"}  # a status of any JSON
+    event = ends.get(status, "response.completed")
     _lifecycle(state, event, {"response": obj})
     return False
 
 
-def _list(obj: dict, key: str) -> list:
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
     value = obj.get(key)
     if value is None:
         return []
@@ -361,7 +369,7 @@ def _list(obj: dict, key: str) -> list:
     return value
 
 
-def normalise_usage(usage: Any) -> dict:
+def normalise_usage(usage: Any) -> dict[str, Any]:
     """The Responses usage with OpenAI chat's keys added beside its own.
 
     `input_tokens`/`output_tokens`/`total_tokens` stay as sent; added are

@@ -20,7 +20,7 @@ of TTFT and E2E, which count from `sent`, before the connection is taken.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(slots=True)
@@ -39,13 +39,13 @@ class Timing:
 
     def mark_sent(self, now: float) -> None:
         self.sent = now
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
 
     def on_event(self, arrived: float, carried_text: bool) -> None:
         if self.first_event is None:
             self.first_event = arrived
         if carried_text:
-            if self.first_text is None:
+            if self.last_text is None:  # set with first_text, and only here
                 self.first_text = arrived
             else:
                 self.itl.append(arrived - self.last_text)
@@ -57,7 +57,7 @@ class Timing:
         if events and self.first_event is None:
             self.first_event = arrived
         if text_events:
-            if self.first_text is None:
+            if self.last_text is None:  # set with first_text, and only here
                 self.first_text = arrived
             else:
                 self.itl.append(arrived - self.last_text)

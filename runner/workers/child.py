@@ -23,23 +23,22 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import sys
 import time
-
-import random
 
 import anyio
 
 from ..aio import loop_factory
 from ..config.run_config import RunConfig
 from ..engine.answers import Answers
+from ..engine.guards import RejectionGuard
+from ..engine.hooks import engine_hooks, open_answers
 from ..engine.loop import Engine
 from ..errors import EXIT_ORPHANED, RunError
-from ..engine.guards import RejectionGuard
 from ..observe.client_timing import LagMonitor, StageTimer
-from ..engine.hooks import engine_hooks, open_answers
 from ..observe.tracing import RequestTracer
 from ..outputs.writer import Prior
 from ..record import Record
@@ -157,7 +156,7 @@ class Worker:
                 self.items.put_nowait(item_of(payload))
             elif kind is Kind.END:
                 self.items.put_nowait(_END)
-            elif kind is Kind.GRANT:
+            elif kind is Kind.GRANT and self.quota is not None:
                 self.quota.granted(payload)
             elif kind is Kind.PHASE:
                 self.control.put_nowait(unpack(payload))

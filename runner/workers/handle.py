@@ -72,6 +72,12 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.ready.is_set() and not self._eof
 
+    def linked(self) -> Link:
+        """Its socket, there from `spawn` on."""
+        if self.link is None:
+            raise RuntimeError(f"worker {self.index} has not been spawned")
+        return self.link
+
     async def spawn(self) -> None:
         mine, theirs = socket.socketpair()
         try:
@@ -87,21 +93,21 @@ class WorkerHandle:
 
     def init(self, settings: dict) -> None:
         """Its config, headers (the key among them) and log settings: over the socket, never on a command line."""
-        self.link.send(Kind.INIT, pack(settings))
+        self.linked().send(Kind.INIT, pack(settings))
 
     def begin_phase(self, stage: Stage, warmup: bool, start_at: float, deadline: float | None,
-                    stage_record: dict, ramp_up_start: float | None) -> None:
+                    stage_record: dict[str, Any] | None, ramp_up_start: float | None) -> None:
         self.phase_over.clear()
         self.in_phase = self.accepting = True
         self.window = window(stage.concurrency)
         self.outstanding = 0
-        self.link.send(Kind.PHASE, pack({"stage": stage, "warmup": warmup, "start_at": start_at,
+        self.linked().send(Kind.PHASE, pack({"stage": stage, "warmup": warmup, "start_at": start_at,
                                          "deadline": deadline, "stage_record": stage_record,
                                          "ramp_up_start": ramp_up_start}))
 
     def send_item(self, item) -> None:
         self.outstanding += 1
-        self.link.send(Kind.ITEM, item_frame(item))
+        self.linked().send(Kind.ITEM, item_frame(item))
 
     def end_items(self) -> None:
         if self.link is not None and not self._eof:
@@ -126,7 +132,8 @@ class WorkerHandle:
 
     async def read(self, pool: Listener) -> None:
         """Every frame until the socket closes, then the process's end: a death unless it sent DONE."""
-        while (frame := await self.link.receive()) is not None:
+        link = self.linked()
+        while (frame := await link.receive()) is not None:
             self._dispatch(pool, *frame)
         self._eof = True
         self.accepting = False
@@ -134,7 +141,7 @@ class WorkerHandle:
         self.exit_code = await self._reap()
         self.gone.set()
         pool.on_gone(self)
-        await self.link.close()
+        await link.close()
 
     def _dispatch(self, pool: Listener, kind: Kind, payload: bytes) -> None:
         if kind is Kind.RECORD:
@@ -143,7 +150,7 @@ class WorkerHandle:
         if kind is Kind.STATUS:
             self.counters = message(payload)
             pool.on_change()
-        elif kind is Kind.QUOTA:
+        elif kind is Kind.QUOTA and self.quota is not None:  # without --rpm/--tpm it is unexpected
             self.quota.handle(payload)
         elif kind is Kind.READY:
             self.ready.set()

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 
@@ -175,7 +175,7 @@ class WorkerPool(Engine):
                 break
             tg.start_soon(h.read, self)
             if self.hooks.quota is not None:
-                h.quota = QuotaGrants(self.hooks.quota, h.link, tg)
+                h.quota = QuotaGrants(self.hooks.quota, h.linked(), tg)
             h.init({"index": h.index, "cfg": worker_config(self.cfg, h.index, len(self.handles)),
                     "creds": self.creds, "log": settings, "connections": self.worker_connections})
         spawned = [h for h in self.handles if h.proc is not None]
@@ -269,7 +269,7 @@ class WorkerPool(Engine):
             if handle is None:
                 break
             handle.send_item(item)
-            await handle.link.drain()
+            await handle.linked().drain()
 
     async def _room(self, handles: list[WorkerHandle]) -> WorkerHandle | None:
         """The worker holding the least for its share; None when none takes items any more."""
@@ -354,14 +354,13 @@ class WorkerPool(Engine):
                 self.fatal = WorkerDied(f"worker {handle.index} {handle.how_it_ended()}: the {handle.unanswered} "
                                         "items it held have no record, and --resume sends them again")
             if handle.in_phase and self._stage is not None:
-                self._degrade(handle, left)
+                self._degrade(handle, self._stage, left)
             if not left:
                 self.stop()
         self.on_change()
 
-    def _degrade(self, handle: WorkerHandle, left: int) -> None:
+    def _degrade(self, handle: WorkerHandle, stage: Stage, left: int) -> None:
         """A worker died mid-stage: the stage runs short of its load from now on; say so wherever it is reported."""
-        stage = self._stage
         if self.degraded and self.degraded[-1]["index"] == stage.index:
             self.degraded[-1]["workers_died"].append(handle.index)
         else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Mapping
+from collections.abc import Mapping
 
 import anyio
 
@@ -88,9 +88,9 @@ class QuotaGrants:
             self._pending[msg["id"]] = scope
             self._tg.start_soon(self._grant, msg["id"], msg["tokens"], scope)
         elif op == "cancel":
-            scope = self._pending.pop(msg["id"], None)
-            if scope is not None:
-                scope.cancel()
+            waiting = self._pending.pop(msg["id"], None)
+            if waiting is not None:
+                waiting.cancel()
         elif op == "settle":
             limiter.settle(msg["estimated"], msg["actual"])
         elif op == "headers":

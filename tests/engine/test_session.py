@@ -173,3 +173,4 @@ def test_sharegpt_loads_as_first_turn_prompts_or_as_sessions():
     with pytest.raises(InvalidRequestLine):
         from_sharegpt({"conversations": [{"from": "gpt", "value": "only"}]}, "prompts")
     assert "conversations[0]" in item({"conversations": [{"speaker": "x"}]}).error
+    assert "conversations[0]" in item({"conversations": [{"from": ["human"], "value": "q"}]}).error  # no TypeError
