@@ -38,7 +38,10 @@ What it serves
     events, error shape and checks, reasoning / thinking when asked (see
     ``responses``, ``anthropic``), ``GET /v1/models`` (``model`` and
     ``aliases``), ``GET /metrics`` (Prometheus text, vLLM's names: ``metrics``),
-    ``GET /mock/stats`` (counters) and ``POST /mock/reset``.
+    ``GET /mock/stats`` (counters) and ``POST /mock/reset``; for
+    ``streamrun batch``, OpenAI's Files and Batch API (``batches``) and
+    Anthropic's Message Batches (``message_batches``), whose lines
+    ``batch_jobs`` answers through the endpoints above.
 
 Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 
