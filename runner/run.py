@@ -35,6 +35,7 @@ from .observe.server_metrics import scraper_for
 from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
 from .report.end_of_run import render
 from .outputs.writer import ResultWriter, lock_output, open_output, unlock_output
+from .batchapi.settings import refuse_batch_options
 from .plan import Plan, make_plan
 from .preflight import check_keys, credentials
 from .record import Record
@@ -52,6 +53,10 @@ async def run_document(cfg: RunConfig, *, mock=None, show_progress: bool | None 
     `cli`: the command line runs it (its messages name flags; a second
     signal exits the process), not Python (see `_install_signals`).
     """
+    if cfg.batch:
+        raise UsageError("batch = true runs through the provider's Batch API: streamrun batch, streamrun job or "
+                         "streamrun.run(..., batch=True), not a live run")
+    refuse_batch_options(cfg)
     creds = credentials(cfg, local=mock is not None)  # the keys are checked once the inputs say whose they need
     paths = expand_inputs(cfg.inputs)
     live = [p for p in paths if not is_regular(p)]
@@ -330,13 +335,16 @@ def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: li
     if interrupted and signal_code:
         return signal_code[0]
     counts = summary["counts"]
-    failed = counts.get("error", 0)
-    total = counts.get("total", 0)
-    budget = cfg.max_failed or 0
-    allowed = budget * total if budget < 1 else budget
-    if failed > allowed:
+    if over_budget(cfg.max_failed, counts.get("error", 0), counts.get("total", 0)):
         return EXIT_FAILED
     return EXIT_CLIENT_BOUND if cfg.strict_timing and client_bound else EXIT_OK
+
+
+def over_budget(max_failed: float | None, failed: int, total: int) -> bool:
+    """--max-failed: more failed records than a fraction (< 1) of them all, or than a count; none by default."""
+    budget = max_failed or 0
+    allowed = budget * total if budget < 1 else budget
+    return failed > allowed
 
 
 def _progress(show: bool | None, counters, total, engine, hooks):

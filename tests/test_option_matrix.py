@@ -255,6 +255,11 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
     **dict.fromkeys(("log_every_s", "server_metrics", "server_metrics_interval_s", "price_input", "price_output",
                      "slos", "percentiles", "window_s", "strict_timing", "shard"),
                     "what is reported or which share is run, not what is sent: their own tests"),
+    **dict.fromkeys(("batch", "batch_wait", "batch_poll_interval_s", "batch_cancel", "batch_max_lines",
+                     "batch_resubmit_failed"),
+                    "streamrun batch's own (no live request: --workers, --cache, --duration, -c and --rate are "
+                    "refused with it, and it always resumes): tests/test_batchapi.py runs them against both APIs, "
+                    "after kill -9 and SIGTERM, with --output-format openai-batch and from a job file"),
 }
 
 

@@ -157,6 +157,13 @@ class RunConfig:
     job: str | None = None
     label: str | None = None  # this run's name in `streamrun report` comparisons (--label)
     base_dir: str | None = None  # job files: the folder relative paths are taken from (default: the file's)
+    # streamrun batch (runner/batchapi/settings.py reads these, once, into its BatchSettings)
+    batch: bool = False  # a job file's batch = true: run through the provider's Batch API
+    batch_wait: bool = True  # False (--no-wait): submit and exit
+    batch_poll_interval_s: float = 60.0  # the longest wait between two polls
+    batch_cancel: bool = False  # --cancel: cancel this output's batches
+    batch_max_lines: int | None = None  # requests per batch at most (the provider's limit when None)
+    batch_resubmit_failed: bool = False  # submit the failed lines again
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None:

@@ -134,6 +134,8 @@ def encode_batch(record: Record, request_url: str = CHAT_PATH) -> dict[str, Any]
         "source": record.source, "stage": record.stage, "warmup": record.warmup,
         "request_url": record.request_url, "request_id": record.request_id, "request_hash": record.request_hash,
     }
+    if record.batch_id is not None:  # answered through a provider's Batch API (streamrun batch)
+        side["batch_id"] = record.batch_id
     if record.parsed is not None:  # the reply as the JSON its response_format asked for (Batch has no place)
         side["parsed"] = record.parsed
     request_id = _stable_hex(key, b"request_id")
@@ -230,6 +232,7 @@ def _native(line: Any) -> dict[str, Any]:
     out["request_id"] = rid
     out["request_hash"] = side.get("request_hash") if ours else None
     out["parsed"] = side.get("parsed")
+    out["batch_id"] = side.get("batch_id")
     return out
 
 
