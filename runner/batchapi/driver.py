@@ -45,7 +45,7 @@ import tempfile
 import time
 from array import array
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import aiohttp
 
@@ -83,11 +83,12 @@ PAYLOADS_AT_ONCE = 8  # parts whose upload is written to disk in one reading of 
 RESULT_LINE_BYTES = 256 << 20  # the longest result line read (a whole reply with its logprobs)
 
 
-async def run_batch(cfg: RunConfig, *, mock: Any = None) -> dict:
+async def run_batch(cfg: RunConfig, *, mock: Any = None, cli: bool = False) -> dict:
     """The batch run of `cfg` start to end; its summary document (with `exit_code`).
 
-    RunError (exit 2 or 3) for a run that cannot start or whose provider
-    refuses it.  `mock`: a MockConfig to run against the embedded mock.
+    RunError (exit 2 or 3) for a run that cannot start.  `mock`: a
+    MockConfig to run against the embedded mock.  `cli`: the command line
+    runs it (a second signal exits the process), not Python.
     """
     settings = BatchSettings.from_config(cfg)
     creds = credentials(cfg, local=mock is not None)
@@ -107,12 +108,12 @@ async def run_batch(cfg: RunConfig, *, mock: Any = None) -> dict:
         raise UsageError(f"cannot create {cfg.output}: {exc.strerror}") from None
     try:
         if mock is None:
-            return await BatchRun(cfg, settings, creds, paths, cfg.base_urls[0], local=False).execute()
+            return await BatchRun(cfg, settings, creds, paths, cfg.base_urls[0], local=False, cli=cli).execute()
         from ..mock import serve
 
         async with serve(dataclasses.replace(mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
-            return await BatchRun(cfg, settings, creds, paths, url, local=True).execute()
+            return await BatchRun(cfg, settings, creds, paths, url, local=True, cli=cli).execute()
     finally:
         unlock_output(output, lock_fd)
 
@@ -130,9 +131,9 @@ class BatchRun:
     """One invocation: the state, the output's writer, the provider, and the steps."""
 
     def __init__(self, cfg: RunConfig, settings: BatchSettings, creds: Credentials, paths: list[str],
-                 base_url: str, *, local: bool) -> None:
+                 base_url: str, *, local: bool, cli: bool = False) -> None:
         self.cfg, self.settings, self.creds, self.paths = cfg, settings, creds, paths
-        self.base_url, self.local = base_url, local
+        self.base_url, self.local, self.cli = base_url, local, cli
         self.state_path = state_path_for(cfg.output)
         self.state: State | None = None
         self.model: str | None = cfg.model or cfg.params.get("model")
@@ -645,11 +646,17 @@ class BatchRun:
         client = Client(session, self.base_url, headers, self.creds.secrets, cfg.retry, env_proxy(self.base_url))
         return AnthropicBatches(client) if self.settings.provider == ANTHROPIC else OpenAIBatches(client)
 
-    def _install_signals(self):
-        """The first SIGINT/SIGTERM stops after the step in progress; a second exits at once (the state file
-        is whole at every moment: each step's outcome is written before the next starts)."""
+    def _install_signals(self) -> Callable[[], None]:
+        """The first SIGINT/SIGTERM stops after the step in progress. From the command line (`cli`) a second
+        exits at once (the state file is whole at every moment: each step's outcome is written before the
+        next starts); from Python the caller's handlers are back after the first, as `run` does it."""
         loop = asyncio.get_running_loop()
-        installed = []
+        previous: dict[int, Any] = {}
+
+        def restore() -> None:
+            while previous:
+                sig, old = previous.popitem()
+                signal.signal(sig, old)
 
         def handler(signum: int) -> None:
             code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
@@ -657,21 +664,21 @@ class BatchRun:
                 log.error("second signal: exiting now")
                 os._exit(code)
             self.signals.append(code)
+            if not self.cli:
+                restore()
             log.warning("%s: stopping after the step in progress; the batches run on at the provider, and the "
                         "same command collects them", signal.Signals(signum).name)
             self.stopping.set()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, handler, sig)
-                installed.append(sig)
-            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread: the caller's
-                pass
+        def on_signal(signum: int, frame: Any) -> None:  # between two bytecodes: hand it to the loop
+            loop.call_soon_threadsafe(handler, signum)
 
-        def restore() -> None:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not None:  # one not set from Python could not be put back
+                    previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: signals stay with the caller
+            pass
         return restore
 
     # ---- 6. the summary

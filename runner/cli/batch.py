@@ -107,7 +107,7 @@ def start_batch(ctx: click.Context, cfg: RunConfig, *, mock) -> int:
         mock_config = mock
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(run_batch(cfg, mock=mock_config))["exit_code"]
+            return runner.run(run_batch(cfg, mock=mock_config, cli=True))["exit_code"]
     except RunError as exc:
         logging.getLogger("streamrun").error("%s", exc)
         return exc.exit_code
