@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from runner.mock import MockConfig, serve
-from tests.helpers import STREAMRUN, Recorder
+from tests.helpers import BATCH_ENV, STREAMRUN, Recorder
 
 
 # -- the mock ------------------------------------------------------------------
@@ -55,6 +55,15 @@ def mock_process():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def batch_mock(mock_process):
+    """A strict mock in its own process that requires BATCH_KEY (tests/helpers.py); its batches end at once
+    unless told otherwise (`--batch-polls`, `--batch-delay`); yields a factory of its base URL."""
+    def start(*args) -> str:
+        return mock_process("--ttft", "0", "--tokens-per-s", "0", "--api-key-env", "MOCK_KEY", *args, env=BATCH_ENV)
+    return start
 
 
 @pytest.fixture

@@ -287,6 +287,11 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "observe.price_input", "observe.price_output", "observe.slos", "observe.percentiles",
                      "observe.window_s", "observe.strict_timing", "shard"),
                     "what is reported or which share is run, not what is sent: their own tests"),
+    **dict.fromkeys(("batch.enabled", "batch.wait", "batch.poll_interval_s", "batch.cancel", "batch.max_lines",
+                     "batch.resubmit_failed"),
+                    "streamrun batch's own (no live request: --workers, --cache, --duration, -c and --rate are "
+                    "refused with it, and it always resumes): tests/batchapi runs them against both APIs, "
+                    "after kill -9 and SIGTERM, with --output-format openai-batch and from a job file"),
 }
 
 
