@@ -23,7 +23,7 @@ import pytest
 from runner.batchapi.plan import anthropic_id
 from runner.config.run_config import BatchConfig, OutputConfig, RunConfig
 from runner.errors import UsageError
-from tests.helpers import BATCH_ENV, BATCH_FAILING, BATCH_KEY, assert_submitted_once, batch_cli, batch_rows, \
+from tests.helpers import BATCH_ENV, BATCH_FAILING, assert_submitted_once, batch_cli, batch_rows, \
     batch_state, by_id, mock_stats, no_batch_key_anywhere, read_jsonl, streamrun, write_jsonl
 
 APIS = ("openai", "anthropic")
@@ -198,12 +198,12 @@ def test_openai_batches_group_lines_by_endpoint_and_model(tmp_path, batch_mock):
 
 
 def test_a_job_with_batch_true_runs_the_batch_path_under_its_failure_budget(tmp_path):
-    inp = write_jsonl(tmp_path / "in.jsonl", batch_rows(10))
+    write_jsonl(tmp_path / "in.jsonl", batch_rows(10))
     job = tmp_path / "nightly.toml"
-    job.write_text(f'inputs = ["in.jsonl"]\noutput = "out/{{job}}.jsonl"\nbatch = true\nmax_failed = 0.2\n'
-                   f'max_lines_per_batch = 4\npoll_interval = "10ms"\nmodel = "mock-model"\n'
-                   f'output_format = "openai-batch"\n[params]\nmax_tokens = 8\n[mock]\nttft = 0\n'
-                   f'tokens_per_s = 0\nbatch_delay = 0\n')
+    job.write_text('inputs = ["in.jsonl"]\noutput = "out/{job}.jsonl"\nbatch = true\nmax_failed = 0.2\n'
+                   'max_lines_per_batch = 4\npoll_interval = "10ms"\nmodel = "mock-model"\n'
+                   'output_format = "openai-batch"\n[params]\nmax_tokens = 8\n[mock]\nttft = 0\n'
+                   'tokens_per_s = 0\nbatch_delay = 0\n')
     res = streamrun("--log-format", "json", "job", job, env=BATCH_ENV)
     assert res.returncode == 0, res.stderr  # 1 failed of 10: within 20 %
     lines = read_jsonl(tmp_path / "out" / "nightly.jsonl")
