@@ -81,11 +81,11 @@ class Member:
     wire: Wire
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
-    """What every record of the run shares."""
+    """What every record of the run shares; one object for the whole run, whose `model` is set once known."""
 
-    model: str | None  # the run's model, for lines whose answer names none
+    model: str | None  # the run's model, for lines that name none (--model, the state's, or the server's only one)
     secrets: tuple[str, ...]
     endpoint: str  # the base URL, as shown
 

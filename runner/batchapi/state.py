@@ -20,6 +20,7 @@ shown (runner.stream.endpoints.public_url).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields
@@ -29,6 +30,9 @@ from typing import Any
 import orjson
 
 from ..errors import UsageError
+from .remote import Remote
+
+log = logging.getLogger("streamrun")
 
 SCHEMA = "streamrun.batch-state/1"
 
@@ -77,6 +81,44 @@ class State:
     def new(cls, provider: str, base_url: str, output: str) -> State:
         return cls("sr" + secrets.token_hex(6), provider, base_url, output,
                    datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class Ledger:
+    """The state of one output's batch run and its file: each step's outcome saved (`save`) before the next."""
+
+    def __init__(self, path: str, state: State) -> None:
+        self.path = path
+        self.state = state
+
+    def save(self) -> None:
+        save_state(self.path, self.state)
+
+    def seen(self, part: Part, remote: Remote, quiet: bool = False) -> None:
+        """A batch as last seen: kept in the state, and logged when its status or counts changed."""
+        changed = (remote.status, remote.counts) != (part.status, part.counts)
+        part.status, part.counts = remote.status, remote.counts
+        if remote.end is not None:
+            part.end, part.problem = remote.end, remote.problem
+        if changed and not quiet:
+            log.info("batch %d/%d %s: %s, %s", part.index + 1, len(self.state.parts), remote.id, remote.status,
+                     remote.progress(), extra={"data": {"batch": remote.id, "part": part.index,
+                                                        "status": remote.status, "counts": remote.counts}})
+
+    def adopt(self, part: Part, remote: Remote) -> None:
+        """The part's batch is `remote`: submitted (not yet saved)."""
+        part.batch_id, part.step, part.since = remote.id, SUBMITTED, None
+        self.seen(part, remote, quiet=True)
+
+    def running(self) -> list[Part]:
+        """The parts whose batch may exist and is not yet collected."""
+        return [p for p in self.state.parts if p.step in (SUBMITTING, SUBMITTED)]
+
+
+def shown_ids(items: list[Any]) -> str:
+    """Batches or parts as a message names them: their batch ids (or part numbers), five at most."""
+    ids = [getattr(i, "batch_id", None) or getattr(i, "id", None) or f"part {getattr(i, 'index', '?')}"
+           for i in items]
+    return ", ".join(str(i) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
 
 
 def state_path_for(output: str) -> str:

@@ -68,13 +68,13 @@ main(sys.argv[1:], prog_name="streamrun")
 """
 CRASH_ON_COLLECT = """
 import os, signal, sys
-import runner.batchapi.driver as driver
-real = driver.save_state
+import runner.batchapi.state as state_file
+real = state_file.save_state
 def crashing(path, state):
     if any(p.step == "collected" for p in state.parts):
         os.kill(os.getpid(), signal.SIGKILL)  # its records are written and fsynced, the state not yet
     real(path, state)
-driver.save_state = crashing
+state_file.save_state = crashing
 from runner.cli.main import main
 main(sys.argv[1:], prog_name="streamrun")
 """
