@@ -93,6 +93,10 @@ async def arun(inputs: Inputs = (), *, config: RunConfig | None = None, mock: An
     _one_source(inputs, config, options)
     with _as_files(inputs) as paths:
         cfg = config if config is not None else _config(paths, options)
+        if cfg.batch.enabled:  # batch=True: through the provider's Batch API, as `streamrun batch` (docs/batch.md)
+            from .batchapi.driver import run_batch
+
+            return await run_batch(cfg, mock=_mock(mock))
         return await run_document(cfg, mock=_mock(mock), show_progress=progress, cli=cli)
 
 

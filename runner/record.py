@@ -13,7 +13,7 @@ Dicts exist only at the file edge:
 
 Decoding is lenient about age and strict about types: a record written
 before a key existed (``request_id``, ``error.code``, ``metrics.connect_s``,
-``logprobs``, ``choices``) decodes with None there, and a value of the wrong
+``logprobs``, ``choices``, ``batch_id``) decodes with None there, and a value of the wrong
 JSON type decodes as missing, so readers can trust every attribute's type
 without checking it again. ``usage``, ``tool_calls``, ``logprobs``,
 ``source`` and ``stage`` stay JSON objects: they are the server's or the
@@ -163,6 +163,7 @@ class Record:
     turns: list[Turn] | None = None  # a session: every turn, in order (the top-level fields are the last turn's)
     embedding: list[float] | None = None  # /v1/embeddings with one input
     embeddings: list[list[float]] | None = None  # /v1/embeddings with a list input
+    batch_id: str | None = None  # the provider's batch that answered it (streamrun batch); None: sent live
 
     @property
     def ok(self) -> bool:
@@ -329,6 +330,7 @@ def decode_native(obj: Any) -> Record:
         decode_turns(g("turns")),
         _vector(g("embedding")),
         _vectors(g("embeddings")),
+        _str(g("batch_id")),
     )
 
 

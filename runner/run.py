@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 
 import anyio
 
-from .config.run_config import FsyncPolicy, LoadConfig, ObserveConfig, OutputConfig, RunConfig, Stage, TransportConfig
+from .config.run_config import (BatchConfig, FsyncPolicy, LoadConfig, ObserveConfig, OutputConfig, RunConfig, Stage,
+                                TransportConfig)
 from .engine.answers import Answers
 from .engine.hooks import engine_hooks, open_answers
 from .engine.loop import Engine, Items
@@ -103,6 +104,7 @@ class Run:
 
     async def execute(self) -> dict:
         cfg, local = self.cfg, self.mock is not None
+        _not_a_batch_run(cfg.batch)
         tracing = TraceSettings.from_config(cfg.observe)  # asked for and not installed: exit 2 before anything
         creds = credentials(cfg, local=local)  # the keys are checked once the inputs say whose they need
         paths = _input_paths(cfg.inputs, cfg.load)
@@ -133,6 +135,22 @@ class Run:
         async with serve(dataclasses.replace(self.mock, any_model=True)) as url:
             log.info("embedded mock server at %s", url)
             yield dataclasses.replace(transport, base_urls=(url,))
+
+
+def _not_a_batch_run(batch: BatchConfig) -> None:
+    """A batch run's settings on a live run are a usage error (they would do nothing here): `batch = true`
+    runs through runner/batchapi, and its other keys (--no-wait, ...) go with it, never alone."""
+    if batch.enabled:
+        raise UsageError("batch = true runs through the provider's Batch API: streamrun batch, streamrun job or "
+                         "streamrun.run(..., batch=True), not a live run")
+    from .config.options import BY_FIELD
+
+    unset = BatchConfig()
+    given = [BY_FIELD[f"batch.{f.name}"].key for f in dataclasses.fields(batch)
+             if getattr(batch, f.name) != getattr(unset, f.name)]
+    if given:
+        raise UsageError(f"{', '.join(str(k) for k in given)}: keys of a batch run; add batch = true (or run "
+                         "streamrun batch), or remove them")
 
 
 def _input_paths(inputs: tuple[str, ...], load: LoadConfig) -> list[str]:
@@ -425,13 +443,17 @@ def _exit_code(cfg: RunConfig, summary: dict, interrupted: bool, signal_code: li
     if interrupted and signal_code:
         return signal_code[0]
     counts = summary["counts"]
-    failed = counts.get("error", 0)
-    total = counts.get("total", 0)
-    budget = cfg.checks.max_failed or 0
-    allowed = budget * total if budget < 1 else budget
-    if failed > allowed:
+    if over_budget(cfg.checks.max_failed, counts.get("error", 0), counts.get("total", 0)):
         return EXIT_FAILED
     return EXIT_CLIENT_BOUND if cfg.observe.strict_timing and client_bound else EXIT_OK
+
+
+def over_budget(max_failed: float | None, failed: int, total: int) -> bool:
+    """--max-failed: more failed records than a fraction (< 1) of them all, or than a count; none by default
+    (`streamrun batch` holds its records to the same budget: runner/batchapi)."""
+    budget = max_failed or 0
+    allowed = budget * total if budget < 1 else budget
+    return failed > allowed
 
 
 def _concurrency(engine: Engine, most: int) -> Callable[[], int]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from runner.mock import MockConfig, serve
-from tests.helpers import (HANG_GUARD_S, STREAMRUN, TINYPROXY_REQUIRED, Pki, Recorder, ThreadedServers, TlsFront,
-                           make_pki)
+from tests.helpers import (BATCH_ENV, HANG_GUARD_S, STREAMRUN, TINYPROXY_REQUIRED, Pki, Recorder, ThreadedServers,
+                           TlsFront, make_pki)
 
 
 # -- the mock ------------------------------------------------------------------
@@ -59,6 +59,15 @@ def mock_process():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def batch_mock(mock_process):
+    """A strict mock in its own process that requires BATCH_KEY (tests/helpers.py); its batches end at once
+    unless told otherwise (`--batch-polls`, `--batch-delay`); yields a factory of its base URL."""
+    def start(*args) -> str:
+        return mock_process("--ttft", "0", "--tokens-per-s", "0", "--api-key-env", "MOCK_KEY", *args, env=BATCH_ENV)
+    return start
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Shared helpers: the repository's paths, JSONL files, input lines, runs through the
-Python API and the CLI, waits that poll for a state, the SSE and property-test helpers,
-and the servers that tests stand between streamrun and the mock (a recorder of POSTs, a
-throwaway CA and a TLS front, a forward proxy).
+Python API and the CLI (`streamrun batch` too), waits that poll for a state, the SSE and
+property-test helpers, and the servers that tests stand between streamrun and the mock (a
+recorder of POSTs, a throwaway CA and a TLS front, a forward proxy).
 
 Why a module of its own: test modules import helpers from here only, never
 from tests/conftest.py (the fixtures, which pytest finds by itself) nor from
@@ -233,6 +233,64 @@ def read_stderr_until(proc: subprocess.Popen, text: str, guard: float = HANG_GUA
         seen.append(line)
         if text in line:
             return "".join(seen)
+
+
+# -- streamrun batch (tests/batchapi): runs against a mock in its own process that requires this key ----------
+
+BATCH_KEY = "sk-batch-5d1e9a-never-written"
+BATCH_ENV = {"OPENAI_API_KEY": BATCH_KEY, "ANTHROPIC_API_KEY": BATCH_KEY, "MOCK_KEY": BATCH_KEY, "OPENAI_BASE_URL": "",
+             "OPENAI_MODEL": ""}
+BATCH_FAILING = (3, 13, 23, 33)  # the lines of `batch_rows` the mock answers 400 (their `mock` field)
+
+
+def batch_rows(n: int = 40, *, ids: bool = True, faults: bool = True, key: str = "k") -> list[dict]:
+    """n chat lines; the BATCH_FAILING ones carry the mock's 400 fault (their own key, so each is used once)."""
+    out = []
+    for i in range(n):
+        row: dict = {"messages": [{"role": "system", "content": "Answer in one line."},
+                                  {"role": "user", "content": f"question {i}"}]}
+        if ids:
+            row = {"custom_id": f"p{i:02d}", **row}
+        if faults and i in BATCH_FAILING:
+            row["mock"] = {"key": f"{key}/{i}", "faults": ["400"]}
+        out.append(row)
+    return out
+
+
+def batch_cli(inp: Path, out: Path, url: str, api: str, *extra, **kwargs) -> subprocess.CompletedProcess:
+    """`streamrun batch` to the end, polling every 10 ms at most."""
+    return streamrun("batch", inp, "-o", out, "--base-url", url, "--api", api, "--model", "mock-model",
+                     "--max-tokens", "16", "--poll-interval", "10ms", *extra, env=BATCH_ENV, **kwargs)
+
+
+def start_batch_cli(inp: Path, out: Path, url: str, api: str, *extra) -> subprocess.Popen:
+    """`streamrun batch` in the background, stdout and stderr piped."""
+    return subprocess.Popen([*STREAMRUN, "batch", str(inp), "-o", str(out), "--base-url", url, "--api", api,
+                             "--model", "mock-model", "--max-tokens", "16", *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **BATCH_ENV})
+
+
+def batch_state(out: Path) -> dict:
+    """The batch state file beside the output `out`."""
+    return json.loads(out.with_name(out.name.removesuffix(".jsonl") + ".batch.json").read_text())
+
+
+def no_batch_key_anywhere(tmp_path: Path, *texts: str) -> None:
+    """BATCH_KEY is in no file the runs left and in nothing they printed."""
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert BATCH_KEY.encode() not in p.read_bytes(), f"the key was written to {p.name}"
+    for text in texts:
+        assert BATCH_KEY not in text, "the key was printed"
+
+
+def assert_submitted_once(url: str, n: int) -> dict:
+    """The mock was sent n custom_ids in batches, each once; its counters."""
+    stats = mock_stats(url)
+    assert len(stats["batch_lines"]) == n, stats["batch_lines"]
+    assert set(stats["batch_lines"].values()) == {1}, {k: v for k, v in stats["batch_lines"].items() if v != 1}
+    return stats
 
 
 # ---- SSE helpers shared by the decoder's and the protocols' tests

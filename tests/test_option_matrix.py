@@ -44,8 +44,12 @@ Constraints (pairs never generated; each is a refusal checked in `test_a_refused
     load=auto-sweep x resume    --rate sweep measures its rates afresh each run
     (resume: both after-sigterm and keep-failed)
 Refusals outside the factors: --workers 2 with -c 1 (each worker needs a slot; here -c is 2 per
-worker), and a sweep reading stdin (it reads its input once per stage).  A refusal is exit 2, its
-reason on one line, no traceback, nothing written, nothing sent.
+worker), and a sweep reading stdin (it reads its input once per stage).  `streamrun batch` (a job's
+batch = true) sends nothing live: with it, each live factor's level (--workers 2, --cache,
+--duration, --num-prompts, -c 2,4, --rate sweep; from a job file), -o - and stdin are refused, and
+its own keys (wait, poll_interval, cancel, max_lines_per_batch, resubmit_failed) on a live run; its
+own runs are tests/batchapi's.  A refusal is exit 2, its reason on one line, no traceback, nothing
+written, nothing sent.
 
 Cases (`pairwise`'s, in its order; a test checks this list against it and prints a new one to paste)
        workers cache resume        budget      load       api       sessions format       sink   failures
@@ -97,7 +101,8 @@ reports every one it breaks
     hygiene         no traceback or asyncio complaint on stderr, nothing but records on stdout
                     (nothing at all with -o FILE), the API key in no stream and no file
 A new option joins the matrix in the same change: `test_every_option_has_a_place_in_the_matrix`
-fails until it is a factor's level, set by every run, or listed as outside with the reason.
+fails until it is a factor's level, set by every run, refused (`REFUSED`), or listed as outside with
+the reason.
 
 Run it alone: `pytest tests/test_option_matrix.py` or `pytest -m matrix`.
 """
@@ -149,9 +154,10 @@ class Refusal:
     name: str
     why: str
     excludes: tuple[tuple[str, str], ...]  # the factor levels that cannot meet; () when outside the factors
-    args: tuple[str, ...]  # what the refused command adds to a plain run
+    args: tuple[str, ...]  # what the refused command adds to a plain run (a job: the keys it adds)
     says: tuple[str, ...]  # words its one-line reason holds
     stdin: bool = False  # the input is `-`
+    command: str = "run"  # run | batch: `streamrun run/batch` + args | job: a job file, `args` its extra keys
 
 
 REFUSALS = (
@@ -170,6 +176,23 @@ REFUSALS = (
             (), ("--workers", "2", "-c", "1"), ("--workers 2", "-c")),
     Refusal("sweep-stdin", "a sweep reads its input once per stage; stdin can be read only once",
             (), ("-c", "2,4"), ("sweep", "stdin"), stdin=True),
+    # streamrun batch (and a job's batch = true) sends nothing live: the factors of a live run are refused there
+    Refusal("batch-keys-on-a-live-run", "the batch keys shape a batch run, and would do nothing on a live one",
+            (), ("wait = false", 'poll_interval = "1s"', "cancel = true", "max_lines_per_batch = 4",
+                 "resubmit_failed = true"),
+            ("wait, poll_interval, cancel, max_lines_per_batch, resubmit_failed: keys of a batch run",
+             "batch = true"), command="job"),
+    *(Refusal(f"batch-{name}", "a batch run sends its lines in the provider's batches: no load, no cache",
+              (), ("batch = true", key), (f"{flag} is an option of live runs",), command="job")
+      for name, key, flag in (("workers", "workers = 2", "--workers"), ("cache", 'cache = "c.sqlite"', "--cache"),
+                              ("duration", 'duration = "1s"', "--duration"),
+                              ("num-prompts", "num_prompts = 8", "--num-prompts"),
+                              ("c-sweep", "concurrency = [2, 4]", "--concurrency"),
+                              ("rate-sweep", 'rate = "sweep"', "--rate"))),
+    Refusal("batch-stdout", "a batch run keeps its state file beside the output, which stdout has not",
+            (), ("-o", "-"), ("give a file to -o",), command="batch"),
+    Refusal("batch-stdin", "a batch run reads its inputs again to match the results; stdin can be read only once",
+            (), (), ("stdin can be read only once",), stdin=True, command="batch"),
 )
 
 
@@ -293,16 +316,27 @@ OUTSIDE = {  # option -> why the matrix leaves it to its own tests
                      "observe.window_s", "observe.strict_timing", "shard"),
                     "what is reported or which share is run, not what is sent: their own tests"),
 }
+REFUSED = {  # option -> the refusals (above) that keep it out of the matrix's runs
+    # streamrun batch's own runs (both APIs, --output-format openai-batch, sessions, --max-failed, always resuming,
+    # after kill -9 and SIGTERM, from a job file): tests/batchapi
+    "batch.enabled": ("batch-workers", "batch-cache", "batch-duration", "batch-num-prompts", "batch-c-sweep",
+                      "batch-rate-sweep", "batch-stdout", "batch-stdin"),
+    **dict.fromkeys(("batch.wait", "batch.poll_interval_s", "batch.cancel", "batch.max_lines",
+                     "batch.resubmit_failed"), ("batch-keys-on-a-live-run",)),
+}
 
 
 def test_every_option_has_a_place_in_the_matrix():
-    """A new option joins the matrix in the same change: as a factor level, fixed, or outside with a reason."""
-    placed = set(FIXED) | set(IN_MATRIX) | set(OUTSIDE)
+    """A new option joins the matrix in the same change: as a factor level, fixed, refused, or outside with a
+    reason."""
+    placed = set(FIXED) | set(IN_MATRIX) | set(OUTSIDE) | set(REFUSED)
     options = {o.field for o in OPTIONS}
     assert not options - placed, (f"options without a place in tests/test_option_matrix.py: {sorted(options - placed)}"
-                                  ": add a level to a factor, or list them in OUTSIDE with the reason")
+                                  ": add a level to a factor, a refusal (REFUSED), or list them in OUTSIDE with "
+                                  "the reason")
     assert not placed - options, f"no longer options: {sorted(placed - options)}"
     assert set(IN_MATRIX.values()) <= set(FACTORS)
+    assert all(names and set(names) <= {r.name for r in REFUSALS} for names in REFUSED.values())
 
 
 # ---- the mock, the lines, the runs
@@ -769,9 +803,17 @@ def test_option_matrix(case, tmp_path, mock_url):
 def test_a_refused_combination_exits_2_with_one_line_and_sends_nothing(refusal, tmp_path, mock_url):
     inp = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": f"p{i}", "messages": [{"role": "user", "content": "q"}]}
                                               for i in range(3)])
-    output = [] if "-o" in refusal.args else ["-o", str(tmp_path / "out.jsonl")]
-    args = ["run", "-" if refusal.stdin else str(inp), *output, "--base-url", mock_url, "--model", "mock-model",
-            *refusal.args]
+    files = ["in.jsonl"]
+    if refusal.command == "job":
+        (tmp_path / "job.toml").write_text("\n".join([
+            'inputs = ["in.jsonl"]', 'output = "out.jsonl"', f'base_url = "{mock_url}"', 'model = "mock-model"',
+            *refusal.args]) + "\n")
+        files.append("job.toml")
+        args = ["job", str(tmp_path / "job.toml")]
+    else:
+        output = [] if "-o" in refusal.args else ["-o", str(tmp_path / "out.jsonl")]
+        args = [refusal.command, "-" if refusal.stdin else str(inp), *output, "--base-url", mock_url, "--model",
+                "mock-model", *refusal.args]
     seen = mock_stats(mock_url)["requests"]
     with open(inp) as stdin:
         res = cli(args, stdin=stdin if refusal.stdin else subprocess.DEVNULL)
@@ -779,5 +821,5 @@ def test_a_refused_combination_exits_2_with_one_line_and_sends_nothing(refusal, 
     reasons = [line for line in res.stderr.splitlines() if line.startswith(("Error:", "streamrun:"))]
     assert len(reasons) == 1 and all(word in reasons[0] for word in refusal.says), res.stderr
     assert not any(bad in res.stderr for bad in SUSPECT), res.stderr
-    assert res.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    assert res.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == files
     assert mock_stats(mock_url)["requests"] == seen

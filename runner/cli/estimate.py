@@ -15,6 +15,7 @@ import click
 from .help import examples
 import orjson
 
+from ..batchapi.settings import BATCH_PRICE_FACTOR
 from ..inputs.items import InputError, expand_inputs, iter_items
 from ..stream.protocol import build_body
 from ..inputs.tokens import Pricing, cost, estimate_prompt_tokens, requested_output_tokens
@@ -45,7 +46,8 @@ def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, defa
 @click.option("--price-output", type=float, help="USD per million completion tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def estimate_command(inputs, model, params, default_output_tokens, price_input, price_output, as_json) -> None:
-    """Count prompts and estimated tokens (and the cost range, with prices) without sending anything."""
+    """Count prompts and estimated tokens (and the cost range, live and through the Batch APIs, with prices)
+    without sending anything."""
     from ..config.parsers import params as parse_params
     from ..inputs.tokens import count_text_tokens
 
@@ -59,6 +61,9 @@ def estimate_command(inputs, model, params, default_output_tokens, price_input, 
         pricing = Pricing(price_input or 0.0, price_output or 0.0)
         counts["cost_usd_min"] = cost(counts["prompt_tokens"], 0, pricing)
         counts["cost_usd_max"] = cost(counts["prompt_tokens"], counts["max_output_tokens"], pricing)
+        # streamrun batch: OpenAI's Batch API and Anthropic's Message Batches charge half the live price
+        counts["batch_cost_usd_min"] = counts["cost_usd_min"] * BATCH_PRICE_FACTOR
+        counts["batch_cost_usd_max"] = counts["cost_usd_max"] * BATCH_PRICE_FACTOR
     if as_json:
         sys.stdout.write(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -68,3 +73,5 @@ def estimate_command(inputs, model, params, default_output_tokens, price_input, 
     click.echo(f"output tokens     at most {counts['max_output_tokens']:,} (max_tokens, else {default_output_tokens})")
     if "cost_usd_min" in counts:
         click.echo(f"cost              ${counts['cost_usd_min']:,.4f} to ${counts['cost_usd_max']:,.4f}")
+        click.echo(f"batch cost        ${counts['batch_cost_usd_min']:,.4f} to ${counts['batch_cost_usd_max']:,.4f}"
+                   f" (streamrun batch: {BATCH_PRICE_FACTOR:.0%} of the live price, OpenAI's and Anthropic's)")

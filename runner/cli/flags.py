@@ -54,7 +54,7 @@ def flag_decorator(option: Option):
 
 
 def run_options(f):
-    for option in reversed([o for o in OPTIONS if o.flag]):
+    for option in reversed([o for o in OPTIONS if o.flag and o.command == "run"]):
         f = flag_decorator(option)(f)
     f = click.option("--progress/--no-progress", default=None,
                      help="Live progress bar (default: when stderr is a TTY).")(f)

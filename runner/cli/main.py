@@ -25,6 +25,8 @@ from .help import EXIT_CODES_HELP, examples
 
 # name -> (module:attribute, one-line help shown without importing the module)
 LAZY_COMMANDS = {
+    "batch": ("runner.cli.batch:batch_command",
+              "Run the inputs through the provider's Batch API: half price, answers within 24 hours."),
     "mock": ("runner.cli.mock:mock_command", "Run the embedded OpenAI-compatible mock server."),
     "report": ("runner.cli.report:report_command", "Summarise results: percentiles, goodput, JSON, HTML."),
     "convert": ("runner.cli.convert:convert_command", "Convert results to/from the OpenAI Batch API output format."),
@@ -148,7 +150,8 @@ def start(ctx: click.Context, cfg: RunConfig, *, mock, progress) -> int:
 @click.pass_context
 def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         progress) -> None:
-    """Run a declarative TOML job file (for cron, systemd timers, Kubernetes CronJobs)."""
+    """Run a declarative TOML job file (for cron, systemd timers, Kubernetes CronJobs); with batch = true,
+    through the provider's Batch API, as `streamrun batch` runs."""
     from ..config.jobfile import JobFileError, load_job
 
     flags = tuple(f"{k} = true" for k, on in (("resume", resume), ("overwrite", overwrite)) if on)
@@ -158,6 +161,10 @@ def job(ctx: click.Context, jobfile: str, overrides: tuple[str, ...], resume: bo
         setup_logging(ctx.obj["log_format"], ctx.obj["verbosity"])
         logging.getLogger("streamrun").error("%s", exc)
         sys.exit(exc.exit_code)
+    if cfg.batch.enabled:  # batch = true: through the provider's Batch API (runner/cli/batch.py)
+        from .batch import start_batch
+
+        sys.exit(start_batch(ctx, cfg, mock=mock))
     sys.exit(start(ctx, cfg, mock=mock, progress=progress))
 
 

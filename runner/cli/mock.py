@@ -15,7 +15,8 @@ from .help import examples
     "streamrun mock --port 8000                                # then: streamrun run in.jsonl -o out.jsonl",
     "streamrun mock --ttft 0.2 --tokens-per-s 50 --error-rate 0.05 --status-429-rate 0.05",
     "streamrun mock --rpm-limit 600 --tpm-limit 100000 --api-key-env MOCK_KEY",
-    "streamrun mock --lenient --alias gpt-4o-mini             # accept anything, answer as gpt-4o-mini too"))
+    "streamrun mock --lenient --alias gpt-4o-mini             # accept anything, answer as gpt-4o-mini too",
+    "streamrun mock --batch-delay 30 --batch-expire-at 0.5    # batches that take 30 s, and expire half done"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--ttft", default=0.05, show_default=True, type=float, help="Seconds before the first content token.")
@@ -42,6 +43,12 @@ from .help import examples
               help="Accept any body that can be served (no Content-Type, model, field or context checks); for debugging clients.")
 @click.option("--api-key-env", default=None, metavar="NAME", help="Require 'Bearer $NAME' on /v1 requests.")
 @click.option("--workers", default=1, show_default=True, type=int, help="Processes sharing the port (SO_REUSEPORT).")
+@click.option("--batch-delay", default=0.5, show_default=True, type=float,
+              help="Seconds a batch (/v1/batches, /v1/messages/batches) takes to answer its lines and end; 0: at once.")
+@click.option("--batch-polls", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Retrievals a batch needs before it ends (its lines answered evenly over them); 0: none.")
+@click.option("--batch-expire-at", default=None, type=click.FloatRange(0, 1),
+              help="Fault: a batch expires once this fraction of its lines is answered (the rest: expired).")
 def mock_command(
     host: str,
     port: int,
@@ -64,6 +71,9 @@ def mock_command(
     lenient: bool,
     api_key_env: str | None,
     workers: int,
+    batch_delay: float,
+    batch_polls: int,
+    batch_expire_at: float | None,
 ) -> None:
     """Run the mock OpenAI-compatible streaming server.
 
@@ -96,6 +106,9 @@ def mock_command(
             aliases=aliases,
             max_context=max_context or None,
             lenient=lenient,
+            batch_delay=batch_delay,
+            batch_polls=batch_polls,
+            batch_expire_at=batch_expire_at,
         )
         if workers < 1:
             raise ValueError("--workers must be >= 1")

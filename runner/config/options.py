@@ -45,6 +45,7 @@ class Option:
     multiple: bool = False  # a repeatable flag
     metavar: str | None = None
     envvar: str | None = None  # read when neither the flag nor the key is given
+    command: str = "run"  # whose flag it is: "run" (run's, and every job's), or "batch" (streamrun batch's own)
 
     @property
     def name(self) -> str:
@@ -215,6 +216,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("observe.strict_timing", boolean, "Exit 5 when a stage was client-bound: the client's own event-loop lag or "
            "CPU made its latencies untrustworthy (the summary's timing says by how much).", "--strict-timing",
            "strict_timing"),
+    # streamrun batch (runner/batchapi): the providers' Batch APIs; a job runs there with batch = true
+    Option("batch.enabled", boolean, "Run the job through the provider's Batch API, as `streamrun batch` does: half "
+           "the price, answers within 24 hours (docs/batch.md).", key="batch", command="batch"),
+    Option("batch.wait", boolean, "Submit the batches and exit 0 without waiting for them; a rerun collects what "
+           "has finished.", "--no-wait", "wait", command="batch"),
+    Option("batch.poll_interval_s", positive_duration, "The longest wait between two polls of the batches (the "
+           "first wait is 1s, each next twice as long, up to this).", "--poll-interval", "poll_interval",
+           command="batch"),
+    Option("batch.cancel", boolean, "Cancel this output's batches, wait until they are cancelled, and write "
+           "batch_cancelled records for the lines never answered.", "--cancel", "cancel", command="batch"),
+    Option("batch.max_lines", positive_int, "Requests per batch at most, below the provider's own limits (OpenAI: "
+           "50,000 and 200 MB a file; Anthropic: 100,000 and 256 MB).", "--max-lines-per-batch",
+           "max_lines_per_batch", command="batch"),
+    Option("batch.resubmit_failed", boolean, "Submit again the lines whose final record failed (expired, "
+           "cancelled, errored), in new batches.", "--resubmit-failed", "resubmit_failed", command="batch"),
 )
 
 # How a value of each kind is shown in --help.
@@ -360,16 +376,20 @@ def markdown_table() -> str:
         d = shown_default(o)
         shown = "" if d is None else f"`{d}`"
         flag = f"`{o.flag.split('/')[-1]}`" if o.flag else ""
+        if flag and o.command != "run":
+            flag += f" ({o.command})"
         rows.append(f"| `{o.key}` | {flag} | {shown} | {o.help.replace('|', '/')} |")
     return "\n".join(rows)
 
 
 def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], environ: Mapping[str, str] = os.environ,
-                        only: Iterable[str] | None = None) -> RunConfig:
+                        only: Iterable[str] | None = None, fixed: Mapping[str, Any] | None = None) -> RunConfig:
     """The options as the command line gave them (raw strings, None when absent) -> RunConfig, via the one table.
 
     `only`: the fields a command has flags for (`streamrun stream` takes a
     few); the rest keep their defaults, and the output is not required.
+    `fixed`: parsed values (field path -> value) the command sets itself (`streamrun batch`:
+    batch.enabled).
     """
     raw: dict = {"inputs": inputs}
     wanted = None if only is None else set(only)
@@ -385,4 +405,4 @@ def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], enviro
     missing = [BY_FIELD[f].flag for f in REQUIRED if f not in raw and wanted is None]
     if missing:
         raise OptionError(f"missing option {missing[0].replace('/', ' / ')}")
-    return build_config(parse_values(raw, where=lambda o: f"{o.shown}: "))
+    return build_config({**parse_values(raw, where=lambda o: f"{o.shown}: "), **(fixed or {})})

@@ -271,6 +271,24 @@ class ObserveConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """`streamrun batch`, or a job's `batch = true`: the run goes through the provider's Batch API instead of
+    live requests (runner/batchapi, whose `BatchSettings.from_config` reads this group, once); how it waits
+    for its batches, splits, cancels and submits again.  A live run refuses these settings (runner/run.py).
+
+    A group of its own: none of the others' concerns is this one (a batch run has no load shape, and its
+    transport is the provider's batch endpoints, not one request at a time).
+    """
+
+    enabled: bool = False  # a job file's batch = true: run through the provider's Batch API
+    wait: bool = True  # False (--no-wait): submit and exit
+    poll_interval_s: float = 60.0  # the longest wait between two polls
+    cancel: bool = False  # --cancel: cancel this output's batches
+    max_lines: int | None = None  # requests per batch at most (the provider's limit when None)
+    resubmit_failed: bool = False  # submit the failed lines again
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run, whoever built it (the CLI, a job file, the Python API): its inputs and name, and one group
     of settings per concern, each read by the part of the pipeline that has that concern.
@@ -293,6 +311,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def __post_init__(self) -> None:
         if self.load.sweep and self.output.resume:

@@ -421,84 +421,103 @@ class Sender:
             self.hooks.adaptive.on_throttle(exc.retry_after, sent_at=timing.sent)
 
     def record(self, item: InputItem, stage: Stage, warmup: bool, reply: Reply) -> Record:
-        state, timing, error = reply.state, reply.timing, reply.error
-        if isinstance(state, embeddings.Result):
-            return self._embedding_record(item, stage, warmup, reply)
-        usage = state.usage if state is not None else None
-        text = state.text if state is not None else ""
-        others = state.others if state is not None else None
-        choices = _choices(state, text) if others else None
-        tokens, source = output_tokens(state, text, choices, self.hooks.count_tokens)
-        if state is not None:
-            reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
-            logprobs = state.logprobs
-            model = state.model or (item.body or {}).get("model") or self.model
-        else:
-            reasoning = tool_calls = finish_reason = logprobs = None
-            model = (item.body or {}).get("model") or self.model
-        metrics = Metrics.from_timing(timing, tokens, source)
-        metrics.reasoning_tokens = reasoning_tokens(usage, missing=None)
-        metrics.scheduled_s = scheduled(item, self.replay_speed)
-        return Record(
-            ("warmup:" + item.custom_id) if warmup else item.custom_id,
-            OK if error is None else ERROR,
-            text,
-            reasoning,
-            tool_calls,
-            finish_reason,
-            model,
-            usage,
-            metrics,
-            reply.attempts,
-            self.record_error(error),
-            {"file": item.file, "line": item.line},
-            timing.endpoint if timing is not None else None,
-            stage.to_record(),
-            warmup,
-            item.path,
-            reply.request_id,
-            logprobs,
-            choices,
-            line_hash(item.raw) if item.raw else None,
-            reply.parsed,
-        )
+        return make_record(item, reply, stage=stage, warmup=warmup, model=self.model,
+                           count_tokens=self.hooks.count_tokens, secrets=self.secrets,
+                           scheduled_s=scheduled(item, self.replay_speed))
 
     def record_error(self, error: RequestError | None) -> RecordError | None:
-        if error is None:
-            return None
-        return RecordError(error.type, error.status_code, getattr(error, "code", None),
-                           redact(error.message, self.secrets))
+        return record_error(error, self.secrets)
 
     def invalid_record(self, item: InputItem, stage: Stage, why: str | None = None) -> Record:
         return self.record(item, stage, False,
                            Reply(None, None, 0, InvalidInput(f"{item.place}: {why or item.error}"), None))
 
-    def _embedding_record(self, item: InputItem, stage: Stage, warmup: bool, reply: Reply) -> Record:
-        """Embeddings are not streamed: e2e only, the vectors and the usage kept."""
-        result = reply.state
-        one = isinstance((item.body or {}).get("input"), str)
-        metrics = Metrics.from_timing(reply.timing, None, None)
-        metrics.ttft_s = metrics.ttfb_s = metrics.ttfat_s = None  # no stream: nothing comes first
-        metrics.itl_s = []
-        metrics.scheduled_s = scheduled(item, self.replay_speed)
-        return Record(
-            ("warmup:" + item.custom_id) if warmup else item.custom_id,
-            OK if reply.error is None else ERROR,
-            model=result.model or (item.body or {}).get("model") or self.model,
-            usage=result.usage,
-            metrics=metrics,
-            attempts=reply.attempts,
-            error=self.record_error(reply.error),
-            source={"file": item.file, "line": item.line},
-            endpoint=reply.timing.endpoint if reply.timing is not None else None,
-            stage=stage.to_record(),
-            warmup=warmup,
-            request_url=item.path,
-            request_id=reply.request_id,
-            request_hash=line_hash(item.raw) if item.raw else None,
-            embedding=result.vectors[0] if one and result.vectors else None,
-            embeddings=None if one else result.vectors,
-        )
+
+def make_record(item: InputItem, reply: Reply, *, stage: Stage, warmup: bool, model: str | None,
+                count_tokens: Callable[[str], tuple[int, str]] | None, secrets: tuple[str, ...],
+                scheduled_s: float | None) -> Record:
+    """One line's record from what its request came to: the one place a reply becomes a Record.
+
+    Live requests (`Sender.record`) and the answers of a provider's Batch API
+    (runner/batchapi/collect.py, a `reply` without timing) are normalised
+    alike: usage, finish reasons, choices, the output token count.
+    """
+    state, timing, error = reply.state, reply.timing, reply.error
+    if isinstance(state, embeddings.Result):
+        return _embedding_record(item, stage, warmup, reply, model, secrets, scheduled_s)
+    usage = state.usage if state is not None else None
+    text = state.text if state is not None else ""
+    others = state.others if state is not None else None
+    choices = _choices(state, text) if others else None
+    tokens, source = output_tokens(state, text, choices, count_tokens)
+    if state is not None:
+        reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
+        logprobs = state.logprobs
+        model = state.model or (item.body or {}).get("model") or model
+    else:
+        reasoning = tool_calls = finish_reason = logprobs = None
+        model = (item.body or {}).get("model") or model
+    metrics = Metrics.from_timing(timing, tokens, source)
+    metrics.reasoning_tokens = reasoning_tokens(usage, missing=None)
+    metrics.scheduled_s = scheduled_s
+    return Record(
+        ("warmup:" + item.custom_id) if warmup else item.custom_id,
+        OK if error is None else ERROR,
+        text,
+        reasoning,
+        tool_calls,
+        finish_reason,
+        model,
+        usage,
+        metrics,
+        reply.attempts,
+        record_error(error, secrets),
+        {"file": item.file, "line": item.line},
+        timing.endpoint if timing is not None else None,
+        stage.to_record(),
+        warmup,
+        item.path,
+        reply.request_id,
+        logprobs,
+        choices,
+        line_hash(item.raw) if item.raw else None,
+        reply.parsed,
+    )
+
+
+def record_error(error: RequestError | None, secrets: tuple[str, ...]) -> RecordError | None:
+    if error is None:
+        return None
+    return RecordError(error.type, error.status_code, getattr(error, "code", None), redact(error.message, secrets))
+
+
+def _embedding_record(item: InputItem, stage: Stage, warmup: bool, reply: Reply, model: str | None,
+                      secrets: tuple[str, ...], scheduled_s: float | None) -> Record:
+    """Embeddings are not streamed: e2e only, the vectors and the usage kept."""
+    result = reply.state
+    one = isinstance((item.body or {}).get("input"), str)
+    metrics = Metrics.from_timing(reply.timing, None, None)
+    metrics.ttft_s = metrics.ttfb_s = metrics.ttfat_s = None  # no stream: nothing comes first
+    metrics.itl_s = []
+    metrics.scheduled_s = scheduled_s
+    return Record(
+        ("warmup:" + item.custom_id) if warmup else item.custom_id,
+        OK if reply.error is None else ERROR,
+        model=result.model or (item.body or {}).get("model") or model,
+        usage=result.usage,
+        metrics=metrics,
+        attempts=reply.attempts,
+        error=record_error(reply.error, secrets),
+        source={"file": item.file, "line": item.line},
+        endpoint=reply.timing.endpoint if reply.timing is not None else None,
+        stage=stage.to_record(),
+        warmup=warmup,
+        request_url=item.path,
+        request_id=reply.request_id,
+        request_hash=line_hash(item.raw) if item.raw else None,
+        embedding=result.vectors[0] if one and result.vectors else None,
+        embeddings=None if one else result.vectors,
+    )
 
 
 async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: dict[str, str | None],

@@ -49,6 +49,7 @@ column                                type                            from
 ``reasoning_tokens``                  int64                           ``metrics.reasoning_tokens``
 ``embedding``                         list<double>                    the record (one embeddings input)
 ``embeddings``                        list<list<double>>              the record (a list input)
+``batch_id``                          string                          the record (``streamrun batch``)
 ``request``                           string, JSON text               the input line (``--inputs`` only), below
 ====================================  ==============================  ==========================================
 
@@ -105,7 +106,7 @@ COLUMNS = (
     "error_type", "error_status_code", "error_code", "error_message", "stage_label", "warmup",
     "endpoint", "request_url", "request_id", "request_hash", "usage", "stage", "source", "logprobs", "choices",
     "parsed", "cached", "cached_metrics", "ttfat_s", "reasoning_tokens", "scheduled_s", "turns", "embedding",
-    "embeddings",
+    "embeddings", "batch_id",
 )
 _NOT_NULL = frozenset({"custom_id", "status", "text", "itl_s", "attempts", "warmup", "cached"})
 _INT64_COLUMNS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "output_tokens", "attempts",
@@ -224,6 +225,7 @@ def record_row(r: Record) -> list:
         to_json(r.turns),
         r.embedding,
         r.embeddings,
+        r.batch_id,
     ]
 
 

@@ -39,7 +39,10 @@ What it serves
     ``responses``, ``anthropic``), ``GET /v1/models`` (``model`` and
     ``aliases``), ``GET /metrics`` (Prometheus text, vLLM's names: ``metrics``),
     ``GET /mock/stats`` (counters), ``GET /mock/traceparents`` (the W3C
-    ``traceparent`` headers received, the latest 10,000) and ``POST /mock/reset``.
+    ``traceparent`` headers received, the latest 10,000) and ``POST /mock/reset``;
+    for ``streamrun batch``, OpenAI's Files and Batch API (``batches``) and
+    Anthropic's Message Batches (``message_batches``), whose lines
+    ``batch_jobs`` answers through the endpoints above.
 
 Stream shape (byte-for-byte what OpenAI sends; chat shown)::
 

@@ -51,7 +51,7 @@ from .endpoint import handle
 from .plan import ApiRequest, Plan, mock_reasoning, read_body, seed_and_tokens, text_pieces
 from .validate import Refusal, is_int, is_number
 
-__all__ = ["MESSAGES_PATH", "MIN_THINKING_BUDGET", "anthropic_error", "messages"]
+__all__ = ["MESSAGES_PATH", "MIN_THINKING_BUDGET", "anthropic_error", "header_refusal", "messages"]
 
 MIN_THINKING_BUDGET = 1024  # Anthropic's least thinking.budget_tokens
 
@@ -90,6 +90,17 @@ def _shaped(refusal: Refusal) -> Refusal:
 
 def _not_json() -> Refusal:
     return _an_invalid("There was an error parsing the body: the request body must be JSON")
+
+
+def header_refusal(request: web.Request, config: MockConfig) -> Refusal | None:
+    """The key (when the mock has one) and the ``anthropic-version`` header, as every Anthropic route checks them."""
+    key = config.api_key
+    headers = request.headers
+    if key is not None and headers.get("x-api-key") != key and headers.get("Authorization") != f"Bearer {key}":
+        return anthropic_error(401, "invalid x-api-key")
+    if not headers.get("anthropic-version"):
+        return _an_invalid("anthropic-version: header is required")
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -367,13 +378,7 @@ class _Messages:
     id_header = "request-id"
 
     def check_headers(self, request: web.Request, config: MockConfig) -> Refusal | None:
-        key = config.api_key
-        headers = request.headers
-        if key is not None and headers.get("x-api-key") != key and headers.get("Authorization") != f"Bearer {key}":
-            return anthropic_error(401, "invalid x-api-key")
-        if not request.headers.get("anthropic-version"):
-            return _an_invalid("anthropic-version: header is required")
-        return None
+        return header_refusal(request, config)
 
     def parse(self, raw: bytes, content_type: str | None, config: MockConfig) -> ApiRequest:
         return _parse_messages(raw, content_type, config)

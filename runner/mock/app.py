@@ -32,6 +32,9 @@ from .responses import RESPONSES_PATH, responses
 from .reply import answer, bearer_refused, hold, stream, tracked
 from .state import STATE_KEY, STATUS_FAULTS, MockState, admit, random_fault, script_index, scripted_fault, seconds_header
 from .embeddings import PATH as EMBEDDINGS_PATH, embeddings
+from .batch_jobs import STORE_KEY, BatchStore
+from .batches import install_batches
+from .message_batches import install_message_batches
 from .validate import Refusal
 
 __all__ = ["build_app"]
@@ -250,6 +253,7 @@ async def _cancel_in_flight(app: web.Application) -> None:
     instead of letting the runner wait out its shutdown timeout."""
     for task in list(app[STATE_KEY].tasks):
         task.cancel()
+    await app[STORE_KEY].close()
 
 
 def build_app(config: MockConfig) -> web.Application:
@@ -262,6 +266,9 @@ def build_app(config: MockConfig) -> web.Application:
     app.router.add_post(MESSAGES_PATH, messages)
     app.router.add_post(EMBEDDINGS_PATH, embeddings)
     app.router.add_get("/v1/models", _models)
+    app[STORE_KEY] = BatchStore(config)
+    install_batches(app)  # /v1/files, /v1/batches (batches.py)
+    install_message_batches(app)  # /v1/messages/batches (message_batches.py)
     app.router.add_get("/mock/stats", _stats)
     app.router.add_get("/mock/traceparents", _traceparents)
     app.router.add_post("/mock/reset", _reset)

@@ -51,7 +51,12 @@ class MockConfig:
     replies still name ``model``).  ``max_context``
     is the context window in tokens (None or 0: unlimited).  ``lenient``
     turns request validation off (accept anything that can be served), for
-    debugging clients; a test that passes only with it proves nothing."""
+    debugging clients; a test that passes only with it proves nothing.
+
+    The Batch APIs (``batches``): a batch's lines are answered evenly over
+    ``batch_delay`` seconds and, with ``batch_polls``, over that many
+    retrievals (both, when both are set), and it ends once all are; with
+    ``batch_expire_at`` it expires instead once that fraction is answered."""
 
     ttft: float = 0.05
     tokens_per_s: float = 200.0  # 0 or inf: no sleeps between events
@@ -72,6 +77,9 @@ class MockConfig:
     max_context: int | None = 4096
     lenient: bool = False
     any_model: bool = False
+    batch_delay: float = 0.5  # seconds a batch takes from creation to its end (its lines answered evenly over it)
+    batch_polls: int = 0  # retrievals a batch needs before it ends (its lines answered evenly over them); 0: none
+    batch_expire_at: float | None = None  # a batch expires once this fraction of its lines is answered (fault)
 
     def __post_init__(self) -> None:
         if not finite_nonneg(self.ttft):
@@ -101,6 +109,12 @@ class MockConfig:
             object.__setattr__(self, "aliases", tuple(self.aliases))
         if not all(isinstance(name, str) and name for name in (self.model, *self.aliases)):
             raise ValueError("model and aliases must be non-empty strings")
+        if not finite_nonneg(self.batch_delay):
+            raise ValueError("batch_delay must be a finite number >= 0")
+        if isinstance(self.batch_polls, bool) or not isinstance(self.batch_polls, int) or self.batch_polls < 0:
+            raise ValueError("batch_polls must be an integer >= 0")
+        if self.batch_expire_at is not None and not (finite_nonneg(self.batch_expire_at) and self.batch_expire_at <= 1):
+            raise ValueError("batch_expire_at must be a fraction in [0, 1]")
         if self.max_context is not None:
             if isinstance(self.max_context, bool) or not isinstance(self.max_context, int) or self.max_context < 0:
                 raise ValueError("max_context must be an integer >= 0 (0 or None: unlimited)")

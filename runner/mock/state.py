@@ -69,7 +69,8 @@ class MockStats:
     ``status_429`` every 429, scripted, random or quota;
     ``streams_dropped`` connections the mock cut on purpose (streaming or
     not); ``streams_cancelled`` streams the client abandoned;
-    ``tokens_sent`` content tokens written."""
+    ``tokens_sent`` content tokens written; ``batch_lines`` how often each
+    custom_id was submitted in a batch (the Batch APIs, ``batches``)."""
 
     requests: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
@@ -84,6 +85,9 @@ class MockStats:
     prompt_tokens: int = 0  # of the requests answered (admitted, not refused): /metrics' vllm:prompt_tokens_total
     active_streams: int = 0
     max_active_streams: int = 0
+    files_uploaded: int = 0  # POST /v1/files
+    batches_created: int = 0  # OpenAI batches and Anthropic Message Batches accepted
+    batch_lines: dict[str, int] = field(default_factory=dict)  # custom_id -> times submitted in a batch
 
     def count_status(self, status: int) -> None:
         key = str(status)
@@ -94,6 +98,7 @@ class MockStats:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["by_status"] = dict(self.by_status)
+        d["batch_lines"] = dict(self.batch_lines)
         d["pid"] = os.getpid()
         return d
 

@@ -50,3 +50,16 @@ def test_run_defaults_and_output_precedence(tmp_path):
                       "max_output_tokens": 20 + 7 + 3}
     bare = estimate_inputs([str(inp)], defaults={}, model=None, default_output=256)
     assert bare["max_output_tokens"] == 256 + 7 + 3
+
+
+def test_the_batch_price_is_half_the_live_price(tmp_path):
+    """`streamrun batch` goes through OpenAI's Batch API or Anthropic's Message Batches, both at 50 %."""
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "y" * 40, "max_tokens": 10}])
+    env = {"TIKTOKEN_CACHE_DIR": str(tmp_path / "no-encodings")}
+    res = streamrun("estimate", inp, "--price-input", "2", "--price-output", "8", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    doc = orjson.loads(res.stdout)
+    assert doc["batch_cost_usd_min"] == doc["cost_usd_min"] / 2 == 10 * 2 / 1e6 / 2
+    assert doc["batch_cost_usd_max"] == doc["cost_usd_max"] / 2 == (10 * 2 + 10 * 8) / 1e6 / 2
+    text = streamrun("estimate", inp, "--price-input", "2", "--price-output", "8", env=env)
+    assert "batch cost        $0.0000 to $0.0001 (streamrun batch: 50% of the live price" in text.stdout

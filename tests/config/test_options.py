@@ -79,7 +79,7 @@ def job_config(tmp_path, body: str):
 def test_the_cli_and_a_job_file_mean_the_same(tmp_path, cli, toml):
     a = cli_config("-o", str(tmp_path / "out.jsonl"), *cli, inputs=(str(tmp_path / "in.jsonl"),))
     b = job_config(tmp_path, toml)
-    for group in ("transport", "request", "load", "output", "checks", "observe"):
+    for group in ("transport", "request", "load", "output", "checks", "observe", "batch"):
         assert getattr(a, group) == getattr(b, group), group
     assert a.inputs == b.inputs
 
@@ -96,7 +96,7 @@ def test_each_option_names_its_field_by_its_path_in_the_config_groups():
     from runner.config.options import build_config, field_value
     from runner.config.run_config import RunConfig
 
-    groups = {"transport", "request", "load", "output", "checks", "observe"}
+    groups = {"transport", "request", "load", "output", "checks", "observe", "batch"}
     for option in OPTIONS:
         head, dot, _ = option.field.partition(".")
         assert (head in groups) == bool(dot), option.field  # grouped, or one of the run's own few fields

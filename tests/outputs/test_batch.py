@@ -428,6 +428,7 @@ RECORD = dict(
     turns=st.none() | st.lists(st.builds(Turn, **TURN), max_size=2),
     embedding=st.none() | st.lists(_float, max_size=3),
     embeddings=st.none() | st.lists(st.lists(_float, max_size=3), max_size=2),
+    batch_id=st.none() | _text,
 )
 
 
@@ -453,7 +454,7 @@ def _every_field_set() -> Record:
         warmup=True, attempts=0, error=RecordError("timeout", None, None, "partly"), metrics=m,
         logprobs=[{"token": "Hi", "logprob": -0.1}], choices=[Choice(0, "Hi", "r", None, "stop", None)],
         request_hash="h", parsed={"a": 1}, cached=True, cached_metrics=_metrics(e2e_s=0.9), turns=[turn],
-        embedding=[0.5, -1.0], embeddings=[[0.5], [0.25, 2.0]])
+        embedding=[0.5, -1.0], embeddings=[[0.5], [0.25, 2.0]], batch_id="batch_1")
 
 
 @pytest.mark.parametrize("status", ["ok", "error"])
@@ -466,7 +467,7 @@ def test_a_record_with_every_field_set_round_trips(status):
     assert decode_batch(line) == record
     side = line["streamrun"]
     assert side["cached"] is True and side["turns"][0]["error"]["status_code"] == 500 and side["embeddings"]
-    assert side["stage"]["degraded"] is True
+    assert side["stage"]["degraded"] is True and side["batch_id"] == "batch_1"
 
 
 def test_what_is_at_its_default_adds_nothing_to_the_side_field():

@@ -10,7 +10,7 @@ from tests.helpers import ROOT, streamrun, write_jsonl
 
 DOC = ROOT / "docs" / "SUMMARY.md"
 NESTED = ("event_loop_lag", "adaptive_concurrency", "quota", "pricing", "endpoints", "cache", "server_metrics",
-          "workers", "sweep", "timing")
+          "workers", "sweep", "timing", "batch")
 
 
 def documented() -> dict[str, set[str]]:
@@ -38,6 +38,9 @@ def test_the_documented_keys_are_the_written_keys(tmp_path):
     assert res.returncode == 0, res.stderr
     other = orjson.loads((tmp_path / "sweep.summary.json").read_bytes())
     summary.update({k: other[k] for k in ("workers", "sweep")})
+    res = streamrun("batch", inp, "-o", tmp_path / "batch.jsonl", "--mock", "--poll-interval", "10ms")
+    assert res.returncode == 0, res.stderr
+    summary["batch"] = orjson.loads((tmp_path / "batch.summary.json").read_bytes())["batch"]
     doc = documented()
     assert set(doc) == set(summary), f"missing from the doc: {set(summary) - set(doc)}; " \
                                      f"not written: {set(doc) - set(summary)}"
