@@ -44,13 +44,13 @@ from typing import Any
 import aiohttp
 
 from ..config.run_config import RunConfig
-from ..engine.send import env_proxy
 from ..errors import OutputFailed, RunError, UsageError
 from ..inputs.items import expand_inputs, is_regular, scan_inputs
 from ..outputs.writer import lock_output, unlock_output
 from ..preflight import check_keys, credentials
 from ..stream.endpoints import public_url
 from ..stream.headers import ANTHROPIC, Credentials
+from ..stream.network import Network
 from . import collect
 from .anthropic import AnthropicBatches
 from .http import Client
@@ -136,8 +136,11 @@ class BatchRun:
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.transport.timeouts.connect,
                                             sock_read=cfg.transport.timeouts.total or 300.0)
-            async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True) as session:
-                await self._steps(self._provider(session), loaded, found, records)
+            # --ca-cert, --client-cert, --insecure and --proxy hold for the provider's Batch API as for a live run
+            network = Network.from_config(cfg.transport)
+            connector = aiohttp.TCPConnector(ssl=network.connector_ssl())
+            async with aiohttp.ClientSession(timeout=timeout, auto_decompress=True, connector=connector) as session:
+                await self._steps(self._provider(session, network), loaded, found, records)
         except RunError as exc:  # the provider refused, the output failed, an input changed: said, summarised
             stopped = exc
         finally:
@@ -196,11 +199,12 @@ class BatchRun:
             self.ctx.model = loaded.model
         return self.ledger
 
-    def _provider(self, session: aiohttp.ClientSession) -> Any:
+    def _provider(self, session: aiohttp.ClientSession, network: Network) -> Any:
         transport = self.cfg.transport
         headers = {k: v for k, v in self.creds.for_api(self.settings.provider).items()
                    if k.lower() not in ("content-type", "accept")}
         if self.settings.provider == ANTHROPIC:
             headers["anthropic-version"] = transport.anthropic_version
-        client = Client(session, self.base_url, headers, self.creds.secrets, transport.retry, env_proxy(self.base_url))
+        client = Client(session, self.base_url, headers, self.creds.secrets, transport.retry,
+                        network.proxy_for(self.base_url))
         return AnthropicBatches(client) if self.settings.provider == ANTHROPIC else OpenAIBatches(client)

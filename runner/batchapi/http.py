@@ -23,7 +23,8 @@ import orjson
 from ..errors import RunError
 from ..stream.client import endpoint_url, read_bounded, status_error
 from ..stream.config import RetryPolicy
-from ..stream.errors import ConnectError, HTTPStatusError, RequestError, redact
+from ..stream.client import connect_failure
+from ..stream.errors import HTTPStatusError, RequestError, redact
 from ..stream.retry import call_with_retries
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # a JSON answer (a batch object, a page of a list)
@@ -90,7 +91,7 @@ class Client:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         sink.write(chunk)
             except aiohttp.ClientConnectorError as exc:
-                raise ConnectError(f"cannot connect: {exc}") from exc
+                raise _no_connection(exc) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _Broken(f"the download broke off: {type(exc).__name__}: {exc}", retryable=True) from exc
 
@@ -110,7 +111,7 @@ class Client:
                     raise error
                 return await read_bounded(resp.content, MAX_JSON_BYTES)
         except aiohttp.ClientConnectorError as exc:  # no connection: nothing arrived
-            raise ConnectError(f"cannot connect: {exc}") from exc
+            raise _no_connection(exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Broken(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                           retryable=not creates) from exc
@@ -125,3 +126,15 @@ class Client:
             if isinstance(exc, HTTPStatusError) and exc.status_code in (401, 403):
                 message += ": check the key (and --api-key-env, --api)"
             raise ProviderError(message) from None
+
+
+def _no_connection(exc: aiohttp.ClientConnectorError) -> RequestError:
+    """No connection, in the live client's words (an untrusted certificate names --ca-cert); one that every
+    attempt would meet the same way (runner/stream/tls.py) is not tried again."""
+    err = connect_failure(exc)
+    reason = getattr(err, "reason", None)
+    if reason:
+        err.message = f"cannot connect: {reason}"
+    if getattr(err, "conclusive", False):
+        err.retryable = False
+    return err

@@ -27,8 +27,9 @@ from .help import examples
 FIELDS = ("output.path", "output.summary_path", "label", "transport.base_urls", "request.model",
           "transport.api_key_env", "transport.api", "transport.anthropic_version", "transport.auth",
           "transport.headers", "request.params", "request.max_tokens", "sharegpt", "transport.retry.max_attempts",
-          "transport.timeouts.connect", "transport.limits.max_line_bytes", "output.overwrite", "output.format",
-          "output.fsync", "checks.max_failed", "observe.log_every_s", "observe.price_input", "observe.price_output")
+          "transport.timeouts.connect", "transport.ca_cert", "transport.insecure", "transport.client_cert",
+          "transport.client_key", "transport.proxy", "transport.limits.max_line_bytes", "output.overwrite",
+          "output.format", "output.fsync", "checks.max_failed", "observe.log_every_s", "observe.price_input", "observe.price_output")
 
 # --api openai names OpenAI's Batch API (shorthand chat lines to chat completions, as --api chat)
 API = dataclasses.replace(BY_FIELD["transport.api"], parse=choice("openai", "chat", "responses", "anthropic"),

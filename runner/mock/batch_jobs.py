@@ -64,7 +64,7 @@ class Job:
     api: str  # "openai" | "anthropic"
     requests: list[tuple[str, str, dict[str, Any]]]  # (custom_id, API path, body)
     created: float  # time.time()
-    target: str  # http://host:port the mock answers its lines on
+    target: str  # http(s)://host:port the mock answers its lines on
     headers: dict[str, str]  # what the lines are sent with (the mock's key, anthropic-version)
     answers: list[Answer | None] = field(default_factory=list)
     answered: int = 0  # lines answered, in order
@@ -189,7 +189,8 @@ class BatchStore:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=LINE_TIMEOUT_S))
         try:
-            async with self._session.post(job.target + path, data=orjson.dumps(body),
+            # ssl=False: over TLS the mock calls itself, by address, whatever name its certificate bears
+            async with self._session.post(job.target + path, data=orjson.dumps(body), ssl=False,
                                           headers={**job.headers, "Content-Type": "application/json"}) as resp:
                 raw = await resp.read()
                 rid = resp.headers.get("x-request-id") or resp.headers.get("request-id")
@@ -217,8 +218,8 @@ def loopback_target(request: web.Request) -> str:
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
     if not sockname:
         return f"{request.scheme}://{request.host}"
-    host, port = sockname[0], sockname[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    host, port, scheme = sockname[0], sockname[1], request.scheme  # https: a mock served over TLS
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def read_limited(request: web.Request, limit: int, too_large: Callable[[], Exception]) -> bytes:

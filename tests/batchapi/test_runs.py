@@ -24,7 +24,7 @@ from runner.batchapi.plan import anthropic_id
 from runner.config.run_config import BatchConfig, OutputConfig, RunConfig
 from runner.errors import UsageError
 from tests.helpers import BATCH_ENV, BATCH_FAILING, assert_submitted_once, batch_cli, batch_rows, \
-    batch_state, by_id, mock_stats, no_batch_key_anywhere, read_jsonl, streamrun, write_jsonl
+    batch_state, by_id, forward_proxy, mock_stats, no_batch_key_anywhere, read_jsonl, streamrun, write_jsonl
 
 APIS = ("openai", "anthropic")
 
@@ -277,3 +277,36 @@ def test_the_python_api_runs_batch_true_through_the_batch_api(tmp_path):
     with pytest.raises(UsageError, match="not a live run"):  # never a live run that looks like a batch one
         asyncio.run(run_document(RunConfig(inputs=(str(inp),), output=OutputConfig(str(tmp_path / "x.jsonl")),
                                            batch=BatchConfig(enabled=True))))
+
+
+# ---- the network options hold for the Batch API too (docs/networks.md)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_proxy_carries_every_batch_request_to_a_host_only_the_proxy_knows(tmp_path, batch_mock, threaded, api):
+    url = batch_mock()
+    name = "streamrun-batch.test"  # resolves nowhere but in the test's proxy: a direct request cannot reach it
+    proxy, log = threaded.start(forward_proxy({name: "127.0.0.1"}))
+    inp = write_jsonl(tmp_path / "in.jsonl", batch_rows(6, faults=False))
+    out = tmp_path / "out.jsonl"
+    res = batch_cli(inp, out, url.replace("127.0.0.1", name), api, "--proxy", proxy)
+    assert res.returncode == 0, res.stderr
+    assert sorted(r["custom_id"] for r in read_jsonl(out)) == [f"p{i:02d}" for i in range(6)]
+    assert log.lines and all(name in line for line in log.lines)
+    batches = "/v1/batches" if api == "openai" else "/v1/messages/batches"
+    assert any(line.startswith("POST ") and batches in line for line in log.lines), log.lines
+    assert_submitted_once(url, 6)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_private_ca_given_with_ca_cert_is_trusted_by_the_batch_api_client(tmp_path, tls_mock, pki, api):
+    url = tls_mock()  # the mock over TLS, its certificate signed by the test's own CA: unknown to the system
+    inp = write_jsonl(tmp_path / "in.jsonl", batch_rows(4, faults=False))
+    out = tmp_path / "out.jsonl"
+    res = batch_cli(inp, out, url, api)
+    assert res.returncode == 2 and "not trusted" in res.stderr and "pass --ca-cert" in res.stderr, res.stderr
+    assert res.stderr.count("not trusted") == 1  # said once, not tried again: every attempt would fail alike
+    assert not out.exists() or read_jsonl(out) == []
+    res = batch_cli(inp, out, url, api, "--ca-cert", pki.cert("ca"))
+    assert res.returncode == 0, res.stderr
+    assert sorted(r["custom_id"] for r in read_jsonl(out)) == [f"p{i:02d}" for i in range(4)]
