@@ -89,3 +89,45 @@ def test_every_tests_folder_is_a_package_named_after_one_of_runners():
     for folder in folders:
         assert folder.name in packages(), f"tests/{folder.name}/ names no package of runner/"
         assert (folder / "__init__.py").is_file(), f"tests/{folder.name}/ has no __init__.py"
+
+
+# ---- the README's layout is the import order
+
+
+def readme_layout() -> list[str]:
+    """The README's Development tree, top to bottom: runner's packages and top-level modules as named there
+    ("runner/engine/" -> "engine", "runner/run.py" -> "run")."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Development"):]
+    block = block[block.index("```text") + 7:]
+    block = block[:block.index("```")]
+    return [line.split()[0].removeprefix("runner/").removesuffix("/").removesuffix(".py")
+            for line in block.splitlines() if line.startswith("runner/")]
+
+
+def runner_imports() -> dict[str, set[str]]:
+    """For each of runner's packages and top-level modules, the others it imports (anywhere in its files)."""
+    edges: dict[str, set[str]] = {}
+    for path in (ROOT / "runner").rglob("*.py"):
+        parts = path.relative_to(ROOT / "runner").with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        unit = parts[0]
+        for _, module in imported(path.read_text(), path):
+            names = module.split(".")
+            if names[0] == "runner" and len(names) > 1 and names[1] != unit:
+                edges.setdefault(unit, set()).add(names[1])
+    return edges
+
+
+def test_each_package_in_the_readme_imports_only_those_above_it():
+    order = readme_layout()
+    assert {"io", "stream", "engine", "cli", "run"} <= set(order)
+    rank = {name: i for i, name in enumerate(order)}
+    units = set(packages()) | {p.stem for p in (ROOT / "runner").glob("*.py") if p.stem != "__init__"}
+    unlisted = sorted(units - set(rank) - {"aio", "extras", "logs", "preflight"})  # named beside others there
+    assert not unlisted, f"the README's Development tree lacks {unlisted}"
+    rank.update({"aio": rank["errors"], "extras": rank["errors"], "logs": rank["stream"], "preflight": rank["plan"]})
+    upward = sorted(f"{a} -> {b}" for a, bs in runner_imports().items() for b in bs
+                    if a in rank and b in rank and rank[b] > rank[a])
+    assert not upward, f"imports that run down the README's list (each may import only those above it): {upward}"
