@@ -20,7 +20,7 @@ import pytest
 
 from runner.mock import MockConfig, serve
 from tests.helpers import (BATCH_ENV, HANG_GUARD_S, STREAMRUN, TINYPROXY_REQUIRED, Pki, Recorder, ThreadedServers,
-                           TlsFront, make_pki)
+                           TlsFront, make_pki, stop_processes)
 
 
 # -- the mock ------------------------------------------------------------------
@@ -53,12 +53,7 @@ def mock_process():
         return match.group(1)
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)
 
 
 @pytest.fixture
@@ -191,9 +186,4 @@ def tinyproxy(tmp_path):
         return f"http://127.0.0.1:{port}", log
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)

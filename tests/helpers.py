@@ -683,3 +683,13 @@ async def forward_proxy(hosts: dict | None = None, auth: tuple[str, str] | None 
 
 
 TINYPROXY_REQUIRED = "STREAMRUN_REQUIRE_TINYPROXY"  # set by `make test-proxy`: a missing tinyproxy fails, not skips
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process a fixture started, SIGKILL the ones still there after 10 s."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
