@@ -138,11 +138,7 @@ def _apply(state: EventStreamState, event: str, obj: dict[str, Any]) -> bool:
         return False
     if event == "message_delta":
         delta = _object(obj, "delta")
-        reason = delta.get("stop_reason")
-        if reason is not None:
-            if type(reason) is not str:
-                raise MalformedResponse(f"'stop_reason' is a {type(reason).__name__}, not text")
-            state.finish_reason = STOP_REASONS.get(reason, reason)
+        _take_stop_reason(state, delta)
         usage = obj.get("usage")
         if usage:
             usage = checked_usage(usage)
@@ -261,16 +257,22 @@ def _whole(state: EventStreamState, _event: str, obj: dict[str, Any]) -> bool:
         call = state.open_call(index) if block.get("type") == "tool_use" else None
         if call is not None and not call["function"]["arguments"]:
             call["function"]["arguments"] = orjson.dumps(block.get("input") or {}).decode()
-    reason = obj.get("stop_reason")
-    if reason is not None:
-        if type(reason) is not str:
-            raise MalformedResponse(f"'stop_reason' is a {type(reason).__name__}, not text")
-        state.finish_reason = STOP_REASONS.get(reason, reason)
+    _take_stop_reason(state, obj)
     usage = obj.get("usage")
     if usage:
         state.usage = normalise_usage(checked_usage(usage), final=True)
     state.done = True
     return False
+
+
+def _take_stop_reason(state: EventStreamState, holder: dict[str, Any]) -> None:
+    """A stop_reason (a message_delta's delta, or a whole Message's) as the finish_reason chat completions
+    would give (end_turn -> stop, ...); a server's own reason is kept as it is."""
+    reason = holder.get("stop_reason")
+    if reason is not None:
+        if type(reason) is not str:
+            raise MalformedResponse(f"'stop_reason' is a {type(reason).__name__}, not text")
+        state.finish_reason = STOP_REASONS.get(reason, reason)
 
 
 _OURS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"})
