@@ -18,15 +18,13 @@ import aiohttp
 import click
 import orjson
 
-from ..config.run_config import RunConfig
-from ..errors import EXIT_FAILED, EXIT_OK, RunError, UsageError
 from ..config.options import BY_FIELD, config_from_options
 from ..config.parsers import OptionError
+from ..config.run_config import RunConfig
+from ..engine.send import only_model
+from ..errors import EXIT_FAILED, EXIT_OK, RunError, UsageError
 from ..logs import setup_logging
 from ..preflight import secrets_of
-from .flags import flag_decorator
-from .help import examples
-from ..engine.send import only_model
 from ..stream.client import endpoint_url, stream_once
 from ..stream.endpoints import public_url
 from ..stream.errors import ConnectError, RequestError, redact
@@ -35,6 +33,8 @@ from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from ..stream.protocol import StreamState, build_body
 from ..stream.retry import call_with_retries
 from ..stream.timing import Timing
+from .flags import flag_decorator
+from .help import examples
 
 # The run options that make sense for one request.
 FIELDS = ("transport.base_urls", "request.model", "transport.api_key_env", "transport.auth", "transport.headers",
@@ -170,7 +170,8 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
                 if isinstance(exc, ConnectError) and len(timings) == 1:  # a TLS failure no retry fixes: exit 2
                     reason = await _conclusive(network, base, exc, transport.timeouts.connect)
                     if reason is not None:
-                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}")
+                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}") \
+                            from exc
                 raise
 
         last: list = [None]

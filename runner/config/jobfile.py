@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import Any
 
-from .run_config import RunConfig
 from ..errors import RunError, UsageError
 from .options import BY_KEY, TABLE_KEYS, build_config, did_you_mean, parse_values
 from .parsers import OptionError
+from .run_config import RunConfig
 
 
 class JobFileError(UsageError):

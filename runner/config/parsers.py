@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
 
 class OptionError(ValueError):
     """A value an option cannot take; the message names the flag or the key."""

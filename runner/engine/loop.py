@@ -10,22 +10,26 @@ not slow arrivals; the lag shows up as `queue_s`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
-from typing import AsyncIterator, Callable, Iterator, Protocol
-
-import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol
 
 import aiohttp
 
 from ..config.run_config import ChecksConfig, LoadConfig, RequestConfig, Stage, TransportConfig
-from ..stream.endpoints import EndpointPool
 from ..errors import AuthRejected, RunError, Unreachable
 from ..inputs.items import InputItem, aiter_items
-from .answers import Answers
 from ..outputs.writer import Prior
 from ..record import Record
+from ..stream.connection import session_connector
+from ..stream.endpoints import EndpointPool
+from ..stream.errors import PastDeadline
+from ..stream.headers import Credentials
+from ..stream.network import Network
+from .answers import Answers
 from .guards import ConnectGuard, RejectionGuard
 from .hooks import EngineHooks
 from .quota import AdaptiveFigures
@@ -33,10 +37,6 @@ from .result import EngineResult
 from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from .send import Sender
 from .session import run_session
-from ..stream.connection import session_connector
-from ..stream.network import Network
-from ..stream.errors import PastDeadline
-from ..stream.headers import Credentials
 
 _STOP = object()
 log = logging.getLogger("streamrun")

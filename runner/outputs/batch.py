@@ -36,9 +36,8 @@ import dataclasses
 import hashlib
 from typing import Any
 
-from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
-
 from ..record import ERROR, OK, Record, decode_native, json_kind, posix_time
+from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 
 SIDE = "streamrun"  # the side field, which Batch API readers ignore, that holds our own fields
 STREAMRUN = "streamrun"

@@ -16,22 +16,36 @@ import html
 import re
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable, Mapping
 
 import aiohttp
 import orjson
 
 from .config import Limits, Timeouts
-from .errors import NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent, TooManyOpenFiles
 from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
-from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
-from .timing import Timing
-from .tls import tls_problem
+from .connection import connection_trace as connection_trace  # the session's, from here as before
+from .connection import session_connector as session_connector
+from .errors import (
+    NOT_THE_API,
+    ConnectError,
+    ContextLengthExceeded,
+    EmptyResponse,
+    HTTPStatusError,
+    IncompleteStream,
+    MalformedResponse,
+    RequestError,
+    RequestTimeout,
+    ResponseTooLarge,
+    StreamErrorEvent,
+    TooManyOpenFiles,
+)
 from .plain import apply_plain
 from .protocol import StreamState, apply_whole, error_body, error_body_message, handle_data, is_context_length_error
 from .sse import EventTooLarge, SSEDecoder
+from .timing import Timing
+from .tls import tls_problem
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
 # aiohttp's --connect-timeout error (3.10+); older ones raise a plain ServerTimeoutError, a TimeoutError too
@@ -68,11 +82,11 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
     if when is None:
         return None
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass(slots=True)
@@ -280,7 +294,8 @@ async def stream_once(
                                    apply_plain if named is None else None, stamping(resp))
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
-        raise _keep_partial(exc, state)
+        _keep_partial(exc, state)
+        raise  # the same error, its cause kept
     except CONNECT_TIMEOUTS as exc:
         raise _keep_partial(connect_failure(exc, timeout=timeouts.connect), state) from exc
     except TimeoutError as exc:
