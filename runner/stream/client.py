@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -43,7 +44,7 @@ from .errors import (
 )
 from .plain import apply_plain
 from .protocol import StreamState, apply_whole, error_body, error_body_message, handle_data, is_context_length_error
-from .sse import EventTooLarge, SSEDecoder
+from .sse import Event, EventTooLarge, SSEDecoder
 from .timing import Timing
 from .tls import tls_problem
 
@@ -89,9 +90,25 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-@dataclass(slots=True)
-class Attempt:
-    state: StreamState
+class Answer(Protocol):
+    """What an attempt's answer is read into: a stream's StreamState, or an embeddings.Result."""
+
+    @property
+    def response_id(self) -> str | None: ...
+
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+
+
+A_co = TypeVar("A_co", bound=Answer, covariant=True)
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt(Generic[A_co]):
+    """One attempt that succeeded: its answer (Attempt[StreamState] from `stream_once`, Attempt[Result] from
+    `embeddings.post`), its stamps and the response's headers."""
+
+    state: A_co
     timing: Timing
     headers: Mapping[str, str]
 
@@ -100,7 +117,7 @@ class Attempt:
         return request_id(self.headers, self.state)
 
 
-def request_id(headers: Mapping[str, str] | None, state: StreamState | None) -> str | None:
+def request_id(headers: Mapping[str, str] | None, state: Answer | None) -> str | None:
     """The server's id for this request, to find it in the server's logs: x-request-id, else the stream's id."""
     rid = headers.get("x-request-id") if headers else None
     return rid or (state.response_id if state is not None else None)
@@ -258,8 +275,8 @@ async def stream_once(
     state: StreamState | None = None,
     named: Callable[[StreamState, str, str], bool] | None = None,
     headers: Mapping[str, str] | None = None,
-    whole: Callable[[StreamState, dict], None] | None = None,
-) -> Attempt:
+    whole: Callable[[StreamState, dict[str, Any]], None] | None = None,
+) -> Attempt[StreamState]:
     """Run one attempt; return when the stream finished, raise RequestError otherwise.
 
     `state` may be given to watch the text as it is assembled (`streamrun stream`).
@@ -338,14 +355,14 @@ async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _chat_event(state: StreamState, event) -> bool:
+def _chat_event(state: StreamState, event: Event) -> bool:
     """chat/completions: data carries everything; `event: error` is an error whatever its data."""
     if event.event != "message":
         _check_event_type(event.event, event.data)
     return handle_data(state, event.data)
 
 
-def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable:
+def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable[[StreamState, Event], bool]:
     """APIs that name their events (Responses, Anthropic): the name says what the data is."""
     return lambda state, event: handle_event(state, event.event, event.data)
 
@@ -373,8 +390,10 @@ class _IdleWatch:
 
 
 async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
-                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits, apply: Callable,
-                       plain: Callable | None = None, proto: StampingHandler | None = None) -> None:
+                       cm: asyncio.Timeout, deadline: _Deadline, now: Callable[[], float], limits: Limits,
+                       apply: Callable[[StreamState, Event], bool],
+                       plain: Callable[[StreamState, list[bytes], int], int] | None = None,
+                       proto: StampingHandler | None = None) -> None:
     """Read and apply the events to the end of the stream (or [DONE]), stamping each read's arrival.
 
     The stamp of a read is when its last bytes reached aiohttp (`proto.received_at`, when the
@@ -419,7 +438,7 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
                 events = decoder.feed(chunk) if datas is None else ()
             except EventTooLarge as exc:
                 raise ResponseTooLarge(str(exc)) from None
-            if datas:
+            if datas and plain is not None:  # (datas come only with plain)
                 i, end = 0, len(datas)
                 while True:
                     events0, text0 = state.events, state.text_events
@@ -501,7 +520,7 @@ async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _
 
 
 def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float,
-                          whole: Callable[[StreamState, dict], None] | None = None) -> None:
+                          whole: Callable[[StreamState, dict[str, Any]], None] | None = None) -> None:
     """A server that ignored `"stream": true` answered in one piece; take what a stream would have given.
 
     `whole` is the API's reader of its whole answer (a Response, an Anthropic
