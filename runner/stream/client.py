@@ -264,6 +264,9 @@ class _Deadline:
         return f"stream idle for more than {t.idle}s"
 
 
+S = TypeVar("S", bound=StreamState)  # what a stream is read into: a StreamState, or an API's own kind of one
+
+
 async def stream_once(
     session: aiohttp.ClientSession,
     url: str,
@@ -272,21 +275,33 @@ async def stream_once(
     timing: Timing,
     proxy: str | None = None,
     limits: Limits = Limits(),
-    state: StreamState | None = None,
-    named: Callable[[StreamState, str, str], bool] | None = None,
+    state: S | None = None,
+    named: Callable[[S, str, str], bool] | None = None,
     headers: Mapping[str, str] | None = None,
-    whole: Callable[[StreamState, dict[str, Any]], None] | None = None,
-) -> Attempt[StreamState]:
+    whole: Callable[[S, dict[str, Any]], None] | None = None,
+) -> Attempt[S] | Attempt[StreamState]:
     """Run one attempt; return when the stream finished, raise RequestError otherwise.
 
     `state` may be given to watch the text as it is assembled (`streamrun stream`).
     `named` and `whole` are the API's readers of its named events and of a
-    whole JSON answer (None: chat/completions').  `headers` go with this
-    request only (the key of the line's API).
+    whole JSON answer (None: chat/completions'), into the `state` of the
+    kind they read (an EventStreamState).  `headers` go with this request
+    only (the key of the line's API).
     """
+    if state is None:
+        if named is not None or whole is not None:
+            raise TypeError("an API's own readers read into the state they are given: pass `state`")
+        return await _stream_into(session, url, body, timeouts, timing, proxy, limits, StreamState(), None, headers,
+                                  None)
+    return await _stream_into(session, url, body, timeouts, timing, proxy, limits, state, named, headers, whole)
+
+
+async def _stream_into(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: Timeouts, timing: Timing,
+                       proxy: str | None, limits: Limits, state: S, named: Callable[[S, str, str], bool] | None,
+                       headers: Mapping[str, str] | None, whole: Callable[[S, dict[str, Any]], None] | None
+                       ) -> Attempt[S]:
     loop = asyncio.get_running_loop()
     now = time.perf_counter
-    state = StreamState() if state is None else state
     deadline = _Deadline(loop, timeouts)
     first = (timeouts.connect or 0) + (timeouts.first_byte or 0) if (timeouts.connect or timeouts.first_byte) else None
     attempt = attempt_context(timing)  # for TimedConnector, should this request open a connection
@@ -362,7 +377,7 @@ def _chat_event(state: StreamState, event: Event) -> bool:
     return handle_data(state, event.data)
 
 
-def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable[[StreamState, Event], bool]:
+def _named(handle_event: Callable[[S, str, str], bool]) -> Callable[[S, Event], bool]:
     """APIs that name their events (Responses, Anthropic): the name says what the data is."""
     return lambda state, event: handle_event(state, event.event, event.data)
 
@@ -389,10 +404,10 @@ class _IdleWatch:
         self.handle.cancel()
 
 
-async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
+async def _read_stream(content: aiohttp.StreamReader, state: S, timing: Timing,
                        cm: asyncio.Timeout, deadline: _Deadline, now: Callable[[], float], limits: Limits,
-                       apply: Callable[[StreamState, Event], bool],
-                       plain: Callable[[StreamState, list[bytes], int], int] | None = None,
+                       apply: Callable[[S, Event], bool],
+                       plain: Callable[[S, list[bytes], int], int] | None = None,
                        proto: StampingHandler | None = None) -> None:
     """Read and apply the events to the end of the stream (or [DONE]), stamping each read's arrival.
 
@@ -519,8 +534,8 @@ async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _
         pass
 
 
-def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float,
-                          whole: Callable[[StreamState, dict[str, Any]], None] | None = None) -> None:
+def _apply_whole_response(state: S, timing: Timing, raw: bytes, arrived: float,
+                          whole: Callable[[S, dict[str, Any]], None] | None = None) -> None:
     """A server that ignored `"stream": true` answered in one piece; take what a stream would have given.
 
     `whole` is the API's reader of its whole answer (a Response, an Anthropic
