@@ -13,21 +13,20 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 import aiohttp
 import click
 import orjson
 
-from ..config.run_config import RunConfig
-from ..errors import EXIT_FAILED, EXIT_OK, RunError, UsageError
 from ..config.options import BY_FIELD, config_from_options
 from ..config.parsers import OptionError
+from ..config.run_config import RunConfig
+from ..engine.send import only_model
+from ..errors import EXIT_FAILED, EXIT_OK, RunError, UsageError
 from ..logs import setup_logging
 from ..preflight import secrets_of
-from .flags import flag_decorator
-from .help import examples
-from ..engine.send import only_model
-from ..stream.client import endpoint_url, stream_once
+from ..stream.client import Attempt, endpoint_url, stream_once
 from ..stream.endpoints import public_url
 from ..stream.errors import ConnectError, RequestError, redact
 from ..stream.network import Network
@@ -35,6 +34,8 @@ from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 from ..stream.protocol import StreamState, build_body
 from ..stream.retry import call_with_retries
 from ..stream.timing import Timing
+from .flags import flag_decorator
+from .help import examples
 
 # The run options that make sense for one request.
 FIELDS = ("transport.base_urls", "request.model", "transport.api_key_env", "transport.auth", "transport.headers",
@@ -60,7 +61,7 @@ def _out(text: str) -> None:
         raise StdoutClosed from None
 
 
-class _Echo(list):
+class _Echo(list[str]):
     """The text parts of a stream, printed to stdout as each arrives."""
 
     def append(self, part: str) -> None:
@@ -102,6 +103,7 @@ def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | No
     params = dict(cfg.request.params)
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
+    body: dict[str, Any]
     if completion:
         path, body = COMPLETIONS_PATH, {"prompt": prompt}
     else:
@@ -119,7 +121,7 @@ def stream_command(ctx: click.Context, prompt: str, mock: bool, system: str | No
     sys.exit(code)
 
 
-async def _main(cfg: RunConfig, path: str, body: dict, params: dict, mock: bool) -> int:
+async def _main(cfg: RunConfig, path: str, body: dict[str, Any], params: dict[str, Any], mock: bool) -> int:
     if mock:
         from ..mock import MockConfig, serve
 
@@ -138,7 +140,7 @@ async def _conclusive(network: Network, base: str, exc: ConnectError, timeout: f
     return str(problem) if problem is not None and problem.conclusive else None
 
 
-async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local: bool) -> int:
+async def _stream(cfg: RunConfig, path: str, body: dict[str, Any], params: dict[str, Any], *, local: bool) -> int:
     from ..preflight import preflight
 
     creds = preflight(cfg, local=local)
@@ -157,7 +159,7 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
         payload = orjson.dumps(request)
         timings: list[Timing] = []
 
-        async def attempt():
+        async def attempt() -> Attempt[StreamState]:
             if timings:
                 print(f"\n[retrying after: {redact(str(last[0]), creds.secrets)}]", file=sys.stderr)
             timing = Timing(due=time.perf_counter())
@@ -170,10 +172,11 @@ async def _stream(cfg: RunConfig, path: str, body: dict, params: dict, *, local:
                 if isinstance(exc, ConnectError) and len(timings) == 1:  # a TLS failure no retry fixes: exit 2
                     reason = await _conclusive(network, base, exc, transport.timeouts.connect)
                     if reason is not None:
-                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}")
+                        raise UsageError(f"cannot connect to {public_url(base)}: {redact(reason, creds.secrets)}") \
+                            from exc
                 raise
 
-        last: list = [None]
+        last: list[RequestError | None] = [None]
         try:
             result = await call_with_retries(transport.retry, attempt)
         except RequestError as exc:

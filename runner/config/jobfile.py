@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .run_config import RunConfig
 from ..errors import RunError, UsageError
 from .options import BY_KEY, TABLE_KEYS, build_config, did_you_mean, parse_values
 from .parsers import OptionError
+from .run_config import RunConfig
+
+if TYPE_CHECKING:
+    from ..mock import MockConfig
 
 
 class JobFileError(UsageError):
     pass
 
 
-def deep_merge(base: dict, extra: Mapping) -> dict:
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """`--set params.temperature=1` changes one key of [params], not the whole table."""
     out = dict(base)
     for key, value in extra.items():
@@ -35,8 +39,8 @@ def deep_merge(base: dict, extra: Mapping) -> dict:
     return out
 
 
-def _parse_overrides(overrides: tuple[str, ...]) -> dict:
-    doc: dict = {}
+def _parse_overrides(overrides: tuple[str, ...]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
     for item in overrides:
         try:
             doc = deep_merge(doc, tomllib.loads(item))
@@ -45,7 +49,7 @@ def _parse_overrides(overrides: tuple[str, ...]) -> dict:
     return doc
 
 
-def _flatten(path: str, doc: dict) -> dict[str, Any]:
+def _flatten(path: str, doc: Mapping[str, Any]) -> dict[str, Any]:
     """Job keys to option fields; [timeouts] and [pricing] become dotted keys."""
     raw: dict[str, Any] = {}
     for key, value in doc.items():
@@ -63,7 +67,7 @@ def _flatten(path: str, doc: dict) -> dict[str, Any]:
 
 
 def load_job(path: str, overrides: tuple[str, ...] = (), environ: Mapping[str, str] = os.environ
-             ) -> tuple[RunConfig, Any]:
+             ) -> tuple[RunConfig, MockConfig | None]:
     """Read, validate and turn a job file into (RunConfig, MockConfig or None)."""
     try:
         with open(path, "rb") as f:
@@ -93,7 +97,10 @@ def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: 
     if values.get("base_dir"):
         base = os.path.normpath(os.path.join(base, values["base_dir"]))
         values["base_dir"] = base
-    here = lambda p: p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
+
+    def here(p: str) -> str:
+        return p if os.path.isabs(p) or p == "-" else os.path.normpath(os.path.join(base, p))
+
     values["inputs"] = tuple(here(p) for p in values["inputs"])
     for path in ("output.path", "output.summary_path", "transport.ca_cert", "transport.client_cert",
                  "transport.client_key"):
@@ -107,7 +114,7 @@ def config_from_mapping(doc: Mapping[str, Any], where: str, base: str, environ: 
         raise JobFileError(f"{where}: {exc}") from None
 
 
-def _mock_config(path: str, table: dict | None):
+def _mock_config(path: str, table: object) -> MockConfig | None:
     """A `[mock]` table runs the job against the embedded mock (used by the shipped example)."""
     if table is None:
         return None

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from .run_config import FsyncPolicy
+
 
 class OptionError(ValueError):
     """A value an option cannot take; the message names the flag or the key."""
@@ -161,9 +166,12 @@ def _integer(v: Any) -> int:
     raise OptionError(f"{v!r} is not an integer")
 
 
-def _at_least(parse: Callable[[Any], Any], low: float, strict: bool, message: str) -> Callable[[Any], Any]:
+_N = TypeVar("_N", bound=float)  # int or float
+
+
+def _at_least(parse: Callable[[Any], _N], low: float, strict: bool, message: str) -> Callable[[Any], _N]:
     """A parser whose value must be above `low` (or at least `low`) and finite."""
-    def check(v: Any) -> Any:
+    def check(v: Any) -> _N:
         x = parse(v)
         if (x <= low if strict else x < low) or (isinstance(x, float) and math.isinf(x)):
             raise OptionError(message)
@@ -227,7 +235,7 @@ def boolean(v: Any) -> bool:
     raise OptionError("must be true or false")
 
 
-def _items(v: Any) -> list:
+def _items(v: Any) -> list[Any]:
     """A list from a TOML list, a scalar, or a comma-separated CLI string."""
     if isinstance(v, (list, tuple)):
         return list(v)
@@ -243,11 +251,11 @@ def int_list(v: Any) -> tuple[int, ...]:
     return tuple(positive_int(x) for x in items)
 
 
-def rate_list(v: Any) -> tuple[float | None, ...]:
+def rate_list(v: Any) -> tuple[float, ...] | tuple[Literal["sweep"]]:
     """Requests per second, `inf` for all at once; a list makes a sweep; `sweep` finds the rates itself."""
     if isinstance(v, str) and v.strip().lower() == "sweep":
         return ("sweep",)
-    out: list[float | None] = []
+    out: list[float] = []
     for x in _items(v):
         if isinstance(x, str) and x.lower() in ("inf", "infinity"):
             out.append(math.inf)
@@ -289,13 +297,20 @@ def percentile_list(v: Any) -> tuple[float, ...]:
     return tuple(sorted(out))
 
 
-def choice(*allowed: str) -> Callable[[Any], str]:
-    def check(v: Any) -> str:
-        if v not in allowed:
-            raise OptionError(f"must be one of {', '.join(allowed)}")
+class Choice:
+    """A parser that takes one of `choices` (the command line offers them as a click.Choice)."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def __call__(self, v: Any) -> str:
+        if not isinstance(v, str) or v not in self.choices:
+            raise OptionError(f"must be one of {', '.join(self.choices)}")
         return v
-    check.choices = allowed  # type: ignore[attr-defined]
-    return check
+
+
+def choice(*allowed: str) -> Choice:
+    return Choice(allowed)
 
 
 def _pairs(v: Any, what: str) -> dict[str, Any]:
@@ -320,13 +335,13 @@ STRING_PARAMS = frozenset({"model", "user", "suffix", "service_tier", "reasoning
                            "prompt_cache_key", "safety_identifier", "verbosity"})
 
 
-def params(v: Any) -> dict:
+def params(v: Any) -> dict[str, Any]:
     """Request defaults: a TOML table, or `key=value` with a JSON value when it parses (else a string)."""
     import orjson
 
     if isinstance(v, dict):
         return dict(v)
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in _pairs(v, "key=value").items():
         if key in STRING_PARAMS:
             out[key] = value
@@ -369,7 +384,7 @@ def headers(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _as_list(v: Any) -> list:
+def _as_list(v: Any) -> list[Any]:
     return [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else [v]
 
 
@@ -382,7 +397,7 @@ def env_name(v: Any) -> str:
         raise OptionError(str(exc)) from None
 
 
-def fsync(v: Any):
+def fsync(v: Any) -> FsyncPolicy:
     from .run_config import FsyncPolicy
 
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):

@@ -10,22 +10,26 @@ not slow arrivals; the lag shows up as `queue_s`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
-from typing import AsyncIterator, Callable, Iterator, Protocol
-
-import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 import aiohttp
 
 from ..config.run_config import ChecksConfig, LoadConfig, RequestConfig, Stage, TransportConfig
-from ..stream.endpoints import EndpointPool
 from ..errors import AuthRejected, RunError, Unreachable
 from ..inputs.items import InputItem, aiter_items
-from .answers import Answers
 from ..outputs.writer import Prior
 from ..record import Record
+from ..stream.connection import session_connector
+from ..stream.endpoints import EndpointPool
+from ..stream.errors import PastDeadline
+from ..stream.headers import Credentials
+from ..stream.network import Network
+from .answers import Answers
 from .guards import ConnectGuard, RejectionGuard
 from .hooks import EngineHooks
 from .quota import AdaptiveFigures
@@ -33,10 +37,6 @@ from .result import EngineResult
 from .schedule import arrival_gaps, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
 from .send import Sender
 from .session import run_session
-from ..stream.connection import session_connector
-from ..stream.network import Network
-from ..stream.errors import PastDeadline
-from ..stream.headers import Credentials
 
 _STOP = object()
 log = logging.getLogger("streamrun")
@@ -180,6 +180,12 @@ class Engine:
         if not warmup and elapsed > 0:
             self.result.stage_rates[stage.index] = (self.result.completed - done_before) / elapsed
 
+    def _open_sender(self) -> Sender:
+        """The sender of the session `run` opened: the stages are sent inside it."""
+        if self.sender is None:
+            raise RuntimeError("a stage is sent only inside Engine.run")
+        return self.sender
+
     def stage_deadline(self, load: LoadConfig, stage: Stage, warmup: bool, start: float) -> float | None:
         """--duration: the time.perf_counter value from which the stage starts no request; None without one.
 
@@ -201,20 +207,23 @@ class Engine:
         --drain-timeout.
         """
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(2 * stage.concurrency, 64))
-        ramp_workers = load.ramp_up is not None and not warmup and not (stage.rate and not math.isinf(stage.rate))
-        offsets = (worker_start_offsets(stage.concurrency, load.ramp_up_start or 1.0, load.ramp_up_duration_s,
-                                        load.ramp_up) if ramp_workers else [0.0] * stage.concurrency)
+        # the concurrency ramps up (a rate, when there is one, ramps instead: _gaps)
+        ramp = None if warmup or (stage.rate and not math.isinf(stage.rate)) else _ramp(load)
+        offsets = (worker_start_offsets(stage.concurrency, load.ramp_up_start or 1.0, ramp[1], ramp[0])
+                   if ramp is not None else [0.0] * stage.concurrency)
         begin = time.perf_counter()
         if deadline is None or warmup:
             deadline = self.stage_deadline(load, stage, warmup, begin)
-        self.sender.start_stage(deadline)
-        workers = [asyncio.create_task(self._worker(queue, stage, warmup, begin + offset, deadline))
+        sender = self._open_sender()
+        sender.start_stage(deadline)
+        workers = [asyncio.create_task(self._worker(sender, queue, stage, warmup, begin + offset, deadline))
                    for offset in offsets]
-        producer = asyncio.create_task(self._produce(load, queue, items, stage, warmup, deadline))
+        producer = asyncio.create_task(self._produce(sender, load, queue, items, stage, warmup, deadline))
         stop_wait = asyncio.create_task(self.stopping.wait())
         everything = asyncio.gather(producer, *workers)
+        either: list[asyncio.Future[Any]] = [everything, stop_wait]
         try:
-            await asyncio.wait([everything, stop_wait], return_when=asyncio.FIRST_COMPLETED,
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED,
                                timeout=None if deadline is None else max(0.0, deadline - time.perf_counter()))
             if everything.done():
                 everything.result()  # re-raise a crash
@@ -254,8 +263,8 @@ class Engine:
             _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
         return {w for w in pending if not w.done()}
 
-    async def _produce(self, load: LoadConfig, queue: asyncio.Queue, items: Items, stage: Stage, warmup: bool,
-                       deadline: float | None) -> None:
+    async def _produce(self, sender: Sender, load: LoadConfig, queue: asyncio.Queue, items: Items, stage: Stage,
+                       warmup: bool, deadline: float | None) -> None:
         gaps = self._gaps(load, stage, warmup)
         replay = load.replay and not warmup
         start = time.perf_counter()
@@ -269,7 +278,7 @@ class Engine:
             if self.stopping.is_set():
                 break
             if item.error is not None:  # invalid lines are answered at once, no request
-                self._emit(self.sender.invalid_record(item, stage))
+                self._emit(sender.invalid_record(item, stage))
                 continue
             if limit is not None and sent >= limit:
                 break
@@ -289,14 +298,16 @@ class Engine:
 
     def _gaps(self, load: LoadConfig, stage: Stage, warmup: bool) -> Iterator[float]:
         rate = None if warmup else stage.rate
-        if load.ramp_up is not None and rate is not None and not math.isinf(rate):
-            return ramped_gaps(rate, load.ramp_up_start or 1.0, load.ramp_up_duration_s, load.ramp_up,
-                               load.burstiness, self.rng)
+        ramp = _ramp(load)
+        if ramp is not None and rate is not None and not math.isinf(rate):
+            return ramped_gaps(rate, load.ramp_up_start or 1.0, ramp[1], ramp[0], load.burstiness, self.rng)
         return arrival_gaps(rate, load.burstiness, self.rng)
 
-    async def _worker(self, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0,
+    async def _worker(self, sender: Sender, queue: asyncio.Queue, stage: Stage, warmup: bool, start_at: float = 0.0,
                       deadline: float | None = None) -> None:
         task = asyncio.current_task()
+        if task is None:  # it runs as a task of _run_stage_inner's
+            raise RuntimeError("a worker runs in a task")
         delay = start_at - time.perf_counter()
         if delay > 0:  # a concurrency ramp-up: this worker joins later
             await asyncio.sleep(delay)
@@ -311,9 +322,9 @@ class Engine:
             self.in_flight += 1
             try:
                 if item.session is not None:
-                    record = await run_session(self.sender, item, due, stage, warmup)
+                    record = await run_session(sender, item, due, stage, warmup)
                 else:
-                    record = await self.sender.process(item, due, stage, warmup)
+                    record = await sender.process(item, due, stage, warmup)
             except RunError as exc:  # e.g. no model could be found: nothing was sent for this item
                 self.abort(exc)
                 return
@@ -346,3 +357,10 @@ class Engine:
 
     def _put(self, record: Record) -> None:
         self.writer.put(record)
+
+
+def _ramp(load: LoadConfig) -> tuple[str, float] | None:
+    """--ramp-up's kind and --ramp-up-duration (LoadConfig takes them only together); None without a ramp."""
+    if load.ramp_up is None or load.ramp_up_duration_s is None:
+        return None
+    return load.ramp_up, load.ramp_up_duration_s

@@ -36,7 +36,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import orjson
@@ -127,7 +127,7 @@ class Scraper:
         self.series_dropped = 0
         self.lines = 0
         self._file: BinaryIO | None = None
-        self._origin: tuple[datetime, float] = (datetime.now(timezone.utc), clock())
+        self._origin: tuple[datetime, float] = (datetime.now(UTC), clock())
         self._cap_warned = False
         self._crashed = False
 
@@ -141,7 +141,7 @@ class Scraper:
         from ..stream.headers import user_agent
 
         t0 = self.clock() if t0 is None else t0
-        self._origin = (started or datetime.now(timezone.utc), t0)
+        self._origin = (started or datetime.now(UTC), t0)
         try:
             self._file = open(self.path, "ab" if self.append else "wb")
         except OSError as exc:
@@ -204,7 +204,7 @@ class Scraper:
                 error = None
         except ScrapeFailed as exc:
             text, error = None, str(exc)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             text, error = None, f"no answer within {self.timeout_s:g}s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             text, error = None, str(exc) or type(exc).__name__

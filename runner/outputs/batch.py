@@ -36,9 +36,8 @@ import dataclasses
 import hashlib
 from typing import Any
 
-from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
-
 from ..record import ERROR, OK, Record, decode_native, json_kind, posix_time
+from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH
 
 SIDE = "streamrun"  # the side field, which Batch API readers ignore, that holds our own fields
 STREAMRUN = "streamrun"
@@ -176,9 +175,9 @@ def encode_batch(record: Record, request_url: str = CHAT_PATH) -> dict[str, Any]
         if record.logprobs is not None or record.choices is not None:  # partial, kept as the native line keeps it
             side.update(logprobs=record.logprobs, choices=record.choices)
         err = record.error
-        code = err.status_code if err is not None else None
         message = (err.message if err is not None else None) or ""
-        if code is not None and code >= 400:
+        if err is not None and err.status_code is not None and err.status_code >= 400:
+            code = err.status_code
             response = {"status_code": code, "request_id": request_id, "body": {"error": {
                 "message": message, "type": _openai_error_type(code), "param": None, "code": err.code}}}
         else:
@@ -220,13 +219,15 @@ def _from_body(body: dict) -> dict[str, Any]:
     """The native fields a successful response's body holds (``BODY_FIELDS``; decode_native types them)."""
     listed = body.get("choices") or [{}]
     first = _native_choice(_first_choice(listed))
-    out = {"text": first.get("text"), "reasoning": first.get("reasoning"), "tool_calls": first.get("tool_calls"),
-           "logprobs": first.get("logprobs"), "finish_reason": first.get("finish_reason"),
-           "model": body.get("model"), "usage": body.get("usage")}
+    out: dict[str, Any] = {
+        "text": first.get("text"), "reasoning": first.get("reasoning"), "tool_calls": first.get("tool_calls"),
+        "logprobs": first.get("logprobs"), "finish_reason": first.get("finish_reason"),
+        "model": body.get("model"), "usage": body.get("usage")}
     if len(listed) > 1:
-        out["choices"] = [_native_choice(c) for c in listed]
-        if all(type(c.get("index")) is int for c in out["choices"]):  # index order, as records list them
-            out["choices"].sort(key=lambda c: c["index"])
+        choices = [_native_choice(c) for c in listed]
+        if all(type(c.get("index")) is int for c in choices):  # index order, as records list them
+            choices.sort(key=lambda c: c["index"])
+        out["choices"] = choices
     return out
 
 
@@ -238,9 +239,8 @@ def _native(line: Any) -> dict[str, Any]:
     """
     if type(line) is not dict:
         raise ValueError(f"a JSON {json_kind(line)}, not an object")
-    side = line.get(SIDE)
-    ours = type(side) is dict
-    side = side if ours else {}
+    ours = type(line.get(SIDE)) is dict
+    side: dict[str, Any] = line[SIDE] if ours else {}
     response = line.get("response")
     batch_error = line.get("error")
     out: dict[str, Any] = {"custom_id": line.get("custom_id")}
@@ -253,14 +253,14 @@ def _native(line: Any) -> dict[str, Any]:
         choice = _first_choice(body.get("choices") or [{}])
         completions = body.get("object") == "text_completion" or (type(choice) is dict and "text" in choice)
         implied_url = COMPLETIONS_PATH if completions else CHAT_PATH
-    elif type(response) is dict or type(batch_error) is dict:
-        if type(response) is dict:
-            body_error = (response.get("body") or {}).get("error") or {}
-            rebuilt = {"type": "http_error", "status_code": response.get("status_code"),
-                       "code": body_error.get("code"), "message": body_error.get("message")}
-        else:
-            rebuilt = {"type": batch_error.get("code"), "message": batch_error.get("message")}
-        out.update(status=ERROR, error=rebuilt, text="")
+    elif type(response) is dict:  # an HTTP error
+        body_error = (response.get("body") or {}).get("error") or {}
+        out.update(status=ERROR, error={"type": "http_error", "status_code": response.get("status_code"),
+                                        "code": body_error.get("code"), "message": body_error.get("message")},
+                   text="")
+    elif type(batch_error) is dict:  # no response at all
+        out.update(status=ERROR, error={"type": batch_error.get("code"), "message": batch_error.get("message")},
+                   text="")
     else:
         raise ValueError("neither a response nor an error")
     out["request_url"] = side.get("request_path") or implied_url  # request_path: older conversions

@@ -16,22 +16,37 @@ import html
 import re
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import orjson
 
 from .config import Limits, Timeouts
-from .errors import NOT_THE_API, ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestError, RequestTimeout, ResponseTooLarge, StreamErrorEvent, TooManyOpenFiles
 from .connection import StampingHandler, attempt_context, reset_attempt_context, stamping
-from .connection import connection_trace, session_connector  # noqa: F401  (the session's, from here as before)
-from .timing import Timing
-from .tls import tls_problem
+from .connection import connection_trace as connection_trace  # the session's, from here as before
+from .connection import session_connector as session_connector
+from .errors import (
+    NOT_THE_API,
+    ConnectError,
+    ContextLengthExceeded,
+    EmptyResponse,
+    HTTPStatusError,
+    IncompleteStream,
+    MalformedResponse,
+    RequestError,
+    RequestTimeout,
+    ResponseTooLarge,
+    StreamErrorEvent,
+    TooManyOpenFiles,
+)
 from .plain import apply_plain
 from .protocol import StreamState, apply_whole, error_body, error_body_message, handle_data, is_context_length_error
-from .sse import EventTooLarge, SSEDecoder
+from .sse import Event, EventTooLarge, SSEDecoder
+from .timing import Timing
+from .tls import tls_problem
 
 _DRAIN_AFTER_DONE_S = 2.0  # read the body to its end after [DONE] so the connection is reused
 # aiohttp's --connect-timeout error (3.10+); older ones raise a plain ServerTimeoutError, a TimeoutError too
@@ -68,16 +83,32 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
     if when is None:
         return None
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-@dataclass(slots=True)
-class Attempt:
-    state: StreamState
+class Answer(Protocol):
+    """What an attempt's answer is read into: a stream's StreamState, or an embeddings.Result."""
+
+    @property
+    def response_id(self) -> str | None: ...
+
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+
+
+A_co = TypeVar("A_co", bound=Answer, covariant=True)
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt(Generic[A_co]):
+    """One attempt that succeeded: its answer (Attempt[StreamState] from `stream_once`, Attempt[Result] from
+    `embeddings.post`), its stamps and the response's headers."""
+
+    state: A_co
     timing: Timing
     headers: Mapping[str, str]
 
@@ -86,7 +117,7 @@ class Attempt:
         return request_id(self.headers, self.state)
 
 
-def request_id(headers: Mapping[str, str] | None, state: StreamState | None) -> str | None:
+def request_id(headers: Mapping[str, str] | None, state: Answer | None) -> str | None:
     """The server's id for this request, to find it in the server's logs: x-request-id, else the stream's id."""
     rid = headers.get("x-request-id") if headers else None
     return rid or (state.response_id if state is not None else None)
@@ -233,6 +264,9 @@ class _Deadline:
         return f"stream idle for more than {t.idle}s"
 
 
+S = TypeVar("S", bound=StreamState)  # what a stream is read into: a StreamState, or an API's own kind of one
+
+
 async def stream_once(
     session: aiohttp.ClientSession,
     url: str,
@@ -241,21 +275,33 @@ async def stream_once(
     timing: Timing,
     proxy: str | None = None,
     limits: Limits = Limits(),
-    state: StreamState | None = None,
-    named: Callable[[StreamState, str, str], bool] | None = None,
+    state: S | None = None,
+    named: Callable[[S, str, str], bool] | None = None,
     headers: Mapping[str, str] | None = None,
-    whole: Callable[[StreamState, dict], None] | None = None,
-) -> Attempt:
+    whole: Callable[[S, dict[str, Any]], None] | None = None,
+) -> Attempt[S] | Attempt[StreamState]:
     """Run one attempt; return when the stream finished, raise RequestError otherwise.
 
     `state` may be given to watch the text as it is assembled (`streamrun stream`).
     `named` and `whole` are the API's readers of its named events and of a
-    whole JSON answer (None: chat/completions').  `headers` go with this
-    request only (the key of the line's API).
+    whole JSON answer (None: chat/completions'), into the `state` of the
+    kind they read (an EventStreamState).  `headers` go with this request
+    only (the key of the line's API).
     """
+    if state is None:
+        if named is not None or whole is not None:
+            raise TypeError("an API's own readers read into the state they are given: pass `state`")
+        return await _stream_into(session, url, body, timeouts, timing, proxy, limits, StreamState(), None, headers,
+                                  None)
+    return await _stream_into(session, url, body, timeouts, timing, proxy, limits, state, named, headers, whole)
+
+
+async def _stream_into(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: Timeouts, timing: Timing,
+                       proxy: str | None, limits: Limits, state: S, named: Callable[[S, str, str], bool] | None,
+                       headers: Mapping[str, str] | None, whole: Callable[[S, dict[str, Any]], None] | None
+                       ) -> Attempt[S]:
     loop = asyncio.get_running_loop()
     now = time.perf_counter
-    state = StreamState() if state is None else state
     deadline = _Deadline(loop, timeouts)
     first = (timeouts.connect or 0) + (timeouts.first_byte or 0) if (timeouts.connect or timeouts.first_byte) else None
     attempt = attempt_context(timing)  # for TimedConnector, should this request open a connection
@@ -280,7 +326,8 @@ async def stream_once(
                                    apply_plain if named is None else None, stamping(resp))
                 return Attempt(state, timing, resp.headers)
     except RequestError as exc:
-        raise _keep_partial(exc, state)
+        _keep_partial(exc, state)
+        raise  # the same error, its cause kept
     except CONNECT_TIMEOUTS as exc:
         raise _keep_partial(connect_failure(exc, timeout=timeouts.connect), state) from exc
     except TimeoutError as exc:
@@ -323,14 +370,14 @@ async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _chat_event(state: StreamState, event) -> bool:
+def _chat_event(state: StreamState, event: Event) -> bool:
     """chat/completions: data carries everything; `event: error` is an error whatever its data."""
     if event.event != "message":
         _check_event_type(event.event, event.data)
     return handle_data(state, event.data)
 
 
-def _named(handle_event: Callable[[StreamState, str, str], bool]) -> Callable:
+def _named(handle_event: Callable[[S, str, str], bool]) -> Callable[[S, Event], bool]:
     """APIs that name their events (Responses, Anthropic): the name says what the data is."""
     return lambda state, event: handle_event(state, event.event, event.data)
 
@@ -357,9 +404,11 @@ class _IdleWatch:
         self.handle.cancel()
 
 
-async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing: Timing,
-                       cm: asyncio.Timeout, deadline: _Deadline, now, limits: Limits, apply: Callable,
-                       plain: Callable | None = None, proto: StampingHandler | None = None) -> None:
+async def _read_stream(content: aiohttp.StreamReader, state: S, timing: Timing,
+                       cm: asyncio.Timeout, deadline: _Deadline, now: Callable[[], float], limits: Limits,
+                       apply: Callable[[S, Event], bool],
+                       plain: Callable[[S, list[bytes], int], int] | None = None,
+                       proto: StampingHandler | None = None) -> None:
     """Read and apply the events to the end of the stream (or [DONE]), stamping each read's arrival.
 
     The stamp of a read is when its last bytes reached aiohttp (`proto.received_at`, when the
@@ -404,7 +453,7 @@ async def _read_stream(content: aiohttp.StreamReader, state: StreamState, timing
                 events = decoder.feed(chunk) if datas is None else ()
             except EventTooLarge as exc:
                 raise ResponseTooLarge(str(exc)) from None
-            if datas:
+            if datas and plain is not None:  # (datas come only with plain)
                 i, end = 0, len(datas)
                 while True:
                     events0, text0 = state.events, state.text_events
@@ -485,8 +534,8 @@ async def _drain(content: aiohttp.StreamReader, cm: asyncio.Timeout, deadline: _
         pass
 
 
-def _apply_whole_response(state: StreamState, timing: Timing, raw: bytes, arrived: float,
-                          whole: Callable[[StreamState, dict], None] | None = None) -> None:
+def _apply_whole_response(state: S, timing: Timing, raw: bytes, arrived: float,
+                          whole: Callable[[S, dict[str, Any]], None] | None = None) -> None:
     """A server that ignored `"stream": true` answered in one piece; take what a stream would have given.
 
     `whole` is the API's reader of its whole answer (a Response, an Anthropic

@@ -55,7 +55,7 @@ def build_body(body: dict[str, Any], *, path: str = PATH, defaults: dict[str, An
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, timeouts: Timeouts, timing: Timing,
-               proxy: str | None, limits: Limits, headers: Mapping[str, str] | None = None) -> Attempt:
+               proxy: str | None, limits: Limits, headers: Mapping[str, str] | None = None) -> Attempt[Result]:
     """One embeddings request; typed errors as for streams (retries are the caller's).
 
     `headers` go with this request only (the key of the line's API)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # The end of the one line that names a web page answering where the API should (a wrong --base-url).
 NOT_THE_API = "is this the API base URL (…/v1)?"
 

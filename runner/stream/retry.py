@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
@@ -35,7 +36,7 @@ class wait_retry_after_or_backoff(wait_base):
 
     def __call__(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = exc.retry_after if isinstance(exc, RequestError) else None  # only these are retried
         if retry_after is not None:
             return min(max(0.0, retry_after), self.policy.retry_after_max)
         high = self.backoff(retry_state)
@@ -63,7 +64,8 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RequestError) and exc.retryable
 
 
-def retrying(policy: RetryPolicy, before_sleep=None, deadline: float | None = None) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, before_sleep: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
+             deadline: float | None = None) -> AsyncRetrying:
     """A fresh tenacity loop for one request; the last error is re-raised as is."""
     stop = stop_after_attempt(max(1, policy.max_attempts))
     return AsyncRetrying(

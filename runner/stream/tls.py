@@ -18,8 +18,9 @@ import functools
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["TlsProblem", "TlsSettings", "handshake_alert", "ssl_context", "tls_problem"]
 

@@ -340,6 +340,12 @@ async def test_connection_refused_is_a_connect_error():
         await attempt("http://127.0.0.1:9/v1")
 
 
+async def test_an_apis_own_readers_need_the_state_they_read_into():
+    # named events and a whole answer are read into the API's own kind of state: without it nothing is sent
+    with pytest.raises(TypeError, match="pass `state`"):
+        await attempt("http://127.0.0.1:9/v1", named=lambda state, name, data: False)
+
+
 async def test_list_models(aiohttp_server):
     answers = iter([
         (200, b'{"object": "list", "data": [{"id": "a"}, {"id": "b"}, {"id": 5}, "junk"]}'),
