@@ -19,9 +19,18 @@ from pathlib import Path
 import pytest
 
 from runner.mock import MockConfig, serve
-from tests.helpers import (BATCH_ENV, HANG_GUARD_S, STREAMRUN, TINYPROXY_REQUIRED, Pki, Recorder, ThreadedServers,
-                           TlsFront, make_pki, stop_processes)
-
+from tests.helpers import (
+    BATCH_ENV,
+    HANG_GUARD_S,
+    STREAMRUN,
+    TINYPROXY_REQUIRED,
+    Pki,
+    Recorder,
+    ThreadedServers,
+    TlsFront,
+    make_pki,
+    stop_processes,
+)
 
 # -- the mock ------------------------------------------------------------------
 

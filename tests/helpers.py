@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.stream.config import RetryPolicy
 from runner.config.run_config import LoadConfig, OutputConfig, RequestConfig, RunConfig, Stage, TransportConfig
+from runner.stream.config import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository (docs/, jobs/, sample_inputs/, ...)
 DATA = ROOT / "tests" / "data"  # captured streams (data/sse)
@@ -462,7 +462,7 @@ def make_pki(where: Path) -> Pki:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     day = datetime.timedelta(days=1)
 
     def name(common: str) -> x509.Name:

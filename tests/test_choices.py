@@ -9,7 +9,6 @@ the engine and the writers).
 
 from __future__ import annotations
 
-
 import aiohttp
 import pytest
 from click.testing import CliRunner
@@ -117,7 +116,7 @@ async def test_batch_output_holds_every_choice_and_converts_back(tmp_path, mock_
     assert code == 0
     body, want = batch["response"]["body"], await non_streamed(url, row)
     assert body["object"] == want["object"] and len(body["choices"]) == 2
-    for got, exp in zip(body["choices"], want["choices"]):
+    for got, exp in zip(body["choices"], want["choices"], strict=True):
         assert got["index"] == exp["index"] and got["finish_reason"] == exp["finish_reason"]
         assert choice_text(path, got) == choice_text(path, exp)
         if path == CHAT:  # the API's {"content": [...], "refusal": null}; we write no refusal

@@ -24,15 +24,14 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.stream.headers import OPENAI, Credentials, HeaderError, resolve_credentials
-from runner.inputs.items import expand_inputs, iter_items
 from runner.config.jobfile import load_job
-from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
-from runner.stream.protocol import build_body, defaults_for
+from runner.config.parsers import params as _parse_params  # the one parser `--param` and job files share
+from runner.inputs.items import expand_inputs, iter_items
 from runner.inputs.lines import parse_line
 from runner.inputs.synth import SynthSpec, synth_lines, write_lines
-
-from runner.config.parsers import params as _parse_params  # the one parser `--param` and job files share
+from runner.stream.headers import OPENAI, Credentials, HeaderError, resolve_credentials
+from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH
+from runner.stream.protocol import build_body, defaults_for
 from tests.helpers import ROOT
 
 SCHEMAS = ROOT / "tests" / "schemas"
@@ -672,8 +671,8 @@ def canonical(body: dict) -> bytes:
 async def test_on_the_wire(run, recording_server, tmp_path, monkeypatch):
     """What streamrun really sends, captured by the server: the bodies are exactly those the tests above
     build (so those checks speak for the wire), and every body and header set conforms."""
-    from runner.stream.config import RetryPolicy
     from runner.config.run_config import RunConfig, Stage
+    from runner.stream.config import RetryPolicy
     from tests.helpers import execute, replace_fields
 
     start, seen = recording_server

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.inputs.items import parse_item
-from tests.helpers import json_values as json_values_strategy
+from runner.inputs.lines import parse_line
 from runner.stream.errors import RequestError
 from runner.stream.paths import CHAT_PATH, InvalidRequestLine
 from runner.stream.protocol import StreamState, build_body, handle_data
-from runner.inputs.lines import parse_line
+from tests.helpers import json_values as json_values_strategy
 
 json_values = json_values_strategy(finite=True)
 keys = st.sampled_from(["id", "model", "choices", "usage", "error", "index", "delta", "text", "content",

@@ -14,10 +14,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.stream.config import Limits, RetryPolicy
 from runner.config.run_config import RunConfig, Stage
-from tests.helpers import execute, replace_fields
-from tests.helpers import read_jsonl, write_jsonl
+from runner.stream.config import Limits, RetryPolicy
+from tests.helpers import execute, read_jsonl, replace_fields, write_jsonl
 
 KIB = 1024
 

@@ -7,17 +7,15 @@ input, no model named, an over-long prompt, an empty 200.
 
 from __future__ import annotations
 
-
 import orjson
 import pytest
 from aiohttp import web
 
-from runner.stream.config import RetryPolicy
 from runner.config.run_config import LoadConfig, OutputConfig, RunConfig, Stage, TransportConfig
 from runner.errors import UsageError
 from runner.preflight import preflight
-from tests.helpers import execute, replace_fields
-from tests.helpers import read_jsonl, streamrun, write_jsonl
+from runner.stream.config import RetryPolicy
+from tests.helpers import execute, read_jsonl, replace_fields, streamrun, write_jsonl
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
 

@@ -116,17 +116,17 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from runner.config.options import OPTIONS
+from runner.engine.send import NOT_RETRIED
 from runner.outputs.batch import decode_result
 from runner.record import Record, posix_time
-from runner.engine.send import NOT_RETRIED
 from tests.helpers import HANG_GUARD_S, STREAMRUN, mock_stats, write_jsonl
 
 pytestmark = pytest.mark.matrix
@@ -253,7 +253,7 @@ def case_table(cases: list[dict[str, str]]) -> list[str]:
     """The cases as the module docstring lists them, one line each under a header of the factors."""
     widths = {n: max(len(n), *map(len, levels)) for n, levels in FACTORS.items()}
     rows = [["  "] + list(FACTORS)] + [[f"{i:02d}"] + [c[n] for n in FACTORS] for i, c in enumerate(cases)]
-    return ["    " + " ".join(row[0:1] + [v.ljust(widths[n]) for n, v in zip(FACTORS, row[1:])]).rstrip()
+    return ["    " + " ".join(row[0:1] + [v.ljust(widths[n]) for n, v in zip(FACTORS, row[1:], strict=True)]).rstrip()
             for row in rows]
 
 

@@ -6,8 +6,7 @@ from collections import Counter
 
 from runner.config.run_config import Stage
 from runner.stream.endpoints import EndpointPool
-from tests.helpers import read_jsonl, streamrun, write_jsonl
-from tests.helpers import chat, run_rows
+from tests.helpers import chat, read_jsonl, run_rows, streamrun, write_jsonl
 
 
 def test_four_shards_plus_merge_equal_one_run(tmp_path, mock_process):

@@ -14,8 +14,20 @@ import json
 import os
 import signal
 
-from tests.helpers import (assert_one_ok_record_per_input, by_id, chat, count_lines, prompts, read_jsonl,
-                            read_stderr_until, start_run, streamrun, wait_for_lines, wait_for_requests, write_jsonl)
+from tests.helpers import (
+    assert_one_ok_record_per_input,
+    by_id,
+    chat,
+    count_lines,
+    prompts,
+    read_jsonl,
+    read_stderr_until,
+    start_run,
+    streamrun,
+    wait_for_lines,
+    wait_for_requests,
+    write_jsonl,
+)
 
 
 def test_kill_9_then_resume_gives_exactly_one_ok_record_each(tmp_path, mock_process):

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -16,13 +16,12 @@ from click.testing import CliRunner
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from runner.outputs.batch import encode_batch  # noqa: E402
-from runner.export import join as export_module  # noqa: E402
-from runner.export import INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex, export, export_schema
 from runner.cli.export import export_command
-from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402
-
+from runner.export import INPUT_COLUMNS, JSON_COLUMNS, ExportError, InputIndex, export, export_schema
+from runner.export import join as export_module  # noqa: E402
 from runner.extras import install_hint  # noqa: E402
+from runner.outputs.batch import encode_batch  # noqa: E402
+from runner.record import Choice, Metrics, Record, RecordError  # noqa: E402
 from tests.helpers import ROOT, streamrun, write_jsonl  # noqa: E402
 
 STARTED = datetime.fromisoformat("2026-11-25T14:50:01.123456+00:00")
@@ -181,7 +180,7 @@ def test_odd_values_read_as_null_not_as_a_crash(tmp_path):
     row = read(tmp_path / "o.parquet")[0]
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (None, None, None)
     assert row["ttft_s"] == 1.0 and row["e2e_s"] == 2.0 and row["itl_s"] == [1.0, 2.5]
-    assert row["started_at"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert row["started_at"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 # -- streaming: row groups -------------------------------------------------------------

@@ -5,7 +5,17 @@ from collections import Counter
 
 import pytest
 
-from runner.inputs.ids import DoneIds, HashSorter, SeenIds, Shard, id_hash, parse_shard, resume_key, shard_from_env, shard_of
+from runner.inputs.ids import (
+    DoneIds,
+    HashSorter,
+    SeenIds,
+    Shard,
+    id_hash,
+    parse_shard,
+    resume_key,
+    shard_from_env,
+    shard_of,
+)
 
 
 def test_parse_shard():

@@ -18,11 +18,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.mock import prompt_tokens_estimate
 from runner.inputs.synth import WORDS, Shortfall, SynthError, SynthSpec, shared_prefixes, synth_lines, write_lines
 from runner.inputs.synth_trace import BlockTexts, TraceRequest, trace_lines
 from runner.inputs.tokenizer import CharEstimate, TokenizerError, load_tokenizer
 from runner.inputs.tokens import estimate_prompt_tokens, estimate_text_tokens
+from runner.mock import prompt_tokens_estimate
 from tests.helpers import ROOT, streamrun, write_jsonl
 
 SAMPLE_TRACE = ROOT / "sample_inputs" / "traces" / "mooncake_trace.jsonl"

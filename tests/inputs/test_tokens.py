@@ -10,8 +10,16 @@ import types
 import pytest
 
 from runner.inputs import tokens
-from runner.inputs.tokens import Pricing, cached_prompt_tokens, cost, count_text_tokens, encoding_name_for_model, estimate_prompt_tokens, reasoning_tokens, requested_output_tokens
-
+from runner.inputs.tokens import (
+    Pricing,
+    cached_prompt_tokens,
+    cost,
+    count_text_tokens,
+    encoding_name_for_model,
+    estimate_prompt_tokens,
+    reasoning_tokens,
+    requested_output_tokens,
+)
 
 # No real tiktoken in any test here (conftest.no_tiktoken); the tests that want one install a fake.
 pytestmark = pytest.mark.usefixtures("no_tiktoken")

@@ -15,16 +15,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.observe import client_timing as trust
+from runner.cli.report import report_command
 from runner.config.run_config import RunConfig, Stage, make_stages
+from runner.errors import EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK
+from runner.observe import client_timing as trust
+from runner.observe.client_timing import ClientTiming, LagMonitor, Rule, StageTimer, describe_lags, judge
 from runner.record import Metrics, Record
 from runner.report import build_report
-from runner.cli.report import report_command
 from runner.report.document import report_document
 from runner.report.timing import KEY, attach_timing, mark_stages
-from runner.errors import EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK
 from runner.run import _exit_code
-from runner.observe.client_timing import ClientTiming, LagMonitor, Rule, StageTimer, describe_lags, judge
 from tests.helpers import ROOT, chat, run_rows
 
 MS = 0.001
@@ -162,7 +162,7 @@ def timed_run(stages: list[Stage], per_stage: list[tuple[float, float, list[floa
     """A ClientTiming fed stage by stage: (wall s, cpu s, lag samples) each, one sample every 50 ms."""
     clock = Clock()
     timing = ClientTiming(tuple(stages), clock=clock, cpu=lambda: clock.cpu)
-    for stage, (wall, cpu, samples) in zip(stages, per_stage):
+    for stage, (wall, cpu, samples) in zip(stages, per_stage, strict=True):
         timing.on_stage(stage, False, True)
         for k, lag in enumerate(samples):
             timing.sample(clock.now + 0.05 * (k + 1), lag)
@@ -204,9 +204,9 @@ def test_a_stage_of_a_few_requests_or_of_failures_only_is_not_judged():
     stages = list(make_stages([8, 64], [None]))
     busy = (5.0, 4.9, [0.050] * 100)  # a saturated loop and CPU: client-bound if there were anything to judge
     timing = timed_run(stages, [busy, busy])
-    for i in range(8):  # an 8-request stage
+    for _ in range(8):  # an 8-request stage
         timing.observe(ok_record(stages[0].to_record(), 0.1))
-    for i in range(30):  # every request failed, or came from the cache: nothing measured
+    for _ in range(30):  # every request failed, or came from the cache: nothing measured
         timing.observe(Record(custom_id="x", status="error", metrics=Metrics(ttft_s=0.1), stage=stages[1].to_record()))
         timing.observe(ok_record(stages[1].to_record(), 0.1, cached=True))
     doc = timing.document()

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import (HANG_GUARD_S, chat, prompts, read_jsonl, start_run, streamrun, wait_for_lines,
-                            write_jsonl)
+from tests.helpers import HANG_GUARD_S, chat, prompts, read_jsonl, start_run, streamrun, wait_for_lines, write_jsonl
 
 PUSHGATEWAY = shutil.which("prometheus-pushgateway")
 needs_pushgateway = pytest.mark.skipif(

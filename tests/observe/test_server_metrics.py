@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -23,10 +23,10 @@ from aiohttp import web
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from runner.config.parsers import OptionError, metrics_urls
 from runner.config.run_config import RunConfig
 from runner.mock import MockConfig, build_app
 from runner.mock.metrics import FAKE_KV_SLOTS
-from runner.config.parsers import OptionError, metrics_urls
 from runner.observe.prometheus import PREFIX_HIT_RATE, ServerFigures, known_values, parse
 from runner.observe.server_metrics import Scraper, resolve_urls, side_path_for
 from tests.helpers import HANG_GUARD_S, chat, count_lines, read_jsonl, run_rows
@@ -185,9 +185,9 @@ def test_urls_auto_and_side_paths(tmp_path):
 
 
 def test_the_cli_and_a_job_file_mean_the_same(tmp_path):
-    from runner.config.options import config_from_options
     from runner.cli.main import main
     from runner.config.jobfile import load_job
+    from runner.config.options import config_from_options
 
     args = ["in.jsonl", "-o", "out.jsonl", "--server-metrics", "auto", "--server-metrics", "http://g:8000",
             "--server-metrics-interval", "250ms"]
@@ -212,7 +212,7 @@ async def test_the_scraper_writes_a_line_per_scrape_and_stops_cleanly(tmp_path):
     path = tmp_path / "run.server_metrics.jsonl"
     async with serve_app(build_app(MockConfig())) as root:
         scraper = Scraper([root + "/metrics"], str(path), interval_s=0.01)
-        started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        started = datetime(2026, 1, 1, tzinfo=UTC)
         async with anyio.create_task_group() as tg:  # as the run scrapes: a task beside it, cancelled at its end
             tg.start_soon(scraper.run, started)
             await poll(lambda: count_lines(path) >= 5)
@@ -306,7 +306,7 @@ async def test_a_run_with_server_metrics_writes_the_side_file_and_the_summary_se
 
 # -- the report ------------------------------------------------------------------------
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def result(i: int, stage: dict | None, at: float) -> dict:

@@ -21,8 +21,17 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import (HANG_GUARD_S, chat, mock_stats, prompts, read_jsonl, start_run, streamrun,
-                            wait_for_lines, write_jsonl)
+from tests.helpers import (
+    HANG_GUARD_S,
+    chat,
+    mock_stats,
+    prompts,
+    read_jsonl,
+    start_run,
+    streamrun,
+    wait_for_lines,
+    write_jsonl,
+)
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra (in the test extra): pip install -e '.[otel]'")
 trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2",

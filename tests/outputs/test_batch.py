@@ -1,7 +1,7 @@
 """The OpenAI Batch API output format (runner/outputs/batch.py): encode_batch / decode_batch and `streamrun convert`."""
 
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -398,7 +398,7 @@ _text = st.text(max_size=8)
 _float = st.floats(allow_nan=False, allow_infinity=False)
 _int = st.integers(-2**63, 2**63 - 1)
 _object = st.dictionaries(_text, _json_value, max_size=3)
-_time = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.none() | st.just(timezone.utc))
+_time = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.none() | st.just(UTC))
 _error = st.builds(RecordError, st.none() | _text, st.none() | st.integers(100, 599), st.none() | _text,
                    st.none() | _text)
 _logprobs = st.none() | st.lists(_json_value, max_size=3) | _object

@@ -14,10 +14,18 @@ import os
 import orjson
 import pytest
 
-from runner.outputs import writer as outputs
 from runner.config.run_config import FsyncPolicy
 from runner.errors import OutputFailed, OutputLocked
-from runner.outputs.writer import OutputExists, ResultWriter, lock_output, open_output, prepare_resume, repair_torn_tail, unlock_output
+from runner.outputs import writer as outputs
+from runner.outputs.writer import (
+    OutputExists,
+    ResultWriter,
+    lock_output,
+    open_output,
+    prepare_resume,
+    repair_torn_tail,
+    unlock_output,
+)
 from runner.record import Record
 from tests.helpers import FullDisk, prompts, streamrun
 
@@ -209,8 +217,8 @@ def test_the_rerun_table_names_real_error_types():
 
 @pytest.mark.parametrize("given, found", [("openai-batch", "streamrun"), ("streamrun", "openai-batch")])
 def test_resume_in_another_output_format_is_refused_before_anything_changes(tmp_path, given, found):
-    from runner.outputs.batch import encode_batch
     from runner.errors import UsageError
+    from runner.outputs.batch import encode_batch
 
     out = tmp_path / "out.jsonl"
     record = Record("a", "error")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.report import build_report, csv_rows
 from runner.cli.report import report_command
+from runner.report import build_report, csv_rows
 from runner.report.runs import group_runs
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def line(i: int, ttft: float, *, stage: dict | None = None, ok: bool = True) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import logging
 import orjson
 
 from runner.observe import client_timing as trust
-from runner.report.end_of_run import render
 from runner.observe.client_timing import Rule
+from runner.report.end_of_run import render
 from tests.helpers import chat, prompts, run_rows, streamrun, write_jsonl
 
 

@@ -4,7 +4,7 @@ report of a sweep (JSON, terminal, page) and of a real `--rate sweep` run agains
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.report import build_report
 from runner.cli.report import report_command
+from runner.report import build_report
 from runner.report.figures_knee import knee_figure
 from runner.report.knee import FACTOR, find_knee, knee_line, load_order, sweep_section
 from runner.report.labels import sweep_axis
@@ -139,7 +139,7 @@ def test_the_terminal_line_names_the_stage_its_throughput_and_latencies() -> Non
 # --------------------------------------------------------------------------
 # the report of a sweep: JSON, terminal, page
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def record(i: int, label: str, at: float, e2e: float, *, rate: float | None = None, c: int = 8, index: int = 0

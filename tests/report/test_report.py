@@ -7,7 +7,7 @@ import itertools
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from runner.cli.report import report_command
 from runner.outputs.batch import encode_batch
 from runner.record import decode_native
 from runner.report import FOOTNOTE, SCHEMA, InputFile, build_report, load_records
-from runner.cli.report import report_command
 from tests.helpers import ROOT
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 C1 = {"index": 0, "label": "c=1", "concurrency": 1, "rate": None}
 C2 = {"index": 1, "label": "c=2", "concurrency": 2, "rate": None}
 _IDS = itertools.count(1)

@@ -5,16 +5,25 @@ from __future__ import annotations
 import random
 import tracemalloc
 from array import array
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from runner.config.parsers import OptionError, percentile_list
 from runner.record import Record, decode_native
-from runner.stats import MAX_TURNS, Reservoir, SortedRuns, StatsAccumulator, describe, percentile, percentile_key, summarize_by_stage
+from runner.stats import (
+    MAX_TURNS,
+    Reservoir,
+    SortedRuns,
+    StatsAccumulator,
+    describe,
+    percentile,
+    percentile_key,
+    summarize_by_stage,
+)
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def rec(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from runner.record import Record, decode_native
 from runner.cli.report import report_command
+from runner.record import Record, decode_native
 from runner.stats import MAX_WINDOWS, StatsAccumulator
 from tests.helpers import streamrun, write_jsonl
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def line(at: float, e2e: float, ttft: float, *, ok: bool = True, out: int = 5, gaps: list[float] | None = None

@@ -57,7 +57,7 @@ def test_measured_latency_never_below_scripted(tmp_path, mock_process):
         assert m["ttfb_s"] <= ttft  # the role chunk comes first
 
         measured, scripted = ttft, entry["ttft"]  # send -> event k, measured and scripted
-        for k, (got, want) in enumerate(zip(itl, gaps)):
+        for k, (got, want) in enumerate(zip(itl, gaps, strict=True)):
             late = measured - scripted  # how late event k arrived (>= 0)
             assert got >= want - late - SLACK_S, (rec["custom_id"], k, got, want, late)
             measured += got

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import aiohttp
@@ -20,10 +20,19 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.stream.config import Timeouts
 from runner.stream import client, connection
 from runner.stream.client import endpoint_url, list_models, parse_retry_after, status_error, stream_once
-from runner.stream.errors import ConnectError, ContextLengthExceeded, EmptyResponse, HTTPStatusError, IncompleteStream, MalformedResponse, RequestTimeout, StreamErrorEvent
+from runner.stream.config import Timeouts
+from runner.stream.errors import (
+    ConnectError,
+    ContextLengthExceeded,
+    EmptyResponse,
+    HTTPStatusError,
+    IncompleteStream,
+    MalformedResponse,
+    RequestTimeout,
+    StreamErrorEvent,
+)
 from runner.stream.headers import OPENAI, resolve_credentials
 from runner.stream.timing import Timing
 from tests.helpers import freeze_now
@@ -225,7 +234,7 @@ async def test_the_hot_path_and_the_general_one_read_a_stream_alike(aiohttp_serv
     results = []
     for split in (pieces, [HELLO[i:i + 1] for i in range(len(HELLO))]):
         server = Server()
-        base = await serve(aiohttp_server, lambda r, split=split: server.stream(r, split))
+        base = await serve(aiohttp_server, lambda r, split=split, server=server: server.stream(r, split))
         results.append(await attempt(base))
     (a, b) = results
     assert (a.state.text_parts, a.state.events, a.state.text_events, a.state.usage, a.state.done) == \
@@ -377,7 +386,7 @@ def test_retry_after_forms(monkeypatch):
     assert parse_retry_after({"Retry-After": "-5"}) == 0.0
     assert parse_retry_after({}) is None
     assert parse_retry_after({"Retry-After": "soon"}) is None
-    now = freeze_now(monkeypatch, datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc))
+    now = freeze_now(monkeypatch, datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC))
     assert parse_retry_after({"Retry-After": format_datetime(now + timedelta(seconds=30), usegmt=True)}) == 30.0
     assert parse_retry_after({"Retry-After": format_datetime(now - timedelta(seconds=30), usegmt=True)}) == 0.0
     assert parse_retry_after({"Retry-After": "Wed, 01 May 2024 12:01:00"}) == 60.0  # no zone: taken as UTC

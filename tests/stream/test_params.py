@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from runner.stream import protocol_anthropic, protocol_responses
@@ -131,7 +130,7 @@ def test_every_dropped_parameter_is_told_and_says_why():
             dropped = []
             value = "x" if key != "metadata" else {"team": "a"}
             assert key not in translate(api, {key: value}, line=True,
-                                        on_drop=lambda k, why: dropped.append((k, why)))
+                                        on_drop=lambda k, why, dropped=dropped: dropped.append((k, why)))
             assert dropped and dropped[0][0] == key and rule.why in dropped[0][1], (api, key)
 
 

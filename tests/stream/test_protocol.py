@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from runner.inputs.lines import parse_line
 from runner.stream.errors import MalformedResponse, StreamErrorEvent
 from runner.stream.paths import CHAT_PATH, COMPLETIONS_PATH, InvalidRequestLine
 from runner.stream.protocol import StreamState, build_body, handle_data
-from runner.inputs.lines import parse_line
 
 
 def test_three_line_forms():

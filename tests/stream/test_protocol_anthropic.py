@@ -10,10 +10,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.stream.errors import MalformedResponse, RequestError, ResponseTooLarge, StreamErrorEvent
-from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
 from runner.stream.paths import InvalidRequestLine
-from runner.stream.protocol_anthropic import DEFAULT_VERSION, PATH, EventStreamState, apply_whole, build_body, handle_event, normalise_usage, paths
-from tests.helpers import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
+from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
+from runner.stream.protocol_anthropic import (
+    DEFAULT_VERSION,
+    PATH,
+    EventStreamState,
+    apply_whole,
+    build_body,
+    handle_event,
+    normalise_usage,
+    paths,
+)
+from tests.helpers import check_named_events_typed, feed_named, json_values, named_outcome, sse_decode, sse_splits
 
 START_USAGE = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5,
                "output_tokens": 1}
@@ -244,11 +253,11 @@ def test_a_plain_stream_state_is_refused_loudly():
 def test_deeply_nested_error_is_still_typed():
     nested = "[" * 1000 + "]" * 1000
     with pytest.raises(RequestError):
-        handle_event(EventStreamState(), "error", '{"error": {"type": "x", "message": %s}}' % nested)
+        handle_event(EventStreamState(), "error", '{"error": {"type": "x", "message": ' + nested + '}}')
     with pytest.raises(RequestError):
         handle_event(EventStreamState(), "content_block_start",
-                     '{"index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {"a": %s}}}'
-                     % nested)
+                     '{"index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {"a": '
+                     + nested + '}}}')
 
 
 EVENT_NAMES = ["message_start", "content_block_start", "content_block_delta", "content_block_stop",

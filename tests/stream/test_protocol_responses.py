@@ -11,8 +11,16 @@ from hypothesis import strategies as st
 
 from runner.stream.errors import MalformedResponse, ResponseTooLarge, StreamErrorEvent
 from runner.stream.protocol import MAX_TOOL_CALLS, StreamState
-from runner.stream.protocol_responses import PATH, EventStreamState, apply_whole, build_body, handle_event, normalise_usage, paths
-from tests.helpers import check_named_events_typed, json_values, feed_named, named_outcome, sse_decode, sse_splits
+from runner.stream.protocol_responses import (
+    PATH,
+    EventStreamState,
+    apply_whole,
+    build_body,
+    handle_event,
+    normalise_usage,
+    paths,
+)
+from tests.helpers import check_named_events_typed, feed_named, json_values, named_outcome, sse_decode, sse_splits
 
 RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-x",
             "output": [], "usage": None, "error": None, "incomplete_details": None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -224,7 +223,7 @@ streams = st.lists(st.tuples(st.sampled_from(LINES), st.sampled_from([b"\n"] * 6
 def test_hot_path_decodes_any_stream_split_anywhere_as_feed_does(bom, body, cuts):
     body = (b"\xef\xbb\xbf" if bom else b"") + body
     points = sorted({min(c, len(body)) for c in cuts})
-    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)])]
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
     assert hot_decode(chunks) == decode(chunks) == decode([body])
 
 
@@ -232,7 +231,7 @@ def test_hot_path_decodes_any_stream_split_anywhere_as_feed_does(bom, body, cuts
 @given(streams, st.lists(st.integers(0, 400), max_size=4), st.integers(1, 40))
 def test_hot_path_bounds_events_as_feed_does(body, cuts, bound):
     points = sorted({min(c, len(body)) for c in cuts})
-    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)])]
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
 
     def outcome(decoder_run):
         try:

@@ -6,7 +6,7 @@ derived from them are runner.record.Metrics.from_timing.)
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from runner.stream.timing import Timing
 
@@ -35,7 +35,7 @@ def test_mark_sent_stamps_the_wall_clock_start_in_utc():
     t = Timing(due=5.0)
     assert t.sent == 0.0 and t.started_at is None  # not sent: no metrics will be derived
     t.mark_sent(7.0)
-    assert t.sent == 7.0 and t.started_at.tzinfo == timezone.utc
+    assert t.sent == 7.0 and t.started_at.tzinfo == UTC
 
 
 def test_a_retry_starts_from_fresh_stamps():

@@ -213,8 +213,8 @@ def test_stream_takes_the_same_tls_options(tmp_path, mtls_front, pki):
 
 
 async def test_the_python_api_takes_the_tls_keys(tmp_path, pki):
-    from runner.mock import MockConfig, serve
     import streamrun as api
+    from runner.mock import MockConfig, serve
 
     write_jsonl(tmp_path / "in.jsonl", rows(3))
     async with serve(MockConfig(ttft=0.0, tokens_per_s=0.0), ssl_context=pki.server_context()) as url:

@@ -24,15 +24,37 @@ from pathlib import Path
 import orjson
 import pytest
 
+from runner.config.parsers import OptionError, workers_count
 from runner.config.run_config import RunConfig, Stage, make_stages
 from runner.errors import UsageError
 from runner.inputs.items import parse_item
-from runner.config.parsers import OptionError
-from runner.config.parsers import workers_count
 from runner.workers.shapes import split_rate, window, worker_config, worker_seed, worker_stage
-from runner.workers.wire import HEADER, READ_BYTES, Kind, Link, item_frame, item_of, pack, record_bytes, record_of, unpack
-from tests.helpers import (HANG_GUARD_S, amock_stats, assert_one_ok_record_per_input, chat, prompts, read_jsonl,
-                            read_stderr_until, run_rows, start_run, streamrun, wait_for_lines, write_jsonl)
+from runner.workers.wire import (
+    HEADER,
+    READ_BYTES,
+    Kind,
+    Link,
+    item_frame,
+    item_of,
+    pack,
+    record_bytes,
+    record_of,
+    unpack,
+)
+from tests.helpers import (
+    HANG_GUARD_S,
+    amock_stats,
+    assert_one_ok_record_per_input,
+    chat,
+    prompts,
+    read_jsonl,
+    read_stderr_until,
+    run_rows,
+    start_run,
+    streamrun,
+    wait_for_lines,
+    write_jsonl,
+)
 
 
 def summary_of(path: Path) -> dict:
