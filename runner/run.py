@@ -15,36 +15,53 @@ import random
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, nullcontext
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import anyio
 
-from .config.run_config import (BatchConfig, FsyncPolicy, LoadConfig, ObserveConfig, OutputConfig, RunConfig, Stage,
-                                TransportConfig)
+from .config.run_config import (
+    BatchConfig,
+    FsyncPolicy,
+    LoadConfig,
+    ObserveConfig,
+    OutputConfig,
+    RunConfig,
+    Stage,
+    TransportConfig,
+)
 from .engine.answers import Answers
 from .engine.hooks import engine_hooks, open_answers
 from .engine.loop import Engine, Items
 from .engine.quota import QuotaLimiter
-from .workers.openfiles import fit_connections
 from .engine.schedule import TraceTimes
-from .errors import (EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM, RunError,
-                     UsageError)
+from .errors import (
+    EXIT_CLIENT_BOUND,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    RunError,
+    UsageError,
+)
 from .inputs.ids import SeenIds, resume_key
 from .inputs.items import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items
 from .observe.client_timing import ClientTiming, LagMonitor
 from .observe.pushgateway import Outcome, PushSettings, apush
-from .observe.tracing import RequestTracer, TraceSettings
 from .observe.server_metrics import scraper_for
+from .observe.tracing import RequestTracer, TraceSettings
 from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
-from .report.end_of_run import render
 from .outputs.writer import ResultWriter, lock_output, open_output, unlock_output
 from .plan import Plan, make_plan
 from .preflight import check_keys, credentials
 from .record import Record
+from .report.end_of_run import render
 from .stream.headers import Credentials
 from .stream.network import Network
+from .workers.openfiles import fit_connections
 
 if TYPE_CHECKING:  # the mock only for a dry run, the progress display only for a run
     from .mock import MockConfig
@@ -330,7 +347,7 @@ class Running:
         return iter_items(self.plan.paths, cfg.transport.limits.max_line_bytes, cfg.transport.api, cfg.sharegpt)
 
     async def execute(self) -> dict:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         t0 = time.perf_counter()
         self._signals, restore_signals = _install_signals(self.engine, self.writer, self.cfg.load.drain_timeout_s,
                                                           cli=self.cli)
@@ -359,7 +376,7 @@ class Running:
             if self.tracer is not None:  # the last spans exported, on every ending (a SIGTERM's drain too)
                 await self.tracer.aclose()
         facts = RunFacts(
-            started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
+            started_at=started, ended_at=datetime.now(UTC), duration_s=time.perf_counter() - t0,
             exit_code=EXIT_OK, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
             records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,

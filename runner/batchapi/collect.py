@@ -18,8 +18,9 @@ takes its batch's end, or `batch_errored` when the batch completed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -36,8 +37,14 @@ from ..engine.structured import format_problem
 from ..errors import UsageError
 from ..inputs.items import InputItem
 from ..stream.headers import ANTHROPIC
-from ..stream.paths import (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH,
-                            InvalidRequestLine)
+from ..stream.paths import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    MESSAGES_PATH,
+    RESPONSES_PATH,
+    InvalidRequestLine,
+)
 from .settings import BatchSettings
 from .state import Part
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import sys
 
 import click
-
-from .help import examples
 import orjson
 
 from ..batchapi.settings import BATCH_PRICE_FACTOR
 from ..inputs.items import InputError, expand_inputs, iter_items
-from ..stream.protocol import build_body
 from ..inputs.tokens import Pricing, cost, estimate_prompt_tokens, requested_output_tokens
+from ..stream.protocol import build_body
+from .help import examples
 
 
 def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, default_output: int) -> dict:

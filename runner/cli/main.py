@@ -22,7 +22,6 @@ from ..preflight import secrets_of
 from .flags import global_options, run_options
 from .help import EXIT_CODES_HELP, examples
 
-
 # name -> (module:attribute, one-line help shown without importing the module)
 LAZY_COMMANDS = {
     "batch": ("runner.cli.batch:batch_command",

@@ -16,15 +16,43 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .parsers import OptionError, duration, positive_duration, timeout, string, strings, urls, byte_size, integer, positive_int, non_negative_int, positive_number, non_negative_number, boolean, int_list, rate_list, choice, strings_list, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget, duration_text
-from .parsers import metrics_urls  # --server-metrics
-from .parsers import percentile_list  # --percentiles
-from .parsers import workers_count  # --workers
-from .parsers import http_url  # --push-gateway, --otlp-endpoint
-from .parsers import proxy_url  # --proxy
+from .parsers import (
+    SLO_METRICS,
+    OptionError,
+    boolean,
+    byte_size,
+    choice,
+    duration,
+    duration_text,
+    env_name,
+    failure_budget,
+    fsync,
+    headers,
+    http_url,  # --push-gateway, --otlp-endpoint
+    int_list,
+    integer,
+    metrics_urls,  # --server-metrics
+    non_negative_int,
+    non_negative_number,
+    params,
+    percentile_list,  # --percentiles
+    positive_duration,
+    positive_int,
+    positive_number,
+    proxy_url,  # --proxy
+    rate_list,
+    slos,
+    string,
+    strings,
+    strings_list,
+    timeout,
+    urls,
+    workers_count,  # --workers
+)
 
 if TYPE_CHECKING:
     from .run_config import RunConfig

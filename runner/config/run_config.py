@@ -16,11 +16,11 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 
 from ..errors import UsageError
 from ..stream.config import Limits, RetryPolicy, Timeouts
 from ..stream.headers import ANTHROPIC, OPENAI
-
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -33,7 +33,7 @@ class FsyncPolicy:
     interval_s: float = 1.0
 
     @classmethod
-    def parse(cls, text: str) -> "FsyncPolicy":
+    def parse(cls, text: str) -> FsyncPolicy:
         text = text.strip().lower()
         if text in ("always", "never"):
             return cls(text)
@@ -330,10 +330,10 @@ def auto_workers(concurrency: int) -> int:
 def render_paths(cfg: RunConfig) -> RunConfig:
     """Fill `{date}` (UTC, YYYY-MM-DD), `{job}` and `{shard}` ("3of8", or "all") in output paths."""
     import dataclasses
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     shard = cfg.shard.replace("/", "of") if cfg.shard else "all"
-    values = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "job": cfg.job or "run", "shard": shard}
+    values = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "job": cfg.job or "run", "shard": shard}
 
     def fill(path: str | None) -> str | None:
         if path is None or "{" not in path:

@@ -11,37 +11,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from ..config.run_config import ChecksConfig, RequestConfig, Stage, TransportConfig
-from .answers import Answers, checked, response_format
-from ..stream.endpoints import EndpointPool, public_url
 from ..errors import OutOfFiles, RunError, Unreachable, UsageError
 from ..inputs.ids import line_hash
 from ..inputs.items import InputItem
+from ..inputs.tokens import reasoning_tokens
 from ..record import ERROR, OK, Choice, Metrics, Record, RecordError
 from ..stream import embeddings, protocol, protocol_anthropic, protocol_responses
 from ..stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
-from ..stream.errors import NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, PastDeadline, RequestError, TooManyOpenFiles, UnwantedFinish, redact
-from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
-from ..stream.protocol import StreamState
+from ..stream.endpoints import EndpointPool, public_url
+from ..stream.errors import (
+    NOT_THE_API,
+    ConnectError,
+    HTTPStatusError,
+    InvalidInput,
+    PastDeadline,
+    RequestError,
+    TooManyOpenFiles,
+    UnwantedFinish,
+    redact,
+)
 from ..stream.headers import ANTHROPIC, OPENAI, Credentials
-from ..stream.paths import key_api
+from ..stream.network import Network
+from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine, key_api
+from ..stream.protocol import StreamState
 from ..stream.protocol_responses import EventStreamState
 from ..stream.retry import call_with_retries
-from ..stream.network import Network
-from ..stream.tls import TlsProblem
 from ..stream.timing import Timing
+from ..stream.tls import TlsProblem
+from .answers import Answers, checked, response_format
 from .guards import ConnectGuard
 from .hooks import EngineHooks
 from .result import EngineResult
 from .structured import format_problem
-from ..inputs.tokens import reasoning_tokens
 
 if TYPE_CHECKING:  # OpenTelemetry's side is loaded only when --otlp-endpoint asks for it
     from ..observe.tracing import RequestSpan

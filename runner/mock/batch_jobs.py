@@ -174,7 +174,7 @@ class BatchStore:
 
     async def _answer(self, job: Job, a: int, b: int) -> None:
         answers = await asyncio.gather(*(self._one(job, *job.requests[i][1:]) for i in range(a, b)))
-        for i, answer in zip(range(a, b), answers):
+        for i, answer in zip(range(a, b), answers, strict=True):
             job.answers[i] = answer
         job.answered = b
         job.progressed.set()

@@ -363,9 +363,10 @@ def _result_line(job: Job, i: int, answer: Answer | None) -> tuple[bool, dict[st
 
 def _write_results(store: BatchStore, state: MockState, job: Job) -> None:
     """A batch that ended: its output and error files."""
-    out, err = [], []
-    for i, answer in enumerate(job.answers):
-        line = _result_line(job, i, answer)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    for i, got in enumerate(job.answers):
+        line = _result_line(job, i, got)
         if line is not None:
             (out if line[0] else err).append(orjson.dumps(line[1]) + b"\n")
     for key, lines, kind in (("output_file_id", out, "output"), ("error_file_id", err, "error")):
