@@ -18,7 +18,7 @@ import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .parsers import (
     SLO_METRICS,
@@ -56,6 +56,8 @@ from .parsers import (
 
 if TYPE_CHECKING:
     from .run_config import RunConfig
+
+_Config = TypeVar("_Config")  # RunConfig or one of its groups
 
 
 # ---- the table
@@ -318,7 +320,7 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
     return _build(RunConfig, values)
 
 
-def _build(cls: type, values: Mapping[str, Any]) -> Any:
+def _build(cls: type[_Config], values: Mapping[str, Any]) -> _Config:
     own: dict[str, Any] = {}
     inner: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
@@ -419,7 +421,7 @@ def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], enviro
     `fixed`: parsed values (field path -> value) the command sets itself (`streamrun batch`:
     batch.enabled).
     """
-    raw: dict = {"inputs": inputs}
+    raw: dict[str, Any] = {"inputs": inputs}
     wanted = None if only is None else set(only)
     for option in OPTIONS:
         if not option.flag or (wanted is not None and option.field not in wanted):
@@ -430,7 +432,7 @@ def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], enviro
                 raw[option.field] = environ[option.envvar]
             continue
         raw[option.field] = value
-    missing = [BY_FIELD[f].flag for f in REQUIRED if f not in raw and wanted is None]
+    missing = [BY_FIELD[f] for f in REQUIRED if f not in raw and wanted is None]
     if missing:
-        raise OptionError(f"missing option {missing[0].replace('/', ' / ')}")
+        raise OptionError(f"missing option {(missing[0].flag or missing[0].shown).replace('/', ' / ')}")
     return build_config({**parse_values(raw, where=lambda o: f"{o.shown}: "), **(fixed or {})})
