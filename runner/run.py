@@ -18,7 +18,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -250,9 +251,9 @@ class Running:
         self.writer = ResultWriter(fd, cfg.output.fsync, encode=encode, name=cfg.output.path,
                                    on_failure=self._cannot_write, on_written=self._on_written)
         # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
-        self.engine = _engine(cfg, creds=creds, hooks=self.hooks, writer=self.writer, answers=answers,
-                              prior=plan.prior, connections=connections,
-                              network=Network.from_config(cfg.transport))  # TLS settings and proxies
+        self.engine, self.workers = _engine(cfg, creds=creds, hooks=self.hooks, writer=self.writer, answers=answers,
+                                            prior=plan.prior, connections=connections,
+                                            network=Network.from_config(cfg.transport))  # TLS settings and proxies
         self.lag = LagMonitor(on_sample=self.timing.sample)
         # log_json: --log-format json (None: read from the configured log handler). Then no bar unless asked
         # for, since its escape codes are no JSON lines; progress and the summary are logged as JSON.
@@ -380,7 +381,7 @@ class Running:
             exit_code=EXIT_OK, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
             records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
-            event_loop_lag=self.lag.summary() if self.cfg.load.workers == 1 else self.engine.lag_summary(),
+            event_loop_lag=self.lag.summary() if self.workers is None else self.workers.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
         self._count_held()
         summary = self.stats.summary(self.cfg.observe.slos or None)
@@ -410,8 +411,8 @@ class Running:
         return doc
 
     def _extra(self) -> dict:
-        load, workers = self.cfg.load, self.cfg.load.workers > 1
-        extra: dict = self.timing.document(self.engine.worker_timing() if workers else None)
+        load, workers = self.cfg.load, self.workers
+        extra: dict = self.timing.document(workers.worker_timing() if workers is not None else None)
         adaptive = self.engine.adaptive
         if adaptive is not None:
             extra["adaptive_concurrency"] = {"final_limit": adaptive.limit, "max": load.max_concurrency,
@@ -429,19 +430,32 @@ class Running:
                               "wait_s": quota.wait_s, "throttles": quota.throttles}
         if self.scraper is not None:
             extra["server_metrics"] = self.scraper.section()
-        if workers:
-            extra["workers"] = self.engine.section(parent_lag=self.lag.summary())
+        if workers is not None:
+            extra["workers"] = workers.section(parent_lag=self.lag.summary())
         return extra
 
 
-def _engine(cfg: RunConfig, **collaborators) -> Engine:
+class WorkerReports(Protocol):
+    """What worker processes report beside the Engine they send for (runner/workers/pool.py's WorkerPool):
+    their loops' lag taken together, each one's timing per stage, and the summary's `workers` section."""
+
+    def lag_summary(self) -> dict[str, Any]: ...
+
+    def worker_timing(self) -> list[list[dict[str, Any]]]: ...
+
+    def section(self, parent_lag: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _engine(cfg: RunConfig, **collaborators: Any) -> tuple[Engine, WorkerReports | None]:
     """The run's engine, built in one step: this process sends, or worker processes do (--workers N; this
-    one still reads the inputs and writes the records: runner/workers)."""
+    one still reads the inputs and writes the records: runner/workers).  With workers, the engine is
+    their pool, which also reports for them (the second of the pair; None without workers)."""
     if cfg.load.workers > 1:
         from .workers.pool import WorkerPool
 
-        return WorkerPool(cfg, **collaborators)
-    return Engine(cfg.transport, cfg.request, cfg.checks, rng=random.Random(cfg.load.seed), **collaborators)
+        pool = WorkerPool(cfg, **collaborators)
+        return pool, pool
+    return Engine(cfg.transport, cfg.request, cfg.checks, rng=random.Random(cfg.load.seed), **collaborators), None
 
 
 def _cost(observe: ObserveConfig, summary: dict, doc: dict) -> None:
@@ -506,7 +520,7 @@ def _install_signals(engine: Engine, writer: ResultWriter, drain_timeout_s: floa
     """
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    previous: dict[int, object] = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def restore() -> None:
         while previous:
@@ -530,7 +544,7 @@ def _install_signals(engine: Engine, writer: ResultWriter, drain_timeout_s: floa
                     "signal again to exit now" if cli else "signal again to interrupt")
         engine.stop()
 
-    def on_signal(signum: int, frame) -> None:  # between two bytecodes of the main thread: hand it to the loop
+    def on_signal(signum: int, frame: FrameType | None) -> None:  # between two bytecodes of the main thread: hand it to the loop
         loop.call_soon_threadsafe(handler, signum)
 
     try:
