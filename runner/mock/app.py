@@ -123,10 +123,10 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         wait, which, headers = admit(state, req.prompt_tokens + n_tokens)
         if wait > 0:
             headers.update(seconds_header(math.ceil(wait * 1000) / 1000))
-            refusal = Refusal.error(
+            limited = Refusal.error(
                 429, f"mock: rate limit reached for {which} per min", which or "requests", code="rate_limit_exceeded"
             )
-            return answer(state, refusal, headers)
+            return answer(state, limited, headers)
 
     if fault is None:
         fault = random_fault(state)

@@ -225,7 +225,8 @@ def loopback_target(request: web.Request) -> str:
 async def read_limited(request: web.Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The body, read in chunks up to ``limit`` bytes (``too_large()`` is raised beyond): batch bodies
     are far over aiohttp's 1 MiB ``client_max_size``."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = await request.content.readany()
         if not chunk:
