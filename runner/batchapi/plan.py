@@ -77,6 +77,8 @@ def wire_request(item: InputItem, settings: BatchSettings, defaults: dict, model
                  on_drop: Callable[[str, str], None] | None = None) -> Wire:
     """The line as its provider's batch takes it; InvalidRequestLine for a line no batch of it can take."""
     path, body = item.path, item.body or {}
+    if path is None:  # an invalid line (its callers answer those first): its error says why
+        raise InvalidRequestLine(item.error or "no request")
     if item.session is not None:
         raise InvalidRequestLine("a session ('turns') is several requests, each after the one before: a batch "
                                  "cannot run it (streamrun run can)")
