@@ -43,14 +43,15 @@ import asyncio
 import itertools
 import os
 import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import Any
 
 import orjson
 
 from .aio import loop_factory
-from .config.run_config import RunConfig
 from .config.jobfile import config_from_mapping
+from .config.run_config import RunConfig
 from .record import Record
 from .run import run_document
 

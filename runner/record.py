@@ -32,7 +32,7 @@ pays for that, and the summary reads attributes faster than dict keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .inputs.ids import resume_key
@@ -114,9 +114,9 @@ class Choice:
     index: int
     text: str = ""
     reasoning: str | None = None
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
-    logprobs: list | dict | None = None  # chat: [{token, logprob, bytes, top_logprobs}]; completions: the lists
+    logprobs: list[Any] | dict[str, Any] | None = None  # chat: [{token, logprob, bytes, top_logprobs}]; completions: the lists
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ class Turn:
     text: str = ""
     reasoning: str | None = None
     finish_reason: str | None = None
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     attempts: int = 1
     error: RecordError | None = None
@@ -141,20 +141,20 @@ class Record:
     status: str  # OK | ERROR
     text: str = ""  # partial text is kept on error
     reasoning: str | None = None
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     model: str | None = None
-    usage: dict | None = None  # as the server sent it
+    usage: dict[str, Any] | None = None  # as the server sent it
     metrics: Metrics = field(default_factory=Metrics)
     attempts: int = 1
     error: RecordError | None = None
-    source: dict | None = None  # {"file", "line"} of the input line
+    source: dict[str, Any] | None = None  # {"file", "line"} of the input line
     endpoint: str | None = None
-    stage: dict | None = None  # {"index", "label", "concurrency", "rate"} in sweeps
+    stage: dict[str, Any] | None = None  # {"index", "label", "concurrency", "rate"} in sweeps
     warmup: bool = False
     request_url: str | None = None  # the API path the line was sent to
     request_id: str | None = None  # the server's id for the request
-    logprobs: list | dict | None = None  # choice 0's, when asked for (and not --drop-logprobs)
+    logprobs: list[Any] | dict[str, Any] | None = None  # choice 0's, when asked for (and not --drop-logprobs)
     choices: list[Choice] | None = None  # every choice, when the reply had more than one
     request_hash: str | None = None  # of the input line as read: --resume finds answers to lines that changed
     parsed: Any = None  # the reply as JSON, when the request's response_format asked for JSON and it validated
@@ -187,7 +187,7 @@ def posix_time(dt: datetime | None) -> float | None:
     if dt is None:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -214,7 +214,7 @@ def _str(v: Any) -> str | None:
     return v if type(v) is str else None
 
 
-def _dict(v: Any) -> dict | None:
+def _dict(v: Any) -> dict[str, Any] | None:
     return v if type(v) is dict else None
 
 
@@ -228,7 +228,7 @@ def _time(v: Any) -> datetime | None:
         return None
 
 
-def _gaps(v: Any) -> list:
+def _gaps(v: Any) -> list[float]:
     """A list of numbers (JSON has no NaN or infinity, so each is finite)."""
     if type(v) is not list:
         return []
@@ -260,7 +260,7 @@ def decode_metrics(obj: Any) -> Metrics:
     )
 
 
-def decode_logprobs(v: Any) -> list | dict | None:
+def decode_logprobs(v: Any) -> list[Any] | dict[str, Any] | None:
     """Chat's list of entries or completions' object of lists, carried as sent; else None."""
     t = type(v)
     return v if t is list or t is dict else None
@@ -356,5 +356,10 @@ def _vector(v: Any) -> list[float] | None:
 def _vectors(v: Any) -> list[list[float]] | None:
     if type(v) is not list:
         return None
-    out = [_vector(x) for x in v]
-    return None if any(x is None for x in out) else out
+    out: list[list[float]] = []
+    for x in v:
+        vector = _vector(x)
+        if vector is None:  # one that is not a vector: none of them is trusted
+            return None
+        out.append(vector)
+    return out

@@ -15,36 +15,54 @@ import random
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, nullcontext
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from .config.run_config import (BatchConfig, FsyncPolicy, LoadConfig, ObserveConfig, OutputConfig, RunConfig, Stage,
-                                TransportConfig)
+from .config.run_config import (
+    BatchConfig,
+    FsyncPolicy,
+    LoadConfig,
+    ObserveConfig,
+    OutputConfig,
+    RunConfig,
+    Stage,
+    TransportConfig,
+)
 from .engine.answers import Answers
 from .engine.hooks import engine_hooks, open_answers
 from .engine.loop import Engine, Items
 from .engine.quota import QuotaLimiter
-from .workers.openfiles import fit_connections
 from .engine.schedule import TraceTimes
-from .errors import (EXIT_CLIENT_BOUND, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM, RunError,
-                     UsageError)
+from .errors import (
+    EXIT_CLIENT_BOUND,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    RunError,
+    UsageError,
+)
 from .inputs.ids import SeenIds, resume_key
 from .inputs.items import STDIN, InputItem, aiter_live, expand_inputs, is_regular, iter_items
 from .observe.client_timing import ClientTiming, LagMonitor
 from .observe.pushgateway import Outcome, PushSettings, apush
-from .observe.tracing import RequestTracer, TraceSettings
 from .observe.server_metrics import scraper_for
+from .observe.tracing import RequestTracer, TraceSettings
 from .outputs.summary import RunFacts, build_document, summary_path_for, write_document
-from .report.end_of_run import render
 from .outputs.writer import ResultWriter, lock_output, open_output, unlock_output
 from .plan import Plan, make_plan
 from .preflight import check_keys, credentials
 from .record import Record
+from .report.end_of_run import render
 from .stream.headers import Credentials
 from .stream.network import Network
+from .workers.openfiles import fit_connections
 
 if TYPE_CHECKING:  # the mock only for a dry run, the progress display only for a run
     from .mock import MockConfig
@@ -233,9 +251,9 @@ class Running:
         self.writer = ResultWriter(fd, cfg.output.fsync, encode=encode, name=cfg.output.path,
                                    on_failure=self._cannot_write, on_written=self._on_written)
         # connections: fewer than -c allows (per worker with --workers) when the open-file limit is low
-        self.engine = _engine(cfg, creds=creds, hooks=self.hooks, writer=self.writer, answers=answers,
-                              prior=plan.prior, connections=connections,
-                              network=Network.from_config(cfg.transport))  # TLS settings and proxies
+        self.engine, self.workers = _engine(cfg, creds=creds, hooks=self.hooks, writer=self.writer, answers=answers,
+                                            prior=plan.prior, connections=connections,
+                                            network=Network.from_config(cfg.transport))  # TLS settings and proxies
         self.lag = LagMonitor(on_sample=self.timing.sample)
         # log_json: --log-format json (None: read from the configured log handler). Then no bar unless asked
         # for, since its escape codes are no JSON lines; progress and the summary are logged as JSON.
@@ -330,7 +348,7 @@ class Running:
         return iter_items(self.plan.paths, cfg.transport.limits.max_line_bytes, cfg.transport.api, cfg.sharegpt)
 
     async def execute(self) -> dict:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         t0 = time.perf_counter()
         self._signals, restore_signals = _install_signals(self.engine, self.writer, self.cfg.load.drain_timeout_s,
                                                           cli=self.cli)
@@ -359,11 +377,11 @@ class Running:
             if self.tracer is not None:  # the last spans exported, on every ending (a SIGTERM's drain too)
                 await self.tracer.aclose()
         facts = RunFacts(
-            started_at=started, ended_at=datetime.now(timezone.utc), duration_s=time.perf_counter() - t0,
+            started_at=started, ended_at=datetime.now(UTC), duration_s=time.perf_counter() - t0,
             exit_code=EXIT_OK, interrupted=result.interrupted, requests_sent=result.sent,
             cancelled_in_flight=result.cancelled, records_written=self.writer.written,
             records_not_written=self.engine.guard.dropped + self.engine.reach.dropped + self.writer.pending,
-            event_loop_lag=self.lag.summary() if self.cfg.load.workers == 1 else self.engine.lag_summary(),
+            event_loop_lag=self.lag.summary() if self.workers is None else self.workers.lag_summary(),
             endpoints=result.endpoints, extra=self._extra())
         self._count_held()
         summary = self.stats.summary(self.cfg.observe.slos or None)
@@ -393,8 +411,8 @@ class Running:
         return doc
 
     def _extra(self) -> dict:
-        load, workers = self.cfg.load, self.cfg.load.workers > 1
-        extra: dict = self.timing.document(self.engine.worker_timing() if workers else None)
+        load, workers = self.cfg.load, self.workers
+        extra: dict = self.timing.document(workers.worker_timing() if workers is not None else None)
         adaptive = self.engine.adaptive
         if adaptive is not None:
             extra["adaptive_concurrency"] = {"final_limit": adaptive.limit, "max": load.max_concurrency,
@@ -412,19 +430,32 @@ class Running:
                               "wait_s": quota.wait_s, "throttles": quota.throttles}
         if self.scraper is not None:
             extra["server_metrics"] = self.scraper.section()
-        if workers:
-            extra["workers"] = self.engine.section(parent_lag=self.lag.summary())
+        if workers is not None:
+            extra["workers"] = workers.section(parent_lag=self.lag.summary())
         return extra
 
 
-def _engine(cfg: RunConfig, **collaborators) -> Engine:
+class WorkerReports(Protocol):
+    """What worker processes report beside the Engine they send for (runner/workers/pool.py's WorkerPool):
+    their loops' lag taken together, each one's timing per stage, and the summary's `workers` section."""
+
+    def lag_summary(self) -> dict[str, Any]: ...
+
+    def worker_timing(self) -> list[list[dict[str, Any]]]: ...
+
+    def section(self, parent_lag: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _engine(cfg: RunConfig, **collaborators: Any) -> tuple[Engine, WorkerReports | None]:
     """The run's engine, built in one step: this process sends, or worker processes do (--workers N; this
-    one still reads the inputs and writes the records: runner/workers)."""
+    one still reads the inputs and writes the records: runner/workers).  With workers, the engine is
+    their pool, which also reports for them (the second of the pair; None without workers)."""
     if cfg.load.workers > 1:
         from .workers.pool import WorkerPool
 
-        return WorkerPool(cfg, **collaborators)
-    return Engine(cfg.transport, cfg.request, cfg.checks, rng=random.Random(cfg.load.seed), **collaborators)
+        pool = WorkerPool(cfg, **collaborators)
+        return pool, pool
+    return Engine(cfg.transport, cfg.request, cfg.checks, rng=random.Random(cfg.load.seed), **collaborators), None
 
 
 def _cost(observe: ObserveConfig, summary: dict, doc: dict) -> None:
@@ -489,7 +520,7 @@ def _install_signals(engine: Engine, writer: ResultWriter, drain_timeout_s: floa
     """
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    previous: dict[int, object] = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def restore() -> None:
         while previous:
@@ -513,7 +544,7 @@ def _install_signals(engine: Engine, writer: ResultWriter, drain_timeout_s: floa
                     "signal again to exit now" if cli else "signal again to interrupt")
         engine.stop()
 
-    def on_signal(signum: int, frame) -> None:  # between two bytecodes of the main thread: hand it to the loop
+    def on_signal(signum: int, frame: FrameType | None) -> None:  # between two bytecodes of the main thread: hand it to the loop
         loop.call_soon_threadsafe(handler, signum)
 
     try:

@@ -21,7 +21,7 @@ from typing import IO, Any
 from yarl import URL
 
 from .http import Client, ProviderError
-from .remote import CANCELLED, COMPLETED, ERRORED, EXPIRED, SUCCEEDED, Outcome, Remote
+from .remote import CANCELLED, COMPLETED, ERRORED, EXPIRED, SUCCEEDED, Outcome, Remote, json_object
 
 BATCHES = "/v1/messages/batches"
 LOOK_BACK_S = 600.0  # how far before a create's `since` a listing still looks (the provider's clock may differ)
@@ -39,8 +39,7 @@ def _remote(obj: Any) -> Remote:
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
         raise ProviderError(f"not a Message Batch object: {str(obj)[:200]}")
     status = str(obj.get("processing_status"))
-    counts = obj.get("request_counts") if isinstance(obj.get("request_counts"), dict) else {}
-    counts = {k: v for k, v in counts.items() if isinstance(v, int)}
+    counts = {k: v for k, v in json_object(obj.get("request_counts")).items() if isinstance(v, int)}
     end = None
     if status == "ended":  # Anthropic's one end: each line's result says how it went
         end = CANCELLED if obj.get("cancel_initiated_at") else EXPIRED if counts.get("expired") else COMPLETED
@@ -78,7 +77,8 @@ class AnthropicBatches:
     async def find(self, lines: int, since: float, known: set[str]) -> list[Remote]:
         """The batches that may be the one a create sent at `since` made: created since a little before it,
         holding `lines` requests, not being cancelled, and none of the `known` ids (the run's other parts)."""
-        found, after = [], None
+        found: list[Remote] = []
+        after = None
         while True:
             params = {"limit": "100", **({"after_id": after} if after else {})}
             page = await self.client.json("GET", BATCHES, params=params,
@@ -118,10 +118,12 @@ class AnthropicBatches:
         """One results line; ValueError when it is not one."""
         if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
             raise ValueError("not a Message Batches result line (no custom_id)")
-        result = line.get("result")
-        kind = _KINDS.get(result.get("type")) if isinstance(result, dict) else None
+        given = line.get("result")
+        result = json_object(given)
+        word = result.get("type")
+        kind = _KINDS.get(word) if isinstance(word, str) else None  # a list or object is no key: no TypeError
         if kind is None:
-            raise ValueError(f"an unknown result {str(result)[:100]}")
+            raise ValueError(f"an unknown result {str(given)[:100]}")
         cid = line["custom_id"]
         if kind == SUCCEEDED:
             message = result.get("message")
@@ -130,8 +132,9 @@ class AnthropicBatches:
             rid = message.get("id") if isinstance(message.get("id"), str) else None
             return Outcome(cid, SUCCEEDED, message, 200, request_id=rid)
         if kind == ERRORED:
-            response = result.get("error") if isinstance(result.get("error"), dict) else {}
-            error = response.get("error") if isinstance(response.get("error"), dict) else response
+            response = json_object(result.get("error"))
+            inner = response.get("error")
+            error = inner if isinstance(inner, dict) else response
             code, message = error.get("type"), error.get("message")
             return Outcome(cid, ERRORED, None, None, code if isinstance(code, str) else None,
                            message if isinstance(message, str) else None,

@@ -18,20 +18,20 @@ takes its batch's end, or `batch_errored` when the batch completed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
 from ..config.run_config import Stage
 from ..engine.answers import checked, response_format
-from ..engine.send import WHOLE, Reply, make_record
+from ..engine.send import WHOLE, Reply, ReplyState, make_record
 from ..inputs.ids import line_hash
 from ..inputs.items import InputItem
 from ..record import Record
 from ..stream import embeddings, protocol
 from ..stream.errors import InvalidInput, RequestError
-from ..stream.paths import MESSAGES_PATH, RESPONSES_PATH
 from ..stream.protocol import StreamState
 from ..stream.protocol_responses import EventStreamState
 from .plan import Wire
@@ -108,7 +108,7 @@ def answered(member: Member, outcome: Outcome, batch_id: str, ctx: Context) -> R
             return never_ran(member, outcome.kind, batch_id, ctx, outcome.message)
         error = BatchErrored(outcome.message or "the request failed", outcome.status_code, outcome.code)
         return _record(member, Reply(None, None, 1, error, outcome.request_id), batch_id, ctx)
-    state: Any = None
+    state: ReplyState | None = None
     try:
         state = whole_reply(member.item.path or "", outcome.body or {})
         parsed = checked(response_format(member.wire.request), state)
@@ -140,12 +140,19 @@ def missing(member: Member, end: str | None, batch_id: str, ctx: Context, proble
     return _record(member, Reply(None, None, 1, error, None), batch_id, ctx)
 
 
-def whole_reply(path: str, body: dict) -> Any:
+def whole_reply(path: str, body: dict[str, Any]) -> ReplyState:
     """A result's answer read as its live API's whole (non-streamed) reply: the stream's state it adds up to."""
     if path == embeddings.PATH:
         return embeddings.parse(orjson.dumps(body))
-    state = EventStreamState() if path in (RESPONSES_PATH, MESSAGES_PATH) else StreamState()
-    WHOLE.get(path, protocol.apply_whole)(state, body)
+    state: StreamState
+    whole = WHOLE.get(path)
+    if whole is not None:  # Responses, Messages: read into their own kind of state
+        events = EventStreamState()
+        whole(events, body)
+        state = events
+    else:
+        state = StreamState()
+        protocol.apply_whole(state, body)
     state.done = True
     state.text_events = 0  # no stream: the output's token count is the usage's, or none (never a count of events)
     return state

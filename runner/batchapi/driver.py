@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -60,7 +60,7 @@ from .output import Found, Records, prepare_output
 from .poll import Poller
 from .settings import BatchSettings
 from .signals import install_signals
-from .state import Ledger, State, state_path_for, shown_ids
+from .state import Ledger, State, shown_ids, state_path_for
 from .submit import Submitter
 from .summary import Ending, finish
 
@@ -121,7 +121,7 @@ class BatchRun:
         self.submitter: Submitter | None = None
 
     async def execute(self) -> dict:
-        started, t0 = datetime.now(timezone.utc), time.perf_counter()
+        started, t0 = datetime.now(UTC), time.perf_counter()
         cfg = self.cfg
         scan = scan_inputs(self.paths, api=cfg.transport.api, sharegpt=cfg.sharegpt)
         if scan.duplicates:

@@ -15,15 +15,15 @@ the state file keeps every id, and the same command continues.
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 import aiohttp
 import orjson
 
 from ..errors import RunError
-from ..stream.client import endpoint_url, read_bounded, status_error
+from ..stream.client import connect_failure, endpoint_url, read_bounded, status_error
 from ..stream.config import RetryPolicy
-from ..stream.client import connect_failure
 from ..stream.errors import HTTPStatusError, RequestError, redact
 from ..stream.retry import call_with_retries
 

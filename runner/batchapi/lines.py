@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from array import array
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..config.run_config import TransportConfig
 from ..errors import UsageError

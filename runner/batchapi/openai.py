@@ -24,7 +24,7 @@ from typing import IO, Any
 import aiohttp
 
 from .http import Client, ProviderError
-from .remote import CANCELLED, COMPLETED, ERRORED, EXPIRED, FAILED, SUCCEEDED, Outcome, Remote
+from .remote import CANCELLED, COMPLETED, ERRORED, EXPIRED, FAILED, SUCCEEDED, Outcome, Remote, json_object
 
 ENDED = (COMPLETED, EXPIRED, CANCELLED, FAILED)
 LOOK_BACK_S = 600.0  # how far before a create's `since` a listing still looks (the provider's clock may differ)
@@ -46,13 +46,13 @@ def _remote(obj: Any) -> Remote:
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
         raise ProviderError(f"not an OpenAI batch object: {str(obj)[:200]}")
     status = str(obj.get("status"))
-    counts = obj.get("request_counts") if isinstance(obj.get("request_counts"), dict) else {}
+    counts = json_object(obj.get("request_counts"))
     errors = (obj.get("errors") or {}).get("data") if isinstance(obj.get("errors"), dict) else None
     problem = "; ".join(
         (f"line {e.get('line')}: " if e.get("line") else "") + f"{e.get('code')}: {e.get('message')}"
         for e in errors[:5] if isinstance(e, dict)) if errors else None
     files = tuple(f for f in (obj.get("output_file_id"), obj.get("error_file_id")) if isinstance(f, str))
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta = json_object(obj.get("metadata"))
     created = obj.get("created_at")
     return Remote(obj["id"], status, status if status in ENDED else None,
                   {k: v for k, v in counts.items() if isinstance(v, int)},
@@ -161,7 +161,7 @@ class OpenAIBatches:
             rid = response.get("request_id") if isinstance(response.get("request_id"), str) else None
             if status == 200 and isinstance(body, dict):
                 return Outcome(cid, SUCCEEDED, body, 200, request_id=rid)
-            err = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+            err = json_object(body.get("error")) if isinstance(body, dict) else {}
             code = err.get("code") or err.get("type")
             return Outcome(cid, ERRORED, None, status if isinstance(status, int) else None,
                            code if isinstance(code, str) else None, _text(err.get("message")) or f"HTTP {status}",

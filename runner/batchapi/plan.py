@@ -25,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -36,8 +37,14 @@ from ..engine.structured import format_problem
 from ..errors import UsageError
 from ..inputs.items import InputItem
 from ..stream.headers import ANTHROPIC
-from ..stream.paths import (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH,
-                            InvalidRequestLine)
+from ..stream.paths import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    MESSAGES_PATH,
+    RESPONSES_PATH,
+    InvalidRequestLine,
+)
 from .settings import BatchSettings
 from .state import Part
 
@@ -70,6 +77,8 @@ def wire_request(item: InputItem, settings: BatchSettings, defaults: dict, model
                  on_drop: Callable[[str, str], None] | None = None) -> Wire:
     """The line as its provider's batch takes it; InvalidRequestLine for a line no batch of it can take."""
     path, body = item.path, item.body or {}
+    if path is None:  # an invalid line (its callers answer those first): its error says why
+        raise InvalidRequestLine(item.error or "no request")
     if item.session is not None:
         raise InvalidRequestLine("a session ('turns') is several requests, each after the one before: a batch "
                                  "cannot run it (streamrun run can)")

@@ -46,3 +46,8 @@ class Outcome:
     code: str | None = None  # the provider's error code or type
     message: str | None = None
     request_id: str | None = None
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """`value` when the provider sent a JSON object there, else an empty one (a missing or mistyped field)."""
+    return value if isinstance(value, dict) else {}

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM
 

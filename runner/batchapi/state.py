@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -80,7 +80,7 @@ class State:
     @classmethod
     def new(cls, provider: str, base_url: str, output: str) -> State:
         return cls("sr" + secrets.token_hex(6), provider, base_url, output,
-                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 class Ledger:

@@ -203,7 +203,7 @@ class Submitter:
         ledger = self.ledger
         never = [p for p in ledger.state.parts if p.step in (PLANNED, UPLOADED)]
         if never:
-            for part, member in self.lines.members(never):
+            for _part, member in self.lines.members(never):
                 self.records.put(collect.never_ran(member, CANCELLED, None, self.lines.ctx))
             self.records.flush()
             for part in never:

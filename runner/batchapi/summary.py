@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..config.run_config import ObserveConfig, RunConfig
 from ..errors import EXIT_FAILED, EXIT_OK, RunError
@@ -75,7 +75,7 @@ def finish(cfg: RunConfig, settings: BatchSettings, ledger: Ledger, ending: Endi
                      "lines": p.lines, "status": p.status, "end": p.end, "collected": p.step == COLLECTED,
                      "counts": p.counts} for p in state.parts],
     }
-    facts = RunFacts(started_at=ending.started, ended_at=datetime.now(timezone.utc), duration_s=ending.duration_s,
+    facts = RunFacts(started_at=ending.started, ended_at=datetime.now(UTC), duration_s=ending.duration_s,
                      exit_code=code, interrupted=bool(ending.signals) or stopped is not None,
                      requests_sent=ending.submitted_lines, cancelled_in_flight=0, records_written=ending.written,
                      stopped=str(stopped) if stopped is not None else None, extra={"batch": section})

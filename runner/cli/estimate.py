@@ -11,20 +11,19 @@ from __future__ import annotations
 import sys
 
 import click
-
-from .help import examples
 import orjson
 
 from ..batchapi.settings import BATCH_PRICE_FACTOR
 from ..inputs.items import InputError, expand_inputs, iter_items
-from ..stream.protocol import build_body
 from ..inputs.tokens import Pricing, cost, estimate_prompt_tokens, requested_output_tokens
+from ..stream.protocol import build_body
+from .help import examples
 
 
 def estimate_inputs(paths: list[str], *, defaults: dict, model: str | None, default_output: int) -> dict:
     counts = {"requests": 0, "invalid": 0, "prompt_tokens": 0, "max_output_tokens": 0}
     for item in iter_items(paths):
-        if item.error is not None:
+        if item.error is not None or item.path is None:  # an invalid line has no API path
             counts["invalid"] += 1
             continue
         body = build_body(item.body or {}, path=item.path, defaults=defaults, model=model, include_usage=False)

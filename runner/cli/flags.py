@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from ..config.options import METAVARS, OPTIONS, Option, boolean, default_of, shown_default
+from ..config.options import METAVARS, OPTIONS, Option, default_of, shown_default
+from ..config.parsers import boolean
 
 
 def global_options(f):
@@ -32,6 +33,8 @@ def global_options(f):
 
 def flag_decorator(option: Option):
     """The click option of one table row; values stay raw (None when not given) for the table's parsers."""
+    if option.flag is None:  # a job key without a flag (`inputs`, `base_dir`): no click option
+        raise ValueError(f"{option.field} has no flag")
     default = default_of(option)
     names = option.flag.split("/")
     if option.parse is boolean:

@@ -22,7 +22,6 @@ from ..preflight import secrets_of
 from .flags import global_options, run_options
 from .help import EXIT_CODES_HELP, examples
 
-
 # name -> (module:attribute, one-line help shown without importing the module)
 LAZY_COMMANDS = {
     "batch": ("runner.cli.batch:batch_command",
@@ -56,7 +55,8 @@ class LazyGroup(click.Group):
                 rows.append((name, LAZY_COMMANDS[name][1]))
             else:
                 cmd = super().get_command(ctx, name)
-                rows.append((name, cmd.get_short_help_str(60)))
+                if cmd is not None:  # list_commands names only commands it has
+                    rows.append((name, cmd.get_short_help_str(60)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -16,18 +16,48 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .parsers import OptionError, duration, positive_duration, timeout, string, strings, urls, byte_size, integer, positive_int, non_negative_int, positive_number, non_negative_number, boolean, int_list, rate_list, choice, strings_list, params, SLO_METRICS, slos, headers, env_name, fsync, failure_budget, duration_text
-from .parsers import metrics_urls  # --server-metrics
-from .parsers import percentile_list  # --percentiles
-from .parsers import workers_count  # --workers
-from .parsers import http_url  # --push-gateway, --otlp-endpoint
-from .parsers import proxy_url  # --proxy
+from .parsers import (
+    SLO_METRICS,
+    OptionError,
+    boolean,
+    byte_size,
+    choice,
+    duration,
+    duration_text,
+    env_name,
+    failure_budget,
+    fsync,
+    headers,
+    http_url,  # --push-gateway, --otlp-endpoint
+    int_list,
+    integer,
+    metrics_urls,  # --server-metrics
+    non_negative_int,
+    non_negative_number,
+    params,
+    percentile_list,  # --percentiles
+    positive_duration,
+    positive_int,
+    positive_number,
+    proxy_url,  # --proxy
+    rate_list,
+    slos,
+    string,
+    strings,
+    strings_list,
+    timeout,
+    urls,
+    workers_count,  # --workers
+)
 
 if TYPE_CHECKING:
     from .run_config import RunConfig
+
+_Config = TypeVar("_Config")  # RunConfig or one of its groups
 
 
 # ---- the table
@@ -290,7 +320,7 @@ def build_config(values: Mapping[str, Any]) -> RunConfig:
     return _build(RunConfig, values)
 
 
-def _build(cls: type, values: Mapping[str, Any]) -> Any:
+def _build(cls: type[_Config], values: Mapping[str, Any]) -> _Config:
     own: dict[str, Any] = {}
     inner: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
@@ -391,7 +421,7 @@ def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], enviro
     `fixed`: parsed values (field path -> value) the command sets itself (`streamrun batch`:
     batch.enabled).
     """
-    raw: dict = {"inputs": inputs}
+    raw: dict[str, Any] = {"inputs": inputs}
     wanted = None if only is None else set(only)
     for option in OPTIONS:
         if not option.flag or (wanted is not None and option.field not in wanted):
@@ -402,7 +432,7 @@ def config_from_options(inputs: tuple[str, ...], opts: Mapping[str, Any], enviro
                 raw[option.field] = environ[option.envvar]
             continue
         raw[option.field] = value
-    missing = [BY_FIELD[f].flag for f in REQUIRED if f not in raw and wanted is None]
+    missing = [BY_FIELD[f] for f in REQUIRED if f not in raw and wanted is None]
     if missing:
-        raise OptionError(f"missing option {missing[0].replace('/', ' / ')}")
+        raise OptionError(f"missing option {(missing[0].flag or missing[0].shown).replace('/', ' / ')}")
     return build_config({**parse_values(raw, where=lambda o: f"{o.shown}: "), **(fixed or {})})

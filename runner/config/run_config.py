@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Literal
 
 from ..errors import UsageError
 from ..stream.config import Limits, RetryPolicy, Timeouts
 from ..stream.headers import ANTHROPIC, OPENAI
-
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -33,7 +34,7 @@ class FsyncPolicy:
     interval_s: float = 1.0
 
     @classmethod
-    def parse(cls, text: str) -> "FsyncPolicy":
+    def parse(cls, text: str) -> FsyncPolicy:
         text = text.strip().lower()
         if text in ("always", "never"):
             return cls(text)
@@ -54,24 +55,35 @@ class Stage:
     rate: float | None = None
     label: str | None = None  # set only in sweeps; then records carry it
 
-    def to_record(self) -> dict | None:
+    def to_record(self) -> dict[str, Any] | None:
         if self.label is None:
             return None
         rate = None if self.rate is None or math.isinf(self.rate) else self.rate
         return {"index": self.index, "label": self.label, "concurrency": self.concurrency, "rate": rate}
 
 
-SWEEP = "sweep"  # --rate sweep
+SWEEP: Literal["sweep"] = "sweep"  # --rate sweep
+#: `load.rate`: rates (req/s; None: no rate, as fast as the concurrency allows; inf: all at once), or --rate sweep.
+Rates = tuple[float | None, ...] | tuple[Literal["sweep"]]
 
 
-def make_stages(concurrencies: list[int], rates: list[float | None]) -> tuple[Stage, ...]:
+def make_stages(concurrencies: Sequence[int], rates: Sequence[float | None | Literal["sweep"]]) -> tuple[Stage, ...]:
     """A sweep over one list; the other must then be a single value.
 
     `--rate sweep` starts with its two measuring stages; the rates between
     them are known only once those ran (`runner.sweep`).
     """
-    if rates == [SWEEP]:
+    if list(rates) == [SWEEP]:
         return (Stage(0, 1, None, "synchronous"), Stage(1, concurrencies[0], math.inf, "throughput"))
+    numbers: list[float | None] = []
+    for rate in rates:
+        if isinstance(rate, str):  # the parser gives "sweep" alone; a Python caller may not
+            raise UsageError("--rate sweep measures its own rates: it takes no list of rates")
+        numbers.append(rate)
+    return _stages(concurrencies, numbers)
+
+
+def _stages(concurrencies: Sequence[int], rates: Sequence[float | None]) -> tuple[Stage, ...]:
     if len(concurrencies) > 1 and len(rates) > 1:
         raise UsageError("sweep either --concurrency or --rate, not both")
     if len(concurrencies) == 1 and len(rates) == 1:
@@ -147,7 +159,7 @@ class RequestConfig:
     whether its logprobs are kept."""
 
     model: str | None = None
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     max_tokens: int | None = None  # --max-tokens N: the same as --param max_tokens=N
     include_usage: bool = True
     drop_logprobs: bool = False  # asked for only to load the server: not kept in records
@@ -164,14 +176,16 @@ class LoadConfig:
     and `rate` unless given."""
 
     concurrency: tuple[int, ...] = (16,)
-    rate: tuple[float | None, ...] = (None,)
+    rate: Rates = (None,)
     stages: tuple[Stage, ...] = ()
     burstiness: float = 1.0
     ramp_up: str | None = None  # linear | exponential: the rate (or concurrency) rises to its target
     ramp_up_duration_s: float | None = None
     ramp_up_start: float | None = None  # the rate (req/s) or concurrency to start from (default: 1)
     sweep_points: int = 5  # --rate sweep: constant-rate stages between the synchronous and the maximum rate
-    workers: int = 1  # processes that send (--workers N | auto, resolved here); this one reads and writes
+    # Processes that send; this one reads and writes.  Given as N or "auto" (--workers auto, or a caller's), an
+    # int once built: "auto" is resolved here, so every reader gets the count.
+    workers: int = 1
     replay: bool = False  # send each line at its "timestamp" (ms, counted from the first line's)
     replay_speed: float = 1.0  # 2: twice as fast as the trace
     num_prompts: int | None = None
@@ -193,7 +207,8 @@ class LoadConfig:
             raise UsageError("--replay sends each line at its own timestamp: it takes no --rate or sweep")
         if (self.ramp_up is None) != (self.ramp_up_duration_s is None):
             raise UsageError("--ramp-up and --ramp-up-duration go together")
-        if self.workers == "auto":  # the parser's word: one worker per core but one, for this process
+        given: object = self.workers  # the int field's one other input, the parser's "auto"
+        if given == "auto":  # one worker per core but one, for this process
             object.__setattr__(self, "workers", auto_workers(min(self.concurrency)))
         if self.workers > 1 and self.workers > min(self.concurrency):
             raise UsageError(f"--workers {self.workers} needs -c {self.workers} or more (each worker keeps at least "
@@ -262,7 +277,7 @@ class ObserveConfig:
     server_metrics_interval_s: float = 1.0
     push_gateway: str | None = None  # a Prometheus Pushgateway: the run's metrics pushed when it ends
     otlp_endpoint: str | None = None  # an OTLP/HTTP collector's base URL: one span per request (runner/observe)
-    slos: dict = field(default_factory=dict)
+    slos: dict[str, float] = field(default_factory=dict)
     percentiles: tuple[float, ...] = (50, 90, 95, 99)  # in the summary and its tables (--percentiles)
     window_s: float | None = None  # statistics per time window of this width (--window)
     strict_timing: bool = False  # exit 5 when a stage's numbers were client-bound (runner/observe/client_timing.py)
@@ -330,20 +345,22 @@ def auto_workers(concurrency: int) -> int:
 def render_paths(cfg: RunConfig) -> RunConfig:
     """Fill `{date}` (UTC, YYYY-MM-DD), `{job}` and `{shard}` ("3of8", or "all") in output paths."""
     import dataclasses
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     shard = cfg.shard.replace("/", "of") if cfg.shard else "all"
-    values = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "job": cfg.job or "run", "shard": shard}
+    values = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "job": cfg.job or "run", "shard": shard}
 
-    def fill(path: str | None) -> str | None:
-        if path is None or "{" not in path:
+    def fill(path: str) -> str:
+        if "{" not in path:
             return path
         try:
             return path.format(**values)
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise UsageError(f"output path {path!r}: unknown template field {exc} (use {{date}}, {{job}}, {{shard}})") from None
 
-    output = dataclasses.replace(cfg.output, path=fill(cfg.output.path), summary_path=fill(cfg.output.summary_path))
+    summary_path = cfg.output.summary_path
+    output = dataclasses.replace(cfg.output, path=fill(cfg.output.path),
+                                 summary_path=None if summary_path is None else fill(summary_path))
     return dataclasses.replace(cfg, output=output)
 
 

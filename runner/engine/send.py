@@ -11,40 +11,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from ..config.run_config import ChecksConfig, RequestConfig, Stage, TransportConfig
-from .answers import Answers, checked, response_format
-from ..stream.endpoints import EndpointPool, public_url
 from ..errors import OutOfFiles, RunError, Unreachable, UsageError
 from ..inputs.ids import line_hash
 from ..inputs.items import InputItem
+from ..inputs.tokens import reasoning_tokens
 from ..record import ERROR, OK, Choice, Metrics, Record, RecordError
 from ..stream import embeddings, protocol, protocol_anthropic, protocol_responses
 from ..stream.client import Attempt, endpoint_url, list_models, request_id, stream_once
-from ..stream.errors import NOT_THE_API, ConnectError, HTTPStatusError, InvalidInput, PastDeadline, RequestError, TooManyOpenFiles, UnwantedFinish, redact
-from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine
-from ..stream.protocol import StreamState
+from ..stream.endpoints import EndpointPool, public_url
+from ..stream.errors import (
+    NOT_THE_API,
+    ConnectError,
+    HTTPStatusError,
+    InvalidInput,
+    PastDeadline,
+    RequestError,
+    TooManyOpenFiles,
+    UnwantedFinish,
+    redact,
+)
 from ..stream.headers import ANTHROPIC, OPENAI, Credentials
-from ..stream.paths import key_api
+from ..stream.network import Network
+from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine, key_api
+from ..stream.protocol import StreamState
 from ..stream.protocol_responses import EventStreamState
 from ..stream.retry import call_with_retries
-from ..stream.network import Network
-from ..stream.tls import TlsProblem
 from ..stream.timing import Timing
+from ..stream.tls import TlsProblem
+from .answers import Answers, checked, response_format
 from .guards import ConnectGuard
 from .hooks import EngineHooks
 from .result import EngineResult
 from .structured import format_problem
-from ..inputs.tokens import reasoning_tokens
 
 if TYPE_CHECKING:  # OpenTelemetry's side is loaded only when --otlp-endpoint asks for it
-    from ..observe.tracing import RequestSpan
+    from ..observe.tracing import RequestSpan, RequestTracer
 
 log = logging.getLogger("streamrun")
 OUT_OF_FILES_PATIENCE_S = 60.0  # EMFILE this long for one request: the open-file limit leaves no room at all
@@ -176,7 +186,7 @@ class Sender:
         body = item.body or {}
         model = await self.model_for(body)
         try:
-            request = self.build(item.path, body, model)
+            request = self.build(sent_path(item), body, model)
         except InvalidRequestLine as exc:  # e.g. Anthropic without max_tokens: answered at once, nothing sent
             return self.record(item, stage, warmup, Reply(None, None, 0, InvalidInput(f"{item.place}: {exc}"), None))
         return await self.answer(item, request, due, stage, warmup)
@@ -188,26 +198,29 @@ class Sender:
         history, so its cache key does, and a rerun of the same session is
         answered turn by turn from the cache.
         """
-        key = self.answers.key(item.path, request)
+        path = sent_path(item)
+        key = self.answers.key(path, request)
         if key is not None:
             fresh = self.record(item, stage, warmup, Reply(None, None, 0, None, None))
             fmt = response_format(request)
             cached = await self.answers.lookup(key, fresh, lambda answer: self.accept(fmt, answer))
             if cached is not None:
                 return cached
-        if self.tracer is None:  # the one test tracing costs when it is off
-            reply = await self.request(item.path, request, due)
+        tracer = self.tracer
+        if tracer is None:  # the one test tracing costs when it is off
+            reply = await self.request(path, request, due)
             record = self.record(item, stage, warmup, reply)
         else:
-            record = await self._traced(item, request, due, stage, warmup)
+            record = await self._traced(tracer, item, path, request, due, stage, warmup)
         await self.answers.store(key, record)
         return record
 
-    async def _traced(self, item: InputItem, request: dict, due: float | None, stage: Stage, warmup: bool) -> Record:
+    async def _traced(self, tracer: RequestTracer, item: InputItem, path: str, request: dict, due: float | None,
+                      stage: Stage, warmup: bool) -> Record:
         """`answer`'s request in a span of its own, which every attempt names in its traceparent header."""
-        trace = self.tracer.start(item.path, request)
+        trace = tracer.start(path, request)
         try:
-            reply = await self.request(item.path, request, due, trace)
+            reply = await self.request(path, request, due, trace)
         except PastDeadline:  # nothing was sent: no span either
             raise
         except BaseException as exc:  # cancelled in flight (the drain's end), a run-level stop
@@ -405,10 +418,11 @@ class Sender:
                                          headers)
         named = NAMED_EVENTS.get(path)
         keep = not self.request_defaults.drop_logprobs
-        state = (EventStreamState(keep_logprobs=keep) if named is not None else
-                 StreamState(keep_logprobs=False) if not keep else None)
+        if named is not None:  # Responses, Messages: their readers read into the EventStreamState they are given
+            return await stream_once(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
+                                     EventStreamState(keep_logprobs=keep), named, headers, WHOLE[path])
         return await stream_once(self.session, url, body, transport.timeouts, timing, proxy, transport.limits,
-                                 state, named, headers, WHOLE.get(path))
+                                 None if keep else StreamState(keep_logprobs=False), None, headers, None)
 
     def _learn_from_failure(self, exc: RequestError, timing: Timing) -> None:
         if not isinstance(exc, HTTPStatusError):
@@ -444,11 +458,10 @@ def make_record(item: InputItem, reply: Reply, *, stage: Stage, warmup: bool, mo
     """
     state, timing, error = reply.state, reply.timing, reply.error
     if isinstance(state, embeddings.Result):
-        return _embedding_record(item, stage, warmup, reply, model, secrets, scheduled_s)
+        return _embedding_record(item, stage, warmup, reply, state, model, secrets, scheduled_s)
     usage = state.usage if state is not None else None
     text = state.text if state is not None else ""
-    others = state.others if state is not None else None
-    choices = _choices(state, text) if others else None
+    choices = _choices(state, text) if state is not None and state.others else None
     tokens, source = output_tokens(state, text, choices, count_tokens)
     if state is not None:
         reasoning, tool_calls, finish_reason = state.reasoning, state.tool_calls, state.finish_reason
@@ -491,10 +504,9 @@ def record_error(error: RequestError | None, secrets: tuple[str, ...]) -> Record
     return RecordError(error.type, error.status_code, getattr(error, "code", None), redact(error.message, secrets))
 
 
-def _embedding_record(item: InputItem, stage: Stage, warmup: bool, reply: Reply, model: str | None,
-                      secrets: tuple[str, ...], scheduled_s: float | None) -> Record:
-    """Embeddings are not streamed: e2e only, the vectors and the usage kept."""
-    result = reply.state
+def _embedding_record(item: InputItem, stage: Stage, warmup: bool, reply: Reply, result: embeddings.Result,
+                      model: str | None, secrets: tuple[str, ...], scheduled_s: float | None) -> Record:
+    """Embeddings are not streamed: e2e only, the vectors and the usage kept (`result`: the reply's state)."""
     one = isinstance((item.body or {}).get("input"), str)
     metrics = Metrics.from_timing(reply.timing, None, None)
     metrics.ttft_s = metrics.ttfb_s = metrics.ttfat_s = None  # no stream: nothing comes first
@@ -554,6 +566,13 @@ async def only_model(session: aiohttp.ClientSession, urls: list[str], proxies: d
     raise UsageError("cannot connect to " + "; nor to ".join(unreachable))
 
 
+def sent_path(item: InputItem) -> str:
+    """The API path a line is sent to; an invalid line has none and is answered at once, never sent (the loop)."""
+    if item.path is None:
+        raise ValueError(f"{item.place}: an invalid line is not sent ({item.error})")
+    return item.path
+
+
 def scheduled(item: InputItem, replay_speed: float | None) -> float | None:
     """--replay: when the trace sent this line, in this run's time (seconds from the stage's start)."""
     if item.timestamp_ms is None or replay_speed is None:
@@ -561,7 +580,7 @@ def scheduled(item: InputItem, replay_speed: float | None) -> float | None:
     return item.timestamp_ms / 1000.0 / replay_speed
 
 
-def output_tokens(state, text: str, choices: list[Choice] | None,
+def output_tokens(state: StreamState | None, text: str, choices: list[Choice] | None,
                   count: Callable[[str], tuple[int, str]] | None) -> tuple[int | None, str | None]:
     """The output's token count and where it came from: usage, else the tokenizer, else the events."""
     usage = state.usage if state is not None else None
@@ -578,9 +597,10 @@ def output_tokens(state, text: str, choices: list[Choice] | None,
 
 def _choices(state: StreamState, text: str) -> list[Choice]:
     """Every choice of an `n > 1` reply, in index order; choice 0 is the state's own fields (`text`: its text)."""
+    others = state.others or {}
     return [Choice(0, text, state.reasoning, state.tool_calls, state.finish_reason, state.logprobs),
             *(Choice(c.index, c.text, c.reasoning, c.tool_calls, c.finish_reason, c.logprobs)
-              for c in (state.others[i] for i in sorted(state.others)))]
+              for c in (others[i] for i in sorted(others)))]
 
 
 def _tokenizer_count(count: Callable[[str], tuple[int, str]] | None, text: str,

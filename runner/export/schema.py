@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -115,7 +115,7 @@ _DOUBLE_COLUMNS = frozenset({"ttft_s", "ttfb_s", "e2e_s", "tpot_s", "queue_s", "
                              "scheduled_s"})
 
 _INT64 = 1 << 63
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def _column_type(pa, name: str) -> pa.DataType:

@@ -256,12 +256,12 @@ def _parse_messages(raw: bytes, content_type: str | None, config: MockConfig) ->
             raise _an_invalid("max_tokens: Input should be greater than or equal to 1")
     if body.get("mock") is not None and not isinstance(body["mock"], dict):
         raise _an_invalid("mock: Input should be a valid dictionary or object")
-    limit = body.get("max_tokens")
+    limit = body.get("max_tokens")  # strict: an integer >= 1 (_check_messages); lenient: one or None
     seed, prompt_tokens = seed_and_tokens(_messages_turns(body))
     if strict and config.max_context:
         if prompt_tokens > config.max_context:
             raise _an_invalid(f"prompt is too long: {prompt_tokens} tokens > {config.max_context} maximum")
-        if prompt_tokens + limit > config.max_context:
+        if limit is not None and prompt_tokens + limit > config.max_context:
             raise _an_invalid(f"input length and `max_tokens` exceed context limit: {prompt_tokens} + {limit} > "
                               f"{config.max_context}, decrease input length or `max_tokens` and try again")
     thinking = body.get("thinking")

@@ -24,17 +24,27 @@ import orjson
 from aiohttp import web
 
 from .anthropic import MESSAGES_PATH, messages
-from .config import MockConfig
-from .metrics import install_metrics
-from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
-from .request import Request, parse
-from .responses import RESPONSES_PATH, responses
-from .reply import answer, bearer_refused, hold, stream, tracked
-from .state import STATE_KEY, STATUS_FAULTS, MockState, admit, random_fault, script_index, scripted_fault, seconds_header
-from .embeddings import PATH as EMBEDDINGS_PATH, embeddings
 from .batch_jobs import STORE_KEY, BatchStore
 from .batches import install_batches
+from .config import MockConfig
+from .embeddings import PATH as EMBEDDINGS_PATH
+from .embeddings import embeddings
+from .frames import DONE, ERROR_EVENT, Choice, Frames, Schedule, choice_logprobs, frames, plan_choices, reply_text
 from .message_batches import install_message_batches
+from .metrics import install_metrics
+from .reply import answer, bearer_refused, hold, stream, tracked
+from .request import Request, parse
+from .responses import RESPONSES_PATH, responses
+from .state import (
+    STATE_KEY,
+    STATUS_FAULTS,
+    MockState,
+    admit,
+    random_fault,
+    script_index,
+    scripted_fault,
+    seconds_header,
+)
 from .validate import Refusal
 
 __all__ = ["build_app"]
@@ -113,10 +123,10 @@ async def _completion_inner(request: web.Request, state: MockState, chat: bool, 
         wait, which, headers = admit(state, req.prompt_tokens + n_tokens)
         if wait > 0:
             headers.update(seconds_header(math.ceil(wait * 1000) / 1000))
-            refusal = Refusal.error(
+            limited = Refusal.error(
                 429, f"mock: rate limit reached for {which} per min", which or "requests", code="rate_limit_exceeded"
             )
-            return answer(state, refusal, headers)
+            return answer(state, limited, headers)
 
     if fault is None:
         fault = random_fault(state)

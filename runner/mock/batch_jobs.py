@@ -174,7 +174,7 @@ class BatchStore:
 
     async def _answer(self, job: Job, a: int, b: int) -> None:
         answers = await asyncio.gather(*(self._one(job, *job.requests[i][1:]) for i in range(a, b)))
-        for i, answer in zip(range(a, b), answers):
+        for i, answer in zip(range(a, b), answers, strict=True):
             job.answers[i] = answer
         job.answered = b
         job.progressed.set()
@@ -225,7 +225,8 @@ def loopback_target(request: web.Request) -> str:
 async def read_limited(request: web.Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The body, read in chunks up to ``limit`` bytes (``too_large()`` is raised beyond): batch bodies
     are far over aiohttp's 1 MiB ``client_max_size``."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = await request.content.readany()
         if not chunk:

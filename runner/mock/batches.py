@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..stream.paths import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
 from .batch_jobs import STORE_KEY, Answer, BatchStore, Job, loopback_target, read_limited
@@ -95,9 +95,10 @@ def _file_object(f: dict[str, Any]) -> dict[str, Any]:
 
 def _new_file(store: BatchStore, state: MockState, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
     created = int(time.time())
-    f = {"id": "file-" + state.next_id(), "object": "file", "bytes": len(data), "created_at": created,
-         "expires_at": created + 30 * DAY_S if purpose == "batch" else None, "filename": filename,
-         "purpose": purpose, "status": "processed", "status_details": None, "data": data}
+    f: dict[str, Any] = {
+        "id": "file-" + state.next_id(), "object": "file", "bytes": len(data), "created_at": created,
+        "expires_at": created + 30 * DAY_S if purpose == "batch" else None, "filename": filename,
+        "purpose": purpose, "status": "processed", "status_details": None, "data": data}
     store.files[f["id"]] = f
     return f
 
@@ -106,9 +107,14 @@ async def _upload(request: web.Request) -> web.Response:
     state, store = _checked(request)
     if not (request.content_type or "").startswith("multipart/form-data"):
         raise Refusal.error(400, "The request must be multipart/form-data with 'file' and 'purpose'.")
-    purpose = filename = data = None
+    purpose: str | None = None
+    data: bytes | None = None
+    filename = "file"
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):  # a part that is itself multipart: no field of the form
+            raise Refusal.error(400, "The request must be multipart/form-data with 'file' and 'purpose', not a "
+                                     "nested multipart part.")
         if part.name == "purpose":
             purpose = (await part.text()).strip()
         elif part.name == "file":
@@ -363,9 +369,10 @@ def _result_line(job: Job, i: int, answer: Answer | None) -> tuple[bool, dict[st
 
 def _write_results(store: BatchStore, state: MockState, job: Job) -> None:
     """A batch that ended: its output and error files."""
-    out, err = [], []
-    for i, answer in enumerate(job.answers):
-        line = _result_line(job, i, answer)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    for i, got in enumerate(job.answers):
+        line = _result_line(job, i, got)
         if line is not None:
             (out if line[0] else err).append(orjson.dumps(line[1]) + b"\n")
     for key, lines, kind in (("output_file_id", out, "output"), ("error_file_id", err, "error")):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -75,7 +75,7 @@ def _invalid(message: str) -> Refusal:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _checked(body: Any) -> list[tuple[str, str, dict[str, Any]]]:
@@ -185,7 +185,7 @@ async def _results(request: web.Request, state: MockState, store: BatchStore) ->
     if await store.look(job, poll=False) is None:
         raise anthropic_error(404, f"message_batch: {job.id} has not ended: its results are not available yet")
     lines = (orjson.dumps({"custom_id": cid, "result": _result(job, a)}) + b"\n"
-             for (cid, _, _), a in zip(job.requests, job.answers))
+             for (cid, _, _), a in zip(job.requests, job.answers, strict=True))
     return web.Response(body=b"".join(lines), content_type="application/binary")
 
 

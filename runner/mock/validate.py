@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -372,7 +372,7 @@ _OPTIONAL: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
 # OpenAI's messages
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """A JSON integer (``true`` is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -51,3 +51,10 @@ def test_results_become_typed_records_whatever_the_batch_came_to():
     assert (OpenAIBatches.outcome(line).status_code, OpenAIBatches.outcome(line).code) == (429, "rate_limit_exceeded")
     with pytest.raises(ValueError):
         OpenAIBatches.outcome({"custom_id": "c"})
+
+
+def test_a_result_line_of_an_unknown_shape_is_a_value_error():
+    """A line the collector skips with a warning (ValueError), whatever JSON its result type is: no TypeError."""
+    for result in ({"type": ["succeeded"]}, {"type": {"x": 1}}, {"type": None}, ["succeeded"], None):
+        with pytest.raises(ValueError, match="an unknown result"):
+            AnthropicBatches.outcome({"custom_id": "c", "result": result})

@@ -60,6 +60,13 @@ def test_a_sweep_is_measured_afresh_not_resumed():
     assert cfg(load=LoadConfig(rate=("sweep",)), output=OutputConfig("out.jsonl", overwrite=True)).load.sweep
 
 
+def test_sweep_among_rates_is_a_usage_error():
+    """"sweep" comes alone (the parser's ("sweep",)); a caller's list with it in is refused, not a TypeError."""
+    for rates in (("sweep", 2.0), (1.0, "sweep")):
+        with pytest.raises(UsageError, match="--rate sweep"):
+            LoadConfig(concurrency=(4,), rate=rates)
+
+
 def test_retry_failed_needs_resume():
     with pytest.raises(UsageError, match="--retry-failed goes with --resume"):
         OutputConfig("out.jsonl", retry_failed=True)

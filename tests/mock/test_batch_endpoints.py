@@ -130,6 +130,22 @@ async def test_the_mock_refuses_what_the_batch_apis_refuse(mock_server):
             assert resp.status in (200, 404)  # 404 until it has ended
 
 
+async def test_the_mock_refuses_a_nested_multipart_upload(mock_server):
+    """A form part that is itself multipart is no field: 400, as any malformed upload, not a server error."""
+    import aiohttp
+
+    url = await mock_server(batch_delay=0)
+    inner = aiohttp.MultipartWriter("mixed")
+    inner.append(b"{}\n", {"Content-Type": "application/octet-stream"})
+    form = aiohttp.MultipartWriter("form-data")
+    form.append_form([("purpose", "batch")])
+    form.append(inner).set_content_disposition("form-data", name="file", filename="in.jsonl")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "/files", data=form, headers={"Authorization": "Bearer x"}) as resp:
+            assert resp.status == 400, await resp.text()
+            assert "nested multipart" in (await resp.json())["error"]["message"]
+
+
 async def test_the_mock_moves_a_batch_on_by_polls_and_expires_it(mock_server):
     url = await mock_server(batch_delay=0, batch_polls=3, batch_expire_at=0.5)
     openai = AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
