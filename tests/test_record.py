@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-
 from datetime import datetime
 
 import orjson
 import pytest
 
-from runner.outputs.batch import decode_batch, encode_batch
-from runner.config.run_config import Stage
-from runner.config.run_config import ChecksConfig, RequestConfig, TransportConfig
+from runner.config.run_config import ChecksConfig, RequestConfig, Stage, TransportConfig
 from runner.engine.answers import Answers
 from runner.engine.guards import ConnectGuard
 from runner.engine.hooks import EngineHooks
 from runner.engine.result import EngineResult
 from runner.engine.send import Reply, Sender
-from runner.stream.endpoints import EndpointPool
-from runner.stream.headers import Credentials
 from runner.inputs.items import InputItem
-from runner.outputs.batch import decode_result
+from runner.outputs.batch import decode_batch, decode_result, encode_batch
 from runner.record import Choice, Metrics, Record, RecordError, decode_native
+from runner.stream.endpoints import EndpointPool
 from runner.stream.errors import HTTPStatusError
+from runner.stream.headers import Credentials
 from runner.stream.protocol import ChoiceState, StreamState
 from runner.stream.timing import Timing
 from tests.helpers import ROOT

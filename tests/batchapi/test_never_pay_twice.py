@@ -19,8 +19,19 @@ import sys
 
 import pytest
 
-from tests.helpers import BATCH_ENV, HANG_GUARD_S, assert_submitted_once, batch_cli, batch_rows, batch_state, \
-    no_batch_key_anywhere, read_jsonl, read_stderr_until, start_batch_cli, write_jsonl
+from tests.helpers import (
+    BATCH_ENV,
+    HANG_GUARD_S,
+    assert_submitted_once,
+    batch_cli,
+    batch_rows,
+    batch_state,
+    no_batch_key_anywhere,
+    read_jsonl,
+    read_stderr_until,
+    start_batch_cli,
+    write_jsonl,
+)
 
 
 @pytest.mark.parametrize("api, how", [("openai", "kill"), ("anthropic", "kill"), ("openai", "sigterm")])
@@ -47,7 +58,7 @@ def test_kill_9_or_sigterm_while_polling_and_a_rerun_submit_every_line_exactly_o
     res = batch_cli(inp, out, url, api, "--max-lines-per-batch", "15")
     assert res.returncode == 1, res.stderr
     assert sorted(r["custom_id"] for r in read_jsonl(out)) == [f"p{i:02d}" for i in range(40)]
-    assert_submitted_once(url, 40)["batches_created"] == 3
+    assert assert_submitted_once(url, 40)["batches_created"] == 3
     no_batch_key_anywhere(tmp_path, res.stderr)
 
 

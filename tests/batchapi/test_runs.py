@@ -23,8 +23,21 @@ import pytest
 from runner.batchapi.plan import anthropic_id
 from runner.config.run_config import BatchConfig, OutputConfig, RunConfig
 from runner.errors import UsageError
-from tests.helpers import BATCH_ENV, BATCH_FAILING, assert_submitted_once, batch_cli, batch_rows, \
-    batch_state, by_id, forward_proxy, mock_stats, no_batch_key_anywhere, read_jsonl, streamrun, write_jsonl
+from tests.helpers import (
+    BATCH_ENV,
+    BATCH_FAILING,
+    assert_submitted_once,
+    batch_cli,
+    batch_rows,
+    batch_state,
+    by_id,
+    forward_proxy,
+    mock_stats,
+    no_batch_key_anywhere,
+    read_jsonl,
+    streamrun,
+    write_jsonl,
+)
 
 APIS = ("openai", "anthropic")
 

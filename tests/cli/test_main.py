@@ -116,8 +116,8 @@ def test_report_slo_reads_what_run_slo_reads(tmp_path):
 
 def test_one_list_of_slo_metrics():
     import runner.stats.accumulator as accumulator
-    from runner.config import parsers
     from runner import stats
+    from runner.config import parsers
 
     assert not hasattr(stats, "SLO_KEYS") and accumulator.SLO_METRICS is parsers.SLO_METRICS
     assert stats.validate_slos({m: 1 for m in parsers.SLO_METRICS}) == {m: 1.0 for m in parsers.SLO_METRICS}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.run_config import FsyncPolicy
-from runner.stream.config import Timeouts
 from runner.config.jobfile import JobFileError, deep_merge, load_job
+from runner.config.run_config import FsyncPolicy
 from runner.mock import MockConfig
+from runner.stream.config import Timeouts
 from tests.helpers import ROOT, prompts, read_jsonl, streamrun
 
 JOB = """

@@ -8,10 +8,19 @@ import re
 
 import pytest
 
-from runner.config.options import config_from_options
 from runner.cli.main import main
 from runner.config.jobfile import JobFileError, load_job
-from runner.config.options import OPTIONS, OptionError, default_of, duration, markdown_table, rate_list, slos, timeout
+from runner.config.options import (
+    OPTIONS,
+    OptionError,
+    config_from_options,
+    default_of,
+    duration,
+    markdown_table,
+    rate_list,
+    slos,
+    timeout,
+)
 from tests.helpers import ROOT, streamrun, write_jsonl
 
 DOCS_HOOK = ROOT / "docs" / "hooks" / "cli_reference.py"

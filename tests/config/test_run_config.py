@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from runner.config.run_config import (FsyncPolicy, LoadConfig, OutputConfig, RunConfig, Stage, TransportConfig,
-                                      make_stages, render_paths)
+from runner.config.run_config import (
+    FsyncPolicy,
+    LoadConfig,
+    OutputConfig,
+    RunConfig,
+    Stage,
+    TransportConfig,
+    make_stages,
+    render_paths,
+)
 from runner.errors import UsageError
 from tests.helpers import freeze_now
 
@@ -113,7 +121,7 @@ def test_fsync_policy_refuses_other_words():
 
 
 def test_render_paths_fills_date_job_and_shard(monkeypatch):
-    freeze_now(monkeypatch, datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone.utc))
+    freeze_now(monkeypatch, datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC))
     c = cfg(job="nightly", shard="3/8", output=OutputConfig("out/{job}-{date}-{shard}.jsonl",
                                                             summary_path="s/{date}.json"))
     rendered = render_paths(c)

@@ -6,11 +6,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.stream.config import RetryPolicy
 from runner.config.run_config import RunConfig, Stage
 from runner.errors import UsageError
-from tests.helpers import execute, replace_fields
-from tests.helpers import amock_stats, mock_stats, read_jsonl, run_rows, streamrun, write_jsonl
+from runner.stream.config import RetryPolicy
+from tests.helpers import amock_stats, execute, mock_stats, read_jsonl, replace_fields, run_rows, streamrun, write_jsonl
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "schema": {
     "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from runner.stream.protocol import StreamState
+import pytest
+
 from runner.engine.send import Sender
 from runner.stream.errors import UnwantedFinish
+from runner.stream.protocol import StreamState
 from tests.helpers import run_rows
-
-import pytest
 
 
 async def test_a_reply_cut_by_length_is_retried_then_kept_as_an_error_with_its_text(tmp_path, mock_server):

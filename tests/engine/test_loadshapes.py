@@ -7,7 +7,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -164,7 +164,7 @@ async def test_duration_counts_the_time_of_a_failed_record_that_a_rerun_sends_ag
     # sends its line again). The rerun has 0.5 s: it resends r1 (1 s at c=1) and starts nothing more; counting
     # only r0's time it had 2 s, and sent r2 at 1 s. For --num-prompts r1 is no prompt done: it is sent again.
     url = await mock_server(ttft=1.0, output_tokens=2)
-    begin = datetime.now(timezone.utc) - timedelta(minutes=5)
+    begin = datetime.now(UTC) - timedelta(minutes=5)
     done = Record("r0", "ok", "hi", metrics=Metrics(e2e_s=0.0, started_at=begin))
     failed = Record("r1", "error", error=RecordError("http_error", 500, None, "HTTP 500"),
                     metrics=Metrics(started_at=begin + timedelta(seconds=1.5)))

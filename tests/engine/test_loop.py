@@ -7,8 +7,8 @@ import shutil
 import orjson
 import pytest
 
-from runner.stream.config import RetryPolicy, Timeouts
 from runner.config.run_config import Stage
+from runner.stream.config import RetryPolicy, Timeouts
 from tests.helpers import FAST_RETRY, ROOT, by_id, chat, run_rows
 
 SAMPLE = ROOT / "sample_inputs" / "prompts.jsonl"

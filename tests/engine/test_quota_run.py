@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import orjson
 
-from runner.stream.config import RetryPolicy
 from runner.config.run_config import Stage
+from runner.stream.config import RetryPolicy
 from tests.helpers import amock_stats, by_id, chat, run_rows
 
 PATIENT = RetryPolicy(max_attempts=100, backoff_initial=0.05, backoff_max=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 from datetime import datetime
@@ -9,7 +10,18 @@ from itertools import islice
 
 import pytest
 
-from runner.engine.schedule import EXPONENTIAL, LINEAR, TraceTimes, ramp_area, ramp_time, ramped, ramped_gaps, replay_offset, sweep_rates, worker_start_offsets
+from runner.engine.schedule import (
+    EXPONENTIAL,
+    LINEAR,
+    TraceTimes,
+    ramp_area,
+    ramp_time,
+    ramped,
+    ramped_gaps,
+    replay_offset,
+    sweep_rates,
+    worker_start_offsets,
+)
 from tests.helpers import read_jsonl, streamrun, write_jsonl
 
 
@@ -71,7 +83,7 @@ def test_a_bursty_ramp_keeps_its_mean_and_its_spread(burstiness):
     runs = [arrival_times(ramped_gaps(40, 1, 5, LINEAR, burstiness, random.Random(s)), 30.0) for s in range(300)]
     expected = ramp_area(1, 40, 5, LINEAR) + 25 * 40 + (1 / burstiness - 1) / 2
     assert statistics.fmean(len(r) for r in runs) == pytest.approx(expected, rel=0.02)
-    late = [b - a for r in runs for a, b in zip(r, r[1:]) if a > 5]  # at the target rate: gamma gaps
+    late = [b - a for r in runs for a, b in itertools.pairwise(r) if a > 5]  # at the target rate: gamma gaps
     assert statistics.fmean(late) == pytest.approx(1 / 40, rel=0.03)
     assert statistics.pstdev(late) / statistics.fmean(late) == pytest.approx(burstiness ** -0.5, rel=0.05)
 

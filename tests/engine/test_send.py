@@ -36,8 +36,8 @@ from runner.engine.send import Sender
 from runner.inputs.items import parse_item
 from runner.preflight import credentials
 from runner.record import Record
-from runner.stream.errors import PastDeadline
 from runner.stream.endpoints import EndpointPool
+from runner.stream.errors import PastDeadline
 from tests.helpers import HANG_GUARD_S
 
 STAGE = Stage(0, 1)

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from runner.inputs.items import parse_item
 from runner.engine.session import turn_body
+from runner.inputs.items import parse_item
 from runner.inputs.sessions import from_sharegpt
 from runner.stream import protocol_anthropic
 from runner.stream.paths import CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH, InvalidRequestLine

@@ -254,7 +254,7 @@ def test_validators_are_compiled_once_per_schema(monkeypatch):
     reordered = orjson.loads(orjson.dumps(dict(reversed(list(PERSON.items())))))
     for i in range(1000):
         fmt = schema_format(PERSON if i % 2 else reordered)
-        assert check_output(fmt, '{"name": "Ada", "age": %d}' % i)[1] is None
+        assert check_output(fmt, f'{{"name": "Ada", "age": {i}}}')[1] is None
     assert len(calls) == 1
     info = structured._compiled.cache_info()
     assert info.misses == 1 and info.hits == 999

@@ -183,7 +183,7 @@ async def test_sdk_completions_not_streamed_n2(sdk):
         lp = c.logprobs
         assert "".join(lp.tokens) == c.text
         assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
-        for tok, off, top in zip(lp.tokens, lp.text_offset, lp.top_logprobs):
+        for tok, off, top in zip(lp.tokens, lp.text_offset, lp.top_logprobs, strict=True):
             assert c.text[off:off + len(tok)] == tok and len(top) == 1
     assert reply.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in reply.choices)
     plain = await sdk.completions.create(model=MODEL, prompt="Say hello", n=2, max_tokens=8)
@@ -267,7 +267,7 @@ async def test_completions_tokens_per_chunk_offsets(aiohttp_client):
         assert "".join(lp["tokens"]) == choice["text"] and lp["top_logprobs"] == [{}] * len(lp["tokens"])
         assert lp["text_offset"][0] == len(before)
         texts[i] = before + choice["text"]
-        for tok, off in zip(lp["tokens"], lp["text_offset"]):
+        for tok, off in zip(lp["tokens"], lp["text_offset"], strict=True):
             assert texts[i][off:off + len(tok)] == tok
 
 
@@ -293,7 +293,7 @@ async def test_n_and_logprobs_timing_follows_choice_0(aiohttp_client):
     for i in (0, 1):
         for j, t in enumerate(arrivals[i]):
             assert t >= 0.05 + j * 0.02 - 0.01
-    assert all(a <= b for a, b in zip(arrivals[0], arrivals[1]))
+    assert all(a <= b for a, b in zip(arrivals[0], arrivals[1], strict=True))
 
 
 # ----------------------------------------------------------------- n = 1 unchanged, determinism
@@ -306,7 +306,7 @@ def frame(obj: str, choice: str, tail: str = "]}") -> str:
 
 
 def chat_content(text: str) -> str:
-    return '{"index":0,"delta":{"content":"%s"},"logprobs":null,"finish_reason":null}' % text
+    return '{"index":0,"delta":{"content":"' + text + '"},"logprobs":null,"finish_reason":null}'
 
 
 # Captured from the mock before n and logprobs existed.
@@ -319,7 +319,7 @@ CHAT_ONE = "".join([
     "data: [DONE]\n\n",
 ])
 COMPLETION_ONE = "".join([
-    *(frame("text_completion", '{"index":0,"text":"%s","logprobs":null,"finish_reason":null}' % t, '],"usage":null}')
+    *(frame("text_completion", '{"index":0,"text":"' + t + '","logprobs":null,"finish_reason":null}', '],"usage":null}')
       for t in ("queue", " latency", " data", " limit", " naïve")),
     frame("text_completion", '{"index":0,"text":"","logprobs":null,"finish_reason":"length"}', '],"usage":null}'),
     frame("text_completion", "", '],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}'),

@@ -15,7 +15,16 @@ import time
 import aiohttp
 import pytest
 
-from runner.mock import STATE_KEY, MockConfig, ScriptEntry, build_app, format_reset, load_script, prompt_tokens_estimate, serve
+from runner.mock import (
+    STATE_KEY,
+    MockConfig,
+    ScriptEntry,
+    build_app,
+    format_reset,
+    load_script,
+    prompt_tokens_estimate,
+    serve,
+)
 from tests.helpers import ROOT, read_jsonl, run_rows, streamrun, write_jsonl
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)

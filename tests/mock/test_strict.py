@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import runner.cli.mock as cli_mock
-from runner.mock import STATE_KEY, MockConfig, build_app, prompt_tokens_estimate
 from runner.cli.mock import mock_command
+from runner.mock import STATE_KEY, MockConfig, build_app, prompt_tokens_estimate
 
 FAST = dict(ttft=0.0, tokens_per_s=0.0)
 MODEL = "mock-model"
