@@ -63,6 +63,7 @@ from .signals import install_signals
 from .state import Ledger, State, shown_ids, state_path_for
 from .submit import Submitter
 from .summary import Ending, finish
+from .work import BatchWork
 
 log = logging.getLogger("streamrun")
 
@@ -167,8 +168,8 @@ class BatchRun:
             log.info("nothing to submit: every line of the inputs has its final record in %s%s",
                      self.cfg.output.path, f"; {failed} failed (--resubmit-failed submits them again)" if failed
                      else "")
-        submitter = self.submitter = Submitter(provider, ledger, self.lines, records, found, settings,
-                                               self.cfg.output.path, self.stopping)
+        work = BatchWork(provider, ledger, self.lines, records, found, settings, self.stopping)
+        submitter = self.submitter = Submitter(work, self.cfg.output.path)
         await submitter.reconcile()
         if settings.cancel:
             await submitter.cancel()
@@ -177,8 +178,7 @@ class BatchRun:
                 await submitter.plan(pending)
             await submitter.submit()
         if not self.stopping.is_set():
-            await Poller(provider, ledger, self.lines, records, found, settings, self.cfg.observe.log_every_s,
-                         self.stopping).poll()
+            await Poller(work, self.cfg.observe.log_every_s).poll()
 
     def _start_state(self, loaded: State | None) -> Ledger:
         """The state file's run, or a new one saved before anything is sent (every batch carries its id);

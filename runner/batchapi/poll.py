@@ -17,15 +17,12 @@ import asyncio
 import logging
 import tempfile
 import time
-from typing import Any
 
 from ..io.jsonl import JsonlReader
 from . import collect
-from .lines import InputLines
-from .output import Found, Records
 from .remote import FAILED, Remote
-from .settings import BatchSettings
-from .state import COLLECTED, SUBMITTED, Ledger, Part
+from .state import COLLECTED, SUBMITTED, Part
+from .work import BatchWork
 
 log = logging.getLogger("streamrun")
 
@@ -37,30 +34,22 @@ RESULT_LINE_BYTES = 256 << 20  # the longest result line read (a whole reply wit
 class Poller:
     """The submitted parts, polled until each has ended and been collected (or, --no-wait, polled once).
 
-    `provider`: runner/batchapi/openai.OpenAIBatches or anthropic.AnthropicBatches.  `found`: what the
-    output held at the start.  `stopping`: set by the first signal; the poll then returns.
+    `work`: what it shares with the Submitter (runner/batchapi/work.py); the first signal ends the poll.
     """
 
-    def __init__(self, provider: Any, ledger: Ledger, lines: InputLines, records: Records, found: Found,
-                 settings: BatchSettings, log_every_s: float, stopping: asyncio.Event) -> None:
-        self.provider = provider
-        self.ledger = ledger
-        self.lines = lines
-        self.records = records
-        self.found = found
-        self.settings = settings
+    def __init__(self, work: BatchWork, log_every_s: float) -> None:
+        self.work = work
         self.log_every_s = log_every_s
-        self.stopping = stopping
         self._last_log = float("-inf")
 
     async def poll(self) -> None:
-        settings, ledger = self.settings, self.ledger
+        settings, ledger = self.work.settings, self.work.ledger
         wait = min(FIRST_POLL_S, settings.poll_interval_s)
         deadline = time.monotonic() + CANCEL_WAIT_S if settings.cancel else None
         while True:
             ended: list[tuple[Part, Remote]] = []
             for part in [p for p in ledger.state.parts if p.step == SUBMITTED]:
-                remote = await self.provider.get(part.batch_id)
+                remote = await self.work.provider.get(part.batch_id)
                 ledger.seen(part, remote)
                 if remote.end is not None:
                     ended.append((part, remote))
@@ -71,14 +60,14 @@ class Poller:
             if not running:
                 return
             self._log_waiting(running, force=not settings.wait)
-            if self.stopping.is_set() or (not settings.wait and not settings.cancel):
+            if self.work.stopping.is_set() or (not settings.wait and not settings.cancel):
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 log.warning("%d batches are still being cancelled after %.0fs: rerun with --cancel to collect "
                             "them", len(running), CANCEL_WAIT_S)
                 return
             try:
-                await asyncio.wait_for(self.stopping.wait(), wait)
+                await asyncio.wait_for(self.work.stopping.wait(), wait)
                 return
             except TimeoutError:
                 pass
@@ -100,31 +89,31 @@ class Poller:
         """The ended batches' records, one per line, written and fsynced before the parts count as collected."""
         parts = [p for p, _ in ended]
         members: dict[int, dict[str, collect.Member]] = {p.index: {} for p in parts}
-        for part, member in self.lines.members(parts):
+        for part, member in self.work.lines.members(parts):
             members[part.index][member.wire.wire_id] = member
         for part, remote in ended:
             await self._collect_one(part, remote, members.pop(part.index))
             part.step = COLLECTED
-            self.ledger.save()
+            self.work.ledger.save()
 
     async def _collect_one(self, part: Part, remote: Remote, members: dict[str, collect.Member]) -> None:
-        batch_id, ctx, records = remote.id, self.lines.ctx, self.records
+        batch_id, ctx, records = remote.id, self.work.lines.ctx, self.work.records
         if remote.end != FAILED or remote.files:
             with tempfile.TemporaryFile() as results:
-                await self.provider.results(remote, results)
+                await self.work.provider.results(remote, results)
                 results.seek(0)
                 with JsonlReader(results, name=f"the results of {batch_id}", max_line=RESULT_LINE_BYTES) as reader:
                     for outcome in collect.outcomes(((n, o) for n, _, o in reader.objects()),
-                                                    self.provider.outcome, log.warning):
+                                                    self.work.provider.outcome, log.warning):
                         member = members.pop(outcome.wire_id, None)
                         if member is None:
                             log.warning("the results of %s name a request it does not hold (%r): skipped", batch_id,
                                         outcome.wire_id)
                             continue
-                        if not self.found.wrote(member.item.custom_id, batch_id):
+                        if not self.work.found.wrote(member.item.custom_id, batch_id):
                             records.put(collect.answered(member, outcome, batch_id, ctx))
         for member in members.values():
-            if not self.found.wrote(member.item.custom_id, batch_id):
+            if not self.work.found.wrote(member.item.custom_id, batch_id):
                 records.put(collect.missing(member, remote.end, batch_id, ctx, remote.problem))
         records.flush()
         log.info("batch %s %s: records written for its %d lines", batch_id, remote.end, part.lines)

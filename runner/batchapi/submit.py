@@ -18,25 +18,21 @@ each is written into the state file before the next starts:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
 from array import array
-from typing import Any
 
 from ..engine.send import only_model
 from ..errors import UsageError
 from ..stream.paths import InvalidRequestLine
 from . import collect
 from .http import ProviderError, Unsure
-from .lines import InputLines
 from .openai import file_name, metadata
-from .output import Found, Records
 from .plan import Planner, wire_request
 from .remote import CANCELLED, Remote
-from .settings import BatchSettings
-from .state import COLLECTED, PLANNED, SUBMITTED, SUBMITTING, UPLOADED, Ledger, Part, shown_ids
+from .state import COLLECTED, PLANNED, SUBMITTED, SUBMITTING, UPLOADED, Part, shown_ids
+from .work import BatchWork
 
 log = logging.getLogger("streamrun")
 
@@ -47,21 +43,13 @@ PAYLOADS_AT_ONCE = 8  # parts whose upload is written to disk in one reading of 
 class Submitter:
     """The run's parts at the provider: planned, found again after a crash, submitted, cancelled.
 
-    `provider`: runner/batchapi/openai.OpenAIBatches or anthropic.AnthropicBatches.  `output`: the output
-    as configured (each OpenAI batch's metadata names it).  `stopping`: set by the first signal; no part
-    is submitted after it.
+    `work`: what it shares with the Poller (runner/batchapi/work.py); no part is submitted after the first
+    signal.  `output`: the output as configured (each OpenAI batch's metadata names it).
     """
 
-    def __init__(self, provider: Any, ledger: Ledger, lines: InputLines, records: Records, found: Found,
-                 settings: BatchSettings, output: str, stopping: asyncio.Event) -> None:
-        self.provider = provider
-        self.ledger = ledger
-        self.lines = lines
-        self.records = records
-        self.found = found
-        self.settings = settings
+    def __init__(self, work: BatchWork, output: str) -> None:
+        self.work = work
         self.output = output
-        self.stopping = stopping
         self.submitted_lines = 0  # by this invocation
         self.planned_now: set[int] = set()  # parts planned by this invocation: no earlier upload to look for
 
@@ -69,10 +57,10 @@ class Submitter:
 
     async def plan(self, pending: array) -> None:
         """The lines to submit, into parts within the limits; the state names them before anything is sent."""
-        state, lines, ctx = self.ledger.state, self.lines, self.lines.ctx
+        state, lines, ctx = self.work.ledger.state, self.work.lines, self.work.lines.ctx
         if ctx.model is None and lines.needs_model(pending):
             ctx.model = state.model = await self._default_model()
-        planner = Planner(self.settings, len(state.parts))
+        planner = Planner(self.work.settings, len(state.parts))
         dropped: set[tuple[str, str]] = set()
 
         def on_drop(key: str, why: str) -> None:
@@ -82,26 +70,26 @@ class Submitter:
 
         for ordinal, item in lines.wanted(pending):
             try:
-                wire = wire_request(item, self.settings, lines.params, ctx.model, on_drop)
+                wire = wire_request(item, self.work.settings, lines.params, ctx.model, on_drop)
                 if not planner.fits_alone(wire):
-                    raise InvalidRequestLine(f"{len(wire.data)} bytes: over {self.settings.limits.name}'s "
-                                             f"{self.settings.limits.max_bytes} bytes a batch")
+                    raise InvalidRequestLine(f"{len(wire.data)} bytes: over {self.work.settings.limits.name}'s "
+                                             f"{self.work.settings.limits.max_bytes} bytes a batch")
             except InvalidRequestLine as exc:
-                if not self.found.has_final(item.custom_id):
-                    self.records.put(collect.invalid(item, str(exc), ctx))
+                if not self.work.found.has_final(item.custom_id):
+                    self.work.records.put(collect.invalid(item, str(exc), ctx))
                 continue
             planner.add(ordinal, item.custom_id, wire)
         parts = planner.finish()
         state.parts.extend(parts)
         self.planned_now.update(p.index for p in parts)
-        self.records.flush()
-        self.ledger.save()
+        self.work.records.flush()
+        self.work.ledger.save()
         if parts:
             log.info("%d lines in %d batches for %s (%s)", sum(p.lines for p in parts), len(parts),
-                     self.settings.limits.name, ", ".join(f"{p.lines} {p.endpoint}" for p in parts))
+                     self.work.settings.limits.name, ", ".join(f"{p.lines} {p.endpoint}" for p in parts))
 
     async def _default_model(self) -> str:
-        client = self.provider.client
+        client = self.work.provider.client
         return await only_model(client.session, [client.base_url], {client.base_url: client.proxy},
                                 client.secrets, headers=client.headers)
 
@@ -109,22 +97,22 @@ class Submitter:
 
     async def reconcile(self) -> None:
         """Parts whose create was sent but whose batch id was never kept: found at the provider, or not sent."""
-        for part in [p for p in self.ledger.state.parts if p.step == SUBMITTING]:
+        for part in [p for p in self.work.ledger.state.parts if p.step == SUBMITTING]:
             remote = await self._find(part)
             if remote is not None:
                 log.info("batch part %d: found %s, created before the last run stopped", part.index, remote.id)
-                self.ledger.adopt(part, remote)
+                self.work.ledger.adopt(part, remote)
             else:
                 part.step = UPLOADED if part.file_id else PLANNED
                 part.since = None
-            self.ledger.save()
+            self.work.ledger.save()
 
     async def _find(self, part: Part) -> Remote | None:
-        state = self.ledger.state
+        state = self.work.ledger.state
         assert part.since is not None
-        if not self.provider.uploads:
+        if not self.work.provider.uploads:
             known = {p.batch_id for p in state.parts if p.batch_id}
-            found = await self.provider.find(part.lines, part.since, known)
+            found = await self.work.provider.find(part.lines, part.since, known)
             if len(found) > 1:
                 raise UsageError(
                     f"batch part {part.index} ({part.lines} requests) was being created when the last run stopped, "
@@ -132,12 +120,12 @@ class Submitter:
                     "Anthropic's batches carry no metadata to tell them apart: cancel the ones that are not this "
                     "run's, then rerun")
             return found[0] if found else None
-        return await self.provider.find(state.run, part.index, part.since)
+        return await self.work.provider.find(state.run, part.index, part.since)
 
     # ---- submit
 
     async def submit(self) -> None:
-        state, provider = self.ledger.state, self.provider
+        state, provider = self.work.ledger.state, self.work.provider
         todo = [p for p in state.parts if p.step in (PLANNED, UPLOADED)]
         if not todo:
             return
@@ -147,19 +135,19 @@ class Submitter:
                     file_id = await provider.find_file(file_name(state.run, part.index, part.fingerprint))
                     if file_id is not None:
                         part.file_id, part.step = file_id, UPLOADED
-                        self.ledger.save()
+                        self.work.ledger.save()
         for at in range(0, len(todo), PAYLOADS_AT_ONCE):  # a few parts' uploads on disk at a time
             some = todo[at:at + PAYLOADS_AT_ONCE]
             needs_payload = [p for p in some if p.step == PLANNED or not provider.uploads]
             with tempfile.TemporaryDirectory(prefix="streamrun-batch-") as folder:
-                payloads = self.lines.payloads(needs_payload, folder) if needs_payload else {}
+                payloads = self.work.lines.payloads(needs_payload, folder) if needs_payload else {}
                 for part in some:
-                    if self.stopping.is_set():
+                    if self.work.stopping.is_set():
                         return
                     await self._submit_part(part, payloads.get(part.index))
 
     async def _submit_part(self, part: Part, payload: str | None) -> None:
-        provider, ledger = self.provider, self.ledger
+        provider, ledger = self.work.provider, self.work.ledger
         state = ledger.state
         if provider.uploads and part.step == PLANNED:
             assert payload is not None
@@ -200,12 +188,12 @@ class Submitter:
 
     async def cancel(self) -> None:
         """Cancel the submitted parts (the poll then waits for them); the parts never submitted end at once."""
-        ledger = self.ledger
+        ledger = self.work.ledger
         never = [p for p in ledger.state.parts if p.step in (PLANNED, UPLOADED)]
         if never:
-            for _part, member in self.lines.members(never):
-                self.records.put(collect.never_ran(member, CANCELLED, None, self.lines.ctx))
-            self.records.flush()
+            for _part, member in self.work.lines.members(never):
+                self.work.records.put(collect.never_ran(member, CANCELLED, None, self.work.lines.ctx))
+            self.work.records.flush()
             for part in never:
                 part.step, part.end, part.status = COLLECTED, CANCELLED, "not submitted"
             ledger.save()
@@ -213,7 +201,7 @@ class Submitter:
                      sum(p.lines for p in never))
         for part in [p for p in ledger.state.parts if p.step == SUBMITTED and p.end is None]:
             try:
-                remote = await self.provider.cancel(part.batch_id)
+                remote = await self.work.provider.cancel(part.batch_id)
             except ProviderError as exc:  # it ended meanwhile (409), say: the poll sees how
                 log.warning("batch part %d: %s", part.index, exc)
                 continue
