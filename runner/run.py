@@ -18,11 +18,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from .aio import install_stop_signals
 from .config.run_config import (
     BatchConfig,
     FsyncPolicy,
@@ -44,7 +44,6 @@ from .errors import (
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_SIGINT,
-    EXIT_SIGTERM,
     RunError,
     UsageError,
 )
@@ -502,56 +501,20 @@ def _progress(show: bool | None, counters: LiveCounters, total: int | None, engi
     return ProgressDisplay(counters, total, lambda: engine.in_flight, lambda: str(concurrency()))
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 def _install_signals(engine: Engine, writer: ResultWriter, drain_timeout_s: float, *,
                      cli: bool) -> tuple[list[int], Callable[[], None]]:
-    """The first SIGINT/SIGTERM drains: no new requests, those in flight finish, the summary is written.
-
-    From the command line (`cli`) a second one exits at once after writing
-    what is queued.  From Python the caller's own handlers are back after
-    the first, so a second one does what the caller set up, never ends the
-    process under it: Python's default and asyncio.run raise
-    KeyboardInterrupt in the caller; a notebook interrupts the cell.
-    Returns the exit codes of the signals received, and the function that
-    puts the caller's handlers back (the run calls it when it ends, whatever
-    happened; it may be called again).
-    """
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-    previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
-
-    def restore() -> None:
-        while previous:
-            sig, old = previous.popitem()
-            signal.signal(sig, old)
-
-    def handler(signum: int) -> None:
-        code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-        if received:  # only the command line's handlers are still in place for a second signal
-            try:
-                writer.flush_now()
-            except OSError:
-                pass
-            log.error("second signal: exiting now")
-            os._exit(code)
-        received.append(code)
-        if not cli:
-            restore()
+    """The first SIGINT/SIGTERM drains: no new requests, those in flight finish, the summary is written; from
+    the command line a second one exits at once after writing what is queued (runner/aio.py has the rest)."""
+    def drain(signum: int) -> None:
         log.warning("%s: no new requests; draining %d in flight for up to %gs (%s)",
                     signal.Signals(signum).name, engine.in_flight, drain_timeout_s,
                     "signal again to exit now" if cli else "signal again to interrupt")
         engine.stop()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:  # between two bytecodes of the main thread: hand it to the loop
-        loop.call_soon_threadsafe(handler, signum)
+    def flush() -> None:
+        try:
+            writer.flush_now()
+        except OSError:
+            pass
 
-    try:
-        for sig in _SIGNALS:
-            if signal.getsignal(sig) is None:  # a handler not set from Python could not be put back: leave it
-                continue
-            previous[sig] = signal.signal(sig, on_signal)
-    except ValueError:  # not the main thread (a notebook's worker, say)
-        log.debug("signals stay with the caller: not on the main thread")
-    return received, restore
+    return install_stop_signals(drain, cli=cli, before_exit=flush)

@@ -132,7 +132,7 @@ class BatchRun:
         check_keys(cfg, self.creds, frozenset({self.settings.provider}), local=self.local)
         loaded, found = prepare_output(cfg.output, self.state_path)
         records = Records(cfg.output)
-        restore = install_signals(self.stopping, self.signals, cli=self.cli)
+        self.signals, restore = install_signals(self.stopping, cli=self.cli)
         stopped: RunError | None = None
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.transport.timeouts.connect,
