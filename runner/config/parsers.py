@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from .run_config import FsyncPolicy
 
 
@@ -93,10 +95,20 @@ def urls(v: Any) -> tuple[str, ...]:
     return tuple(u for item in strings(v) for u in item.split())
 
 
+def _as_http_url(text: str) -> URL | None:
+    """`text` as an http(s) URL with a host (the only kind these options take), else None."""
+    from yarl import URL
+
+    try:
+        parsed = URL(text)
+    except (ValueError, TypeError):
+        return None
+    return parsed if parsed.scheme in ("http", "https") and parsed.host else None
+
+
 def metrics_urls(v: Any) -> tuple[str, ...]:
     """Prometheus endpoints: `auto` (each base URL's server's /metrics) or http(s) URLs; a bare origin gets
     /metrics.  A URL's password is never echoed in the message."""
-    from yarl import URL
 
     from ..stream.endpoints import public_url
 
@@ -105,11 +117,8 @@ def metrics_urls(v: Any) -> tuple[str, ...]:
         if item.lower() == "auto":
             out.append("auto")
             continue
-        try:
-            parsed = URL(item)
-        except (ValueError, TypeError):
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        parsed = _as_http_url(item)
+        if parsed is None:
             raise OptionError(f"{public_url(item)!r} is not an http(s) URL like http://gpu-box:8000/metrics, "
                               "nor auto")
         out.append(str(parsed.with_path("/metrics")) if parsed.path in ("", "/") else item)
@@ -119,18 +128,13 @@ def metrics_urls(v: Any) -> tuple[str, ...]:
 def http_url(v: Any) -> str:
     """One http(s) URL (a Pushgateway, an OTLP collector); a bare `host:port` means http://host:port, as
     prometheus-client reads it.  A URL's password is never echoed in the message."""
-    from yarl import URL
 
     from ..stream.endpoints import public_url
 
     text = string(v).strip()
     if "://" not in text:
         text = "http://" + text
-    try:
-        parsed = URL(text)
-    except (ValueError, TypeError):
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    if _as_http_url(text) is None:
         raise OptionError(f"{public_url(text)!r} is not an http(s) URL like http://pushgateway:9091")
     return text
 
@@ -212,16 +216,11 @@ non_negative_number = _at_least(_number, 0, False, "must be a number >= 0")
 
 def proxy_url(v: Any) -> str:
     """An HTTP(S) proxy, `http://[user:password@]host:port`; its password is never echoed in the message."""
-    from yarl import URL
 
     from ..stream.endpoints import public_url
 
     text = string(v).strip()
-    try:
-        parsed = URL(text)
-    except (ValueError, TypeError):
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    if _as_http_url(text) is None:
         raise OptionError(f"{public_url(text)!r} is not an HTTP proxy URL like http://proxy.internal:3128 "
                           "(http:// or https://; SOCKS is not supported)")
     return text
